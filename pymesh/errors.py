@@ -1,0 +1,133 @@
+"""Typed errors. Every pymesh error is a :class:`MeshError`.
+
+Errors carry the node id and the xDS resource name where one applies, so a log line
+alone tells an operator which resource of which client went wrong.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BootstrapError",
+    "ClusterUnavailableError",
+    "ConfigFileError",
+    "ConfigTimeoutError",
+    "FaultAbortError",
+    "MeshClosedError",
+    "MeshError",
+    "NoHealthyUpstreamError",
+    "NoRouteError",
+    "UpstreamOverflowError",
+    "ResourceInvalid",
+    "TlsConfigError",
+    "UnknownHostError",
+]
+
+
+class MeshError(Exception):
+    """Base class of every error pymesh raises.
+
+    ``node_id`` and ``resource_name`` are filled in where they are known.
+    """
+
+    def __init__(
+        self, message: str, *, node_id: str | None = None, resource_name: str | None = None
+    ) -> None:
+        self.message = message
+        self.node_id = node_id
+        self.resource_name = resource_name
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = []
+        if self.resource_name:
+            where.append(f"resource {self.resource_name!r}")
+        if self.node_id:
+            where.append(f"node {self.node_id!r}")
+        return f"{self.message} ({', '.join(where)})" if where else self.message
+
+
+class BootstrapError(MeshError):
+    """The bootstrap (file, env var or dict) is unreadable or invalid.
+
+    ``source`` names the file or variable; ``field`` is a dotted path such as
+    ``xds_servers[0].server_uri``.
+    """
+
+    def __init__(self, source: str, field: str, reason: str) -> None:
+        self.source = source
+        self.field = field
+        self.reason = reason
+        super().__init__(f"bootstrap {source}: field {field!r}: {reason}")
+
+
+class ConfigFileError(MeshError):
+    """A mesh config file for the embedded control plane is invalid.
+
+    ``where`` is a dotted field path (and the line where known).
+    """
+
+    def __init__(self, source: str, where: str, reason: str, *, line: int | None = None) -> None:
+        self.source = source
+        self.where = where
+        self.reason = reason
+        self.line = line
+        loc = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{loc}: {where}: {reason}")
+
+
+class ResourceInvalid(MeshError):  # noqa: N818 - the xDS term
+    """An xDS resource failed validation; the client NACKs it.
+
+    ``field`` is the dotted path of the offending field inside the resource.
+    """
+
+    def __init__(self, resource_name: str, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}", resource_name=resource_name)
+
+
+class NoRouteError(MeshError):
+    """No virtual host or route matched (gRPC: UNAVAILABLE; HTTP answers a local 404)."""
+
+
+class UnknownHostError(MeshError):
+    """The control plane does not know the host and passthrough is off."""
+
+
+class ClusterUnavailableError(MeshError):
+    """The selected cluster does not exist or has no usable config."""
+
+
+class NoHealthyUpstreamError(MeshError):
+    """The cluster has no endpoint that can take the request."""
+
+
+class UpstreamOverflowError(MeshError):
+    """A circuit breaker (max_requests, max_pending_requests, max_retries, budget) tripped."""
+
+
+class FaultAbortError(MeshError):
+    """The fault filter aborted the request (carries the HTTP and gRPC status)."""
+
+    def __init__(
+        self, message: str, *, http_status: int | None = None, grpc_status: int | None = None
+    ) -> None:
+        self.http_status = http_status
+        self.grpc_status = grpc_status
+        super().__init__(message)
+
+
+class ConfigTimeoutError(MeshError):
+    """The listener's config did not arrive before the request's timeout."""
+
+
+class TlsConfigError(MeshError):
+    """A cluster's TLS config cannot be satisfied (unknown provider, unreadable files).
+
+    Requests to the cluster fail with this error; pymesh never falls back to plaintext.
+    """
+
+
+class MeshClosedError(MeshError):
+    """The mesh was closed."""

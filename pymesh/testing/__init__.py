@@ -1,0 +1,1 @@
+"""Test fixtures for users' own tests (also a pytest plugin: ``pymesh.testing.plugin``)."""

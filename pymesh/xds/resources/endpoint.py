@@ -1,0 +1,68 @@
+"""ClusterLoadAssignment → frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+HealthStatus = Literal["UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED"]
+
+#: Statuses a client may send traffic to (gRPC A27 / Envoy).
+USABLE_HEALTH: frozenset[str] = frozenset({"UNKNOWN", "HEALTHY"})
+
+#: Envoy's default overprovisioning factor (percent).
+DEFAULT_OVERPROVISIONING_FACTOR = 140
+
+
+@dataclass(frozen=True, slots=True)
+class Locality:
+    region: str = ""
+    zone: str = ""
+    sub_zone: str = ""
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.region, self.zone, self.sub_zone) if p) or "-"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str  # IP address or DNS name
+    port: int
+    health: HealthStatus = "UNKNOWN"
+    weight: int = 1  # load_balancing_weight, default 1
+    hostname: str = ""
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (IPv6 hosts in brackets): the endpoint's stable key."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def usable(self) -> bool:
+        return self.health in USABLE_HEALTH
+
+
+@dataclass(frozen=True, slots=True)
+class LocalityEndpoints:
+    locality: Locality
+    endpoints: tuple[Endpoint, ...]
+    weight: int | None = None  # load_balancing_weight; None when unset
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DropOverload:
+    category: str
+    parts_per_million: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterLoadAssignment:
+    cluster_name: str
+    localities: tuple[LocalityEndpoints, ...] = ()
+    drop_overloads: tuple[DropOverload, ...] = ()
+    overprovisioning_factor: int = DEFAULT_OVERPROVISIONING_FACTOR
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(e for loc in self.localities for e in loc.endpoints)

@@ -1,0 +1,37 @@
+"""Listener (api_listener HttpConnectionManager) → frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pymesh.xds.resources.route import RouteConfiguration
+
+ROUTER_TYPE = "envoy.extensions.filters.http.router.v3.Router"
+FAULT_TYPE = "envoy.extensions.filters.http.fault.v3.HTTPFault"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpFilter:
+    """One entry of HCM http_filters. ``config`` is the parsed filter config
+    (e.g. :class:`~pymesh.xds.resources.fault.FaultConfig`) or None for the router."""
+
+    name: str
+    type_name: str  # full proto message name, e.g. ROUTER_TYPE
+    config: Any = None
+    is_optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """An api_listener with an HttpConnectionManager.
+
+    Exactly one of ``rds_name`` (RDS) and ``route_config`` (inline) is set.
+    """
+
+    name: str
+    rds_name: str | None = None
+    route_config: RouteConfiguration | None = None
+    http_filters: tuple[HttpFilter, ...] = ()
+    max_stream_duration: float | None = None  # HCM common_http_protocol_options
+    unsupported: tuple[str, ...] = ()
