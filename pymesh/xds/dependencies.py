@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pymesh.xds.resources.cluster import Cluster
 from pymesh.xds.resources.endpoint import ClusterLoadAssignment
@@ -43,3 +44,12 @@ class XdsConfig:
     route_config: RouteConfiguration
     clusters: Mapping[str, ClusterConfig]
     version: int  # increases with every publication for this listener
+
+
+def __getattr__(name: str) -> Any:
+    # The manager imports this module for the data types, so it is loaded lazily.
+    if name == "DependencyManager":
+        from pymesh.xds._dependency_manager import DependencyManager
+
+        return DependencyManager
+    raise AttributeError(name)

@@ -114,3 +114,16 @@ class Cluster:
     @property
     def eds_resource_name(self) -> str:
         return self.eds_service_name or self.name
+
+
+def parse_cluster(msg: Any) -> Cluster:
+    """Parse a CDS resource.
+
+    ``msg`` is a ``cluster_pb2.Cluster`` message. Raises
+    :class:`pymesh.errors.ResourceInvalid` (field path and a reason) when the resource
+    must be NACKed; set-but-unsupported fields are listed in ``unsupported`` and logged.
+    """
+    # Imported here: the parser modules import this module's dataclasses.
+    from pymesh.xds.resources._parse_cluster import parse
+
+    return parse(msg)

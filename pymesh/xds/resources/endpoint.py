@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 HealthStatus = Literal["UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED"]
 
@@ -66,3 +66,16 @@ class ClusterLoadAssignment:
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
         return tuple(e for loc in self.localities for e in loc.endpoints)
+
+
+def parse_cluster_load_assignment(msg: Any) -> ClusterLoadAssignment:
+    """Parse an EDS resource (or a cluster's inline ``load_assignment``).
+
+    ``msg`` is a ``endpoint_pb2.ClusterLoadAssignment`` message. Raises
+    :class:`pymesh.errors.ResourceInvalid` (field path and a reason) when the resource
+    must be NACKed; set-but-unsupported fields are logged as warnings.
+    """
+    # Imported here: the parser modules import this module's dataclasses.
+    from pymesh.xds.resources._parse_endpoint import parse
+
+    return parse(msg)

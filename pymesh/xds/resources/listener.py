@@ -35,3 +35,16 @@ class Listener:
     http_filters: tuple[HttpFilter, ...] = ()
     max_stream_duration: float | None = None  # HCM common_http_protocol_options
     unsupported: tuple[str, ...] = ()
+
+
+def parse_listener(msg: Any) -> Listener:
+    """Parse an LDS resource (an api_listener holding an HttpConnectionManager).
+
+    ``msg`` is a ``listener_pb2.Listener`` message. Raises
+    :class:`pymesh.errors.ResourceInvalid` (field path and a reason) when the resource
+    must be NACKed; set-but-unsupported fields are listed in ``unsupported`` and logged.
+    """
+    # Imported here: the parser modules import this module's dataclasses.
+    from pymesh.xds.resources._parse_listener import parse
+
+    return parse(msg)

@@ -233,3 +233,16 @@ class RouteConfiguration:
     header_ops: HeaderOps = NO_HEADER_OPS
     #: names of fields that were set but are not supported (warned and counted).
     unsupported: tuple[str, ...] = ()
+
+
+def parse_route_configuration(msg: Any) -> RouteConfiguration:
+    """Parse an RDS resource or an inline ``route_config``.
+
+    ``msg`` is a ``route_pb2.RouteConfiguration`` message. Raises
+    :class:`pymesh.errors.ResourceInvalid` (field path and a reason) when the resource
+    must be NACKed; set-but-unsupported fields are listed in ``unsupported`` and logged.
+    """
+    # Imported here: the parser modules import this module's dataclasses.
+    from pymesh.xds.resources._parse_route import parse
+
+    return parse(msg)

@@ -1,0 +1,310 @@
+"""Mesh: the bootstrap, the background xDS client and per-listener routing state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymesh.bootstrap import Bootstrap, load_bootstrap
+from pymesh.errors import (
+    ConfigTimeoutError,
+    MeshClosedError,
+    MeshError,
+    UnknownHostError,
+)
+from pymesh._upstream import ClusterRuntime, Sweeper
+from pymesh.routing import RouteTable
+from pymesh.xds._dependency_manager import DependencyManager
+from pymesh.xds.client import XdsClient
+from pymesh.xds.dependencies import XdsConfig
+from pymesh.xds.resources.fault import FaultConfig
+from pymesh.xds.resources.listener import FAULT_TYPE
+
+log = logging.getLogger("pymesh")
+
+#: How long a request waits for a listener's first config when it has no timeout.
+DEFAULT_CONFIG_WAIT = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerState:
+    """Everything a request needs for one listener, swapped as one attribute."""
+
+    config: XdsConfig
+    table: RouteTable
+    clusters: Mapping[str, ClusterRuntime]
+    fault: FaultConfig | None  # the listener's HTTPFault filter config, if any
+    fault_filter_name: str | None
+
+
+@dataclass(slots=True)
+class ListenerSlot:
+    """Per-listener holder: the current state, or why there is none."""
+
+    name: str
+    state: ListenerState | None = None
+    error: MeshError | None = None
+    does_not_exist: bool = False
+    ready: threading.Event = field(default_factory=threading.Event)
+    waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
+        default_factory=list
+    )
+    cancel: Any = None
+
+    @property
+    def settled(self) -> bool:
+        return self.ready.is_set()
+
+
+class Mesh:
+    """A client-side service mesh bound to one xDS control plane.
+
+    ``bootstrap`` is a path, a dict, or None (``GRPC_XDS_BOOTSTRAP`` /
+    ``GRPC_XDS_BOOTSTRAP_CONFIG``). Unknown hosts pass through directly unless
+    ``passthrough=False``. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str | os.PathLike[str] | Mapping[str, Any] | Bootstrap | None = None,
+        *,
+        passthrough: bool = True,
+        resource_timeout: float = 15.0,
+        seed: int | None = None,
+    ) -> None:
+        self.bootstrap: Bootstrap = (
+            bootstrap if isinstance(bootstrap, Bootstrap) else load_bootstrap(bootstrap)
+        )
+        self.passthrough = passthrough
+        self.node_id = self.bootstrap.node.id
+        self.rng = random.Random(seed)
+        self._closed = False
+        self._lock = threading.Lock()  # guards slot/cluster creation, not the request path
+        self._slots: dict[str, ListenerSlot] = {}
+        self._clusters: dict[str, ClusterRuntime] = {}
+        self._client = XdsClient(self.bootstrap, resource_timeout=resource_timeout)
+        self._deps = DependencyManager(self._client)
+        self._client.start()
+        self._sweeper = Sweeper(lambda: list(self._clusters.values()))
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Mesh:
+        """A Mesh from ``GRPC_XDS_BOOTSTRAP`` (path) or ``GRPC_XDS_BOOTSTRAP_CONFIG`` (JSON)."""
+        return cls(None, **kwargs)
+
+    def __enter__(self) -> Mesh:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        ready = sum(1 for s in self._slots.values() if s.state is not None)
+        return (
+            f"<Mesh node={self.node_id!r} listeners={ready}/{len(self._slots)} "
+            f"clusters={len(self._clusters)}{' closed' if self._closed else ''}>"
+        )
+
+    def close(self) -> None:
+        """Stop the xDS client and background threads (within about 1 s)."""
+        if self._closed:
+            return
+        self._closed = True
+        for slot in list(self._slots.values()):
+            self._settle(slot)
+        self._sweeper.close()
+        self._client.close()
+
+    # -- listener state ------------------------------------------------------------
+
+    def listener_name(self, authority: str) -> str:
+        """The xDS listener name for a request authority (gRPC's template rule)."""
+        return self.bootstrap.listener_resource_name(authority)
+
+    def slot(self, authority: str) -> ListenerSlot:
+        """The slot for ``authority``, subscribing to its listener on first use."""
+        name = self.listener_name(authority)
+        slot = self._slots.get(name)
+        if slot is not None:
+            return slot
+        if self._closed:
+            raise MeshClosedError("mesh is closed", node_id=self.node_id)
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is None:
+                slot = ListenerSlot(name)
+                self._slots[name] = slot
+                slot.cancel = self._deps.watch_listener(
+                    name,
+                    lambda cfg, s=slot: self._on_config(s, cfg),
+                    lambda _n, err, s=slot: self._on_error(s, err),
+                )
+        return slot
+
+    def _cluster(self, name: str) -> ClusterRuntime:
+        runtime = self._clusters.get(name)
+        if runtime is None:
+            runtime = self._clusters.setdefault(
+                name, ClusterRuntime(name, random.Random(self.rng.random()))
+            )
+        return runtime
+
+    def _on_config(self, slot: ListenerSlot, config: XdsConfig) -> None:
+        """Runs on the xDS thread: compile and publish one complete listener state."""
+        try:
+            clusters = {}
+            for name, cc in config.clusters.items():
+                runtime = self._cluster(name)
+                runtime.update(cc)
+                clusters[name] = runtime
+            fault: FaultConfig | None = None
+            fault_name: str | None = None
+            for f in config.listener.http_filters:
+                if f.type_name == FAULT_TYPE:
+                    fault, fault_name = f.config, f.name
+            slot.state = ListenerState(
+                config=config,
+                table=RouteTable.compile(config.route_config),
+                clusters=clusters,
+                fault=fault,
+                fault_filter_name=fault_name,
+            )
+            slot.error = None
+            slot.does_not_exist = False
+        except Exception as exc:  # keep the last good state; report why
+            log.exception("listener %s: cannot apply config", slot.name)
+            slot.error = MeshError(f"cannot apply config: {exc}", resource_name=slot.name)
+        self._settle(slot)
+
+    def _on_error(self, slot: ListenerSlot, error: MeshError) -> None:
+        slot.error = error
+        if getattr(error, "does_not_exist", False) or "does not exist" in str(error):
+            slot.does_not_exist = True
+        self._settle(slot)
+
+    @staticmethod
+    def _settle(slot: ListenerSlot) -> None:
+        slot.ready.set()
+        waiters, slot.waiters = slot.waiters, []
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_resolve, fut)
+
+    def wait_state(self, slot: ListenerSlot, timeout: float | None) -> ListenerState | None:
+        """Block until the listener has a state, failed, or ``timeout`` passed.
+
+        Returns None when the listener does not exist (the caller passes through).
+        """
+        if slot.state is not None:
+            return slot.state
+        wait = DEFAULT_CONFIG_WAIT if timeout is None else timeout
+        if not slot.ready.wait(wait):
+            raise ConfigTimeoutError(
+                f"no xDS config for listener after {wait:.3g}s",
+                node_id=self.node_id,
+                resource_name=slot.name,
+            )
+        return self._settled_state(slot)
+
+    async def wait_state_async(
+        self, slot: ListenerSlot, timeout: float | None
+    ) -> ListenerState | None:
+        """The asyncio twin of :meth:`wait_state` (never blocks the event loop)."""
+        if slot.state is not None:
+            return slot.state
+        if not slot.ready.is_set():
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            slot.waiters.append((loop, fut))
+            if slot.ready.is_set():  # settled while we registered
+                _resolve(fut)
+            wait = DEFAULT_CONFIG_WAIT if timeout is None else timeout
+            try:
+                await asyncio.wait_for(fut, wait)
+            except asyncio.TimeoutError:
+                raise ConfigTimeoutError(
+                    f"no xDS config for listener after {wait:.3g}s",
+                    node_id=self.node_id,
+                    resource_name=slot.name,
+                ) from None
+        return self._settled_state(slot)
+
+    def _settled_state(self, slot: ListenerSlot) -> ListenerState | None:
+        if slot.state is not None:
+            return slot.state
+        if self._closed:
+            raise MeshClosedError("mesh is closed", node_id=self.node_id)
+        if slot.does_not_exist:
+            if self.passthrough:
+                return None
+            raise UnknownHostError(
+                "the control plane does not know this host and passthrough is off",
+                node_id=self.node_id,
+                resource_name=slot.name,
+            )
+        assert slot.error is not None
+        raise slot.error
+
+    # -- operations ----------------------------------------------------------------
+
+    def clusters(self) -> dict[str, ClusterRuntime]:
+        """Live cluster runtimes by name (a copy of the mapping)."""
+        return dict(self._clusters)
+
+    def config_dump(self) -> dict[str, Any]:
+        """Every resource with version, status, last error, plus endpoint health.
+
+        A JSON-able dict in the spirit of CSDS's ClientConfig.
+        """
+        dump = self._client.config_dump()
+        dump["listeners_in_use"] = {
+            name: {
+                "ready": slot.state is not None,
+                "version": slot.state.config.version if slot.state else None,
+                "error": str(slot.error) if slot.error else None,
+                "does_not_exist": slot.does_not_exist,
+            }
+            for name, slot in list(self._slots.items())
+        }
+        dump["clusters_in_use"] = {
+            name: _cluster_dump(rt) for name, rt in list(self._clusters.items())
+        }
+        dump["dumped_at"] = time.time()
+        return dump
+
+
+def _cluster_dump(rt: ClusterRuntime) -> dict[str, Any]:
+    ejected = rt.outlier.ejected if rt.outlier is not None else frozenset()
+    endpoints = []
+    if rt.endpoints is not None:
+        for loc in rt.endpoints.localities:
+            for ep in loc.endpoints:
+                st = rt.states.get(ep.address)
+                endpoints.append(
+                    {
+                        "address": ep.address,
+                        "locality": str(loc.locality),
+                        "priority": loc.priority,
+                        "health": ep.health,
+                        "weight": ep.weight,
+                        "ejected": ep.address in ejected,
+                        "active_requests": st.active_requests if st is not None else 0,
+                    }
+                )
+    return {
+        "error": rt.error,
+        "lb_policy": rt.cluster.lb_policy.name if rt.cluster else None,
+        "leaf_clusters": list(rt.leaf_clusters),
+        "endpoints": endpoints,
+    }
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -1,0 +1,129 @@
+"""Per-cluster runtime state shared by every listener and transport of a Mesh.
+
+The xDS thread replaces a cluster's config with :meth:`ClusterRuntime.update`; the
+request path reads ``picker`` (one attribute) and the counters without locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from pymesh.lb import EndpointStates, Picker, build_picker
+from pymesh.resilience import CircuitBreaker, OutlierDetector
+from pymesh.xds.dependencies import ClusterConfig
+from pymesh.xds.resources.cluster import Cluster
+from pymesh.xds.resources.endpoint import ClusterLoadAssignment
+
+log = logging.getLogger("pymesh.upstream")
+
+
+class ClusterRuntime:
+    """Live state of one cluster: picker, circuit breaker, outlier detector, endpoints.
+
+    ``picker`` is rebuilt (never mutated) when endpoints or the ejected set change.
+    ``addresses`` is the frozenset of endpoint addresses, read by transports to close
+    pools of endpoints that left.
+    """
+
+    __slots__ = (
+        "_lock",
+        "addresses",
+        "breaker",
+        "cluster",
+        "endpoints",
+        "error",
+        "leaf_clusters",
+        "name",
+        "outlier",
+        "picker",
+        "rng",
+        "states",
+    )
+
+    def __init__(self, name: str, rng: random.Random) -> None:
+        self.name = name
+        self.rng = rng
+        self.cluster: Cluster | None = None
+        self.endpoints: ClusterLoadAssignment | None = None
+        self.leaf_clusters: tuple[str, ...] = ()
+        self.error: str | None = None
+        self.states = EndpointStates()
+        self.picker: Picker | None = None
+        self.breaker: CircuitBreaker | None = None
+        self.outlier: OutlierDetector | None = None
+        self.addresses: frozenset[str] = frozenset()
+        # Serialises rebuilds from the xDS thread and the outlier sweeper; never taken
+        # on the request path.
+        self._lock = threading.Lock()
+
+    def update(self, cc: ClusterConfig) -> None:
+        """Apply a new ClusterConfig (called on the xDS thread)."""
+        with self._lock:
+            self.error = cc.error
+            self.leaf_clusters = cc.leaf_clusters
+            if cc.cluster is None:
+                return
+            old = self.cluster
+            self.cluster = cc.cluster
+            if old is None or old.circuit_breakers != cc.cluster.circuit_breakers:
+                self.breaker = CircuitBreaker(cc.cluster.circuit_breakers)
+            od = cc.cluster.outlier_detection
+            if od is None:
+                self.outlier = None
+            elif self.outlier is None or old is None or old.outlier_detection != od:
+                self.outlier = OutlierDetector(od, on_change=self._on_ejected, rng=self.rng)
+            self.endpoints = cc.endpoints
+            if cc.endpoints is not None:
+                self.addresses = frozenset(e.address for e in cc.endpoints.endpoints)
+                if self.outlier is not None:
+                    self.outlier.set_hosts(self.addresses)
+            self._rebuild()
+
+    def _on_ejected(self, ejected: frozenset[str]) -> None:
+        # Called from the request path (consecutive detectors) or the sweeper.
+        with self._lock:
+            self._rebuild()
+        log.info("cluster %s: ejected hosts now %s", self.name, sorted(ejected) or "none")
+
+    def _rebuild(self) -> None:
+        if self.cluster is None or self.endpoints is None:
+            self.picker = None
+            return
+        ejected = self.outlier.ejected if self.outlier is not None else frozenset()
+        self.picker = build_picker(
+            self.cluster, self.endpoints, states=self.states, ejected=ejected, rng=self.rng
+        )
+
+    def sweep(self, now: float) -> None:
+        """Run the outlier detector's interval sweep when it is due."""
+        outlier = self.outlier
+        if outlier is not None:
+            outlier.sweep(now)
+
+
+class Sweeper:
+    """A named daemon thread that runs outlier sweeps on each cluster's interval."""
+
+    def __init__(self, clusters: Callable[[], list[ClusterRuntime]], tick: float = 0.5) -> None:
+        self._clusters = clusters
+        self._tick = tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pymesh-outlier", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            now = time.monotonic()
+            for runtime in self._clusters():
+                try:
+                    runtime.sweep(now)
+                except Exception:  # a sweep must never kill the thread
+                    log.exception("outlier sweep of cluster %s failed", runtime.name)
+
+    def close(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)

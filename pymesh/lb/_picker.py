@@ -1,0 +1,373 @@
+"""build_picker: a cluster's endpoints → one immutable per-request Picker.
+
+Order of decisions for a pick, following Envoy's LoadBalancerBase / ZoneAwareLoadBalancerBase:
+
+1. Priority: ``choosePriority(random or hash)`` over the per-priority loads from
+   :mod:`pymesh.lb._priority` (overprovisioning spill-over, panic, total panic).
+2. Host list inside the priority: in panic, all its hosts; else, with
+   ``locality_weighted``, a locality picked by EDF on ``locality_weight * min(1,
+   overprovisioning_factor/100 * healthy/total)`` and its healthy hosts; else all the
+   priority's healthy hosts, localities flattened (EDS order).
+3. The policy picks within that list (:mod:`pymesh.lb._policies`); ring hash and maglev
+   instead build one table per priority from normalized weights (:mod:`pymesh.lb._hashing`).
+
+"Healthy" means EDS health HEALTHY or UNKNOWN and not outlier-ejected.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+
+from pymesh.lb._edf import Edf
+from pymesh.lb._hashing import (
+    MaglevTable,
+    Ring,
+    build_maglev,
+    build_ring,
+    host_hash_key,
+    normalized_weights,
+)
+from pymesh.lb._policies import EMPTY, HostChooser, make_chooser
+from pymesh.lb._priority import (
+    LevelCounts,
+    PriorityPlan,
+    choose_priority,
+    panic_threshold_percent,
+    plan_priorities,
+)
+from pymesh.lb._state import EndpointStates
+from pymesh.xds.resources.cluster import Cluster, LbPolicy
+from pymesh.xds.resources.endpoint import ClusterLoadAssignment, Endpoint, Locality
+
+_U64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class _LocalityHosts:
+    locality: Locality
+    weight: int  # 0 when unset (no traffic under locality weighting, as Envoy)
+    hosts: tuple[Endpoint, ...]
+    healthy: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Level:
+    hosts: tuple[Endpoint, ...]  # EDS order
+    healthy: tuple[Endpoint, ...]
+    localities: tuple[_LocalityHosts, ...]  # sorted by (region, zone, sub_zone), as Envoy
+
+
+def _levels(cla: ClusterLoadAssignment, ejected: Container[str]) -> list[_Level]:
+    if not cla.localities:
+        return []
+    top = max(loc.priority for loc in cla.localities)
+    levels = []
+    for priority in range(top + 1):
+        hosts: list[Endpoint] = []
+        by_locality: dict[Locality, tuple[int, list[Endpoint]]] = {}
+        for loc in cla.localities:
+            if loc.priority != priority:
+                continue
+            hosts.extend(loc.endpoints)
+            weight, members = by_locality.get(loc.locality, (loc.weight or 0, []))
+            members.extend(loc.endpoints)
+            by_locality[loc.locality] = (weight, members)
+
+        def usable(e: Endpoint) -> bool:
+            return e.usable and e.address not in ejected
+
+        localities = tuple(
+            _LocalityHosts(locality, weight, tuple(members), tuple(e for e in members if usable(e)))
+            for locality, (weight, members) in sorted(
+                by_locality.items(), key=lambda kv: (kv[0].region, kv[0].zone, kv[0].sub_zone)
+            )
+        )
+        levels.append(_Level(tuple(hosts), tuple(e for e in hosts if usable(e)), localities))
+    return levels
+
+
+# --------------------------------------------------------------------------- selectors
+
+
+class _LevelChooser:
+    """Host choice inside one priority for the non-hashing policies."""
+
+    __slots__ = ("_all", "_healthy", "_locality_choosers", "_locality_edf", "_panic")
+
+    def __init__(
+        self,
+        level: _Level,
+        panic: bool,
+        policy: LbPolicy,
+        overprovisioning_factor: int,
+        make: Callable[[tuple[Endpoint, ...]], HostChooser],
+        rng: random.Random,
+    ) -> None:
+        self._panic = panic
+        self._all = make(level.hosts) if panic else EMPTY
+        self._healthy = make(level.healthy)
+        self._locality_edf: Edf | None = None
+        self._locality_choosers: tuple[HostChooser, ...] = ()
+        if policy.locality_weighted and not panic:
+            weights = []
+            choosers = []
+            for loc in level.localities:
+                if not loc.hosts or not loc.healthy or loc.weight <= 0:
+                    continue
+                ratio = len(loc.healthy) / len(loc.hosts)
+                weights.append(loc.weight * min(1.0, overprovisioning_factor / 100.0 * ratio))
+                choosers.append(make(loc.healthy))
+            if weights:
+                self._locality_edf = Edf.randomized(weights, rng)
+                self._locality_choosers = tuple(choosers)
+
+    def choose(self) -> Endpoint | None:
+        if self._panic:
+            return self._all.choose()
+        edf = self._locality_edf
+        if edf is not None:
+            i = edf.pick()
+            if i is not None:
+                return self._locality_choosers[i].choose()
+        return self._healthy.choose()
+
+
+class _Selector:
+    def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
+        raise NotImplementedError
+
+
+class _PrioritySelector(_Selector):
+    __slots__ = ("_cumulative", "_levels", "_rng")
+
+    def __init__(
+        self, levels: tuple[_LevelChooser, ...], plan: PriorityPlan, rng: random.Random
+    ) -> None:
+        self._levels = levels
+        self._cumulative = tuple(itertools.accumulate(plan.loads))
+        self._rng = rng
+
+    def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
+        levels = self._levels
+        if not levels:
+            return None
+        if len(levels) == 1:
+            return levels[0].choose()
+        p = choose_priority(self._cumulative, self._rng.getrandbits(64))
+        return levels[p].choose()
+
+
+class _HashSelector(_Selector):
+    """Ring hash / maglev: one table per priority; the hash also picks the priority."""
+
+    __slots__ = ("_cumulative", "_levels", "_rng")
+
+    def __init__(
+        self,
+        levels: tuple[tuple[Ring | MaglevTable, tuple[Endpoint, ...]], ...],
+        plan: PriorityPlan,
+        rng: random.Random,
+    ) -> None:
+        self._levels = levels
+        self._cumulative = tuple(itertools.accumulate(plan.loads))
+        self._rng = rng
+
+    def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
+        if not self._levels:
+            return None
+        h = self._rng.getrandbits(64) if hash_key is None else hash_key & _U64
+        p = choose_priority(self._cumulative, h) if len(self._levels) > 1 else 0
+        table, hosts = self._levels[p]
+        i = table.choose(h, attempt)
+        return None if i is None else hosts[i]
+
+
+class _PickFirstSelector(_Selector):
+    __slots__ = ("_candidates",)
+
+    def __init__(self, candidates: tuple[Endpoint, ...]) -> None:
+        self._candidates = candidates
+
+    def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
+        c = self._candidates
+        return c[attempt % len(c)] if c else None
+
+
+def _hash_level(
+    level: _Level, panic: bool, policy: LbPolicy
+) -> tuple[Ring | MaglevTable, tuple[Endpoint, ...]]:
+    """Envoy's normalizeWeights + createLoadBalancer for one priority."""
+    groups: list[tuple[float, list[int]]] = []
+    hosts: list[Endpoint] = []
+    if policy.locality_weighted and level.localities:
+        total = sum(loc.weight for loc in level.localities)
+        if total > 0:
+            for loc in level.localities:
+                if loc.weight == 0:
+                    continue
+                members = loc.hosts if panic else loc.healthy
+                groups.append((loc.weight / total, [e.weight for e in members]))
+                hosts.extend(members)
+    else:
+        members = level.hosts if panic else level.healthy
+        groups.append((1.0, [e.weight for e in members]))
+        hosts.extend(members)
+    weighted, lo, hi = normalized_weights(groups)
+    keys = tuple((host_hash_key(hosts[i].host, hosts[i].port), w) for i, w in weighted)
+    table: Ring | MaglevTable
+    if policy.name == "ring_hash":
+        if policy.hash_function != "XX_HASH":
+            raise ValueError("ring_hash: only XX_HASH is supported (MURMUR_HASH_2 is not)")
+        table = build_ring(keys, lo, policy.min_ring_size, policy.max_ring_size)
+    else:
+        table = build_maglev(keys, hi, policy.table_size)
+    return table, tuple(hosts)
+
+
+# --------------------------------------------------------------------------- the picker
+
+
+class Picker:
+    """Immutable per-request endpoint chooser for one cluster (see :func:`build_picker`).
+
+    Thread-safe without locks; rebuild it whenever endpoints, health or ejections change.
+    """
+
+    __slots__ = ("_drops", "_selector", "cluster_name", "panic", "policy", "priority_loads")
+
+    def __init__(
+        self,
+        cluster_name: str,
+        policy: str,
+        plan: PriorityPlan,
+        drops: tuple[tuple[str, float], ...],
+        selector: _Selector,
+    ) -> None:
+        self.cluster_name = cluster_name
+        self.policy = policy
+        #: Percent of requests per priority level (sums to 100).
+        self.priority_loads = plan.loads
+        #: Per priority level: balancing over all hosts regardless of health.
+        self.panic = plan.panic
+        self._drops = drops
+        self._selector = selector
+
+    def pick(
+        self,
+        hash_key: int | None = None,
+        exclude: Container[str] = frozenset(),
+        *,
+        host_selection_retry_max_attempts: int = 1,
+    ) -> Endpoint | None:
+        """Choose an endpoint, or None when there is no usable one.
+
+        ``hash_key`` (64-bit) drives ring hash / maglev (a random one is used when None;
+        other policies ignore it). ``exclude`` holds addresses to avoid (the retry
+        policy's previous_hosts predicate): as Envoy, selection is re-attempted up to
+        ``host_selection_retry_max_attempts`` more times (Envoy's default is 1), and if
+        every attempt lands on an excluded host the last one picked is returned anyway.
+        Re-attempts on ring hash move along the ring, on maglev perturb the hash, on the
+        other policies are fresh picks.
+        """
+        selector = self._selector
+        host = selector.choose(hash_key, 0)
+        if host is None or not exclude or host.address not in exclude:
+            return host
+        for attempt in range(1, 1 + max(0, host_selection_retry_max_attempts)):
+            host = selector.choose(hash_key, attempt)
+            if host is None or host.address not in exclude:
+                return host
+        return host
+
+    def drop_category(self, random_value: float) -> str | None:
+        """The drop_overloads category to drop this request for, or None to send it.
+
+        ``random_value`` is uniform in [0, 1). Each category drops its parts-per-million
+        share independently and in order (gRPC xds_cluster_impl; Envoy supports one
+        category, for which this is the same); one uniform value suffices because the
+        remainder after a miss is rescaled into a fresh uniform value.
+        """
+        u = random_value
+        for category, p in self._drops:
+            if u < p:
+                return category
+            u = (u - p) / (1.0 - p)
+        return None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Picker {self.cluster_name!r} {self.policy} loads={list(self.priority_loads)} "
+            f"panic={list(self.panic)}>"
+        )
+
+
+def build_picker(
+    cluster: Cluster,
+    cla: ClusterLoadAssignment,
+    *,
+    states: EndpointStates,
+    ejected: frozenset[str] = frozenset(),
+    rng: random.Random | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    weighted_priority_health: bool = False,
+) -> Picker:
+    """Build the picker for ``cluster`` over ``cla``.
+
+    ``ejected``: outlier-ejected addresses, treated as unhealthy. ``rng``: the source of
+    every random choice (seed it in tests). ``clock``: monotonic seconds for peak EWMA.
+    ``weighted_priority_health``: Envoy's CLA policy flag of that name (priority health
+    from endpoint weights instead of host counts; default off as in Envoy).
+    """
+    rng = rng if rng is not None else random.Random()
+    policy = cluster.lb_policy
+    levels = _levels(cla, ejected)
+    factor = cla.overprovisioning_factor
+    plan = plan_priorities(
+        [
+            LevelCounts(
+                len(lv.hosts),
+                len(lv.healthy),
+                sum(e.weight for e in lv.hosts),
+                sum(e.weight for e in lv.healthy),
+            )
+            for lv in levels
+        ],
+        factor,
+        cluster.healthy_panic_threshold,
+        weighted_priority_health=weighted_priority_health,
+    )
+    drops = tuple(
+        (d.category, min(1_000_000, d.parts_per_million) / 1_000_000)
+        for d in cla.drop_overloads
+        if d.parts_per_million > 0
+    )
+    selector: _Selector
+    if policy.name == "pick_first":
+        candidates = tuple(e for lv in levels for e in lv.healthy)
+        if not candidates and panic_threshold_percent(cluster.healthy_panic_threshold) > 0:
+            candidates = tuple(e for lv in levels for e in lv.hosts)
+        selector = _PickFirstSelector(candidates)
+    elif policy.name in ("ring_hash", "maglev"):
+        selector = _HashSelector(
+            tuple(_hash_level(lv, plan.panic[i], policy) for i, lv in enumerate(levels)),
+            plan,
+            rng,
+        )
+    else:
+
+        def make(hosts: tuple[Endpoint, ...]) -> HostChooser:
+            return make_chooser(policy, hosts, states=states, rng=rng, clock=clock)
+
+        selector = _PrioritySelector(
+            tuple(
+                _LevelChooser(lv, plan.panic[i], policy, factor, make, rng)
+                for i, lv in enumerate(levels)
+            ),
+            plan,
+            rng,
+        )
+    return Picker(cluster.name, policy.name, plan, drops, selector)

@@ -1,0 +1,136 @@
+"""Per-cluster circuit breaker: Envoy's resource manager thresholds and retry budget.
+
+Counters are plain ints updated without a lock. ``+=`` on an attribute is not atomic
+in CPython (load, add, store), so under heavy thread contention a count can drift by
+the odd unit; Envoy's own limits are likewise approximate across workers. What matters
+is that the request path never blocks on a lock. In a single thread counts are exact.
+
+Typical use per request::
+
+    if not breaker.try_acquire_request():
+        raise UpstreamOverflowError(...)
+    try:
+        ...  # each retry: breaker.try_acquire_retry() / breaker.release_retry()
+    finally:
+        breaker.release_request()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pymesh.xds.resources.cluster import CircuitBreakers
+
+__all__ = ["CircuitBreaker", "OverflowCounters"]
+
+
+@dataclass(slots=True)
+class OverflowCounters:
+    """How often each limit refused (Envoy's upstream_rq_pending_overflow,
+    upstream_rq_retry_overflow, upstream_cx_overflow and, for max_requests,
+    upstream_rq_overflow)."""
+
+    requests: int = 0
+    pending: int = 0
+    retries: int = 0
+    connections: int = 0
+
+
+class CircuitBreaker:
+    """Concurrency limits of one cluster (DEFAULT priority).
+
+    ``try_acquire_*`` returns False (and counts an overflow) when the limit is reached;
+    every successful acquire must be paired with its ``release_*``.
+    """
+
+    __slots__ = (
+        "active_connections",
+        "active_requests",
+        "active_retries",
+        "overflow",
+        "pending_requests",
+        "thresholds",
+    )
+
+    def __init__(self, thresholds: CircuitBreakers) -> None:
+        self.thresholds = thresholds
+        self.active_requests = 0
+        self.pending_requests = 0
+        self.active_retries = 0
+        self.active_connections = 0
+        self.overflow = OverflowCounters()
+
+    def __repr__(self) -> str:
+        t = self.thresholds
+        return (
+            f"CircuitBreaker(requests={self.active_requests}/{t.max_requests}, "
+            f"pending={self.pending_requests}/{t.max_pending_requests}, "
+            f"retries={self.active_retries}/{self.retry_limit}, "
+            f"connections={self.active_connections}/{t.max_connections})"
+        )
+
+    # Requests -------------------------------------------------------------------------
+
+    def try_acquire_request(self) -> bool:
+        """Admit one active request (max_requests)."""
+        if self.active_requests >= self.thresholds.max_requests:
+            self.overflow.requests += 1
+            return False
+        self.active_requests += 1
+        return True
+
+    def release_request(self) -> None:
+        self.active_requests -= 1
+
+    # Pending requests (waiting for a connection) ----------------------------------------
+
+    def try_acquire_pending(self) -> bool:
+        """Admit one request waiting for a connection (max_pending_requests)."""
+        if self.pending_requests >= self.thresholds.max_pending_requests:
+            self.overflow.pending += 1
+            return False
+        self.pending_requests += 1
+        return True
+
+    def release_pending(self) -> None:
+        self.pending_requests -= 1
+
+    # Retries ------------------------------------------------------------------------------
+
+    @property
+    def retry_limit(self) -> int:
+        """Concurrent retries allowed now.
+
+        With a retry budget (which then replaces max_retries, as in Envoy):
+        ``max(budget_percent% of (active + pending requests), min_retry_concurrency)``,
+        the percentage truncated to an integer as Envoy's uint64 conversion does.
+        """
+        budget = self.thresholds.retry_budget
+        if budget is None:
+            return self.thresholds.max_retries
+        active = self.active_requests + self.pending_requests
+        return max(int(budget.budget_percent / 100.0 * active), budget.min_retry_concurrency)
+
+    def try_acquire_retry(self) -> bool:
+        """Admit one retry; on False the caller returns the last response as is."""
+        if self.active_retries >= self.retry_limit:
+            self.overflow.retries += 1
+            return False
+        self.active_retries += 1
+        return True
+
+    def release_retry(self) -> None:
+        self.active_retries -= 1
+
+    # Connections ----------------------------------------------------------------------------
+
+    def try_acquire_connection(self) -> bool:
+        """Account a new upstream connection (max_connections); call from the pool."""
+        if self.active_connections >= self.thresholds.max_connections:
+            self.overflow.connections += 1
+            return False
+        self.active_connections += 1
+        return True
+
+    def release_connection(self) -> None:
+        self.active_connections -= 1

@@ -1,0 +1,265 @@
+"""Compiled route matchers: path, headers, query parameters, runtime fraction, gRPC.
+
+Semantics follow Envoy's ``RouteEntryImplBase::matchRoute`` and the path entry types:
+
+- path matchers see the path without query string and fragment;
+- ``prefix`` / ``path`` honour ``case_sensitive`` (ASCII case folding); ``safe_regex`` is a
+  full RE2 match and ignores ``case_sensitive``; ``path_separated_prefix`` matches the
+  prefix exactly or followed by ``/``;
+- a repeated header (``RequestInfo.repeated``) matches when any of its values matches
+  (observed on Envoy 1.40: values ``a`` and ``b`` match ``exact: b`` but not
+  ``exact: "a,b"``), and ``invert_match`` inverts that;
+- a header matcher on a missing header fails (``invert_match`` does not rescue it) unless
+  ``treat_missing_header_as_empty``; ``present_match`` compares presence, then inverts;
+  ``range_match`` parses the value as a base-10 int64 (``absl::SimpleAtoi``: optional
+  sign, surrounding ASCII whitespace) and matches ``start <= v < end``;
+- query parameters are matched raw (no percent-decoding) on the first value of a name;
+  ``present_match: true`` requires the parameter, ``false`` requires it to be absent;
+- ``runtime_fraction`` matches when ``random_value % denominator < numerator``.
+
+Every check is a pure function of the request, so the order of evaluation does not change
+the result; the bool functions here are the hot path, the ``*_reason`` twins feed
+``explain`` and are kept in step by the tests.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pymesh.routing._request import RequestInfo, ascii_lower
+from pymesh.xds.resources.matchers import (
+    HeaderMatcher,
+    QueryParameterMatcher,
+    StringMatcher,
+    compile_re2,
+)
+from pymesh.xds.resources.route import RouteMatch
+
+PREFIX, PATH, REGEX, SEPARATED = 0, 1, 2, 3
+_KINDS = {"prefix": PREFIX, "path": PATH, "safe_regex": REGEX, "path_separated_prefix": SEPARATED}
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_SIMPLE_ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*", re.ASCII)
+
+
+def parse_int64(value: str) -> int | None:
+    """``absl::SimpleAtoi`` for int64: None unless the whole value is one integer."""
+    m = _SIMPLE_ATOI.fullmatch(value)
+    if m is None:
+        return None
+    n = int(m.group(1))
+    return n if _INT64_MIN <= n <= _INT64_MAX else None
+
+
+def ensure_compiled(sm: StringMatcher) -> StringMatcher:
+    """A StringMatcher whose regex is compiled (built by hand, it may not be)."""
+    if sm.kind == "safe_regex" and sm.regex is None:
+        return StringMatcher.make(sm.kind, sm.value, sm.ignore_case)
+    return sm
+
+
+def describe_string_matcher(sm: StringMatcher) -> str:
+    kind = "regex" if sm.kind == "safe_regex" else sm.kind
+    return f"{kind} {sm.value!r}" + (" (ignore case)" if sm.ignore_case else "")
+
+
+# --- headers ---------------------------------------------------------------------------
+
+
+def header_matches(hm: HeaderMatcher, req: RequestInfo) -> bool:
+    """One HeaderMatcher against the request (Envoy's ``HeaderData::matchesHeaders``)."""
+    value = req.header(hm.name)
+    if hm.present_match is not None:
+        return ((value is not None) == hm.present_match) != hm.invert_match
+    repeated = req.repeated
+    if repeated:
+        values = repeated.get(hm.name)
+        if values:
+            # Envoy 1.40: a repeated header matches when any one of its values does.
+            return any(_specific_match(hm, v) for v in values) != hm.invert_match
+    if value is None:
+        if not hm.treat_missing_header_as_empty:
+            return False
+        value = ""
+    return _specific_match(hm, value) != hm.invert_match
+
+
+def _specific_match(hm: HeaderMatcher, value: str) -> bool:
+    sm = hm.string_match
+    if sm is not None:
+        return sm.matches(value)
+    rng = hm.range_match
+    if rng is not None:
+        n = parse_int64(value)
+        return n is not None and rng.start <= n < rng.end
+    return False
+
+
+def header_mismatch_reason(hm: HeaderMatcher, req: RequestInfo) -> str | None:
+    """Why ``hm`` does not match (None when it does); mirrors :func:`header_matches`."""
+    if header_matches(hm, req):
+        return None
+    name = hm.name
+    value = req.header(name)
+    inv = " (inverted)" if hm.invert_match else ""
+    if hm.present_match is not None:
+        state = "present" if value is not None else "missing"
+        want = "present" if hm.present_match else "absent"
+        return f"header {name!r} is {state}, want {want}{inv}"
+    if value is None:
+        return f"header {name!r} missing"
+    if hm.string_match is not None:
+        what = describe_string_matcher(hm.string_match)
+    elif hm.range_match is not None:
+        what = f"range [{hm.range_match.start}, {hm.range_match.end})"
+    else:
+        what = "no matcher"
+    verb = "matches" if hm.invert_match else "does not match"
+    return f"header {name!r} value {value!r} {verb} {what}{inv}"
+
+
+# --- query parameters ------------------------------------------------------------------
+
+
+def query_matches(qm: QueryParameterMatcher, query: dict[str, str]) -> bool:
+    value = query.get(qm.name)
+    sm = qm.string_match
+    if sm is None:
+        # present_match: true requires the parameter, false requires its absence
+        # (checked against Envoy 1.40); unset behaves as a presence check.
+        return (value is not None) == (qm.present_match is not False)
+    return value is not None and sm.matches(value)
+
+
+def query_mismatch_reason(qm: QueryParameterMatcher, query: dict[str, str]) -> str | None:
+    if query_matches(qm, query):
+        return None
+    value = query.get(qm.name)
+    if qm.string_match is None:
+        state = "missing" if value is None else "present"
+        want = "absent" if qm.present_match is False else "present"
+        return f"query parameter {qm.name!r} is {state}, want {want}"
+    if value is None:
+        return f"query parameter {qm.name!r} missing"
+    what = describe_string_matcher(qm.string_match)
+    return f"query parameter {qm.name!r} value {value!r} does not match {what}"
+
+
+# --- the whole RouteMatch --------------------------------------------------------------
+
+
+class CompiledMatch:
+    """A RouteMatch precompiled for the hot path."""
+
+    __slots__ = (
+        "case_sensitive",
+        "grpc",
+        "headers",
+        "kind",
+        "path",
+        "path_cmp",
+        "queries",
+        "regex",
+        "runtime",
+        "source",
+    )
+
+    def __init__(self, m: RouteMatch) -> None:
+        self.source = m
+        self.kind = _KINDS[m.path_kind]
+        self.path = m.path
+        self.case_sensitive = m.case_sensitive or self.kind == REGEX
+        self.path_cmp = m.path if self.case_sensitive else ascii_lower(m.path)
+        regex: Any = None
+        if self.kind == REGEX:
+            regex = m.regex if m.regex is not None else compile_re2(m.path)
+        self.regex = regex
+        self.headers = tuple(
+            HeaderMatcher(
+                name=h.name.lower(),
+                string_match=ensure_compiled(h.string_match) if h.string_match else None,
+                range_match=h.range_match,
+                present_match=h.present_match,
+                invert_match=h.invert_match,
+                treat_missing_header_as_empty=h.treat_missing_header_as_empty,
+            )
+            for h in m.headers
+        )
+        self.queries = tuple(
+            QueryParameterMatcher(
+                q.name, ensure_compiled(q.string_match) if q.string_match else None
+            )
+            for q in m.query_parameters
+        )
+        rf = m.runtime_fraction
+        self.runtime = None if rf is None else (rf.numerator, rf.denominator)
+        self.grpc = m.grpc
+
+    def path_matches(self, bare: str) -> bool:
+        """The path matcher against the path without query and fragment."""
+        kind = self.kind
+        if kind == REGEX:
+            return bool(self.regex.fullmatch(bare) is not None)
+        if not self.case_sensitive:
+            bare = ascii_lower(bare)
+        if kind == PREFIX:
+            return bare.startswith(self.path_cmp)
+        if kind == PATH:
+            return bare == self.path_cmp
+        prefix = self.path_cmp
+        return bare.startswith(prefix) and (len(bare) == len(prefix) or bare[len(prefix)] == "/")
+
+    def matches(self, req: RequestInfo, bare: str, random_value: int) -> bool:
+        """All conditions of the RouteMatch (the hot path)."""
+        if self.grpc and not req.is_grpc:
+            return False
+        runtime = self.runtime
+        if runtime is not None and random_value % runtime[1] >= runtime[0]:
+            return False
+        if not self.path_matches(bare):
+            return False
+        for hm in self.headers:
+            if not header_matches(hm, req):
+                return False
+        if self.queries:
+            query = req.query
+            for qm in self.queries:
+                if not query_matches(qm, query):
+                    return False
+        return True
+
+    def describe(self) -> str:
+        kind = self.source.path_kind
+        text = f"{kind} {self.path!r}"
+        if not self.source.case_sensitive and self.kind != REGEX:
+            text += " (case-insensitive)"
+        return text
+
+    def mismatch_reason(self, req: RequestInfo, random_value: int) -> str | None:
+        """The first failing condition, or None when the route matches."""
+        bare = req.bare_path
+        if not self.path_matches(bare):
+            verb = "does not match" if self.kind == REGEX else "does not match path"
+            if self.kind == REGEX:
+                return f"regex {self.path!r} {verb} path {bare!r}"
+            return f"{self.describe()} {verb} {bare!r}"
+        if self.grpc and not req.is_grpc:
+            return "route matches gRPC requests only"
+        for hm in self.headers:
+            reason = header_mismatch_reason(hm, req)
+            if reason is not None:
+                return reason
+        if self.queries:
+            query = req.query
+            for qm in self.queries:
+                reason = query_mismatch_reason(qm, query)
+                if reason is not None:
+                    return reason
+        runtime = self.runtime
+        if runtime is not None and random_value % runtime[1] >= runtime[0]:
+            return (
+                f"runtime_fraction {runtime[0]}/{runtime[1]}: "
+                f"random value % {runtime[1]} = {random_value % runtime[1]} >= {runtime[0]}"
+            )
+        return None

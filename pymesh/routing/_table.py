@@ -1,0 +1,227 @@
+"""The compiled, immutable route table and its per-request decision."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from itertools import accumulate
+
+from pymesh.errors import ResourceInvalid
+from pymesh.routing._domains import DomainIndex, DomainKind
+from pymesh.routing._headers import HeaderMutation
+from pymesh.routing._match import CompiledMatch
+from pymesh.routing._request import RequestInfo
+from pymesh.xds.resources.route import (
+    ClusterWeight,
+    DirectResponseAction,
+    HeaderOps,
+    NonForwardingAction,
+    RedirectAction,
+    Route,
+    RouteAction,
+    RouteConfiguration,
+    VirtualHost,
+)
+
+Action = RouteAction | DirectResponseAction | RedirectAction
+
+
+class CompiledRoute:
+    """One route with its match, cluster choice and header mutations precomputed."""
+
+    __slots__ = (
+        "action",
+        "cluster",
+        "cluster_header",
+        "cumulative",
+        "index",
+        "match",
+        "request_mutations",
+        "response_mutations",
+        "route",
+        "total_weight",
+        "weights",
+    )
+
+    def __init__(self, rc: RouteConfiguration, vh: VirtualHost, index: int, route: Route) -> None:
+        action = route.action
+        assert not isinstance(action, NonForwardingAction)
+        self.index = index
+        self.route = route
+        self.action: Action = action
+        self.match = CompiledMatch(route.match)
+        self.cluster: str | None = None
+        self.cluster_header: str | None = None
+        self.weights: tuple[ClusterWeight, ...] = ()
+        self.cumulative: tuple[int, ...] = ()
+        self.total_weight = 0
+        cluster_levels: list[HeaderOps | None] = [None]
+        if isinstance(action, RouteAction):
+            if action.weighted_clusters:
+                self.weights = action.weighted_clusters
+                # Envoy: value % total, then the first cluster whose cumulative weight
+                # exceeds it; zero-weight clusters are never chosen.
+                self.cumulative = tuple(accumulate(cw.weight for cw in self.weights))
+                self.total_weight = self.cumulative[-1]
+                if self.total_weight <= 0:
+                    raise ResourceInvalid(
+                        rc.name,
+                        f"virtual_hosts[{vh.name}].routes[{index}].route.weighted_clusters",
+                        "sum of weights must be greater than 0",
+                    )
+                cluster_levels = [cw.header_ops for cw in self.weights]
+            elif action.cluster_header is not None:
+                self.cluster_header = action.cluster_header.lower()
+            else:
+                self.cluster = action.cluster
+        req: list[HeaderMutation] = []
+        resp: list[HeaderMutation] = []
+        for cluster_ops in cluster_levels:
+            # Most specific first: Envoy's default (most_specific_header_mutations_wins=false).
+            levels = [route.header_ops, vh.header_ops, rc.header_ops]
+            if cluster_ops is not None:
+                levels.insert(0, cluster_ops)
+            req.append(HeaderMutation.request(levels))
+            resp.append(HeaderMutation.response(levels))
+        self.request_mutations = tuple(req)
+        self.response_mutations = tuple(resp)
+
+
+class CompiledVirtualHost:
+    """A virtual host's routes; ``routes`` holds only those a client can take."""
+
+    __slots__ = ("all_routes", "routes", "virtual_host")
+
+    def __init__(self, rc: RouteConfiguration, vh: VirtualHost) -> None:
+        self.virtual_host = vh
+        # NonForwardingAction is a server-side action: a client treats the route as absent.
+        self.all_routes: tuple[CompiledRoute | None, ...] = tuple(
+            None if isinstance(r.action, NonForwardingAction) else CompiledRoute(rc, vh, i, r)
+            for i, r in enumerate(vh.routes)
+        )
+        self.routes = tuple(r for r in self.all_routes if r is not None)
+
+
+class RouteDecision:
+    """The outcome of :meth:`RouteTable.select` for one request.
+
+    ``cluster`` is the chosen cluster: the route's cluster, the picked weighted cluster,
+    or the value of ``cluster_header`` (None when that header is absent or empty: the
+    caller answers ``action.cluster_not_found_response_code``). It is None for redirect
+    and direct-response actions.
+    """
+
+    __slots__ = (
+        "_compiled",
+        "_weight_index",
+        "action",
+        "cluster",
+        "cluster_weight",
+        "route",
+        "route_index",
+        "virtual_host",
+    )
+
+    def __init__(
+        self,
+        virtual_host: VirtualHost,
+        compiled: CompiledRoute,
+        cluster: str | None,
+        cluster_weight: ClusterWeight | None,
+        weight_index: int,
+    ) -> None:
+        self.virtual_host = virtual_host
+        self.route: Route = compiled.route
+        self.route_index = compiled.index
+        self.action: Action = compiled.action
+        self.cluster = cluster
+        self.cluster_weight = cluster_weight
+        self._compiled = compiled
+        self._weight_index = weight_index
+
+    @property
+    def request_mutation(self) -> HeaderMutation:
+        return self._compiled.request_mutations[self._weight_index]
+
+    @property
+    def response_mutation(self) -> HeaderMutation:
+        return self._compiled.response_mutations[self._weight_index]
+
+    def __repr__(self) -> str:
+        return (
+            f"RouteDecision(virtual_host={self.virtual_host.name!r}, "
+            f"route_index={self.route_index}, route={self.route.name!r}, "
+            f"action={type(self.action).__name__}, cluster={self.cluster!r})"
+        )
+
+
+def cluster_from_header(req: RequestInfo, name: str) -> str | None:
+    """The ``cluster_header`` value: Envoy takes the first value; None if absent/empty."""
+    repeated = req.repeated.get(name) if req.repeated else None
+    value = repeated[0] if repeated else req.header(name)
+    return value or None
+
+
+def decide(
+    vh: CompiledVirtualHost, cr: CompiledRoute, req: RequestInfo, random_value: int
+) -> RouteDecision:
+    """Pick the cluster of a matched route."""
+    if cr.weights:
+        i = bisect_right(cr.cumulative, random_value % cr.total_weight)
+        cw = cr.weights[i]
+        return RouteDecision(vh.virtual_host, cr, cw.name, cw, i)
+    if cr.cluster_header is not None:
+        return RouteDecision(
+            vh.virtual_host, cr, cluster_from_header(req, cr.cluster_header), None, 0
+        )
+    return RouteDecision(vh.virtual_host, cr, cr.cluster, None, 0)
+
+
+class RouteTable:
+    """An immutable, precompiled RouteConfiguration; ``select`` is lock-free.
+
+    Build it once per RouteConfiguration with :meth:`compile` (which raises
+    :class:`~pymesh.errors.ResourceInvalid` for duplicate domains, several ``*`` virtual
+    hosts or weighted clusters summing to 0) and share it between threads.
+    """
+
+    __slots__ = ("_domains", "route_config")
+
+    def __init__(self, rc: RouteConfiguration, domains: DomainIndex[CompiledVirtualHost]) -> None:
+        self.route_config = rc
+        self._domains = domains
+
+    @classmethod
+    def compile(cls, rc: RouteConfiguration) -> RouteTable:
+        """Compile ``rc``; everything a request needs is computed here."""
+        entries = [(vh.domains, CompiledVirtualHost(rc, vh)) for vh in rc.virtual_hosts]
+        return cls(rc, DomainIndex(rc.name, entries))
+
+    def find_virtual_host(
+        self, authority: str
+    ) -> tuple[CompiledVirtualHost, DomainKind, str] | None:
+        """The virtual host for ``authority`` with the kind of domain and the domain."""
+        return self._domains.find(authority)
+
+    def select(self, req: RequestInfo, random_value: int) -> RouteDecision | None:
+        """The first matching route of the request's virtual host, with its cluster.
+
+        ``random_value`` is a uniform random 64-bit integer: it drives
+        ``runtime_fraction`` (``value % denominator < numerator``) and the weighted
+        cluster pick (``value % total_weight``), as Envoy's per-stream random value.
+        None: no virtual host or no route matched.
+        """
+        found = self._domains.find(req.authority)
+        if found is None:
+            return None
+        vh = found[0]
+        bare = req.bare_path
+        for cr in vh.routes:
+            if cr.match.matches(req, bare, random_value):
+                return decide(vh, cr, req, random_value)
+        return None
+
+    def __repr__(self) -> str:
+        return (
+            f"RouteTable(name={self.route_config.name!r}, "
+            f"virtual_hosts={len(self.route_config.virtual_hosts)})"
+        )

@@ -1,0 +1,88 @@
+"""``pymesh serve mesh.yaml``: serve a mesh file and push every good edit to all clients."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import watchfiles
+
+from pymesh.errors import ConfigFileError
+from pymesh.server import ControlPlane
+from pymesh.server.config_file import compile_text
+from pymesh.server.snapshot import Snapshot
+
+__all__ = ["serve"]
+
+# How often the watcher wakes up even without a file event; each wake-up compares the file's
+# content, which also catches an edit made before the OS watch was in place.
+_TICK_MS = 1000
+
+
+def serve(
+    path: str | Path,
+    port: int,
+    host: str = "127.0.0.1",
+    stop_event: threading.Event | None = None,
+    *,
+    on_ready: Callable[[ControlPlane], None] | None = None,
+    on_reload: Callable[[Snapshot | ConfigFileError], None] | None = None,
+) -> None:
+    """Serve ``path`` on ``host:port`` until ``stop_event`` is set (or Ctrl-C).
+
+    The file's directory is watched (editors replace files rather than write them). A good
+    edit becomes the new default snapshot; a bad one prints the ConfigFileError to stderr
+    and the last good snapshot stays. Raises ConfigFileError when the initial file is bad.
+    ``on_ready`` gets the running ControlPlane; ``on_reload`` each reload's result.
+    """
+    file = Path(path).resolve()
+    text = _read(file)
+    snapshot = compile_text(text, str(path))
+    stop = stop_event or threading.Event()
+    with ControlPlane(port=port, host=host) as cp:
+        cp.set_snapshot(snapshot)
+        print(f"pymesh: serving {path} (version {snapshot.version}) on {cp.address}", flush=True)
+        if on_ready is not None:
+            on_ready(cp)
+        try:
+            for _changes in watchfiles.watch(
+                file.parent,
+                watch_filter=lambda _change, p: Path(p).resolve() == file,
+                stop_event=stop,
+                rust_timeout=_TICK_MS,
+                yield_on_timeout=True,
+                recursive=False,
+                debounce=200,
+            ):
+                try:
+                    new_text = _read(file)
+                except ConfigFileError:
+                    continue  # mid-replace by an editor: the next event brings the file
+                if new_text == text:
+                    continue
+                text = new_text
+                result = _reload(cp, text, str(path))
+                if on_reload is not None:
+                    on_reload(result)
+        except KeyboardInterrupt:
+            pass
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigFileError(str(file), "<file>", f"cannot read the file: {e.strerror}") from e
+
+
+def _reload(cp: ControlPlane, text: str, source: str) -> Snapshot | ConfigFileError:
+    try:
+        snapshot = compile_text(text, source)
+    except ConfigFileError as e:
+        print(f"pymesh: {e}; still serving the last good config", file=sys.stderr, flush=True)
+        return e
+    cp.set_snapshot(snapshot)
+    print(f"pymesh: reloaded {source} (version {snapshot.version})", flush=True)
+    return snapshot

@@ -1,0 +1,226 @@
+"""Sans-I/O request planning shared by the sync and async transports (and gRPC).
+
+``Planner.plan`` turns a request and a listener state into either a local answer
+(404, direct response, redirect, fault abort, 503) or a :class:`Plan`: the chosen
+cluster, rewritten path/headers, deadlines, and the retry policy. The transports
+only add the waiting and the I/O.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Container
+from dataclasses import dataclass
+
+from pymesh._mesh import ListenerState
+from pymesh._upstream import ClusterRuntime
+from pymesh.lb import Picker
+from pymesh.resilience import FaultInjector, RetryDecider
+from pymesh.routing import (
+    RequestInfo,
+    RouteDecision,
+    compute_hash,
+    host_rewrite,
+    redirect_location,
+    rewrite_path,
+)
+from pymesh.xds.resources.endpoint import Endpoint
+from pymesh.xds.resources.fault import FaultConfig
+from pymesh.xds.resources.route import (
+    DirectResponseAction,
+    RedirectAction,
+    RetryPolicy,
+    RouteAction,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalReply:
+    """A response pymesh answers itself, as Envoy would (no upstream is contacted)."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    grpc_status: int | None = None
+    flags: str = ""  # Envoy-style response flag, e.g. "NR" (no route), "UO" (overflow)
+    delay: float = 0.0  # a fault delay to wait before answering
+
+
+@dataclass(slots=True)
+class Plan:
+    """Everything needed to send (and retry) one request upstream."""
+
+    decision: RouteDecision
+    action: RouteAction
+    cluster_name: str
+    runtime: ClusterRuntime
+    path: str
+    headers: list[tuple[str, str]]  # lower-case names, after route header mutations
+    authority: str
+    hash_key: int | None
+    deadline: float | None  # monotonic; None = no route timeout
+    retry: RetryPolicy | None
+    decider: RetryDecider | None
+    fault_delay: float = 0.0
+    mirror_clusters: tuple[str, ...] = ()
+
+    def pick(self, exclude: Container[str] = ()) -> tuple[ClusterRuntime, Endpoint] | None:
+        """Pick an endpoint (aggregate clusters: the first leaf that has one)."""
+        rt = self.runtime
+        if rt.leaf_clusters:
+            return None  # resolved by Planner.pick_leaf
+        picker: Picker | None = rt.picker
+        if picker is None:
+            return None
+        ep = picker.pick(self.hash_key, exclude)
+        return (rt, ep) if ep is not None else None
+
+
+# Deciders are built once per RetryPolicy object (policies are frozen and shared).
+_DECIDERS: dict[int, tuple[RetryPolicy, RetryDecider]] = {}
+_INJECTORS: dict[int, tuple[FaultConfig, FaultInjector]] = {}
+
+
+def decider_for(policy: RetryPolicy) -> RetryDecider:
+    hit = _DECIDERS.get(id(policy))
+    if hit is not None and hit[0] is policy:
+        return hit[1]
+    decider = RetryDecider(policy)
+    if len(_DECIDERS) > 4096:
+        _DECIDERS.clear()
+    _DECIDERS[id(policy)] = (policy, decider)
+    return decider
+
+
+def injector_for(config: FaultConfig) -> FaultInjector:
+    hit = _INJECTORS.get(id(config))
+    if hit is not None and hit[0] is config:
+        return hit[1]
+    injector = FaultInjector(config)
+    if len(_INJECTORS) > 4096:
+        _INJECTORS.clear()
+    _INJECTORS[id(config)] = (config, injector)
+    return injector
+
+
+def _fault_config(state: ListenerState, decision: RouteDecision) -> FaultConfig | None:
+    """The listener's fault filter config, overridden per route/cluster/vhost (Envoy order)."""
+    name = state.fault_filter_name
+    if name is None:
+        return None
+    cw = decision.cluster_weight
+    for per_filter in (
+        cw.typed_per_filter_config if cw is not None else None,
+        decision.route.typed_per_filter_config,
+        decision.virtual_host.typed_per_filter_config,
+    ):
+        if per_filter:
+            override = per_filter.get(name)
+            if isinstance(override, FaultConfig):
+                return override
+    return state.fault
+
+
+def not_found(listener: str, authority: str, path: str) -> LocalReply:
+    return LocalReply(
+        404,
+        f"pymesh: no route for {authority}{path} (listener {listener!r})\n".encode(),
+        grpc_status=14,
+        flags="NR",
+    )
+
+
+def leaf_runtime(plan: Plan, state: ListenerState) -> ClusterRuntime | None:
+    """For an aggregate cluster: the first leaf (priority order) with a usable picker."""
+    for leaf in plan.runtime.leaf_clusters:
+        rt = state.clusters.get(leaf)
+        if rt is not None and rt.picker is not None and rt.picker.has_usable():
+            return rt
+    for leaf in plan.runtime.leaf_clusters:  # none usable: let the first one decide
+        rt = state.clusters.get(leaf)
+        if rt is not None and rt.picker is not None:
+            return rt
+    return None
+
+
+def plan_request(
+    state: ListenerState,
+    info: RequestInfo,
+    headers: list[tuple[str, str]],
+    rng: random.Random,
+    caller_timeout: float | None,
+) -> Plan | LocalReply:
+    """Route ``info`` through ``state``; return a Plan to send upstream or a LocalReply."""
+    decision = state.table.select(info, rng.getrandbits(64))
+    listener = state.config.listener.name
+    if decision is None:
+        return not_found(listener, info.authority, info.path)
+    action = decision.action
+    fault_delay = 0.0
+    fault = _fault_config(state, decision)
+    if fault is not None:
+        fd = injector_for(fault).decide(info.headers, rng.getrandbits(64))
+        if fd.delay:
+            fault_delay = fd.delay
+        if fd.abort_http is not None or fd.abort_grpc is not None:
+            return LocalReply(
+                fd.abort_http or 200 if fd.abort_grpc is not None else fd.abort_http or 500,
+                b"fault filter abort",
+                grpc_status=fd.abort_grpc,
+                flags="FI",
+                delay=fault_delay,
+            )
+    if isinstance(action, DirectResponseAction):
+        return LocalReply(action.status, action.body, delay=fault_delay)
+    if isinstance(action, RedirectAction):
+        location = redirect_location(decision, info, "http")
+        return LocalReply(
+            action.response_code, b"", (("location", location),), delay=fault_delay
+        )
+    assert isinstance(action, RouteAction)
+    cluster_name = decision.cluster
+    if cluster_name is None:  # cluster_header named nothing
+        return LocalReply(
+            action.cluster_not_found_response_code,
+            b"pymesh: cluster_header named no cluster\n",
+            grpc_status=14,
+            flags="NC",
+        )
+    runtime = state.clusters.get(cluster_name)
+    if runtime is None or runtime.error is not None:
+        why = runtime.error if runtime is not None else "unknown cluster"
+        return LocalReply(
+            action.cluster_not_found_response_code,
+            f"pymesh: cluster {cluster_name!r} unavailable: {why}\n".encode(),
+            grpc_status=14,
+            flags="NC",
+        )
+    mutation = decision.request_mutation
+    if not mutation.empty:
+        headers = mutation.apply(headers)
+    authority = info.authority
+    new_host = host_rewrite(decision)
+    if new_host is not None:
+        authority = new_host
+    path = rewrite_path(decision, info.path)
+    timeout = action.timeout
+    if caller_timeout is not None and (timeout is None or caller_timeout < timeout):
+        timeout = caller_timeout
+    deadline = time.monotonic() + timeout + fault_delay if timeout is not None else None
+    retry = action.retry_policy or decision.virtual_host.retry_policy
+    return Plan(
+        decision=decision,
+        action=action,
+        cluster_name=cluster_name,
+        runtime=runtime,
+        path=path,
+        headers=headers,
+        authority=authority,
+        hash_key=compute_hash(action.hash_policies, info) if action.hash_policies else None,
+        deadline=deadline,
+        retry=retry,
+        decider=decider_for(retry) if retry is not None and retry.num_retries > 0 else None,
+        fault_delay=fault_delay,
+        mirror_clusters=tuple(m.cluster for m in action.request_mirror_policies),
+    )

@@ -1,0 +1,594 @@
+"""The ADS client (state of the world): one stream, every resource type, one thread.
+
+A daemon thread named ``pymesh-xds`` runs an asyncio loop that owns the grpc.aio ADS
+stream and *all* client state; public methods called from other threads hop onto that
+loop, and watcher callbacks run serially on it. Protocol rules followed:
+
+- Envoy's xDS protocol doc: per type ``version_info`` + ``nonce``; ACK carries the new
+  version, NACK the previous one plus ``error_detail``; LDS/CDS are full state, so a
+  previously received resource missing from a response is deleted; a requested resource
+  that never arrives is reported does-not-exist after ``resource_timeout`` (15 s),
+  counted only while the stream is up.
+- gRFC A46-style partial acceptance: the valid resources of a response are applied even
+  when others in it are invalid; the NACK names each invalid one.
+- gRFC A57: cached resources survive stream failures; the client reconnects with
+  jittered exponential backoff and re-subscribes with its last versions (no nonce).
+- gRFC A53: ``ignore_resource_deletion`` in server_features keeps deleted resources.
+- gRFC A88: an invalid update for a cached resource keeps serving the last good value
+  and reports the error to watchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.rpc import status_pb2
+
+from pymesh.bootstrap import Bootstrap
+from pymesh.errors import MeshClosedError, MeshError, ResourceInvalid
+from pymesh.xds.client._backoff import Backoff
+from pymesh.xds.client._transport import channel_factory, node_to_proto
+from pymesh.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, decode
+
+__all__ = [
+    "CDS",
+    "EDS",
+    "LDS",
+    "RDS",
+    "Decoder",
+    "ResourceStatus",
+    "ResourceWatcher",
+    "XdsClient",
+    "XdsClientStats",
+]
+
+log = logging.getLogger("pymesh.xds.client")
+
+LDS = LISTENER_TYPE
+RDS = ROUTE_TYPE
+CDS = CLUSTER_TYPE
+EDS = ENDPOINT_TYPE
+#: Order in which subscriptions are (re)sent on a new stream, as gRPC does.
+_TYPE_ORDER = (LDS, RDS, CDS, EDS)
+#: Types whose SotW responses carry every subscribed resource (absence = deletion).
+_FULL_STATE_TYPES = frozenset({LDS, CDS})
+_INVALID_ARGUMENT = 3
+
+#: ``decode(type_url, any_msg) -> (name, value)``, raising ResourceInvalid.
+Decoder = Callable[[str, Any], tuple[str, Any]]
+
+T = TypeVar("T")
+
+
+class ResourceStatus:
+    """Client-side status of a resource, as in CSDS."""
+
+    REQUESTED = "REQUESTED"
+    ACKED = "ACKED"
+    NACKED = "NACKED"
+    DOES_NOT_EXIST = "DOES_NOT_EXIST"
+
+
+class ResourceWatcher(Protocol):
+    """Receives updates for one watched resource, on the xDS thread, serially."""
+
+    def on_resource(self, name: str, value: Any) -> None: ...
+
+    def on_error(self, name: str, error: MeshError) -> None: ...
+
+    def on_does_not_exist(self, name: str) -> None: ...
+
+
+@dataclass
+class XdsClientStats:
+    """Approximate counters (plain ints, written only on the xDS thread)."""
+
+    connected: int = 0  # 1 while a stream is up
+    streams_started: int = 0
+    stream_failures: int = 0
+    updates: dict[str, int] = field(default_factory=dict)  # resources changed, per type
+    acks: dict[str, int] = field(default_factory=dict)
+    nacks: dict[str, int] = field(default_factory=dict)
+    does_not_exist: int = 0
+    deletions_ignored: int = 0
+
+
+@dataclass(eq=False)
+class _Resource:
+    name: str
+    watchers: list[ResourceWatcher] = field(default_factory=list)
+    value: Any = None
+    has_value: bool = False
+    version: str = ""
+    status: str = ResourceStatus.REQUESTED
+    last_error: str | None = None
+    update_time: datetime.datetime | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class _TypeState:
+    type_url: str
+    version_info: str = ""
+    nonce: str = ""
+    resources: dict[str, _Resource] = field(default_factory=dict)
+
+
+def _default_decoder(type_url: str, any_msg: Any) -> tuple[str, Any]:
+    return decode(type_url, any_msg)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class XdsClient:
+    """An ADS (SotW) client for the first server of ``bootstrap``.
+
+    ``resource_timeout`` is the does-not-exist timer (seconds). ``decoder`` turns an
+    ``Any`` into ``(name, value)``; it defaults to :func:`pymesh.xds.resources.decode`.
+    Construction validates the server URI and credentials (BootstrapError).
+    """
+
+    def __init__(
+        self,
+        bootstrap: Bootstrap,
+        *,
+        resource_timeout: float = 15.0,
+        decoder: Decoder | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.node_id = bootstrap.node.id
+        self.server = bootstrap.xds_servers[0]
+        self._channel_factory = channel_factory(self.server, source=bootstrap.source)
+        self._node_proto = node_to_proto(bootstrap.node)
+        self.resource_timeout = resource_timeout
+        self._decode = decoder or _default_decoder
+        self._backoff = backoff or Backoff()
+        self.stats = XdsClientStats()
+        self._types: dict[str, _TypeState] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        # Per-stream state (only touched on the loop).
+        self._send_queue: asyncio.Queue[Any] | None = None
+        self._stream_up = False
+        self._node_sent = False
+        self._wake: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("connected" if self.stats.connected else "idle")
+        n = sum(len(t.resources) for t in self._types.values())
+        return f"<XdsClient {self.server.server_uri} node={self.node_id!r} {state} resources={n}>"
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Start the background thread and the ADS stream (idempotent)."""
+        with self._start_lock:
+            if self._closed:
+                raise MeshClosedError("xDS client is closed", node_id=self.node_id)
+            if self._thread is not None:
+                return
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                self._wake = asyncio.Event()
+                self._main = loop.create_task(self._run())
+                loop.call_soon(ready.set)
+                try:
+                    loop.run_forever()
+                finally:
+                    loop.close()
+
+            self._loop = loop
+            self._thread = threading.Thread(target=run, name="pymesh-xds", daemon=True)
+            self._thread.start()
+            ready.wait()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the stream and the thread; returns within about ``timeout`` seconds."""
+        with self._start_lock:
+            if self._closed:
+                return
+            self._closed = True
+            loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+
+        async def shutdown() -> None:
+            if self._main is not None:
+                self._main.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._main
+            for ts in self._types.values():
+                for res in ts.resources.values():
+                    if res.timer is not None:
+                        res.timer.cancel()
+            loop.stop()
+
+        if thread is threading.current_thread():
+            raise RuntimeError("XdsClient.close() must not be called from a watcher callback")
+        with contextlib.suppress(RuntimeError):  # loop already stopped
+            asyncio.run_coroutine_threadsafe(shutdown(), loop)
+        thread.join(timeout)
+
+    def __enter__(self) -> XdsClient:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- public API
+
+    def watch(self, type_url: str, name: str, watcher: ResourceWatcher) -> None:
+        """Watch resource ``name`` of ``type_url``; subscribes if it is new.
+
+        If a value (or does-not-exist) is already known, the watcher is told soon,
+        on the xDS thread. Safe to call from any thread, including callbacks.
+        """
+        self.start()
+        self._on_loop(lambda: self._watch(type_url, name, watcher))
+
+    def cancel_watch(self, type_url: str, name: str, watcher: ResourceWatcher) -> None:
+        """Remove ``watcher``; the last watcher of a resource unsubscribes it."""
+        if self._closed or self._loop is None:
+            return
+        self._on_loop(lambda: self._cancel_watch(type_url, name, watcher))
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the xDS thread (directly when already on it); starts the client."""
+        self.start()
+        self._on_loop(fn)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The xDS thread's event loop (for code that runs on that thread)."""
+        self.start()
+        assert self._loop is not None
+        return self._loop
+
+    def config_dump(self) -> dict[str, Any]:
+        """A JSON-able, CSDS-like view: every resource with version, status and error."""
+        if self._loop is None or self._closed:
+            return self._dump()
+        return self._call(self._dump)
+
+    # ----------------------------------------------------------------- loop hops
+
+    def _on_thread(self) -> bool:
+        return self._thread is threading.current_thread()
+
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        if self._on_thread():
+            fn()
+            return
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # loop closed: the client is closing
+            self._loop.call_soon_threadsafe(fn)
+
+    def _call(self, fn: Callable[[], T], timeout: float = 5.0) -> T:
+        if self._on_thread():
+            return fn()
+        assert self._loop is not None
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(fn())
+            except BaseException as e:
+                fut.set_exception(e)
+
+        self._loop.call_soon_threadsafe(run)
+        return fut.result(timeout)
+
+    # ----------------------------------------------------------------- state (loop only)
+
+    def _type(self, type_url: str) -> _TypeState:
+        ts = self._types.get(type_url)
+        if ts is None:
+            ts = self._types[type_url] = _TypeState(type_url)
+        return ts
+
+    def _watch(self, type_url: str, name: str, watcher: ResourceWatcher) -> None:
+        ts = self._type(type_url)
+        res = ts.resources.get(name)
+        if res is None:
+            res = ts.resources[name] = _Resource(name)
+            res.watchers.append(watcher)
+            self._send_request(ts)
+            return
+        res.watchers.append(watcher)
+        loop = asyncio.get_running_loop()
+        if res.has_value:
+            loop.call_soon(self._notify_one, watcher, "on_resource", name, res.value)
+        elif res.status == ResourceStatus.DOES_NOT_EXIST:
+            loop.call_soon(self._notify_one, watcher, "on_does_not_exist", name)
+        elif res.last_error is not None:
+            err = MeshError(res.last_error, node_id=self.node_id, resource_name=name)
+            loop.call_soon(self._notify_one, watcher, "on_error", name, err)
+
+    def _cancel_watch(self, type_url: str, name: str, watcher: ResourceWatcher) -> None:
+        ts = self._types.get(type_url)
+        res = ts.resources.get(name) if ts else None
+        if ts is None or res is None:
+            return
+        with contextlib.suppress(ValueError):
+            res.watchers.remove(watcher)
+        if not res.watchers:
+            if res.timer is not None:
+                res.timer.cancel()
+            del ts.resources[name]
+            self._send_request(ts)
+
+    def _notify_one(self, watcher: ResourceWatcher, method: str, *args: Any) -> None:
+        try:
+            getattr(watcher, method)(*args)
+        except Exception:
+            log.exception("xDS watcher %r.%s raised", watcher, method)
+
+    def _notify(self, res: _Resource, method: str, *args: Any) -> None:
+        for w in list(res.watchers):  # a callback may cancel watches
+            self._notify_one(w, method, res.name, *args)
+
+    def _send_request(self, ts: _TypeState, error: status_pb2.Status | None = None) -> None:
+        """Queue the current subscription of ``ts`` (an ACK/NACK when ``nonce`` is set)."""
+        if self._send_queue is None or not self._stream_up:
+            return  # sent when the next stream starts
+        req = discovery_pb2.DiscoveryRequest(
+            type_url=ts.type_url,
+            version_info=ts.version_info,
+            response_nonce=ts.nonce,
+            resource_names=sorted(ts.resources),
+        )
+        if error is not None:
+            req.error_detail.CopyFrom(error)
+        if not self._node_sent:
+            req.node.CopyFrom(self._node_proto)
+            self._node_sent = True
+        self._send_queue.put_nowait(req)
+        self._start_timers(ts)
+
+    def _start_timers(self, ts: _TypeState) -> None:
+        loop = asyncio.get_running_loop()
+        for res in ts.resources.values():
+            if res.status == ResourceStatus.REQUESTED and not res.has_value and res.timer is None:
+                res.timer = loop.call_later(
+                    self.resource_timeout, self._resource_timed_out, ts.type_url, res.name
+                )
+
+    def _cancel_timers(self) -> None:
+        for ts in self._types.values():
+            for res in ts.resources.values():
+                if res.timer is not None:
+                    res.timer.cancel()
+                    res.timer = None
+
+    def _resource_timed_out(self, type_url: str, name: str) -> None:
+        res = self._types[type_url].resources.get(name)
+        if res is None:
+            return
+        res.timer = None
+        if res.has_value or not self._stream_up:
+            return
+        log.warning("xDS resource %s %r does not exist (timeout)", type_url, name)
+        res.status = ResourceStatus.DOES_NOT_EXIST
+        res.update_time = _now()
+        self.stats.does_not_exist += 1
+        self._notify(res, "on_does_not_exist")
+
+    # ----------------------------------------------------------------- responses
+
+    def _handle_response(self, resp: discovery_pb2.DiscoveryResponse) -> None:
+        type_url = resp.type_url
+        ts = self._type(type_url)
+        ts.nonce = resp.nonce
+        valid: dict[str, Any] = {}
+        errors: list[str] = []
+        invalid_names: set[str] = set()
+        for any_msg in resp.resources:
+            name, value, err = self._decode_one(type_url, any_msg)
+            if err is None:
+                valid[name] = value
+                continue
+            errors.append(str(err.message))
+            if name:
+                invalid_names.add(name)
+                self._mark_invalid(ts, name, err)
+        now = _now()
+        for name, value in valid.items():
+            res = ts.resources.get(name)
+            if res is None:
+                continue  # not subscribed (any more): ignore, as Envoy does
+            if res.timer is not None:
+                res.timer.cancel()
+                res.timer = None
+            changed = not res.has_value or res.value != value
+            res.value, res.has_value = value, True
+            res.status = ResourceStatus.ACKED
+            res.version = resp.version_info
+            res.last_error = None
+            res.update_time = now
+            if changed:
+                self.stats.updates[type_url] = self.stats.updates.get(type_url, 0) + 1
+                self._notify(res, "on_resource", value)
+        if type_url in _FULL_STATE_TYPES:
+            self._handle_absent(ts, set(valid) | invalid_names)
+        if errors:
+            self.stats.nacks[type_url] = self.stats.nacks.get(type_url, 0) + 1
+            message = "\n".join(errors)
+            log.warning("NACK %s version %r: %s", type_url, resp.version_info, message)
+            self._send_request(ts, status_pb2.Status(code=_INVALID_ARGUMENT, message=message))
+        else:
+            self.stats.acks[type_url] = self.stats.acks.get(type_url, 0) + 1
+            ts.version_info = resp.version_info
+            self._send_request(ts)
+
+    def _decode_one(self, type_url: str, any_msg: Any) -> tuple[str, Any, MeshError | None]:
+        """``(name, value, None)``, or ``(name or "", None, error)``.
+
+        The error's ``message`` is the NACK line: ``resource 'x': field: reason``.
+        """
+        try:
+            name, value = self._decode(type_url, any_msg)
+        except ResourceInvalid as e:
+            name = e.resource_name or ""
+            what = f"resource {name!r}" if name else f"a resource of type {type_url!r}"
+            detail = f"{e.field}: {e.reason}" if e.field else e.reason
+            return name, None, self._error(f"{what}: {detail}", name)
+        except Exception as e:  # undecodable bytes and the like
+            return "", None, self._error(f"resource of type {type_url!r}: cannot decode: {e}")
+        return name, value, None
+
+    def _error(self, message: str, name: str | None = None) -> MeshError:
+        return MeshError(message, node_id=self.node_id, resource_name=name or None)
+
+    def _mark_invalid(self, ts: _TypeState, name: str, err: MeshError) -> None:
+        res = ts.resources.get(name)
+        if res is None:
+            return
+        if res.timer is not None:  # the server did answer for it
+            res.timer.cancel()
+            res.timer = None
+        res.status = ResourceStatus.NACKED
+        res.last_error = err.message
+        res.update_time = _now()
+        self._notify(res, "on_error", err)
+
+    def _handle_absent(self, ts: _TypeState, present: set[str]) -> None:
+        for res in list(ts.resources.values()):
+            if res.name in present or not res.has_value:
+                continue
+            if self.server.ignore_resource_deletion:
+                self.stats.deletions_ignored += 1
+                log.warning(
+                    "xDS server dropped %s %r; keeping it (ignore_resource_deletion)",
+                    ts.type_url,
+                    res.name,
+                )
+                continue
+            res.value, res.has_value = None, False
+            res.status = ResourceStatus.DOES_NOT_EXIST
+            res.update_time = _now()
+            self._notify(res, "on_does_not_exist")
+
+    # ----------------------------------------------------------------- the stream
+
+    async def _run(self) -> None:
+        channel = self._channel_factory()
+        try:
+            while True:
+                await channel.channel_ready()
+                received = await self._one_stream(channel)
+                if received:
+                    self._backoff.reset()
+                await asyncio.sleep(self._backoff.next_delay())
+        finally:
+            self._stream_up = False
+            self.stats.connected = 0
+            await channel.close(grace=None)
+
+    async def _one_stream(self, channel: grpc.aio.Channel) -> bool:
+        """Run one ADS stream until it fails; True if any response was received."""
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._send_queue = queue
+        self._node_sent = False
+
+        async def requests() -> AsyncIterator[Any]:
+            while True:
+                req = await queue.get()
+                if req is None:
+                    return
+                yield req
+
+        call = stub.StreamAggregatedResources(requests())
+        self._stream_up = True
+        self.stats.streams_started += 1
+        self.stats.connected = 1
+        received = False
+        try:
+            for type_url in self._ordered_types():
+                ts = self._types[type_url]
+                ts.nonce = ""  # a nonce belongs to the stream that sent it
+                if ts.resources:
+                    self._send_request(ts)
+            async for resp in call:
+                received = True
+                self._handle_response(resp)
+        except grpc.aio.AioRpcError as e:
+            log.warning(
+                "xDS stream to %s failed: %s %s",
+                self.server.server_uri,
+                e.code(),
+                e.details(),
+            )
+            self._stream_failed(f"{e.code().name}: {e.details()}")
+        else:
+            log.warning("xDS stream to %s closed by the server", self.server.server_uri)
+            self._stream_failed("stream closed by the server")
+        finally:
+            self._stream_up = False
+            self.stats.connected = 0
+            self._send_queue = None
+            queue.put_nowait(None)
+            call.cancel()
+        return received
+
+    def _ordered_types(self) -> Iterable[str]:
+        known = [t for t in _TYPE_ORDER if t in self._types]
+        return known + [t for t in self._types if t not in _TYPE_ORDER]
+
+    def _stream_failed(self, reason: str) -> None:
+        self.stats.stream_failures += 1
+        self._stream_up = False
+        self._cancel_timers()
+        # gRFC A88: resources without a value learn about the failure; cached ones keep
+        # serving silently.
+        message = f"xDS stream to {self.server.server_uri} failed: {reason}"
+        for ts in self._types.values():
+            for res in ts.resources.values():
+                if not res.has_value and res.status == ResourceStatus.REQUESTED:
+                    self._notify(res, "on_error", self._error(message, res.name))
+
+    # ----------------------------------------------------------------- dump
+
+    def _dump(self) -> dict[str, Any]:
+        resources = []
+        types = {}
+        for type_url, ts in self._types.items():
+            types[type_url] = {"version_info": ts.version_info, "nonce": ts.nonce}
+            for res in ts.resources.values():
+                resources.append(
+                    {
+                        "type_url": type_url,
+                        "name": res.name,
+                        "version": res.version,
+                        "status": res.status,
+                        "last_error": res.last_error,
+                        "update_time": res.update_time.isoformat() if res.update_time else None,
+                    }
+                )
+        return {
+            "node_id": self.node_id,
+            "server_uri": self.server.server_uri,
+            "connected": bool(self.stats.connected),
+            "types": types,
+            "resources": resources,
+        }

@@ -1,0 +1,222 @@
+"""Shared parsing helpers: the error/warning context, durations, wrappers, header ops.
+
+Every parser threads a :class:`Ctx` through; it knows the resource name (for
+:class:`~pymesh.errors.ResourceInvalid`), the dotted path prefix of the part being parsed,
+and collects the names of set-but-unsupported fields.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+from pymesh.errors import ResourceInvalid
+from pymesh.xds.resources.route import AppendAction, HeaderOps, HeaderValueOption
+
+log = logging.getLogger("pymesh.xds")
+
+UINT32_MAX = 2**32 - 1
+
+# Protobuf's own Duration limits (google/protobuf/duration.proto).
+_MAX_DURATION_SECONDS = 315_576_000_000
+
+_INDEX = re.compile(r"\[\d+\]|\[\"[^\"]*\"\]")
+# (resource kind, field path without indices) already warned about: a warning once per
+# field, not once per resource, so a large config does not flood the log.
+_warned: set[tuple[str, str]] = set()
+
+
+class Ctx:
+    """Parsing context for one resource (or an inlined part of one)."""
+
+    def __init__(self, kind: str, name: str, prefix: str = "", parent: Ctx | None = None) -> None:
+        self.kind = kind
+        self.name = name
+        self.prefix = prefix
+        self.parent = parent
+        self.unsupported: list[str] = []
+
+    def child(self, prefix: str, kind: str | None = None) -> Ctx:
+        """A context for an inlined sub-resource at ``prefix`` (e.g. an inline route config)."""
+        return Ctx(kind or self.kind, self.name, prefix, self)
+
+    def path(self, field: str) -> str:
+        if not self.prefix:
+            return field
+        return f"{self.prefix}.{field}" if field else self.prefix
+
+    def fail(self, field: str, reason: str) -> NoReturn:
+        """Reject the resource: ``field`` is relative to this context."""
+        full = self.path(field)
+        if self.parent is not None:
+            self.parent.fail(full, reason)
+        raise ResourceInvalid(self.name, full, reason)
+
+    def unsupported_field(self, field: str) -> None:
+        """Record a set-but-unsupported field and log a warning (once per field path)."""
+        self.unsupported.append(field)
+        if self.parent is not None:
+            self.parent.unsupported_field(self.path(field))
+            return
+        key = (self.kind, _INDEX.sub("[]", field))
+        if key not in _warned:
+            _warned.add(key)
+            log.warning(
+                "%s %r: field %s is set but not supported by pymesh; it is ignored "
+                "(further occurrences are not logged)",
+                self.kind,
+                self.name,
+                field,
+            )
+
+    def leftovers(
+        self,
+        msg: Any,
+        path: str,
+        handled: Iterable[str],
+        benign: Iterable[str] = (),
+    ) -> None:
+        """Record every set field of ``msg`` that is neither handled nor benign.
+
+        Benign fields have no effect on a client's behaviour (stat names, metadata).
+        """
+        skip = set(handled) | set(benign)
+        for fd, _ in msg.ListFields():
+            if fd.name not in skip:
+                self.unsupported_field(f"{path}.{fd.name}" if path else fd.name)
+
+
+def join(path: str, field: str) -> str:
+    return f"{path}.{field}" if path else field
+
+
+def duration(ctx: Ctx, d: Any, path: str) -> float:
+    """google.protobuf.Duration → float seconds; rejects out-of-range or negative values."""
+    seconds, nanos = int(d.seconds), int(d.nanos)
+    if abs(seconds) > _MAX_DURATION_SECONDS or abs(nanos) > 999_999_999:
+        ctx.fail(path, f"duration out of range (seconds={seconds}, nanos={nanos})")
+    if seconds < 0 or nanos < 0:
+        ctx.fail(path, f"duration must not be negative (seconds={seconds}, nanos={nanos})")
+    return seconds + nanos / 1e9
+
+
+def opt_duration(ctx: Ctx, msg: Any, field: str, path: str) -> float | None:
+    """A Duration field → seconds, or None when unset."""
+    if not msg.HasField(field):
+        return None
+    return duration(ctx, getattr(msg, field), join(path, field))
+
+
+def wrapped(msg: Any, field: str, default: Any) -> Any:
+    """Value of a google.protobuf wrapper field (UInt32Value etc.), or ``default`` if unset."""
+    return getattr(msg, field).value if msg.HasField(field) else default
+
+
+def type_name(type_url: str) -> str:
+    """The message name of an Any type URL (whatever comes after the last ``/``)."""
+    return type_url.rsplit("/", 1)[-1]
+
+
+def unpack(ctx: Ctx, any_msg: Any, cls: Any, path: str) -> Any:
+    """Unpack ``any_msg`` into a new ``cls``; a decode failure rejects the resource."""
+    out = cls()
+    try:
+        ok = any_msg.Unpack(out)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        ctx.fail(path, f"cannot decode {type_name(any_msg.type_url)}: {exc}")
+    if not ok:
+        ctx.fail(path, f"expected {cls.DESCRIPTOR.full_name}, got {type_name(any_msg.type_url)}")
+    return out
+
+
+_FRACTION_DENOMINATORS = {0: 100, 1: 10_000, 2: 1_000_000}
+
+
+def fractional_percent(ctx: Ctx, msg: Any, path: str) -> Any:
+    """envoy.type.v3.FractionalPercent → matchers.FractionalPercent."""
+    from pymesh.xds.resources.matchers import FractionalPercent
+
+    denominator = _FRACTION_DENOMINATORS.get(int(msg.denominator))
+    if denominator is None:
+        ctx.fail(join(path, "denominator"), f"unknown denominator enum value {msg.denominator}")
+    return FractionalPercent(int(msg.numerator), denominator)
+
+
+# ---- header manipulation ---------------------------------------------------------------
+
+_APPEND_ACTIONS: dict[int, AppendAction] = {
+    0: "APPEND_IF_EXISTS_OR_ADD",
+    1: "ADD_IF_ABSENT",
+    2: "OVERWRITE_IF_EXISTS_OR_ADD",
+    3: "OVERWRITE_IF_EXISTS",
+}
+
+
+def _check_modifiable(ctx: Ctx, key: str, path: str) -> None:
+    if not key:
+        ctx.fail(path, "header name must not be empty")
+    # Envoy's HeaderParser refuses to touch pseudo-headers and Host.
+    if key.startswith(":") or key.lower() == "host":
+        ctx.fail(path, f"header {key!r} may not be modified (':'-prefixed and host are reserved)")
+
+
+def header_value_option(ctx: Ctx, msg: Any, path: str) -> HeaderValueOption:
+    """envoy.config.core.v3.HeaderValueOption (legacy ``append`` folded into the action)."""
+    hdr = msg.header
+    key = hdr.key
+    _check_modifiable(ctx, key, join(path, "header.key"))
+    value = hdr.raw_value.decode("utf-8", "replace") if hdr.raw_value else hdr.value
+    action = _APPEND_ACTIONS.get(int(msg.append_action))
+    if action is None:
+        ctx.fail(join(path, "append_action"), f"unknown append_action {msg.append_action}")
+    if msg.HasField("append"):
+        if msg.append_action != 0:
+            ctx.fail(
+                join(path, "append"),
+                "both append and append_action are set; use only append_action",
+            )
+        action = "APPEND_IF_EXISTS_OR_ADD" if msg.append.value else "OVERWRITE_IF_EXISTS_OR_ADD"
+    return HeaderValueOption(key.lower(), value, action, bool(msg.keep_empty_value))
+
+
+def header_ops(ctx: Ctx, msg: Any, path: str) -> HeaderOps:
+    """The four request/response header add/remove lists of ``msg`` at one level."""
+    out: dict[str, Any] = {}
+    for kind in ("request", "response"):
+        adds = tuple(
+            header_value_option(ctx, h, join(path, f"{kind}_headers_to_add[{i}]"))
+            for i, h in enumerate(getattr(msg, f"{kind}_headers_to_add"))
+        )
+        removes = []
+        for i, name in enumerate(getattr(msg, f"{kind}_headers_to_remove")):
+            _check_modifiable(ctx, name, join(path, f"{kind}_headers_to_remove[{i}]"))
+            removes.append(name.lower())
+        out[f"{kind}_headers_to_add"] = adds
+        out[f"{kind}_headers_to_remove"] = tuple(removes)
+    ops = HeaderOps(**out)
+    return HeaderOps() if ops.empty else ops
+
+
+HEADER_OP_FIELDS = (
+    "request_headers_to_add",
+    "request_headers_to_remove",
+    "response_headers_to_add",
+    "response_headers_to_remove",
+)
+
+
+def config_source_is_ads_or_self(msg: Any) -> bool:
+    """gRPC accepts only ``ads`` or ``self`` config sources for RDS and EDS."""
+    return msg.WhichOneof("config_source_specifier") in ("ads", "self")
+
+
+def is_set(msg: Any, field: str) -> bool:
+    """Whether ``field`` of ``msg`` is set: present message, non-empty list, non-default scalar."""
+    fd = msg.DESCRIPTOR.fields_by_name[field]
+    if fd.is_repeated:
+        return len(getattr(msg, field)) > 0
+    if fd.message_type is not None:
+        return bool(msg.HasField(field))
+    return bool(getattr(msg, field))

@@ -1,0 +1,383 @@
+"""envoy.config.cluster.v3.Cluster → Cluster (Envoy's defaults applied here)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+
+from pymesh.xds.resources import _parse_endpoint, _parse_lb, _parse_tls
+from pymesh.xds.resources._common import (
+    Ctx,
+    config_source_is_ads_or_self,
+    join,
+    opt_duration,
+    type_name,
+    unpack,
+    wrapped,
+)
+from pymesh.xds.resources.cluster import (
+    CircuitBreakers,
+    Cluster,
+    ClusterKind,
+    LbPolicy,
+    OutlierDetection,
+    RetryBudget,
+)
+from pymesh.xds.resources.tls import UpstreamTls
+
+AGGREGATE_TYPE = "envoy.extensions.clusters.aggregate.v3.ClusterConfig"
+TLS_TYPE = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+RAW_BUFFER_TYPE = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+HTTP_OPTIONS_TYPE = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+_KINDS: dict[int, ClusterKind] = {0: "STATIC", 1: "STRICT_DNS", 2: "LOGICAL_DNS", 3: "EDS"}
+DnsFamily = Literal["AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL"]
+_DNS_FAMILIES: dict[int, DnsFamily] = {
+    0: "AUTO",
+    1: "V4_ONLY",
+    2: "V6_ONLY",
+    3: "V4_PREFERRED",
+    4: "ALL",
+}
+_LOAD_BALANCING_POLICY_CONFIG = 7
+
+_HANDLED = (
+    "name",
+    "type",
+    "cluster_type",
+    "eds_cluster_config",
+    "connect_timeout",
+    "lb_policy",
+    "load_assignment",
+    "max_requests_per_connection",
+    "circuit_breakers",
+    "common_http_protocol_options",
+    "http2_protocol_options",
+    "typed_extension_protocol_options",
+    "dns_refresh_rate",
+    "dns_failure_refresh_rate",
+    "respect_dns_ttl",
+    "dns_lookup_family",
+    "outlier_detection",
+    "ring_hash_lb_config",
+    "maglev_lb_config",
+    "least_request_lb_config",
+    "common_lb_config",
+    "transport_socket",
+    "load_balancing_policy",
+)
+# No effect on a client's behaviour.
+_BENIGN = (
+    "alt_stat_name",
+    "metadata",
+    "per_connection_buffer_limit_bytes",
+    "track_cluster_stats",
+    "cleanup_interval",
+    "wait_for_warm_on_init",
+    "http_protocol_options",
+)
+
+_OD_PERCENTS = (
+    "max_ejection_percent",
+    "enforcing_consecutive_5xx",
+    "enforcing_consecutive_gateway_failure",
+    "enforcing_consecutive_local_origin_failure",
+    "enforcing_success_rate",
+    "enforcing_local_origin_success_rate",
+    "enforcing_failure_percentage",
+    "enforcing_failure_percentage_local_origin",
+    "failure_percentage_threshold",
+)
+_OD_COUNTS = (
+    "consecutive_5xx",
+    "consecutive_gateway_failure",
+    "consecutive_local_origin_failure",
+    "success_rate_minimum_hosts",
+    "success_rate_request_volume",
+    "success_rate_stdev_factor",
+    "failure_percentage_minimum_hosts",
+    "failure_percentage_request_volume",
+)
+
+
+def _kind(ctx: Ctx, msg: Any) -> tuple[ClusterKind, tuple[str, ...]]:
+    which = msg.WhichOneof("cluster_discovery_type")
+    if which == "cluster_type":
+        ct = msg.cluster_type
+        tn = type_name(ct.typed_config.type_url)
+        if tn != AGGREGATE_TYPE:
+            ctx.fail(
+                "cluster_type",
+                f"custom cluster type {ct.name!r} ({tn or 'no typed_config'}) is not supported; "
+                "only envoy.clusters.aggregate is",
+            )
+        agg = unpack(ctx, ct.typed_config, aggregate_pb2.ClusterConfig, "cluster_type.typed_config")
+        if not agg.clusters:
+            ctx.fail("cluster_type.typed_config.clusters", "an aggregate cluster needs clusters")
+        for i, name in enumerate(agg.clusters):
+            if not name:
+                ctx.fail(f"cluster_type.typed_config.clusters[{i}]", "name must not be empty")
+        return "AGGREGATE", tuple(agg.clusters)
+    kind = _KINDS.get(int(msg.type))
+    if kind is None:
+        ctx.fail(
+            "type",
+            f"discovery type {msg.type} is not supported (STATIC, STRICT_DNS, LOGICAL_DNS, "
+            "EDS or an aggregate cluster_type)",
+        )
+    return kind, ()
+
+
+def _lb_policy(ctx: Ctx, msg: Any) -> LbPolicy:
+    if msg.HasField("load_balancing_policy"):
+        policy = _parse_lb.policy_list(ctx, msg.load_balancing_policy, "load_balancing_policy")
+    elif msg.lb_policy == _LOAD_BALANCING_POLICY_CONFIG:
+        ctx.fail(
+            "load_balancing_policy",
+            "lb_policy is LOAD_BALANCING_POLICY_CONFIG but load_balancing_policy is not set",
+        )
+    else:
+        policy = _parse_lb.from_enum(ctx, msg)
+    if msg.common_lb_config.HasField("locality_weighted_lb_config"):
+        policy = dataclasses.replace(policy, locality_weighted=True)
+    return policy
+
+
+def _circuit_breakers(ctx: Ctx, msg: Any) -> CircuitBreakers:
+    chosen = None
+    for i, t in enumerate(msg.thresholds):
+        if t.priority == 0 and chosen is None:
+            chosen = (i, t)
+        else:
+            ctx.unsupported_field(f"circuit_breakers.thresholds[{i}]")
+    ctx.leftovers(msg, "circuit_breakers", ("thresholds",))
+    if chosen is None:
+        return CircuitBreakers()
+    i, t = chosen
+    p = f"circuit_breakers.thresholds[{i}]"
+    budget = None
+    if t.HasField("retry_budget"):
+        rb = t.retry_budget
+        pct = float(rb.budget_percent.value) if rb.HasField("budget_percent") else 20.0
+        if not 0 <= pct <= 100:
+            ctx.fail(join(p, "retry_budget.budget_percent"), "must be in 0..100")
+        budget = RetryBudget(pct, int(wrapped(rb, "min_retry_concurrency", 3)))
+    ctx.leftovers(
+        t,
+        p,
+        (
+            "priority",
+            "max_connections",
+            "max_pending_requests",
+            "max_requests",
+            "max_retries",
+            "retry_budget",
+        ),
+        ("track_remaining",),
+    )
+    return CircuitBreakers(
+        max_connections=int(wrapped(t, "max_connections", 1024)),
+        max_pending_requests=int(wrapped(t, "max_pending_requests", 1024)),
+        max_requests=int(wrapped(t, "max_requests", 1024)),
+        max_retries=int(wrapped(t, "max_retries", 3)),
+        retry_budget=budget,
+    )
+
+
+def _outlier_detection(ctx: Ctx, msg: Any) -> OutlierDetection:
+    p = "outlier_detection"
+    d = OutlierDetection()
+    kw: dict[str, Any] = {}
+    for name in (*_OD_PERCENTS, *_OD_COUNTS):
+        value = int(wrapped(msg, name, getattr(d, name)))
+        if name in _OD_PERCENTS and value > 100:
+            ctx.fail(join(p, name), f"a percentage must be in 0..100, got {value}")
+        kw[name] = value
+    interval = opt_duration(ctx, msg, "interval", p)
+    if interval is not None and interval <= 0:
+        ctx.fail(join(p, "interval"), "interval must be greater than 0")
+    base = opt_duration(ctx, msg, "base_ejection_time", p)
+    base = d.base_ejection_time if base is None else base
+    if base <= 0:
+        ctx.fail(join(p, "base_ejection_time"), "base_ejection_time must be greater than 0")
+    mx = opt_duration(ctx, msg, "max_ejection_time", p)
+    if mx is None:
+        mx = max(d.max_ejection_time, base)
+    elif base > mx:
+        ctx.fail(
+            join(p, "max_ejection_time"),
+            f"max_ejection_time ({mx}s) must be at least base_ejection_time ({base}s)",
+        )
+    jitter = opt_duration(ctx, msg, "max_ejection_time_jitter", p)
+    ctx.leftovers(
+        msg,
+        p,
+        (
+            *_OD_PERCENTS,
+            *_OD_COUNTS,
+            "interval",
+            "base_ejection_time",
+            "max_ejection_time",
+            "max_ejection_time_jitter",
+            "split_external_local_origin_errors",
+        ),
+    )
+    return OutlierDetection(
+        **kw,
+        interval=d.interval if interval is None else interval,
+        base_ejection_time=base,
+        max_ejection_time=mx,
+        split_external_local_origin_errors=bool(msg.split_external_local_origin_errors),
+        max_ejection_time_jitter=0.0 if jitter is None else jitter,
+    )
+
+
+def _transport_socket(ctx: Ctx, msg: Any) -> UpstreamTls | None:
+    p = "transport_socket"
+    if not msg.HasField("typed_config"):
+        if msg.name in ("envoy.transport_sockets.raw_buffer", "raw_buffer"):
+            return None
+        ctx.fail(join(p, "typed_config"), f"transport socket {msg.name!r} needs a typed_config")
+    tn = type_name(msg.typed_config.type_url)
+    if tn == TLS_TYPE:
+        return _parse_tls.upstream_tls(ctx, msg.typed_config, join(p, "typed_config"))
+    if tn == RAW_BUFFER_TYPE:
+        return None
+    ctx.fail(
+        join(p, "typed_config"),
+        f"transport socket type {tn} is not supported (use UpstreamTlsContext or RawBuffer)",
+    )
+
+
+def _http_options(ctx: Ctx, msg: Any) -> tuple[bool, int | None]:
+    """(http2, max_requests_per_connection) from the HTTP protocol option fields."""
+    http2 = msg.HasField("http2_protocol_options")
+    max_requests = wrapped(msg, "max_requests_per_connection", None)
+    if msg.HasField("common_http_protocol_options"):
+        cp = msg.common_http_protocol_options
+        max_requests = wrapped(cp, "max_requests_per_connection", max_requests)
+        ctx.leftovers(cp, "common_http_protocol_options", ("max_requests_per_connection",))
+    entries = msg.typed_extension_protocol_options
+    for key in sorted(entries):
+        p = f'typed_extension_protocol_options["{key}"]'
+        any_msg = entries[key]
+        if type_name(any_msg.type_url) != HTTP_OPTIONS_TYPE:
+            ctx.unsupported_field(p)
+            continue
+        opts = unpack(ctx, any_msg, http_protocol_options_pb2.HttpProtocolOptions, p)
+        which = opts.WhichOneof("upstream_protocol_options")
+        if which == "explicit_http_config":
+            ex = opts.explicit_http_config
+            proto = ex.WhichOneof("protocol_config")
+            if proto == "http2_protocol_options":
+                http2 = True
+            elif proto == "http3_protocol_options":
+                ctx.unsupported_field(join(p, "explicit_http_config.http3_protocol_options"))
+        elif which is not None:
+            ctx.unsupported_field(join(p, which))
+        if opts.HasField("common_http_protocol_options"):
+            cp = opts.common_http_protocol_options
+            max_requests = wrapped(cp, "max_requests_per_connection", max_requests)
+            ctx.leftovers(
+                cp, join(p, "common_http_protocol_options"), ("max_requests_per_connection",)
+            )
+        ctx.leftovers(opts, p, ("explicit_http_config", "common_http_protocol_options"))
+    return http2, (int(max_requests) or None) if max_requests is not None else None
+
+
+def _dns(ctx: Ctx, msg: Any) -> dict[str, Any]:
+    refresh = opt_duration(ctx, msg, "dns_refresh_rate", "")
+    if refresh is not None and refresh < 0.001:
+        ctx.fail("dns_refresh_rate", "dns_refresh_rate must be at least 1ms")
+    failure = None
+    if msg.HasField("dns_failure_refresh_rate"):
+        fr = msg.dns_failure_refresh_rate
+        failure = opt_duration(ctx, fr, "base_interval", "dns_failure_refresh_rate")
+        if failure is None or failure < 0.001:
+            ctx.fail("dns_failure_refresh_rate.base_interval", "must be set and at least 1ms")
+    family = _DNS_FAMILIES.get(int(msg.dns_lookup_family))
+    if family is None:
+        ctx.fail("dns_lookup_family", f"unknown dns_lookup_family {msg.dns_lookup_family}")
+    return {
+        "dns_refresh_rate": 5.0 if refresh is None else refresh,
+        "dns_failure_refresh_rate": failure,
+        "respect_dns_ttl": bool(msg.respect_dns_ttl),
+        "dns_lookup_family": family,
+    }
+
+
+def parse(msg: Any) -> Cluster:
+    ctx = Ctx("Cluster", msg.name)
+    if not msg.name:
+        ctx.fail("name", "resource name must not be empty")
+    kind, aggregate = _kind(ctx, msg)
+    eds_service_name = ""
+    if kind == "EDS":
+        ecc = msg.eds_cluster_config
+        if not config_source_is_ads_or_self(ecc.eds_config):
+            ctx.fail(
+                "eds_cluster_config.eds_config",
+                "eds_config must be ads or self (endpoints come over the same stream)",
+            )
+        eds_service_name = ecc.service_name
+    load_assignment = None
+    if kind in ("STATIC", "STRICT_DNS", "LOGICAL_DNS") and msg.HasField("load_assignment"):
+        sub = ctx.child("load_assignment", "ClusterLoadAssignment")
+        load_assignment = _parse_endpoint.cluster_load_assignment(sub, msg.load_assignment)
+    if kind == "LOGICAL_DNS" and (
+        load_assignment is None
+        or len(load_assignment.localities) != 1
+        or len(load_assignment.localities[0].endpoints) != 1
+    ):
+        ctx.fail(
+            "load_assignment",
+            "a LOGICAL_DNS cluster needs exactly one locality with exactly one endpoint",
+        )
+    # Aggregate clusters take their balancing from the child clusters (lb_policy is
+    # CLUSTER_PROVIDED in Envoy's own examples).
+    lb = LbPolicy() if kind == "AGGREGATE" else _lb_policy(ctx, msg)
+    connect_timeout = opt_duration(ctx, msg, "connect_timeout", "")
+    if connect_timeout is not None and connect_timeout <= 0:
+        ctx.fail("connect_timeout", "connect_timeout must be greater than 0")
+    panic = 50.0
+    if msg.HasField("common_lb_config"):
+        clc = msg.common_lb_config
+        if clc.HasField("healthy_panic_threshold"):
+            panic = float(clc.healthy_panic_threshold.value)
+            if not 0 <= panic <= 100:
+                ctx.fail("common_lb_config.healthy_panic_threshold", "must be in 0..100")
+        ctx.leftovers(
+            clc, "common_lb_config", ("healthy_panic_threshold", "locality_weighted_lb_config")
+        )
+    http2, max_requests = _http_options(ctx, msg)
+    cb = _circuit_breakers(ctx, msg.circuit_breakers) if msg.HasField("circuit_breakers") else None
+    od = (
+        _outlier_detection(ctx, msg.outlier_detection)
+        if msg.HasField("outlier_detection")
+        else None
+    )
+    tls = _transport_socket(ctx, msg.transport_socket) if msg.HasField("transport_socket") else None
+    dns = _dns(ctx, msg)
+    ctx.leftovers(msg, "", _HANDLED, _BENIGN)
+    return Cluster(
+        name=msg.name,
+        kind=kind,
+        eds_service_name=eds_service_name,
+        load_assignment=load_assignment,
+        aggregate_clusters=aggregate,
+        lb_policy=lb,
+        connect_timeout=5.0 if connect_timeout is None else connect_timeout,
+        circuit_breakers=cb or CircuitBreakers(),
+        outlier_detection=od,
+        tls=tls,
+        healthy_panic_threshold=panic,
+        max_requests_per_connection=max_requests,
+        http2=http2,
+        unsupported=tuple(ctx.unsupported),
+        **dns,
+    )

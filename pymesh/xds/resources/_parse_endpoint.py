@@ -1,0 +1,149 @@
+"""envoy.config.endpoint.v3.ClusterLoadAssignment → ClusterLoadAssignment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymesh.xds.resources._common import (
+    UINT32_MAX,
+    Ctx,
+    fractional_percent,
+    join,
+    wrapped,
+)
+from pymesh.xds.resources.endpoint import (
+    DEFAULT_OVERPROVISIONING_FACTOR,
+    ClusterLoadAssignment,
+    DropOverload,
+    Endpoint,
+    HealthStatus,
+    Locality,
+    LocalityEndpoints,
+)
+
+_HEALTH: dict[int, HealthStatus] = {
+    0: "UNKNOWN",
+    1: "HEALTHY",
+    2: "UNHEALTHY",
+    3: "DRAINING",
+    4: "TIMEOUT",
+    5: "DEGRADED",
+}
+
+_PPM = 1_000_000
+
+
+def _endpoint(ctx: Ctx, msg: Any, path: str) -> Endpoint:
+    if msg.WhichOneof("host_identifier") != "endpoint":
+        ctx.fail(join(path, "endpoint"), "endpoint is required (named endpoints are not supported)")
+    ep = msg.endpoint
+    ap = join(path, "endpoint.address")
+    which = ep.address.WhichOneof("address")
+    if which != "socket_address":
+        ctx.fail(ap, f"only socket_address is supported, got {which or 'nothing'}")
+    sa = ep.address.socket_address
+    sp = join(ap, "socket_address")
+    if not sa.address:
+        ctx.fail(join(sp, "address"), "address must not be empty")
+    if sa.WhichOneof("port_specifier") != "port_value":
+        ctx.fail(join(sp, "port_value"), "port_value is required (named_port is not supported)")
+    if not 0 < sa.port_value <= 65535:
+        ctx.fail(join(sp, "port_value"), f"port must be in 1..65535, got {sa.port_value}")
+    if sa.protocol != 0:
+        ctx.fail(join(sp, "protocol"), "only TCP endpoints are supported")
+    health = _HEALTH.get(int(msg.health_status))
+    if health is None:
+        ctx.fail(join(path, "health_status"), f"unknown health_status {msg.health_status}")
+    weight = int(wrapped(msg, "load_balancing_weight", 1))
+    if weight < 1:
+        ctx.fail(join(path, "load_balancing_weight"), "endpoint weight must be greater than 0")
+    ctx.leftovers(ep, join(path, "endpoint"), ("address", "hostname"), ("health_check_config",))
+    ctx.leftovers(sa, sp, ("address", "port_value", "protocol"), ("resolver_name", "ipv4_compat"))
+    return Endpoint(sa.address, int(sa.port_value), health, weight, ep.hostname)
+
+
+def _locality(ctx: Ctx, msg: Any, path: str) -> LocalityEndpoints:
+    endpoints = tuple(
+        _endpoint(ctx, e, join(path, f"lb_endpoints[{i}]")) for i, e in enumerate(msg.lb_endpoints)
+    )
+    total = sum(e.weight for e in endpoints)
+    if total > UINT32_MAX:
+        ctx.fail(
+            join(path, "lb_endpoints"),
+            f"sum of endpoint weights ({total}) in the locality exceeds 2^32-1",
+        )
+    weight = wrapped(msg, "load_balancing_weight", None)
+    if weight is not None and weight < 1:
+        ctx.fail(join(path, "load_balancing_weight"), "locality weight must be greater than 0")
+    if msg.priority > 128:
+        ctx.fail(join(path, "priority"), f"priority must be at most 128, got {msg.priority}")
+    loc = msg.locality
+    ctx.leftovers(
+        msg, path, ("locality", "lb_endpoints", "load_balancing_weight", "priority"), ("metadata",)
+    )
+    return LocalityEndpoints(
+        Locality(loc.region, loc.zone, loc.sub_zone),
+        endpoints,
+        None if weight is None else int(weight),
+        int(msg.priority),
+    )
+
+
+def cluster_load_assignment(ctx: Ctx, msg: Any) -> ClusterLoadAssignment:
+    """Parse a ClusterLoadAssignment; ``ctx`` carries the name and the path prefix."""
+    localities = []
+    seen: dict[tuple[int, Locality], int] = {}
+    priority_weights: dict[int, int] = {}
+    for i, le in enumerate(msg.endpoints):
+        p = f"endpoints[{i}]"
+        loc = _locality(ctx, le, p)
+        key = (loc.priority, loc.locality)
+        if key in seen:
+            ctx.fail(
+                join(p, "locality"),
+                f"locality {loc.locality} appears twice in priority {loc.priority} "
+                f"(also endpoints[{seen[key]}])",
+            )
+        seen[key] = i
+        priority_weights[loc.priority] = priority_weights.get(loc.priority, 0) + (loc.weight or 0)
+        if priority_weights[loc.priority] > UINT32_MAX:
+            ctx.fail(
+                join(p, "load_balancing_weight"),
+                f"sum of locality weights in priority {loc.priority} exceeds 2^32-1",
+            )
+        localities.append(loc)
+    priorities = sorted(priority_weights)
+    if priorities and priorities != list(range(len(priorities))):
+        ctx.fail(
+            "endpoints",
+            f"priorities must be contiguous from 0, got {priorities}",
+        )
+    drops = []
+    factor = DEFAULT_OVERPROVISIONING_FACTOR
+    if msg.HasField("policy"):
+        pol = msg.policy
+        for i, d in enumerate(pol.drop_overloads):
+            dp = f"policy.drop_overloads[{i}]"
+            if not d.category:
+                ctx.fail(join(dp, "category"), "category must not be empty")
+            frac = fractional_percent(ctx, d.drop_percentage, join(dp, "drop_percentage"))
+            ppm = min(frac.numerator * (_PPM // frac.denominator), _PPM)
+            drops.append(DropOverload(d.category, ppm))
+        factor = int(wrapped(pol, "overprovisioning_factor", DEFAULT_OVERPROVISIONING_FACTOR))
+        if factor < 1:
+            ctx.fail("policy.overprovisioning_factor", "must be greater than 0")
+        ctx.leftovers(pol, "policy", ("drop_overloads", "overprovisioning_factor"))
+    ctx.leftovers(msg, "", ("cluster_name", "endpoints", "policy"))
+    return ClusterLoadAssignment(
+        cluster_name=msg.cluster_name or ctx.name,
+        localities=tuple(localities),
+        drop_overloads=tuple(drops),
+        overprovisioning_factor=factor,
+    )
+
+
+def parse(msg: Any) -> ClusterLoadAssignment:
+    ctx = Ctx("ClusterLoadAssignment", msg.cluster_name)
+    if not msg.cluster_name:
+        ctx.fail("cluster_name", "resource name must not be empty")
+    return cluster_load_assignment(ctx, msg)

@@ -1,0 +1,216 @@
+"""Cluster load-balancing config (lb_policy enum or load_balancing_policy) → LbPolicy."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
+from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
+from envoy.extensions.load_balancing_policies.pick_first.v3 import pick_first_pb2
+from envoy.extensions.load_balancing_policies.random.v3 import random_pb2
+from envoy.extensions.load_balancing_policies.ring_hash.v3 import ring_hash_pb2
+from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
+from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
+from udpa.type.v1 import typed_struct_pb2 as udpa_typed_struct_pb2
+
+from pymesh.xds.resources._common import Ctx, join, type_name, unpack, wrapped
+from pymesh.xds.resources.cluster import PEAK_EWMA_TYPE, LbPolicy
+from xds.type.v3 import typed_struct_pb2
+
+MAX_RING_SIZE = 8 * 1024 * 1024
+MAX_MAGLEV_TABLE = 5_000_011
+
+_LB_ENUM = {0: "round_robin", 1: "least_request", 2: "ring_hash", 3: "random", 5: "maglev"}
+HashFunction = Literal["XX_HASH", "MURMUR_HASH_2"]
+_RING_HASH_ENUM: dict[int, HashFunction] = {0: "XX_HASH", 1: "MURMUR_HASH_2"}
+# RingHash extension: DEFAULT_HASH (0) is xxHash.
+_RING_HASH_EXT: dict[int, HashFunction] = {0: "XX_HASH", 1: "XX_HASH", 2: "MURMUR_HASH_2"}
+
+_PFX = "envoy.extensions.load_balancing_policies."
+_ROUND_ROBIN = _PFX + "round_robin.v3.RoundRobin"
+_LEAST_REQUEST = _PFX + "least_request.v3.LeastRequest"
+_RANDOM = _PFX + "random.v3.Random"
+_RING_HASH = _PFX + "ring_hash.v3.RingHash"
+_MAGLEV = _PFX + "maglev.v3.Maglev"
+_PICK_FIRST = _PFX + "pick_first.v3.PickFirst"
+_WRR_LOCALITY = _PFX + "wrr_locality.v3.WrrLocality"
+_TYPED_STRUCTS = {
+    "xds.type.v3.TypedStruct": typed_struct_pb2.TypedStruct,
+    "udpa.type.v1.TypedStruct": udpa_typed_struct_pb2.TypedStruct,
+}
+
+
+def _is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    if n % 2 == 0:
+        return n == 2
+    i = 3
+    while i * i <= n:
+        if n % i == 0:
+            return False
+        i += 2
+    return True
+
+
+def _ring_sizes(ctx: Ctx, msg: Any, path: str) -> tuple[int, int]:
+    lo = int(wrapped(msg, "minimum_ring_size", 1024))
+    hi = int(wrapped(msg, "maximum_ring_size", MAX_RING_SIZE))
+    for name, v in (("minimum_ring_size", lo), ("maximum_ring_size", hi)):
+        if not 1 <= v <= MAX_RING_SIZE:
+            ctx.fail(join(path, name), f"must be in 1..{MAX_RING_SIZE}, got {v}")
+    if lo > hi:
+        ctx.fail(
+            join(path, "minimum_ring_size"),
+            f"minimum_ring_size ({lo}) must not exceed maximum_ring_size ({hi})",
+        )
+    return lo, hi
+
+
+def _table_size(ctx: Ctx, msg: Any, path: str) -> int:
+    size = int(wrapped(msg, "table_size", 65537))
+    if not _is_prime(size) or size > MAX_MAGLEV_TABLE:
+        ctx.fail(
+            join(path, "table_size"), f"must be a prime number <= {MAX_MAGLEV_TABLE}, got {size}"
+        )
+    return size
+
+
+def _least_request(ctx: Ctx, msg: Any, path: str) -> dict[str, Any]:
+    choice = int(wrapped(msg, "choice_count", 2))
+    if choice < 2:
+        ctx.fail(join(path, "choice_count"), f"choice_count must be at least 2, got {choice}")
+    bias = 1.0
+    if msg.HasField("active_request_bias"):
+        bias = float(msg.active_request_bias.default_value)
+        if bias < 0:
+            ctx.fail(join(path, "active_request_bias"), "active_request_bias must be >= 0")
+    return {"choice_count": choice, "active_request_bias": bias}
+
+
+def from_enum(ctx: Ctx, cluster: Any) -> LbPolicy:
+    """The legacy ``lb_policy`` enum plus its ``*_lb_config`` oneof."""
+    name = _LB_ENUM.get(int(cluster.lb_policy))
+    if name is None:
+        ctx.fail(
+            "lb_policy",
+            f"lb_policy {cluster.lb_policy} is not supported (use "
+            "ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV)",
+        )
+    kw: dict[str, Any] = {"name": name}
+    if name == "least_request" and cluster.HasField("least_request_lb_config"):
+        p = "least_request_lb_config"
+        kw.update(_least_request(ctx, cluster.least_request_lb_config, p))
+        ctx.leftovers(cluster.least_request_lb_config, p, ("choice_count", "active_request_bias"))
+    elif name == "ring_hash" and cluster.HasField("ring_hash_lb_config"):
+        p = "ring_hash_lb_config"
+        rh = cluster.ring_hash_lb_config
+        kw["min_ring_size"], kw["max_ring_size"] = _ring_sizes(ctx, rh, p)
+        kw["hash_function"] = _RING_HASH_ENUM.get(int(rh.hash_function))
+        if kw["hash_function"] is None:
+            ctx.fail(join(p, "hash_function"), f"unknown hash_function {rh.hash_function}")
+        ctx.leftovers(rh, p, ("minimum_ring_size", "maximum_ring_size", "hash_function"))
+    elif name == "maglev" and cluster.HasField("maglev_lb_config"):
+        kw["table_size"] = _table_size(ctx, cluster.maglev_lb_config, "maglev_lb_config")
+    return LbPolicy(**kw)
+
+
+def _struct_number(ctx: Ctx, value: Any, path: str) -> float:
+    """A TypedStruct duration: a number of seconds or a string such as ``"2.5s"``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        out = float(value)
+    elif isinstance(value, str) and value.endswith("s"):
+        try:
+            out = float(value[:-1])
+        except ValueError:
+            ctx.fail(path, f"{value!r} is not a duration such as '10s'")
+    else:
+        ctx.fail(path, f"{value!r} is not a number of seconds or a duration such as '10s'")
+    if out <= 0:
+        ctx.fail(path, "must be greater than 0")
+    return out
+
+
+def _value(v: Any) -> Any:
+    """google.protobuf.Value → plain Python value."""
+    kind = v.WhichOneof("kind")
+    if kind == "struct_value":
+        return _struct(v.struct_value)
+    if kind == "list_value":
+        return [_value(x) for x in v.list_value.values]
+    if kind == "null_value" or kind is None:
+        return None
+    return getattr(v, kind)
+
+
+def _struct(s: Any) -> dict[str, Any]:
+    return {k: _value(s.fields[k]) for k in s.fields}
+
+
+def _typed_struct(ctx: Ctx, any_msg: Any, path: str) -> LbPolicy | None:
+    ts = unpack(ctx, any_msg, _TYPED_STRUCTS[type_name(any_msg.type_url)], path)
+    if type_name(ts.type_url) != PEAK_EWMA_TYPE:
+        return None
+    params = _struct(ts.value)
+    decay = 10.0
+    if "decay_time" in params:
+        decay = _struct_number(ctx, params["decay_time"], join(path, "value.decay_time"))
+    return LbPolicy(name="peak_ewma", decay_time=decay, params=params)
+
+
+def _one_policy(ctx: Ctx, ext: Any, path: str, nested: bool) -> LbPolicy | None:
+    """One typed_extension_config; None when the type is not supported (try the next)."""
+    any_msg = ext.typed_config
+    tn = type_name(any_msg.type_url)
+    if tn == _ROUND_ROBIN:
+        unpack(ctx, any_msg, round_robin_pb2.RoundRobin, path)
+        return LbPolicy(name="round_robin")
+    if tn == _RANDOM:
+        unpack(ctx, any_msg, random_pb2.Random, path)
+        return LbPolicy(name="random")
+    if tn == _PICK_FIRST:
+        unpack(ctx, any_msg, pick_first_pb2.PickFirst, path)
+        return LbPolicy(name="pick_first")
+    if tn == _LEAST_REQUEST:
+        lr = unpack(ctx, any_msg, least_request_pb2.LeastRequest, path)
+        ctx.leftovers(lr, path, ("choice_count", "active_request_bias"))
+        return LbPolicy(name="least_request", **_least_request(ctx, lr, path))
+    if tn == _RING_HASH:
+        rh = unpack(ctx, any_msg, ring_hash_pb2.RingHash, path)
+        lo, hi = _ring_sizes(ctx, rh, path)
+        fn = _RING_HASH_EXT.get(int(rh.hash_function))
+        if fn is None:
+            ctx.fail(join(path, "hash_function"), f"unknown hash_function {rh.hash_function}")
+        ctx.leftovers(rh, path, ("minimum_ring_size", "maximum_ring_size", "hash_function"))
+        return LbPolicy(name="ring_hash", min_ring_size=lo, max_ring_size=hi, hash_function=fn)
+    if tn == _MAGLEV:
+        mg = unpack(ctx, any_msg, maglev_pb2.Maglev, path)
+        ctx.leftovers(mg, path, ("table_size",))
+        return LbPolicy(name="maglev", table_size=_table_size(ctx, mg, path))
+    if tn == _WRR_LOCALITY and not nested:
+        wl = unpack(ctx, any_msg, wrr_locality_pb2.WrrLocality, path)
+        child = policy_list(
+            ctx, wl.endpoint_picking_policy, join(path, "endpoint_picking_policy"), nested=True
+        )
+        return dataclasses.replace(child, locality_weighted=True)
+    if tn in _TYPED_STRUCTS:
+        return _typed_struct(ctx, any_msg, path)
+    return None
+
+
+def policy_list(ctx: Ctx, msg: Any, path: str, nested: bool = False) -> LbPolicy:
+    """envoy.config.cluster.v3.LoadBalancingPolicy: the first supported policy wins."""
+    skipped = []
+    for i, pol in enumerate(msg.policies):
+        p = join(path, f"policies[{i}].typed_extension_config.typed_config")
+        found = _one_policy(ctx, pol.typed_extension_config, p, nested)
+        if found is not None:
+            return found
+        skipped.append(type_name(pol.typed_extension_config.typed_config.type_url) or "<empty>")
+    ctx.fail(
+        join(path, "policies"),
+        f"no supported load balancing policy in [{', '.join(skipped)}]; supported: round_robin, "
+        "least_request, random, ring_hash, maglev, pick_first, wrr_locality and "
+        f"{PEAK_EWMA_TYPE} (in a TypedStruct)",
+    )

@@ -1,0 +1,164 @@
+"""envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext → UpstreamTls.
+
+Follows gRPC A29: certificate provider instances are the normal way to get
+credentials; SDS is rejected, as are validation options a client cannot honour
+(SPKI/hash pinning, CRLs, SCTs, custom validators) — silently skipping them would
+weaken security.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+from pymesh.xds.resources._common import Ctx, is_set, join, unpack
+from pymesh.xds.resources._parse_matchers import string_matcher
+from pymesh.xds.resources.tls import (
+    CertificateProviderInstance,
+    SanMatcher,
+    SanType,
+    UpstreamTls,
+)
+
+_SAN_TYPES: dict[int, SanType] = {1: "EMAIL", 2: "DNS", 3: "URI", 4: "IP_ADDRESS"}
+_TLS_VERSIONS = {1: "TLSv1_0", 2: "TLSv1_1", 3: "TLSv1_2", 4: "TLSv1_3"}
+
+# Validation options that would tighten checks; ignoring them is unsafe (A29 NACKs).
+_VALIDATION_REJECT = (
+    "verify_certificate_spki",
+    "verify_certificate_hash",
+    "require_signed_certificate_timestamp",
+    "crl",
+    "custom_validator_config",
+    "watched_directory",
+)
+_VALIDATION_HANDLED = (
+    "trusted_ca",
+    "ca_certificate_provider_instance",
+    "match_subject_alt_names",
+    "match_typed_subject_alt_names",
+)
+
+
+def _provider(msg: Any) -> CertificateProviderInstance:
+    return CertificateProviderInstance(msg.instance_name, msg.certificate_name)
+
+
+def _file(ctx: Ctx, ds: Any, path: str) -> str:
+    which = ds.WhichOneof("specifier")
+    if which != "filename":
+        ctx.fail(join(path, which or "filename"), "only a filename data source is supported")
+    return str(ds.filename)
+
+
+def _validation_context(
+    ctx: Ctx, vc: Any, path: str
+) -> tuple[CertificateProviderInstance | None, tuple[SanMatcher, ...], str | None]:
+    for name in _VALIDATION_REJECT:
+        if is_set(vc, name):
+            ctx.fail(join(path, name), f"{name} is not supported (the check cannot be skipped)")
+    validation = None
+    if vc.HasField("ca_certificate_provider_instance"):
+        validation = _provider(vc.ca_certificate_provider_instance)
+    trusted_ca = None
+    if vc.HasField("trusted_ca"):
+        trusted_ca = _file(ctx, vc.trusted_ca, join(path, "trusted_ca"))
+    sans: list[SanMatcher] = []
+    for i, sm in enumerate(vc.match_subject_alt_names):
+        sans.append(
+            SanMatcher("ANY", string_matcher(ctx, sm, join(path, f"match_subject_alt_names[{i}]")))
+        )
+    for i, tsm in enumerate(vc.match_typed_subject_alt_names):
+        p = join(path, f"match_typed_subject_alt_names[{i}]")
+        san_type = _SAN_TYPES.get(int(tsm.san_type))
+        if san_type is None:
+            ctx.fail(join(p, "san_type"), "san_type must be EMAIL, DNS, URI or IP_ADDRESS")
+        sans.append(SanMatcher(san_type, string_matcher(ctx, tsm.matcher, join(p, "matcher"))))
+    ctx.leftovers(vc, path, (*_VALIDATION_HANDLED, *_VALIDATION_REJECT))
+    return validation, tuple(sans), trusted_ca
+
+
+def upstream_tls(ctx: Ctx, any_msg: Any, path: str) -> UpstreamTls:
+    """Parse an UpstreamTlsContext packed in ``any_msg`` (a transport socket's typed_config)."""
+    utc = unpack(ctx, any_msg, tls_pb2.UpstreamTlsContext, path)
+    cp = join(path, "common_tls_context")
+    c = utc.common_tls_context
+    for sds in ("tls_certificate_sds_secret_configs", "validation_context_sds_secret_config"):
+        if is_set(c, sds):
+            ctx.fail(join(cp, sds), "SDS is not supported; use certificate provider instances")
+    identity = None
+    if c.HasField("tls_certificate_provider_instance"):
+        identity = _provider(c.tls_certificate_provider_instance)
+    elif c.HasField("tls_certificate_certificate_provider_instance"):
+        identity = _provider(c.tls_certificate_certificate_provider_instance)
+    cert_file = key_file = None
+    if c.tls_certificates:
+        tp = join(cp, "tls_certificates[0]")
+        cert = c.tls_certificates[0]
+        cert_file = _file(ctx, cert.certificate_chain, join(tp, "certificate_chain"))
+        key_file = _file(ctx, cert.private_key, join(tp, "private_key"))
+        if len(c.tls_certificates) > 1:
+            ctx.unsupported_field(join(cp, "tls_certificates[1]"))
+    validation = None
+    sans: tuple[SanMatcher, ...] = ()
+    trusted_ca = None
+    which = c.WhichOneof("validation_context_type")
+    if which == "validation_context":
+        validation, sans, trusted_ca = _validation_context(
+            ctx, c.validation_context, join(cp, "validation_context")
+        )
+    elif which == "combined_validation_context":
+        cvp = join(cp, "combined_validation_context")
+        cvc = c.combined_validation_context
+        if cvc.HasField("validation_context_sds_secret_config"):
+            ctx.fail(join(cvp, "validation_context_sds_secret_config"), "SDS is not supported")
+        validation, sans, trusted_ca = _validation_context(
+            ctx, cvc.default_validation_context, join(cvp, "default_validation_context")
+        )
+        if cvc.HasField("validation_context_certificate_provider_instance"):
+            validation = _provider(cvc.validation_context_certificate_provider_instance)
+    elif which == "validation_context_certificate_provider_instance":
+        validation = _provider(c.validation_context_certificate_provider_instance)
+    elif which is not None:
+        ctx.fail(join(cp, which), f"{which} is not supported")
+    min_v = max_v = None
+    ciphers: tuple[str, ...] = ()
+    if c.HasField("tls_params"):
+        tp = c.tls_params
+        min_v = _TLS_VERSIONS.get(int(tp.tls_minimum_protocol_version))
+        max_v = _TLS_VERSIONS.get(int(tp.tls_maximum_protocol_version))
+        ciphers = tuple(tp.cipher_suites)
+        ctx.leftovers(
+            tp,
+            join(cp, "tls_params"),
+            ("tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites"),
+        )
+    ctx.leftovers(
+        c,
+        cp,
+        (
+            "tls_params",
+            "tls_certificates",
+            "tls_certificate_provider_instance",
+            "tls_certificate_certificate_provider_instance",
+            "validation_context",
+            "combined_validation_context",
+            "validation_context_certificate_provider_instance",
+            "alpn_protocols",
+        ),
+    )
+    ctx.leftovers(utc, path, ("common_tls_context", "sni"))
+    return UpstreamTls(
+        identity=identity,
+        validation=validation,
+        san_matchers=sans,
+        sni=utc.sni,
+        alpn_protocols=tuple(c.alpn_protocols),
+        min_version=min_v,
+        max_version=max_v,
+        cipher_suites=ciphers,
+        certificate_file=cert_file,
+        private_key_file=key_file,
+        trusted_ca_file=trusted_ca,
+    )

@@ -1,0 +1,134 @@
+"""A tiny real ADS client for the server tests: a grpc stub fed by a queue."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import any_pb2
+from google.rpc import status_pb2
+
+from pymesh.server import Snapshot
+from pymesh.server.config_file import http_connection_manager
+
+TIMEOUT = 20.0
+_END = object()
+
+
+class AdsClient:
+    """One ADS stream; ``send`` requests, ``recv`` responses (bounded waits, no sleeps)."""
+
+    def __init__(self, address: str, node_id: str = "test-node") -> None:
+        self.node_id = node_id
+        self.channel = grpc.insecure_channel(address)
+        self._out: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._in: queue.SimpleQueue[object] = queue.SimpleQueue()
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
+        self._call = stub.StreamAggregatedResources(self._requests())
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._first = True
+
+    def _requests(self) -> Iterator[discovery_pb2.DiscoveryRequest]:
+        while True:
+            item = self._out.get()
+            if item is _END:
+                return
+            assert isinstance(item, discovery_pb2.DiscoveryRequest)
+            yield item
+
+    def _read(self) -> None:
+        try:
+            for resp in self._call:
+                self._in.put(resp)
+        except grpc.RpcError as e:
+            self._in.put(e)
+        self._in.put(_END)
+
+    def send(
+        self,
+        type_url: str,
+        names: list[str] | tuple[str, ...] = (),
+        *,
+        version: str = "",
+        nonce: str = "",
+        error: str | None = None,
+    ) -> None:
+        req = discovery_pb2.DiscoveryRequest(
+            type_url=type_url,
+            resource_names=list(names),
+            version_info=version,
+            response_nonce=nonce,
+        )
+        if self._first:  # like real clients: the node only on the first request
+            req.node.CopyFrom(base_pb2.Node(id=self.node_id, cluster="test"))
+            self._first = False
+        if error is not None:
+            req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+        self._out.put(req)
+
+    def ack(self, resp: discovery_pb2.DiscoveryResponse, names: tuple[str, ...] = ()) -> None:
+        self.send(resp.type_url, names, version=resp.version_info, nonce=resp.nonce)
+
+    def recv(self, timeout: float = TIMEOUT) -> discovery_pb2.DiscoveryResponse:
+        item = self._in.get(timeout=timeout)
+        assert isinstance(item, discovery_pb2.DiscoveryResponse), item
+        return item
+
+    def wait_closed(self, timeout: float = TIMEOUT) -> object:
+        """Wait for the stream to end; returns the RpcError or the end marker."""
+        while True:
+            item = self._in.get(timeout=timeout)
+            if not isinstance(item, discovery_pb2.DiscoveryResponse):
+                return item
+
+    def close(self) -> None:
+        self._out.put(_END)
+        self._call.cancel()
+        self.channel.close()
+
+
+def names_of(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
+    """Resource names in a response (listeners/routes/clusters by name)."""
+    out = []
+    for a in resp.resources:
+        assert isinstance(a, any_pb2.Any)
+        if a.type_url.endswith("Listener"):
+            msg: object = listener_pb2.Listener.FromString(a.value)
+        elif a.type_url.endswith("RouteConfiguration"):
+            msg = route_pb2.RouteConfiguration.FromString(a.value)
+        else:
+            raise AssertionError(a.type_url)
+        out.append(msg.name)  # type: ignore[attr-defined]
+    return sorted(out)
+
+
+def simple_snapshot(version: str, *route_names: str) -> Snapshot:
+    """Listeners ``name`` → RDS ``name``, each route config with no routes."""
+    listeners = [
+        listener_pb2.Listener(
+            name=n,
+            api_listener=api_listener_pb2.ApiListener(api_listener=_pack_hcm(n)),
+        )
+        for n in route_names
+    ]
+    routes = [
+        route_pb2.RouteConfiguration(
+            name=n,
+            virtual_hosts=[route_components_pb2.VirtualHost(name=n, domains=["*"])],
+        )
+        for n in route_names
+    ]
+    return Snapshot.of(version, listeners=listeners, routes=routes)
+
+
+def _pack_hcm(name: str) -> any_pb2.Any:
+    a = any_pb2.Any()
+    a.Pack(http_connection_manager(name))
+    return a

@@ -1,0 +1,190 @@
+"""The ADS servicer over a real gRPC connection: ACK/NACK, pushes, subscriptions."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from _server_helpers import TIMEOUT, AdsClient, names_of, simple_snapshot
+
+from pymesh.server import LISTENER_TYPE, ROUTE_TYPE, ControlPlane, NackRecord
+
+
+@pytest.fixture
+def cp() -> Iterator[ControlPlane]:
+    with ControlPlane() as server:
+        yield server
+
+
+@pytest.fixture
+def client(cp: ControlPlane) -> Iterator[AdsClient]:
+    c = AdsClient(cp.address)
+    yield c
+    c.close()
+
+
+def test_address_and_port(cp: ControlPlane) -> None:
+    assert cp.port > 0
+    assert cp.address == f"127.0.0.1:{cp.port}"
+    assert "serving" in repr(cp)
+
+
+def test_wildcard_lds_gets_all_and_ack_is_recorded(cp: ControlPlane, client: AdsClient) -> None:
+    cp.set_snapshot(simple_snapshot("1", "a:80", "b:80"))
+    client.send(LISTENER_TYPE)
+    resp = client.recv()
+    assert resp.version_info == "1"
+    assert resp.nonce
+    assert resp.type_url == LISTENER_TYPE
+    assert names_of(resp) == ["a:80", "b:80"]
+    client.ack(resp)
+    ack = cp.wait_for_ack(LISTENER_TYPE, "1", TIMEOUT)
+    assert (ack.node_id, ack.nonce) == ("test-node", resp.nonce)
+    assert cp.nacks == []
+
+
+def test_ack_does_not_resend_and_change_is_pushed(cp: ControlPlane, client: AdsClient) -> None:
+    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    client.send(LISTENER_TYPE)
+    first = client.recv()
+    client.ack(first)
+    cp.wait_for_ack(LISTENER_TYPE, "1", TIMEOUT)
+    cp.set_snapshot(simple_snapshot("2", "a:80", "c:80"))
+    # Had the server answered the ACK, that (version 1) response would come first.
+    pushed = client.recv()
+    assert pushed.version_info == "2"
+    assert names_of(pushed) == ["a:80", "c:80"]
+    assert pushed.nonce != first.nonce
+
+
+def test_named_subscription_only_gets_named(cp: ControlPlane, client: AdsClient) -> None:
+    cp.set_snapshot(simple_snapshot("1", "a:80", "b:80", "c:80"))
+    client.send(ROUTE_TYPE, ["b:80"])
+    resp = client.recv()
+    assert names_of(resp) == ["b:80"]
+    # Subscribing to more resources is answered at once, with the same version.
+    client.send(ROUTE_TYPE, ["b:80", "c:80", "missing"], version="1", nonce=resp.nonce)
+    resp2 = client.recv()
+    assert resp2.version_info == "1"
+    assert names_of(resp2) == ["b:80", "c:80"]
+
+
+def test_empty_rds_subscription_is_not_wildcard(cp: ControlPlane, client: AdsClient) -> None:
+    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    client.send(ROUTE_TYPE, [])
+    assert names_of(client.recv()) == []
+    client.send(LISTENER_TYPE, [])
+    assert names_of(client.recv()) == ["a:80"]
+
+
+def test_explicit_star_is_wildcard(cp: ControlPlane, client: AdsClient) -> None:
+    cp.set_snapshot(simple_snapshot("1", "a:80", "b:80"))
+    client.send(ROUTE_TYPE, ["*"])
+    assert names_of(client.recv()) == ["a:80", "b:80"]
+
+
+def test_nack_is_recorded_and_not_resent(cp: ControlPlane, client: AdsClient) -> None:
+    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    client.send(LISTENER_TYPE)
+    resp = client.recv()
+    client.send(LISTENER_TYPE, version="", nonce=resp.nonce, error="bad listener a:80")
+    nack = cp.wait_for_nack(LISTENER_TYPE, TIMEOUT)
+    assert nack.message == "bad listener a:80"
+    cp.set_snapshot(simple_snapshot("2", "a:80"))
+    # The NACKed version is not resent: the next response is the new version.
+    assert client.recv().version_info == "2"
+    assert cp.nacks == [
+        NackRecord(LISTENER_TYPE, "test-node", "1", resp.nonce, "bad listener a:80")
+    ]
+    assert cp.acks == []
+
+
+def test_stale_nonce_is_ignored(cp: ControlPlane, client: AdsClient) -> None:
+    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    client.send(LISTENER_TYPE)
+    old = client.recv()
+    cp.set_snapshot(simple_snapshot("2", "a:80"))
+    new = client.recv()
+    client.send(LISTENER_TYPE, version="1", nonce=old.nonce)  # answers the old response
+    client.ack(new)
+    cp.wait_for_ack(LISTENER_TYPE, "2", TIMEOUT)
+    assert [a.version for a in cp.acks] == ["2"]
+
+
+def test_per_node_snapshots(cp: ControlPlane) -> None:
+    cp.set_snapshot(simple_snapshot("default", "d:80"))
+    cp.set_snapshot(simple_snapshot("special", "s:80"), node_id="envoy")
+    a, b = AdsClient(cp.address, "envoy"), AdsClient(cp.address, "other")
+    try:
+        a.send(LISTENER_TYPE)
+        b.send(LISTENER_TYPE)
+        ra, rb = a.recv(), b.recv()
+        assert (ra.version_info, names_of(ra)) == ("special", ["s:80"])
+        assert (rb.version_info, names_of(rb)) == ("default", ["d:80"])
+        a.ack(ra)
+        b.ack(rb)
+        assert cp.wait_for_ack(LISTENER_TYPE, "special", TIMEOUT, node_id="envoy")
+        assert cp.wait_for_ack(LISTENER_TYPE, "default", TIMEOUT, node_id="other")
+        # Changing the default does not touch the node with its own snapshot.
+        cp.set_snapshot(simple_snapshot("default2", "d:80"))
+        assert b.recv().version_info == "default2"
+        cp.set_snapshot(simple_snapshot("special2", "s:80"), node_id="envoy")
+        assert a.recv().version_info == "special2"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_request_before_any_snapshot_waits_for_one(cp: ControlPlane, client: AdsClient) -> None:
+    client.send(LISTENER_TYPE)
+    with pytest.raises(queue.Empty):
+        client.recv(timeout=0.3)  # nothing to send yet (a bounded check, not a sync point)
+    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    assert client.recv().version_info == "1"
+
+
+def test_disconnect_then_new_stream(cp: ControlPlane) -> None:
+    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    for _ in range(3):  # streams end cleanly and free their worker
+        c = AdsClient(cp.address)
+        c.send(LISTENER_TYPE)
+        assert c.recv().version_info == "1"
+        c.close()
+    c = AdsClient(cp.address)
+    try:
+        c.send(LISTENER_TYPE)
+        assert c.recv().version_info == "1"
+    finally:
+        c.close()
+
+
+def test_stop_ends_open_streams() -> None:
+    cp = ControlPlane().start()
+    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    c = AdsClient(cp.address)
+    c.send(LISTENER_TYPE)
+    assert c.recv().version_info == "1"
+    cp.stop()
+    end = c.wait_closed()
+    assert isinstance(end, grpc.RpcError) or end is not None
+    c.close()
+    assert "stopped" in repr(cp)
+
+
+def test_wait_for_ack_times_out(cp: ControlPlane) -> None:
+    with pytest.raises(TimeoutError, match="no ACK"):
+        cp.wait_for_ack(LISTENER_TYPE, "never", timeout=0.05)
+
+
+def test_inconsistent_snapshot_is_refused(cp: ControlPlane) -> None:
+    from envoy.config.listener.v3 import listener_pb2
+
+    from pymesh.server import Snapshot, SnapshotInconsistent
+
+    snap = simple_snapshot("1", "a:80")
+    broken = Snapshot.of("2", listeners=list(snap.get(LISTENER_TYPE).values()))
+    assert isinstance(next(iter(broken.get(LISTENER_TYPE).values())), listener_pb2.Listener)
+    with pytest.raises(SnapshotInconsistent, match="route config 'a:80'"):
+        cp.set_snapshot(broken)
