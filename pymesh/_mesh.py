@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymesh._upstream import ClusterRuntime, Sweeper
 from pymesh.bootstrap import Bootstrap, load_bootstrap
 from pymesh.errors import (
     ConfigTimeoutError,
@@ -19,7 +20,6 @@ from pymesh.errors import (
     MeshError,
     UnknownHostError,
 )
-from pymesh._upstream import ClusterRuntime, Sweeper
 from pymesh.routing import RouteTable
 from pymesh.xds._dependency_manager import DependencyManager
 from pymesh.xds.client import XdsClient
@@ -196,7 +196,9 @@ class Mesh:
         for loop, fut in waiters:
             loop.call_soon_threadsafe(_resolve, fut)
 
-    def wait_state(self, slot: ListenerSlot, timeout: float | None) -> ListenerState | None:
+    def wait_state(
+        self, slot: ListenerSlot, timeout: float | None, *, passthrough: bool | None = None
+    ) -> ListenerState | None:
         """Block until the listener has a state, failed, or ``timeout`` passed.
 
         Returns None when the listener does not exist (the caller passes through).
@@ -210,10 +212,10 @@ class Mesh:
                 node_id=self.node_id,
                 resource_name=slot.name,
             )
-        return self._settled_state(slot)
+        return self._settled_state(slot, passthrough)
 
     async def wait_state_async(
-        self, slot: ListenerSlot, timeout: float | None
+        self, slot: ListenerSlot, timeout: float | None, *, passthrough: bool | None = None
     ) -> ListenerState | None:
         """The asyncio twin of :meth:`wait_state` (never blocks the event loop)."""
         if slot.state is not None:
@@ -233,15 +235,15 @@ class Mesh:
                     node_id=self.node_id,
                     resource_name=slot.name,
                 ) from None
-        return self._settled_state(slot)
+        return self._settled_state(slot, passthrough)
 
-    def _settled_state(self, slot: ListenerSlot) -> ListenerState | None:
+    def _settled_state(self, slot: ListenerSlot, passthrough: bool | None) -> ListenerState | None:
         if slot.state is not None:
             return slot.state
         if self._closed:
             raise MeshClosedError("mesh is closed", node_id=self.node_id)
         if slot.does_not_exist:
-            if self.passthrough:
+            if self.passthrough if passthrough is None else passthrough:
                 return None
             raise UnknownHostError(
                 "the control plane does not know this host and passthrough is off",

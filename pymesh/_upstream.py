@@ -38,6 +38,7 @@ class ClusterRuntime:
         "error",
         "leaf_clusters",
         "name",
+        "next_sweep",
         "outlier",
         "picker",
         "rng",
@@ -56,6 +57,7 @@ class ClusterRuntime:
         self.breaker: CircuitBreaker | None = None
         self.outlier: OutlierDetector | None = None
         self.addresses: frozenset[str] = frozenset()
+        self.next_sweep = 0.0
         # Serialises rebuilds from the xDS thread and the outlier sweeper; never taken
         # on the request path.
         self._lock = threading.Lock()
@@ -101,14 +103,19 @@ class ClusterRuntime:
     def sweep(self, now: float) -> None:
         """Run the outlier detector's interval sweep when it is due."""
         outlier = self.outlier
-        if outlier is not None:
+        if outlier is None:
+            return
+        if self.next_sweep == 0.0:
+            self.next_sweep = now + outlier.interval
+        elif now >= self.next_sweep:
+            self.next_sweep = now + outlier.interval
             outlier.sweep(now)
 
 
 class Sweeper:
     """A named daemon thread that runs outlier sweeps on each cluster's interval."""
 
-    def __init__(self, clusters: Callable[[], list[ClusterRuntime]], tick: float = 0.5) -> None:
+    def __init__(self, clusters: Callable[[], list[ClusterRuntime]], tick: float = 0.1) -> None:
         self._clusters = clusters
         self._tick = tick
         self._stop = threading.Event()

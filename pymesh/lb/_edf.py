@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 class Edf:
     """EDF over item indices ``0..n-1``; ``weight_of(i)`` gives the weight on re-insertion."""
 
-    __slots__ = ("_heap", "_order", "_weight_of")
+    __slots__ = ("_fallback", "_heap", "_n", "_order", "_weight_of")
 
     def __init__(
         self,
@@ -35,6 +35,8 @@ class Edf:
             (1.0 / w, next(order), i) for i, w in enumerate(weights) if w > 0
         ]
         heapq.heapify(self._heap)
+        self._n = len(weights)
+        self._fallback = itertools.count()
         static = list(weights)
         self._weight_of: Callable[[int], float] = weight_of or static.__getitem__
         # A random number of initial picks so that many clients built at the same time
@@ -52,12 +54,16 @@ class Edf:
         return cls(weights, weight_of, prepicks=rng.randrange(max(1, len(weights))))
 
     def pick(self) -> int | None:
-        """The index with the earliest deadline, re-inserted with its next deadline."""
+        """The index with the earliest deadline, re-inserted with its next deadline.
+
+        None only when there are no items. If concurrent pickers momentarily hold every
+        entry, a plain rotation index is returned instead of failing the pick.
+        """
         heap = self._heap
         try:
             deadline, _, index = heapq.heappop(heap)
         except IndexError:
-            return None  # empty, or every entry momentarily held by concurrent pickers
+            return next(self._fallback) % self._n if self._n else None
         weight = self._weight_of(index)
         if weight <= 0:
             weight = 1e-9  # keep the entry; a zero dynamic weight just pushes it far back

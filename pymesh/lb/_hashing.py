@@ -188,6 +188,9 @@ def normalized_weights(
     index = 0
     for locality_weight, host_weights in groups:
         total = sum(host_weights)
+        if total <= 0:
+            index += len(host_weights)  # xDS forbids weight 0; never divide by zero anyway
+            continue
         for w in host_weights:
             nw = w * locality_weight / total
             out.append((index, nw))

@@ -283,6 +283,11 @@ class Picker:
                 return host
         return host
 
+    @property
+    def has_drops(self) -> bool:
+        """Whether the assignment has drop_overloads (skip :meth:`drop_category` if not)."""
+        return bool(self._drops)
+
     def drop_category(self, random_value: float) -> str | None:
         """The drop_overloads category to drop this request for, or None to send it.
 
@@ -358,6 +363,8 @@ def build_picker(
             rng,
         )
     else:
+        if policy.name == "peak_ewma" and states.decay_time != policy.decay_time:
+            states.set_decay_time(policy.decay_time)
 
         def make(hosts: tuple[Endpoint, ...]) -> HostChooser:
             return make_chooser(policy, hosts, states=states, rng=rng, clock=clock)

@@ -103,6 +103,12 @@ class EndpointStates(Mapping[str, EndpointState]):
             )
         return state
 
+    def set_decay_time(self, decay_time: float) -> None:
+        """Use ``decay_time`` (the cluster's peak-EWMA setting) for all endpoints."""
+        self.decay_time = decay_time
+        for state in list(self._states.values()):
+            state.decay_time = decay_time
+
     def retain(self, addresses: set[str] | frozenset[str]) -> None:
         """Forget endpoints that are gone (call after an EDS update)."""
         for address in [a for a in self._states if a not in addresses]:

@@ -76,6 +76,17 @@ HTTP_RETRY_ON = frozenset(
 )
 
 _GATEWAY_ERRORS = (502, 503, 504)
+# Conditions decided from a response (as opposed to a failure without one).
+_RESPONSE_CONDITIONS = frozenset(
+    {
+        "5xx",
+        "gateway-error",
+        "retriable-4xx",
+        "retriable-status-codes",
+        "retriable-headers",
+        "envoy-ratelimited",
+    }
+)
 
 
 def _first(on: frozenset[str], candidates: tuple[str, ...]) -> str | None:
@@ -113,6 +124,7 @@ class RetryDecider:
         "_ratelimited",
         "_retriable_headers",
         "_statuses",
+        "needs_headers",
         "num_retries",
         "policy",
         "retry_on",
@@ -146,6 +158,14 @@ class RetryDecider:
         self._statuses = statuses
         self._retriable_headers = policy.retriable_headers if "retriable-headers" in on else ()
         self._grpc = {code: name for name, code in GRPC_RETRY_ON.items() if name in on}
+        #: Whether decisions can depend on response headers, so the caller must put them
+        #: in the Outcome: retriable-headers, rate-limit reset headers, and any
+        #: response-status condition (``x-envoy-ratelimited`` vetoes those).
+        self.needs_headers = (
+            bool(self._retriable_headers)
+            or policy.rate_limited_back_off is not None
+            or not on.isdisjoint(_RESPONSE_CONDITIONS)
+        )
 
     def __repr__(self) -> str:
         return f"RetryDecider(retry_on={sorted(self.retry_on)}, num_retries={self.num_retries})"
@@ -187,7 +207,11 @@ class RetryDecider:
         return any(headers_match((m,), request_headers) for m in matchers)
 
     def backoff_delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait before retry number ``attempt`` (1-based), Envoy's full jitter."""
+        """Seconds to wait before retry number ``attempt``, Envoy's full jitter.
+
+        ``attempt`` is 1-based: 1 for the first retry (= the number of attempts already
+        made). The ceiling is ``min(base * 2**(attempt-1), max)``; 0 is treated as 1.
+        """
         b = self.policy.back_off
         return jittered_backoff(attempt, b.base_interval, b.max_interval, rng)
 

@@ -25,6 +25,8 @@ the result; the bool functions here are the hot path, the ``*_reason`` twins fee
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from operator import methodcaller
 from typing import Any
 
 from pymesh.routing._request import RequestInfo, ascii_lower
@@ -64,36 +66,108 @@ def describe_string_matcher(sm: StringMatcher) -> str:
     return f"{kind} {sm.value!r}" + (" (ignore case)" if sm.ignore_case else "")
 
 
+_REGEX_META = frozenset("\\^$.|?*+()[]{}")
+
+
+def regex_literal_prefix(pattern: str) -> str:
+    """A literal every full match of ``pattern`` starts with ("" when unsure).
+
+    Conservative: any ``|`` disables it; the run stops at the first metacharacter, and
+    a character followed by a quantifier is dropped.
+    """
+    if "|" in pattern:
+        return ""
+    end = 0
+    while end < len(pattern) and pattern[end] not in _REGEX_META:
+        end += 1
+    if end < len(pattern) and pattern[end] in "?*{+":
+        end -= 1
+    return pattern[: max(end, 0)]
+
+
+def _separated(bare: str, prefix: str, n: int) -> bool:
+    return bare.startswith(prefix) and (len(bare) == n or bare[n] == "/")
+
+
 # --- headers ---------------------------------------------------------------------------
 
 
-def header_matches(hm: HeaderMatcher, req: RequestInfo) -> bool:
-    """One HeaderMatcher against the request (Envoy's ``HeaderData::matchesHeaders``)."""
-    value = req.header(hm.name)
-    if hm.present_match is not None:
-        return ((value is not None) == hm.present_match) != hm.invert_match
-    repeated = req.repeated
-    if repeated:
-        values = repeated.get(hm.name)
-        if values:
-            # Envoy 1.40: a repeated header matches when any one of its values does.
-            return any(_specific_match(hm, v) for v in values) != hm.invert_match
-    if value is None:
-        if not hm.treat_missing_header_as_empty:
-            return False
-        value = ""
-    return _specific_match(hm, value) != hm.invert_match
+def string_test(sm: StringMatcher) -> Callable[[str], bool]:
+    """A specialised test for one StringMatcher (ASCII case folding, as Envoy)."""
+    kind, value = sm.kind, sm.value
+    if kind == "safe_regex":
+        # ignore_case does not apply to regexes (Envoy).
+        fullmatch = ensure_compiled(sm).regex.fullmatch
+        return lambda s: fullmatch(s) is not None
+    if sm.ignore_case:
+        low = ascii_lower(value)
+        if kind == "exact":
+            return lambda s: ascii_lower(s) == low
+        if kind == "prefix":
+            return lambda s: ascii_lower(s).startswith(low)
+        if kind == "suffix":
+            return lambda s: ascii_lower(s).endswith(low)
+        return lambda s: low in ascii_lower(s)
+    if kind == "exact":
+        return value.__eq__
+    if kind == "prefix":
+        return methodcaller("startswith", value)
+    if kind == "suffix":
+        return methodcaller("endswith", value)
+    return methodcaller("__contains__", value)
 
 
-def _specific_match(hm: HeaderMatcher, value: str) -> bool:
-    sm = hm.string_match
-    if sm is not None:
-        return sm.matches(value)
+def _value_test(hm: HeaderMatcher) -> Callable[[str], bool]:
+    if hm.string_match is not None:
+        return string_test(hm.string_match)
     rng = hm.range_match
     if rng is not None:
-        n = parse_int64(value)
-        return n is not None and rng.start <= n < rng.end
-    return False
+        start, end = rng.start, rng.end
+
+        def in_range(s: str) -> bool:
+            n = parse_int64(s)
+            return n is not None and start <= n < end
+
+        return in_range
+    return lambda s: False
+
+
+def header_test(hm: HeaderMatcher) -> Callable[[RequestInfo], bool]:
+    """Envoy's ``HeaderData::matchesHeaders`` for one matcher, specialised."""
+    name = hm.name.lower()
+    invert = hm.invert_match
+    pseudo = name.startswith(":")
+    present = hm.present_match
+    if present is not None:
+
+        def present_test(req: RequestInfo) -> bool:
+            value = req.header(name) if pseudo else req.headers.get(name)
+            return ((value is not None) == present) != invert
+
+        return present_test
+    test = _value_test(hm)
+    missing_as_empty = hm.treat_missing_header_as_empty
+
+    def value_test(req: RequestInfo) -> bool:
+        repeated = req.repeated
+        if repeated:
+            values = repeated.get(name)
+            if values:
+                # Envoy 1.40: a repeated header matches when any one of its values does.
+                return any(test(v) for v in values) != invert
+        value = req.header(name) if pseudo else req.headers.get(name)
+        if value is None:
+            if not missing_as_empty:
+                return False
+            value = ""
+        return test(value) != invert
+
+    return value_test
+
+
+def header_matches(hm: HeaderMatcher, req: RequestInfo) -> bool:
+    """One HeaderMatcher against the request (builds the test; not for the hot path)."""
+    return header_test(hm)(req)
 
 
 def header_mismatch_reason(hm: HeaderMatcher, req: RequestInfo) -> str | None:
@@ -122,14 +196,25 @@ def header_mismatch_reason(hm: HeaderMatcher, req: RequestInfo) -> str | None:
 # --- query parameters ------------------------------------------------------------------
 
 
-def query_matches(qm: QueryParameterMatcher, query: dict[str, str]) -> bool:
-    value = query.get(qm.name)
-    sm = qm.string_match
-    if sm is None:
+def query_test(qm: QueryParameterMatcher) -> Callable[[dict[str, str]], bool]:
+    """One QueryParameterMatcher against the parsed query (first values)."""
+    name = qm.name
+    if qm.string_match is None:
         # present_match: true requires the parameter, false requires its absence
         # (checked against Envoy 1.40); unset behaves as a presence check.
-        return (value is not None) == (qm.present_match is not False)
-    return value is not None and sm.matches(value)
+        want = qm.present_match is not False
+        return lambda query: (name in query) == want
+    test = string_test(qm.string_match)
+
+    def matches(query: dict[str, str]) -> bool:
+        value = query.get(name)
+        return value is not None and test(value)
+
+    return matches
+
+
+def query_matches(qm: QueryParameterMatcher, query: dict[str, str]) -> bool:
+    return query_test(qm)(query)
 
 
 def query_mismatch_reason(qm: QueryParameterMatcher, query: dict[str, str]) -> str | None:
@@ -154,12 +239,16 @@ class CompiledMatch:
 
     __slots__ = (
         "case_sensitive",
+        "extras",
         "grpc",
+        "header_tests",
         "headers",
         "kind",
         "path",
         "path_cmp",
+        "path_test",
         "queries",
+        "query_tests",
         "regex",
         "runtime",
         "source",
@@ -188,46 +277,71 @@ class CompiledMatch:
         )
         self.queries = tuple(
             QueryParameterMatcher(
-                q.name, ensure_compiled(q.string_match) if q.string_match else None
+                q.name,
+                ensure_compiled(q.string_match) if q.string_match else None,
+                q.present_match,
             )
             for q in m.query_parameters
         )
         rf = m.runtime_fraction
         self.runtime = None if rf is None else (rf.numerator, rf.denominator)
         self.grpc = m.grpc
+        self.header_tests = tuple(header_test(h) for h in self.headers)
+        self.query_tests = tuple(query_test(q) for q in self.queries)
+        self.path_test = self._build_path_test()
+        has_extras = self.grpc or self.runtime is not None or self.headers or self.queries
+        #: None when the path is the only condition (the common case: one call per route).
+        self.extras: Callable[[RequestInfo, int], bool] | None = (
+            self.extras_match if has_extras else None
+        )
+
+    def _build_path_test(self) -> Callable[[str], bool]:
+        """A specialised one-argument test; C-level callables where possible."""
+        kind, cmp = self.kind, self.path_cmp
+        if kind == REGEX:
+            fullmatch = self.regex.fullmatch
+            literal = regex_literal_prefix(self.path)
+            if literal:
+                # Cheap reject: a full match must start with the pattern's literal prefix.
+                return lambda bare: bare.startswith(literal) and fullmatch(bare) is not None
+            return lambda bare: fullmatch(bare) is not None
+        if kind == SEPARATED:
+            n = len(cmp)
+            if self.case_sensitive:
+                return lambda bare: bare.startswith(cmp) and (len(bare) == n or bare[n] == "/")
+            return lambda bare: _separated(ascii_lower(bare), cmp, n)
+        if self.case_sensitive:
+            if kind == PREFIX:
+                return methodcaller("startswith", cmp)
+            return cmp.__eq__
+        if kind == PREFIX:
+            return lambda bare: ascii_lower(bare).startswith(cmp)
+        return lambda bare: ascii_lower(bare) == cmp
 
     def path_matches(self, bare: str) -> bool:
         """The path matcher against the path without query and fragment."""
-        kind = self.kind
-        if kind == REGEX:
-            return bool(self.regex.fullmatch(bare) is not None)
-        if not self.case_sensitive:
-            bare = ascii_lower(bare)
-        if kind == PREFIX:
-            return bare.startswith(self.path_cmp)
-        if kind == PATH:
-            return bare == self.path_cmp
-        prefix = self.path_cmp
-        return bare.startswith(prefix) and (len(bare) == len(prefix) or bare[len(prefix)] == "/")
+        return self.path_test(bare)
 
-    def matches(self, req: RequestInfo, bare: str, random_value: int) -> bool:
-        """All conditions of the RouteMatch (the hot path)."""
+    def extras_match(self, req: RequestInfo, random_value: int) -> bool:
+        """Everything but the path: gRPC, runtime fraction, headers, query parameters."""
         if self.grpc and not req.is_grpc:
             return False
         runtime = self.runtime
         if runtime is not None and random_value % runtime[1] >= runtime[0]:
             return False
-        if not self.path_matches(bare):
-            return False
-        for hm in self.headers:
-            if not header_matches(hm, req):
+        for test in self.header_tests:
+            if not test(req):
                 return False
-        if self.queries:
+        if self.query_tests:
             query = req.query
-            for qm in self.queries:
-                if not query_matches(qm, query):
+            for qtest in self.query_tests:
+                if not qtest(query):
                     return False
         return True
+
+    def matches(self, req: RequestInfo, bare: str, random_value: int) -> bool:
+        """All conditions of the RouteMatch."""
+        return self.path_test(bare) and (self.extras is None or self.extras(req, random_value))
 
     def describe(self) -> str:
         kind = self.source.path_kind

@@ -89,7 +89,7 @@ class CompiledRoute:
 class CompiledVirtualHost:
     """A virtual host's routes; ``routes`` holds only those a client can take."""
 
-    __slots__ = ("all_routes", "routes", "virtual_host")
+    __slots__ = ("all_routes", "entries", "routes", "virtual_host")
 
     def __init__(self, rc: RouteConfiguration, vh: VirtualHost) -> None:
         self.virtual_host = vh
@@ -99,6 +99,8 @@ class CompiledVirtualHost:
             for i, r in enumerate(vh.routes)
         )
         self.routes = tuple(r for r in self.all_routes if r is not None)
+        #: (path test, other conditions or None, route): what select() iterates.
+        self.entries = tuple((r.match.path_test, r.match.extras, r) for r in self.routes)
 
 
 class RouteDecision:
@@ -215,8 +217,8 @@ class RouteTable:
             return None
         vh = found[0]
         bare = req.bare_path
-        for cr in vh.routes:
-            if cr.match.matches(req, bare, random_value):
+        for path_test, extras, cr in vh.entries:
+            if path_test(bare) and (extras is None or extras(req, random_value)):
                 return decide(vh, cr, req, random_value)
         return None
 

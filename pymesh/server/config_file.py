@@ -213,9 +213,12 @@ class _Ctx:
     lines: Mapping[str, int] = field(default_factory=dict)
 
     def fail(self, where: str, reason: str) -> NoReturn:
-        path = where
+        path = where  # the closest enclosing path with a known line
         while path and path not in self.lines:
-            path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path)
+            shorter = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path)
+            if shorter == path:
+                break
+            path = shorter
         raise ConfigFileError(self.source, where, reason, line=self.lines.get(path))
 
     def mapping(self, value: object, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -225,7 +228,10 @@ class _Ctx:
             self.fail(where, f"expected a mapping with keys {', '.join(allowed)}")
         for k in value:
             if k not in allowed:
-                self.fail(f"{where}.{k}", f"unknown key {k!r}; allowed: {', '.join(allowed)}")
+                self.fail(
+                    f"{where}.{k}" if where != _TOP else str(k),
+                    f"unknown key {k!r}; allowed: {', '.join(allowed)}",
+                )
         return value
 
     def typed(self, value: object, kind: type[_T], where: str, what: str) -> _T:
@@ -339,7 +345,7 @@ class _ServiceInfo:
 
 
 def _compile(data: object, ctx: _Ctx) -> Snapshot:
-    top = ctx.mapping(data, "<top>", ("services", "raw"))
+    top = ctx.mapping(data, _TOP, ("services", "raw"))
     services = ctx.typed(
         top.get("services") or {}, dict, "services", "a mapping of service name to service"
     )
@@ -382,6 +388,7 @@ def _compile(data: object, ctx: _Ctx) -> Snapshot:
     return snap
 
 
+_TOP = "<top>"
 _SERVICE_KEYS = ("port", "protocol", "endpoints", "versions", "routes", "traffic_policy")
 
 

@@ -1,8 +1,9 @@
 """httpx transports that route every request through the mesh.
 
-``MeshTransport`` (sync) and ``AsyncMeshTransport`` (asyncio) share all decisions
-(:mod:`pymesh.transports._plan`); they differ only in waiting and I/O. Each keeps one
-httpcore connection pool per endpoint, sized by the cluster's circuit breakers.
+``MeshTransport`` (sync) and ``AsyncMeshTransport`` (asyncio) share every decision
+(:mod:`pymesh.transports._plan` routes, :mod:`pymesh.transports._attempts` picks,
+counts and retries); they differ only in waiting and I/O. Each keeps one httpcore
+connection pool per endpoint, sized by the cluster's circuit breakers.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ import httpx
 
 from pymesh._mesh import ListenerState, Mesh
 from pymesh._upstream import ClusterRuntime
-from pymesh.errors import MeshError, TlsConfigError
-from pymesh.resilience import Outcome
+from pymesh.errors import TlsConfigError
 from pymesh.routing import RequestInfo
+from pymesh.transports._attempts import Attempts
 from pymesh.transports._exceptions import failure_outcome, map_httpcore_exceptions, to_httpx
-from pymesh.transports._plan import LocalReply, Plan, leaf_runtime, plan_request
+from pymesh.transports._plan import LocalReply, Plan, plan_request
 from pymesh.xds.resources.endpoint import Endpoint
 
 __all__ = ["AsyncMeshTransport", "MeshTransport"]
 
 _GC_EVERY = 512  # requests between sweeps for pools of endpoints that left
+_UPSTREAM_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError)
 
 
 def _caller_timeout(request: httpx.Request) -> float | None:
@@ -45,13 +47,12 @@ def _request_info(request: httpx.Request) -> tuple[RequestInfo, list[tuple[str, 
         prev = joined.get(k)
         joined[k] = v if prev is None else f"{prev},{v}"
     authority = joined.get("host") or request.url.netloc.decode("ascii")
-    ctype = joined.get("content-type", "")
     info = RequestInfo(
         request.method,
         authority,
         request.url.raw_path.decode("ascii"),
         joined,
-        ctype.startswith("application/grpc"),
+        joined.get("content-type", "").startswith("application/grpc"),
     )
     return info, headers
 
@@ -84,72 +85,70 @@ def _ops_timeout(request: httpx.Request, deadline: float | None) -> dict[str, fl
     return out
 
 
-def _upstream_request(
-    plan: Plan, request: httpx.Request, ep: Endpoint, deadline: float | None
-) -> httpcore.Request:
+def _upstream_request(plan: Plan, request: httpx.Request, ep: Endpoint) -> httpcore.Request:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in plan.headers if k != "host"]
     headers.insert(0, (b"host", plan.authority.encode("ascii")))
     extensions = dict(request.extensions)
-    extensions["timeout"] = _ops_timeout(request, deadline)
+    extensions["timeout"] = _ops_timeout(request, plan.deadline)
     return httpcore.Request(
         method=request.method,
-        url=httpcore.URL(scheme=b"http", host=ep.host.encode("ascii"), port=ep.port,
-                         target=plan.path.encode("ascii")),
+        url=httpcore.URL(
+            scheme=b"http",
+            host=ep.host.encode("ascii"),
+            port=ep.port,
+            target=plan.path.encode("ascii"),
+        ),
         headers=headers,
         content=request.stream,
         extensions=extensions,
     )
 
 
-def _no_upstream(plan: Plan, why: str, flags: str, status: int = 503) -> LocalReply:
-    return LocalReply(
-        status, f"pymesh: {why} (cluster {plan.cluster_name!r})\n".encode(), grpc_status=14,
-        flags=flags,
+def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+
+
+def _response(
+    plan: Plan,
+    request: httpx.Request,
+    resp: httpcore.Response,
+    stream: httpx.SyncByteStream | httpx.AsyncByteStream,
+) -> httpx.Response:
+    """The httpx response for an upstream one, with the route's response header edits."""
+    headers = resp.headers
+    mutation = plan.decision.response_mutation
+    if not mutation.empty:
+        edited = mutation.apply(
+            [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers]
+        )
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in edited]
+    return httpx.Response(
+        status_code=resp.status,
+        headers=headers,
+        stream=stream,
+        extensions=resp.extensions,
+        request=request,
     )
 
 
-def _choose(plan: Plan, state: ListenerState, tried: set[str]) -> tuple[ClusterRuntime, Endpoint] | None:
-    rt = plan.runtime
-    if rt.leaf_clusters:
-        leaf = leaf_runtime(plan, state)
-        if leaf is None:
-            return None
-        rt = leaf
-    picker = rt.picker
-    if picker is None:
-        return None
-    exclude = tried if plan.retry is not None and "previous_hosts" in plan.retry.retry_host_predicates else ()
-    ep = picker.pick(plan.hash_key, exclude)
-    return (rt, ep) if ep is not None else None
+def _pool_options(mesh: Mesh, rt: ClusterRuntime) -> dict[str, typing.Any]:
+    """Connection pool settings from the cluster (circuit-breaker limits, HTTP/2).
 
-
-def _outcome(status: int, headers: list[tuple[bytes, bytes]], want_headers: bool) -> Outcome:
-    if not want_headers:
-        return Outcome.response(status)
-    return Outcome.response(status, {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers})
-
-
-class _BaseMeshTransport:
-    def __init__(self, mesh: Mesh, *, passthrough: bool | None = None) -> None:
-        self.mesh = mesh
-        self.passthrough = mesh.passthrough if passthrough is None else passthrough
-        self._requests = 0
-
-    def _tls_check(self, rt: ClusterRuntime) -> None:
-        cluster = rt.cluster
-        if cluster is not None and cluster.tls is not None:
-            # Fail closed: until the cluster's TLS context can be built, never plaintext.
-            raise TlsConfigError(
-                "cluster requires TLS, which this transport cannot satisfy yet",
-                node_id=self.mesh.node_id,
-                resource_name=rt.name,
-            )
-
-    def _live_addresses(self) -> set[str]:
-        live: set[str] = set()
-        for rt in self.mesh.clusters().values():
-            live |= rt.addresses
-        return live
+    Fails closed for TLS clusters: they are never sent plaintext.
+    """
+    cluster = rt.cluster
+    if cluster is not None and cluster.tls is not None:
+        raise TlsConfigError(
+            "cluster requires TLS (UpstreamTlsContext), which the httpx transport does not "
+            "support yet; refusing to send plaintext",
+            node_id=mesh.node_id,
+            resource_name=rt.name,
+        )
+    return {
+        "max_connections": cluster.circuit_breakers.max_connections if cluster else 1024,
+        "http1": True,
+        "http2": bool(cluster and cluster.http2),
+    }
 
 
 class _SyncStream(httpx.SyncByteStream):
@@ -163,11 +162,11 @@ class _SyncStream(httpx.SyncByteStream):
 
     def close(self) -> None:
         try:
-            if hasattr(self._stream, "close"):
-                self._stream.close()
+            close = getattr(self._stream, "close", None)
+            if close is not None:
+                close()
         finally:
-            on_close, self._on_close = self._on_close, _noop
-            on_close()
+            self._on_close()
 
 
 class _AsyncStream(httpx.AsyncByteStream):
@@ -184,22 +183,46 @@ class _AsyncStream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         try:
-            if hasattr(self._stream, "aclose"):
-                await self._stream.aclose()
+            aclose = getattr(self._stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
         finally:
-            on_close, self._on_close = self._on_close, _noop
-            on_close()
+            self._on_close()
 
 
-def _noop() -> None:
-    return None
+class _Base:
+    """What both transports share: the mesh, passthrough, and routing one request."""
+
+    def __init__(self, mesh: Mesh, *, passthrough: bool | None) -> None:
+        self.mesh = mesh
+        self.passthrough = mesh.passthrough if passthrough is None else passthrough
+        self._requests = 0
+
+    def _plan(self, state: ListenerState, request: httpx.Request) -> Plan | LocalReply:
+        info, headers = _request_info(request)
+        self._requests += 1
+        return plan_request(state, info, headers, self.mesh.rng, _caller_timeout(request))
+
+    def _gc_due(self) -> bool:
+        return self._requests % _GC_EVERY == 0
+
+    def _departed(self, pools: typing.Mapping[str, typing.Any]) -> list[str]:
+        """Pools of endpoints no cluster has any more, whose connections are all idle."""
+        live: set[str] = set()
+        for rt in self.mesh.clusters().values():
+            live |= rt.addresses
+        return [
+            address
+            for address, pool in pools.items()
+            if address not in live and all(c.is_idle() for c in pool.connections)
+        ]
 
 
-class MeshTransport(_BaseMeshTransport, httpx.BaseTransport):
+class MeshTransport(_Base, httpx.BaseTransport):
     """An ``httpx.BaseTransport`` that sends each request through the mesh.
 
     The URL authority names the xDS listener; hosts the control plane does not know
-    go directly (unless ``passthrough=False``).
+    go directly (unless ``passthrough=False``, or the Mesh's own setting).
     """
 
     def __init__(self, mesh: Mesh, *, passthrough: bool | None = None) -> None:
@@ -215,133 +238,57 @@ class MeshTransport(_BaseMeshTransport, httpx.BaseTransport):
         slot = mesh.slot(request.url.netloc.decode("ascii"))
         state = slot.state
         if state is None:
-            state = mesh.wait_state(slot, _caller_timeout(request))
+            state = mesh.wait_state(slot, _caller_timeout(request), passthrough=self.passthrough)
             if state is None:
                 return self._direct.handle_request(request)
-        info, headers = _request_info(request)
-        plan = plan_request(state, info, headers, mesh.rng, _caller_timeout(request))
+        plan = self._plan(state, request)
         if isinstance(plan, LocalReply):
             if plan.delay:
                 time.sleep(plan.delay)
             return _local_response(plan, request)
         if plan.fault_delay:
             time.sleep(plan.fault_delay)
-        self._requests += 1
-        if self._requests % _GC_EVERY == 0:
-            self._gc_pools()
+        if self._gc_due():
+            for address in self._departed(self._pools):
+                self._pools.pop(address).close()
         return self._send(plan, state, request)
 
     def _pool(self, rt: ClusterRuntime, ep: Endpoint) -> httpcore.ConnectionPool:
         pool = self._pools.get(ep.address)
         if pool is None:
-            self._tls_check(rt)
-            cluster = rt.cluster
-            limits = cluster.circuit_breakers if cluster is not None else None
             pool = self._pools.setdefault(
-                ep.address,
-                httpcore.ConnectionPool(
-                    max_connections=limits.max_connections if limits else 1024,
-                    http1=True,
-                    http2=bool(cluster and cluster.http2),
-                ),
+                ep.address, httpcore.ConnectionPool(**_pool_options(self.mesh, rt))
             )
         return pool
 
     def _send(self, plan: Plan, state: ListenerState, request: httpx.Request) -> httpx.Response:
-        decider = plan.decider
-        attempts = 1 + plan.retry.num_retries if decider is not None and plan.retry else 1
-        if attempts > 1 and not _is_replayable(request):
-            attempts = 1  # a streaming body cannot be rewound: sent once
-        tried: set[str] = set()
-        want_headers = decider is not None and decider.needs_headers
-        attempt = 0
+        attempts = Attempts(plan, state, self.mesh.rng, replayable=_is_replayable(request))
         while True:
-            chosen = _choose(plan, state, tried)
-            if chosen is None:
-                return _local_response(_no_upstream(plan, "no healthy upstream", "UH"), request)
-            rt, ep = chosen
-            breaker = rt.breaker
-            if breaker is not None:
-                ok = breaker.try_acquire_request() if attempt == 0 else breaker.try_acquire_retry()
-                if not ok:
-                    return _local_response(_no_upstream(plan, "upstream overflow", "UO"), request)
-            release = _releaser(breaker, attempt)
-            state_ep = rt.states.get_or_create(ep.address)
-            state_ep.active_requests += 1
-            started = time.monotonic()
-            tried.add(ep.address)
+            t = attempts.start()
+            if isinstance(t, LocalReply):
+                return _local_response(t, request)
             try:
-                resp = self._pool(rt, ep).handle_request(_upstream_request(plan, request, ep, plan.deadline))
-            except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as exc:
-                state_ep.active_requests -= 1
-                release()
-                outcome = failure_outcome(exc)
-                if rt.outlier is not None:
-                    rt.outlier.record(ep.address, outcome)
-                if (
-                    attempt + 1 < attempts
-                    and decider is not None
-                    and decider.should_retry(outcome)
-                    and self._backoff(decider, attempt, plan)
-                ):
-                    attempt += 1
-                    continue
-                raise to_httpx(exc) from exc
+                resp = self._pool(t.runtime, t.endpoint).handle_request(
+                    _upstream_request(plan, request, t.endpoint)
+                )
+            except _UPSTREAM_ERRORS as exc:
+                if not attempts.failed(t, failure_outcome(exc)):
+                    raise to_httpx(exc) from exc
             except BaseException:
-                state_ep.active_requests -= 1
-                release()
+                t.state.on_finish()
+                t.release()
                 raise
-            state_ep.active_requests -= 1
-            state_ep.observe(time.monotonic() - started, time.monotonic())
-            outcome = _outcome(resp.status, resp.headers, want_headers)
-            if rt.outlier is not None:
-                rt.outlier.record(ep.address, outcome)
-            if (
-                attempt + 1 < attempts
-                and decider is not None
-                and decider.should_retry(outcome)
-            ):
+            else:
+                headers = _header_map(resp.headers) if attempts.needs_headers else None
+                if not attempts.answered(t, resp.status, headers):
+                    assert isinstance(resp.stream, typing.Iterable)
+                    return _response(plan, request, resp, _SyncStream(resp.stream, t.release))
                 resp.close()
-                release()
-                if self._backoff(decider, attempt, plan):
-                    attempt += 1
-                    continue
-                # No time left for another try: answer what we have (re-send is impossible).
-                return _local_response(_no_upstream(plan, "retry deadline exceeded", "UT", 504), request)
-            return self._response(plan, request, resp, release)
-
-    def _backoff(self, decider: typing.Any, attempt: int, plan: Plan) -> bool:
-        delay = decider.backoff_delay(attempt, self.mesh.rng)
-        if plan.deadline is not None and time.monotonic() + delay >= plan.deadline:
-            return False
-        if delay > 0:
-            time.sleep(delay)
-        return True
-
-    @staticmethod
-    def _response(
-        plan: Plan, request: httpx.Request, resp: httpcore.Response, release: typing.Callable[[], None]
-    ) -> httpx.Response:
-        headers = resp.headers
-        mutation = plan.decision.response_mutation
-        if not mutation.empty:
-            edited = mutation.apply([(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers])
-            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in edited]
-        assert isinstance(resp.stream, typing.Iterable)
-        return httpx.Response(
-            status_code=resp.status,
-            headers=headers,
-            stream=_SyncStream(resp.stream, release),
-            extensions=resp.extensions,
-            request=request,
-        )
-
-    def _gc_pools(self) -> None:
-        live = self._live_addresses()
-        for address, pool in list(self._pools.items()):
-            if address not in live and all(c.is_idle() for c in pool.connections):
-                self._pools.pop(address, None)
-                pool.close()
+            delay = attempts.backoff()
+            if delay is None:
+                return _local_response(attempts.deadline_exceeded(), request)
+            if delay > 0:
+                time.sleep(delay)
 
     def close(self) -> None:
         pools, self._pools = self._pools, {}
@@ -350,24 +297,7 @@ class MeshTransport(_BaseMeshTransport, httpx.BaseTransport):
         self._direct.close()
 
 
-def _releaser(breaker: typing.Any, attempt: int) -> typing.Callable[[], None]:
-    if breaker is None:
-        return _noop
-    done = False
-
-    def release() -> None:
-        nonlocal done
-        if not done:
-            done = True
-            if attempt == 0:
-                breaker.release_request()
-            else:
-                breaker.release_retry()
-
-    return release
-
-
-class AsyncMeshTransport(_BaseMeshTransport, httpx.AsyncBaseTransport):
+class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
     """The asyncio twin of :class:`MeshTransport` (never blocks the event loop)."""
 
     def __init__(self, mesh: Mesh, *, passthrough: bool | None = None) -> None:
@@ -383,130 +313,61 @@ class AsyncMeshTransport(_BaseMeshTransport, httpx.AsyncBaseTransport):
         slot = mesh.slot(request.url.netloc.decode("ascii"))
         state = slot.state
         if state is None:
-            state = await mesh.wait_state_async(slot, _caller_timeout(request))
+            state = await mesh.wait_state_async(
+                slot, _caller_timeout(request), passthrough=self.passthrough
+            )
             if state is None:
                 return await self._direct.handle_async_request(request)
-        info, headers = _request_info(request)
-        plan = plan_request(state, info, headers, mesh.rng, _caller_timeout(request))
+        plan = self._plan(state, request)
         if isinstance(plan, LocalReply):
             if plan.delay:
                 await asyncio.sleep(plan.delay)
             return _local_response(plan, request)
         if plan.fault_delay:
             await asyncio.sleep(plan.fault_delay)
-        self._requests += 1
-        if self._requests % _GC_EVERY == 0:
-            await self._gc_pools()
+        if self._gc_due():
+            for address in self._departed(self._pools):
+                await self._pools.pop(address).aclose()
         return await self._send(plan, state, request)
 
     def _pool(self, rt: ClusterRuntime, ep: Endpoint) -> httpcore.AsyncConnectionPool:
         pool = self._pools.get(ep.address)
         if pool is None:
-            self._tls_check(rt)
-            cluster = rt.cluster
-            limits = cluster.circuit_breakers if cluster is not None else None
             pool = self._pools.setdefault(
-                ep.address,
-                httpcore.AsyncConnectionPool(
-                    max_connections=limits.max_connections if limits else 1024,
-                    http1=True,
-                    http2=bool(cluster and cluster.http2),
-                ),
+                ep.address, httpcore.AsyncConnectionPool(**_pool_options(self.mesh, rt))
             )
         return pool
 
-    async def _send(self, plan: Plan, state: ListenerState, request: httpx.Request) -> httpx.Response:
-        decider = plan.decider
-        attempts = 1 + plan.retry.num_retries if decider is not None and plan.retry else 1
-        if attempts > 1 and not _is_replayable(request):
-            attempts = 1
-        tried: set[str] = set()
-        want_headers = decider is not None and decider.needs_headers
-        attempt = 0
-        while True:
-            chosen = _choose(plan, state, tried)
-            if chosen is None:
-                return _local_response(_no_upstream(plan, "no healthy upstream", "UH"), request)
-            rt, ep = chosen
-            breaker = rt.breaker
-            if breaker is not None:
-                ok = breaker.try_acquire_request() if attempt == 0 else breaker.try_acquire_retry()
-                if not ok:
-                    return _local_response(_no_upstream(plan, "upstream overflow", "UO"), request)
-            release = _releaser(breaker, attempt)
-            state_ep = rt.states.get_or_create(ep.address)
-            state_ep.active_requests += 1
-            started = time.monotonic()
-            tried.add(ep.address)
-            try:
-                resp = await self._pool(rt, ep).handle_async_request(
-                    _upstream_request(plan, request, ep, plan.deadline)
-                )
-            except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as exc:
-                state_ep.active_requests -= 1
-                release()
-                outcome = failure_outcome(exc)
-                if rt.outlier is not None:
-                    rt.outlier.record(ep.address, outcome)
-                if (
-                    attempt + 1 < attempts
-                    and decider is not None
-                    and decider.should_retry(outcome)
-                    and await self._backoff(decider, attempt, plan)
-                ):
-                    attempt += 1
-                    continue
-                raise to_httpx(exc) from exc
-            except BaseException:
-                state_ep.active_requests -= 1
-                release()
-                raise
-            state_ep.active_requests -= 1
-            state_ep.observe(time.monotonic() - started, time.monotonic())
-            outcome = _outcome(resp.status, resp.headers, want_headers)
-            if rt.outlier is not None:
-                rt.outlier.record(ep.address, outcome)
-            if attempt + 1 < attempts and decider is not None and decider.should_retry(outcome):
-                await resp.aclose()
-                release()
-                if await self._backoff(decider, attempt, plan):
-                    attempt += 1
-                    continue
-                return _local_response(_no_upstream(plan, "retry deadline exceeded", "UT", 504), request)
-            return self._response(plan, request, resp, release)
-
-    async def _backoff(self, decider: typing.Any, attempt: int, plan: Plan) -> bool:
-        delay = decider.backoff_delay(attempt, self.mesh.rng)
-        if plan.deadline is not None and time.monotonic() + delay >= plan.deadline:
-            return False
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return True
-
-    @staticmethod
-    def _response(
-        plan: Plan, request: httpx.Request, resp: httpcore.Response, release: typing.Callable[[], None]
+    async def _send(
+        self, plan: Plan, state: ListenerState, request: httpx.Request
     ) -> httpx.Response:
-        headers = resp.headers
-        mutation = plan.decision.response_mutation
-        if not mutation.empty:
-            edited = mutation.apply([(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers])
-            headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in edited]
-        assert isinstance(resp.stream, typing.AsyncIterable)
-        return httpx.Response(
-            status_code=resp.status,
-            headers=headers,
-            stream=_AsyncStream(resp.stream, release),
-            extensions=resp.extensions,
-            request=request,
-        )
-
-    async def _gc_pools(self) -> None:
-        live = self._live_addresses()
-        for address, pool in list(self._pools.items()):
-            if address not in live and all(c.is_idle() for c in pool.connections):
-                self._pools.pop(address, None)
-                await pool.aclose()
+        attempts = Attempts(plan, state, self.mesh.rng, replayable=_is_replayable(request))
+        while True:
+            t = attempts.start()
+            if isinstance(t, LocalReply):
+                return _local_response(t, request)
+            try:
+                resp = await self._pool(t.runtime, t.endpoint).handle_async_request(
+                    _upstream_request(plan, request, t.endpoint)
+                )
+            except _UPSTREAM_ERRORS as exc:
+                if not attempts.failed(t, failure_outcome(exc)):
+                    raise to_httpx(exc) from exc
+            except BaseException:
+                t.state.on_finish()
+                t.release()
+                raise
+            else:
+                headers = _header_map(resp.headers) if attempts.needs_headers else None
+                if not attempts.answered(t, resp.status, headers):
+                    assert isinstance(resp.stream, typing.AsyncIterable)
+                    return _response(plan, request, resp, _AsyncStream(resp.stream, t.release))
+                await resp.aclose()
+            delay = attempts.backoff()
+            if delay is None:
+                return _local_response(attempts.deadline_exceeded(), request)
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
         pools, self._pools = self._pools, {}

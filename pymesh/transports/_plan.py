@@ -135,7 +135,7 @@ def leaf_runtime(plan: Plan, state: ListenerState) -> ClusterRuntime | None:
     """For an aggregate cluster: the first leaf (priority order) with a usable picker."""
     for leaf in plan.runtime.leaf_clusters:
         rt = state.clusters.get(leaf)
-        if rt is not None and rt.picker is not None and rt.picker.has_usable():
+        if rt is not None and rt.picker is not None and rt.picker.pick(None, ()) is not None:
             return rt
     for leaf in plan.runtime.leaf_clusters:  # none usable: let the first one decide
         rt = state.clusters.get(leaf)
@@ -150,8 +150,12 @@ def plan_request(
     headers: list[tuple[str, str]],
     rng: random.Random,
     caller_timeout: float | None,
+    channel_id: int | None = None,
 ) -> Plan | LocalReply:
-    """Route ``info`` through ``state``; return a Plan to send upstream or a LocalReply."""
+    """Route ``info`` through ``state``; return a Plan to send upstream or a LocalReply.
+
+    ``channel_id`` answers the ``io.grpc.channel_id`` hash policy (gRFC A42).
+    """
     decision = state.table.select(info, rng.getrandbits(64))
     listener = state.config.listener.name
     if decision is None:
@@ -160,12 +164,14 @@ def plan_request(
     fault_delay = 0.0
     fault = _fault_config(state, decision)
     if fault is not None:
-        fd = injector_for(fault).decide(info.headers, rng.getrandbits(64))
+        fd = injector_for(fault).decide(info.headers, rng.getrandbits(64), cluster=decision.cluster)
         if fd.delay:
             fault_delay = fd.delay
         if fd.abort_http is not None or fd.abort_grpc is not None:
+            # A gRPC abort travels in an HTTP 200 with grpc-status, as Envoy sends it.
+            status = fd.abort_http if fd.abort_http is not None else 200
             return LocalReply(
-                fd.abort_http or 200 if fd.abort_grpc is not None else fd.abort_http or 500,
+                status,
                 b"fault filter abort",
                 grpc_status=fd.abort_grpc,
                 flags="FI",
@@ -175,9 +181,7 @@ def plan_request(
         return LocalReply(action.status, action.body, delay=fault_delay)
     if isinstance(action, RedirectAction):
         location = redirect_location(decision, info, "http")
-        return LocalReply(
-            action.response_code, b"", (("location", location),), delay=fault_delay
-        )
+        return LocalReply(action.response_code, b"", (("location", location),), delay=fault_delay)
     assert isinstance(action, RouteAction)
     cluster_name = decision.cluster
     if cluster_name is None:  # cluster_header named nothing
@@ -217,7 +221,9 @@ def plan_request(
         path=path,
         headers=headers,
         authority=authority,
-        hash_key=compute_hash(action.hash_policies, info) if action.hash_policies else None,
+        hash_key=(
+            compute_hash(action.hash_policies, info, channel_id) if action.hash_policies else None
+        ),
         deadline=deadline,
         retry=retry,
         decider=decider_for(retry) if retry is not None and retry.num_retries > 0 else None,

@@ -318,8 +318,8 @@ class _ListenerWatch:
             delay = cluster.dns_refresh_rate
             try:
                 resolved = await resolve_cluster(self.m.resolver, cluster)
-            except DnsResolutionError as e:
-                error = str(e)
+            except Exception as e:  # DnsResolutionError, or anything unexpected
+                error = str(e) if isinstance(e, DnsResolutionError) else f"DNS error: {e!r}"
                 if st.result is None:  # a failure keeps the last good addresses
                     st.error = error
                 log.warning("cluster %r: %s", cluster.name, error)

@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_pb2
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2  # type: ignore[import-untyped, unused-ignore]
 
 from pymesh.server import CLUSTER_TYPE, ENDPOINT_TYPE, ROUTE_TYPE, Snapshot
 from pymesh.server.config_file import http_connection_manager

@@ -84,9 +84,9 @@ def test_envoy_routes_as_configured_with_zero_nacks(
             envoy.wait_listening([web_port, api_port], TIMEOUT)
 
             # Header route: jason always reaches v2.
-            assert {get(client, web_port, "web:8080", **{"end-user": "jason"}) for _ in range(20)} == {
-                "web-v2"
-            }
+            assert {
+                get(client, web_port, "web:8080", **{"end-user": "jason"}) for _ in range(20)
+            } == {"web-v2"}
             # Weighted split 50/50 over 200 requests: both sides get a fair share
             # (P(one side < 60) is about 1e-8).
             split = Counter(get(client, web_port, "web") for _ in range(200))

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from pymesh.lb._priority import LevelCounts, choose_priority, plan_priorities
-from tests.lb.conftest import cla, eps, picker
+from tests.lb._helpers import cla, eps, picker
 
 
 def test_all_healthy_p0_takes_everything() -> None:

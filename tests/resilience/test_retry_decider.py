@@ -15,7 +15,9 @@ def decider(*on: str, **kw: object) -> RetryDecider:
     return RetryDecider(RetryPolicy(retry_on=frozenset(on), **kw))  # type: ignore[arg-type]
 
 
-def resp(status: int | None, headers: dict[str, str] | None = None, grpc: int | None = None) -> Outcome:
+def resp(
+    status: int | None, headers: dict[str, str] | None = None, grpc: int | None = None
+) -> Outcome:
     return Outcome.response(status, headers, grpc_status=grpc)
 
 
@@ -87,7 +89,11 @@ CASES: list[tuple[tuple[str, ...], Outcome, str | None]] = [
     (("unavailable",), resp(200, grpc=14), "unavailable"),
     (("unavailable",), resp(200, grpc=13), None),
     (("unavailable",), resp(200, grpc=0), None),
-    (("cancelled", "deadline-exceeded", "internal", "resource-exhausted"), resp(200, grpc=14), None),
+    (
+        ("cancelled", "deadline-exceeded", "internal", "resource-exhausted"),
+        resp(200, grpc=14),
+        None,
+    ),
     # gRPC errors are not HTTP 5xx: "5xx" alone does not retry them.
     (("5xx",), resp(200, grpc=14), None),
     # Nothing configured: nothing retried.
@@ -225,3 +231,18 @@ def test_next_delay_prefers_rate_limit_headers() -> None:
     assert 2.0 <= with_rl.next_delay(1, limited, rng) < 3.0
     assert 0.0 <= without.next_delay(1, limited, rng) < 0.025
     assert 0.0 <= with_rl.next_delay(1, resp(429), rng) < 0.025
+
+
+@pytest.mark.parametrize(
+    ("on", "kw", "expected"),
+    [
+        (("reset", "connect-failure"), {}, False),
+        (("unavailable", "cancelled"), {}, False),
+        (("5xx",), {}, True),
+        (("retriable-status-codes",), {}, True),
+        (("retriable-headers",), {}, True),
+        (("reset",), {"rate_limited_back_off": RL}, True),
+    ],
+)
+def test_needs_headers(on: tuple[str, ...], kw: dict[str, object], expected: bool) -> None:
+    assert decider(*on, **kw).needs_headers is expected

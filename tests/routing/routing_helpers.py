@@ -47,7 +47,9 @@ def hdr(
     )
 
 
-def qp(name: str, string: StringMatcher | None = None, present: bool | None = None) -> QueryParameterMatcher:
+def qp(
+    name: str, string: StringMatcher | None = None, present: bool | None = None
+) -> QueryParameterMatcher:
     return QueryParameterMatcher(name, string, present)
 
 

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import pytest
+from routing_helpers import req
 
 from pymesh.routing._request import (
     ascii_lower,
     parse_query_first_values,
     strip_query_and_fragment,
 )
-from routing_helpers import req
 
 
 @pytest.mark.parametrize(

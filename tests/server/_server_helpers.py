@@ -11,7 +11,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2  # type: ignore[import-untyped, unused-ignore]
 from google.rpc import status_pb2
 
 from pymesh.server import Snapshot

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.asyncresolver
+import dns.message
+import dns.rdatatype
+import dns.rrset
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "client"))
@@ -265,3 +270,117 @@ def test_cancel_unsubscribes_everything(server: AdsServer, client: XdsClient) ->
     cancel()
     names(server, LDS)(set())
     names(server, CDS)(set())
+
+
+class DnsServer:
+    """A tiny authoritative UDP DNS server on 127.0.0.1 answering A queries from a dict."""
+
+    def __init__(self, records: dict[str, str]) -> None:
+        self.records = dict(records)
+        self.queries = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="test-dns")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            query = dns.message.from_wire(data)
+            response = dns.message.make_response(query)
+            question = query.question[0]
+            name = question.name.to_text()
+            self.queries += 1
+            if question.rdtype == dns.rdatatype.A and name in self.records:
+                response.answer.append(dns.rrset.from_text(name, 1, "IN", "A", self.records[name]))
+            self.sock.sendto(response.to_wire(), peer)
+
+    def resolver(self) -> dns.asyncresolver.Resolver:
+        r = dns.asyncresolver.Resolver(configure=False)
+        r.nameservers = ["127.0.0.1"]
+        r.port = self.port
+        r.lifetime = 5.0
+        return r
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_dns_cluster_queries_and_re_resolves(server: AdsServer, client: XdsClient) -> None:
+    dns_server = DnsServer({"backend.test.": "10.0.0.1"})
+    try:
+        got = Collector()
+        manager = DependencyManager(client, resolver=dns_server.resolver())
+        manager.watch_listener("svc", got.on_config, got.on_error)
+        names(server, LDS)({"svc"})
+        server.send(LDS, [listener_inline("svc", route_config("rc", "dns"))], "1")
+        names(server, CDS)({"dns"})
+        cluster = dns_cluster("dns", [("backend.test.", 80)], "STRICT_DNS")
+        cluster.dns_refresh_rate.FromMilliseconds(100)
+        cluster.dns_lookup_family = cluster.V4_ONLY
+        server.send(CDS, [cluster], "1")
+        first = got.wait_config()
+        endpoints = first.clusters["dns"].endpoints
+        assert endpoints is not None
+        assert [e.address for e in endpoints.endpoints] == ["10.0.0.1:80"]
+        assert endpoints.endpoints[0].hostname == "backend.test."
+        dns_server.records["backend.test."] = "10.0.0.2"
+        second = got.wait_config(lambda c: c.version == 2)
+        endpoints = second.clusters["dns"].endpoints
+        assert endpoints is not None
+        assert [e.address for e in endpoints.endpoints] == ["10.0.0.2:80"]
+    finally:
+        dns_server.close()
+
+
+def test_dns_failure_without_result_is_cluster_error(server: AdsServer, client: XdsClient) -> None:
+    dns_server = DnsServer({})
+    try:
+        got = Collector()
+        manager = DependencyManager(client, resolver=dns_server.resolver())
+        manager.watch_listener("svc", got.on_config, got.on_error)
+        names(server, LDS)({"svc"})
+        server.send(LDS, [listener_inline("svc", route_config("rc", "dns"))], "1")
+        names(server, CDS)({"dns"})
+        server.send(CDS, [dns_cluster("dns", [("nowhere.test.", 80)], "LOGICAL_DNS")], "1")
+        config = got.wait_config()
+        assert "nowhere.test." in (config.clusters["dns"].error or "")
+    finally:
+        dns_server.close()
+
+
+def test_server_restart_keeps_config_without_republishing(
+    server: AdsServer, client: XdsClient
+) -> None:
+    got = Collector()
+    DependencyManager(client).watch_listener("svc", got.on_config, got.on_error)
+    names(server, LDS)({"svc"})
+    server.send(LDS, [listener("svc", "rc")], "1")
+    names(server, RDS)({"rc"})
+    server.send(RDS, [route_config("rc", "c1")], "1")
+    names(server, CDS)({"c1"})
+    server.send(CDS, [eds_cluster("c1")], "1")
+    names(server, EDS)({"c1"})
+    n = server.send(EDS, [cla("c1", [("127.0.0.1", 8080)])], "1")
+    got.wait_config()
+    server.wait_request(lambda r: r.response_nonce == n)  # the old stream is quiet now
+    mark = server.mark()
+    server.restart()
+    for type_url, name in ((LDS, "svc"), (RDS, "rc"), (CDS, "c1"), (EDS, "c1")):
+        req = names(server, type_url, since=mark)({name})
+        assert req.version_info == "1" and req.response_nonce == ""
+    # The restarted server sends the same resources: acknowledged, nothing republished.
+    nonces = [
+        server.send(LDS, [listener("svc", "rc")], "1"),
+        server.send(RDS, [route_config("rc", "c1")], "1"),
+        server.send(CDS, [eds_cluster("c1")], "1"),
+        server.send(EDS, [cla("c1", [("127.0.0.1", 8080)])], "1"),
+    ]
+    for nonce in nonces:
+        server.wait_request(lambda r, n=nonce: r.response_nonce == n, since=mark)
+    assert [c.version for c in got.configs] == [1]
+    assert got.errors == []

@@ -203,6 +203,8 @@ class XdsClient:
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the stream and the thread; returns within about ``timeout`` seconds."""
+        if self._thread is not None and self._thread is threading.current_thread():
+            raise RuntimeError("XdsClient.close() must not be called from a watcher callback")
         with self._start_lock:
             if self._closed:
                 return
@@ -216,14 +218,14 @@ class XdsClient:
                 self._main.cancel()
                 with contextlib.suppress(BaseException):
                     await self._main
-            for ts in self._types.values():
-                for res in ts.resources.values():
-                    if res.timer is not None:
-                        res.timer.cancel()
+            self._cancel_timers()
+            # Other work on this loop (e.g. DNS refresh tasks) ends with the client.
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in others:
+                t.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             loop.stop()
 
-        if thread is threading.current_thread():
-            raise RuntimeError("XdsClient.close() must not be called from a watcher callback")
         with contextlib.suppress(RuntimeError):  # loop already stopped
             asyncio.run_coroutine_threadsafe(shutdown(), loop)
         thread.join(timeout)
@@ -494,7 +496,7 @@ class XdsClient:
         channel = self._channel_factory()
         try:
             while True:
-                await channel.channel_ready()
+                await self._wait_ready(channel)
                 received = await self._one_stream(channel)
                 if received:
                     self._backoff.reset()
@@ -503,6 +505,17 @@ class XdsClient:
             self._stream_up = False
             self.stats.connected = 0
             await channel.close(grace=None)
+
+    async def _wait_ready(self, channel: grpc.aio.Channel) -> None:
+        """Wait for a connection; pending watchers hear once when connecting fails."""
+        reported = False
+        state = channel.get_state(try_to_connect=True)
+        while state != grpc.ChannelConnectivity.READY:
+            if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE and not reported:
+                reported = True
+                self._notify_pending(f"cannot connect to xDS server {self.server.server_uri}")
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=True)
 
     async def _one_stream(self, channel: grpc.aio.Channel) -> bool:
         """Run one ADS stream until it fails; True if any response was received."""
@@ -540,6 +553,9 @@ class XdsClient:
                 e.details(),
             )
             self._stream_failed(f"{e.code().name}: {e.details()}")
+        except Exception as e:  # a bug must not kill the client: log, reconnect
+            log.exception("xDS stream to %s: unexpected error", self.server.server_uri)
+            self._stream_failed(f"internal error: {e!r}")
         else:
             log.warning("xDS stream to %s closed by the server", self.server.server_uri)
             self._stream_failed("stream closed by the server")
@@ -559,9 +575,11 @@ class XdsClient:
         self.stats.stream_failures += 1
         self._stream_up = False
         self._cancel_timers()
+        self._notify_pending(f"xDS stream to {self.server.server_uri} failed: {reason}")
+
+    def _notify_pending(self, message: str) -> None:
         # gRFC A88: resources without a value learn about the failure; cached ones keep
         # serving silently.
-        message = f"xDS stream to {self.server.server_uri} failed: {reason}"
         for ts in self._types.values():
             for res in ts.resources.values():
                 if not res.has_value and res.status == ResourceStatus.REQUESTED:

@@ -83,29 +83,28 @@ async def resolve_host(
 
 
 async def resolve_cluster(resolver: dns.asyncresolver.Resolver, cluster: Cluster) -> Resolved:
-    """The cluster's load assignment with every hostname replaced by its addresses."""
+    """The cluster's load assignment with every hostname replaced by its addresses.
+
+    LOGICAL_DNS uses only the first endpoint and its first address (as Envoy).
+    """
     cla = cluster.load_assignment or ClusterLoadAssignment(cluster.name)
-    ttls: list[float] = []
-    localities = []
     logical = cluster.kind == "LOGICAL_DNS"
+    ttls: list[float] = []
+    localities: list[LocalityEndpoints] = []
     for loc in cla.localities:
         endpoints: list[Endpoint] = []
-        for ep in loc.endpoints:
+        for ep in loc.endpoints[:1] if logical else loc.endpoints:
             addrs, ttl = await resolve_host(resolver, ep.host, cluster.dns_lookup_family)
             if ttl is not None:
                 ttls.append(ttl)
-            if logical:
-                addrs = addrs[:1]
             hostname = ep.hostname or ("" if _is_ip(ep.host) else ep.host)
-            endpoints.extend(dataclasses.replace(ep, host=a, hostname=hostname) for a in addrs)
+            endpoints.extend(
+                dataclasses.replace(ep, host=a, hostname=hostname)
+                for a in (addrs[:1] if logical else addrs)
+            )
         localities.append(dataclasses.replace(loc, endpoints=tuple(endpoints)))
         if logical and endpoints:
-            break  # LOGICAL_DNS: one address, the first
-    if logical:
-        localities = [
-            LocalityEndpoints(loc.locality, loc.endpoints[:1], loc.weight, loc.priority)
-            for loc in localities[:1]
-        ]
+            break
     return Resolved(
         dataclasses.replace(cla, localities=tuple(localities)), min(ttls) if ttls else None
     )

@@ -13,10 +13,10 @@ from envoy.extensions.load_balancing_policies.ring_hash.v3 import ring_hash_pb2
 from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
 from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from udpa.type.v1 import typed_struct_pb2 as udpa_typed_struct_pb2
+from xds.type.v3 import typed_struct_pb2
 
 from pymesh.xds.resources._common import Ctx, join, type_name, unpack, wrapped
 from pymesh.xds.resources.cluster import PEAK_EWMA_TYPE, LbPolicy
-from xds.type.v3 import typed_struct_pb2
 
 MAX_RING_SIZE = 8 * 1024 * 1024
 MAX_MAGLEV_TABLE = 5_000_011

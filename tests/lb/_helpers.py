@@ -33,7 +33,7 @@ def cla(
             endpoints, priority = g
             weight, zone = None, f"p{priority}"
         else:
-            endpoints, priority, weight, zone = g  # type: ignore[misc]
+            endpoints, priority, weight, zone = g
         localities.append(
             LocalityEndpoints(Locality("r", zone), tuple(endpoints), weight, priority)
         )

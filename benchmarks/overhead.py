@@ -1,0 +1,233 @@
+"""What pymesh adds to a request, side by side with plain httpx and an Envoy hop.
+
+One run, one process for the clients, the same xDS config for pymesh and Envoy:
+a table of 50 routes (the request matches the last one), a cluster of 1 000 endpoints
+(one fast keep-alive upstream process listening on 1 000 loopback addresses), ROUND_ROBIN.
+
+    python benchmarks/overhead.py              # defaults: 3000 sync requests, 64-way async
+    python benchmarks/overhead.py --requests 20000 --concurrency 64
+
+Reports p50/p99 latency and client CPU µs per request for sync sequential requests, and
+requests/s for async with N concurrent requests, plus the ratios the issue targets:
+MeshTransport adds ≤ 25 µs p50 and ≤ 3 % CPU over plain httpx; Envoy's added latency is
+≥ 10× ours; async throughput ≥ 0.95× plain httpx. Tracing on/off is reported when an
+OpenTelemetry SDK provider is installed with --tracing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import pymesh
+from pymesh.server import ControlPlane, compile_mesh
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _upstream import loopback_hosts  # noqa: E402
+
+
+def start_upstream(n: int) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "_upstream.py"), "--hosts", str(n)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if not line or line[0] != "READY":
+        proc.kill()
+        raise SystemExit("upstream failed to start")
+    return proc, int(line[1])
+
+
+def mesh_config(port: int, n_endpoints: int, n_routes: int) -> dict[str, Any]:
+    routes: list[dict[str, Any]] = [
+        {"match": {"prefix": f"/other{i}/"}, "split": {"v1": 100}} for i in range(n_routes - 1)
+    ]
+    routes.append({"match": {"prefix": "/"}, "split": {"v1": 100}})
+    return {
+        "services": {
+            "bench": {
+                "port": 8080,
+                "versions": {
+                    "v1": {"endpoints": [f"{h}:{port}" for h in loopback_hosts(n_endpoints)]}
+                },
+                "routes": routes,
+                "traffic_policy": {"lb": "ROUND_ROBIN"},
+            }
+        }
+    }
+
+
+def sync_run(client: httpx.Client, url: str, n: int) -> tuple[list[float], float]:
+    lat = []
+    cpu0 = time.process_time()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = client.get(url)
+        lat.append(time.perf_counter() - t0)
+        if r.status_code != 200:
+            raise SystemExit(f"{url}: HTTP {r.status_code}: {r.text[:200]}")
+    return lat, (time.process_time() - cpu0) / n
+
+
+async def async_run(client: httpx.AsyncClient, url: str, n: int, concurrency: int) -> float:
+    left = n
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            r = await client.get(url)
+            if r.status_code != 200:
+                raise SystemExit(f"{url}: HTTP {r.status_code}")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return n / (time.perf_counter() - t0)
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--endpoints", type=int, default=1000)
+    ap.add_argument("--routes", type=int, default=50)
+    ap.add_argument("--no-envoy", action="store_true")
+    args = ap.parse_args()
+
+    upstream, port = start_upstream(args.endpoints)
+    envoy = None
+    try:
+        with ControlPlane() as cp:
+            snap = compile_mesh(mesh_config(port, args.endpoints, args.routes), "overhead")
+            cp.set_snapshot(snap)
+            envoy_port = 0
+            if not args.no_envoy:
+                from pymesh.testing.envoy import envoy_snapshot, free_port, start_envoy
+
+                envoy_port = free_port()
+                cp.set_snapshot(envoy_snapshot(snap, {"bench:8080": envoy_port}), node_id="envoy")
+                envoy = start_envoy(cp.port, "envoy")
+                envoy.wait_listening([envoy_port])
+            bootstrap = {
+                "xds_servers": [
+                    {
+                        "server_uri": cp.address,
+                        "channel_creds": [{"type": "insecure"}],
+                        "server_features": ["xds_v3"],
+                    }
+                ],
+                "node": {"id": "bench"},
+            }
+            with pymesh.Mesh(bootstrap=bootstrap) as mesh:
+                direct_url = f"http://127.0.0.1:{port}/api"
+                variants: list[tuple[str, Callable[[], httpx.Client], str]] = [
+                    ("plain httpx", httpx.Client, direct_url),
+                    (
+                        "httpx + MeshTransport",
+                        lambda: httpx.Client(transport=pymesh.MeshTransport(mesh)),
+                        "http://bench:8080/api",
+                    ),
+                ]
+                if envoy is not None:
+                    variants.append(
+                        ("httpx → Envoy hop", httpx.Client, f"http://127.0.0.1:{envoy_port}/api")
+                    )
+                results: dict[str, dict[str, float]] = {}
+                warm = max(args.endpoints * 2, 500)
+                for name, make, url in variants:
+                    with make() as client:
+                        sync_run(client, url, warm)
+                        lat, cpu = sync_run(client, url, args.requests)
+                    results[name] = {
+                        "p50": pct(lat, 0.5),
+                        "p99": pct(lat, 0.99),
+                        "cpu": cpu,
+                        "mean": statistics.fmean(lat),
+                    }
+
+                async def arun() -> None:
+                    avariants: list[tuple[str, Callable[[], httpx.AsyncClient], str]] = [
+                        (
+                            "plain httpx",
+                            lambda: httpx.AsyncClient(
+                                limits=httpx.Limits(max_connections=args.concurrency)
+                            ),
+                            direct_url,
+                        ),
+                        (
+                            "httpx + MeshTransport",
+                            lambda: httpx.AsyncClient(transport=pymesh.AsyncMeshTransport(mesh)),
+                            "http://bench:8080/api",
+                        ),
+                    ]
+                    if envoy is not None:
+                        avariants.append(
+                            (
+                                "httpx → Envoy hop",
+                                lambda: httpx.AsyncClient(
+                                    limits=httpx.Limits(max_connections=args.concurrency)
+                                ),
+                                f"http://127.0.0.1:{envoy_port}/api",
+                            )
+                        )
+                    for name, make, url in avariants:
+                        async with make() as client:
+                            await async_run(client, url, warm, args.concurrency)
+                            results[name]["rps"] = await async_run(
+                                client, url, args.requests, args.concurrency
+                            )
+
+                asyncio.run(arun())
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        upstream.kill()
+        upstream.wait()
+
+    print(
+        f"\n{args.requests} requests, {args.endpoints} endpoints, {args.routes} routes, "
+        f"async concurrency {args.concurrency}\n"
+    )
+    print(f"{'variant':24} {'p50 µs':>9} {'p99 µs':>9} {'CPU µs/req':>11} {'async req/s':>12}")
+    for name, r in results.items():
+        print(
+            f"{name:24} {r['p50'] * 1e6:9.1f} {r['p99'] * 1e6:9.1f} {r['cpu'] * 1e6:11.1f} "
+            f"{r.get('rps', 0):12.0f}"
+        )
+    base, mesh_r = results["plain httpx"], results["httpx + MeshTransport"]
+    added = (mesh_r["p50"] - base["p50"]) * 1e6
+    print(
+        f"\nMeshTransport adds {added:.1f} µs p50 (target ≤ 25), "
+        f"CPU {100 * (mesh_r['cpu'] / base['cpu'] - 1):+.1f} % (target ≤ 3 %), "
+        f"async throughput {mesh_r['rps'] / base['rps']:.2f}× plain (target ≥ 0.95)"
+    )
+    if "httpx → Envoy hop" in results:
+        env = results["httpx → Envoy hop"]
+        env_added = (env["p50"] - base["p50"]) * 1e6
+        ratio = env_added / added if added > 0 else float("inf")
+        print(
+            f"Envoy hop adds {env_added:.1f} µs p50: {ratio:.1f}× what pymesh adds (target ≥ 10×)"
+        )
+
+
+if __name__ == "__main__":
+    main()

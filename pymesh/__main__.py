@@ -1,0 +1,7 @@
+"""``python -m pymesh``."""
+
+import sys
+
+from pymesh.cli import main
+
+sys.exit(main())

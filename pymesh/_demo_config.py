@@ -1,0 +1,168 @@
+"""The demo's bundled mesh file: its backends, its phases, and one snapshot per phase."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+
+from pymesh.errors import ConfigFileError
+from pymesh.server import ROUTE_TYPE, Snapshot, compile_mesh
+from pymesh.server.config_file import parse_duration
+from pymesh.server.snapshot import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
+
+__all__ = ["BackendSpec", "DemoConfig", "PhaseSpec", "load_demo_config"]
+
+SOURCE = "pymesh/demo_mesh.yaml"
+_PREVIOUS_HOSTS = "envoy.retry_host_predicates.previous_hosts"
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One demo backend: which version it serves and how it behaves."""
+
+    name: str
+    version: str
+    delay: float
+    fail_rate: float
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One phase: a title, a sentence for the user and the service's routes/policy."""
+
+    name: str
+    say: str
+    routes: list[Any]
+    traffic_policy: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The parsed bundled file."""
+
+    mesh: Mapping[str, Any]  # the `services` part, a mesh file without endpoints
+    service: str
+    port: int
+    phase_seconds: float
+    workers: int
+    requests_per_second: float
+    test_user: str
+    backends: tuple[BackendSpec, ...]
+    phases: tuple[PhaseSpec, ...]
+
+    @property
+    def authority(self) -> str:
+        """``service:port``, the URL authority (and listener name) clients use."""
+        return f"{self.service}:{self.port}"
+
+    def cluster(self, version: str) -> str:
+        """Istio's subset cluster name for ``version``."""
+        return f"outbound|{self.port}|{version}|{self.service}"
+
+    def snapshot(self, phase: PhaseSpec, addresses: Mapping[str, str], version: str) -> Snapshot:
+        """The phase's snapshot, with real backend ``addresses`` (backend name → ip:port)."""
+        mesh = copy.deepcopy(dict(self.mesh))
+        svc = mesh["services"][self.service]
+        for b in self.backends:
+            svc["versions"][b.version].setdefault("endpoints", []).append(addresses[b.name])
+        svc["routes"] = copy.deepcopy(phase.routes)
+        if phase.traffic_policy is not None:
+            svc["traffic_policy"] = copy.deepcopy(dict(phase.traffic_policy))
+        snap = compile_mesh(mesh, f"{SOURCE} (phase {phase.name!r})")
+        return _with_previous_hosts(snap, version)
+
+
+def _with_previous_hosts(snap: Snapshot, version: str) -> Snapshot:
+    """Add Envoy's previous_hosts predicate to every retry policy, as Istio does.
+
+    Without it a retry may pick the instance that just failed; the mesh file has no key
+    for it, so the demo adds it to the compiled routes.
+    """
+    routes = []
+    for rc in snap.get(ROUTE_TYPE).values():
+        assert isinstance(rc, route_pb2.RouteConfiguration)
+        rc = copy.deepcopy(rc)
+        for vh in rc.virtual_hosts:
+            for r in vh.routes:
+                if r.HasField("route") and r.route.HasField("retry_policy"):
+                    rp: route_components_pb2.RetryPolicy = r.route.retry_policy
+                    pred = rp.retry_host_predicate.add(name=_PREVIOUS_HOSTS)
+                    pred.typed_config.Pack(previous_hosts_pb2.PreviousHostsPredicate())
+                    rp.host_selection_retry_max_attempts = 5
+        routes.append(rc)
+    return Snapshot.of(
+        version,
+        listeners=snap.get(LISTENER_TYPE).values(),  # type: ignore[arg-type]
+        routes=routes,
+        clusters=snap.get(CLUSTER_TYPE).values(),  # type: ignore[arg-type]
+        endpoints=snap.get(ENDPOINT_TYPE).values(),  # type: ignore[arg-type]
+    )
+
+
+def _fail(where: str, reason: str) -> ConfigFileError:
+    return ConfigFileError(SOURCE, where, reason)
+
+
+def _seconds(value: object, where: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise _fail(where, str(e)) from e
+
+
+def load_demo_config(text: str | None = None) -> DemoConfig:
+    """Parse the bundled ``demo_mesh.yaml`` (or ``text``). Raises ConfigFileError."""
+    if text is None:
+        text = resources.files("pymesh").joinpath("demo_mesh.yaml").read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise _fail("<yaml>", f"not valid YAML: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("demo"), dict):
+        raise _fail("demo", "missing the demo section")
+    demo: dict[str, Any] = data.pop("demo")
+    try:
+        service = str(demo["service"])
+        port = int(data["services"][service]["port"])
+        backends = tuple(
+            BackendSpec(
+                name=str(name),
+                version=str(spec["version"]),
+                delay=_seconds(spec.get("delay", 0), f"demo.backends.{name}.delay"),
+                fail_rate=float(spec.get("fail_rate", 0.0)),
+            )
+            for name, spec in demo["backends"].items()
+        )
+        phases = tuple(
+            PhaseSpec(
+                name=str(p["name"]),
+                say=str(p.get("say", "")),
+                routes=list(p["routes"]),
+                traffic_policy=p.get("traffic_policy"),
+            )
+            for p in demo["phases"]
+        )
+        versions = data["services"][service]["versions"]
+        for b in backends:
+            if b.version not in versions:
+                raise _fail(f"demo.backends.{b.name}", f"unknown version {b.version!r}")
+        return DemoConfig(
+            mesh=data,
+            service=service,
+            port=port,
+            phase_seconds=_seconds(demo.get("phase_seconds", 5), "demo.phase_seconds"),
+            workers=int(demo.get("workers", 4)),
+            requests_per_second=float(demo.get("requests_per_second", 100)),
+            test_user=str(demo.get("test_user", "jason")),
+            backends=backends,
+            phases=phases,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise _fail("demo", f"malformed demo section: {e!r}") from e

@@ -1,0 +1,223 @@
+"""``pymesh explain`` and ``pymesh status``: the mesh's decisions, readable by humans.
+
+``explain`` is Envoy's router_check_tool for people: for one request it shows the
+listener, the virtual host, each route tried in order (and why it did not match), the
+weighted cluster choice, the candidate endpoints with health/ejection, and the retry
+and timeout policy that would apply. ``--json`` prints the same as one JSON object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from rich.console import Console
+from rich.table import Table
+
+from pymesh._mesh import ListenerState, Mesh, _cluster_dump
+from pymesh.errors import MeshError
+from pymesh.routing import RequestInfo, explain
+from pymesh.xds.resources.route import RetryPolicy, RouteAction
+
+
+def _parse_headers(headers: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for h in headers:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise MeshError(f"header {h!r} is not 'name: value'")
+        key = name.strip().lower()
+        out[key] = f"{out[key]},{value.strip()}" if key in out else value.strip()
+    return out
+
+
+def _policy(action: RouteAction, vh_retry: RetryPolicy | None) -> dict[str, Any]:
+    retry = action.retry_policy or vh_retry
+    return {
+        "timeout_s": action.timeout,
+        "retry": None
+        if retry is None
+        else {
+            "retry_on": sorted(retry.retry_on),
+            "num_retries": retry.num_retries,
+            "per_try_timeout_s": retry.per_try_timeout,
+            "host_predicates": list(retry.retry_host_predicates),
+            "back_off_s": [retry.back_off.base_interval, retry.back_off.max_interval],
+        },
+        "hash_policies": [dataclasses.asdict(h) for h in action.hash_policies],
+    }
+
+
+def explain_request(
+    mesh: Mesh,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    *,
+    timeout: float = 10.0,
+    random_value: int | None = None,
+) -> dict[str, Any]:
+    """The explanation of one request as a JSON-able dict (what ``--json`` prints)."""
+    parts = urlsplit(url)
+    if not parts.netloc:
+        raise MeshError(f"URL {url!r} has no host; write it as http://host[:port]/path")
+    authority = parts.netloc
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    slot = mesh.slot(authority)
+    state: ListenerState | None = mesh.wait_state(slot, timeout)
+    listener = mesh.listener_name(authority)
+    if state is None:
+        return {
+            "listener": listener,
+            "known": False,
+            "note": "the control plane does not know this listener: the request passes "
+            "through directly"
+            if mesh.passthrough
+            else "unknown host: the request fails",
+        }
+    host = headers.get("host", authority)
+    info = RequestInfo(
+        method, host, path, headers, headers.get("content-type", "").startswith("application/grpc")
+    )
+    value = random.getrandbits(64) if random_value is None else random_value
+    ex = explain(state.table, info, value)
+    out: dict[str, Any] = {
+        "listener": listener,
+        "known": True,
+        "route_config": ex.route_config,
+        "explanation": dataclasses.asdict(ex),
+    }
+    if ex.route_index is not None:
+        decision = state.table.select(info, value)
+        if decision is not None and isinstance(decision.action, RouteAction):
+            out["policy"] = _policy(decision.action, decision.virtual_host.retry_policy)
+    if ex.cluster is not None:
+        rt = state.clusters.get(ex.cluster)
+        out["cluster"] = _cluster_dump(rt) if rt is not None else {"error": "unknown cluster"}
+    return out
+
+
+def _render(console: Console, data: dict[str, Any]) -> None:
+    console.print(f"[bold]listener[/] {data['listener']}")
+    if not data["known"]:
+        console.print(data["note"])
+        return
+    ex = data["explanation"]
+    console.print(f"[bold]route config[/] {ex['route_config']}")
+    if ex["virtual_host"] is None:
+        console.print(f"[red]no virtual host[/]: {ex['virtual_host_reason']}")
+        console.print("→ local 404 (HTTP) / UNAVAILABLE (gRPC)")
+        return
+    console.print(
+        f"[bold]virtual host[/] {ex['virtual_host']} ({ex['domain_kind']} domain "
+        f"{ex['domain']!r}): {ex['virtual_host_reason']}"
+    )
+    table = Table(title="routes, in order (first match wins)")
+    for col in ("#", "name", "match", "result"):
+        table.add_column(col)
+    for r in ex["routes"]:
+        result = "[green]MATCH[/]" if r["matched"] else f"[dim]{r['reason']}[/]"
+        table.add_row(str(r["index"]), r["name"] or "-", r["match"], result)
+    console.print(table)
+    if ex["route_index"] is None:
+        console.print("[red]no route matched[/] → local 404 (HTTP) / UNAVAILABLE (gRPC)")
+        return
+    console.print(f"[bold]action[/] {ex['action']}")
+    if ex["clusters"]:
+        for c in ex["clusters"]:
+            mark = "→" if c["chosen"] else " "
+            weight = f" weight {c['weight']}" if c["weight"] else ""
+            console.print(f"  {mark} {c['name']}{weight}")
+        if ex["weight_pick"]:
+            console.print(f"  weighted pick: {ex['weight_pick']}")
+    policy = data.get("policy")
+    if policy:
+        console.print(
+            f"[bold]timeout[/] {policy['timeout_s']} s   [bold]retry[/] {policy['retry']}"
+        )
+    cluster = data.get("cluster")
+    if cluster:
+        if cluster.get("error"):
+            console.print(f"[red]cluster error[/]: {cluster['error']}")
+        eps = Table(title=f"endpoints of {ex['cluster']} (lb {cluster.get('lb_policy')})")
+        for col in ("address", "locality", "priority", "health", "weight", "ejected"):
+            eps.add_column(col)
+        for e in cluster.get("endpoints", []):
+            eps.add_row(
+                e["address"],
+                e["locality"],
+                str(e["priority"]),
+                e["health"],
+                str(e["weight"]),
+                "yes" if e["ejected"] else "no",
+            )
+        console.print(eps)
+
+
+def run_explain(
+    *,
+    bootstrap: str | None,
+    method: str,
+    url: str,
+    headers: Sequence[str],
+    as_json: bool,
+    timeout: float,
+) -> int:
+    with Mesh(bootstrap) as mesh:
+        data = explain_request(mesh, method, url, _parse_headers(headers), timeout=timeout)
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        _render(Console(), data)
+    return 0
+
+
+def run_status(
+    *, bootstrap: str | None, hosts: Sequence[str], as_json: bool, timeout: float
+) -> int:
+    with Mesh(bootstrap) as mesh:
+        for host in hosts:
+            try:
+                mesh.wait_state(mesh.slot(host), timeout)
+            except MeshError as exc:
+                print(f"pymesh: {host}: {exc}")
+        dump = mesh.config_dump()
+    if as_json:
+        print(json.dumps(dump, indent=2, default=str))
+        return 0
+    console = Console()
+    console.print(
+        f"[bold]node[/] {dump.get('node_id')}  [bold]server[/] {dump.get('server_uri')}  "
+        f"[bold]connected[/] {dump.get('connected')}"
+    )
+    res = Table(title="xDS resources")
+    for col in ("type", "name", "version", "status", "last error"):
+        res.add_column(col)
+    for r in dump.get("resources", []):
+        res.add_row(
+            r["type_url"].rsplit(".", 1)[-1],
+            r["name"],
+            str(r.get("version")),
+            r["status"],
+            r.get("last_error") or "",
+        )
+    console.print(res)
+    for name, cl in dump.get("clusters_in_use", {}).items():
+        t = Table(title=f"cluster {name} (lb {cl.get('lb_policy')})")
+        for col in ("address", "locality", "priority", "health", "ejected", "active"):
+            t.add_column(col)
+        for e in cl["endpoints"]:
+            t.add_row(
+                e["address"],
+                e["locality"],
+                str(e["priority"]),
+                e["health"],
+                "yes" if e["ejected"] else "no",
+                str(e["active_requests"]),
+            )
+        console.print(t)
+    return 0

@@ -1,0 +1,104 @@
+"""The ``pymesh`` command line: serve, demo, explain, status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pymesh.errors import MeshError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pymesh.server._serve import serve
+
+    serve(args.config, args.port, host=args.host)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pymesh._demo import run_demo
+
+    return run_demo(forever=args.forever, plain=args.plain, seed=args.seed)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from pymesh._explain_cli import run_explain
+
+    return run_explain(
+        bootstrap=args.bootstrap,
+        method=args.method,
+        url=args.url,
+        headers=args.header,
+        as_json=args.json,
+        timeout=args.timeout,
+    )
+
+
+def _status(args: argparse.Namespace) -> int:
+    from pymesh._explain_cli import run_status
+
+    return run_status(
+        bootstrap=args.bootstrap, hosts=args.host, as_json=args.json, timeout=args.timeout
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pymesh", description="A proxyless, client-side service mesh for Python."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve a mesh file as an xDS control plane (ADS)")
+    p.add_argument("config", help="mesh.yaml: services, versions, routes, traffic policy")
+    p.add_argument("--port", type=int, default=18000, help="port to listen on (0: any free port)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("demo", help="run the demo: control plane, backends, live traffic")
+    p.add_argument("--forever", action="store_true", help="keep running until Ctrl-C")
+    p.add_argument("--plain", action="store_true", help="plain line output even on a terminal")
+    p.add_argument("--seed", type=int, default=7, help="random seed (deterministic traffic)")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser(
+        "explain", help="show how a request would be routed (router_check for humans)"
+    )
+    p.add_argument("--bootstrap", help="bootstrap file (default: GRPC_XDS_BOOTSTRAP)")
+    p.add_argument("method_or_url", nargs="+", metavar="[METHOD] URL")
+    p.add_argument("-H", "--header", action="append", default=[], help="'name: value'")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for config")
+    p.set_defaults(func=_explain)
+
+    p = sub.add_parser("status", help="show listeners, clusters and endpoints as tables")
+    p.add_argument("--bootstrap", help="bootstrap file (default: GRPC_XDS_BOOTSTRAP)")
+    p.add_argument("host", nargs="*", help="hosts (authorities) to resolve, e.g. reviews:9080")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.set_defaults(func=_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "explain":
+        words = args.method_or_url
+        if len(words) == 1:
+            args.method, args.url = "GET", words[0]
+        elif len(words) == 2:
+            args.method, args.url = words[0].upper(), words[1]
+        else:
+            parser.error("explain takes [METHOD] URL")
+    try:
+        return int(args.func(args))
+    except MeshError as exc:
+        print(f"pymesh: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

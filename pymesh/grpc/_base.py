@@ -1,0 +1,191 @@
+"""State and bookkeeping shared by the sync and aio mesh channels (no I/O, no waiting)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from pymesh._mesh import ListenerState, Mesh
+from pymesh._upstream import ClusterRuntime
+from pymesh.grpc._core import (
+    LocalStatus,
+    MetadataValue,
+    choose,
+    no_upstream,
+    parse_target,
+    record,
+)
+from pymesh.transports._plan import Plan
+
+OutMetadata = tuple[tuple[str, MetadataValue], ...] | None
+Done = Callable[[grpc.StatusCode], None]
+
+SubT = TypeVar("SubT")
+
+
+class Prepared:
+    """A planned call: where it goes and until when."""
+
+    __slots__ = ("deadline", "metadata", "plan", "state")
+
+    def __init__(
+        self, plan: Plan, state: ListenerState, deadline: float | None, metadata: OutMetadata
+    ) -> None:
+        self.plan = plan
+        self.state = state
+        self.deadline = deadline
+        self.metadata = metadata
+
+
+class LocalFailure(Exception):
+    """Raised inside the call path for a status pymesh answers itself."""
+
+    def __init__(self, status: LocalStatus) -> None:
+        super().__init__(status.details)
+        self.status = status
+
+
+class MeshChannelBase(Generic[SubT]):
+    """Target, listener slot, per-endpoint sub-channels and the endpoint choice."""
+
+    def __init__(
+        self,
+        target: str,
+        mesh: Mesh,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Iterable[tuple[str, Any]] | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> None:
+        self.target = target
+        self.mesh = mesh
+        self.authority = parse_target(target)
+        self._credentials = credentials
+        # gRPC sends the target's authority upstream; TLS verifies against it too.
+        self._options = (*tuple(options or ()), ("grpc.default_authority", self.authority))
+        self._compression = compression
+        # A42: the io.grpc.channel_id hash policy hashes a random per-channel number.
+        self.channel_id = mesh.rng.getrandbits(64)
+        self._slot = mesh.slot(self.authority)  # subscribe now, not on the first call
+        self._lock = threading.Lock()  # sub-channel creation and cleanup only
+        self._subs: dict[str, SubT] = {}
+        self._inflight: dict[str, int] = {}
+        self._draining: set[str] = set()
+        self._seen: ListenerState | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<pymesh.grpc.{type(self).__name__} {self.target} subchannels={len(self._subs)}"
+            f"{' closed' if self._closed else ''}>"
+        )
+
+    # Implemented by the sync / aio channel.
+    def _new_channel(self, address: str) -> SubT:
+        raise NotImplementedError
+
+    def _close_sub(self, address: str, sub: SubT) -> None:
+        raise NotImplementedError
+
+    def _on_new_sub(self, address: str, sub: SubT) -> None:
+        return None
+
+    def subchannel(self, address: str) -> SubT:
+        """The cached real channel to one endpoint address (created on first use)."""
+        sub = self._subs.get(address)
+        if sub is not None:
+            return sub
+        with self._lock:
+            if self._closed:
+                raise LocalFailure(LocalStatus(grpc.StatusCode.CANCELLED, "channel closed"))
+            sub = self._subs.get(address)
+            if sub is None:
+                sub = self._new_channel(address)
+                self._on_new_sub(address, sub)
+                self._subs[address] = sub
+        return sub
+
+    def collect(self, state: ListenerState) -> None:
+        """Close sub-channels of endpoints that left every cluster (after their calls)."""
+        self._seen = state
+        live: set[str] = set()
+        for rt in self.mesh.clusters().values():
+            live |= rt.addresses
+        closing: list[tuple[str, SubT]] = []
+        with self._lock:
+            for address in [a for a in self._subs if a not in live]:
+                if self._inflight.get(address, 0) > 0:
+                    self._draining.add(address)
+                else:
+                    closing.append((address, self._subs.pop(address)))
+        for address, sub in closing:
+            self._close_sub(address, sub)
+
+    def _finish(self, address: str) -> None:
+        left = self._inflight.get(address, 1) - 1
+        self._inflight[address] = left
+        if left <= 0 and address in self._draining:
+            with self._lock:
+                self._draining.discard(address)
+                sub = self._subs.pop(address, None)
+            if sub is not None:
+                self._close_sub(address, sub)
+
+    def avoid(self) -> frozenset[str] | set[str]:
+        """Addresses whose sub-channel is in TRANSIENT_FAILURE."""
+        return frozenset()
+
+    def acquire(
+        self, p: Prepared, tried: set[str], attempt: int
+    ) -> tuple[ClusterRuntime, str, Done]:
+        """Pick an endpoint and take the circuit breaker; return ``done(code)`` to call once.
+
+        Raises LocalFailure (UNAVAILABLE) for no healthy upstream or overflow (A32).
+        """
+        chosen = choose(p.plan, p.state, tried, self.avoid())
+        if chosen is None:
+            raise LocalFailure(no_upstream(p.plan, "no healthy upstream", self.mesh.node_id))
+        rt, ep = chosen
+        address = ep.address
+        breaker = rt.breaker
+        if breaker is not None:
+            ok = breaker.try_acquire_request() if attempt == 0 else breaker.try_acquire_retry()
+            if not ok:
+                raise LocalFailure(no_upstream(p.plan, "upstream overflow", self.mesh.node_id))
+        st = rt.states.get_or_create(address)
+        st.active_requests += 1  # A48 least request reads this
+        self._inflight[address] = self._inflight.get(address, 0) + 1
+        tried.add(address)
+        started = time.monotonic()
+        finished = False
+
+        def done(code: grpc.StatusCode) -> None:
+            nonlocal finished
+            if finished:
+                return
+            finished = True
+            st.active_requests -= 1
+            now = time.monotonic()
+            st.observe(now - started, now)
+            if breaker is not None:
+                if attempt == 0:
+                    breaker.release_request()
+                else:
+                    breaker.release_retry()
+            self._finish(address)
+            record(rt, address, code)
+
+        return rt, address, done
+
+    def backoff_delay(self, p: Prepared, attempt: int) -> float | None:
+        """Seconds to wait before retry ``attempt`` (1-based); None if the deadline forbids it."""
+        decider = p.plan.decider
+        assert decider is not None
+        delay = decider.backoff_delay(attempt, self.mesh.rng)
+        if p.deadline is not None and time.monotonic() + delay >= p.deadline:
+            return None
+        return delay

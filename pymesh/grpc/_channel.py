@@ -1,0 +1,587 @@
+"""The synchronous mesh channel: a grpc.Channel that routes every call through the mesh.
+
+Per call: wait for the listener's state, plan the call (route, fault, cluster, hash),
+pick an endpoint and send through one cached real grpc channel per endpoint address
+(a "sub-channel"). Unary-response calls are retried per the route's policy (gRFC A44).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from pymesh._mesh import Mesh
+from pymesh.errors import MeshError
+from pymesh.grpc._base import Done, LocalFailure, MeshChannelBase, OutMetadata, Prepared
+from pymesh.grpc._core import (
+    DEADLINE,
+    LocalStatus,
+    Metadata,
+    attempts_of,
+    grpc_deadline,
+    outgoing_metadata,
+    plan_call,
+    remaining,
+    should_retry,
+)
+from pymesh.grpc._local import LocalRpcError
+
+Serializer = Callable[[Any], bytes] | None
+Deserializer = Callable[[bytes], Any] | None
+
+_TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+
+
+def _local(status: LocalStatus) -> LocalRpcError:
+    return LocalRpcError(status.code, status.details)
+
+
+class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[misc]
+    """A ``grpc.Channel`` for an ``xds:///name`` target, routed by a :class:`Mesh`.
+
+    Build it with :func:`pymesh.grpc.insecure_channel` / :func:`secure_channel`.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        mesh: Mesh,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Iterable[tuple[str, Any]] | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> None:
+        super().__init__(
+            target, mesh, credentials=credentials, options=options, compression=compression
+        )
+        self._watchers: dict[str, Callable[[grpc.ChannelConnectivity], None]] = {}
+        self._failing: set[str] = set()  # sub-channels in TRANSIENT_FAILURE
+        self._direct: grpc.Channel | None = None
+        self._executor: futures.ThreadPoolExecutor | None = None
+
+    # -- grpc.Channel -----------------------------------------------------------------
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> _UnaryUnary:
+        return _UnaryUnary(self, method, request_serializer, response_deserializer)
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> _UnaryStream:
+        return _UnaryStream(self, method, request_serializer, response_deserializer)
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> _StreamUnary:
+        return _StreamUnary(self, method, request_serializer, response_deserializer)
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> _StreamStream:
+        return _StreamStream(self, method, request_serializer, response_deserializer)
+
+    def subscribe(
+        self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False
+    ) -> None:
+        """Reports READY once the listener has a config (TRANSIENT_FAILURE if it fails)."""
+
+        def report() -> None:
+            try:
+                state = self.mesh.wait_state(self._slot, None)
+            except MeshError:
+                callback(_TF)
+                return
+            callback(grpc.ChannelConnectivity.READY if state is not None else _TF)
+
+        threading.Thread(target=report, name="pymesh-grpc-subscribe", daemon=True).start()
+
+    def unsubscribe(self, callback: Callable[[grpc.ChannelConnectivity], None]) -> None:
+        return None
+
+    def close(self) -> None:
+        """Close every sub-channel (in-flight calls on them are cancelled)."""
+        with self._lock:
+            self._closed = True
+            subs, self._subs = self._subs, {}
+            direct, self._direct = self._direct, None
+            executor, self._executor = self._executor, None
+        for address, sub in subs.items():
+            self._close_sub(address, sub)
+        if direct is not None:
+            direct.close()
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    def __enter__(self) -> MeshChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sub-channels ---------------------------------------------------------------
+
+    def _new_channel(self, address: str) -> grpc.Channel:
+        if self._credentials is not None:
+            return grpc.secure_channel(address, self._credentials, self._options, self._compression)
+        return grpc.insecure_channel(address, self._options, self._compression)
+
+    def _on_new_sub(self, address: str, sub: grpc.Channel) -> None:
+        def watch(c: grpc.ChannelConnectivity) -> None:
+            if c is _TF:
+                self._failing.add(address)
+            else:
+                self._failing.discard(address)
+
+        sub.subscribe(watch, try_to_connect=False)
+        self._watchers[address] = watch
+
+    def _close_sub(self, address: str, sub: grpc.Channel) -> None:
+        watch = self._watchers.pop(address, None)
+        if watch is not None:
+            sub.unsubscribe(watch)
+        self._failing.discard(address)
+        sub.close()
+
+    def avoid(self) -> set[str]:
+        return self._failing
+
+    def direct(self) -> grpc.Channel:
+        """The passthrough channel to the authority itself (listener unknown)."""
+        direct = self._direct
+        if direct is None:
+            with self._lock:
+                if self._direct is None:
+                    self._direct = self._new_channel(self.authority)
+                direct = self._direct
+        return direct
+
+    def executor(self) -> futures.ThreadPoolExecutor:
+        ex = self._executor
+        if ex is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = futures.ThreadPoolExecutor(
+                        8, thread_name_prefix="pymesh-grpc-future"
+                    )
+                ex = self._executor
+        return ex
+
+    # -- the call path ----------------------------------------------------------------
+
+    def prepare(
+        self, method: str, timeout: float | None, metadata: Metadata | None
+    ) -> Prepared | None:
+        """Plan a call; None means passthrough. Raises LocalRpcError for a local status."""
+        start = time.monotonic()
+        slot = self._slot
+        state = slot.state
+        if state is None:
+            try:
+                state = self.mesh.wait_state(slot, timeout)
+            except MeshError as exc:
+                raise LocalRpcError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+            if state is None:
+                return None
+        if state is not self._seen:
+            self.collect(state)
+        plan = plan_call(self.mesh, state, self.authority, method, metadata, self.channel_id)
+        if isinstance(plan, LocalStatus):
+            if plan.delay:
+                if timeout is not None and plan.delay >= timeout:
+                    time.sleep(max(timeout, 0.0))
+                    raise _local(DEADLINE)
+                time.sleep(plan.delay)
+            raise _local(plan)
+        deadline = grpc_deadline(plan, state, timeout, start)
+        if plan.fault_delay:  # A33: the delay counts against the call's deadline
+            left = remaining(deadline)
+            if left is not None and plan.fault_delay >= left:
+                time.sleep(max(left, 0.0))
+                raise _local(DEADLINE)
+            time.sleep(plan.fault_delay)
+        return Prepared(plan, state, deadline, outgoing_metadata(plan, metadata))
+
+    def _acquire(self, p: Prepared, tried: set[str], attempt: int) -> tuple[str, Done]:
+        try:
+            _rt, address, done = self.acquire(p, tried, attempt)
+        except LocalFailure as exc:
+            raise _local(exc.status) from None
+        return address, done
+
+    def _sub(self, address: str) -> grpc.Channel:
+        try:
+            return self.subchannel(address)
+        except LocalFailure as exc:
+            raise _local(exc.status) from None
+
+    def call_unary_response(
+        self,
+        p: Prepared,
+        invoke: Callable[[grpc.Channel, float | None, OutMetadata], tuple[Any, grpc.Call]],
+    ) -> tuple[Any, grpc.Call]:
+        """Run a unary-response call with the route's retry policy (gRFC A44)."""
+        attempts = attempts_of(p.plan)
+        tried: set[str] = set()
+        attempt = 0
+        while True:
+            address, done = self._acquire(p, tried, attempt)
+            timeout = remaining(p.deadline)
+            if timeout is not None and timeout <= 0:
+                done(grpc.StatusCode.DEADLINE_EXCEEDED)
+                raise _local(DEADLINE)
+            try:
+                response, call = invoke(self._sub(address), timeout, p.metadata)
+            except grpc.RpcError as err:
+                code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+                done(code)
+                if attempt + 1 < attempts and should_retry(p.plan.decider, code):
+                    delay = self.backoff_delay(p, attempt + 1)
+                    if delay is not None:
+                        time.sleep(delay)
+                        attempt += 1
+                        continue
+                raise
+            except BaseException:
+                done(grpc.StatusCode.CANCELLED)
+                raise
+            done(grpc.StatusCode.OK)
+            return response, call
+
+    def backoff(self, p: Prepared, attempt: int) -> bool:
+        """Sleep before retry ``attempt`` (1-based); False when the deadline forbids it."""
+        delay = self.backoff_delay(p, attempt)
+        if delay is None:
+            return False
+        time.sleep(delay)
+        return True
+
+    def call_streaming_response(
+        self, p: Prepared, start: Callable[[grpc.Channel, float | None, OutMetadata], Any]
+    ) -> Any:
+        """Start a server-streaming call (one attempt: no retries once streaming)."""
+        address, done = self._acquire(p, set(), 0)
+        timeout = remaining(p.deadline)
+        if timeout is not None and timeout <= 0:
+            done(grpc.StatusCode.DEADLINE_EXCEEDED)
+            raise _local(DEADLINE)
+        try:
+            call = start(self._sub(address), timeout, p.metadata)
+        except BaseException:
+            done(grpc.StatusCode.CANCELLED)
+            raise
+        if not call.add_callback(lambda: done(call.code())):
+            done(call.code())
+        return call
+
+
+class _MultiCallable:
+    def __init__(
+        self, channel: MeshChannel, method: str, ser: Serializer, deser: Deserializer
+    ) -> None:
+        self._channel = channel
+        self._method = method
+        self._ser = ser
+        self._deser = deser
+        self._cache: dict[str, tuple[grpc.Channel, Any]] = {}
+
+    def _real(self, sub: grpc.Channel, address: str, kind: str) -> Any:
+        # One real multi-callable per sub-channel: creating them per call costs throughput.
+        hit = self._cache.get(address)
+        if hit is not None and hit[0] is sub:
+            return hit[1]
+        mc = getattr(sub, kind)(self._method, self._ser, self._deser, _registered_method=True)
+        self._cache[address] = (sub, mc)
+        return mc
+
+
+class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
+    def _invoke(
+        self,
+        request: Any,
+        timeout: float | None,
+        metadata: Metadata | None,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> tuple[Any, grpc.Call]:
+        ch = self._channel
+        p = ch.prepare(self._method, timeout, metadata)
+        if p is None:
+            mc = self._real(ch.direct(), "", "unary_unary")
+            return mc.with_call(  # type: ignore[no-any-return]
+                request, timeout, metadata, credentials, wait_for_ready, compression
+            )
+
+        def invoke(sub: grpc.Channel, t: float | None, md: OutMetadata) -> tuple[Any, grpc.Call]:
+            mc = self._real(sub, sub_key(sub), "unary_unary")
+            return mc.with_call(  # type: ignore[no-any-return]
+                request, t, md, credentials, wait_for_ready, compression
+            )
+
+        return ch.call_unary_response(p, invoke)
+
+    def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._invoke(request, timeout, metadata, credentials, wait_for_ready, compression)[0]
+
+    def with_call(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> tuple[Any, grpc.Call]:
+        return self._invoke(request, timeout, metadata, credentials, wait_for_ready, compression)
+
+    def future(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        """Runs the call (with its retries) on a small per-channel thread pool."""
+        fut = self._channel.executor().submit(
+            self._invoke, request, timeout, metadata, credentials, wait_for_ready, compression
+        )
+        return _FutureCall(fut)
+
+
+def sub_key(sub: grpc.Channel) -> str:
+    # Multi-callables are cached per sub-channel object; its id is a stable key while it lives.
+    return str(id(sub))
+
+
+class _UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable):  # type: ignore[misc]
+    def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        ch = self._channel
+        try:
+            p = ch.prepare(self._method, timeout, metadata)
+            if p is None:
+                mc = self._real(ch.direct(), "", "unary_stream")
+                return mc(request, timeout, metadata, credentials, wait_for_ready, compression)
+
+            def start(sub: grpc.Channel, t: float | None, md: OutMetadata) -> Any:
+                mc = self._real(sub, sub_key(sub), "unary_stream")
+                return mc(request, t, md, credentials, wait_for_ready, compression)
+
+            return ch.call_streaming_response(p, start)
+        except LocalRpcError as err:
+            return err  # grpc raises a streaming call's error on iteration
+
+
+class _StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: ignore[misc]
+    def _invoke(
+        self,
+        request_iterator: Iterator[Any],
+        timeout: float | None,
+        metadata: Metadata | None,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> tuple[Any, grpc.Call]:
+        ch = self._channel
+        p = ch.prepare(self._method, timeout, metadata)
+        if p is None:
+            mc = self._real(ch.direct(), "", "stream_unary")
+            return mc.with_call(  # type: ignore[no-any-return]
+                request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+            )
+        requests: Iterable[Any] = request_iterator
+        if attempts_of(p.plan) > 1:
+            requests = list(request_iterator)  # buffered so that a retry can replay it
+
+        def invoke(sub: grpc.Channel, t: float | None, md: OutMetadata) -> tuple[Any, grpc.Call]:
+            mc = self._real(sub, sub_key(sub), "stream_unary")
+            return mc.with_call(  # type: ignore[no-any-return]
+                iter(requests), t, md, credentials, wait_for_ready, compression
+            )
+
+        return ch.call_unary_response(p, invoke)
+
+    def __call__(
+        self,
+        request_iterator: Iterator[Any],
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self._invoke(
+            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+        )[0]
+
+    def with_call(
+        self,
+        request_iterator: Iterator[Any],
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> tuple[Any, grpc.Call]:
+        return self._invoke(
+            request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+        )
+
+    def future(
+        self,
+        request_iterator: Iterator[Any],
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        fut = self._channel.executor().submit(
+            self._invoke,
+            request_iterator,
+            timeout,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+        )
+        return _FutureCall(fut)
+
+
+class _StreamStream(_MultiCallable, grpc.StreamStreamMultiCallable):  # type: ignore[misc]
+    def __call__(
+        self,
+        request_iterator: Iterator[Any],
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        ch = self._channel
+        try:
+            p = ch.prepare(self._method, timeout, metadata)
+            if p is None:
+                mc = self._real(ch.direct(), "", "stream_stream")
+                return mc(
+                    request_iterator, timeout, metadata, credentials, wait_for_ready, compression
+                )
+
+            def start(sub: grpc.Channel, t: float | None, md: OutMetadata) -> Any:
+                mc = self._real(sub, sub_key(sub), "stream_stream")
+                return mc(request_iterator, t, md, credentials, wait_for_ready, compression)
+
+            return ch.call_streaming_response(p, start)
+        except LocalRpcError as err:
+            return err
+
+
+class _FutureCall(grpc.Future, grpc.Call):  # type: ignore[misc]
+    """A grpc.Future (and, once done, grpc.Call) over a thread-pool future."""
+
+    def __init__(self, fut: futures.Future[tuple[Any, grpc.Call]]) -> None:
+        self._fut = fut
+
+    def _call(self) -> grpc.Call | None:
+        if not self._fut.done() or self._fut.cancelled():
+            return None
+        exc = self._fut.exception()
+        if exc is not None:
+            return exc if isinstance(exc, grpc.Call) else None
+        return self._fut.result()[1]
+
+    def cancel(self) -> bool:
+        return self._fut.cancel()
+
+    def cancelled(self) -> bool:
+        return self._fut.cancelled()
+
+    def running(self) -> bool:
+        return self._fut.running()
+
+    def done(self) -> bool:
+        return self._fut.done()
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._fut.result(timeout)[0]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self._fut.exception(timeout)
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        exc = self._fut.exception(timeout)
+        return exc.__traceback__ if exc is not None else None
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        self._fut.add_done_callback(lambda _f: fn(self))
+
+    def initial_metadata(self) -> Any:
+        self._fut.exception()
+        call = self._call()
+        return call.initial_metadata() if call is not None else ()
+
+    def trailing_metadata(self) -> Any:
+        self._fut.exception()
+        call = self._call()
+        return call.trailing_metadata() if call is not None else ()
+
+    def code(self) -> grpc.StatusCode:
+        self._fut.exception()
+        call = self._call()
+        return call.code() if call is not None else grpc.StatusCode.UNKNOWN
+
+    def details(self) -> str | None:
+        self._fut.exception()
+        call = self._call()
+        return call.details() if call is not None else None
+
+    def is_active(self) -> bool:
+        return not self._fut.done()
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        if self._fut.done():
+            return False
+        self._fut.add_done_callback(lambda _f: callback())
+        return True

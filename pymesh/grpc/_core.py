@@ -1,0 +1,223 @@
+"""What the sync and aio mesh channels share: target parsing, per-call planning,
+status mapping, deadlines and endpoint choice. No I/O and no waiting here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from pymesh._mesh import ListenerState, Mesh
+from pymesh._upstream import ClusterRuntime
+from pymesh.resilience import Outcome, RetryDecider
+from pymesh.routing import RequestInfo
+from pymesh.transports._plan import LocalReply, Plan, leaf_runtime, plan_request
+from pymesh.xds.resources.endpoint import Endpoint
+
+#: gRFC A44: at most 5 attempts, whatever the policy says.
+MAX_ATTEMPTS = 5
+
+MetadataValue = str | bytes
+Metadata = Sequence[tuple[str, MetadataValue]]
+
+_CODES: dict[int, grpc.StatusCode] = {c.value[0]: c for c in grpc.StatusCode}
+
+# Headers gRPC owns; never forwarded as metadata (grpcio rejects or overrides them).
+_RESERVED = frozenset({"content-type", "te", "host", "user-agent", "grpc-timeout"})
+
+# gRFC A33 / the gRPC HTTP-to-status mapping for an HTTP fault abort status.
+_HTTP_TO_GRPC = {
+    400: grpc.StatusCode.INTERNAL,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.UNIMPLEMENTED,
+    429: grpc.StatusCode.UNAVAILABLE,
+    502: grpc.StatusCode.UNAVAILABLE,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_code(value: int) -> grpc.StatusCode:
+    """The grpc.StatusCode for a numeric status (UNKNOWN for out-of-range values)."""
+    return _CODES.get(value, grpc.StatusCode.UNKNOWN)
+
+
+def parse_target(target: str) -> str:
+    """The authority of an ``xds:///name`` (or ``xds://authority/name``) target.
+
+    The listener is looked up from it with :meth:`Mesh.listener_name`, and it is the
+    ``:authority`` used for virtual-host matching, as in grpcio's xDS resolver.
+    """
+    if not target.startswith("xds:"):
+        raise ValueError(
+            f"pymesh.grpc needs an xds: target such as 'xds:///svc:50051'; got {target!r}"
+        )
+    rest = target[4:]
+    if rest.startswith("//"):
+        _, _, name = rest[2:].partition("/")
+    else:
+        name = rest.lstrip("/")
+    if not name:
+        raise ValueError(f"xds target {target!r} names no service")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class LocalStatus:
+    """A call answered by pymesh itself (no route, fault abort, overflow, ...)."""
+
+    code: grpc.StatusCode
+    details: str
+    delay: float = 0.0
+
+
+def local_status(reply: LocalReply, node_id: str) -> LocalStatus:
+    """Map a planner LocalReply to the gRPC status a gRPC client would see (A33, A54)."""
+    details = reply.body.decode("utf-8", "replace").strip()
+    if reply.grpc_status is not None:
+        code = status_code(reply.grpc_status)
+    elif reply.flags == "FI":
+        code = _HTTP_TO_GRPC.get(reply.status, grpc.StatusCode.UNKNOWN)
+    else:
+        # Direct responses and redirects are not gRPC actions: gRPC fails such calls.
+        code = grpc.StatusCode.UNAVAILABLE
+        details = f"pymesh: matched route has no gRPC action ({details or reply.status})"
+    if code is not grpc.StatusCode.OK and reply.flags != "FI":
+        details = f"{details} [xDS node id {node_id}]"
+    return LocalStatus(code, details, reply.delay)
+
+
+def grpc_deadline(
+    plan: Plan, state: ListenerState, timeout: float | None, start: float
+) -> float | None:
+    """The call's monotonic deadline: the caller's, capped by A31's max_stream_duration.
+
+    The route ``timeout`` is Envoy's and gRPC ignores it, so pymesh does too.
+    """
+    action = plan.action
+    cap = action.grpc_timeout_header_max
+    if cap is None:
+        cap = action.max_stream_duration
+    if cap is None:
+        cap = state.config.listener.max_stream_duration
+    if cap is not None and cap > 0 and (timeout is None or cap < timeout):
+        timeout = cap
+    return None if timeout is None else start + timeout
+
+
+def request_info(
+    authority: str, method: str, metadata: Metadata | None
+) -> tuple[RequestInfo, list[tuple[str, str]]]:
+    """Routing view of a call: POST, the target authority, the method, text metadata."""
+    joined: dict[str, str] = {}
+    headers: list[tuple[str, str]] = []
+    if metadata:
+        for key, value in metadata:
+            k = key.lower()
+            if k.endswith("-bin") or not isinstance(value, str):
+                continue  # A28: binary headers never take part in matching
+            headers.append((k, value))
+            prev = joined.get(k)
+            joined[k] = value if prev is None else f"{prev},{value}"
+    joined["content-type"] = "application/grpc"
+    return RequestInfo("POST", authority, method, joined, True), headers
+
+
+def outgoing_metadata(
+    plan: Plan, original: Metadata | None
+) -> tuple[tuple[str, MetadataValue], ...] | None:
+    """The metadata to send: the caller's, after the route's header mutations."""
+    mutation = plan.decision.request_mutation
+    if mutation.empty:
+        return tuple(original) if original else None
+    binary = [(k, v) for k, v in (original or ()) if k.lower().endswith("-bin")]
+    out: list[tuple[str, MetadataValue]] = [
+        (k, v) for k, v in plan.headers if k not in _RESERVED and not k.startswith(":")
+    ]
+    out.extend(binary)
+    return tuple(out) or None
+
+
+def plan_call(
+    mesh: Mesh,
+    state: ListenerState,
+    authority: str,
+    method: str,
+    metadata: Metadata | None,
+    channel_id: int,
+) -> Plan | LocalStatus:
+    """Route one call; a Plan to send upstream or the LocalStatus to fail it with."""
+    info, headers = request_info(authority, method, metadata)
+    plan = plan_request(state, info, headers, mesh.rng, None, channel_id)
+    if isinstance(plan, LocalReply):
+        return local_status(plan, mesh.node_id)
+    return plan
+
+
+def attempts_of(plan: Plan) -> int:
+    """How many attempts the route's retry policy allows (A44: at most 5)."""
+    if plan.decider is None or plan.retry is None:
+        return 1
+    return min(1 + plan.retry.num_retries, MAX_ATTEMPTS)
+
+
+def should_retry(decider: RetryDecider | None, code: grpc.StatusCode) -> bool:
+    """A44: retry only on the gRPC status names in retry_on."""
+    if decider is None:
+        return False
+    return decider.should_retry(Outcome.response(None, grpc_status=code.value[0])) is not None
+
+
+def record(rt: ClusterRuntime, address: str, code: grpc.StatusCode) -> None:
+    """Feed one attempt's final status to outlier detection (A50)."""
+    outlier = rt.outlier
+    if outlier is not None:
+        outlier.record(address, Outcome.response(None, grpc_status=code.value[0]))
+
+
+def choose(
+    plan: Plan,
+    state: ListenerState,
+    tried: set[str],
+    avoid: frozenset[str] | set[str],
+) -> tuple[ClusterRuntime, Endpoint] | None:
+    """Pick an endpoint: previous_hosts (if the policy has it) and ``avoid`` (sub-channels
+    in TRANSIENT_FAILURE) are skipped while another endpoint can be picked."""
+    rt = plan.runtime
+    if rt.leaf_clusters:
+        leaf = leaf_runtime(plan, state)
+        if leaf is None:
+            return None
+        rt = leaf
+    picker = rt.picker
+    if picker is None:
+        return None
+    retry = plan.retry
+    prev = tried if retry is not None and "previous_hosts" in retry.retry_host_predicates else ()
+    if not prev and not avoid:
+        ep = picker.pick(plan.hash_key)
+    else:
+        exclude = set(prev) | set(avoid) if avoid else prev
+        tries = retry.host_selection_retry_max_attempts if retry is not None else 1
+        if avoid:
+            tries = max(tries, 2 * len(avoid) + 2)
+        ep = picker.pick(plan.hash_key, exclude, host_selection_retry_max_attempts=tries)
+    return (rt, ep) if ep is not None else None
+
+
+def remaining(deadline: float | None) -> float | None:
+    """Seconds left before ``deadline`` (None: no deadline)."""
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def no_upstream(plan: Plan, why: str, node_id: str) -> LocalStatus:
+    return LocalStatus(
+        grpc.StatusCode.UNAVAILABLE,
+        f"pymesh: {why} (cluster {plan.cluster_name!r}) [xDS node id {node_id}]",
+    )
+
+
+DEADLINE = LocalStatus(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")

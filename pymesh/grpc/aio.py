@@ -1,0 +1,619 @@
+"""asyncio mesh channels: ``grpc.aio.Channel`` subclasses routed by a :class:`Mesh`.
+
+::
+
+    channel = pymesh.grpc.aio.insecure_channel("xds:///reviews:50051", mesh=mesh)
+    reply = await stub.Get(request, timeout=2)
+
+Same decisions as the sync channel; waiting and I/O never block the event loop. A call
+starts when it is made (as in grpc.aio); unary-response calls are retried per A44.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from pymesh._mesh import Mesh
+from pymesh.errors import MeshError
+from pymesh.grpc._base import LocalFailure, MeshChannelBase, OutMetadata, Prepared
+from pymesh.grpc._core import (
+    DEADLINE,
+    LocalStatus,
+    Metadata,
+    attempts_of,
+    grpc_deadline,
+    outgoing_metadata,
+    plan_call,
+    remaining,
+    should_retry,
+)
+
+__all__ = ["MeshAioChannel", "insecure_channel", "secure_channel"]
+
+Serializer = Callable[[Any], bytes] | None
+Deserializer = Callable[[bytes], Any] | None
+_TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+
+
+def _error(status: LocalStatus) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        status.code, grpc.aio.Metadata(), grpc.aio.Metadata(), status.details
+    )
+
+
+class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # type: ignore[misc]
+    """A ``grpc.aio.Channel`` for an ``xds:///name`` target, routed by a :class:`Mesh`."""
+
+    def __init__(
+        self,
+        target: str,
+        mesh: Mesh,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Iterable[tuple[str, Any]] | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> None:
+        super().__init__(
+            target, mesh, credentials=credentials, options=options, compression=compression
+        )
+        self._direct: grpc.aio.Channel | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- grpc.aio.Channel ---------------------------------------------------------------
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> _UnaryUnary:
+        return _UnaryUnary(self, method, request_serializer, response_deserializer)
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> _UnaryStream:
+        return _UnaryStream(self, method, request_serializer, response_deserializer)
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> _StreamUnary:
+        return _StreamUnary(self, method, request_serializer, response_deserializer)
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> _StreamStream:
+        return _StreamStream(self, method, request_serializer, response_deserializer)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        """READY once the listener has a config; IDLE before; TRANSIENT_FAILURE on error."""
+        slot = self._slot
+        if slot.state is not None:
+            return grpc.ChannelConnectivity.READY
+        if slot.settled:
+            return _TF
+        return grpc.ChannelConnectivity.IDLE
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        while self.get_state() is last_observed_state:
+            try:
+                await self.mesh.wait_state_async(self._slot, None)
+            except MeshError:
+                pass
+            if self.get_state() is last_observed_state:
+                return  # settled without changing (e.g. an error that persists)
+
+    async def channel_ready(self) -> None:
+        await self.mesh.wait_state_async(self._slot, None)
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close every sub-channel (``grace`` seconds for in-flight calls)."""
+        with self._lock:
+            self._closed = True
+            subs, self._subs = self._subs, {}
+            direct, self._direct = self._direct, None
+        for sub in subs.values():
+            await sub.close(grace)
+        if direct is not None:
+            await direct.close(grace)
+
+    async def __aenter__(self) -> MeshAioChannel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close(None)
+
+    # -- sub-channels -------------------------------------------------------------------
+
+    def _new_channel(self, address: str) -> grpc.aio.Channel:
+        if self._credentials is not None:
+            return grpc.aio.secure_channel(
+                address, self._credentials, self._options, self._compression
+            )
+        return grpc.aio.insecure_channel(address, self._options, self._compression)
+
+    def _close_sub(self, address: str, sub: grpc.aio.Channel) -> None:
+        self.spawn(sub.close(None))
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background, keeping a reference until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def avoid(self) -> set[str]:
+        # aio channels answer get_state() cheaply, so ask at pick time (no watcher threads).
+        return {a for a, sub in list(self._subs.items()) if sub.get_state(False) is _TF}
+
+    def direct(self) -> grpc.aio.Channel:
+        if self._direct is None:
+            self._direct = self._new_channel(self.authority)
+        return self._direct
+
+    # -- the call path ------------------------------------------------------------------
+
+    async def prepare(
+        self, method: str, timeout: float | None, metadata: Metadata | None
+    ) -> Prepared | None:
+        """Plan a call; None means passthrough. Raises AioRpcError for a local status."""
+        start = time.monotonic()
+        slot = self._slot
+        state = slot.state
+        if state is None:
+            try:
+                state = await self.mesh.wait_state_async(slot, timeout)
+            except MeshError as exc:
+                raise _error(LocalStatus(grpc.StatusCode.UNAVAILABLE, str(exc))) from None
+            if state is None:
+                return None
+        if state is not self._seen:
+            self.collect(state)
+        plan = plan_call(self.mesh, state, self.authority, method, metadata, self.channel_id)
+        if isinstance(plan, LocalStatus):
+            if plan.delay:
+                if timeout is not None and plan.delay >= timeout:
+                    await asyncio.sleep(max(timeout, 0.0))
+                    raise _error(DEADLINE)
+                await asyncio.sleep(plan.delay)
+            raise _error(plan)
+        deadline = grpc_deadline(plan, state, timeout, start)
+        if plan.fault_delay:  # A33: the delay counts against the call's deadline
+            left = remaining(deadline)
+            if left is not None and plan.fault_delay >= left:
+                await asyncio.sleep(max(left, 0.0))
+                raise _error(DEADLINE)
+            await asyncio.sleep(plan.fault_delay)
+        return Prepared(plan, state, deadline, outgoing_metadata(plan, metadata))
+
+    async def unary_response(
+        self,
+        p: Prepared,
+        invoke: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any],
+        on_call: Callable[[Any], None],
+    ) -> Any:
+        """Run a unary-response call with the route's retry policy (gRFC A44)."""
+        attempts = attempts_of(p.plan)
+        tried: set[str] = set()
+        attempt = 0
+        while True:
+            try:
+                _rt, address, done = self.acquire(p, tried, attempt)
+                sub = self.subchannel(address)
+            except LocalFailure as exc:
+                raise _error(exc.status) from None
+            timeout = remaining(p.deadline)
+            if timeout is not None and timeout <= 0:
+                done(grpc.StatusCode.DEADLINE_EXCEEDED)
+                raise _error(DEADLINE)
+            call = invoke(sub, timeout, p.metadata)
+            on_call(call)
+            try:
+                response = await call
+            except grpc.aio.AioRpcError as err:
+                code = err.code()
+                done(code)
+                if attempt + 1 < attempts and should_retry(p.plan.decider, code):
+                    delay = self.backoff_delay(p, attempt + 1)
+                    if delay is not None:
+                        await asyncio.sleep(delay)
+                        attempt += 1
+                        continue
+                raise
+            except BaseException:
+                call.cancel()
+                done(grpc.StatusCode.CANCELLED)
+                raise
+            done(grpc.StatusCode.OK)
+            return response
+
+    def streaming(
+        self, p: Prepared, start: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any]
+    ) -> Any:
+        """Start a call with a streaming side (one attempt, no retries)."""
+        try:
+            _rt, address, done = self.acquire(p, set(), 0)
+            sub = self.subchannel(address)
+        except LocalFailure as exc:
+            raise _error(exc.status) from None
+        timeout = remaining(p.deadline)
+        if timeout is not None and timeout <= 0:
+            done(grpc.StatusCode.DEADLINE_EXCEEDED)
+            raise _error(DEADLINE)
+        try:
+            call = start(sub, timeout, p.metadata)
+        except BaseException:
+            done(grpc.StatusCode.CANCELLED)
+            raise
+
+        async def finish() -> None:
+            try:
+                code = await call.code()
+            except BaseException:
+                code = grpc.StatusCode.CANCELLED
+            done(code)
+
+        self.spawn(finish())
+        return call
+
+
+class _MeshCall(
+    grpc.aio.UnaryUnaryCall,  # type: ignore[misc]
+    grpc.aio.UnaryStreamCall,  # type: ignore[misc]
+    grpc.aio.StreamUnaryCall,  # type: ignore[misc]
+    grpc.aio.StreamStreamCall,  # type: ignore[misc]
+):
+    """One mesh call in every grpc.aio shape; delegates to the current attempt's call.
+
+    ``_task`` ends with the response (unary-response calls) or with the underlying call
+    once it is started (streaming calls).
+    """
+
+    def __init__(self, streaming: bool) -> None:
+        self._streaming = streaming
+        self._call: Any = None
+        self._task: asyncio.Task[Any] | None = None
+        self._callbacks: list[Callable[[Any], None]] = []
+
+    def start(self, coro: Any) -> _MeshCall:
+        self._task = asyncio.ensure_future(coro)
+        if not self._streaming:
+            self._task.add_done_callback(self._run_callbacks)
+        return self
+
+    def set_call(self, call: Any) -> None:
+        self._call = call
+
+    def _run_callbacks(self, _task: Any) -> None:
+        for cb in self._callbacks:
+            cb(self)
+
+    @property
+    def task(self) -> asyncio.Task[Any]:
+        assert self._task is not None
+        return self._task
+
+    async def _settled(self) -> Any:
+        """The underlying call once known, or the AioRpcError pymesh answered with."""
+        try:
+            result = await asyncio.shield(self.task)
+        except grpc.aio.AioRpcError as err:
+            return self._call if self._call is not None else err
+        if self._streaming:
+            return result
+        return self._call
+
+    async def _underlying(self) -> Any:
+        # For the streaming shapes: the real call, or raise the local error.
+        return await self.task
+
+    # unary response ------------------------------------------------------------------
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self._streaming:
+            return self._await_stream().__await__()
+        return self.task.__await__()
+
+    async def _await_stream(self) -> Any:
+        call = await self._underlying()
+        return await call
+
+    # streaming response ----------------------------------------------------------------
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        call = await self._underlying()
+        async for item in call:
+            yield item
+
+    async def read(self) -> Any:
+        call = await self._underlying()
+        return await call.read()
+
+    async def write(self, request: Any) -> None:
+        call = await self._underlying()
+        await call.write(request)
+
+    async def done_writing(self) -> None:
+        call = await self._underlying()
+        await call.done_writing()
+
+    # grpc.aio.Call ---------------------------------------------------------------------
+    async def initial_metadata(self) -> Any:
+        call = await self._settled()
+        return await call.initial_metadata() if call is not None else grpc.aio.Metadata()
+
+    async def trailing_metadata(self) -> Any:
+        call = await self._settled()
+        return await call.trailing_metadata() if call is not None else grpc.aio.Metadata()
+
+    async def code(self) -> grpc.StatusCode:
+        call = await self._settled()
+        return await call.code() if call is not None else grpc.StatusCode.UNKNOWN  # type: ignore[no-any-return]
+
+    async def details(self) -> str:
+        call = await self._settled()
+        return await call.details() if call is not None else ""  # type: ignore[no-any-return]
+
+    async def wait_for_connection(self) -> None:
+        call = await self._settled()
+        if call is not None:
+            await call.wait_for_connection()
+
+    def cancelled(self) -> bool:
+        call = self._call
+        return self.task.cancelled() or (call is not None and call.cancelled())
+
+    def done(self) -> bool:
+        if not self.task.done():
+            return False
+        call = self._call
+        return call is None or not self._streaming or bool(call.done())
+
+    def time_remaining(self) -> float | None:
+        call = self._call
+        return call.time_remaining() if call is not None else None
+
+    def cancel(self) -> bool:
+        call = self._call
+        cancelled = call.cancel() if call is not None else False
+        return bool(self.task.cancel() or cancelled)
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        if self._streaming:
+            self.task.add_done_callback(lambda _t: self._add_stream_callback(callback))
+        elif self.task.done():
+            callback(self)
+        else:
+            self._callbacks.append(callback)
+
+    def _add_stream_callback(self, callback: Callable[[Any], None]) -> None:
+        call = self._call
+        if call is None:
+            callback(self)
+        else:
+            call.add_done_callback(lambda _c: callback(self))
+
+
+class _MultiCallable:
+    def __init__(
+        self, channel: MeshAioChannel, method: str, ser: Serializer, deser: Deserializer
+    ) -> None:
+        self._channel = channel
+        self._method = method
+        self._ser = ser
+        self._deser = deser
+        self._cache: dict[int, tuple[grpc.aio.Channel, Any]] = {}
+
+    def _real(self, sub: grpc.aio.Channel, kind: str) -> Any:
+        hit = self._cache.get(id(sub))
+        if hit is not None and hit[0] is sub:
+            return hit[1]
+        mc = getattr(sub, kind)(self._method, self._ser, self._deser, _registered_method=True)
+        self._cache[id(sub)] = (sub, mc)
+        return mc
+
+
+class _UnaryUnary(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[misc]
+    def __call__(
+        self,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> _MeshCall:
+        mesh_call = _MeshCall(streaming=False)
+        kw = {"credentials": credentials, "wait_for_ready": wait_for_ready}
+        kw["compression"] = compression
+
+        async def run() -> Any:
+            ch = self._channel
+            p = await ch.prepare(self._method, timeout, metadata)
+            if p is None:
+                call = self._real(ch.direct(), "unary_unary")(
+                    request, timeout=timeout, metadata=metadata, **kw
+                )
+                mesh_call.set_call(call)
+                return await call
+
+            def invoke(sub: grpc.aio.Channel, t: float | None, md: OutMetadata) -> Any:
+                return self._real(sub, "unary_unary")(request, timeout=t, metadata=md, **kw)
+
+            return await ch.unary_response(p, invoke, mesh_call.set_call)
+
+        return mesh_call.start(run())
+
+
+async def _buffer(requests: Any) -> list[Any]:
+    if isinstance(requests, AsyncIterable):
+        return [r async for r in requests]
+    return list(requests)
+
+
+class _StreamUnary(_MultiCallable, grpc.aio.StreamUnaryMultiCallable):  # type: ignore[misc]
+    def __call__(
+        self,
+        request_iterator: Any = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> _MeshCall:
+        kw = {"credentials": credentials, "wait_for_ready": wait_for_ready}
+        kw["compression"] = compression
+        ch = self._channel
+        if request_iterator is None:  # the write()/done_writing() API: one attempt
+            mesh_call = _MeshCall(streaming=True)
+
+            async def start_stream() -> Any:
+                p = await ch.prepare(self._method, timeout, metadata)
+                if p is None:
+                    call = self._real(ch.direct(), "stream_unary")(
+                        None, timeout=timeout, metadata=metadata, **kw
+                    )
+                    mesh_call.set_call(call)
+                    return call
+                call = ch.streaming(
+                    p,
+                    lambda sub, t, md: self._real(sub, "stream_unary")(
+                        None, timeout=t, metadata=md, **kw
+                    ),
+                )
+                mesh_call.set_call(call)
+                return call
+
+            return mesh_call.start(start_stream())
+
+        mesh_call = _MeshCall(streaming=False)
+
+        async def run() -> Any:
+            p = await ch.prepare(self._method, timeout, metadata)
+            if p is None:
+                call = self._real(ch.direct(), "stream_unary")(
+                    request_iterator, timeout=timeout, metadata=metadata, **kw
+                )
+                mesh_call.set_call(call)
+                return await call
+            requests = request_iterator
+            if attempts_of(p.plan) > 1:
+                requests = await _buffer(request_iterator)  # replayed by a retry
+
+            def invoke(sub: grpc.aio.Channel, t: float | None, md: OutMetadata) -> Any:
+                it = iter(requests) if isinstance(requests, list) else requests
+                return self._real(sub, "stream_unary")(it, timeout=t, metadata=md, **kw)
+
+            return await ch.unary_response(p, invoke, mesh_call.set_call)
+
+        return mesh_call.start(run())
+
+
+class _Streaming(_MultiCallable):
+    _kind = ""
+
+    def _call(
+        self,
+        request: Any,
+        timeout: float | None,
+        metadata: Metadata | None,
+        kw: dict[str, Any],
+    ) -> _MeshCall:
+        ch = self._channel
+        mesh_call = _MeshCall(streaming=True)
+
+        async def start_stream() -> Any:
+            p = await ch.prepare(self._method, timeout, metadata)
+            if p is None:
+                call = self._real(ch.direct(), self._kind)(
+                    request, timeout=timeout, metadata=metadata, **kw
+                )
+                mesh_call.set_call(call)
+                return call
+            call = ch.streaming(
+                p,
+                lambda sub, t, md: self._real(sub, self._kind)(
+                    request, timeout=t, metadata=md, **kw
+                ),
+            )
+            mesh_call.set_call(call)
+            return call
+
+        return mesh_call.start(start_stream())
+
+
+class _UnaryStream(_Streaming, grpc.aio.UnaryStreamMultiCallable):  # type: ignore[misc]
+    _kind = "unary_stream"
+
+    def __call__(
+        self,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> _MeshCall:
+        kw = {"credentials": credentials, "wait_for_ready": wait_for_ready}
+        kw["compression"] = compression
+        return self._call(request, timeout, metadata, kw)
+
+
+class _StreamStream(_Streaming, grpc.aio.StreamStreamMultiCallable):  # type: ignore[misc]
+    _kind = "stream_stream"
+
+    def __call__(
+        self,
+        request_iterator: Any = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> _MeshCall:
+        kw = {"credentials": credentials, "wait_for_ready": wait_for_ready}
+        kw["compression"] = compression
+        return self._call(request_iterator, timeout, metadata, kw)
+
+
+def insecure_channel(
+    target: str,
+    mesh: Mesh,
+    options: Iterable[tuple[str, Any]] | None = None,
+    compression: grpc.Compression | None = None,
+) -> MeshAioChannel:
+    """A ``grpc.aio.Channel`` for ``xds:///name`` whose calls are routed by ``mesh``."""
+    return MeshAioChannel(target, mesh, options=options, compression=compression)
+
+
+def secure_channel(
+    target: str,
+    credentials: grpc.ChannelCredentials,
+    mesh: Mesh,
+    options: Iterable[tuple[str, Any]] | None = None,
+    compression: grpc.Compression | None = None,
+) -> MeshAioChannel:
+    """Like :func:`insecure_channel`, with ``credentials`` on every sub-channel."""
+    return MeshAioChannel(
+        target, mesh, credentials=credentials, options=options, compression=compression
+    )

