@@ -53,6 +53,7 @@ class PhaseStats:
     flaky_requests: int = 0
     retries: int = 0
     ejections: int = 0
+    returns: int = 0  # un-ejections: the host came back after its ejection time
     flaky_while_ejected: int = 0
     ejected_now: bool = False
     p50_ms: float = 0.0
@@ -94,7 +95,8 @@ class Traffic:
         self._seed = seed
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._inflight: Counter[int] = Counter()
         self._results: list[Result] = []
         self.phase = 0
         self.fatal: BaseException | None = None
@@ -116,8 +118,14 @@ class Traffic:
 
     def results(self, phase: int) -> list[Result]:
         """Results of ``phase`` so far."""
-        with self._lock:
+        with self._cond:
             return [r for r in self._results if r.phase == phase]
+
+    def wait_drained(self, phase: int, timeout: float = 15.0) -> None:
+        """Block until no request of ``phase`` is in flight (TimeoutError otherwise)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._inflight[phase] == 0, timeout):
+                raise TimeoutError(f"requests of phase {phase} still in flight after {timeout}s")
 
     def _run(self, index: int) -> None:
         rng = random.Random(self._seed * 1000 + index)
@@ -142,15 +150,21 @@ class Traffic:
         headers = {PHASE_HEADER: str(phase)}
         if test_user:
             headers[USER_HEADER] = self._test_user
+        with self._cond:
+            self._inflight[phase] += 1
+        status, backend = 0, ""
         started = time.perf_counter()
         try:
             r = self._client.get(self._url, headers=headers)
             status, backend = r.status_code, r.headers.get("x-backend", "")
         except httpx.HTTPError:
-            status, backend = 0, ""
-        latency = time.perf_counter() - started
-        with self._lock:
-            self._results.append(Result(phase, test_user, backend, status, latency))
+            pass  # counted as a user-visible failure (status 0)
+        finally:
+            latency = time.perf_counter() - started
+            with self._cond:
+                self._inflight[phase] -= 1
+                self._results.append(Result(phase, test_user, backend, status, latency))
+                self._cond.notify_all()
 
 
 def backend_attempts(backends: list[EchoBackend], phase: int) -> dict[str, list[tuple[int, float]]]:

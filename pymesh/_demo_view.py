@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -80,8 +81,13 @@ def _setup_lines(info: DemoInfo) -> list[str]:
 def phase_lines(s: PhaseStats) -> list[str]:
     """The plain report of one finished phase (the e2e test parses these lines)."""
     user_total = sum(s.test_user.values())
-    ejected = f"ejected {s.ejections}× in this phase" if s.ejections else "not ejected"
-    if s.ejected_now and not s.ejections:
+    events = []
+    if s.returns:
+        events.append(f"returned {s.returns}× (ejection time over)")
+    if s.ejections:
+        events.append(f"ejected {s.ejections}×")
+    ejected = ", then ".join(events) if events else "not ejected"
+    if not events and s.ejected_now:
         ejected = "still ejected"
     return [
         f"      traffic    {s.requests} requests: {_versions(s.by_version)}",
@@ -175,29 +181,33 @@ class RichView:
         self._live.start()
 
     def _render(self) -> Group:
-        table = Table(title="reviews:9080 — requests per version, live", expand=False)
-        for col in ("#", "phase", "xDS", "v1", "v2", "v3", "jason→v3", "user errors",
-                    "backend 5xx", "retries", "ejections", "p50 ms", "p99 ms"):
-            table.add_column(col, justify="left" if col in ("phase",) else "right")
+        table = Table(
+            title="requests to reviews:9080, per phase (live)",
+            box=box.SIMPLE_HEAD,
+            caption="split: % of requests served by v1/v2/v3 · jason: test user's requests "
+            "that went to v3 · err: user-visible errors · 5xx: answers from backends",
+        )
+        for col in ("#", "phase", "xDS", "split", "jason", "err", "5xx", "retry", "eject",
+                    "p50 ms", "p99 ms"):
+            table.add_column(col, justify="left" if col == "phase" else "right", no_wrap=True)
         rows = self._rows[-12:]
         if self._current is not None:
             rows = [*rows, self._current]
         for s in rows:
             user_total = sum(s.test_user.values())
-            style = "bold" if s is self._current else ""
             table.add_row(
                 str(s.index),
                 s.name,
                 s.xds_version,
-                *(f"{s.share(v):.0f}%" for v in VERSIONS),
+                "/".join(f"{s.share(v):.0f}" for v in VERSIONS),
                 f"{s.test_user['v3']}/{user_total}",
                 str(s.user_errors),
                 str(s.backend_5xx),
                 str(s.retries),
-                str(s.ejections) + (" (out)" if s.ejected_now else ""),
+                str(s.ejections) + ("*" if s.ejected_now else ""),
                 f"{s.p50_ms:.1f}",
                 f"{s.p99_ms:.1f}",
-                style=style,
+                style="bold" if s is self._current else "",
             )
         say = Text(f"now: {self._current.say}" if self._current else "", style="cyan")
         return Group(table, say)

@@ -148,10 +148,12 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         return grpc.insecure_channel(address, self._options, self._compression)
 
     def _on_new_sub(self, address: str, sub: grpc.Channel) -> None:
+        # Sticky TRANSIENT_FAILURE (as gRPC's round_robin): an endpoint stays avoided
+        # through its reconnect attempts until it is READY again.
         def watch(c: grpc.ChannelConnectivity) -> None:
             if c is _TF:
                 self._failing.add(address)
-            else:
+            elif c is grpc.ChannelConnectivity.READY:
                 self._failing.discard(address)
 
         sub.subscribe(watch, try_to_connect=False)

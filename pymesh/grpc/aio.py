@@ -12,6 +12,7 @@ starts when it is made (as in grpc.aio); unary-response calls are retried per A4
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable
 from typing import Any
@@ -39,6 +40,7 @@ __all__ = ["MeshAioChannel", "insecure_channel", "secure_channel"]
 Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
 _TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+_READY = grpc.ChannelConnectivity.READY
 
 
 def _error(status: LocalStatus) -> grpc.aio.AioRpcError:
@@ -64,6 +66,7 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         )
         self._direct: grpc.aio.Channel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._failing: set[str] = set()
 
     # -- grpc.aio.Channel ---------------------------------------------------------------
 
@@ -114,10 +117,8 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
 
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
         while self.get_state() is last_observed_state:
-            try:
+            with contextlib.suppress(MeshError):
                 await self.mesh.wait_state_async(self._slot, None)
-            except MeshError:
-                pass
             if self.get_state() is last_observed_state:
                 return  # settled without changing (e.g. an error that persists)
 
@@ -151,6 +152,7 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         return grpc.aio.insecure_channel(address, self._options, self._compression)
 
     def _close_sub(self, address: str, sub: grpc.aio.Channel) -> None:
+        self._failing.discard(address)
         self.spawn(sub.close(None))
 
     def spawn(self, coro: Any) -> None:
@@ -160,8 +162,16 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         task.add_done_callback(self._tasks.discard)
 
     def avoid(self) -> set[str]:
-        # aio channels answer get_state() cheaply, so ask at pick time (no watcher threads).
-        return {a for a, sub in list(self._subs.items()) if sub.get_state(False) is _TF}
+        # aio channels answer get_state() cheaply, so ask at pick time (no watcher
+        # threads). Sticky as gRPC's round_robin: avoided from TRANSIENT_FAILURE to READY.
+        failing = self._failing
+        for address, sub in list(self._subs.items()):
+            state = sub.get_state(False)
+            if state is _TF:
+                failing.add(address)
+            elif state is _READY:
+                failing.discard(address)
+        return failing
 
     def direct(self) -> grpc.aio.Channel:
         if self._direct is None:
@@ -358,23 +368,37 @@ class _MeshCall(
     # grpc.aio.Call ---------------------------------------------------------------------
     async def initial_metadata(self) -> Any:
         call = await self._settled()
+        if isinstance(call, grpc.aio.AioRpcError):
+            return call.initial_metadata()
         return await call.initial_metadata() if call is not None else grpc.aio.Metadata()
 
     async def trailing_metadata(self) -> Any:
         call = await self._settled()
+        if isinstance(call, grpc.aio.AioRpcError):
+            return call.trailing_metadata()
         return await call.trailing_metadata() if call is not None else grpc.aio.Metadata()
 
     async def code(self) -> grpc.StatusCode:
         call = await self._settled()
-        return await call.code() if call is not None else grpc.StatusCode.UNKNOWN  # type: ignore[no-any-return]
+        if isinstance(call, grpc.aio.AioRpcError):
+            return call.code()
+        if call is None:
+            return grpc.StatusCode.UNKNOWN
+        code: grpc.StatusCode = await call.code()
+        return code
 
     async def details(self) -> str:
         call = await self._settled()
-        return await call.details() if call is not None else ""  # type: ignore[no-any-return]
+        if isinstance(call, grpc.aio.AioRpcError):
+            return call.details() or ""
+        if call is None:
+            return ""
+        details: str = await call.details()
+        return details
 
     async def wait_for_connection(self) -> None:
         call = await self._settled()
-        if call is not None:
+        if call is not None and not isinstance(call, grpc.aio.AioRpcError):
             await call.wait_for_connection()
 
     def cancelled(self) -> bool:

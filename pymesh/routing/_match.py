@@ -17,17 +17,22 @@ Semantics follow Envoy's ``RouteEntryImplBase::matchRoute`` and the path entry t
   ``present_match: true`` requires the parameter, ``false`` requires it to be absent;
 - ``runtime_fraction`` matches when ``random_value % denominator < numerator``.
 
+- header names ``:path``, ``:authority``, ``:method`` read the request's fields, and
+  ``host`` reads the authority (Envoy keeps Host as ``:authority``; verified on 1.40);
+- string matchers with ``ignore_case`` fold ASCII only (``absl`` semantics).
+
 Every check is a pure function of the request, so the order of evaluation does not change
-the result; the bool functions here are the hot path, the ``*_reason`` twins feed
-``explain`` and are kept in step by the tests.
+the result. Each matcher is compiled into a specialised closure (the hot path); the
+``*_reason`` functions used by ``explain`` call the same closures, then describe.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from operator import methodcaller
 from typing import Any
+
+import re2
 
 from pymesh.routing._request import RequestInfo, ascii_lower
 from pymesh.xds.resources.matchers import (
@@ -66,6 +71,28 @@ def describe_string_matcher(sm: StringMatcher) -> str:
     return f"{kind} {sm.value!r}" + (" (ignore case)" if sm.ignore_case else "")
 
 
+def re2_fullmatcher(regex: Any) -> Callable[[str], bool]:
+    """A boolean full-match test for a compiled ``re2`` regex.
+
+    google-re2's ``fullmatch`` builds a Match object and maps byte offsets back to
+    characters, which dominates routing time; when the wrapper exposes its RE2 object we
+    call ``RE2.Match`` on the UTF-8 bytes directly (about 7x faster), else fall back.
+    """
+    raw = getattr(regex, "_regexp", None)
+    match = getattr(raw, "Match", None)
+    anchor = getattr(getattr(getattr(re2, "_re2", None), "RE2", None), "Anchor", None)
+    both = getattr(anchor, "ANCHOR_BOTH", None)
+    if match is None or both is None:
+        fullmatch = regex.fullmatch
+        return lambda s: fullmatch(s) is not None
+
+    def fast(s: str) -> bool:
+        data = s.encode()
+        return bool(match(both, data, 0, len(data))[0][0] != -1)
+
+    return fast
+
+
 _REGEX_META = frozenset("\\^$.|?*+()[]{}")
 
 
@@ -97,8 +124,7 @@ def string_test(sm: StringMatcher) -> Callable[[str], bool]:
     kind, value = sm.kind, sm.value
     if kind == "safe_regex":
         # ignore_case does not apply to regexes (Envoy).
-        fullmatch = ensure_compiled(sm).regex.fullmatch
-        return lambda s: fullmatch(s) is not None
+        return re2_fullmatcher(ensure_compiled(sm).regex)
     if sm.ignore_case:
         low = ascii_lower(value)
         if kind == "exact":
@@ -111,10 +137,11 @@ def string_test(sm: StringMatcher) -> Callable[[str], bool]:
     if kind == "exact":
         return value.__eq__
     if kind == "prefix":
-        return methodcaller("startswith", value)
+        n = len(value)
+        return lambda s: s[:n] == value
     if kind == "suffix":
-        return methodcaller("endswith", value)
-    return methodcaller("__contains__", value)
+        return lambda s: s.endswith(value)
+    return lambda s: value in s
 
 
 def _value_test(hm: HeaderMatcher) -> Callable[[str], bool]:
@@ -136,7 +163,7 @@ def header_test(hm: HeaderMatcher) -> Callable[[RequestInfo], bool]:
     """Envoy's ``HeaderData::matchesHeaders`` for one matcher, specialised."""
     name = hm.name.lower()
     invert = hm.invert_match
-    pseudo = name.startswith(":")
+    pseudo = name.startswith(":") or name == "host"
     present = hm.present_match
     if present is not None:
 
@@ -299,12 +326,12 @@ class CompiledMatch:
         """A specialised one-argument test; C-level callables where possible."""
         kind, cmp = self.kind, self.path_cmp
         if kind == REGEX:
-            fullmatch = self.regex.fullmatch
+            fullmatch = re2_fullmatcher(self.regex)
             literal = regex_literal_prefix(self.path)
             if literal:
                 # Cheap reject: a full match must start with the pattern's literal prefix.
-                return lambda bare: bare.startswith(literal) and fullmatch(bare) is not None
-            return lambda bare: fullmatch(bare) is not None
+                return lambda bare: bare.startswith(literal) and fullmatch(bare)
+            return fullmatch
         if kind == SEPARATED:
             n = len(cmp)
             if self.case_sensitive:
@@ -312,7 +339,9 @@ class CompiledMatch:
             return lambda bare: _separated(ascii_lower(bare), cmp, n)
         if self.case_sensitive:
             if kind == PREFIX:
-                return methodcaller("startswith", cmp)
+                n = len(cmp)
+                # Slicing measured faster than startswith/methodcaller on CPython 3.11.
+                return lambda bare: bare[:n] == cmp
             return cmp.__eq__
         if kind == PREFIX:
             return lambda bare: ascii_lower(bare).startswith(cmp)

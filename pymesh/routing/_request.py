@@ -113,7 +113,10 @@ class RequestInfo:
         return query
 
     def header(self, name: str) -> str | None:
-        """The value of header ``name`` (lower-case), pseudo-headers included, or None."""
+        """The value of header ``name`` (lower-case), or None.
+
+        ``:path``, ``:authority`` (also ``host``) and ``:method`` come from the fields.
+        """
         if name[:1] == ":":
             if name == ":path":
                 return self.path
@@ -121,6 +124,9 @@ class RequestInfo:
                 return self.authority
             if name == ":method":
                 return self.method
+        elif name == "host":
+            # Envoy keeps Host as :authority; a matcher on "host" sees it (Envoy 1.40).
+            return self.authority
         return self.headers.get(name)
 
     def __repr__(self) -> str:

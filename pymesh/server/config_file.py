@@ -32,6 +32,7 @@ Schema (every key is optional unless marked; unknown keys are errors)::
           - split: {v1: 90, v2: 10}
         traffic_policy:
           lb: ROUND_ROBIN           # LEAST_REQUEST | RANDOM | RING_HASH | MAGLEV
+                                    # (see docs/mesh-file.md for what gRPC gets)
           hash_on: {header: x-user} # or {cookie: name} | {query: name} | {source_ip: true}
           outlier_detection: {consecutive_5xx: 5, interval: 10s, base_ejection_time: 30s,
                               max_ejection_percent: 50}   # any OutlierDetection field
@@ -80,6 +81,11 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
+from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
+from envoy.extensions.load_balancing_policies.random.v3 import random_pb2
+from envoy.extensions.load_balancing_policies.ring_hash.v3 import ring_hash_pb2
+from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2 as tls_common_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -110,12 +116,27 @@ _T = TypeVar("_T")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*$")
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _HOST = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-_LB = {
+_LB = ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV")
+# Policies gRPC accepts in the lb_policy enum; the others go in load_balancing_policy as a
+# list whose first entry Envoy (and pymesh) use, followed by a close match for clients
+# without it (gRPC takes the first policy it supports).
+_LB_ENUM = {
     "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
-    "LEAST_REQUEST": cluster_pb2.Cluster.LEAST_REQUEST,
-    "RANDOM": cluster_pb2.Cluster.RANDOM,
     "RING_HASH": cluster_pb2.Cluster.RING_HASH,
-    "MAGLEV": cluster_pb2.Cluster.MAGLEV,
+}
+_LB_LIST: dict[str, tuple[tuple[str, Callable[[], Message]], ...]] = {
+    "LEAST_REQUEST": (
+        ("envoy.load_balancing_policies.least_request", least_request_pb2.LeastRequest),
+        ("envoy.load_balancing_policies.round_robin", round_robin_pb2.RoundRobin),
+    ),
+    "RANDOM": (
+        ("envoy.load_balancing_policies.random", random_pb2.Random),
+        ("envoy.load_balancing_policies.round_robin", round_robin_pb2.RoundRobin),
+    ),
+    "MAGLEV": (
+        ("envoy.load_balancing_policies.maglev", maglev_pb2.Maglev),
+        ("envoy.load_balancing_policies.ring_hash", ring_hash_pb2.RingHash),
+    ),
 }
 _RETRY_ON = frozenset(
     {
@@ -541,7 +562,7 @@ def _load_assignment(name: str, eps: list[_Endpoint]) -> endpoint_pb2.ClusterLoa
 
 @dataclass
 class _Policy:
-    lb: int = cluster_pb2.Cluster.ROUND_ROBIN
+    lb: str = "ROUND_ROBIN"
     hash_policy: list[route_components_pb2.RouteAction.HashPolicy] = field(default_factory=list)
     outlier: outlier_detection_pb2.OutlierDetection | None = None
     breakers: circuit_breaker_pb2.CircuitBreakers | None = None
@@ -558,7 +579,7 @@ def _traffic_policy(ctx: _Ctx, info: _ServiceInfo, value: object, where: str) ->
     if "lb" in tp:
         if tp["lb"] not in _LB:
             ctx.fail(f"{where}.lb", f"unknown lb {tp['lb']!r}; use one of {', '.join(_LB)}")
-        pol.lb = _LB[tp["lb"]]
+        pol.lb = tp["lb"]
     if "hash_on" in tp:
         if tp.get("lb") not in ("RING_HASH", "MAGLEV"):
             ctx.fail(f"{where}.hash_on", "hash_on needs lb: RING_HASH or MAGLEV")
@@ -655,7 +676,7 @@ def _cluster(name: str, protocol: str, pol: _Policy) -> cluster_pb2.Cluster:
     c = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,
-        lb_policy=pol.lb,
+        lb_policy=_LB_ENUM.get(pol.lb, cluster_pb2.Cluster.ROUND_ROBIN),
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
             eds_config=config_source_pb2.ConfigSource(
                 ads=config_source_pb2.AggregatedConfigSource(),
@@ -664,6 +685,10 @@ def _cluster(name: str, protocol: str, pol: _Policy) -> cluster_pb2.Cluster:
             service_name=name,
         ),
     )
+    for name_, factory in _LB_LIST.get(pol.lb, ()):
+        ext = c.load_balancing_policy.policies.add().typed_extension_config
+        ext.name = name_
+        ext.typed_config.CopyFrom(_pack(factory()))
     if protocol in ("http2", "grpc"):
         opts = http_protocol_options_pb2.HttpProtocolOptions()
         opts.explicit_http_config.http2_protocol_options.SetInParent()
@@ -798,7 +823,9 @@ def _match(ctx: _Ctx, value: object, where: str) -> route_components_pb2.RouteMa
         if not arg.startswith("/"):
             ctx.fail(f"{where}.{kind}", f"{kind} must start with '/'; got {arg!r}")
         setattr(m, kind, arg)
-    for name, hv in (spec.get("headers") or {}).items():
+    headers = ctx.typed(spec.get("headers") or {}, dict, f"{where}.headers", "a mapping")
+    query = ctx.typed(spec.get("query") or {}, dict, f"{where}.query", "a mapping")
+    for name, hv in headers.items():
         hw = f"{where}.headers.{name}"
         hm = m.headers.add(name=str(name))
         hspec = {"exact": hv} if isinstance(hv, str) else hv
@@ -811,7 +838,7 @@ def _match(ctx: _Ctx, value: object, where: str) -> route_components_pb2.RouteMa
             hm.present_match = ctx.typed(hspec["present"], bool, f"{hw}.present", "a bool")
         else:
             hm.string_match.CopyFrom(_string_matcher(ctx, kinds[0], hspec[kinds[0]], hw))
-    for name, qv in (spec.get("query") or {}).items():
+    for name, qv in query.items():
         qw = f"{where}.query.{name}"
         qm = m.query_parameters.add(name=str(name))
         if qv == "present":

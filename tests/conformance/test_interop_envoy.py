@@ -157,7 +157,16 @@ def test_envoy_accepts_every_mesh_feature(
                         "max_retries": 3,
                     },
                 },
-            }
+            },
+            # Every LB policy, so Envoy validates each compiled form.
+            **{
+                f"lb-{lb.lower().replace('_', '-')}": {
+                    "port": 9000,
+                    "endpoints": [b1.address],
+                    "traffic_policy": {"lb": lb},
+                }
+                for lb in ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV")
+            },
         }
     }
     port = free_port()

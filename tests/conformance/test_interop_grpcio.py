@@ -63,6 +63,37 @@ def mesh(a: GrpcEchoBackend, b: GrpcEchoBackend) -> dict[str, Any]:
     }
 
 
+def write_bootstrap(path: Path, cp: ControlPlane) -> dict[str, str]:
+    path.write_text(
+        json.dumps(
+            {
+                "xds_servers": [
+                    {
+                        "server_uri": cp.address,
+                        "channel_creds": [{"type": "insecure"}],
+                        "server_features": ["xds_v3"],
+                    }
+                ],
+                "node": {"id": NODE, "cluster": "pymesh-test"},
+            }
+        )
+    )
+    return {**os.environ, "GRPC_XDS_BOOTSTRAP": str(path)}
+
+
+def run_client(env: dict[str, str], calls: list[list[Any]]) -> dict[str, dict[str, int]]:
+    proc = subprocess.run(
+        [sys.executable, "-c", CLIENT, json.dumps(calls), ECHO_METHOD],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result: dict[str, dict[str, int]] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
 def test_grpcio_xds_client_follows_routes(tmp_path: Path) -> None:
     with (
         GrpcEchoBackend("a") as a,
@@ -71,36 +102,13 @@ def test_grpcio_xds_client_follows_routes(tmp_path: Path) -> None:
     ):
         snap = compile_mesh(mesh(a, b), "test")
         cp.set_snapshot(snap)
-        bootstrap = tmp_path / "bootstrap.json"
-        bootstrap.write_text(
-            json.dumps(
-                {
-                    "xds_servers": [
-                        {
-                            "server_uri": cp.address,
-                            "channel_creds": [{"type": "insecure"}],
-                            "server_features": ["xds_v3"],
-                        }
-                    ],
-                    "node": {"id": NODE, "cluster": "pymesh-test"},
-                }
-            )
-        )
+        env = write_bootstrap(tmp_path / "bootstrap.json", cp)
         calls = [
             ["jason", [["x-user", "jason"]], 20],
             ["default", [], 20],
             ["split", [["x-split", "yes"]], 100],
         ]
-        env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)}
-        proc = subprocess.run(
-            [sys.executable, "-c", CLIENT, json.dumps(calls), ECHO_METHOD],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=100,
-        )
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        seen = json.loads(proc.stdout.strip().splitlines()[-1])
+        seen = run_client(env, calls)
         assert seen["jason"] == {"b": 20}
         assert seen["default"] == {"a": 20}
         # 50/50 over 100 calls: both sides get a fair share (P(< 20) is about 1e-9).
@@ -110,3 +118,26 @@ def test_grpcio_xds_client_follows_routes(tmp_path: Path) -> None:
         assert cp.nacks == []
         acked = {x.type_url for x in cp.acks if x.node_id == NODE and x.version == snap.version}
         assert acked == {LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE}
+
+
+def test_grpcio_accepts_every_lb_policy(tmp_path: Path) -> None:
+    """LEAST_REQUEST, RANDOM and MAGLEV go in load_balancing_policy with a gRPC fallback."""
+    lbs = ["ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV"]
+    with GrpcEchoBackend("a") as a, ControlPlane() as cp:
+        services: dict[str, Any] = {
+            f"lb{i}": {
+                "port": 50051,
+                "endpoints": [a.address],
+                "traffic_policy": {"lb": lb}
+                | ({"hash_on": {"header": "x-user"}} if lb in ("RING_HASH", "MAGLEV") else {}),
+            }
+            for i, lb in enumerate(lbs)
+        }
+        services["echo"] = {"port": 50051, "routes": [{"split": {s: 1 for s in services}}]}
+        snap = compile_mesh({"services": services}, "test")
+        cp.set_snapshot(snap)
+        env = write_bootstrap(tmp_path / "bootstrap.json", cp)
+        seen = run_client(env, [["all", [["x-user", "u1"]], 30]])
+        assert seen["all"] == {"a": 30}
+        assert cp.nacks == []
+        cp.wait_for_ack(CLUSTER_TYPE, snap.version, 30, node_id=NODE)

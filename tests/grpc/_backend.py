@@ -11,6 +11,7 @@ import grpc
 
 SERVICE = "pymesh.test.Echo"
 ECHO = f"/{SERVICE}/Echo"
+ECHO2 = f"/{SERVICE}/Echo2"
 SPLIT = f"/{SERVICE}/Split"
 COLLECT = f"/{SERVICE}/Collect"
 CHAT = f"/{SERVICE}/Chat"
@@ -37,6 +38,8 @@ class Backend:
         self.fail_code = fail_code
         self.calls: dict[str, int] = {}
         self.metadata: list[dict[str, Any]] = []
+        #: attempts seen per ``x-req-id`` (calls carrying ``x-fail-until: N`` fail N times)
+        self.attempts: dict[str, int] = {}
         self.compressions: list[str | None] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -54,8 +57,19 @@ class Backend:
             if n <= self.fail_first:
                 context.abort(self.fail_code, f"{self.name}: failing call {n}")
 
+        def per_id_failure(context: grpc.ServicerContext) -> None:
+            md = dict(context.invocation_metadata())
+            rid = md.get("x-req-id")
+            if not isinstance(rid, str):
+                return
+            with self._lock:
+                n = self.attempts[rid] = self.attempts.get(rid, 0) + 1
+            if n <= int(md.get("x-fail-until", "0")):
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name}: {rid} attempt {n}")
+
         def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
             maybe_fail(count("Echo", context), context)
+            per_id_failure(context)
             context.set_trailing_metadata((("x-backend", self.name),))
             return self.name.encode() + b":" + request
 
@@ -88,6 +102,7 @@ class Backend:
             SERVICE,
             {
                 "Echo": grpc.unary_unary_rpc_method_handler(echo),
+                "Echo2": grpc.unary_unary_rpc_method_handler(echo),
                 "Split": grpc.unary_stream_rpc_method_handler(split),
                 "Collect": grpc.stream_unary_rpc_method_handler(collect),
                 "Chat": grpc.stream_stream_rpc_method_handler(chat),
@@ -129,3 +144,44 @@ def bootstrap(cp_address: str, node: str = "test") -> dict[str, Any]:
         ],
         "node": {"id": node},
     }
+
+
+def edit_routes(snap: Any, fn: Any, suffix: str = "-edited") -> Any:
+    """A copy of ``snap`` with ``fn(route_config)`` applied to every RouteConfiguration
+    (for fields the mesh file has no key for: hash policies, max_stream_duration...)."""
+    from pymesh.server import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Snapshot
+
+    routes = []
+    for rc in snap.get(ROUTE_TYPE).values():
+        copy = type(rc)()
+        copy.CopyFrom(rc)
+        fn(copy)
+        routes.append(copy)
+    return Snapshot.of(
+        snap.version + suffix,
+        listeners=snap.get(LISTENER_TYPE).values(),
+        routes=routes,
+        clusters=snap.get(CLUSTER_TYPE).values(),
+        endpoints=snap.get(ENDPOINT_TYPE).values(),
+    )
+
+
+def all_routes(rc: Any) -> Iterator[Any]:
+    for vh in rc.virtual_hosts:
+        yield from vh.routes
+
+
+TARGET = "xds:///echo:50051"
+
+
+def echo_service(**service: Any) -> dict[str, Any]:
+    """A mesh file with one gRPC service ``echo:50051``."""
+    return {"services": {"echo": {"port": 50051, "protocol": "grpc", **service}}}
+
+
+def serve(cp: Any, service: dict[str, Any]) -> Any:
+    from pymesh.server import compile_mesh
+
+    snap = compile_mesh(service, "test")
+    cp.set_snapshot(snap)
+    return snap

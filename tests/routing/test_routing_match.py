@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pytest
+import re2
 from routing_helpers import hdr, match, qp, req, route, sm, table
 
-from pymesh.routing._match import parse_int64
+from pymesh.routing._match import parse_int64, re2_fullmatcher, regex_literal_prefix
 from pymesh.xds.resources.route import (
     DirectResponseAction,
     NonForwardingAction,
@@ -111,6 +112,8 @@ HEADER_CASES = [
     (hdr(":method", sm("exact", "POST")), {}, False),
     (hdr(":authority", sm("exact", "svc")), {}, True),
     (hdr(":path", sm("prefix", "/p?")), {}, True),
+    (hdr("host", sm("exact", "svc")), {}, True),  # Envoy 1.40: "host" is :authority
+    (hdr("host", sm("exact", "other")), {"host": "other"}, False),
     # a single header value containing a comma is one value
     (hdr("x", sm("exact", "a,b")), {"x": "a,b"}, True),
     (hdr("x", sm("exact", "a")), {"x": "a,b"}, False),
@@ -248,3 +251,66 @@ def test_cluster_header() -> None:
 )
 def test_parse_int64(value: str, expected: int | None) -> None:
     assert parse_int64(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "literal"),
+    [
+        ("/re23/[0-9]+", "/re23/"),
+        ("/ab*", "/a"),
+        ("/ab?", "/a"),
+        ("/ab+", "/a"),
+        ("/ab{2}", "/a"),
+        ("/a|/b", ""),
+        ("^/a", ""),
+        ("/a(b)", "/a"),
+        ("/a\\.b", "/a"),
+        ("(?i)/a", ""),
+        ("abc", "abc"),
+        ("a*", ""),
+        ("", ""),
+    ],
+)
+def test_regex_literal_prefix(pattern: str, literal: str) -> None:
+    assert regex_literal_prefix(pattern) == literal
+
+
+REGEX_PATTERNS = [
+    "/re23/[0-9]+",
+    "/ab*",
+    "/a|/b",
+    "/a(b|c)d?",
+    "/é+x",
+    "(?i)/ab",
+    "",
+    ".*",
+    "/a\\.b",
+]
+REGEX_INPUTS = [
+    "",
+    "/",
+    "/a",
+    "/ab",
+    "/abbb",
+    "/b",
+    "/re23/1",
+    "/re23/",
+    "/acd",
+    "/ééx",
+    "/AB",
+    "/a.b",
+]
+
+
+@pytest.mark.parametrize("pattern", REGEX_PATTERNS)
+def test_fast_regex_paths_agree_with_re2_fullmatch(pattern: str) -> None:
+    regex = re2.compile(pattern)
+    fast = re2_fullmatcher(regex)
+    literal = regex_literal_prefix(pattern)
+    t = table(route(match("safe_regex", pattern), "hit"))
+    for s in REGEX_INPUTS:
+        expected = regex.fullmatch(s) is not None
+        assert fast(s) is expected, (pattern, s)
+        if expected:
+            assert s.startswith(literal)
+        assert (t.select(req(s), 0) is not None) is expected, (pattern, s)

@@ -477,3 +477,25 @@ def test_example_mesh_file_compiles() -> None:
     snap = load_config_file(example)
     assert sorted(snap.get(LISTENER_TYPE)) == ["ratings:50051", "reviews:9080"]
     assert "outbound|9080|v2|reviews" in snap.get(CLUSTER_TYPE)
+
+
+@pytest.mark.parametrize(
+    ("lb", "enum", "policies"),
+    [
+        ("ROUND_ROBIN", cluster_pb2.Cluster.ROUND_ROBIN, []),
+        ("RING_HASH", cluster_pb2.Cluster.RING_HASH, []),
+        ("LEAST_REQUEST", cluster_pb2.Cluster.ROUND_ROBIN, ["least_request", "round_robin"]),
+        ("RANDOM", cluster_pb2.Cluster.ROUND_ROBIN, ["random", "round_robin"]),
+        ("MAGLEV", cluster_pb2.Cluster.ROUND_ROBIN, ["maglev", "ring_hash"]),
+    ],
+)
+def test_lb_policy_forms(lb: str, enum: int, policies: list[str]) -> None:
+    snap = compile_mesh({"services": {"a": {"port": 80, "traffic_policy": {"lb": lb}}}})
+    c = snap.get(CLUSTER_TYPE)["outbound|80||a"]
+    assert isinstance(c, cluster_pb2.Cluster)
+    assert c.lb_policy == enum
+    names = [p.typed_extension_config.name for p in c.load_balancing_policy.policies]
+    assert names == [f"envoy.load_balancing_policies.{p}" for p in policies]
+    for p in c.load_balancing_policy.policies:
+        short = p.typed_extension_config.name.rsplit(".", 1)[1]
+        assert f".{short}.v3." in p.typed_extension_config.typed_config.type_url

@@ -167,7 +167,7 @@ class XdsClient:
         self._send_queue: asyncio.Queue[Any] | None = None
         self._stream_up = False
         self._node_sent = False
-        self._wake: asyncio.Event | None = None
+        self._connect_error: str | None = None  # set while the server is unreachable
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("connected" if self.stats.connected else "idle")
@@ -188,7 +188,6 @@ class XdsClient:
 
             def run() -> None:
                 asyncio.set_event_loop(loop)
-                self._wake = asyncio.Event()
                 self._main = loop.create_task(self._run())
                 loop.call_soon(ready.set)
                 try:
@@ -315,6 +314,11 @@ class XdsClient:
             res = ts.resources[name] = _Resource(name)
             res.watchers.append(watcher)
             self._send_request(ts)
+            if self._connect_error is not None and not self._stream_up:
+                err = self._error(self._connect_error, name)
+                asyncio.get_running_loop().call_soon(
+                    self._notify_one, watcher, "on_error", name, err
+                )
             return
         res.watchers.append(watcher)
         loop = asyncio.get_running_loop()
@@ -508,14 +512,15 @@ class XdsClient:
 
     async def _wait_ready(self, channel: grpc.aio.Channel) -> None:
         """Wait for a connection; pending watchers hear once when connecting fails."""
-        reported = False
         state = channel.get_state(try_to_connect=True)
         while state != grpc.ChannelConnectivity.READY:
-            if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE and not reported:
-                reported = True
-                self._notify_pending(f"cannot connect to xDS server {self.server.server_uri}")
+            if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE and not self._connect_error:
+                # Resources watched later during this outage are told in _watch.
+                self._connect_error = f"cannot connect to xDS server {self.server.server_uri}"
+                self._notify_pending(self._connect_error)
             await channel.wait_for_state_change(state)
             state = channel.get_state(try_to_connect=True)
+        self._connect_error = None
 
     async def _one_stream(self, channel: grpc.aio.Channel) -> bool:
         """Run one ADS stream until it fails; True if any response was received."""

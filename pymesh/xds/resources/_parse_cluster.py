@@ -328,7 +328,9 @@ def parse(msg: Any) -> Cluster:
     load_assignment = None
     if kind in ("STATIC", "STRICT_DNS", "LOGICAL_DNS") and msg.HasField("load_assignment"):
         sub = ctx.child("load_assignment", "ClusterLoadAssignment")
-        load_assignment = _parse_endpoint.cluster_load_assignment(sub, msg.load_assignment)
+        load_assignment = _parse_endpoint.cluster_load_assignment(
+            sub, msg.load_assignment, ip_only=kind == "STATIC"
+        )
     if kind == "LOGICAL_DNS" and (
         load_assignment is None
         or len(load_assignment.localities) != 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from pymesh.xds.resources._common import (
@@ -33,7 +34,7 @@ _HEALTH: dict[int, HealthStatus] = {
 _PPM = 1_000_000
 
 
-def _endpoint(ctx: Ctx, msg: Any, path: str) -> Endpoint:
+def _endpoint(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> Endpoint:
     if msg.WhichOneof("host_identifier") != "endpoint":
         ctx.fail(join(path, "endpoint"), "endpoint is required (named endpoints are not supported)")
     ep = msg.endpoint
@@ -45,6 +46,16 @@ def _endpoint(ctx: Ctx, msg: Any, path: str) -> Endpoint:
     sp = join(ap, "socket_address")
     if not sa.address:
         ctx.fail(join(sp, "address"), "address must not be empty")
+    if ip_only:
+        try:
+            ipaddress.ip_address(sa.address)
+        except ValueError:
+            # Envoy: only DNS clusters resolve names; EDS and STATIC need IP literals.
+            ctx.fail(
+                join(sp, "address"),
+                f"{sa.address!r} is not an IP address; host names need a STRICT_DNS or "
+                "LOGICAL_DNS cluster",
+            )
     if sa.WhichOneof("port_specifier") != "port_value":
         ctx.fail(join(sp, "port_value"), "port_value is required (named_port is not supported)")
     if not 0 < sa.port_value <= 65535:
@@ -62,9 +73,10 @@ def _endpoint(ctx: Ctx, msg: Any, path: str) -> Endpoint:
     return Endpoint(sa.address, int(sa.port_value), health, weight, ep.hostname)
 
 
-def _locality(ctx: Ctx, msg: Any, path: str) -> LocalityEndpoints:
+def _locality(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> LocalityEndpoints:
     endpoints = tuple(
-        _endpoint(ctx, e, join(path, f"lb_endpoints[{i}]")) for i, e in enumerate(msg.lb_endpoints)
+        _endpoint(ctx, e, join(path, f"lb_endpoints[{i}]"), ip_only)
+        for i, e in enumerate(msg.lb_endpoints)
     )
     total = sum(e.weight for e in endpoints)
     if total > UINT32_MAX:
@@ -89,14 +101,17 @@ def _locality(ctx: Ctx, msg: Any, path: str) -> LocalityEndpoints:
     )
 
 
-def cluster_load_assignment(ctx: Ctx, msg: Any) -> ClusterLoadAssignment:
-    """Parse a ClusterLoadAssignment; ``ctx`` carries the name and the path prefix."""
+def cluster_load_assignment(ctx: Ctx, msg: Any, ip_only: bool = True) -> ClusterLoadAssignment:
+    """Parse a ClusterLoadAssignment; ``ctx`` carries the name and the path prefix.
+
+    ``ip_only`` (EDS and STATIC): endpoint addresses must be IP literals.
+    """
     localities = []
     seen: dict[tuple[int, Locality], int] = {}
     priority_weights: dict[int, int] = {}
     for i, le in enumerate(msg.endpoints):
         p = f"endpoints[{i}]"
-        loc = _locality(ctx, le, p)
+        loc = _locality(ctx, le, p, ip_only)
         key = (loc.priority, loc.locality)
         if key in seen:
             ctx.fail(

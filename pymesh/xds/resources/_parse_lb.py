@@ -58,8 +58,8 @@ def _ring_sizes(ctx: Ctx, msg: Any, path: str) -> tuple[int, int]:
     lo = int(wrapped(msg, "minimum_ring_size", 1024))
     hi = int(wrapped(msg, "maximum_ring_size", MAX_RING_SIZE))
     for name, v in (("minimum_ring_size", lo), ("maximum_ring_size", hi)):
-        if not 1 <= v <= MAX_RING_SIZE:
-            ctx.fail(join(path, name), f"must be in 1..{MAX_RING_SIZE}, got {v}")
+        if v > MAX_RING_SIZE:
+            ctx.fail(join(path, name), f"must be at most {MAX_RING_SIZE}, got {v}")
     if lo > hi:
         ctx.fail(
             join(path, "minimum_ring_size"),

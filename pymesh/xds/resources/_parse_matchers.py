@@ -78,10 +78,8 @@ def header_matcher(ctx: Ctx, msg: Any, path: str) -> HeaderMatcher:
             ctx.fail(join(path, which), f"{which} must not be empty")
         string_match = StringMatcher(kind, value)
     elif which == "range_match":
-        start, end = int(msg.range_match.start), int(msg.range_match.end)
-        if start > end:
-            ctx.fail(join(path, "range_match"), f"start ({start}) must not exceed end ({end})")
-        range_match = Int64Range(start, end)
+        # start >= end is accepted (it matches nothing), as Envoy does.
+        range_match = Int64Range(int(msg.range_match.start), int(msg.range_match.end))
     elif which == "present_match":
         present = bool(msg.present_match)
     else:

@@ -493,14 +493,9 @@ def route(ctx: Ctx, msg: Any, path: str, max_body: int) -> Route:
 def _check_domains(ctx: Ctx, domains: Any, path: str) -> tuple[str, ...]:
     if not domains:
         ctx.fail(path, "at least one domain is required")
-    out = []
-    for i, d in enumerate(domains):
-        if not d:
-            ctx.fail(f"{path}[{i}]", "domain must not be empty")
-        if (d != "*" and "*" in d.strip("*")) or d.count("*") > 1:
-            ctx.fail(f"{path}[{i}]", f"{d!r}: a wildcard is allowed only at the start or end")
-        out.append(d.lower())
-    return tuple(out)
+    # Like Envoy, other odd domains ("", "a.*.com") are accepted: they just never match
+    # as wildcards (a '*' counts only as the whole domain, or at its start or end).
+    return tuple(d.lower() for d in domains)
 
 
 _VHOST_HANDLED = (

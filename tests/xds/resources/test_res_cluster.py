@@ -91,6 +91,20 @@ def test_static_and_dns_clusters_with_load_assignment() -> None:
     assert out.respect_dns_ttl and out.dns_lookup_family == "V4_ONLY"
 
 
+def test_static_cluster_needs_ip_literals() -> None:
+    c = cluster_pb2.Cluster(name="s", type=cluster_pb2.Cluster.STATIC)
+    c.load_assignment.CopyFrom(cla("s", 80))
+    c.load_assignment.endpoints[0].lb_endpoints[
+        0
+    ].endpoint.address.socket_address.address = "example.com"
+    invalid(
+        parse,
+        c,
+        "load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address",
+        reason="not an IP address",
+    )
+
+
 def test_load_assignment_errors_are_prefixed() -> None:
     c = cluster_pb2.Cluster(name="s", type=cluster_pb2.Cluster.STATIC)
     c.load_assignment.CopyFrom(cla("s", 0))
@@ -159,6 +173,8 @@ def test_lb_policy_enum_variants() -> None:
         8 * 1024 * 1024,
         "MURMUR_HASH_2",
     )
+    c.ring_hash_lb_config.minimum_ring_size.value = 0  # allowed, as in Envoy
+    assert parse(c).lb_policy.min_ring_size == 0
     c = eds_cluster()
     c.lb_policy = cluster_pb2.Cluster.MAGLEV
     assert parse(c).lb_policy == LbPolicy("maglev", table_size=65537)

@@ -76,9 +76,20 @@ def test_priorities_must_be_contiguous() -> None:
     invalid(parse, m, "endpoints", reason="contiguous")
     m = cla("c")
     e = m.endpoints.add(priority=2).lb_endpoints.add()
-    e.endpoint.address.socket_address.address = "h"
+    e.endpoint.address.socket_address.address = "10.0.0.9"
     e.endpoint.address.socket_address.port_value = 1
     invalid(parse, m, "endpoints", reason="[0, 2]")
+
+
+def test_eds_endpoints_must_be_ip_literals() -> None:
+    m = cla("c")
+    m.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address = "pod.local"
+    invalid(
+        parse,
+        m,
+        "endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address",
+        reason="STRICT_DNS",
+    )
 
 
 def test_zero_endpoint_weight_nacks() -> None:

