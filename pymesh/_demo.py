@@ -96,15 +96,15 @@ class _Demo:
         cfg = self.cfg = load_demo_config()
         with ExitStack() as stack:
             self.step = "starting the backends"
-            for i, spec in enumerate(cfg.backends):
+            for i, bspec in enumerate(cfg.backends):
                 backend = EchoBackend(
-                    spec.name, fail_rate=spec.fail_rate, delay=spec.delay, seed=self.seed + i
+                    bspec.name, fail_rate=bspec.fail_rate, delay=bspec.delay, seed=self.seed + i
                 )
                 stack.enter_context(backend)
                 self._backends.append(backend)
-                if spec.fail_rate:
-                    self._flaky[spec.name] = backend.address
-                    self._eject_spans[spec.name] = []
+                if bspec.fail_rate:
+                    self._flaky[bspec.name] = backend.address
+                    self._eject_spans[bspec.name] = []
             addresses = {b.name: b.address for b in self._backends}
 
             self.step = "starting the control plane"
@@ -113,9 +113,7 @@ class _Demo:
             mesh = self._mesh = stack.enter_context(
                 Mesh(bootstrap=bootstrap_for(cp, NODE_ID), seed=self.seed)
             )
-            client = stack.enter_context(
-                httpx.Client(transport=MeshTransport(mesh), timeout=10.0)
-            )
+            client = stack.enter_context(httpx.Client(transport=MeshTransport(mesh), timeout=10.0))
             url = f"http://{cfg.authority}/reviews/1"
             traffic = self._traffic = Traffic(
                 client,
@@ -130,9 +128,7 @@ class _Demo:
                 DemoInfo(
                     control_plane=cp.address,
                     url=url,
-                    backends=tuple(
-                        (b.name, b.address, self._note(b.name)) for b in self._backends
-                    ),
+                    backends=tuple((b.name, b.address, self._note(b.name)) for b in self._backends),
                     workers=cfg.workers,
                     rate=cfg.requests_per_second,
                     seed=self.seed,
@@ -208,8 +204,16 @@ class _Demo:
         for url, state in dump.get("types", {}).items():
             short = _SHORT_TYPES.get(url.rsplit(".", 1)[-1], url)
             out[short] = str(state.get("version_info", ""))
-        return dict(sorted(out.items(), key=lambda kv: list(_SHORT_TYPES.values()).index(kv[0])
-                           if kv[0] in _SHORT_TYPES.values() else 99))
+        return dict(
+            sorted(
+                out.items(),
+                key=lambda kv: (
+                    list(_SHORT_TYPES.values()).index(kv[0])
+                    if kv[0] in _SHORT_TYPES.values()
+                    else 99
+                ),
+            )
+        )
 
     def _sample_ejections(self, cfg: DemoConfig) -> None:
         """Record when each flaky instance is seen ejected, from the mesh's config dump."""
@@ -287,5 +291,5 @@ class _Demo:
         """The closing lines: per-phase numbers and the next step."""
         nacks = len(self._cp.nacks) if self._cp is not None else 0
         pushing = self._traffic.results(_PUSHING) if self._traffic is not None else []
-        errors = sum(1 for r in pushing if r.status == 0 or r.status >= 500)
-        return summary_lines(self.stats, nacks, len(pushing), errors)
+        lost = sum(1 for r in pushing if r.status == 0)  # no answer at all
+        return summary_lines(self.stats, nacks, len(pushing), lost)

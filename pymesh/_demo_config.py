@@ -99,10 +99,10 @@ def _with_previous_hosts(snap: Snapshot, version: str) -> Snapshot:
         routes.append(rc)
     return Snapshot.of(
         version,
-        listeners=snap.get(LISTENER_TYPE).values(),  # type: ignore[arg-type]
+        listeners=snap.get(LISTENER_TYPE).values(),
         routes=routes,
-        clusters=snap.get(CLUSTER_TYPE).values(),  # type: ignore[arg-type]
-        endpoints=snap.get(ENDPOINT_TYPE).values(),  # type: ignore[arg-type]
+        clusters=snap.get(CLUSTER_TYPE).values(),
+        endpoints=snap.get(ENDPOINT_TYPE).values(),
     )
 
 

@@ -100,7 +100,9 @@ def phase_lines(s: PhaseStats) -> list[str]:
     ]
 
 
-def summary_lines(stats: list[PhaseStats], nacks: int, push_requests: int, push_errors: int) -> list[str]:
+def summary_lines(
+    stats: list[PhaseStats], nacks: int, push_requests: int, push_lost: int
+) -> list[str]:
     """The closing summary: real numbers per phase and one next step."""
     out = ["", "What you saw (real requests, real sockets, nothing simulated):"]
     for s in stats:
@@ -117,7 +119,7 @@ def summary_lines(stats: list[PhaseStats], nacks: int, push_requests: int, push_
         out.append(line)
     out.append(
         f"  config pushes: {len(stats)} snapshots applied live, {nacks} NACKs; "
-        f"{push_requests} requests sent during pushes, {push_errors} failed"
+        f"{push_requests} requests sent while a push was applied, {push_lost} lost"
     )
     out.append("")
     out.append(
@@ -184,11 +186,11 @@ class RichView:
         table = Table(
             title="requests to reviews:9080, per phase (live)",
             box=box.SIMPLE_HEAD,
-            caption="split: % of requests served by v1/v2/v3 · jason: test user's requests "
-            "that went to v3 · err: user-visible errors · 5xx: answers from backends",
+            caption="split: % served by v1/v2/v3 · jason: test user's requests sent to v3 · "
+            "err: errors users saw · 5xx: backend answers · eject: ejections (*: out now) · "
+            "p50/p99: latency in ms",
         )
-        for col in ("#", "phase", "xDS", "split", "jason", "err", "5xx", "retry", "eject",
-                    "p50 ms", "p99 ms"):
+        for col in ("phase", "xDS", "split", "jason", "err", "5xx", "retry", "eject", "p50", "p99"):
             table.add_column(col, justify="left" if col == "phase" else "right", no_wrap=True)
         rows = self._rows[-12:]
         if self._current is not None:
@@ -196,7 +198,6 @@ class RichView:
         for s in rows:
             user_total = sum(s.test_user.values())
             table.add_row(
-                str(s.index),
                 s.name,
                 s.xds_version,
                 "/".join(f"{s.share(v):.0f}" for v in VERSIONS),

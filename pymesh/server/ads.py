@@ -103,7 +103,9 @@ class _Stream:
             self.node_id = req.node.id
         url = req.type_url
         st = self.types.setdefault(url, _TypeState())
-        if req.response_nonce:
+        # A nonce is only checked once this stream sent this type something: a reconnecting
+        # client may echo a nonce from its previous stream (go-control-plane does the same).
+        if req.response_nonce and st.nonce:
             if req.response_nonce != st.nonce:
                 return None  # stale: answers an older response; a newer one is in flight
             if req.HasField("error_detail"):

@@ -434,7 +434,11 @@ def _compile_service(
         vw = f"{where}.versions.{v}"
         vs = ctx.mapping(vspec, vw, ("endpoints",))
         subsets[v] = _endpoints(ctx, vs.get("endpoints"), info.port, f"{vw}.endpoints")
-    all_eps = base_eps + [e for eps in subsets.values() for e in eps]
+    # One address in several versions is one endpoint of the service (first spec wins).
+    unique: dict[tuple[str, int], _Endpoint] = {}
+    for e in base_eps + [e for eps in subsets.values() for e in eps]:
+        unique.setdefault((e.ip, e.port), e)
+    all_eps = list(unique.values())
     for subset, eps in [("", all_eps), *subsets.items()]:
         name = cluster_name(info.name, info.port, subset)
         out.clusters.append(_cluster(name, protocol, policy))
@@ -513,6 +517,13 @@ def _endpoints(ctx: _Ctx, value: object, default_port: int, where: str) -> list[
                 health=health_check_pb2.HealthStatus.Value(health),
             )
         )
+        if any((e.ip, e.port) == (out[-1].ip, out[-1].port) for e in out[:-1]):
+            ctx.fail(w, f"duplicate endpoint {out[-1].ip}:{out[-1].port} (gRPC rejects those)")
+    # Envoy and gRPC want priorities 0..N without gaps.
+    used = sorted({e.priority for e in out})
+    if used and used != list(range(len(used))):
+        missing = min(set(range(used[-1] + 1)) - set(used))
+        ctx.fail(where, f"priorities must run from 0 without gaps; nothing has priority {missing}")
     return out
 
 
@@ -653,13 +664,9 @@ def _tls(
         ca_certificate_provider_instance=provider(
             instance_name="default", certificate_name="ROOTCA"
         ),
-        match_typed_subject_alt_names=[
-            tls_common_pb2.SubjectAltNameMatcher(
-                san_type=tls_common_pb2.SubjectAltNameMatcher.URI,
-                matcher=string_pb2.StringMatcher(exact=str(s)),
-            )
-            for s in sans
-        ],
+        # The deprecated untyped field on purpose: gRPC ignores match_typed_subject_alt_names
+        # (it would then accept any peer), and Envoy refuses both fields at once.
+        match_subject_alt_names=[string_pb2.StringMatcher(exact=str(s)) for s in sans],
     )
     return tls_pb2.UpstreamTlsContext(
         common_tls_context=tls_pb2.CommonTlsContext(

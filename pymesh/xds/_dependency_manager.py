@@ -175,6 +175,8 @@ class _ListenerWatch:
         if type_url in (LDS, RDS) and state != "ok":
             what = "listener" if type_url == LDS else "route configuration"
             reason = error or f"{what} {name!r} does not exist"
+            # The consumer drops the config on this error: the next complete one is new.
+            self.published = None
             self._report(MeshError(reason, node_id=self.client.node_id, resource_name=name))
         self.reconcile()
 

@@ -107,7 +107,7 @@ class GrpcEchoBackend:
     The reply is ``<name>:<request>``; trailing metadata carries ``x-backend``.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, credentials: grpc.ServerCredentials | None = None) -> None:
         self.name = name
         self._lock = threading.Lock()
         self.count = 0
@@ -128,7 +128,10 @@ class GrpcEchoBackend:
         )
         self._server = grpc.server(futures.ThreadPoolExecutor(4))
         self._server.add_generic_rpc_handlers((handler,))
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        if credentials is None:
+            self.port = self._server.add_insecure_port("127.0.0.1:0")
+        else:
+            self.port = self._server.add_secure_port("127.0.0.1:0", credentials)
         self._server.start()
 
     @property
@@ -377,3 +380,75 @@ def start_envoy(ads_port: int, node_id: str = ENVOY_NODE, timeout: float = 30.0)
         envoy.stop()
         raise
     return envoy
+
+
+# ---------------------------------------------------------------------------- SPIFFE PKI
+
+
+def make_spiffe_pki(directory: Path, *services: str) -> dict[str, dict[str, Path]]:
+    """A CA plus one cert per service with SAN ``spiffe://cluster.local/ns/default/sa/<s>``.
+
+    Returns ``{service: {"cert": ..., "key": ..., "ca": ...}}`` (PEM files in directory).
+    Leaf certs also carry IP 127.0.0.1, so they work as server certs on loopback.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    valid = (now - datetime.timedelta(hours=1), now + datetime.timedelta(days=1))
+
+    def build(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+        sans: list[x509.GeneralName],
+    ) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        issuer_name, issuer_key = issuer or (name, key)
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(valid[0])
+            .not_valid_after(valid[1])
+            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), True)
+        )
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    def write(path: Path, data: bytes) -> Path:
+        path.write_bytes(data)
+        return path
+
+    def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = build("pymesh test CA", ca_key, None, [])
+    ca = write(directory / "ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM))
+    out = {}
+    for svc in services:
+        key = ec.generate_private_key(ec.SECP256R1())
+        sans: list[x509.GeneralName] = [
+            x509.UniformResourceIdentifier(f"spiffe://cluster.local/ns/default/sa/{svc}"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]
+        cert = build(svc, key, (ca_cert.subject, ca_key), sans)
+        out[svc] = {
+            "cert": write(directory / f"{svc}.pem", cert.public_bytes(serialization.Encoding.PEM)),
+            "key": write(directory / f"{svc}-key.pem", key_pem(key)),
+            "ca": ca,
+        }
+    return out

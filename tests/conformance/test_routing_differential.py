@@ -10,8 +10,10 @@ status. Seeds 0..7 run in CI; a larger range runs on demand, e.g.
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +23,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
+from envoy.config.route.v3 import route_pb2
 from google.protobuf import any_pb2
 
 import pymesh
@@ -94,8 +97,10 @@ class Rig:
         self.via_envoy = httpx.Client(timeout=10)
 
     def apply(self, seed: int) -> None:
-        version = f"seed-{seed}"
-        rc = route_config(seed, ROUTE_NAME, CLUSTERS)
+        self.apply_routes(f"seed-{seed}", route_config(seed, ROUTE_NAME, CLUSTERS))
+        self.seed = seed
+
+    def apply_routes(self, version: str, rc: route_pb2.RouteConfiguration) -> None:
         # A probe virtual host answering the version: Envoy ACKs RDS before its worker
         # threads have the new table, so readiness is observed, not assumed from the ACK.
         probe = rc.virtual_hosts.add(name="probe", domains=[PROBE_HOST])
@@ -117,7 +122,7 @@ class Rig:
         )
         if hasattr(self, "envoy"):
             self.wait_serving(version)
-        self.seed = seed
+        self.seed = -1
 
     def wait_serving(self, version: str, timeout: float = 30.0) -> None:
         """Until both Envoy and pymesh answer the probe host with ``version``."""
@@ -186,3 +191,32 @@ def test_same_cluster_as_envoy(rig: Rig, seed: int) -> None:
     _, mismatches = _compare(rig, seed)
     assert not mismatches, "\n".join(mismatches)
     assert not rig.cp.nacks, rig.cp.nacks
+
+
+WEIGHTS = {"c0": 70, "c1": 20, "c2": 10}
+
+
+def test_weighted_split_matches_envoy(rig: Rig) -> None:
+    """70/20/10 over 1000 requests each: both within 4.5 sigma of the weights and of
+    each other (binomial bounds)."""
+    rc = route_pb2.RouteConfiguration(name=ROUTE_NAME)
+    vh = rc.virtual_hosts.add(name="split", domains=["diff.test"])
+    route = vh.routes.add(name="split")
+    route.match.prefix = "/"
+    for name, weight in WEIGHTS.items():
+        route.route.weighted_clusters.clusters.add(name=name).weight.value = weight
+    rig.apply_routes("weighted", rc)
+    n = 1000
+    req = GeneratedRequest("diff.test", "/split")
+    counts: dict[str, Counter[str]] = {"envoy": Counter(), "pymesh": Counter()}
+    for _ in range(n):
+        counts["envoy"][rig.outcome(rig.via_envoy, f"http://127.0.0.1:{rig.envoy_port}", req)] += 1
+        counts["pymesh"][rig.outcome(rig.via_mesh, f"http://{AUTHORITY}", req)] += 1
+    for name, weight in WEIGHTS.items():
+        p = weight / 100
+        sigma = math.sqrt(n * p * (1 - p))
+        got = {who: c[f"cluster {name}"] for who, c in counts.items()}
+        for who, k in got.items():
+            assert abs(k - n * p) <= 4.5 * sigma, (who, name, k, n * p, counts)
+        # Two independent binomials: the difference has sigma * sqrt(2).
+        assert abs(got["envoy"] - got["pymesh"]) <= 4.5 * sigma * math.sqrt(2), counts

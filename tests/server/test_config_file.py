@@ -427,6 +427,18 @@ def bad(replace: str, by: str) -> str:
             10,
         ),
         ("services: [\n", "<yaml>", "not valid YAML", 2),
+        (
+            bad('"127.0.0.1:8002"]', '"127.0.0.1:8002", "127.0.0.1:8002"]'),
+            "services.reviews.versions.v2.endpoints[1]",
+            "duplicate endpoint 127.0.0.1:8002",
+            6,
+        ),
+        (
+            bad('"127.0.0.1:8002"]', '{address: "127.0.0.1:8002", priority: 1}]'),
+            "services.reviews.versions.v2.endpoints",
+            "nothing has priority 0",
+            6,
+        ),
     ],
 )
 def test_bad_files_name_where_fix_and_line(
@@ -499,3 +511,21 @@ def test_lb_policy_forms(lb: str, enum: int, policies: list[str]) -> None:
     for p in c.load_balancing_policy.policies:
         short = p.typed_extension_config.name.rsplit(".", 1)[1]
         assert f".{short}.v3." in p.typed_extension_config.typed_config.type_url
+
+
+def test_shared_endpoints_appear_once_in_the_service_cluster() -> None:
+    snap = compile_mesh(
+        {
+            "services": {
+                "a": {
+                    "port": 80,
+                    "endpoints": ["127.0.0.1:1"],
+                    "versions": {"v1": {"endpoints": ["127.0.0.1:1", "127.0.0.1:2"]}},
+                }
+            }
+        }
+    )
+    cla = snap.get(ENDPOINT_TYPE)["outbound|80||a"]
+    assert isinstance(cla, endpoint_pb2.ClusterLoadAssignment)
+    ports = [lb.endpoint.address.socket_address.port_value for lb in cla.endpoints[0].lb_endpoints]
+    assert ports == [1, 2]

@@ -15,8 +15,9 @@ from pymesh.testing import EchoBackend, bootstrap_for, push_mesh, start_echo_bac
 
 
 def _service(*backends: EchoBackend, **extra: Any) -> dict[str, Any]:
-    return {"services": {"echo": {"port": 8080, "endpoints": [b.address for b in backends],
-                                  **extra}}}
+    return {
+        "services": {"echo": {"port": 8080, "endpoints": [b.address for b in backends], **extra}}
+    }
 
 
 def test_echo_backend_answers_with_its_name(echo_backend: EchoBackend) -> None:
@@ -25,7 +26,12 @@ def test_echo_backend_answers_with_its_name(echo_backend: EchoBackend) -> None:
     assert r.text == "echo"
     assert r.headers["x-backend"] == "echo"
     (seen,) = echo_backend.requests
-    assert (seen.method, seen.path, seen.body, seen.status) == ("POST", "/hello?x=1", b"payload", 200)
+    assert (seen.method, seen.path, seen.body, seen.status) == (
+        "POST",
+        "/hello?x=1",
+        b"payload",
+        200,
+    )
     assert seen.header("X-T") == "1"
 
 
@@ -108,14 +114,20 @@ def test_mesh_bootstrap_points_at_the_control_plane(
 
 
 def test_helpers_work_without_pytest_fixtures() -> None:
-    with ControlPlane() as cp, EchoBackend("solo") as solo:
-        with pymesh.Mesh(bootstrap=bootstrap_for(cp, "plain")) as m:
-            snap = push_mesh(cp, m, _service(solo))
-            assert cp.wait_for_ack(
+    with (
+        ControlPlane() as cp,
+        EchoBackend("solo") as solo,
+        pymesh.Mesh(bootstrap=bootstrap_for(cp, "plain")) as m,
+    ):
+        snap = push_mesh(cp, m, _service(solo))
+        assert (
+            cp.wait_for_ack(
                 "type.googleapis.com/envoy.config.route.v3.RouteConfiguration", snap.version
-            ).node_id == "plain"
-            with httpx.Client(transport=pymesh.MeshTransport(m)) as client:
-                assert client.get("http://echo:8080/").headers["x-backend"] == "solo"
+            ).node_id
+            == "plain"
+        )
+        with httpx.Client(transport=pymesh.MeshTransport(m)) as client:
+            assert client.get("http://echo:8080/").headers["x-backend"] == "solo"
 
 
 def test_push_mesh_times_out_when_the_mesh_is_gone() -> None:

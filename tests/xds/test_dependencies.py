@@ -381,6 +381,27 @@ def test_server_restart_keeps_config_without_republishing(
         server.send(EDS, [cla("c1", [("127.0.0.1", 8080)])], "1"),
     ]
     for nonce in nonces:
-        server.wait_request(lambda r, n=nonce: r.response_nonce == n, since=mark)
+
+        def acked(r: Any, n: str = nonce) -> bool:
+            return bool(r.response_nonce == n)
+
+        server.wait_request(acked, since=mark)
     assert [c.version for c in got.configs] == [1]
     assert got.errors == []
+
+
+def test_listener_deleted_then_recreated_republishes(server: AdsServer, client: XdsClient) -> None:
+    got = Collector()
+    DependencyManager(client).watch_listener("svc", got.on_config, got.on_error)
+    names(server, LDS)({"svc"})
+    inline = listener_inline("svc", route_config("rc", "s"))
+    server.send(LDS, [inline], "1")
+    names(server, CDS)({"s"})
+    server.send(CDS, [dns_cluster("s", [("127.0.0.1", 1)], "STATIC")], "1")
+    got.wait_config()
+    server.send(LDS, [], "2")  # SotW: the listener is gone
+    name, err = got.wait_error()
+    assert name == "svc" and "does not exist" in err.message
+    server.send(LDS, [inline], "3")
+    again = got.wait_config(lambda c: c.version == 2)
+    assert again.clusters["s"].endpoints is not None

@@ -18,7 +18,6 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import any_pb2
 
 _CLOSE = object()
 
@@ -139,9 +138,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         nonce = nonce or f"n{next(self._nonces)}"
         resp = discovery_pb2.DiscoveryResponse(type_url=type_url, version_info=version, nonce=nonce)
         for r in resources:
-            a = any_pb2.Any()
-            a.Pack(r)
-            resp.resources.append(a)
+            resp.resources.add().Pack(r)
         with self._cond:
             assert self._streams, "no stream"
             self._streams[-1].responses.put(resp)
