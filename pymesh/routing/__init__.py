@@ -13,7 +13,12 @@ from pymesh.routing._hash import compute_hash
 from pymesh.routing._headers import HeaderMutation
 from pymesh.routing._request import RequestInfo
 from pymesh.routing._rewrite import host_rewrite, redirect_location, rewrite_path
-from pymesh.routing._table import RouteDecision, RouteTable
+from pymesh.routing._table import (
+    RouteDecision,
+    RouteTable,
+    request_header_ops,
+    response_header_ops,
+)
 
 __all__ = [
     "ClusterChoice",
@@ -31,14 +36,3 @@ __all__ = [
     "response_header_ops",
     "rewrite_path",
 ]
-
-
-def request_header_ops(table: RouteTable, decision: RouteDecision) -> HeaderMutation:
-    """Request-header edits for the decision's route and weighted cluster (precomputed):
-    weighted cluster, route, virtual host, route configuration, in that order."""
-    return decision.request_mutation
-
-
-def response_header_ops(table: RouteTable, decision: RouteDecision) -> HeaderMutation:
-    """Response-header edits, in the same order as :func:`request_header_ops`."""
-    return decision.response_mutation

@@ -227,3 +227,15 @@ class RouteTable:
             f"RouteTable(name={self.route_config.name!r}, "
             f"virtual_hosts={len(self.route_config.virtual_hosts)})"
         )
+
+
+def request_header_ops(table: RouteTable, decision: RouteDecision) -> HeaderMutation:
+    """Request-header edits for the decision's route and weighted cluster (precomputed at
+    compile time): weighted cluster, route, virtual host, route configuration, in that
+    order (Envoy's default, ``most_specific_header_mutations_wins: false``)."""
+    return decision.request_mutation
+
+
+def response_header_ops(table: RouteTable, decision: RouteDecision) -> HeaderMutation:
+    """Response-header edits, in the same order as :func:`request_header_ops`."""
+    return decision.response_mutation

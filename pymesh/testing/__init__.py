@@ -14,9 +14,9 @@ Example without pytest::
 
     with ControlPlane() as cp, EchoBackend("v1") as v1:
         with pymesh.Mesh(bootstrap=bootstrap_for(cp)) as mesh:
-            push_mesh(cp, mesh, {"services": {"echo": {"port": 80, "endpoints": [v1.address]}}})
+            push_mesh(cp, mesh, {"services": {"echo": {"port": 8080, "endpoints": [v1.address]}}})
             client = httpx.Client(transport=pymesh.MeshTransport(mesh))
-            assert client.get("http://echo:80/").headers["x-backend"] == "v1"
+            assert client.get("http://echo:8080/").headers["x-backend"] == "v1"
 """
 
 from pymesh.testing._echo import EchoBackend, EchoRequest, start_echo_backends

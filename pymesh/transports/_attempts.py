@@ -25,7 +25,16 @@ from pymesh.xds.resources.endpoint import Endpoint
 class Try:
     """One attempt in flight: where it goes and what to release when it ends."""
 
-    __slots__ = ("_breaker", "_done", "_is_retry", "endpoint", "runtime", "started", "state")
+    __slots__ = (
+        "_breaker",
+        "_done",
+        "_is_retry",
+        "deadline",
+        "endpoint",
+        "runtime",
+        "started",
+        "state",
+    )
 
     def __init__(
         self,
@@ -34,6 +43,7 @@ class Try:
         state: EndpointState,
         breaker: CircuitBreaker | None,
         is_retry: bool,
+        deadline: float | None,
     ) -> None:
         self.runtime = runtime
         self.endpoint = endpoint
@@ -42,6 +52,8 @@ class Try:
         self._is_retry = is_retry
         self._done = False
         self.started = time.monotonic()
+        #: This attempt's deadline: the route's, or sooner with a per-try timeout.
+        self.deadline = deadline
         state.on_start()
 
     def release(self) -> None:
@@ -115,7 +127,11 @@ class Attempts:
             if not ok:
                 return _local(plan, "upstream overflow (circuit breaker)", "UO")
         self.tried.add(ep.address)
-        return Try(rt, ep, rt.states.get_or_create(ep.address), breaker, is_retry)
+        deadline = plan.deadline
+        if retry is not None and retry.per_try_timeout:
+            per_try = time.monotonic() + retry.per_try_timeout
+            deadline = per_try if deadline is None else min(deadline, per_try)
+        return Try(rt, ep, rt.states.get_or_create(ep.address), breaker, is_retry, deadline)
 
     def failed(self, t: Try, outcome: Outcome) -> bool:
         """The attempt failed before a response; True when another attempt should run."""
@@ -166,6 +182,14 @@ class Attempts:
         if deadline is not None and time.monotonic() + delay >= deadline:
             return None
         return delay
+
+    def timed_out(self, t: Try) -> LocalReply | None:
+        """After a final timeout: Envoy's local 504 when the route's timeout (or a per-try
+        timeout) fired; None when the caller's own timeout did (the caller's error)."""
+        plan = self.plan
+        if t.deadline is not None and (plan.route_timeout_binding or t.deadline != plan.deadline):
+            return _local(plan, "upstream request timeout", "UT", 504, grpc_status=4)
+        return None
 
     def deadline_exceeded(self) -> LocalReply:
         return _local(self.plan, "request timeout during retries", "UT", 504, grpc_status=4)

@@ -85,11 +85,13 @@ def _ops_timeout(request: httpx.Request, deadline: float | None) -> dict[str, fl
     return out
 
 
-def _upstream_request(plan: Plan, request: httpx.Request, ep: Endpoint) -> httpcore.Request:
+def _upstream_request(
+    plan: Plan, request: httpx.Request, ep: Endpoint, deadline: float | None
+) -> httpcore.Request:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in plan.headers if k != "host"]
     headers.insert(0, (b"host", plan.authority.encode("ascii")))
     extensions = dict(request.extensions)
-    extensions["timeout"] = _ops_timeout(request, plan.deadline)
+    extensions["timeout"] = _ops_timeout(request, deadline)
     return httpcore.Request(
         method=request.method,
         url=httpcore.URL(
@@ -269,10 +271,14 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 return _local_response(t, request)
             try:
                 resp = self._pool(t.runtime, t.endpoint).handle_request(
-                    _upstream_request(plan, request, t.endpoint)
+                    _upstream_request(plan, request, t.endpoint, t.deadline)
                 )
             except _UPSTREAM_ERRORS as exc:
-                if not attempts.failed(t, failure_outcome(exc)):
+                outcome = failure_outcome(exc)
+                if not attempts.failed(t, outcome):
+                    local = attempts.timed_out(t) if outcome.timeout else None
+                    if local is not None:
+                        return _local_response(local, request)
                     raise to_httpx(exc) from exc
             except BaseException:
                 t.state.on_finish()
@@ -348,10 +354,14 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 return _local_response(t, request)
             try:
                 resp = await self._pool(t.runtime, t.endpoint).handle_async_request(
-                    _upstream_request(plan, request, t.endpoint)
+                    _upstream_request(plan, request, t.endpoint, t.deadline)
                 )
             except _UPSTREAM_ERRORS as exc:
-                if not attempts.failed(t, failure_outcome(exc)):
+                outcome = failure_outcome(exc)
+                if not attempts.failed(t, outcome):
+                    local = attempts.timed_out(t) if outcome.timeout else None
+                    if local is not None:
+                        return _local_response(local, request)
                     raise to_httpx(exc) from exc
             except BaseException:
                 t.state.on_finish()

@@ -63,6 +63,9 @@ class Plan:
     retry: RetryPolicy | None
     decider: RetryDecider | None
     fault_delay: float = 0.0
+    #: True when the route's timeout (not the caller's) sets the deadline: a timeout is
+    #: then answered with a local 504, as Envoy does; the caller's own raises.
+    route_timeout_binding: bool = False
     mirror_clusters: tuple[str, ...] = ()
 
     def pick(self, exclude: Container[str] = ()) -> tuple[ClusterRuntime, Endpoint] | None:
@@ -209,8 +212,10 @@ def plan_request(
         authority = new_host
     path = rewrite_path(decision, info.path)
     timeout = action.timeout
+    route_binding = timeout is not None
     if caller_timeout is not None and (timeout is None or caller_timeout < timeout):
         timeout = caller_timeout
+        route_binding = False
     deadline = time.monotonic() + timeout + fault_delay if timeout is not None else None
     retry = action.retry_policy or decision.virtual_host.retry_policy
     return Plan(
@@ -228,5 +233,6 @@ def plan_request(
         retry=retry,
         decider=decider_for(retry) if retry is not None and retry.num_retries > 0 else None,
         fault_delay=fault_delay,
+        route_timeout_binding=route_binding,
         mirror_clusters=tuple(m.cluster for m in action.request_mirror_policies),
     )

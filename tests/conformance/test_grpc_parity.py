@@ -37,7 +37,7 @@ def run(channel, calls, tag):
             md = [tuple(kv) for kv in metadata] + [("x-req-id", f"{tag}-{label}-{i}")]
             try:
                 reply = channel.unary_unary(method)(
-                    b"p", timeout=timeout, metadata=md, wait_for_ready=timeout > 5
+                    b"p", timeout=timeout, metadata=md, wait_for_ready=timeout > 5 and not label.startswith("retry")
                 )
                 seen[reply.split(b":")[0].decode()] += 1
             except grpc.RpcError as err:

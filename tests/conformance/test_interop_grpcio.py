@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _peers import ECHO_METHOD, GrpcEchoBackend
+import grpc
+from _peers import ECHO_METHOD, GrpcEchoBackend, make_spiffe_pki
 
 from pymesh.server import (
     CLUSTER_TYPE,
@@ -141,3 +142,84 @@ def test_grpcio_accepts_every_lb_policy(tmp_path: Path) -> None:
         assert seen["all"] == {"a": 30}
         assert cp.nacks == []
         cp.wait_for_ack(CLUSTER_TYPE, snap.version, 30, node_id=NODE)
+
+
+TLS_CLIENT = """
+import json, sys
+import grpc, grpc.experimental
+
+creds = grpc.xds_channel_credentials(
+    fallback_credentials=grpc.experimental.insecure_channel_credentials()
+)
+out = {}
+for target in sys.argv[2:]:
+    with grpc.secure_channel("xds:///" + target, creds) as channel:
+        echo = channel.unary_unary(sys.argv[1])
+        try:
+            out[target] = echo(b"hi", timeout=20).decode()
+        except grpc.RpcError as e:
+            out[target] = e.code().name
+print(json.dumps(out))
+"""
+
+
+def test_grpcio_istio_mutual_tls_checks_the_spiffe_id(tmp_path: Path) -> None:
+    """tls: ISTIO_MUTUAL → real mTLS through grpcio's xDS credentials, SAN enforced."""
+    pki = make_spiffe_pki(tmp_path, "echo", "client")
+    server = pki["echo"]
+    creds = grpc.ssl_server_credentials(
+        [(server["key"].read_bytes(), server["cert"].read_bytes())],
+        root_certificates=server["ca"].read_bytes(),
+        require_client_auth=True,
+    )
+    with GrpcEchoBackend("tls", creds) as backend, ControlPlane() as cp:
+        wrong = "spiffe://cluster.local/ns/default/sa/someone-else"
+        snap = compile_mesh(
+            {
+                "services": {
+                    "echo": {
+                        "port": 50051,
+                        "endpoints": [backend.address],
+                        "traffic_policy": {"tls": {"mode": "ISTIO_MUTUAL"}},
+                    },
+                    "impostor": {
+                        "port": 50051,
+                        "endpoints": [backend.address],
+                        "traffic_policy": {
+                            "tls": {"mode": "ISTIO_MUTUAL", "subject_alt_names": [wrong]}
+                        },
+                    },
+                }
+            },
+            "test",
+        )
+        cp.set_snapshot(snap)
+        env = write_bootstrap(tmp_path / "bootstrap.json", cp)
+        boot = json.loads(Path(env["GRPC_XDS_BOOTSTRAP"]).read_text())
+        client = pki["client"]
+        boot["certificate_providers"] = {
+            "default": {
+                "plugin_name": "file_watcher",
+                "config": {
+                    "certificate_file": str(client["cert"]),
+                    "private_key_file": str(client["key"]),
+                    "ca_certificate_file": str(client["ca"]),
+                    "refresh_interval": "600s",
+                },
+            }
+        }
+        Path(env["GRPC_XDS_BOOTSTRAP"]).write_text(json.dumps(boot))
+        proc = subprocess.run(
+            [sys.executable, "-c", TLS_CLIENT, ECHO_METHOD, "echo:50051", "impostor:50051"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=100,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        seen = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert seen["echo:50051"] == "tls:hi"
+        # The server's SPIFFE id is not the one configured: the handshake is refused.
+        assert seen["impostor:50051"] in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+        assert backend.count == 1
+        assert cp.nacks == []

@@ -183,8 +183,8 @@ def test_clusters(snap: Snapshot) -> None:
     ctx = tls.common_tls_context
     assert ctx.tls_certificate_provider_instance.instance_name == "default"
     assert ctx.validation_context.ca_certificate_provider_instance.certificate_name == "ROOTCA"
-    (san,) = ctx.validation_context.match_typed_subject_alt_names
-    assert san.matcher.exact == "spiffe://cluster.local/ns/default/sa/reviews"
+    (san,) = ctx.validation_context.match_subject_alt_names
+    assert san.exact == "spiffe://cluster.local/ns/default/sa/reviews"
 
     grpc_cluster = snap.get(CLUSTER_TYPE)["outbound|9090||ratings"]
     assert isinstance(grpc_cluster, cluster_pb2.Cluster)

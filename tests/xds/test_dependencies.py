@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "client"))
 
 from _ads_server import AdsServer
-from _protos import (
+from _xds_builders import (
     aggregate_cluster,
     cla,
     dns_cluster,

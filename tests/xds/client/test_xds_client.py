@@ -13,7 +13,7 @@ import grpc
 import pytest
 import trustme
 from _ads_server import AdsServer
-from _protos import cla, eds_cluster, listener, route_config
+from _xds_builders import cla, eds_cluster, listener, route_config
 
 from pymesh.bootstrap import load_bootstrap
 from pymesh.errors import BootstrapError, MeshError

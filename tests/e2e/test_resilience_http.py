@@ -1,0 +1,169 @@
+"""Resilience through MeshTransport with real backends: outlier ejection, circuit
+breaking, fault injection and timeouts (Envoy's semantics)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+import pymesh
+from pymesh.testing import EchoBackend
+
+Push = Callable[..., Any]
+
+
+def _svc(endpoints: list[str], **extra: Any) -> dict[str, Any]:
+    return {"services": {"reviews": {"port": 9080, "endpoints": endpoints, **extra}}}
+
+
+def _ejected(mesh: pymesh.Mesh, address: str) -> bool:
+    for cluster in mesh.config_dump()["clusters_in_use"].values():
+        for ep in cluster["endpoints"]:
+            if ep["address"] == address:
+                return bool(ep["ejected"])
+    raise AssertionError(f"{address} not in any cluster")
+
+
+def test_consecutive_5xx_ejects_and_host_returns(
+    mesh: pymesh.Mesh, push_mesh: Push, echo_backends: Callable[..., list[EchoBackend]]
+) -> None:
+    good = echo_backends(2, "good")
+    bad = EchoBackend("bad", fail_rate=1.0).start()
+    try:
+        push_mesh(
+            _svc(
+                [b.address for b in [*good, bad]],
+                traffic_policy={
+                    "outlier_detection": {
+                        "consecutive_5xx": 5,
+                        "interval": "200ms",
+                        "base_ejection_time": "1s",
+                        "max_ejection_percent": 100,
+                    }
+                },
+            )
+        )
+        with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+            for _ in range(60):
+                client.get("http://reviews:9080/")
+            # Sequential requests: at most 5 reached the bad host before its ejection.
+            assert bad.request_count == 5
+            assert _ejected(mesh, bad.address)
+            before = bad.request_count
+            # Back after base_ejection_time (x1) at the next interval sweep.
+            deadline = time.monotonic() + 10
+            while _ejected(mesh, bad.address):
+                assert time.monotonic() < deadline, "host never returned from ejection"
+                time.sleep(0.05)  # observing the detector's state against a deadline
+            for _ in range(9):
+                client.get("http://reviews:9080/")
+            assert bad.request_count > before
+    finally:
+        bad.close()
+
+
+async def test_max_requests_overflow_fails_fast(
+    mesh: pymesh.Mesh, push_mesh: Push
+) -> None:
+    slow = EchoBackend("slow", delay=1.5).start()
+    try:
+        push_mesh(_svc([slow.address], traffic_policy={"circuit_breakers": {"max_requests": 5}}))
+        async with httpx.AsyncClient(transport=pymesh.AsyncMeshTransport(mesh), timeout=30) as c:
+            started = time.monotonic()
+
+            async def one() -> tuple[int, str, float]:
+                r = await c.get("http://reviews:9080/")
+                return r.status_code, r.headers.get("x-pymesh-local-reply", ""), time.monotonic()
+
+            results = await asyncio.gather(*(one() for _ in range(15)))
+        overflow = [r for r in results if r[1] == "UO"]
+        assert len(overflow) == 10
+        assert all(status == 503 for status, _, _ in overflow)
+        assert all(t - started < 1.4 for _, _, t in overflow)  # failed fast, not queued
+        assert [r[0] for r in results].count(200) == 5
+        assert slow.request_count == 5
+    finally:
+        slow.close()
+
+
+def test_fault_abort_share_and_aborted_requests_never_reach_backend(
+    mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
+) -> None:
+    push_mesh(_svc([echo_backend.address], routes=[{"fault": {"abort": {"status": 418, "percent": 50}}}]))
+    n = 1000
+    with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+        statuses = Counter(client.get("http://reviews:9080/").status_code for _ in range(n))
+    sigma = math.sqrt(n * 0.25)
+    assert abs(statuses[418] - n / 2) <= 4.5 * sigma, statuses
+    assert statuses[418] + statuses[200] == n
+    assert echo_backend.request_count == statuses[200]
+
+
+def test_fault_delay_adds_its_delay(
+    mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
+) -> None:
+    push_mesh(_svc([echo_backend.address], routes=[{"fault": {"delay": {"fixed": "300ms", "percent": 100}}}]))
+    with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+        t0 = time.monotonic()
+        assert client.get("http://reviews:9080/").status_code == 200
+        assert time.monotonic() - t0 >= 0.3
+
+
+def test_route_timeout_answers_504_before_a_slow_backend(
+    mesh: pymesh.Mesh, push_mesh: Push
+) -> None:
+    slow = EchoBackend("slow", delay=3.0).start()
+    try:
+        push_mesh(_svc([slow.address], routes=[{"timeout": "300ms"}]))
+        with httpx.Client(transport=pymesh.MeshTransport(mesh), timeout=30) as client:
+            t0 = time.monotonic()
+            resp = client.get("http://reviews:9080/")
+            took = time.monotonic() - t0
+        assert resp.status_code == 504 and resp.headers["x-pymesh-local-reply"] == "UT"
+        assert 0.3 <= took < 2.5
+    finally:
+        slow.close()
+
+
+def test_caller_timeout_is_never_extended(mesh: pymesh.Mesh, push_mesh: Push) -> None:
+    slow = EchoBackend("slow", delay=3.0).start()
+    try:
+        push_mesh(_svc([slow.address], routes=[{"timeout": "10s"}]))
+        with httpx.Client(transport=pymesh.MeshTransport(mesh), timeout=0.3) as client:
+            t0 = time.monotonic()
+            with pytest.raises(httpx.TimeoutException):
+                client.get("http://reviews:9080/")
+            assert time.monotonic() - t0 < 2.5
+    finally:
+        slow.close()
+
+
+def test_per_try_timeout_retries_on_another_host(
+    mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
+) -> None:
+    slow = EchoBackend("slow", delay=3.0).start()
+    try:
+        push_mesh(
+            _svc(
+                [slow.address, echo_backend.address],
+                routes=[{"timeout": "10s", "retries": {"attempts": 2, "on": "5xx", "per_try_timeout": "200ms"}}],
+            )
+        )
+        with httpx.Client(transport=pymesh.MeshTransport(mesh), timeout=30) as client:
+            t0 = time.monotonic()
+            statuses = [client.get("http://reviews:9080/").status_code for _ in range(4)]
+            took = time.monotonic() - t0
+        assert statuses == [200] * 4
+        # Round robin sent two first tries to the slow host; each timed out after 200 ms
+        # and was retried elsewhere (without per_try_timeout this takes >= 6 s).
+        assert took < 2.5
+        assert len(slow.wait_for_requests(2, timeout=10)) >= 2
+    finally:
+        slow.close()
