@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import socket
 
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
@@ -56,7 +57,5 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--hosts", type=int, default=1)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(ap.parse_args().hosts))
-    except KeyboardInterrupt:
-        pass

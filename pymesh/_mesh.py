@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -143,8 +144,8 @@ class Mesh:
                 self._slots[name] = slot
                 slot.cancel = self._deps.watch_listener(
                     name,
-                    lambda cfg, s=slot: self._on_config(s, cfg),
-                    lambda _n, err, s=slot: self._on_error(s, err),
+                    functools.partial(self._on_config, slot),
+                    functools.partial(self._on_listener_error, slot),
                 )
         return slot
 
@@ -183,7 +184,7 @@ class Mesh:
             slot.error = MeshError(f"cannot apply config: {exc}", resource_name=slot.name)
         self._settle(slot)
 
-    def _on_error(self, slot: ListenerSlot, error: MeshError) -> None:
+    def _on_listener_error(self, slot: ListenerSlot, _name: str, error: MeshError) -> None:
         slot.error = error
         if getattr(error, "does_not_exist", False) or "does not exist" in str(error):
             slot.does_not_exist = True

@@ -16,10 +16,10 @@ __all__ = [
     "MeshError",
     "NoHealthyUpstreamError",
     "NoRouteError",
-    "UpstreamOverflowError",
     "ResourceInvalid",
     "TlsConfigError",
     "UnknownHostError",
+    "UpstreamOverflowError",
 ]
 
 
@@ -75,7 +75,7 @@ class ConfigFileError(MeshError):
         super().__init__(f"{loc}: {where}: {reason}")
 
 
-class ResourceInvalid(MeshError):  # noqa: N818 - the xDS term
+class ResourceInvalid(MeshError):
     """An xDS resource failed validation; the client NACKs it.
 
     ``field`` is the dotted path of the offending field inside the resource.

@@ -321,6 +321,10 @@ class CompiledMatch:
         self.extras: Callable[[RequestInfo, int], bool] | None = (
             self.extras_match if has_extras else None
         )
+        if len(self.header_tests) == 1 and not (self.grpc or self.runtime or self.queries):
+            # The common "path + one header" route: skip the generic loop.
+            only = self.header_tests[0]
+            self.extras = lambda req, random_value: only(req)
 
     def _build_path_test(self) -> Callable[[str], bool]:
         """A specialised one-argument test; C-level callables where possible."""

@@ -9,9 +9,11 @@ connection pool per endpoint, sized by the cluster's circuit breakers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import typing
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpcore
 import httpx
@@ -26,6 +28,8 @@ from pymesh.transports._plan import LocalReply, Plan, plan_request
 from pymesh.xds.resources.endpoint import Endpoint
 
 __all__ = ["AsyncMeshTransport", "MeshTransport"]
+
+log = logging.getLogger("pymesh.transport")
 
 _GC_EVERY = 512  # requests between sweeps for pools of endpoints that left
 _UPSTREAM_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError)
@@ -43,9 +47,17 @@ def _caller_timeout(request: httpx.Request) -> float | None:
 def _request_info(request: httpx.Request) -> tuple[RequestInfo, list[tuple[str, str]]]:
     headers = request.headers.multi_items()  # lower-case names
     joined: dict[str, str] = {}
+    repeated: dict[str, list[str]] | None = None
     for k, v in headers:
         prev = joined.get(k)
-        joined[k] = v if prev is None else f"{prev},{v}"
+        if prev is None:
+            joined[k] = v
+        else:
+            # Envoy matches each value of a repeated header on its own.
+            joined[k] = f"{prev},{v}"
+            if repeated is None:
+                repeated = {}
+            repeated.setdefault(k, [prev]).append(v)
     authority = joined.get("host") or request.url.netloc.decode("ascii")
     info = RequestInfo(
         request.method,
@@ -53,6 +65,7 @@ def _request_info(request: httpx.Request) -> tuple[RequestInfo, list[tuple[str, 
         request.url.raw_path.decode("ascii"),
         joined,
         joined.get("content-type", "").startswith("application/grpc"),
+        repeated=repeated,
     )
     return info, headers
 
@@ -89,7 +102,10 @@ def _upstream_request(
     plan: Plan, request: httpx.Request, ep: Endpoint, deadline: float | None
 ) -> httpcore.Request:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in plan.headers if k != "host"]
-    headers.insert(0, (b"host", plan.authority.encode("ascii")))
+    authority = plan.authority
+    if plan.action.auto_host_rewrite and ep.hostname:
+        authority = ep.hostname  # Envoy: the endpoint's hostname from EDS
+    headers.insert(0, (b"host", authority.encode("ascii")))
     extensions = dict(request.extensions)
     extensions["timeout"] = _ops_timeout(request, deadline)
     return httpcore.Request(
@@ -103,6 +119,24 @@ def _upstream_request(
         headers=headers,
         content=request.stream,
         extensions=extensions,
+    )
+
+
+def _shadow_request(plan: Plan, request: httpx.Request, ep: Endpoint) -> httpcore.Request:
+    """The mirror copy: Envoy appends ``-shadow`` to the authority; the body is buffered."""
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in plan.headers if k != "host"]
+    headers.insert(0, (b"host", f"{plan.authority}-shadow".encode("ascii")))
+    return httpcore.Request(
+        method=request.method,
+        url=httpcore.URL(
+            scheme=b"http",
+            host=ep.host.encode("ascii"),
+            port=ep.port,
+            target=plan.path.encode("ascii"),
+        ),
+        headers=headers,
+        content=request.content,
+        extensions={"timeout": _ops_timeout(request, plan.deadline)},
     )
 
 
@@ -205,6 +239,27 @@ class _Base:
         self._requests += 1
         return plan_request(state, info, headers, self.mesh.rng, _caller_timeout(request))
 
+    def _mirror_targets(
+        self, plan: Plan, state: ListenerState, request: httpx.Request
+    ) -> list[tuple[ClusterRuntime, Endpoint]]:
+        """Endpoints of the route's mirror clusters that this request is shadowed to.
+
+        Only buffered bodies are mirrored (a stream can be read once)."""
+        if not _is_replayable(request):
+            return []
+        out = []
+        rng = self.mesh.rng
+        for mirror in plan.action.request_mirror_policies:
+            fraction = mirror.runtime_fraction
+            if fraction is not None and rng.random() >= fraction.as_fraction():
+                continue
+            rt = state.clusters.get(mirror.cluster)
+            picker = rt.picker if rt is not None else None
+            ep = picker.pick(plan.hash_key) if picker is not None else None
+            if rt is not None and ep is not None:
+                out.append((rt, ep))
+        return out
+
     def _gc_due(self) -> bool:
         return self._requests % _GC_EVERY == 0
 
@@ -231,6 +286,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
         super().__init__(mesh, passthrough=passthrough)
         self._pools: dict[str, httpcore.ConnectionPool] = {}
         self._direct = httpx.HTTPTransport()
+        self._shadow: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"<MeshTransport pools={len(self._pools)} {self.mesh!r}>"
@@ -253,7 +309,23 @@ class MeshTransport(_Base, httpx.BaseTransport):
         if self._gc_due():
             for address in self._departed(self._pools):
                 self._pools.pop(address).close()
+        if plan.action.request_mirror_policies:
+            for rt, ep in self._mirror_targets(plan, state, request):
+                if self._shadow is None:
+                    self._shadow = ThreadPoolExecutor(4, thread_name_prefix="pymesh-mirror")
+                self._shadow.submit(self._mirror, rt, ep, _shadow_request(plan, request, ep))
         return self._send(plan, state, request)
+
+    def _mirror(self, rt: ClusterRuntime, ep: Endpoint, req: httpcore.Request) -> None:
+        """Fire and forget: the caller never sees a mirror's answer or failure."""
+        try:
+            resp = self._pool(rt, ep).handle_request(req)
+            try:
+                resp.read()
+            finally:
+                resp.close()
+        except Exception as exc:
+            log.debug("mirror to %s failed: %s", ep.address, exc)
 
     def _pool(self, rt: ClusterRuntime, ep: Endpoint) -> httpcore.ConnectionPool:
         pool = self._pools.get(ep.address)
@@ -297,6 +369,8 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 time.sleep(delay)
 
     def close(self) -> None:
+        if self._shadow is not None:
+            self._shadow.shutdown(wait=False, cancel_futures=True)
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             pool.close()
@@ -310,6 +384,7 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         super().__init__(mesh, passthrough=passthrough)
         self._pools: dict[str, httpcore.AsyncConnectionPool] = {}
         self._direct = httpx.AsyncHTTPTransport()
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"<AsyncMeshTransport pools={len(self._pools)} {self.mesh!r}>"
@@ -334,7 +409,24 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         if self._gc_due():
             for address in self._departed(self._pools):
                 await self._pools.pop(address).aclose()
+        if plan.action.request_mirror_policies:
+            await request.aread()
+            for rt, ep in self._mirror_targets(plan, state, request):
+                task = asyncio.create_task(self._mirror(rt, ep, _shadow_request(plan, request, ep)))
+                self._shadow_tasks.add(task)  # a strong reference until it is done
+                task.add_done_callback(self._shadow_tasks.discard)
         return await self._send(plan, state, request)
+
+    async def _mirror(self, rt: ClusterRuntime, ep: Endpoint, req: httpcore.Request) -> None:
+        """Fire and forget: the caller never sees a mirror's answer or failure."""
+        try:
+            resp = await self._pool(rt, ep).handle_async_request(req)
+            try:
+                await resp.aread()
+            finally:
+                await resp.aclose()
+        except Exception as exc:
+            log.debug("mirror to %s failed: %s", ep.address, exc)
 
     def _pool(self, rt: ClusterRuntime, ep: Endpoint) -> httpcore.AsyncConnectionPool:
         pool = self._pools.get(ep.address)
@@ -380,6 +472,8 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
+        for task in list(self._shadow_tasks):
+            task.cancel()
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             await pool.aclose()

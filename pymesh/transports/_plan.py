@@ -66,7 +66,6 @@ class Plan:
     #: True when the route's timeout (not the caller's) sets the deadline: a timeout is
     #: then answered with a local 504, as Envoy does; the caller's own raises.
     route_timeout_binding: bool = False
-    mirror_clusters: tuple[str, ...] = ()
 
     def pick(self, exclude: Container[str] = ()) -> tuple[ClusterRuntime, Endpoint] | None:
         """Pick an endpoint (aggregate clusters: the first leaf that has one)."""
@@ -234,5 +233,4 @@ def plan_request(
         decider=decider_for(retry) if retry is not None and retry.num_retries > 0 else None,
         fault_delay=fault_delay,
         route_timeout_binding=route_binding,
-        mirror_clusters=tuple(m.cluster for m in action.request_mirror_policies),
     )

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
+from _peers import HttpBackend, envoy_listener_for, free_port, start_envoy
+from _routegen import GeneratedRequest, requests, route_config
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
@@ -29,9 +31,6 @@ from google.protobuf import any_pb2
 import pymesh
 from pymesh.server import ControlPlane, Snapshot
 from pymesh.server.config_file import http_connection_manager
-
-from _peers import HttpBackend, envoy_listener_for, free_port, start_envoy
-from _routegen import GeneratedRequest, requests, route_config
 
 CLUSTERS = ["c0", "c1", "c2", "c3"]
 ROUTE_NAME = "diff-routes"

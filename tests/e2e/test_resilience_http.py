@@ -69,9 +69,7 @@ def test_consecutive_5xx_ejects_and_host_returns(
         bad.close()
 
 
-async def test_max_requests_overflow_fails_fast(
-    mesh: pymesh.Mesh, push_mesh: Push
-) -> None:
+async def test_max_requests_overflow_fails_fast(mesh: pymesh.Mesh, push_mesh: Push) -> None:
     slow = EchoBackend("slow", delay=1.5).start()
     try:
         push_mesh(_svc([slow.address], traffic_policy={"circuit_breakers": {"max_requests": 5}}))
@@ -96,7 +94,9 @@ async def test_max_requests_overflow_fails_fast(
 def test_fault_abort_share_and_aborted_requests_never_reach_backend(
     mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
 ) -> None:
-    push_mesh(_svc([echo_backend.address], routes=[{"fault": {"abort": {"status": 418, "percent": 50}}}]))
+    push_mesh(
+        _svc([echo_backend.address], routes=[{"fault": {"abort": {"status": 418, "percent": 50}}}])
+    )
     n = 1000
     with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
         statuses = Counter(client.get("http://reviews:9080/").status_code for _ in range(n))
@@ -109,7 +109,12 @@ def test_fault_abort_share_and_aborted_requests_never_reach_backend(
 def test_fault_delay_adds_its_delay(
     mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
 ) -> None:
-    push_mesh(_svc([echo_backend.address], routes=[{"fault": {"delay": {"fixed": "300ms", "percent": 100}}}]))
+    push_mesh(
+        _svc(
+            [echo_backend.address],
+            routes=[{"fault": {"delay": {"fixed": "300ms", "percent": 100}}}],
+        )
+    )
     with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
         t0 = time.monotonic()
         assert client.get("http://reviews:9080/").status_code == 200
@@ -153,7 +158,12 @@ def test_per_try_timeout_retries_on_another_host(
         push_mesh(
             _svc(
                 [slow.address, echo_backend.address],
-                routes=[{"timeout": "10s", "retries": {"attempts": 2, "on": "5xx", "per_try_timeout": "200ms"}}],
+                routes=[
+                    {
+                        "timeout": "10s",
+                        "retries": {"attempts": 2, "on": "5xx", "per_try_timeout": "200ms"},
+                    }
+                ],
             )
         )
         with httpx.Client(transport=pymesh.MeshTransport(mesh), timeout=30) as client:

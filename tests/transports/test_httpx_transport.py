@@ -55,7 +55,12 @@ def test_routes_split_and_header_match(
 def test_no_route_is_a_local_404_naming_listener_and_path(
     mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
 ) -> None:
-    push_mesh(_service([echo_backend], routes=[{"match": {"prefix": "/api"}, "split": {echo_backend.name: 100}}]))
+    push_mesh(
+        _service(
+            [echo_backend],
+            routes=[{"match": {"prefix": "/api"}, "split": {echo_backend.name: 100}}],
+        )
+    )
     with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
         resp = client.get("http://reviews:9080/web/index")
     assert resp.status_code == 404
@@ -72,9 +77,9 @@ def test_unknown_host_passes_through_or_fails(
     with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
         resp = client.get(f"{echo_backend.url}/direct")
     assert resp.status_code == 200 and resp.headers["x-backend"] == echo_backend.name
-    with httpx.Client(transport=pymesh.MeshTransport(mesh, passthrough=False)) as client:
-        with pytest.raises(pymesh.UnknownHostError) as info:
-            client.get(f"{echo_backend.url}/direct")
+    strict = pymesh.MeshTransport(mesh, passthrough=False)
+    with httpx.Client(transport=strict) as client, pytest.raises(pymesh.UnknownHostError) as info:
+        client.get(f"{echo_backend.url}/direct")
     assert info.value.resource_name == echo_backend.address
     assert info.value.node_id == mesh.node_id
 
@@ -149,6 +154,56 @@ def test_request_before_config_waits_instead_of_failing(
 
     # The first request arrives before the listener's config: it waits, then routes.
     control_plane.set_snapshot(compile_mesh(_service([echo_backend])))
-    with pymesh.Mesh(bootstrap=mesh_bootstrap) as fresh:
-        with httpx.Client(transport=pymesh.MeshTransport(fresh), timeout=20) as client:
-            assert client.get("http://reviews:9080/").headers["x-backend"] == echo_backend.name
+    with (
+        pymesh.Mesh(bootstrap=mesh_bootstrap) as fresh,
+        httpx.Client(transport=pymesh.MeshTransport(fresh), timeout=20) as client,
+    ):
+        assert client.get("http://reviews:9080/").headers["x-backend"] == echo_backend.name
+
+
+def _with_route_edit(config: dict[str, Any], edit: Callable[[Any], None]) -> Any:
+    """Compile a mesh file, then edit its RouteConfiguration protobuf (for fields the
+    mesh file does not expose)."""
+    from pymesh.server import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Snapshot
+    from pymesh.server import compile_mesh as _compile
+
+    snap = _compile(config)
+    routes = []
+    for rc in snap.get(ROUTE_TYPE).values():
+        copy = type(rc)()
+        copy.CopyFrom(rc)
+        edit(copy)
+        routes.append(copy)
+    return Snapshot.of(
+        None,
+        listeners=snap.get(LISTENER_TYPE).values(),
+        routes=routes,
+        clusters=snap.get(CLUSTER_TYPE).values(),
+        endpoints=snap.get(ENDPOINT_TYPE).values(),
+    )
+
+
+def test_request_mirror_is_fire_and_forget(
+    mesh: pymesh.Mesh, control_plane: ControlPlane, echo_backends: Callable[..., list[EchoBackend]]
+) -> None:
+    from pymesh.testing import push_snapshot
+
+    main, shadow = echo_backends(2, "m")
+    shadow.fail_next(1000, status=500)  # the shadow's failures never reach the caller
+
+    def add_mirror(rc: Any) -> None:
+        for route in rc.virtual_hosts[0].routes:
+            route.route.request_mirror_policies.add(cluster=f"outbound|9080|{shadow.name}|reviews")
+            route.route.cluster = f"outbound|9080|{main.name}|reviews"
+            route.route.ClearField("weighted_clusters")
+
+    push_snapshot(control_plane, mesh, _with_route_edit(_service([main, shadow]), add_mirror))
+    with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+        statuses = [
+            client.post("http://reviews:9080/m", content=b"body").status_code for _ in range(20)
+        ]
+    assert statuses == [200] * 20
+    assert main.request_count == 20
+    shadowed = shadow.wait_for_requests(20, timeout=20)
+    assert {r.header("host") for r in shadowed} == {"reviews:9080-shadow"}
+    assert {r.body for r in shadowed} == {b"body"}

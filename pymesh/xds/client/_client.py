@@ -405,6 +405,9 @@ class XdsClient:
         type_url = resp.type_url
         ts = self._type(type_url)
         ts.nonce = resp.nonce
+        # Names subscribed before this response: only they can be judged absent from it
+        # (watchers run below may subscribe more, which this response cannot answer).
+        awaited = {n for n, r in ts.resources.items() if not r.has_value}
         valid: dict[str, Any] = {}
         errors: list[str] = []
         invalid_names: set[str] = set()
@@ -435,7 +438,7 @@ class XdsClient:
                 self.stats.updates[type_url] = self.stats.updates.get(type_url, 0) + 1
                 self._notify(res, "on_resource", value)
         if type_url in _FULL_STATE_TYPES:
-            self._handle_absent(ts, set(valid) | invalid_names)
+            self._handle_absent(ts, set(valid) | invalid_names, awaited)
         if errors:
             self.stats.nacks[type_url] = self.stats.nacks.get(type_url, 0) + 1
             message = "\n".join(errors)
@@ -477,9 +480,23 @@ class XdsClient:
         res.update_time = _now()
         self._notify(res, "on_error", err)
 
-    def _handle_absent(self, ts: _TypeState, present: set[str]) -> None:
+    def _handle_absent(self, ts: _TypeState, present: set[str], awaited: set[str]) -> None:
         for res in list(ts.resources.values()):
-            if res.name in present or not res.has_value:
+            if res.name in present:
+                continue
+            if not res.has_value:
+                # The xDS protocol: a SotW LDS/CDS response lists every subscribed
+                # resource the server has, so a requested one that is missing does not
+                # exist. Said now rather than after the 15 s timer, so that a request to
+                # a host the control plane does not know passes through at once.
+                if res.name in awaited and res.status == ResourceStatus.REQUESTED and res.watchers:
+                    if res.timer is not None:
+                        res.timer.cancel()
+                        res.timer = None
+                    res.status = ResourceStatus.DOES_NOT_EXIST
+                    res.update_time = _now()
+                    self.stats.does_not_exist += 1
+                    self._notify(res, "on_does_not_exist")
                 continue
             if self.server.ignore_resource_deletion:
                 self.stats.deletions_ignored += 1
