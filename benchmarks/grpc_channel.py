@@ -1,0 +1,172 @@
+"""Sync unary gRPC: plain grpcio vs grpcio's native xds:/// vs pymesh.grpc, side by side.
+
+    python benchmarks/grpc_channel.py [--calls 5000] [--rounds 3]
+
+One backend (its own process) and pymesh's embedded control plane. Each client runs in
+its own fresh interpreter (grpcio reads GRPC_XDS_BOOTSTRAP once, at start), makes
+sequential unary calls from one thread after a warm-up, and reports throughput and
+p50/p99 latency. Rounds alternate the clients; the best round of each is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+METHOD = "/pymesh.bench.Echo/Echo"
+TARGET = "xds:///echo:50051"
+
+SERVER = """
+import sys
+from concurrent import futures
+import grpc
+handler = grpc.method_handlers_generic_handler(
+    "pymesh.bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda r, c: r)}
+)
+server = grpc.server(futures.ThreadPoolExecutor(4))
+server.add_generic_rpc_handlers((handler,))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(port, flush=True)
+sys.stdin.read()  # until the parent closes our stdin
+server.stop(0)
+"""
+
+
+def run_client(mode: str, address: str, bootstrap: str, calls: int, warmup: int) -> None:
+    """In a child process: time ``calls`` sequential unary calls; print JSON."""
+    import grpc
+
+    if mode == "plain":
+        channel: Any = grpc.insecure_channel(address)
+        mesh = None
+    elif mode == "grpcio-xds":
+        channel = grpc.insecure_channel(TARGET)
+        mesh = None
+    else:
+        import pymesh
+        import pymesh.grpc
+
+        mesh = pymesh.Mesh(bootstrap, seed=1)
+        channel = pymesh.grpc.insecure_channel(TARGET, mesh)
+    call = channel.unary_unary(METHOD)
+    call(b"w", timeout=30, wait_for_ready=True)
+    for _ in range(warmup):
+        call(b"w", timeout=30)
+    lat = []
+    clock = time.perf_counter
+    start = clock()
+    for _ in range(calls):
+        t0 = clock()
+        call(b"ping", timeout=30)
+        lat.append(clock() - t0)
+    total = clock() - start
+    lat.sort()
+    print(
+        json.dumps(
+            {
+                "rps": calls / total,
+                "p50_us": lat[len(lat) // 2] * 1e6,
+                "p99_us": lat[int(len(lat) * 0.99)] * 1e6,
+            }
+        )
+    )
+    channel.close()
+    if mesh is not None:
+        mesh.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=5000)
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--client", help=argparse.SUPPRESS)
+    ap.add_argument("--address", help=argparse.SUPPRESS)
+    ap.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.client:
+        run_client(args.client, args.address, args.bootstrap, args.calls, args.warmup)
+        return
+
+    from pymesh.server import ControlPlane, compile_mesh
+
+    backend = subprocess.Popen(
+        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert backend.stdout is not None
+        address = f"127.0.0.1:{int(backend.stdout.readline())}"
+        with ControlPlane() as cp, tempfile.TemporaryDirectory() as tmp:
+            mesh_file = {
+                "services": {"echo": {"port": 50051, "protocol": "grpc", "endpoints": [address]}}
+            }
+            cp.set_snapshot(compile_mesh(mesh_file, "bench"))
+            bootstrap = Path(tmp) / "bootstrap.json"
+            bootstrap.write_text(
+                json.dumps(
+                    {
+                        "xds_servers": [
+                            {
+                                "server_uri": cp.address,
+                                "channel_creds": [{"type": "insecure"}],
+                                "server_features": ["xds_v3"],
+                            }
+                        ],
+                        "node": {"id": "bench"},
+                    }
+                )
+            )
+            env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)}
+            modes = ("plain", "grpcio-xds", "pymesh")
+            best: dict[str, dict[str, float]] = {}
+            for _ in range(args.rounds):
+                for mode in modes:
+                    out = subprocess.run(
+                        [
+                            sys.executable,
+                            __file__,
+                            "--client",
+                            mode,
+                            "--address",
+                            address,
+                            "--bootstrap",
+                            str(bootstrap),
+                            "--calls",
+                            str(args.calls),
+                            "--warmup",
+                            str(args.warmup),
+                        ],
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        timeout=600,
+                        check=True,
+                    )
+                    r = json.loads(out.stdout.strip().splitlines()[-1])
+                    if mode not in best or r["rps"] > best[mode]["rps"]:
+                        best[mode] = r
+    finally:
+        if backend.stdin is not None:
+            backend.stdin.close()
+        backend.wait(10)
+
+    print(f"sync unary, {args.calls} sequential calls, best of {args.rounds} rounds")
+    print(f"{'client':<12} {'calls/s':>9} {'p50 us':>8} {'p99 us':>8}")
+    for mode in modes:
+        r = best[mode]
+        print(f"{mode:<12} {r['rps']:>9.0f} {r['p50_us']:>8.0f} {r['p99_us']:>8.0f}")
+    native = best["grpcio-xds"]["rps"]
+    print(f"pymesh / grpcio-xds throughput: {best['pymesh']['rps'] / native:.2f}x")
+    print(f"pymesh / plain throughput:      {best['pymesh']['rps'] / best['plain']['rps']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
