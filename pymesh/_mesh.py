@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymesh._upstream import ClusterRuntime, Sweeper
 from pymesh.bootstrap import Bootstrap, load_bootstrap
@@ -23,10 +23,15 @@ from pymesh.errors import (
 )
 from pymesh.routing import RouteTable
 from pymesh.xds._dependency_manager import DependencyManager
-from pymesh.xds.client import XdsClient
+from pymesh import telemetry
+from pymesh.telemetry._csds import client_config
+from pymesh.xds.client import XdsClient, XdsClientStats
 from pymesh.xds.dependencies import XdsConfig
 from pymesh.xds.resources.fault import FaultConfig
 from pymesh.xds.resources.listener import FAULT_TYPE
+
+if TYPE_CHECKING:
+    from pymesh._admin import AdminServer
 
 log = logging.getLogger("pymesh")
 
@@ -94,6 +99,13 @@ class Mesh:
         self._deps = DependencyManager(self._client)
         self._client.start()
         self._sweeper = Sweeper(lambda: list(self._clusters.values()))
+        # Observability hooks: observable metrics read this mesh's counters; an admin
+        # server starts by itself when PYMESH_ADMIN_PORT is set (docs/observability.md).
+        self._admin: AdminServer | None = None
+        telemetry.register(self)
+        admin_port = os.environ.get("PYMESH_ADMIN_PORT")
+        if admin_port:
+            self.start_admin(int(admin_port))
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Mesh:
@@ -122,6 +134,8 @@ class Mesh:
             self._settle(slot)
         self._sweeper.close()
         self._client.close()
+        if self._admin is not None:
+            self._admin.close()
 
     # -- listener state ------------------------------------------------------------
 
@@ -256,6 +270,31 @@ class Mesh:
 
     # -- operations ----------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def xds_stats(self) -> XdsClientStats:
+        """The xDS client's counters (updates, ACKs, NACKs per type; connected)."""
+        return self._client.stats
+
+    def start_admin(self, port: int = 0, host: str = "127.0.0.1") -> AdminServer:
+        """Start (once) the admin HTTP server: /config_dump, /clusters, /stats, /ready,
+        /explain. Localhost only by default; closed with the mesh."""
+        from pymesh._admin import AdminServer
+
+        with self._lock:
+            if self._admin is None:
+                self._admin = AdminServer(self, port=port, host=host)
+        return self._admin
+
+    @property
+    def admin(self) -> AdminServer | None:
+        """The admin server, if started."""
+        return self._admin
+
     def clusters(self) -> dict[str, ClusterRuntime]:
         """Live cluster runtimes by name (a copy of the mapping)."""
         return dict(self._clusters)
@@ -279,6 +318,7 @@ class Mesh:
             name: _cluster_dump(rt) for name, rt in list(self._clusters.items())
         }
         dump["dumped_at"] = time.time()
+        dump["client_config"] = client_config(dump, self.bootstrap)
         return dump
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from pymesh._mesh import Mesh
+from pymesh.grpc import aio
 from pymesh.grpc._channel import MeshChannel
 from pymesh.grpc._interceptor import MeshInterceptor
 from pymesh.grpc._local import LocalRpcError
@@ -24,6 +25,7 @@ __all__ = [
     "LocalRpcError",
     "MeshChannel",
     "MeshInterceptor",
+    "aio",
     "insecure_channel",
     "secure_channel",
 ]

@@ -37,6 +37,10 @@ Deserializer = Callable[[bytes], Any] | None
 _TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
 
+#: ``prepare(wait=False)``: the call would have to wait (config or a fault delay).
+MUST_WAIT = object()
+
+
 def _local(status: LocalStatus) -> LocalRpcError:
     return LocalRpcError(status.code, status.details)
 
@@ -193,13 +197,19 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
     # -- the call path ----------------------------------------------------------------
 
     def prepare(
-        self, method: str, timeout: float | None, metadata: Metadata | None
-    ) -> Prepared | None:
-        """Plan a call; None means passthrough. Raises LocalRpcError for a local status."""
+        self, method: str, timeout: float | None, metadata: Metadata | None, wait: bool = True
+    ) -> Prepared | object | None:
+        """Plan a call; None means passthrough. Raises LocalRpcError for a local status.
+
+        With ``wait=False`` returns :data:`MUST_WAIT` instead of blocking (no config yet,
+        or a fault delay to serve).
+        """
         start = time.monotonic()
         slot = self._slot
         state = slot.state
         if state is None:
+            if not wait:
+                return MUST_WAIT
             try:
                 state = self.mesh.wait_state(slot, timeout)
             except MeshError as exc:
@@ -211,6 +221,8 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         plan = plan_call(self.mesh, state, self.authority, method, metadata, self.channel_id)
         if isinstance(plan, LocalStatus):
             if plan.delay:
+                if not wait:
+                    return MUST_WAIT
                 if timeout is not None and plan.delay >= timeout:
                     time.sleep(max(timeout, 0.0))
                     raise _local(DEADLINE)
@@ -218,6 +230,8 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
             raise _local(plan)
         deadline = grpc_deadline(plan, state, timeout, start)
         if plan.fault_delay:  # A33: the delay counts against the call's deadline
+            if not wait:
+                return MUST_WAIT
             left = remaining(deadline)
             if left is not None and plan.fault_delay >= left:
                 time.sleep(max(left, 0.0))
@@ -282,7 +296,8 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
     def call_streaming_response(
         self, p: Prepared, start: Callable[[grpc.Channel, float | None, OutMetadata], Any]
     ) -> Any:
-        """Start a server-streaming call (one attempt: no retries once streaming)."""
+        """Start a call that returns a grpc.Call at once: a streaming one (no retries once
+        streaming) or a single-attempt unary future."""
         address, done = self._acquire(p, set(), 0)
         timeout = remaining(p.deadline)
         if timeout is not None and timeout <= 0:
@@ -327,10 +342,13 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore
         credentials: grpc.CallCredentials | None,
         wait_for_ready: bool | None,
         compression: grpc.Compression | None,
+        prepared: Prepared | object | None = MUST_WAIT,
     ) -> tuple[Any, grpc.Call]:
         ch = self._channel
-        p = ch.prepare(self._method, timeout, metadata)
-        if p is None:
+        p = prepared
+        if p is MUST_WAIT:
+            p = ch.prepare(self._method, timeout, metadata)
+        if not isinstance(p, Prepared):
             mc = self._real(ch.direct(), "", "unary_unary")
             return mc.with_call(  # type: ignore[no-any-return]
                 request, timeout, metadata, credentials, wait_for_ready, compression
@@ -375,9 +393,27 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        """Runs the call (with its retries) on a small per-channel thread pool."""
-        fut = self._channel.executor().submit(
-            self._invoke, request, timeout, metadata, credentials, wait_for_ready, compression
+        """A single-attempt call that needs no waiting is grpcio's own future (so
+        ``cancel()`` cancels the RPC); anything else runs on a small per-channel pool."""
+        ch = self._channel
+        try:
+            p = ch.prepare(self._method, timeout, metadata, wait=False)
+            if p is None:
+                mc = self._real(ch.direct(), "", "unary_unary")
+                return mc.future(
+                    request, timeout, metadata, credentials, wait_for_ready, compression
+                )
+            if isinstance(p, Prepared) and attempts_of(p.plan) == 1:
+
+                def start(sub: grpc.Channel, t: float | None, md: OutMetadata) -> Any:
+                    mc = self._real(sub, sub_key(sub), "unary_unary")
+                    return mc.future(request, t, md, credentials, wait_for_ready, compression)
+
+                return ch.call_streaming_response(p, start)
+        except LocalRpcError as err:
+            return err  # a failed future, as grpcio returns
+        fut = ch.executor().submit(
+            self._invoke, request, timeout, metadata, credentials, wait_for_ready, compression, p
         )
         return _FutureCall(fut)
 
@@ -400,7 +436,7 @@ class _UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable):  # type: igno
         ch = self._channel
         try:
             p = ch.prepare(self._method, timeout, metadata)
-            if p is None:
+            if not isinstance(p, Prepared):
                 mc = self._real(ch.direct(), "", "unary_stream")
                 return mc(request, timeout, metadata, credentials, wait_for_ready, compression)
 
@@ -425,7 +461,7 @@ class _StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: igno
     ) -> tuple[Any, grpc.Call]:
         ch = self._channel
         p = ch.prepare(self._method, timeout, metadata)
-        if p is None:
+        if not isinstance(p, Prepared):
             mc = self._real(ch.direct(), "", "stream_unary")
             return mc.with_call(  # type: ignore[no-any-return]
                 request_iterator, timeout, metadata, credentials, wait_for_ready, compression
@@ -502,7 +538,7 @@ class _StreamStream(_MultiCallable, grpc.StreamStreamMultiCallable):  # type: ig
         ch = self._channel
         try:
             p = ch.prepare(self._method, timeout, metadata)
-            if p is None:
+            if not isinstance(p, Prepared):
                 mc = self._real(ch.direct(), "", "stream_stream")
                 return mc(
                     request_iterator, timeout, metadata, credentials, wait_for_ready, compression

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from pymesh._mesh import Mesh
+from pymesh.grpc._base import Prepared
 from pymesh.grpc._channel import MeshChannel
 from pymesh.grpc._core import attempts_of, remaining, should_retry
 from pymesh.grpc._local import LocalRpcError
@@ -54,7 +55,7 @@ class MeshInterceptor(
             p = self._planner.prepare(details.method, details.timeout, details.metadata)
         except LocalRpcError as err:
             return err
-        if p is None:  # unknown listener, passthrough: send as is
+        if not isinstance(p, Prepared):  # unknown listener, passthrough: send as is
             return None, details
         new = _CallDetails(
             details.method,

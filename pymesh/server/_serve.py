@@ -11,7 +11,7 @@ import watchfiles
 
 from pymesh.errors import ConfigFileError
 from pymesh.server import ControlPlane
-from pymesh.server.config_file import compile_text
+from pymesh.server.config_file import compile_text, read_text
 from pymesh.server.snapshot import Snapshot
 
 __all__ = ["serve"]
@@ -38,7 +38,7 @@ def serve(
     ``on_ready`` gets the running ControlPlane; ``on_reload`` each reload's result.
     """
     file = Path(path).resolve()
-    text = _read(file)
+    text = read_text(file)
     snapshot = compile_text(text, str(path))
     stop = stop_event or threading.Event()
     with ControlPlane(port=port, host=host) as cp:
@@ -57,7 +57,7 @@ def serve(
                 debounce=200,
             ):
                 try:
-                    new_text = _read(file)
+                    new_text = read_text(file)
                 except ConfigFileError:
                     continue  # mid-replace by an editor: the next event brings the file
                 if new_text == text:
@@ -68,13 +68,6 @@ def serve(
                     on_reload(result)
         except KeyboardInterrupt:
             pass
-
-
-def _read(file: Path) -> str:
-    try:
-        return file.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigFileError(str(file), "<file>", f"cannot read the file: {e.strerror}") from e
 
 
 def _reload(cp: ControlPlane, text: str, source: str) -> Snapshot | ConfigFileError:

@@ -150,13 +150,10 @@ class _Stream:
 
 
 def _select(snap: Snapshot, url: str, names: frozenset[str] | None) -> list[any_pb2.Any]:
-    out = []
-    for name, res in snap.get(url).items():
-        if names is None or name in names:
-            a = any_pb2.Any()
-            a.Pack(res, deterministic=True)
-            out.append(a)
-    return out
+    packed = snap.packed(url)
+    if names is None:
+        return list(packed.values())
+    return [a for name, a in packed.items() if name in names]
 
 
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]

@@ -297,17 +297,36 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _line_map(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
+def _line_map(
+    node: yaml.Node, prefix: str, out: dict[str, int], source: str, seen: set[int]
+) -> None:
+    """Record the line of every dotted path; reject duplicate keys.
+
+    An aliased node is walked once only: a "billion laughs" file stays linear here.
+    """
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
         for key, value in node.value:
             path = f"{prefix}.{key.value}" if prefix else str(key.value)
-            out[path] = key.start_mark.line + 1
-            _line_map(value, path, out)
+            line = key.start_mark.line + 1
+            if key.value in first and key.value != "<<":
+                raise ConfigFileError(
+                    source,
+                    path,
+                    f"duplicate key {key.value!r} (first on line {first[key.value]}); keep one",
+                    line=line,
+                )
+            first[key.value] = line
+            out[path] = line
+            _line_map(value, path, out, source, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             path = f"{prefix}[{i}]"
             out[path] = item.start_mark.line + 1
-            _line_map(item, path, out)
+            _line_map(item, path, out, source, seen)
 
 
 # ---------------------------------------------------------------------------- public entry
@@ -316,11 +335,19 @@ def _line_map(node: yaml.Node, prefix: str, out: dict[str, int]) -> None:
 def load_config_file(path: str | Path) -> Snapshot:
     """Read and compile a mesh file. Raises ConfigFileError (with line numbers)."""
     source = str(path)
+    return compile_text(read_text(path), source)
+
+
+def read_text(path: str | Path) -> str:
+    """The file's text (UTF-8), or ConfigFileError naming why it cannot be read."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigFileError(source, "<file>", f"cannot read the file: {e.strerror}") from e
-    return compile_text(text, source)
+        raise ConfigFileError(str(path), "<file>", f"cannot read the file: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigFileError(
+            str(path), "<file>", f"not UTF-8 text (byte {e.start}); save it as UTF-8"
+        ) from e
 
 
 def compile_text(text: str, source: str = "<string>") -> Snapshot:
@@ -335,7 +362,7 @@ def compile_text(text: str, source: str = "<string>") -> Snapshot:
         raise ConfigFileError(source, "<yaml>", f"not valid YAML: {problem}", line=line) from e
     lines: dict[str, int] = {}
     if node is not None:
-        _line_map(node, "", lines)
+        _line_map(node, "", lines, source, set())
     return _compile(data, _Ctx(source, lines))
 
 

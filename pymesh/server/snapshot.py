@@ -18,6 +18,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from google.protobuf import any_pb2  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.message import Message  # type: ignore[import-untyped, unused-ignore]
 
 __all__ = [
@@ -67,6 +68,10 @@ class Snapshot:
 
     version: str
     resources: Mapping[str, Mapping[str, Message]] = field(default_factory=dict)
+    # Resources packed into Any once per snapshot, not once per stream and push.
+    _packed: dict[str, Mapping[str, any_pb2.Any]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def of(
@@ -100,6 +105,19 @@ class Snapshot:
     def get(self, type_url: str) -> Mapping[str, Message]:
         """Resources of one type (empty mapping when none)."""
         return self.resources.get(type_url, MappingProxyType({}))
+
+    def packed(self, type_url: str) -> Mapping[str, any_pb2.Any]:
+        """Resources of one type packed as ``Any`` (computed once, then shared)."""
+        done = self._packed.get(type_url)
+        if done is None:
+            done = {}
+            for name, res in self.get(type_url).items():
+                a = any_pb2.Any()
+                a.Pack(res, deterministic=True)
+                done[name] = a
+            # A race only packs twice; both results are equal.
+            self._packed[type_url] = done
+        return done
 
     def consistent(self) -> None:
         """Raise :class:`SnapshotInconsistent` naming the first dangling reference.

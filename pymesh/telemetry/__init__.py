@@ -1,1 +1,24 @@
-"""pymesh internals."""
+"""OpenTelemetry tracing and metrics for pymesh (no-op cost when no SDK is configured).
+
+pymesh uses the application's global TracerProvider, MeterProvider and propagators;
+:func:`configure` can name other providers. See ``docs/observability.md`` for the span
+and metric reference.
+"""
+
+from pymesh.telemetry._collect import OBSERVED, MetricSpec, collect, register
+from pymesh.telemetry._prometheus import prometheus_text
+from pymesh.telemetry._providers import configure, instruments, tracer
+from pymesh.telemetry._request import RequestObserver, observe_request
+
+__all__ = [
+    "OBSERVED",
+    "MetricSpec",
+    "RequestObserver",
+    "collect",
+    "configure",
+    "instruments",
+    "observe_request",
+    "prometheus_text",
+    "register",
+    "tracer",
+]

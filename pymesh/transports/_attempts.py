@@ -72,7 +72,18 @@ class Try:
 class Attempts:
     """The retry state of one request (a new one per request; not shared)."""
 
-    __slots__ = ("_exclude", "attempt", "decider", "limit", "plan", "rng", "state", "tried")
+    __slots__ = (
+        "_exclude",
+        "_last",
+        "_retry_slot",
+        "attempt",
+        "decider",
+        "limit",
+        "plan",
+        "rng",
+        "state",
+        "tried",
+    )
 
     def __init__(
         self, plan: Plan, state: ListenerState, rng: random.Random, *, replayable: bool = True
@@ -87,6 +98,10 @@ class Attempts:
             self.limit = 1  # a body that cannot be rewound is sent once
         self.attempt = 0
         self.tried: set[str] = set()
+        #: The retry_on condition of the last retry decided (telemetry reads it).
+        self.retry_reason: str | None = None
+        self._retry_slot: CircuitBreaker | None = None
+        self._last: Outcome | None = None
         self._exclude = retry is not None and "previous_hosts" in retry.retry_host_predicates
 
     @property
@@ -95,18 +110,24 @@ class Attempts:
         return self.decider is not None and self.limit > 1 and self.decider.needs_headers
 
     def start(self) -> Try | LocalReply:
-        """Choose the endpoint and take a breaker slot for the next attempt."""
+        """Choose the endpoint and take a breaker slot for the next attempt.
+
+        The first attempt takes a request slot here; a retry's slot (max_retries or the
+        retry budget) was already taken when the retry was decided.
+        """
         plan = self.plan
+        is_retry = self.attempt > 0
+        retry_slot, self._retry_slot = self._retry_slot, None
         rt = plan.runtime
         if rt.leaf_clusters:
             leaf = leaf_runtime(plan, self.state)
             if leaf is None:
-                return _local(plan, "no healthy upstream", "UH")
+                return self._give_back(retry_slot, _local(plan, "no healthy upstream", "UH"))
             rt = leaf
         picker = rt.picker
         if picker is None:
-            return _local(plan, "no healthy upstream", "UH")
-        if self.attempt == 0 and picker.has_drops:
+            return self._give_back(retry_slot, _local(plan, "no healthy upstream", "UH"))
+        if not is_retry and picker.has_drops:
             category = picker.drop_category(self.rng.random())
             if category is not None:
                 return _local(plan, f"dropped by drop_overloads ({category})", "DO")
@@ -115,23 +136,26 @@ class Attempts:
             plan.hash_key,
             self.tried if self._exclude else (),
             host_selection_retry_max_attempts=retry.host_selection_retry_max_attempts
-            if retry is not None and self.attempt
+            if retry is not None and is_retry
             else 1,
         )
         if ep is None:
-            return _local(plan, "no healthy upstream", "UH")
-        breaker = rt.breaker
-        is_retry = self.attempt > 0
-        if breaker is not None:
-            ok = breaker.try_acquire_retry() if is_retry else breaker.try_acquire_request()
-            if not ok:
-                return _local(plan, "upstream overflow (circuit breaker)", "UO")
+            return self._give_back(retry_slot, _local(plan, "no healthy upstream", "UH"))
+        breaker = retry_slot if is_retry else rt.breaker
+        if breaker is not None and not is_retry and not breaker.try_acquire_request():
+            return _local(plan, "upstream overflow (circuit breaker)", "UO")
         self.tried.add(ep.address)
         deadline = plan.deadline
         if retry is not None and retry.per_try_timeout:
             per_try = time.monotonic() + retry.per_try_timeout
             deadline = per_try if deadline is None else min(deadline, per_try)
         return Try(rt, ep, rt.states.get_or_create(ep.address), breaker, is_retry, deadline)
+
+    @staticmethod
+    def _give_back(slot: CircuitBreaker | None, reply: LocalReply) -> LocalReply:
+        if slot is not None:
+            slot.release_retry()
+        return reply
 
     def failed(self, t: Try, outcome: Outcome) -> bool:
         """The attempt failed before a response; True when another attempt should run."""
@@ -140,7 +164,7 @@ class Attempts:
         outlier = t.runtime.outlier
         if outlier is not None:
             outlier.record(t.endpoint.address, outcome)
-        return self._retry(outcome)
+        return self._retry(t, outcome)
 
     def answered(
         self,
@@ -160,24 +184,34 @@ class Attempts:
         outlier = t.runtime.outlier
         if outlier is not None:
             outlier.record(t.endpoint.address, outcome)
-        if self._retry(outcome):
+        if self._retry(t, outcome):
             t.release()
             return True
         return False
 
-    def _retry(self, outcome: Outcome) -> bool:
+    def _retry(self, t: Try, outcome: Outcome) -> bool:
+        """Decide a retry: the policy allows it and a retry slot is free.
+
+        With no slot (max_retries or the retry budget exhausted) the request is not
+        retried and the caller gets this attempt's answer, as Envoy does.
+        """
         decider = self.decider
         if decider is None or self.attempt + 1 >= self.limit:
             return False
         if decider.should_retry(outcome) is None:
             return False
+        breaker = t.runtime.breaker
+        if breaker is not None and not breaker.try_acquire_retry():
+            return False
+        self._retry_slot = breaker
+        self._last = outcome
         self.attempt += 1
         return True
 
     def backoff(self) -> float | None:
         """Seconds to wait before the retry, or None when the deadline leaves no room."""
         assert self.decider is not None
-        delay = self.decider.backoff_delay(self.attempt, self.rng)
+        delay = self.decider.next_delay(self.attempt, self._last, self.rng)
         deadline = self.plan.deadline
         if deadline is not None and time.monotonic() + delay >= deadline:
             return None

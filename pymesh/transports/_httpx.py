@@ -22,6 +22,7 @@ from pymesh._mesh import ListenerState, Mesh
 from pymesh._upstream import ClusterRuntime
 from pymesh.errors import TlsConfigError
 from pymesh.routing import RequestInfo
+from pymesh.telemetry import RequestObserver, observe_request
 from pymesh.transports._attempts import Attempts
 from pymesh.transports._exceptions import failure_outcome, map_httpcore_exceptions, to_httpx
 from pymesh.transports._plan import LocalReply, Plan, plan_request
@@ -99,9 +100,18 @@ def _ops_timeout(request: httpx.Request, deadline: float | None) -> dict[str, fl
 
 
 def _upstream_request(
-    plan: Plan, request: httpx.Request, ep: Endpoint, deadline: float | None
+    plan: Plan,
+    request: httpx.Request,
+    ep: Endpoint,
+    deadline: float | None,
+    trace_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> httpcore.Request:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in plan.headers if k != "host"]
+    if trace_headers:
+        # Telemetry hook: this attempt's traceparent/tracestate/baggage replace any the
+        # caller sent (the attempt span is a descendant of the caller's span).
+        names = {k for k, _ in trace_headers}
+        headers = [h for h in headers if h[0] not in names] + trace_headers
     authority = plan.authority
     if plan.action.auto_host_rewrite and ep.hostname:
         authority = ep.hostname  # Envoy: the endpoint's hostname from EDS
@@ -226,6 +236,22 @@ class _AsyncStream(httpx.AsyncByteStream):
             self._on_close()
 
 
+def _observe(request: httpx.Request, state: ListenerState) -> RequestObserver | None:
+    """Telemetry hook: the request's observer, or None when telemetry is off."""
+    return observe_request(request.method, request.url, state.config.listener.name)
+
+
+def _routed(obs: RequestObserver, plan: Plan) -> None:
+    route = plan.decision.route
+    obs.routed(route.name or str(plan.decision.route_index), plan.cluster_name)
+
+
+def _finished(obs: RequestObserver, response: httpx.Response) -> httpx.Response:
+    flag = response.headers.get("x-pymesh-local-reply", "")
+    obs.finish(response.status_code, local_reply="" if flag == "1" else flag)
+    return response
+
+
 class _Base:
     """What both transports share: the mesh, passthrough, and routing one request."""
 
@@ -299,11 +325,25 @@ class MeshTransport(_Base, httpx.BaseTransport):
             state = mesh.wait_state(slot, _caller_timeout(request), passthrough=self.passthrough)
             if state is None:
                 return self._direct.handle_request(request)
+        obs = _observe(request, state)
+        if obs is None:
+            return self._routed(state, request, None)
+        try:
+            return _finished(obs, self._routed(state, request, obs))
+        except BaseException as exc:
+            obs.finish(None, error=exc)
+            raise
+
+    def _routed(
+        self, state: ListenerState, request: httpx.Request, obs: RequestObserver | None
+    ) -> httpx.Response:
         plan = self._plan(state, request)
         if isinstance(plan, LocalReply):
             if plan.delay:
                 time.sleep(plan.delay)
             return _local_response(plan, request)
+        if obs is not None:
+            _routed(obs, plan)
         if plan.fault_delay:
             time.sleep(plan.fault_delay)
         if self._gc_due():
@@ -314,7 +354,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 if self._shadow is None:
                     self._shadow = ThreadPoolExecutor(4, thread_name_prefix="pymesh-mirror")
                 self._shadow.submit(self._mirror, rt, ep, _shadow_request(plan, request, ep))
-        return self._send(plan, state, request)
+        return self._send(plan, state, request, obs)
 
     def _mirror(self, rt: ClusterRuntime, ep: Endpoint, req: httpcore.Request) -> None:
         """Fire and forget: the caller never sees a mirror's answer or failure."""
@@ -335,19 +375,29 @@ class MeshTransport(_Base, httpx.BaseTransport):
             )
         return pool
 
-    def _send(self, plan: Plan, state: ListenerState, request: httpx.Request) -> httpx.Response:
+    def _send(
+        self,
+        plan: Plan,
+        state: ListenerState,
+        request: httpx.Request,
+        obs: RequestObserver | None = None,
+    ) -> httpx.Response:
         attempts = Attempts(plan, state, self.mesh.rng, replayable=_is_replayable(request))
         while True:
             t = attempts.start()
             if isinstance(t, LocalReply):
                 return _local_response(t, request)
+            trace_headers = obs.attempt(t.runtime, t.endpoint) if obs is not None else None
             try:
                 resp = self._pool(t.runtime, t.endpoint).handle_request(
-                    _upstream_request(plan, request, t.endpoint, t.deadline)
+                    _upstream_request(plan, request, t.endpoint, t.deadline, trace_headers)
                 )
             except _UPSTREAM_ERRORS as exc:
                 outcome = failure_outcome(exc)
-                if not attempts.failed(t, outcome):
+                retry = attempts.failed(t, outcome)
+                if obs is not None:
+                    obs.attempt_done(None, exc, attempts.retry_reason if retry else None)
+                if not retry:
                     local = attempts.timed_out(t) if outcome.timeout else None
                     if local is not None:
                         return _local_response(local, request)
@@ -358,7 +408,10 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 raise
             else:
                 headers = _header_map(resp.headers) if attempts.needs_headers else None
-                if not attempts.answered(t, resp.status, headers):
+                retry = attempts.answered(t, resp.status, headers)
+                if obs is not None:
+                    obs.attempt_done(resp.status, None, attempts.retry_reason if retry else None)
+                if not retry:
                     assert isinstance(resp.stream, typing.Iterable)
                     return _response(plan, request, resp, _SyncStream(resp.stream, t.release))
                 resp.close()
@@ -399,11 +452,25 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
             )
             if state is None:
                 return await self._direct.handle_async_request(request)
+        obs = _observe(request, state)
+        if obs is None:
+            return await self._routed(state, request, None)
+        try:
+            return _finished(obs, await self._routed(state, request, obs))
+        except BaseException as exc:
+            obs.finish(None, error=exc)
+            raise
+
+    async def _routed(
+        self, state: ListenerState, request: httpx.Request, obs: RequestObserver | None
+    ) -> httpx.Response:
         plan = self._plan(state, request)
         if isinstance(plan, LocalReply):
             if plan.delay:
                 await asyncio.sleep(plan.delay)
             return _local_response(plan, request)
+        if obs is not None:
+            _routed(obs, plan)
         if plan.fault_delay:
             await asyncio.sleep(plan.fault_delay)
         if self._gc_due():
@@ -415,7 +482,7 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 task = asyncio.create_task(self._mirror(rt, ep, _shadow_request(plan, request, ep)))
                 self._shadow_tasks.add(task)  # a strong reference until it is done
                 task.add_done_callback(self._shadow_tasks.discard)
-        return await self._send(plan, state, request)
+        return await self._send(plan, state, request, obs)
 
     async def _mirror(self, rt: ClusterRuntime, ep: Endpoint, req: httpcore.Request) -> None:
         """Fire and forget: the caller never sees a mirror's answer or failure."""
@@ -437,20 +504,28 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         return pool
 
     async def _send(
-        self, plan: Plan, state: ListenerState, request: httpx.Request
+        self,
+        plan: Plan,
+        state: ListenerState,
+        request: httpx.Request,
+        obs: RequestObserver | None = None,
     ) -> httpx.Response:
         attempts = Attempts(plan, state, self.mesh.rng, replayable=_is_replayable(request))
         while True:
             t = attempts.start()
             if isinstance(t, LocalReply):
                 return _local_response(t, request)
+            trace_headers = obs.attempt(t.runtime, t.endpoint) if obs is not None else None
             try:
                 resp = await self._pool(t.runtime, t.endpoint).handle_async_request(
-                    _upstream_request(plan, request, t.endpoint, t.deadline)
+                    _upstream_request(plan, request, t.endpoint, t.deadline, trace_headers)
                 )
             except _UPSTREAM_ERRORS as exc:
                 outcome = failure_outcome(exc)
-                if not attempts.failed(t, outcome):
+                retry = attempts.failed(t, outcome)
+                if obs is not None:
+                    obs.attempt_done(None, exc, attempts.retry_reason if retry else None)
+                if not retry:
                     local = attempts.timed_out(t) if outcome.timeout else None
                     if local is not None:
                         return _local_response(local, request)
@@ -461,7 +536,10 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 raise
             else:
                 headers = _header_map(resp.headers) if attempts.needs_headers else None
-                if not attempts.answered(t, resp.status, headers):
+                retry = attempts.answered(t, resp.status, headers)
+                if obs is not None:
+                    obs.attempt_done(resp.status, None, attempts.retry_reason if retry else None)
+                if not retry:
                     assert isinstance(resp.stream, typing.AsyncIterable)
                     return _response(plan, request, resp, _AsyncStream(resp.stream, t.release))
                 await resp.aclose()

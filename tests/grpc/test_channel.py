@@ -373,3 +373,41 @@ def test_concurrent_threads_share_a_channel(cp: ControlPlane, make_mesh: MakeMes
 def test_bad_target_is_rejected(make_mesh: MakeMesh) -> None:
     with pytest.raises(ValueError, match="xds"):
         pymesh.grpc.insecure_channel("dns:///echo:50051", make_mesh())
+
+
+def test_future_cancel_cancels_the_rpc(cp: ControlPlane, make_mesh: MakeMesh) -> None:
+    with Backend("a") as a:
+        serve(cp, echo_service(endpoints=[a.address]))
+        with pymesh.grpc.insecure_channel(TARGET, make_mesh()) as ch:
+            ch.unary_unary(ECHO)(b"warm", timeout=10)  # config ready: future() need not wait
+            fut = ch.unary_unary(HANG).future(b"", timeout=60)
+            assert a.hanging.acquire(timeout=30)
+            assert fut.cancel()
+            assert fut.cancelled()
+            assert fut.code() is grpc.StatusCode.CANCELLED
+
+
+def test_future_with_retries(cp: ControlPlane, make_mesh: MakeMesh) -> None:
+    with Backend("a", fail_first=1) as a:
+        retries = {"attempts": 1, "on": "unavailable", "backoff": {"base": "1ms"}}
+        serve(cp, echo_service(endpoints=[a.address], routes=[{"retries": retries}]))
+        with pymesh.grpc.insecure_channel(TARGET, make_mesh()) as ch:
+            fut = ch.unary_unary(ECHO).future(b"f", timeout=10)
+            assert fut.result(timeout=30) == b"a:f"
+            assert fut.code() is grpc.StatusCode.OK
+    assert a.count() == 2
+
+
+def test_unknown_listener_passes_through_or_fails(cp: ControlPlane, make_mesh: MakeMesh) -> None:
+    with Backend("a") as a:
+        serve(cp, echo_service(endpoints=["127.0.0.1:1"]))
+        target = f"xds:///{a.address}"  # the control plane has no such listener
+        with pymesh.grpc.insecure_channel(target, make_mesh()) as ch:
+            assert ch.unary_unary(ECHO)(b"d", timeout=30) == b"a:d"
+        with (
+            pymesh.grpc.insecure_channel(target, make_mesh(passthrough=False)) as ch,
+            pytest.raises(grpc.RpcError) as info,
+        ):
+            ch.unary_unary(ECHO)(b"d", timeout=30)
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert a.address in info.value.details() and "test" in info.value.details()

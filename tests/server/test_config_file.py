@@ -529,3 +529,31 @@ def test_shared_endpoints_appear_once_in_the_service_cluster() -> None:
     assert isinstance(cla, endpoint_pb2.ClusterLoadAssignment)
     ports = [lb.endpoint.address.socket_address.port_value for lb in cla.endpoints[0].lb_endpoints]
     assert ports == [1, 2]
+
+
+def test_duplicate_keys_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "mesh.yaml"
+    path.write_text("services:\n  a: {port: 1}\n  b: {port: 2}\n  a: {port: 3}\n")
+    with pytest.raises(ConfigFileError) as info:
+        load_config_file(path)
+    assert (info.value.where, info.value.line) == ("services.a", 4)
+    assert "duplicate key 'a' (first on line 2)" in info.value.reason
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    path = tmp_path / "mesh.yaml"
+    path.write_bytes(b"services: {\xff: 1}\n")
+    with pytest.raises(ConfigFileError, match="not UTF-8"):
+        load_config_file(path)
+
+
+@pytest.mark.timeout(20)
+def test_billion_laughs_stays_cheap() -> None:
+    lines = ['a0: &a0 ["127.0.0.1:1"]']
+    for i in range(1, 30):
+        prev = f"*a{i - 1}"
+        lines.append(f"a{i}: &a{i} [{', '.join([prev] * 9)}]")
+    text = "x:\n" + "\n".join("  " + ln for ln in lines) + "\n"
+    with pytest.raises(ConfigFileError) as info:
+        compile_text(text, "laughs.yaml")
+    assert info.value.where == "x"

@@ -136,4 +136,4 @@ def test_push_mesh_times_out_when_the_mesh_is_gone() -> None:
         push_mesh(cp, m, _service(x))
         m.close()
         with pytest.raises(TimeoutError, match="no ACK"):
-            push_mesh(cp, m, _service(x, x), timeout=0.5)
+            push_mesh(cp, m, _service(x, routes=[{"timeout": "3s"}]), timeout=0.5)

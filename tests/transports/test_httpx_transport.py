@@ -15,6 +15,8 @@ import pymesh
 from pymesh.server import ControlPlane
 from pymesh.testing import EchoBackend
 
+from _edit import edited_mesh
+
 Push = Callable[..., Any]
 
 
@@ -161,28 +163,6 @@ def test_request_before_config_waits_instead_of_failing(
         assert client.get("http://reviews:9080/").headers["x-backend"] == echo_backend.name
 
 
-def _with_route_edit(config: dict[str, Any], edit: Callable[[Any], None]) -> Any:
-    """Compile a mesh file, then edit its RouteConfiguration protobuf (for fields the
-    mesh file does not expose)."""
-    from pymesh.server import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Snapshot
-    from pymesh.server import compile_mesh as _compile
-
-    snap = _compile(config)
-    routes = []
-    for rc in snap.get(ROUTE_TYPE).values():
-        copy = type(rc)()
-        copy.CopyFrom(rc)
-        edit(copy)
-        routes.append(copy)
-    return Snapshot.of(
-        None,
-        listeners=snap.get(LISTENER_TYPE).values(),
-        routes=routes,
-        clusters=snap.get(CLUSTER_TYPE).values(),
-        endpoints=snap.get(ENDPOINT_TYPE).values(),
-    )
-
-
 def test_request_mirror_is_fire_and_forget(
     mesh: pymesh.Mesh, control_plane: ControlPlane, echo_backends: Callable[..., list[EchoBackend]]
 ) -> None:
@@ -197,7 +177,7 @@ def test_request_mirror_is_fire_and_forget(
             route.route.cluster = f"outbound|9080|{main.name}|reviews"
             route.route.ClearField("weighted_clusters")
 
-    push_snapshot(control_plane, mesh, _with_route_edit(_service([main, shadow]), add_mirror))
+    push_snapshot(control_plane, mesh, edited_mesh(_service([main, shadow]), route=add_mirror))
     with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
         statuses = [
             client.post("http://reviews:9080/m", content=b"body").status_code for _ in range(20)

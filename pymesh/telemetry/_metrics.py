@@ -1,0 +1,77 @@
+"""pymesh's OpenTelemetry instruments (meter ``pymesh``).
+
+Synchronous instruments are recorded by the request observer; observable ones read
+the live meshes' own counters (:mod:`pymesh.telemetry._collect`) at collection time,
+so the request path never touches them. Names follow gRPC's OTel metrics (gRFC A66,
+A78) where they overlap, with ``pymesh.`` in place of ``grpc.``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from pymesh.telemetry._collect import OBSERVED, MetricSpec, collect, live_meshes
+
+#: Seconds: fine buckets for in-cluster latencies (gRFC A66's boundaries, trimmed).
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+
+class Instruments:
+    """The instruments of one meter (one set per meter provider)."""
+
+    __slots__ = ("attempt_duration", "attempts", "request_duration", "requests", "retries")
+
+    def __init__(self, meter: Meter) -> None:
+        self.requests = meter.create_counter(
+            "pymesh.client.requests", "{request}", "Logical requests sent through the mesh."
+        )
+        self.request_duration = meter.create_histogram(
+            "pymesh.client.request.duration",
+            "s",
+            "Time from routing a request to its response headers (retries included).",
+            explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS,
+        )
+        self.attempts = meter.create_counter(
+            "pymesh.client.attempt.started", "{attempt}", "Attempts sent upstream."
+        )
+        self.attempt_duration = meter.create_histogram(
+            "pymesh.client.attempt.duration",
+            "s",
+            "Time of one attempt to its response headers or failure.",
+            explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS,
+        )
+        self.retries = meter.create_counter(
+            "pymesh.client.retries", "{retry}", "Retries decided, by retry_on reason."
+        )
+        for spec in OBSERVED:
+            callback = _callback(spec)
+            if spec.kind == "counter":
+                meter.create_observable_counter(spec.name, [callback], spec.unit, spec.description)
+            else:
+                meter.create_observable_gauge(spec.name, [callback], spec.unit, spec.description)
+
+
+def _callback(spec: MetricSpec):  # type: ignore[no-untyped-def]
+    def observe(_options: CallbackOptions) -> Iterable[Observation]:
+        series = collect(live_meshes())[spec.name]
+        return [Observation(value, dict(attrs)) for attrs, value in series.items()]
+
+    return observe

@@ -1,0 +1,93 @@
+"""Which tracer and meter pymesh uses, and whether telemetry is on at all.
+
+pymesh uses the application's global OpenTelemetry providers unless :func:`configure`
+names others. With only the API installed (or no SDK provider set) the global provider
+is a proxy/no-op one; we detect that once per provider object and then skip every span
+and metric call, so the request path pays one identity check.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from opentelemetry import metrics, trace
+
+if TYPE_CHECKING:
+    from pymesh.telemetry._metrics import Instruments
+
+_NOOP_TRACER_PROVIDERS = (trace.NoOpTracerProvider, trace.ProxyTracerProvider)
+_NOOP_METER_PROVIDERS = (metrics.NoOpMeterProvider,)
+
+_tracer_provider: trace.TracerProvider | None = None  # None: the global one
+_meter_provider: metrics.MeterProvider | None = None
+
+
+class _Cached:
+    """The last provider object seen and what it gave (None when it is a no-op)."""
+
+    __slots__ = ("provider", "value")
+
+    def __init__(self) -> None:
+        self.provider: object = object()  # matches nothing: resolved on first use
+        self.value: object = None
+
+
+_tracer_cache = _Cached()
+_meter_cache = _Cached()
+
+
+def configure(
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+) -> None:
+    """Use these providers instead of the global ones (None: back to the global one).
+
+    Useful in tests and when an application keeps several providers; most applications
+    set the global providers and never call this.
+    """
+    global _tracer_provider, _meter_provider
+    _tracer_provider = tracer_provider
+    _meter_provider = meter_provider
+
+
+def tracer() -> trace.Tracer | None:
+    """The pymesh tracer, or None when no SDK tracer provider is configured."""
+    provider = _tracer_provider if _tracer_provider is not None else trace.get_tracer_provider()
+    cache = _tracer_cache
+    if provider is not cache.provider:
+        # The global provider object changes when the application installs its SDK
+        # provider (the proxy is replaced), so an identity check is a cheap re-check.
+        cache.value = (
+            None
+            if isinstance(provider, _NOOP_TRACER_PROVIDERS)
+            else provider.get_tracer("pymesh", _version())
+        )
+        cache.provider = provider
+    return cache.value  # type: ignore[return-value]
+
+
+def instruments() -> Instruments | None:
+    """pymesh's metric instruments, or None when no SDK meter provider is configured."""
+    provider = _meter_provider if _meter_provider is not None else metrics.get_meter_provider()
+    cache = _meter_cache
+    if provider is not cache.provider:
+        from pymesh.telemetry._metrics import Instruments
+
+        # The API's global default is a private proxy class: anything that is not an SDK
+        # (or third-party) provider records nothing, so treat it as off.
+        off = isinstance(provider, _NOOP_METER_PROVIDERS) or type(provider).__module__.startswith(
+            "opentelemetry.metrics"
+        )
+        cache.value = None if off else Instruments(provider.get_meter("pymesh", _version()))
+        cache.provider = provider
+    return cache.value  # type: ignore[return-value]
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pymesh")
+    except Exception:  # not installed as a distribution (a source checkout)
+        return "0"
