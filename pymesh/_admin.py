@@ -64,7 +64,7 @@ def ready(mesh: Mesh) -> tuple[bool, dict[str, Any]]:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         mesh = self.server.mesh
         try:
@@ -149,7 +149,8 @@ class AdminServer:
     @property
     def address(self) -> str:
         """``host:port``, what ``pymesh status`` and ``pymesh explain --admin`` take."""
-        return f"{self._server.server_address[0]}:{self.port}"
+        host = self._server.server_address[0]
+        return f"{host if isinstance(host, str) else host.decode()}:{self.port}"
 
     def __repr__(self) -> str:
         return f"<AdminServer {self.address}>"

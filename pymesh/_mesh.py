@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pymesh import telemetry
 from pymesh._upstream import ClusterRuntime, Sweeper
 from pymesh.bootstrap import Bootstrap, load_bootstrap
 from pymesh.errors import (
@@ -22,9 +23,8 @@ from pymesh.errors import (
     UnknownHostError,
 )
 from pymesh.routing import RouteTable
-from pymesh.xds._dependency_manager import DependencyManager
-from pymesh import telemetry
 from pymesh.telemetry._csds import client_config
+from pymesh.xds._dependency_manager import DependencyManager
 from pymesh.xds.client import XdsClient, XdsClientStats
 from pymesh.xds.dependencies import XdsConfig
 from pymesh.xds.resources.fault import FaultConfig

@@ -8,7 +8,7 @@ A78) where they overlap, with ``pymesh.`` in place of ``grpc.``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -69,7 +69,7 @@ class Instruments:
                 meter.create_observable_gauge(spec.name, [callback], spec.unit, spec.description)
 
 
-def _callback(spec: MetricSpec):  # type: ignore[no-untyped-def]
+def _callback(spec: MetricSpec) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def observe(_options: CallbackOptions) -> Iterable[Observation]:
         series = collect(live_meshes())[spec.name]
         return [Observation(value, dict(attrs)) for attrs, value in series.items()]

@@ -15,7 +15,7 @@ span even for unretried requests keeps the shape the same for every request.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
@@ -30,15 +30,26 @@ if TYPE_CHECKING:
 __all__ = ["RequestObserver", "observe_request"]
 
 
-def observe_request(
-    method: str, url: str, host: str, port: int | None, listener: str
-) -> RequestObserver | None:
-    """Start observing one logical request, or None when telemetry is off."""
+class UrlLike(Protocol):
+    """What a request URL must offer (``httpx.URL`` does): ``str()`` is ``url.full``."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int | None: ...
+
+
+def observe_request(method: str, url: UrlLike, listener: str) -> RequestObserver | None:
+    """Start observing one logical request, or None when telemetry is off.
+
+    ``url`` is only read when telemetry is on, so the off path builds no strings.
+    """
     t = tracer()
     inst = instruments()
     if t is None and inst is None:
         return None
-    return RequestObserver(t, inst, method, url, host, port, listener)
+    return RequestObserver(t, inst, method, str(url), url.host, url.port, listener)
 
 
 def _locality(rt: ClusterRuntime, address: str) -> str | None:

@@ -80,6 +80,7 @@ class Attempts:
         "decider",
         "limit",
         "plan",
+        "retry_reason",
         "rng",
         "state",
         "tried",
@@ -198,12 +199,14 @@ class Attempts:
         decider = self.decider
         if decider is None or self.attempt + 1 >= self.limit:
             return False
-        if decider.should_retry(outcome) is None:
+        reason = decider.should_retry(outcome)
+        if reason is None:
             return False
         breaker = t.runtime.breaker
         if breaker is not None and not breaker.try_acquire_retry():
             return False
         self._retry_slot = breaker
+        self.retry_reason = reason
         self._last = outcome
         self.attempt += 1
         return True

@@ -7,12 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from _edit import edited_mesh
 
 import pymesh
 from pymesh.server import ControlPlane
 from pymesh.testing import EchoBackend, push_snapshot
-
-from _edit import edited_mesh
 
 
 def _budget(cluster: Any) -> None:

@@ -131,3 +131,12 @@ async def test_channel_ready_and_state(cp: ControlPlane, make_mesh: MakeMesh) ->
         async with pymesh.grpc.aio.insecure_channel(TARGET, make_mesh()) as ch:
             await asyncio.wait_for(ch.channel_ready(), 30)
             assert ch.get_state() is grpc.ChannelConnectivity.READY
+
+
+async def test_unknown_listener_passes_through(cp: ControlPlane, make_mesh: MakeMesh) -> None:
+    with Backend("a") as a:
+        serve(cp, echo_service(endpoints=["127.0.0.1:1"]))
+        async with pymesh.grpc.aio.insecure_channel(f"xds:///{a.address}", make_mesh()) as ch:
+            assert await ch.unary_unary(ECHO)(b"d", timeout=30) == b"a:d"
+            replies = [r async for r in ch.unary_stream(SPLIT)(b"2", timeout=30)]
+            assert replies == [b"a:0", b"a:1"]

@@ -10,12 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from _edit import edited_mesh
 
 import pymesh
 from pymesh.server import ControlPlane
 from pymesh.testing import EchoBackend
-
-from _edit import edited_mesh
 
 Push = Callable[..., Any]
 
