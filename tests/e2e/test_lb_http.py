@@ -32,7 +32,11 @@ def test_weighted_round_robin_is_exact_over_full_cycles(
     mesh: pymesh.Mesh, push_mesh: Push, echo_backends: Callable[..., list[EchoBackend]]
 ) -> None:
     backends = echo_backends(3, "w")
-    push_mesh(_svc([{"address": b.address, "weight": w} for b, w in zip(backends, (1, 2, 3), strict=True)]))
+    push_mesh(
+        _svc(
+            [{"address": b.address, "weight": w} for b, w in zip(backends, (1, 2, 3), strict=True)]
+        )
+    )
     with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
         for _ in range(600):  # 100 cycles of total weight 6
             client.get("http://reviews:9080/")
