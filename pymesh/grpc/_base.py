@@ -74,6 +74,7 @@ class MeshChannelBase(Generic[SubT]):
         self._lock = threading.Lock()  # sub-channel creation and cleanup only
         self._subs: dict[str, SubT] = {}
         self._inflight: dict[str, int] = {}
+        self._count_lock = threading.Lock()  # calls end on grpc's threads too
         self._draining: set[str] = set()
         self._seen: ListenerState | None = None
         self._closed = False
@@ -126,8 +127,9 @@ class MeshChannelBase(Generic[SubT]):
             self._close_sub(address, sub)
 
     def _finish(self, address: str) -> None:
-        left = self._inflight.get(address, 1) - 1
-        self._inflight[address] = left
+        with self._count_lock:
+            left = self._inflight.get(address, 1) - 1
+            self._inflight[address] = left
         if left <= 0 and address in self._draining:
             with self._lock:
                 self._draining.discard(address)
@@ -158,7 +160,8 @@ class MeshChannelBase(Generic[SubT]):
                 raise LocalFailure(no_upstream(p.plan, "upstream overflow", self.mesh.node_id))
         st = rt.states.get_or_create(address)
         st.active_requests += 1  # A48 least request reads this
-        self._inflight[address] = self._inflight.get(address, 0) + 1
+        with self._count_lock:
+            self._inflight[address] = self._inflight.get(address, 0) + 1
         tried.add(address)
         started = time.monotonic()
         finished = False

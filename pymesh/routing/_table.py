@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
 from itertools import accumulate
+from typing import Any
 
 from pymesh.errors import ResourceInvalid
 from pymesh.routing._domains import DomainIndex, DomainKind
 from pymesh.routing._headers import HeaderMutation
-from pymesh.routing._match import CompiledMatch
+from pymesh.routing._match import PATH, PREFIX, CompiledMatch
 from pymesh.routing._request import RequestInfo
 from pymesh.xds.resources.route import (
     ClusterWeight,
@@ -99,8 +101,75 @@ class CompiledVirtualHost:
             for i, r in enumerate(vh.routes)
         )
         self.routes = tuple(r for r in self.all_routes if r is not None)
-        #: (path test, other conditions or None, route): what select() iterates.
-        self.entries = tuple((r.match.path_test, r.match.extras, r) for r in self.routes)
+        #: (path test, other conditions or None, route): what select() iterates. Runs of
+        #: plain path routes are folded into one dict-driven entry (see _PathRun).
+        self.entries = _fold_runs(self.routes)
+
+
+#: Marks an entry whose test is a :class:`_PathRun` lookup returning the route or None.
+_RUN: Any = object()
+#: Shorter runs of plain routes are cheaper to test one by one.
+_MIN_RUN = 4
+
+
+class _PathRun:
+    """Consecutive routes whose only condition is a case-sensitive prefix or exact path.
+
+    First match wins, so the run's answer is the earliest route whose prefix starts the
+    path (or whose path equals it): a dict lookup per distinct prefix length instead of
+    one test per route. Large generated tables (a route per API prefix) are mostly this.
+    """
+
+    __slots__ = ("exact", "lengths", "prefixes")
+
+    def __init__(self, routes: list[CompiledRoute]) -> None:
+        self.exact: dict[str, tuple[int, CompiledRoute]] = {}
+        self.prefixes: dict[str, tuple[int, CompiledRoute]] = {}
+        for order, cr in enumerate(routes):
+            table = self.prefixes if cr.match.kind == PREFIX else self.exact
+            table.setdefault(cr.match.path_cmp, (order, cr))
+        self.lengths = tuple(sorted({len(p) for p in self.prefixes}))
+
+    def find(self, bare: str) -> CompiledRoute | None:
+        best = self.exact.get(bare)
+        prefixes = self.prefixes
+        n = len(bare)
+        for length in self.lengths:
+            if length > n:
+                break
+            hit = prefixes.get(bare[:length])
+            if hit is not None and (best is None or hit[0] < best[0]):
+                best = hit
+        return best[1] if best is not None else None
+
+
+def _plain(cr: CompiledRoute) -> bool:
+    m = cr.match
+    return m.extras is None and m.case_sensitive and m.kind in (PREFIX, PATH)
+
+
+def _fold_runs(
+    routes: tuple[CompiledRoute, ...],
+) -> tuple[tuple[Callable[[str], Any], Any, CompiledRoute], ...]:
+    entries: list[tuple[Callable[[str], Any], Any, CompiledRoute]] = []
+    run: list[CompiledRoute] = []
+
+    def flush() -> None:
+        if len(run) >= _MIN_RUN:
+            # The route slot is unused for a run (its lookup returns the route).
+            entries.append((_PathRun(run).find, _RUN, run[0]))
+        else:
+            entries.extend((cr.match.path_test, cr.match.extras, cr) for cr in run)
+        run.clear()
+
+    for cr in routes:
+        if _plain(cr):
+            run.append(cr)
+            continue
+        flush()
+        entries.append((cr.match.path_test, cr.match.extras, cr))
+    flush()
+    return tuple(entries)
 
 
 class RouteDecision:
@@ -218,7 +287,11 @@ class RouteTable:
         vh = found[0]
         bare = req.bare_path
         for path_test, extras, cr in vh.entries:
-            if path_test(bare) and (extras is None or extras(req, random_value)):
+            if extras is _RUN:
+                hit = path_test(bare)
+                if hit is not None:
+                    return decide(vh, hit, req, random_value)
+            elif path_test(bare) and (extras is None or extras(req, random_value)):
                 return decide(vh, cr, req, random_value)
         return None
 

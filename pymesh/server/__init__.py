@@ -51,6 +51,8 @@ class ControlPlane:
     """A gRPC ADS server (state of the world) on a background thread pool.
 
     ``port=0`` asks the OS for a free port; read it from :attr:`port` after :meth:`start`.
+    Each open ADS stream holds one pool worker, so at most ``max_streams`` clients can be
+    connected at once (more get RESOURCE_EXHAUSTED and retry with backoff).
     """
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1", *, max_streams: int = 64) -> None:
@@ -61,6 +63,7 @@ class ControlPlane:
         self._records = _Records()
         self._servicer = AdsServicer(self.cache, self._records)
         self._server: grpc.Server | None = None
+        self._executor: futures.ThreadPoolExecutor | None = None
         self._port: int | None = None
 
     def start(self) -> ControlPlane:
@@ -68,10 +71,10 @@ class ControlPlane:
         if self._server is not None:
             raise RuntimeError("control plane already started")
         # One worker per open stream: the SotW handler is a generator that blocks.
-        server = grpc.server(
-            futures.ThreadPoolExecutor(self._max_streams, thread_name_prefix="pymesh-ads"),
-            maximum_concurrent_rpcs=self._max_streams,
+        self._executor = futures.ThreadPoolExecutor(
+            self._max_streams, thread_name_prefix="pymesh-ads"
         )
+        server = grpc.server(self._executor, maximum_concurrent_rpcs=self._max_streams)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self._servicer, server)
         port = server.add_insecure_port(f"{self.host}:{self._requested_port}")
         if port == 0:
@@ -166,6 +169,10 @@ class ControlPlane:
         done: threading.Event = server.stop(grace)
         self._servicer.close_streams()
         done.wait(max(5.0, (grace or 0) + 5.0))
+        if self._executor is not None:
+            # grpc does not own the pool: release its idle workers now, not at exit.
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
     def __enter__(self) -> ControlPlane:
         if self._server is None:

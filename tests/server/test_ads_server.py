@@ -200,3 +200,20 @@ def test_nonce_from_a_previous_stream_is_not_stale(cp: ControlPlane) -> None:
         assert c.recv().version_info == "1"
     finally:
         c.close()
+
+
+def test_many_concurrent_streams(cp: ControlPlane) -> None:
+    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    clients = [AdsClient(cp.address, f"n{i}") for i in range(20)]
+    try:
+        for c in clients:
+            c.send(LISTENER_TYPE)
+        for c in clients:
+            c.ack(c.recv())
+        for i in range(20):
+            cp.wait_for_ack(LISTENER_TYPE, "1", TIMEOUT, node_id=f"n{i}")
+        cp.set_snapshot(simple_snapshot("2", "a:80"))
+        assert {c.recv().version_info for c in clients} == {"2"}
+    finally:
+        for c in clients:
+            c.close()

@@ -1,0 +1,148 @@
+"""Request and attempt spans, W3C trace context to the upstream, and the off switch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from _otel_sdk import Otel
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
+
+import pymesh
+from pymesh import telemetry
+from pymesh.testing import EchoBackend
+
+Push = Callable[..., Any]
+
+
+def _traceparent(span: ReadableSpan) -> str:
+    ctx = span.context
+    assert ctx is not None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def _reviews(backend: EchoBackend, **route: Any) -> dict[str, Any]:
+    return {
+        "services": {
+            "reviews": {
+                "port": 9080,
+                "endpoints": [backend.address],
+                "routes": [{"name": "all", **route}],
+            }
+        }
+    }
+
+
+def test_retried_request_has_parent_and_attempt_spans(
+    otel: Otel, mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
+) -> None:
+    push_mesh(_reviews(echo_backend, retries={"attempts": 2, "on": "5xx"}))
+    echo_backend.fail_next(1, status=503)
+    with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+        resp = client.get("http://reviews:9080/api?x=1")
+    assert resp.status_code == 200
+
+    spans = otel.spans.get_finished_spans()
+    [parent] = [s for s in spans if s.kind == SpanKind.CLIENT]
+    attempts = sorted(
+        (s for s in spans if s.name == "pymesh attempt"), key=lambda s: s.start_time or 0
+    )
+    assert len(attempts) == 2
+    a = dict(parent.attributes or {})
+    assert a["http.request.method"] == "GET"
+    assert a["url.full"] == "http://reviews:9080/api?x=1"
+    assert a["server.address"] == "reviews"
+    assert a["server.port"] == 9080
+    assert a["http.response.status_code"] == 200
+    assert a["pymesh.listener"] == "reviews:9080"
+    assert a["pymesh.route"] == "all"
+    assert a["pymesh.cluster"] == "outbound|9080||reviews"
+    assert a["pymesh.endpoint"] == echo_backend.address
+    assert a["pymesh.attempts"] == 2
+    assert a["pymesh.retry_reason"] == "5xx"
+    assert "pymesh.local_reply" not in a
+    assert parent.status.status_code != StatusCode.ERROR
+
+    first, second = (dict(s.attributes or {}) for s in attempts)
+    assert first["http.response.status_code"] == 503
+    assert first["pymesh.retry_reason"] == "5xx"
+    assert attempts[0].status.status_code == StatusCode.ERROR
+    assert second["http.response.status_code"] == 200
+    assert second["http.request.resend_count"] == 1
+    assert second["pymesh.endpoint"] == echo_backend.address
+    for s in attempts:
+        assert s.parent is not None
+        assert s.parent.span_id == parent.context.span_id
+        assert s.context.trace_id == parent.context.trace_id
+
+    # Each try carried its own attempt span's context in traceparent.
+    got = [r.header("traceparent") for r in echo_backend.requests]
+    want = [_traceparent(s) for s in attempts]
+    assert got == want
+
+
+def test_caller_span_is_the_parent_and_its_traceparent_is_replaced(
+    otel: Otel, mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
+) -> None:
+    push_mesh(_reviews(echo_backend))
+    tracer = otel.tracer_provider.get_tracer("app")
+    with (
+        tracer.start_as_current_span("handler") as app_span,
+        httpx.Client(transport=pymesh.MeshTransport(mesh)) as client,
+    ):
+        client.get(
+            "http://reviews:9080/",
+            headers={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+        )
+    spans = {s.name: s for s in otel.spans.get_finished_spans()}
+    parent = spans["GET"]
+    assert (
+        parent.parent is not None and parent.parent.span_id == app_span.get_span_context().span_id
+    )
+    [req] = echo_backend.requests
+    attempt = spans["pymesh attempt"]
+    headers = [v for k, v in req.headers if k.lower() == "traceparent"]
+    assert headers == [_traceparent(attempt)]
+
+
+def test_local_reply_span_has_flag_and_error(
+    otel: Otel, mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
+) -> None:
+    push_mesh(_reviews(echo_backend, match={"prefix": "/api"}))
+    with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+        assert client.get("http://reviews:9080/other").status_code == 404
+    [span] = otel.spans.get_finished_spans()
+    a = dict(span.attributes or {})
+    assert a["pymesh.local_reply"] == "NR"
+    assert a["pymesh.attempts"] == 0
+    assert a["http.response.status_code"] == 404
+    assert echo_backend.request_count == 0
+
+
+async def test_async_transport_traces_too(
+    otel: Otel, mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
+) -> None:
+    push_mesh(_reviews(echo_backend))
+    async with httpx.AsyncClient(transport=pymesh.AsyncMeshTransport(mesh)) as client:
+        assert (await client.get("http://reviews:9080/a")).status_code == 200
+    names = sorted(s.name for s in otel.spans.get_finished_spans())
+    assert names == ["GET", "pymesh attempt"]
+    [req] = echo_backend.requests
+    assert req.header("traceparent") is not None
+
+
+def test_no_provider_means_no_span_work(
+    mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
+) -> None:
+    """With the API's default (proxy) providers, telemetry is off: no observer at all."""
+    telemetry.configure()
+    assert telemetry.tracer() is None
+    assert telemetry.instruments() is None
+    assert telemetry.observe_request("GET", httpx.URL("http://x/"), "x") is None
+    push_mesh(_reviews(echo_backend))
+    with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+        client.get("http://reviews:9080/")
+    [req] = echo_backend.requests
+    assert req.header("traceparent") is None
