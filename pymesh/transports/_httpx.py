@@ -45,11 +45,10 @@ def _caller_timeout(request: httpx.Request) -> float | None:
     return max(values) if values else None
 
 
-def _request_info(request: httpx.Request) -> tuple[RequestInfo, list[tuple[str, str]]]:
-    headers = request.headers.multi_items()  # lower-case names
+def _request_info(request: httpx.Request) -> RequestInfo:
     joined: dict[str, str] = {}
     repeated: dict[str, list[str]] | None = None
-    for k, v in headers:
+    for k, v in request.headers.multi_items():  # lower-case names
         prev = joined.get(k)
         if prev is None:
             joined[k] = v
@@ -60,7 +59,7 @@ def _request_info(request: httpx.Request) -> tuple[RequestInfo, list[tuple[str, 
                 repeated = {}
             repeated.setdefault(k, [prev]).append(v)
     authority = joined.get("host") or request.url.netloc.decode("ascii")
-    info = RequestInfo(
+    return RequestInfo(
         request.method,
         authority,
         request.url.raw_path.decode("ascii"),
@@ -68,7 +67,6 @@ def _request_info(request: httpx.Request) -> tuple[RequestInfo, list[tuple[str, 
         joined.get("content-type", "").startswith("application/grpc"),
         repeated=repeated,
     )
-    return info, headers
 
 
 def _local_response(reply: LocalReply, request: httpx.Request) -> httpx.Response:
@@ -99,6 +97,24 @@ def _ops_timeout(request: httpx.Request, deadline: float | None) -> dict[str, fl
     return out
 
 
+def _outgoing_headers(
+    plan: Plan, request: httpx.Request, ep: Endpoint
+) -> list[tuple[bytes, bytes]]:
+    """The request's headers after the route's edits, with the Host the route wants."""
+    authority = plan.authority
+    if plan.action.auto_host_rewrite and ep.hostname:
+        authority = ep.hostname  # Envoy: the endpoint's hostname from EDS
+    if plan.headers is None:
+        raw = request.headers.raw
+        if authority == request.headers.get("host"):
+            return raw  # the common case: sent as the caller wrote them
+        pairs = [(k, v) for k, v in raw if k.lower() != b"host"]
+    else:
+        pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in plan.headers if k != "host"]
+    pairs.insert(0, (b"host", authority.encode("ascii")))
+    return pairs
+
+
 def _upstream_request(
     plan: Plan,
     request: httpx.Request,
@@ -106,18 +122,17 @@ def _upstream_request(
     deadline: float | None,
     trace_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> httpcore.Request:
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in plan.headers if k != "host"]
+    """The attempt's httpcore request; ``trace_headers`` (traceparent...) replace any of
+    the same name the caller set."""
+    headers = _outgoing_headers(plan, request, ep)
     if trace_headers:
-        # Telemetry hook: this attempt's traceparent/tracestate/baggage replace any the
-        # caller sent (the attempt span is a descendant of the caller's span).
         names = {k for k, _ in trace_headers}
-        headers = [h for h in headers if h[0] not in names] + trace_headers
-    authority = plan.authority
-    if plan.action.auto_host_rewrite and ep.hostname:
-        authority = ep.hostname  # Envoy: the endpoint's hostname from EDS
-    headers.insert(0, (b"host", authority.encode("ascii")))
-    extensions = dict(request.extensions)
-    extensions["timeout"] = _ops_timeout(request, deadline)
+        headers = [(k, v) for k, v in headers if k.lower() not in names]
+        headers.extend(trace_headers)
+    extensions = request.extensions
+    if deadline is not None or extensions:
+        extensions = dict(extensions)
+        extensions["timeout"] = _ops_timeout(request, deadline)
     return httpcore.Request(
         method=request.method,
         url=httpcore.URL(
@@ -134,7 +149,7 @@ def _upstream_request(
 
 def _shadow_request(plan: Plan, request: httpx.Request, ep: Endpoint) -> httpcore.Request:
     """The mirror copy: Envoy appends ``-shadow`` to the authority; the body is buffered."""
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in plan.headers if k != "host"]
+    headers = [(k, v) for k, v in _outgoing_headers(plan, request, ep) if k.lower() != b"host"]
     headers.insert(0, (b"host", f"{plan.authority}-shadow".encode("ascii")))
     return httpcore.Request(
         method=request.method,
@@ -261,9 +276,11 @@ class _Base:
         self._requests = 0
 
     def _plan(self, state: ListenerState, request: httpx.Request) -> Plan | LocalReply:
-        info, headers = _request_info(request)
+        info = _request_info(request)
         self._requests += 1
-        return plan_request(state, info, headers, self.mesh.rng, _caller_timeout(request))
+        return plan_request(
+            state, info, request.headers.multi_items, self.mesh.rng, _caller_timeout(request)
+        )
 
     def _mirror_targets(
         self, plan: Plan, state: ListenerState, request: httpx.Request

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from pymesh._mesh import ListenerState
@@ -56,7 +56,9 @@ class Plan:
     cluster_name: str
     runtime: ClusterRuntime
     path: str
-    headers: list[tuple[str, str]]  # lower-case names, after route header mutations
+    #: Lower-case names, after the route's header mutations; None when the caller gave
+    #: a lazy source and no mutation applies (the transport sends the original headers).
+    headers: list[tuple[str, str]] | None
     authority: str
     hash_key: int | None
     deadline: float | None  # monotonic; None = no route timeout
@@ -149,7 +151,7 @@ def leaf_runtime(plan: Plan, state: ListenerState) -> ClusterRuntime | None:
 def plan_request(
     state: ListenerState,
     info: RequestInfo,
-    headers: list[tuple[str, str]],
+    headers: list[tuple[str, str]] | Callable[[], list[tuple[str, str]]],
     rng: random.Random,
     caller_timeout: float | None,
     channel_id: int | None = None,
@@ -203,8 +205,11 @@ def plan_request(
             flags="NC",
         )
     mutation = decision.request_mutation
+    edited: list[tuple[str, str]] | None
     if not mutation.empty:
-        headers = mutation.apply(headers)
+        edited = mutation.apply(headers() if callable(headers) else headers)
+    else:
+        edited = None if callable(headers) else headers
     authority = info.authority
     new_host = host_rewrite(decision)
     if new_host is not None:
@@ -223,7 +228,7 @@ def plan_request(
         cluster_name=cluster_name,
         runtime=runtime,
         path=path,
-        headers=headers,
+        headers=edited,
         authority=authority,
         hash_key=(
             compute_hash(action.hash_policies, info, channel_id) if action.hash_policies else None
