@@ -35,6 +35,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _upstream import loopback_hosts  # noqa: E402
 
+# Envoy routes on the Host header: the same virtual host pymesh picks from the URL.
+ENVOY_HOST = {"host": "bench:8080"}
+
 
 def start_upstream(n: int) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
@@ -97,6 +100,31 @@ async def async_run(client: httpx.AsyncClient, url: str, n: int, concurrency: in
     return n / (time.perf_counter() - t0)
 
 
+def tracing_run(mesh: pymesh.Mesh, args: argparse.Namespace, warm: int) -> dict[str, float]:
+    """MeshTransport again, with a global SDK TracerProvider whose processor drops every
+    finished span: the cost of creating, filling and propagating spans, not of exporting.
+    Runs last because OpenTelemetry's global provider cannot be uninstalled."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+    provider = TracerProvider()
+    provider.add_span_processor(SpanProcessor())  # the base class: on_end does nothing
+    trace.set_tracer_provider(provider)
+    url = "http://bench:8080/api"
+    with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+        sync_run(client, url, warm)
+        lat, cpu = sync_run(client, url, args.requests)
+    out = {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "cpu": cpu, "mean": statistics.fmean(lat)}
+
+    async def arun() -> float:
+        async with httpx.AsyncClient(transport=pymesh.AsyncMeshTransport(mesh)) as client:
+            await async_run(client, url, warm, args.concurrency)
+            return await async_run(client, url, args.requests, args.concurrency)
+
+    out["rps"] = asyncio.run(arun())
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -111,6 +139,12 @@ def main() -> None:
     ap.add_argument("--endpoints", type=int, default=1000)
     ap.add_argument("--routes", type=int, default=50)
     ap.add_argument("--no-envoy", action="store_true")
+    ap.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also run MeshTransport with an SDK TracerProvider installed (spans recorded, "
+        "not exported) and report tracing on vs off",
+    )
     args = ap.parse_args()
 
     upstream, port = start_upstream(args.endpoints)
@@ -149,7 +183,11 @@ def main() -> None:
                 ]
                 if envoy is not None:
                     variants.append(
-                        ("httpx → Envoy hop", httpx.Client, f"http://127.0.0.1:{envoy_port}/api")
+                        (
+                            "httpx → Envoy hop",
+                            lambda: httpx.Client(headers=ENVOY_HOST),
+                            f"http://127.0.0.1:{envoy_port}/api",
+                        )
                     )
                 results: dict[str, dict[str, float]] = {}
                 warm = max(args.endpoints * 2, 500)
@@ -184,7 +222,8 @@ def main() -> None:
                             (
                                 "httpx → Envoy hop",
                                 lambda: httpx.AsyncClient(
-                                    limits=httpx.Limits(max_connections=args.concurrency)
+                                    limits=httpx.Limits(max_connections=args.concurrency),
+                                    headers=ENVOY_HOST,
                                 ),
                                 f"http://127.0.0.1:{envoy_port}/api",
                             )
@@ -197,6 +236,8 @@ def main() -> None:
                             )
 
                 asyncio.run(arun())
+                if args.tracing:
+                    results["MeshTransport + tracing"] = tracing_run(mesh, args, warm)
     finally:
         if envoy is not None:
             envoy.stop()
@@ -220,6 +261,13 @@ def main() -> None:
         f"CPU {100 * (mesh_r['cpu'] / base['cpu'] - 1):+.1f} % (target ≤ 3 %), "
         f"async throughput {mesh_r['rps'] / base['rps']:.2f}× plain (target ≥ 0.95)"
     )
+    if "MeshTransport + tracing" in results:
+        tr = results["MeshTransport + tracing"]
+        print(
+            f"Tracing on adds {(tr['p50'] - mesh_r['p50']) * 1e6:.1f} µs p50 and "
+            f"{(tr['cpu'] - mesh_r['cpu']) * 1e6:.1f} µs CPU per request over tracing off; "
+            f"async throughput {tr['rps'] / mesh_r['rps']:.2f}× off"
+        )
     if "httpx → Envoy hop" in results:
         env = results["httpx → Envoy hop"]
         env_added = (env["p50"] - base["p50"]) * 1e6

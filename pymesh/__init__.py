@@ -22,6 +22,8 @@ from pymesh.errors import (
 )
 from pymesh.transports import AsyncMeshTransport, MeshTransport
 
+from pymesh import grpc  # noqa: E402 - pymesh.grpc.insecure_channel(...) after `import pymesh`
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -42,4 +44,5 @@ __all__ = [
     "UnknownHostError",
     "UpstreamOverflowError",
     "__version__",
+    "grpc",
 ]

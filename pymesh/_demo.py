@@ -33,6 +33,7 @@ NODE_ID = "pymesh-demo"
 _PUSHING = -1  # the phase tag of requests sent while a new snapshot is being applied
 _TICK = 0.1  # how often the driver samples ejections
 _REFRESH = 0.25  # how often the live view recomputes the current phase
+_KEEP_PHASES = 12  # phases kept for the summary with --forever
 _GRACE = 0.02  # requests already on the wire when an ejection is first seen
 _SHORT_TYPES = {
     "Listener": "LDS",
@@ -54,6 +55,13 @@ def run_demo(forever: bool = False, plain: bool = False, seed: int = 7) -> int:
     try:
         demo.run(forever)
         return 0
+    except BrokenPipeError:
+        # stdout went away (`pymesh demo | head`): stop quietly, as command-line tools do,
+        # and keep Python from complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
     except KeyboardInterrupt:
         view.close()
         if forever and demo.stats:
@@ -138,6 +146,8 @@ class _Demo:
             )
             for number, spec in self._phases(cfg, forever):
                 self._run_phase(cfg, number, spec, addresses, 0 if forever else len(cfg.phases))
+                if forever:
+                    self._forget(number)
             self.step = "stopping the traffic"
             traffic.stop()
             self.view.finish(self.summary())
@@ -195,25 +205,26 @@ class _Demo:
         self.stats.append(final)
         self.view.phase_ended(final)
 
+    def _forget(self, number: int) -> None:
+        """With --forever, drop what a finished phase recorded, so memory stays flat."""
+        assert self._traffic is not None
+        self._traffic.forget(number)
+        for backend in self._backends:
+            backend.reset()  # only this phase's and push-time attempts are in the logs now
+        del self.stats[:-_KEEP_PHASES]
+
     # -- measurements --------------------------------------------------------------
 
     def _applied_versions(self) -> dict[str, str]:
+        """The version the mesh last ACKed per resource type, as LDS/RDS/CDS/EDS."""
         assert self._mesh is not None
-        dump = self._mesh.config_dump()
-        out = {}
-        for url, state in dump.get("types", {}).items():
-            short = _SHORT_TYPES.get(url.rsplit(".", 1)[-1], url)
-            out[short] = str(state.get("version_info", ""))
-        return dict(
-            sorted(
-                out.items(),
-                key=lambda kv: (
-                    list(_SHORT_TYPES.values()).index(kv[0])
-                    if kv[0] in _SHORT_TYPES.values()
-                    else 99
-                ),
-            )
-        )
+        types: dict[str, Any] = self._mesh.config_dump().get("types", {})
+        by_short = {
+            _SHORT_TYPES.get(url.rsplit(".", 1)[-1], url): str(state.get("version_info", ""))
+            for url, state in types.items()
+        }
+        ordered = [s for s in _SHORT_TYPES.values() if s in by_short]
+        return {s: by_short[s] for s in ordered + sorted(set(by_short) - set(ordered))}
 
     def _sample_ejections(self, cfg: DemoConfig) -> None:
         """Record when each flaky instance is seen ejected, from the mesh's config dump."""

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import yaml
-from envoy.config.route.v3 import route_components_pb2, route_pb2
-from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 
 from pymesh.errors import ConfigFileError
-from pymesh.server import ROUTE_TYPE, Snapshot, compile_mesh
+from pymesh.server import Snapshot, compile_mesh
 from pymesh.server.config_file import parse_duration
-from pymesh.server.snapshot import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
 
 __all__ = ["BackendSpec", "DemoConfig", "PhaseSpec", "load_demo_config"]
 
@@ -76,34 +74,7 @@ class DemoConfig:
         if phase.traffic_policy is not None:
             svc["traffic_policy"] = copy.deepcopy(dict(phase.traffic_policy))
         snap = compile_mesh(mesh, f"{SOURCE} (phase {phase.name!r})")
-        return _with_previous_hosts(snap, version)
-
-
-def _with_previous_hosts(snap: Snapshot, version: str) -> Snapshot:
-    """Add Envoy's previous_hosts predicate to every retry policy, as Istio does.
-
-    Without it a retry may pick the instance that just failed; the mesh file has no key
-    for it, so the demo adds it to the compiled routes.
-    """
-    routes = []
-    for rc in snap.get(ROUTE_TYPE).values():
-        assert isinstance(rc, route_pb2.RouteConfiguration)
-        rc = copy.deepcopy(rc)
-        for vh in rc.virtual_hosts:
-            for r in vh.routes:
-                if r.HasField("route") and r.route.HasField("retry_policy"):
-                    rp: route_components_pb2.RetryPolicy = r.route.retry_policy
-                    pred = rp.retry_host_predicate.add(name=_PREVIOUS_HOSTS)
-                    pred.typed_config.Pack(previous_hosts_pb2.PreviousHostsPredicate())
-                    rp.host_selection_retry_max_attempts = 5
-        routes.append(rc)
-    return Snapshot.of(
-        version,
-        listeners=snap.get(LISTENER_TYPE).values(),
-        routes=routes,
-        clusters=snap.get(CLUSTER_TYPE).values(),
-        endpoints=snap.get(ENDPOINT_TYPE).values(),
-    )
+        return dataclasses.replace(snap, version=version)
 
 
 def _fail(where: str, reason: str) -> ConfigFileError:

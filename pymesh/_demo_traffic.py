@@ -121,6 +121,11 @@ class Traffic:
         with self._cond:
             return [r for r in self._results if r.phase == phase]
 
+    def forget(self, phase: int) -> None:
+        """Drop the results of ``phase`` (already summarised)."""
+        with self._cond:
+            self._results = [r for r in self._results if r.phase != phase]
+
     def wait_drained(self, phase: int, timeout: float = 15.0) -> None:
         """Block until no request of ``phase`` is in flight (TimeoutError otherwise)."""
         with self._cond:

@@ -73,8 +73,10 @@ def _setup_lines(info: DemoInfo) -> list[str]:
         f"  client         httpx + pymesh.MeshTransport → {info.url}, "
         f"{info.workers} workers, ~{info.rate:.0f} requests/s"
     )
-    if info.forever:
-        lines.append("  running until Ctrl-C")
+    plan = "until Ctrl-C" if info.forever else "then a summary"
+    lines.append(
+        f"  plan           {info.phases} phases, each a new xDS snapshot pushed live; {plan}"
+    )
     return lines
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from rich.console import Console
 from rich.table import Table
@@ -166,13 +168,66 @@ def run_explain(
     headers: Sequence[str],
     as_json: bool,
     timeout: float,
+    admin: str | None = None,
+    random_value: int | None = None,
+    console: Console | None = None,
 ) -> int:
-    with Mesh(bootstrap) as mesh:
-        data = explain_request(mesh, method, url, _parse_headers(headers), timeout=timeout)
+    """``pymesh explain``. ``random_value`` fixes the weighted pick (reproducible output);
+    ``console`` renders the text form (default: the terminal)."""
+    if admin is not None:
+        # Observability hook: ask a running process's admin server instead of
+        # subscribing from here (same JSON as explain_request).
+        query = [("method", method), ("url", url)] + [("h", h) for h in headers]
+        if random_value is not None:
+            query.append(("random", str(random_value)))
+        data = fetch_admin(admin, "/explain?" + urlencode(query), timeout)
+    else:
+        with Mesh(bootstrap) as mesh:
+            data = explain_request(
+                mesh,
+                method,
+                url,
+                _parse_headers(headers),
+                timeout=timeout,
+                random_value=random_value,
+            )
     if as_json:
         print(json.dumps(data, indent=2, default=str))
     else:
-        _render(Console(), data)
+        _render(console or Console(), data)
+    return 0
+
+
+def fetch_admin(admin: str, path: str, timeout: float = 10.0) -> Any:
+    """GET ``path`` from the admin server at ``host:port`` and decode its JSON."""
+    url = f"http://{admin}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        try:
+            detail = json.loads(err.read()).get("error", "")
+        except ValueError:
+            detail = ""
+        where = path.split("?")[0]
+        raise MeshError(f"admin server {admin}: {where}: HTTP {err.code} {detail}") from None
+    except OSError as err:
+        raise MeshError(f"admin server {admin} unreachable: {err}") from err
+
+
+def looks_like_admin(arg: str) -> bool:
+    """``host:port`` with a numeric port (what ``pymesh status ADMIN_ADDR`` takes)."""
+    host, sep, port = arg.rpartition(":")
+    return bool(sep and host and port.isdigit())
+
+
+def run_status_admin(*, admin: str, as_json: bool, timeout: float) -> int:
+    """``pymesh status ADMIN_ADDR``: render a running process's /config_dump."""
+    dump = fetch_admin(admin, "/config_dump", timeout)
+    if as_json:
+        print(json.dumps(dump, indent=2, default=str))
+    else:
+        render_status(Console(), dump)
     return 0
 
 
@@ -189,7 +244,12 @@ def run_status(
     if as_json:
         print(json.dumps(dump, indent=2, default=str))
         return 0
-    console = Console()
+    render_status(Console(), dump)
+    return 0
+
+
+def render_status(console: Console, dump: dict[str, Any]) -> None:
+    """The status tables of a config dump (local or from an admin server)."""
     console.print(
         f"[bold]node[/] {dump.get('node_id')}  [bold]server[/] {dump.get('server_uri')}  "
         f"[bold]connected[/] {dump.get('connected')}"
@@ -220,4 +280,3 @@ def run_status(
                 str(e["active_requests"]),
             )
         console.print(t)
-    return 0

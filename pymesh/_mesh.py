@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from pymesh.errors import (
     UnknownHostError,
 )
 from pymesh.routing import RouteTable
+from pymesh.security import MeshSecurity
 from pymesh.telemetry._csds import client_config
 from pymesh.xds._dependency_manager import DependencyManager
 from pymesh.xds.client import XdsClient, XdsClientStats
@@ -95,6 +97,8 @@ class Mesh:
         self._lock = threading.Lock()  # guards slot/cluster creation, not the request path
         self._slots: dict[str, ListenerSlot] = {}
         self._clusters: dict[str, ClusterRuntime] = {}
+        #: Certificate providers and TLS contexts (mTLS from xDS; docs/security.md).
+        self.security = MeshSecurity(self.bootstrap, self.node_id)
         self._client = XdsClient(self.bootstrap, resource_timeout=resource_timeout)
         self._deps = DependencyManager(self._client)
         self._client.start()
@@ -136,6 +140,7 @@ class Mesh:
         self._client.close()
         if self._admin is not None:
             self._admin.close()
+        self.security.close()
 
     # -- listener state ------------------------------------------------------------
 
@@ -289,6 +294,15 @@ class Mesh:
             if self._admin is None:
                 self._admin = AdminServer(self, port=port, host=host)
         return self._admin
+
+    def server_ssl_context(self, instance_name: str = "default") -> ssl.SSLContext:
+        """An mTLS server context from bootstrap certificate provider ``instance_name``.
+
+        It requires and verifies client certificates, and follows rotations: each
+        handshake switches to the provider's current certificates (``sni_callback``),
+        so one context serves for the process's life. Raises TlsConfigError.
+        """
+        return self.security.server(instance_name).ssl_context()
 
     @property
     def admin(self) -> AdminServer | None:

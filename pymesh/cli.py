@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,11 +33,29 @@ def _explain(args: argparse.Namespace) -> int:
         headers=args.header,
         as_json=args.json,
         timeout=args.timeout,
+        admin=args.admin,
+        random_value=args.random,
     )
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pymesh._explain_cli import run_status
+    from pymesh._explain_cli import looks_like_admin, run_status, run_status_admin
+
+    # Observability hook: `pymesh status HOST:PORT` reads a running process's admin
+    # server when no bootstrap is given (flag or environment); `--admin` says it outright.
+    admin = args.admin
+    if (
+        admin is None
+        and args.bootstrap is None
+        and len(args.host) == 1
+        and looks_like_admin(args.host[0])
+        and not (
+            os.environ.get("GRPC_XDS_BOOTSTRAP") or os.environ.get("GRPC_XDS_BOOTSTRAP_CONFIG")
+        )
+    ):
+        admin = args.host[0]
+    if admin is not None:
+        return run_status_admin(admin=admin, as_json=args.json, timeout=args.timeout)
 
     return run_status(
         bootstrap=args.bootstrap, hosts=args.host, as_json=args.json, timeout=args.timeout
@@ -69,13 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-H", "--header", action="append", default=[], help="'name: value'")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for config")
+    p.add_argument("--admin", metavar="HOST:PORT", help="ask a running mesh's admin server")
+    p.add_argument(
+        "--random", type=int, metavar="N", help="fixed 64-bit random value (weighted pick)"
+    )
     p.set_defaults(func=_explain)
 
     p = sub.add_parser("status", help="show listeners, clusters and endpoints as tables")
     p.add_argument("--bootstrap", help="bootstrap file (default: GRPC_XDS_BOOTSTRAP)")
-    p.add_argument("host", nargs="*", help="hosts (authorities) to resolve, e.g. reviews:9080")
+    p.add_argument(
+        "host",
+        nargs="*",
+        help="hosts (authorities) to resolve, e.g. reviews:9080; or one admin HOST:PORT "
+        "(used as such when no bootstrap is given)",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--admin", metavar="HOST:PORT", help="read a running mesh's admin server")
     p.set_defaults(func=_status)
     return parser
 

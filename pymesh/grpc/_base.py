@@ -13,7 +13,7 @@ from pymesh._mesh import ListenerState, Mesh
 from pymesh._upstream import ClusterRuntime
 from pymesh.grpc._core import (
     LocalStatus,
-    MetadataValue,
+    Metadata,
     choose,
     no_upstream,
     parse_target,
@@ -21,7 +21,7 @@ from pymesh.grpc._core import (
 )
 from pymesh.transports._plan import Plan
 
-OutMetadata = tuple[tuple[str, MetadataValue], ...] | None
+OutMetadata = Metadata | None
 Done = Callable[[grpc.StatusCode], None]
 
 SubT = TypeVar("SubT")
@@ -65,8 +65,12 @@ class MeshChannelBase(Generic[SubT]):
         self.mesh = mesh
         self.authority = parse_target(target)
         self._credentials = credentials
-        # gRPC sends the target's authority upstream; TLS verifies against it too.
-        self._options = (*tuple(options or ()), ("grpc.default_authority", self.authority))
+        # gRPC sends the target's authority upstream; TLS verifies against it too
+        # (unless the caller set an authority of their own).
+        opts = tuple(options or ())
+        if not any(key == "grpc.default_authority" for key, _ in opts):
+            opts = (*opts, ("grpc.default_authority", self.authority))
+        self._options = opts
         self._compression = compression
         # A42: the io.grpc.channel_id hash policy hashes a random per-channel number.
         self.channel_id = mesh.rng.getrandbits(64)
@@ -163,7 +167,9 @@ class MeshChannelBase(Generic[SubT]):
         with self._count_lock:
             self._inflight[address] = self._inflight.get(address, 0) + 1
         tried.add(address)
-        started = time.monotonic()
+        picker = rt.picker
+        # Only the peak-EWMA policy reads latencies: skip the clock and math otherwise.
+        started = time.monotonic() if picker is not None and picker.policy == "peak_ewma" else None
         finished = False
 
         def done(code: grpc.StatusCode) -> None:
@@ -172,15 +178,17 @@ class MeshChannelBase(Generic[SubT]):
                 return
             finished = True
             st.active_requests -= 1
-            now = time.monotonic()
-            st.observe(now - started, now)
+            if started is not None:
+                now = time.monotonic()
+                st.observe(now - started, now)
             if breaker is not None:
                 if attempt == 0:
                     breaker.release_request()
                 else:
                     breaker.release_retry()
             self._finish(address)
-            record(rt, address, code)
+            if rt.outlier is not None:
+                record(rt, address, code)
 
         return rt, address, done
 

@@ -108,34 +108,43 @@ def grpc_deadline(
     return None if timeout is None else start + timeout
 
 
-def request_info(
-    authority: str, method: str, metadata: Metadata | None
-) -> tuple[RequestInfo, list[tuple[str, str]]]:
-    """Routing view of a call: POST, the target authority, the method, text metadata."""
+_GRPC_ONLY: dict[str, str] = {"content-type": "application/grpc"}
+
+
+def request_info(authority: str, method: str, metadata: Metadata | None) -> RequestInfo:
+    """Routing view of a call: POST, the target authority, the method, text metadata
+    (names lower-case, repeated keys joined with ","), content-type application/grpc."""
+    if not metadata:
+        # Shared and never mutated: routing only reads headers.
+        return RequestInfo("POST", authority, method, _GRPC_ONLY, True)
     joined: dict[str, str] = {}
-    headers: list[tuple[str, str]] = []
-    if metadata:
-        for key, value in metadata:
-            k = key.lower()
-            if k.endswith("-bin") or not isinstance(value, str):
-                continue  # A28: binary headers never take part in matching
-            headers.append((k, value))
-            prev = joined.get(k)
-            joined[k] = value if prev is None else f"{prev},{value}"
+    for key, value in metadata:
+        k = key.lower()
+        if k.endswith("-bin") or not isinstance(value, str):
+            continue  # A28: binary headers never take part in matching
+        prev = joined.get(k)
+        joined[k] = value if prev is None else f"{prev},{value}"
     joined["content-type"] = "application/grpc"
-    return RequestInfo("POST", authority, method, joined, True), headers
+    return RequestInfo("POST", authority, method, joined, True)
 
 
-def outgoing_metadata(
-    plan: Plan, original: Metadata | None
-) -> tuple[tuple[str, MetadataValue], ...] | None:
+def text_headers(metadata: Metadata | None) -> list[tuple[str, str]]:
+    """The text metadata as a header list (only built when a route mutates headers)."""
+    return [
+        (k.lower(), v)
+        for k, v in (metadata or ())
+        if isinstance(v, str) and not k.lower().endswith("-bin")
+    ]
+
+
+def outgoing_metadata(plan: Plan, original: Metadata | None) -> Metadata | None:
     """The metadata to send: the caller's, after the route's header mutations."""
-    mutation = plan.decision.request_mutation
-    if mutation.empty:
-        return tuple(original) if original else None
+    edited = plan.headers
+    if edited is None:  # no mutation applied
+        return original or None
     binary = [(k, v) for k, v in (original or ()) if k.lower().endswith("-bin")]
     out: list[tuple[str, MetadataValue]] = [
-        (k, v) for k, v in plan.headers if k not in _RESERVED and not k.startswith(":")
+        (k, v) for k, v in edited if k not in _RESERVED and not k.startswith(":")
     ]
     out.extend(binary)
     return tuple(out) or None
@@ -150,8 +159,8 @@ def plan_call(
     channel_id: int,
 ) -> Plan | LocalStatus:
     """Route one call; a Plan to send upstream or the LocalStatus to fail it with."""
-    info, headers = request_info(authority, method, metadata)
-    plan = plan_request(state, info, headers, mesh.rng, None, channel_id)
+    info = request_info(authority, method, metadata)
+    plan = plan_request(state, info, lambda: text_headers(metadata), mesh.rng, None, channel_id)
     if isinstance(plan, LocalReply):
         return local_status(plan, mesh.node_id)
     return plan

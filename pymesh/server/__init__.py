@@ -55,8 +55,18 @@ class ControlPlane:
     connected at once (more get RESOURCE_EXHAUSTED and retry with backoff).
     """
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", *, max_streams: int = 64) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        *,
+        max_streams: int = 64,
+        server_credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
         self.host = host
+        # TLS/mTLS for the ADS port (e.g. pymesh.security.grpc_server_credentials);
+        # None serves plaintext. Clients use bootstrap channel_creds "tls" (gRFC A65).
+        self._credentials = server_credentials
         self._requested_port = port
         self._max_streams = max_streams
         self.cache = SnapshotCache()
@@ -76,7 +86,11 @@ class ControlPlane:
         )
         server = grpc.server(self._executor, maximum_concurrent_rpcs=self._max_streams)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self._servicer, server)
-        port = server.add_insecure_port(f"{self.host}:{self._requested_port}")
+        bind = f"{self.host}:{self._requested_port}"
+        if self._credentials is None:
+            port = server.add_insecure_port(bind)
+        else:
+            port = server.add_secure_port(bind, self._credentials)
         if port == 0:
             raise OSError(f"cannot bind {self.host}:{self._requested_port}")
         server.start()

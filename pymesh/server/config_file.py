@@ -86,6 +86,7 @@ from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
 from envoy.extensions.load_balancing_policies.random.v3 import random_pb2
 from envoy.extensions.load_balancing_policies.ring_hash.v3 import ring_hash_pb2
 from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2 as tls_common_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -167,6 +168,9 @@ _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
 _HEALTH = tuple(health_check_pb2.HealthStatus.keys())
 _STRING_MATCH = ("exact", "prefix", "suffix", "contains", "regex")
+
+
+PREVIOUS_HOSTS_PREDICATE = "envoy.retry_host_predicates.previous_hosts"
 
 
 def parse_duration(value: object) -> float:
@@ -902,6 +906,11 @@ def _retries(ctx: _Ctx, value: object, where: str) -> route_components_pb2.Retry
             )
     rp = route_components_pb2.RetryPolicy(retry_on=",".join(tokens))
     rp.num_retries.value = ctx.uint(spec.get("attempts", 1), f"{where}.attempts", 0, 1000)
+    # As Istio does for every retry policy: a retry goes to another host when one is
+    # available (Envoy's previous_hosts predicate, up to 5 re-picks).
+    predicate = rp.retry_host_predicate.add(name=PREVIOUS_HOSTS_PREDICATE)
+    predicate.typed_config.Pack(previous_hosts_pb2.PreviousHostsPredicate())
+    rp.host_selection_retry_max_attempts = 5
     if "per_try_timeout" in spec:
         rp.per_try_timeout.CopyFrom(
             ctx.duration(spec["per_try_timeout"], f"{where}.per_try_timeout")

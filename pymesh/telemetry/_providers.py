@@ -8,9 +8,10 @@ and metric call, so the request path pays one identity check.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import _internal as _metrics_internal
 
 if TYPE_CHECKING:
     from pymesh.telemetry._metrics import Instruments
@@ -25,11 +26,12 @@ _meter_provider: metrics.MeterProvider | None = None
 class _Cached:
     """The last provider object seen and what it gave (None when it is a no-op)."""
 
-    __slots__ = ("provider", "value")
+    __slots__ = ("provider", "unset", "value")
 
     def __init__(self) -> None:
         self.provider: object = object()  # matches nothing: resolved on first use
         self.value: object = None
+        self.unset: object = None  # what the API's getter returns while no global is set
 
 
 _tracer_cache = _Cached()
@@ -51,17 +53,33 @@ def configure(
     _meter_provider = meter_provider
 
 
+def _current(override: object, module: object, attr: str, cache: _Cached, get: Any) -> object:
+    """The provider in effect, cheaply: the API's getters look up os.environ on every
+    call while no global provider is set, so read the module's global and call the getter
+    only until one is set (it also installs a provider named by OTEL_PYTHON_*_PROVIDER)."""
+    if override is not None:
+        return override
+    provider = getattr(module, attr, None)
+    if provider is not None:
+        return provider
+    if cache.unset is None:
+        cache.unset = get()
+    return cache.unset
+
+
 def tracer() -> trace.Tracer | None:
     """The pymesh tracer, or None when no SDK tracer provider is configured."""
-    provider = _tracer_provider if _tracer_provider is not None else trace.get_tracer_provider()
     cache = _tracer_cache
+    provider = _current(
+        _tracer_provider, trace, "_TRACER_PROVIDER", cache, trace.get_tracer_provider
+    )
     if provider is not cache.provider:
         # The global provider object changes when the application installs its SDK
         # provider (the proxy is replaced), so an identity check is a cheap re-check.
         cache.value = (
             None
             if isinstance(provider, _NOOP_TRACER_PROVIDERS)
-            else provider.get_tracer("pymesh", _version())
+            else provider.get_tracer("pymesh", _version())  # type: ignore[attr-defined]
         )
         cache.provider = provider
     return cache.value  # type: ignore[return-value]
@@ -69,8 +87,10 @@ def tracer() -> trace.Tracer | None:
 
 def instruments() -> Instruments | None:
     """pymesh's metric instruments, or None when no SDK meter provider is configured."""
-    provider = _meter_provider if _meter_provider is not None else metrics.get_meter_provider()
     cache = _meter_cache
+    provider = _current(
+        _meter_provider, _metrics_internal, "_METER_PROVIDER", cache, metrics.get_meter_provider
+    )
     if provider is not cache.provider:
         from pymesh.telemetry._metrics import Instruments
 
@@ -79,7 +99,9 @@ def instruments() -> Instruments | None:
         off = isinstance(provider, _NOOP_METER_PROVIDERS) or type(provider).__module__.startswith(
             "opentelemetry.metrics"
         )
-        cache.value = None if off else Instruments(provider.get_meter("pymesh", _version()))
+        cache.value = (
+            None if off else Instruments(provider.get_meter("pymesh", _version()))  # type: ignore[attr-defined]
+        )
         cache.provider = provider
     return cache.value  # type: ignore[return-value]
 

@@ -25,7 +25,7 @@ from pymesh.telemetry._providers import instruments, tracer
 if TYPE_CHECKING:
     from pymesh._upstream import ClusterRuntime
     from pymesh.telemetry._metrics import Instruments
-    from pymesh.xds.resources.endpoint import Endpoint
+    from pymesh.xds.resources.endpoint import ClusterLoadAssignment, Endpoint
 
 __all__ = ["RequestObserver", "observe_request"]
 
@@ -52,15 +52,24 @@ def observe_request(method: str, url: UrlLike, listener: str) -> RequestObserver
     return RequestObserver(t, inst, method, str(url), url.host, url.port, listener)
 
 
+# Endpoint address -> locality per ClusterLoadAssignment, built once per EDS update
+# (assignments are immutable and replaced, so their id with an identity check is a key).
+_LOCALITIES: dict[int, tuple[ClusterLoadAssignment, dict[str, str]]] = {}
+
+
 def _locality(rt: ClusterRuntime, address: str) -> str | None:
     cla = rt.endpoints
     if cla is None:
         return None
-    for loc in cla.localities:
-        for ep in loc.endpoints:
-            if ep.address == address:
-                return str(loc.locality)
-    return None
+    hit = _LOCALITIES.get(id(cla))
+    if hit is None or hit[0] is not cla:
+        if len(_LOCALITIES) > 1024:
+            _LOCALITIES.clear()
+        by_address = {
+            ep.address: str(loc.locality) for loc in cla.localities for ep in loc.endpoints
+        }
+        hit = _LOCALITIES[id(cla)] = (cla, by_address)
+    return hit[1].get(address)
 
 
 class RequestObserver:

@@ -20,12 +20,17 @@ import httpx
 
 from pymesh._mesh import ListenerState, Mesh
 from pymesh._upstream import ClusterRuntime
-from pymesh.errors import TlsConfigError
 from pymesh.routing import RequestInfo
 from pymesh.telemetry import RequestObserver, observe_request
 from pymesh.transports._attempts import Attempts
 from pymesh.transports._exceptions import failure_outcome, map_httpcore_exceptions, to_httpx
 from pymesh.transports._plan import LocalReply, Plan, plan_request
+from pymesh.transports._tls import (
+    AsyncMeshTlsBackend,
+    MeshTlsBackend,
+    refusing_ssl_context,
+    tls_lookup,
+)
 from pymesh.xds.resources.endpoint import Endpoint
 
 __all__ = ["AsyncMeshTransport", "MeshTransport"]
@@ -192,23 +197,27 @@ def _response(
     )
 
 
-def _pool_options(mesh: Mesh, rt: ClusterRuntime) -> dict[str, typing.Any]:
-    """Connection pool settings from the cluster (circuit-breaker limits, HTTP/2).
+def _pool_options(
+    mesh: Mesh, rt: ClusterRuntime, *, asynchronous: bool = False
+) -> dict[str, typing.Any]:
+    """Connection pool settings from the cluster (circuit-breaker limits, HTTP/2, TLS).
 
-    Fails closed for TLS clusters: they are never sent plaintext.
+    TLS (pymesh.transports._tls): every pool gets a backend that, at connect time, does
+    the cluster's TLS handshake and SAN check when the cluster has an UpstreamTlsContext
+    (the URL scheme stays http; the backend owns the upgrade). Fails closed: a TLS config
+    that cannot be satisfied raises TlsConfigError here and at connect, never plaintext.
     """
     cluster = rt.cluster
+    lookup = tls_lookup(mesh, rt)
     if cluster is not None and cluster.tls is not None:
-        raise TlsConfigError(
-            "cluster requires TLS (UpstreamTlsContext), which the httpx transport does not "
-            "support yet; refusing to send plaintext",
-            node_id=mesh.node_id,
-            resource_name=rt.name,
-        )
+        lookup()  # raises TlsConfigError (cluster + provider named) before any pool exists
+    backend = AsyncMeshTlsBackend(lookup) if asynchronous else MeshTlsBackend(lookup)
     return {
         "max_connections": cluster.circuit_breakers.max_connections if cluster else 1024,
         "http1": True,
         "http2": bool(cluster and cluster.http2),
+        "network_backend": backend,
+        "ssl_context": refusing_ssl_context(),  # httpcore itself must never start TLS
     }
 
 
@@ -516,7 +525,8 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         pool = self._pools.get(ep.address)
         if pool is None:
             pool = self._pools.setdefault(
-                ep.address, httpcore.AsyncConnectionPool(**_pool_options(self.mesh, rt))
+                ep.address,
+                httpcore.AsyncConnectionPool(**_pool_options(self.mesh, rt, asynchronous=True)),
             )
         return pool
 

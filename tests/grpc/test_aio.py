@@ -34,13 +34,18 @@ async def test_all_four_call_types(cp: ControlPlane, make_mesh: MakeMesh) -> Non
                     yield x
 
             assert await ch.stream_unary(COLLECT)(requests(), timeout=10) == b"a:1,2"
+            collect = ch.stream_unary(COLLECT)(timeout=10)
+            await collect.write(b"w1")
+            await collect.write(b"w2")
+            await collect.done_writing()
+            assert await collect == b"a:w1,w2"
             chat = ch.stream_stream(CHAT)(timeout=10)
             await chat.write(b"x")
             assert await chat.read() == b"a:x"
             await chat.done_writing()
             assert await chat.code() is grpc.StatusCode.OK
     assert a.metadata[0]["x-trace"] == "t"
-    assert a.calls == {"Echo": 1, "Split": 1, "Collect": 1, "Chat": 1}
+    assert a.calls == {"Echo": 1, "Split": 1, "Collect": 2, "Chat": 1}
 
 
 async def test_200_concurrent_calls_no_loss_or_duplicates(

@@ -411,3 +411,42 @@ def test_unknown_listener_passes_through_or_fails(cp: ControlPlane, make_mesh: M
             ch.unary_unary(ECHO)(b"d", timeout=30)
         assert info.value.code() is grpc.StatusCode.UNAVAILABLE
         assert a.address in info.value.details() and "test" in info.value.details()
+
+
+def test_least_request_avoids_the_busy_endpoint(cp: ControlPlane, make_mesh: MakeMesh) -> None:
+    with Backend("a") as a, Backend("b") as b:
+        b.hanging = a.hanging  # one signal for "a Hang call arrived", whichever backend
+        policy = {"lb": "LEAST_REQUEST"}
+        serve(cp, echo_service(endpoints=[a.address, b.address], traffic_policy=policy))
+        with pymesh.grpc.insecure_channel(TARGET, make_mesh()) as ch:
+            ch.unary_unary(ECHO)(b"warm", timeout=10)
+            hang = ch.unary_unary(HANG).future(b"", timeout=60)
+            assert a.hanging.acquire(timeout=30)
+            busy, idle = (a, b) if a.count("Hang") else (b, a)
+            before = busy.count()
+            # A48: with two hosts both are compared; the one with an active call loses.
+            replies = {ch.unary_unary(ECHO)(b"", timeout=10) for _ in range(10)}
+            assert replies == {idle.name.encode() + b":"}
+            assert busy.count() == before
+            hang.cancel()
+
+
+def test_route_header_mutations_edit_the_metadata(cp: ControlPlane, make_mesh: MakeMesh) -> None:
+    with Backend("a") as a:
+        snap = serve(cp, echo_service(endpoints=[a.address]))
+
+        def mutate(rc: Any) -> None:
+            for r in all_routes(rc):
+                added = r.request_headers_to_add.add()
+                added.header.key = "x-added"
+                added.header.value = "yes"
+                r.request_headers_to_remove.append("x-secret")
+
+        cp.set_snapshot(edit_routes(snap, mutate))
+        with pymesh.grpc.insecure_channel(TARGET, make_mesh()) as ch:
+            md = (("x-secret", "s"), ("x-keep", "k"), ("x-blob-bin", b"\x01"))
+            assert ch.unary_unary(ECHO)(b"", timeout=10, metadata=md) == b"a:"
+    seen = a.metadata[-1]
+    assert seen["x-added"] == "yes" and seen["x-keep"] == "k"
+    assert seen["x-blob-bin"] == b"\x01"
+    assert "x-secret" not in seen

@@ -146,3 +146,27 @@ def test_no_provider_means_no_span_work(
         client.get("http://reviews:9080/")
     [req] = echo_backend.requests
     assert req.header("traceparent") is None
+
+
+def test_global_providers_installed_later_are_picked_up() -> None:
+    """The global providers can be set once per process: check in a fresh one."""
+    import subprocess
+    import sys
+
+    script = """
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from pymesh import telemetry
+assert telemetry.tracer() is None and telemetry.instruments() is None
+trace.set_tracer_provider(TracerProvider())
+assert telemetry.tracer() is not None and telemetry.instruments() is None
+metrics.set_meter_provider(MeterProvider())
+assert telemetry.instruments() is not None
+print("ok")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

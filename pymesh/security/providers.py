@@ -1,0 +1,289 @@
+"""Certificate providers: where a cluster's certificates, keys and trust roots come from.
+
+The bootstrap's ``certificate_providers`` names provider *instances*; an
+UpstreamTlsContext refers to them by instance name (gRFC A29). The one plugin gRPC (and
+istio-agent) defines is ``file_watcher``: PEM files on disk re-read every
+``refresh_interval`` (default 600 s, as gRPC). pymesh also re-reads as soon as a file's
+stat signature (inode, size, mtime) changes, checked at most every 0.5 s on access, so a
+rotation is picked up by the next new connection.
+
+A half-written or invalid update never replaces good material: the previous material
+stays in use, a warning is logged and :attr:`FileWatcherProvider.reload_failures` counts
+it. Only the very first load fails hard (:class:`~pymesh.errors.TlsConfigError`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pymesh.errors import TlsConfigError
+
+__all__ = [
+    "DEFAULT_REFRESH_INTERVAL",
+    "CertificateMaterial",
+    "FileWatcherProvider",
+    "create_provider",
+    "parse_duration",
+]
+
+log = logging.getLogger("pymesh.security")
+
+#: gRPC's default file_watcher refresh interval (seconds).
+DEFAULT_REFRESH_INTERVAL = 600.0
+# How often an access may stat the files (cheap, but not on every connection burst).
+_STAT_EVERY = 0.5
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CertificateMaterial:
+    """One validated generation of a provider's files.
+
+    ``chain_file`` is a private file (key + chain, mode 0600) holding exactly this
+    generation, because :meth:`ssl.SSLContext.load_cert_chain` reads only files; it
+    stays valid for as long as the provider lives.
+    """
+
+    generation: int
+    cert_chain: bytes | None  # PEM
+    private_key: bytes | None  # PEM
+    ca_certificates: bytes | None  # PEM
+    chain_file: str | None
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """Seconds from a JSON Duration (``"600s"``), ``"250ms"``/``"10m"``, or a number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        raise TlsConfigError(f"{where}: {value!r} is not a duration; e.g. '600s'")
+    if seconds <= 0:
+        raise TlsConfigError(f"{where}: must be positive, got {value!r}")
+    return seconds
+
+
+class FileWatcherProvider:
+    """The ``file_watcher`` plugin: ``certificate_file`` + ``private_key_file`` (identity)
+    and/or ``ca_certificate_file`` (roots), re-read on ``refresh_interval`` and on change.
+
+    :meth:`material` is cheap and thread-safe; it returns the current generation.
+    """
+
+    plugin_name = "file_watcher"
+
+    def __init__(
+        self,
+        name: str,
+        config: Mapping[str, Any],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        where = f"certificate provider {name!r} (file_watcher)"
+        for key in ("certificate_file", "private_key_file", "ca_certificate_file"):
+            if key in config and (not isinstance(config[key], str) or not config[key]):
+                raise TlsConfigError(f"{where}: {key} must be a non-empty file path")
+        self.certificate_file: str | None = config.get("certificate_file")
+        self.private_key_file: str | None = config.get("private_key_file")
+        self.ca_certificate_file: str | None = config.get("ca_certificate_file")
+        if (self.certificate_file is None) != (self.private_key_file is None):
+            raise TlsConfigError(
+                f"{where}: certificate_file and private_key_file must be set together"
+            )
+        if self.certificate_file is None and self.ca_certificate_file is None:
+            raise TlsConfigError(
+                f"{where}: set certificate_file + private_key_file and/or ca_certificate_file"
+            )
+        self.refresh_interval = parse_duration(
+            config.get("refresh_interval", DEFAULT_REFRESH_INTERVAL), f"{where}: refresh_interval"
+        )
+        self._clock = clock
+        self._lock = threading.Lock()  # serialises reloads; readers never take it
+        self._dir = tempfile.TemporaryDirectory(prefix="pymesh-certs-")
+        #: Reloads that failed (unreadable, half-written or mismatched files) and were
+        #: skipped, keeping the previous material.
+        self.reload_failures = 0
+        self.last_error: str | None = None
+        self._generation = 0
+        self._next_refresh = 0.0
+        self._next_stat = 0.0
+        self._signature = self._stat()
+        self._failed_signature: object = None
+        self._material = self._load(where)  # the first load must succeed: fail closed
+        self._schedule()
+
+    def __repr__(self) -> str:
+        return (
+            f"<FileWatcherProvider {self.name!r} generation={self._material.generation} "
+            f"reload_failures={self.reload_failures}>"
+        )
+
+    @property
+    def has_identity(self) -> bool:
+        return self.certificate_file is not None
+
+    @property
+    def has_roots(self) -> bool:
+        return self.ca_certificate_file is not None
+
+    def material(self) -> CertificateMaterial:
+        """The current material, reloading first when the interval passed or files changed."""
+        now = self._clock()
+        if now >= self._next_stat:
+            self._maybe_reload(now)
+        return self._material
+
+    def refresh(self) -> CertificateMaterial:
+        """Re-read the files now (if they changed) and return the current material."""
+        self._maybe_reload(self._clock(), force=True)
+        return self._material
+
+    def close(self) -> None:
+        """Remove the private copies of the keys."""
+        self._dir.cleanup()
+
+    # -- internals ----------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        now = self._clock()
+        self._next_refresh = now + self.refresh_interval
+        self._next_stat = now + _STAT_EVERY
+
+    def _paths(self) -> list[str]:
+        return [
+            p
+            for p in (self.certificate_file, self.private_key_file, self.ca_certificate_file)
+            if p is not None
+        ]
+
+    def _stat(self) -> object:
+        sig: list[object] = []
+        for p in self._paths():
+            try:
+                st = os.stat(p)
+                sig.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError as e:
+                sig.append(e.errno)
+        return tuple(sig)
+
+    def _maybe_reload(self, now: float, *, force: bool = False) -> None:
+        if not self._lock.acquire(blocking=False):
+            return  # another thread is reloading; keep serving the current material
+        try:
+            self._next_stat = now + _STAT_EVERY
+            sig = self._stat()
+            due = force or now >= self._next_refresh
+            changed = sig != self._signature and sig != self._failed_signature
+            if not (due or changed):
+                return
+            if due:
+                self._next_refresh = now + self.refresh_interval
+            try:
+                new = self._load(f"certificate provider {self.name!r} (file_watcher)")
+            except TlsConfigError as e:
+                # Keep the previous material: a rotation may be half-way (cert written,
+                # key not yet). Retry when the files change again or on the interval.
+                self.reload_failures += 1
+                self.last_error = e.message
+                self._failed_signature = sig
+                log.warning("%s; keeping the previous certificates", e.message)
+                return
+            if _same(new, self._material):
+                self._signature = sig
+                if new.chain_file is not None:
+                    _unlink(new.chain_file)
+                return
+            old = self._material
+            self._material, self._signature, self._failed_signature = new, sig, None
+            self.last_error = None
+            log.info("certificate provider %r: loaded generation %d", self.name, new.generation)
+            if old.chain_file is not None:
+                # Contexts already loaded it; only future builds read files.
+                _unlink(old.chain_file)
+        finally:
+            self._lock.release()
+
+    def _read(self, path: str, what: str, where: str) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise TlsConfigError(f"{where}: cannot read {what} {path!r}: {e.strerror or e}") from e
+        if b"-----BEGIN" not in data:
+            raise TlsConfigError(f"{where}: {what} {path!r} holds no PEM data")
+        return data
+
+    def _load(self, where: str) -> CertificateMaterial:
+        chain = key = ca = None
+        chain_file = None
+        if self.certificate_file is not None and self.private_key_file is not None:
+            chain = self._read(self.certificate_file, "certificate_file", where)
+            key = self._read(self.private_key_file, "private_key_file", where)
+        if self.ca_certificate_file is not None:
+            ca = self._read(self.ca_certificate_file, "ca_certificate_file", where)
+            try:
+                ssl.create_default_context(cadata=ca.decode("ascii"))
+            except (ssl.SSLError, ValueError, UnicodeDecodeError) as e:
+                raise TlsConfigError(
+                    f"{where}: ca_certificate_file {self.ca_certificate_file!r} is invalid: {e}"
+                ) from e
+        if chain is not None and key is not None:
+            chain_file = os.path.join(self._dir.name, f"chain-{self._generation + 1}.pem")
+            fd = os.open(chain_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(key.rstrip(b"\n") + b"\n" + chain)
+            try:
+                # Validates the pair: a key that does not match the certificate (a
+                # rotation caught half-way) fails here.
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(chain_file)
+            except (ssl.SSLError, OSError) as e:
+                _unlink(chain_file)
+                raise TlsConfigError(
+                    f"{where}: certificate_file {self.certificate_file!r} / private_key_file "
+                    f"{self.private_key_file!r} are invalid or do not match: {e}"
+                ) from e
+        self._generation += 1
+        return CertificateMaterial(self._generation, chain, key, ca, chain_file)
+
+
+def _same(a: CertificateMaterial, b: CertificateMaterial) -> bool:
+    return (a.cert_chain, a.private_key, a.ca_certificates) == (
+        b.cert_chain,
+        b.private_key,
+        b.ca_certificates,
+    )
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+#: Plugin name → factory(instance name, config).
+PLUGINS: dict[str, Callable[[str, Mapping[str, Any]], FileWatcherProvider]] = {
+    "file_watcher": FileWatcherProvider,
+}
+
+
+def create_provider(name: str, plugin_name: str, config: Mapping[str, Any]) -> FileWatcherProvider:
+    """Instantiate bootstrap provider ``name``; an unknown plugin is a TlsConfigError."""
+    factory = PLUGINS.get(plugin_name)
+    if factory is None:
+        raise TlsConfigError(
+            f"certificate provider {name!r}: unknown plugin {plugin_name!r}; "
+            f"supported: {', '.join(sorted(PLUGINS))}"
+        )
+    return factory(name, config)

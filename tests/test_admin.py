@@ -1,0 +1,143 @@
+"""The admin server and the CSDS-shaped config dump, against a real control plane."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from _edit import edited_mesh
+
+import pymesh
+from pymesh.server import ROUTE_TYPE, ControlPlane
+from pymesh.testing import EchoBackend
+
+Push = Callable[..., Any]
+CLUSTER = "outbound|9080||reviews"
+CONFIG = {"services": {"reviews": {"port": 9080, "endpoints": []}}}
+
+
+def _config(backend: EchoBackend) -> dict[str, Any]:
+    return {"services": {"reviews": {"port": 9080, "endpoints": [backend.address]}}}
+
+
+def _get(admin: pymesh.Mesh, path: str) -> tuple[int, str]:
+    assert admin.admin is not None
+    url = f"http://{admin.admin.address}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def _bad_regex(rc: Any) -> None:
+    route = rc.virtual_hosts[0].routes.add()
+    route.match.safe_regex.regex = "(unclosed"
+    route.route.cluster = CLUSTER
+
+
+def test_nack_keeps_last_good_version_and_admin_shows_it(
+    control_plane: ControlPlane, mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
+) -> None:
+    good = push_mesh(_config(echo_backend), version="v1")
+    bad = edited_mesh(_config(echo_backend), route=_bad_regex)
+    control_plane.set_snapshot(bad.__class__.of("v2", **_resources(bad)))
+    nack = control_plane.wait_for_nack(ROUTE_TYPE, 20, mesh.node_id)
+    assert "safe_regex" in nack.message and nack.version == "v2"
+
+    dump = mesh.config_dump()
+    [rds] = [c for c in dump["client_config"]["generic_xds_configs"] if c["type_url"] == ROUTE_TYPE]
+    assert rds["name"] == "reviews:9080"
+    assert rds["client_status"] == "NACKED"
+    assert rds["config_status"] == "ERROR"
+    assert rds["version_info"] == good.version  # the last good version still serves
+    assert "safe_regex" in rds["error_state"]["details"]
+    assert dump["client_config"]["node"]["id"] == mesh.node_id
+    # The old keys stay.
+    assert {"resources", "listeners_in_use", "clusters_in_use"} <= dump.keys()
+    with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+        assert client.get("http://reviews:9080/").status_code == 200
+
+    mesh.start_admin()
+    status, body = _get(mesh, "/config_dump")
+    assert status == 200
+    served = json.loads(body)["client_config"]["generic_xds_configs"]
+    [rds2] = [c for c in served if c["type_url"] == ROUTE_TYPE]
+    assert rds2["client_status"] == "NACKED"
+    assert rds2["error_state"]["details"] == rds["error_state"]["details"]
+
+    status, body = _get(mesh, "/stats")
+    assert status == 200
+    assert (
+        f'pymesh_xds_client_nacks_total{{pymesh_xds_resource_type="{ROUTE_TYPE}",'
+        f'pymesh_xds_server="{control_plane.address}"}} 1' in body.splitlines()
+    )
+    assert "# TYPE pymesh_circuit_breaker_overflows_total counter" in body
+
+    status, body = _get(mesh, "/clusters")
+    assert status == 200
+    [ep] = json.loads(body)[CLUSTER]["endpoints"]
+    assert ep["address"] == echo_backend.address
+    assert ep["ejected"] is False
+    assert ep["weight"] == 1
+
+    status, body = _get(mesh, "/ready")
+    assert status == 200 and json.loads(body)["ready"] is True
+
+
+def _resources(snap: Any) -> dict[str, Any]:
+    from pymesh.server import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
+
+    return {
+        "listeners": snap.get(LISTENER_TYPE).values(),
+        "routes": snap.get(ROUTE_TYPE).values(),
+        "clusters": snap.get(CLUSTER_TYPE).values(),
+        "endpoints": snap.get(ENDPOINT_TYPE).values(),
+    }
+
+
+def test_ready_is_503_while_a_listener_waits_for_config(mesh: pymesh.Mesh) -> None:
+    admin = mesh.start_admin()
+    assert mesh.start_admin() is admin  # once per mesh
+    mesh.slot("pending:80")  # subscribed; the control plane has no snapshot at all
+    status, body = _get(mesh, "/ready")
+    assert status == 503
+    assert json.loads(body)["listeners"]["pending:80"]["ready"] is False
+    assert _get(mesh, "/nope")[0] == 404
+
+
+def test_explain_endpoint_matches_explain_request(
+    mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
+) -> None:
+    from pymesh._explain_cli import explain_request
+
+    push_mesh(_config(echo_backend))
+    mesh.start_admin()
+    status, body = _get(
+        mesh, "/explain?method=POST&url=http://reviews:9080/x&h=x-user:%20a&random=7"
+    )
+    assert status == 200
+    want = explain_request(mesh, "POST", "http://reviews:9080/x", {"x-user": "a"}, random_value=7)
+    assert json.loads(body) == json.loads(json.dumps(want, default=str))
+    assert _get(mesh, "/explain")[0] == 400
+
+
+def test_admin_port_env_starts_the_server(
+    mesh_bootstrap: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a free port for the env var (released before use)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("PYMESH_ADMIN_PORT", str(port))
+    with pymesh.Mesh(bootstrap=mesh_bootstrap) as m:
+        assert m.admin is not None and m.admin.port == port
+        assert _get(m, "/ready")[0] == 200
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5)
