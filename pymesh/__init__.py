@@ -4,6 +4,7 @@ Subscribe to an xDS control plane and get Envoy's routing, load balancing and
 resilience in process for httpx clients and grpc channels.
 """
 
+from pymesh import grpc
 from pymesh._mesh import Mesh
 from pymesh.errors import (
     BootstrapError,
@@ -21,8 +22,6 @@ from pymesh.errors import (
     UpstreamOverflowError,
 )
 from pymesh.transports import AsyncMeshTransport, MeshTransport
-
-from pymesh import grpc  # noqa: E402 - pymesh.grpc.insecure_channel(...) after `import pymesh`
 
 __version__ = "0.1.0"
 
