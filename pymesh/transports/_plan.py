@@ -108,6 +108,17 @@ def injector_for(config: FaultConfig) -> FaultInjector:
     return injector
 
 
+def _decider(retry: RetryPolicy | None, info: RequestInfo) -> RetryDecider | None:
+    """The retry decider, or None when this request may not be retried (no policy, no
+    retries, or retriable_request_headers that the request does not match)."""
+    if retry is None or retry.num_retries <= 0:
+        return None
+    decider = decider_for(retry)
+    if retry.retriable_request_headers and not decider.request_is_retriable(info.headers):
+        return None
+    return decider
+
+
 def _fault_config(state: ListenerState, decision: RouteDecision) -> FaultConfig | None:
     """The listener's fault filter config, overridden per route/cluster/vhost (Envoy order)."""
     name = state.fault_filter_name
@@ -235,7 +246,7 @@ def plan_request(
         ),
         deadline=deadline,
         retry=retry,
-        decider=decider_for(retry) if retry is not None and retry.num_retries > 0 else None,
+        decider=_decider(retry, info),
         fault_delay=fault_delay,
         route_timeout_binding=route_binding,
     )

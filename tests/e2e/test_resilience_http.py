@@ -177,3 +177,26 @@ def test_per_try_timeout_retries_on_another_host(
         assert len(slow.wait_for_requests(2, timeout=10)) >= 2
     finally:
         slow.close()
+
+
+def test_retriable_request_headers_gate_retries(
+    mesh: pymesh.Mesh, control_plane: Any, echo_backend: EchoBackend
+) -> None:
+    from pymesh.testing import push_snapshot
+
+    from _edit import edited_mesh
+
+    def only_marked(rc: Any) -> None:
+        for route in rc.virtual_hosts[0].routes:
+            hm = route.route.retry_policy.retriable_request_headers.add(name="x-idempotent")
+            hm.present_match = True
+
+    config = _svc([echo_backend.address], routes=[{"retries": {"attempts": 2, "on": "5xx"}}])
+    push_snapshot(control_plane, mesh, edited_mesh(config, route=only_marked))
+    with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+        echo_backend.fail_next(1)
+        assert client.get("http://reviews:9080/").status_code == 503  # not retried
+        echo_backend.fail_next(1)
+        marked = client.get("http://reviews:9080/", headers={"x-idempotent": "1"})
+        assert marked.status_code == 200  # retried
+    assert echo_backend.request_count == 3

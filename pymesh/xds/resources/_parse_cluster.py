@@ -180,6 +180,9 @@ def _circuit_breakers(ctx: Ctx, msg: Any) -> CircuitBreakers:
         ),
         ("track_remaining",),
     )
+    if t.HasField("max_pending_requests"):
+        # Parsed; the httpx/gRPC pools queue without this bound for now: say so.
+        ctx.unsupported_field(join(p, "max_pending_requests"))
     return CircuitBreakers(
         max_connections=int(wrapped(t, "max_connections", 1024)),
         max_pending_requests=int(wrapped(t, "max_pending_requests", 1024)),
@@ -287,6 +290,8 @@ def _http_options(ctx: Ctx, msg: Any) -> tuple[bool, int | None]:
                 cp, join(p, "common_http_protocol_options"), ("max_requests_per_connection",)
             )
         ctx.leftovers(opts, p, ("explicit_http_config", "common_http_protocol_options"))
+    if max_requests is not None and int(max_requests):
+        ctx.unsupported_field("max_requests_per_connection")  # parsed; not enforced yet
     return http2, (int(max_requests) or None) if max_requests is not None else None
 
 

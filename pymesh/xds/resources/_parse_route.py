@@ -126,6 +126,8 @@ def retry_policy(ctx: Ctx, msg: Any, path: str) -> RetryPolicy:
             "retriable_request_headers",
         ),
     )
+    if msg.HasField("per_try_idle_timeout"):
+        ctx.unsupported_field(join(path, "per_try_idle_timeout"))  # not enforced yet
     return RetryPolicy(
         retry_on=retry_on,
         num_retries=wrapped(msg, "num_retries", DEFAULT_NUM_RETRIES),
@@ -152,6 +154,8 @@ def hedge_policy(ctx: Ctx, msg: Any, path: str) -> HedgePolicy:
     if initial < 1:
         ctx.fail(join(path, "initial_requests"), "initial_requests must be at least 1")
     ctx.leftovers(msg, path, ("initial_requests", "hedge_on_per_try_timeout"))
+    # Parsed and validated, but the request path does not hedge yet: say so.
+    ctx.unsupported_field(path)
     return HedgePolicy(int(initial), bool(msg.hedge_on_per_try_timeout))
 
 
@@ -364,6 +368,8 @@ def route_action(ctx: Ctx, msg: Any, path: str) -> RouteAction:
         ctx.leftovers(mp, p, ("cluster", "runtime_fraction", "trace_sampled"))
         mirrors.append(MirrorPolicy(mp.cluster, frac, wrapped(mp, "trace_sampled", True)))
     ctx.leftovers(msg, path, _ROUTE_ACTION_HANDLED)
+    if msg.HasField("idle_timeout"):
+        ctx.unsupported_field(join(path, "idle_timeout"))  # parsed; not enforced yet
     return RouteAction(
         cluster=cluster,
         weighted_clusters=weighted,

@@ -284,7 +284,11 @@ def test_connect_timeout_and_breakers() -> None:
     out = parse(c)
     assert out.connect_timeout == 0.25
     assert out.circuit_breakers == CircuitBreakers(10, 30, 20, 1, RetryBudget(50.0, 3))
-    assert out.unsupported == ("circuit_breakers.thresholds[1]",)
+    # max_pending_requests is parsed but not enforced by the request path: reported.
+    assert out.unsupported == (
+        "circuit_breakers.thresholds[1]",
+        "circuit_breakers.thresholds[0].max_pending_requests",
+    )
 
 
 def test_connect_timeout_zero_nacks() -> None:
