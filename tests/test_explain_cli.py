@@ -100,7 +100,7 @@ action route
     outbound|9080|v2|reviews weight 20
   weighted pick: 7 % 100 = 7
 timeout 2.0 s   retry {'retry_on': ['5xx'], 'num_retries': 2, 'per_try_timeout_s': None,
-'host_predicates': [], 'back_off_s': [0.025, 0.25]}
+'host_predicates': ['previous_hosts'], 'back_off_s': [0.025, 0.25]}
         endpoints of outbound|9080|v1|reviews (lb round_robin)
 ┏━━━━━━━━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━┳━━━━━━━━━┓
 ┃ address         ┃ locality ┃ priority ┃ health  ┃ weight ┃ ejected ┃
@@ -163,7 +163,7 @@ GOLDEN_API_JSON: dict[str, Any] = {
             "retry_on": ["5xx"],
             "num_retries": 2,
             "per_try_timeout_s": None,
-            "host_predicates": [],
+            "host_predicates": ["previous_hosts"],
             "back_off_s": [0.025, 0.25],
         },
         "hash_policies": [],

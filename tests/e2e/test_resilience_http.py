@@ -182,9 +182,9 @@ def test_per_try_timeout_retries_on_another_host(
 def test_retriable_request_headers_gate_retries(
     mesh: pymesh.Mesh, control_plane: Any, echo_backend: EchoBackend
 ) -> None:
-    from pymesh.testing import push_snapshot
-
     from _edit import edited_mesh
+
+    from pymesh.testing import push_snapshot
 
     def only_marked(rc: Any) -> None:
         for route in rc.virtual_hosts[0].routes:

@@ -142,7 +142,9 @@ def test_backend_rejects_plaintext_and_unauthenticated_clients(
     ctx.load_cert_chain(str(chain))
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"https://{backend.address}/", verify=ctx, timeout=10)
-    assert backend.wait(lambda: len(backend.records) == 3 and all(r.closed for r in backend.records))
+    assert backend.wait(
+        lambda: len(backend.records) == 3 and all(r.closed for r in backend.records)
+    )
     assert all(r.error and r.bytes_after_handshake == 0 for r in backend.records)
     assert backend.ok_requests() == 0
 
