@@ -38,6 +38,7 @@ from pymesh.server import (
     Snapshot,
     compile_mesh,
 )
+from pymesh.testing import bootstrap_for
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -178,16 +179,7 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     try:
         with ControlPlane() as cp:
-            bootstrap = {
-                "xds_servers": [
-                    {
-                        "server_uri": cp.address,
-                        "channel_creds": [{"type": "insecure"}],
-                        "server_features": ["xds_v3"],
-                    }
-                ],
-                "node": {"id": "lb-quality"},
-            }
+            bootstrap = bootstrap_for(cp, "lb-quality")
             for policy in POLICIES:
                 cp.set_snapshot(snapshot(port, args.endpoints, policy))
                 with pymesh.Mesh(bootstrap=bootstrap, seed=1) as mesh:

@@ -30,6 +30,7 @@ import httpx
 
 import pymesh
 from pymesh.server import ControlPlane, compile_mesh
+from pymesh.testing import bootstrap_for
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -161,16 +162,7 @@ def main() -> None:
                 cp.set_snapshot(envoy_snapshot(snap, {"bench:8080": envoy_port}), node_id="envoy")
                 envoy = start_envoy(cp.port, "envoy")
                 envoy.wait_listening([envoy_port])
-            bootstrap = {
-                "xds_servers": [
-                    {
-                        "server_uri": cp.address,
-                        "channel_creds": [{"type": "insecure"}],
-                        "server_features": ["xds_v3"],
-                    }
-                ],
-                "node": {"id": "bench"},
-            }
+            bootstrap = bootstrap_for(cp, "bench")
             with pymesh.Mesh(bootstrap=bootstrap) as mesh:
                 direct_url = f"http://127.0.0.1:{port}/api"
                 variants: list[tuple[str, Callable[[], httpx.Client], str]] = [

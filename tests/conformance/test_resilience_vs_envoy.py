@@ -12,7 +12,7 @@ from _peers import envoy_snapshot, free_port, start_envoy
 
 import pymesh
 from pymesh.server import ControlPlane, compile_mesh
-from pymesh.testing import EchoBackend
+from pymesh.testing import EchoBackend, bootstrap_for
 
 
 class Pair:
@@ -22,18 +22,7 @@ class Pair:
         self.cp = ControlPlane().start()
         self.envoy_port = free_port()
         self.envoy: Any = None
-        self.mesh = pymesh.Mesh(
-            bootstrap={
-                "xds_servers": [
-                    {
-                        "server_uri": self.cp.address,
-                        "channel_creds": [{"type": "insecure"}],
-                        "server_features": ["xds_v3"],
-                    }
-                ],
-                "node": {"id": "pymesh-resilience"},
-            }
-        )
+        self.mesh = pymesh.Mesh(bootstrap=bootstrap_for(self.cp, "pymesh-resilience"))
 
     def serve(self, config: dict[str, Any]) -> None:
         snap = compile_mesh(config)

@@ -31,6 +31,7 @@ from google.protobuf import any_pb2
 import pymesh
 from pymesh.server import ControlPlane, Snapshot
 from pymesh.server.config_file import http_connection_manager
+from pymesh.testing import bootstrap_for
 
 CLUSTERS = ["c0", "c1", "c2", "c3"]
 ROUTE_NAME = "diff-routes"
@@ -80,18 +81,7 @@ class Rig:
         self.apply(0)
         self.envoy = start_envoy(self.cp.port, "envoy")
         self.envoy.wait_listening([self.envoy_port])
-        self.mesh = pymesh.Mesh(
-            bootstrap={
-                "xds_servers": [
-                    {
-                        "server_uri": self.cp.address,
-                        "channel_creds": [{"type": "insecure"}],
-                        "server_features": ["xds_v3"],
-                    }
-                ],
-                "node": {"id": "pymesh-diff"},
-            }
-        )
+        self.mesh = pymesh.Mesh(bootstrap=bootstrap_for(self.cp, "pymesh-diff"))
         self.via_mesh = httpx.Client(transport=pymesh.MeshTransport(self.mesh), timeout=10)
         self.via_envoy = httpx.Client(timeout=10)
 
