@@ -257,6 +257,40 @@ class Mesh:
                 ) from None
         return self._settled_state(slot, passthrough)
 
+    def wait_listener(
+        self,
+        slot: ListenerSlot,
+        alternate: str | None,
+        timeout: float | None,
+        *,
+        passthrough: bool | None = None,
+    ) -> ListenerState | None:
+        """:meth:`wait_state`, then, if the listener does not exist, the ``alternate``
+        authority's (``host:80`` for a URL whose default port the HTTP client dropped:
+        Istio names that listener with the port)."""
+        if alternate is None:
+            return self.wait_state(slot, timeout, passthrough=passthrough)
+        state = self.wait_state(slot, timeout, passthrough=True)
+        if state is not None:
+            return state
+        return self.wait_state(self.slot(alternate), timeout, passthrough=passthrough)
+
+    async def wait_listener_async(
+        self,
+        slot: ListenerSlot,
+        alternate: str | None,
+        timeout: float | None,
+        *,
+        passthrough: bool | None = None,
+    ) -> ListenerState | None:
+        """The asyncio twin of :meth:`wait_listener`."""
+        if alternate is None:
+            return await self.wait_state_async(slot, timeout, passthrough=passthrough)
+        state = await self.wait_state_async(slot, timeout, passthrough=True)
+        if state is not None:
+            return state
+        return await self.wait_state_async(self.slot(alternate), timeout, passthrough=passthrough)
+
     def _settled_state(self, slot: ListenerSlot, passthrough: bool | None) -> ListenerState | None:
         if slot.state is not None:
             return slot.state

@@ -50,6 +50,15 @@ def _caller_timeout(request: httpx.Request) -> float | None:
     return max(values) if values else None
 
 
+def _default_port_authority(request: httpx.Request) -> str | None:
+    """``host:80`` / ``host:443`` when the URL had no explicit port (httpx drops a written
+    default port, so ``http://svc:80/`` arrives as ``svc``); None otherwise."""
+    url = request.url
+    if url.port is not None:
+        return None
+    return f"{url.netloc.decode('ascii')}:{443 if url.scheme == 'https' else 80}"
+
+
 def _request_info(request: httpx.Request) -> RequestInfo:
     joined: dict[str, str] = {}
     repeated: dict[str, list[str]] | None = None
@@ -348,7 +357,12 @@ class MeshTransport(_Base, httpx.BaseTransport):
         slot = mesh.slot(request.url.netloc.decode("ascii"))
         state = slot.state
         if state is None:
-            state = mesh.wait_state(slot, _caller_timeout(request), passthrough=self.passthrough)
+            state = mesh.wait_listener(
+                slot,
+                _default_port_authority(request),
+                _caller_timeout(request),
+                passthrough=self.passthrough,
+            )
             if state is None:
                 return self._direct.handle_request(request)
         obs = _observe(request, state)
@@ -473,8 +487,11 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         slot = mesh.slot(request.url.netloc.decode("ascii"))
         state = slot.state
         if state is None:
-            state = await mesh.wait_state_async(
-                slot, _caller_timeout(request), passthrough=self.passthrough
+            state = await mesh.wait_listener_async(
+                slot,
+                _default_port_authority(request),
+                _caller_timeout(request),
+                passthrough=self.passthrough,
             )
             if state is None:
                 return await self._direct.handle_async_request(request)

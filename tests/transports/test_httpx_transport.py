@@ -186,3 +186,17 @@ def test_request_mirror_is_fire_and_forget(
     shadowed = shadow.wait_for_requests(20, timeout=20)
     assert {r.header("host") for r in shadowed} == {"reviews:9080-shadow"}
     assert {r.body for r in shadowed} == {b"body"}
+
+
+def test_default_port_finds_the_istio_style_listener(
+    mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
+) -> None:
+    """httpx drops a written default port (``http://svc:80/`` arrives as ``svc``); the
+    listener Istio names ``svc:80`` is still found."""
+    config = _service([echo_backend])
+    config["services"]["reviews"]["port"] = 80
+    push_mesh(config)
+    with httpx.Client(transport=pymesh.MeshTransport(mesh, passthrough=False)) as client:
+        for url in ("http://reviews/a", "http://reviews:80/b"):
+            resp = client.get(url)
+            assert resp.headers["x-backend"] == echo_backend.name, url
