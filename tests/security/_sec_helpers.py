@@ -7,6 +7,7 @@ tests can prove that no request byte reached a peer that pymesh refused.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -20,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from pymesh.security import peer_sans
 
 SPIFFE = "spiffe://cluster.local/ns/default/sa/"
 
@@ -196,8 +199,8 @@ class MtlsBackend:
             conn.close()
             return
         with tls:
-            cert = tls.getpeercert() or {}
-            uris = tuple(v for t, v in cert.get("subjectAltName", ()) if t == "URI")
+            der = tls.getpeercert(True)
+            uris = tuple(v for t, v in peer_sans(der) if t == "URI") if der else ()
             with self.cond:
                 rec.handshake_ok, rec.client_uris = True, uris
                 self.cond.notify_all()
@@ -233,5 +236,7 @@ class MtlsBackend:
 
     def close(self) -> None:
         self._stop = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
         self._sock.close()
         self._thread.join(5)

@@ -115,9 +115,9 @@ def test_san_prefix_and_ip_matchers(
 
 
 def _server_der(backend: MtlsBackend, ctx: ssl.SSLContext) -> bytes:
-    with socket.create_connection(("127.0.0.1", backend.port), timeout=10) as raw:
-        with ctx.wrap_socket(raw) as s:
-            der = s.getpeercert(binary_form=True)
+    raw = socket.create_connection(("127.0.0.1", backend.port), timeout=10)
+    with ctx.wrap_socket(raw) as s:
+        der = s.getpeercert(binary_form=True)
     assert der is not None
     return der
 
@@ -229,9 +229,11 @@ def test_unreadable_key_fails_closed(
 
     with pymesh.Mesh(bootstrap=boot, seed=0) as mesh:
         push_mesh(control_plane, mesh, _config(backend))
-        with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
-            with pytest.raises(TlsConfigError) as info:
-                client.get("http://reviews:9080/")
+        with (
+            httpx.Client(transport=pymesh.MeshTransport(mesh)) as client,
+            pytest.raises(TlsConfigError) as info,
+        ):
+            client.get("http://reviews:9080/")
     msg = str(info.value)
     assert f"cluster {CLUSTER!r}" in msg and "'default'" in msg and "private_key_file" in msg
     assert backend.accepted == 0
@@ -246,9 +248,11 @@ def test_unknown_plugin_names_it(
 
     with pymesh.Mesh(bootstrap=boot, seed=0) as mesh:
         push_mesh(control_plane, mesh, _config(backend))
-        with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
-            with pytest.raises(TlsConfigError, match="unknown plugin 'meshca'"):
-                client.get("http://reviews:9080/")
+        with (
+            httpx.Client(transport=pymesh.MeshTransport(mesh)) as client,
+            pytest.raises(TlsConfigError, match="unknown plugin 'meshca'"),
+        ):
+            client.get("http://reviews:9080/")
     assert backend.accepted == 0
 
 

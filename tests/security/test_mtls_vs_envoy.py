@@ -4,7 +4,7 @@ backend with the same identity, and both refuse it when the SAN does not match."
 
 from __future__ import annotations
 
-import sys
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +26,7 @@ from pymesh.server import (
     compile_mesh,
 )
 from pymesh.testing import bootstrap_for, push_snapshot
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
-from _peers import envoy_snapshot, free_port, start_envoy
+from pymesh.testing.envoy import envoy_snapshot, free_port, start_envoy
 
 
 def _with_tls(snap: Snapshot, files: dict[str, str], san: str, version: str) -> Snapshot:
@@ -65,6 +63,10 @@ def _with_tls(snap: Snapshot, files: dict[str, str], san: str, version: str) -> 
         clusters=clusters,
         endpoints=snap.get(ENDPOINT_TYPE).values(),
     )
+
+
+def _closed_since(backend: MtlsBackend, start: int) -> bool:
+    return all(r.closed for r in backend.records[start:])
 
 
 @pytest.fixture
@@ -111,7 +113,7 @@ def test_envoy_and_pymesh_share_mtls_config(
                     seen.setdefault("pymesh", {})[version] = result
                 if version == "bad":
                     # Both connected and handshook, and neither sent a request byte.
-                    assert backend.wait(lambda: all(r.closed for r in backend.records[before:]))
+                    assert backend.wait(functools.partial(_closed_since, backend, before))
                     assert backend.accepted > before
                     assert all(r.bytes_after_handshake == 0 for r in backend.records[before:])
             good = (200, SPIFFE + "client")

@@ -80,12 +80,12 @@ class _TlsEchoServer:
 
 def _handshake(port: int, ctx: ssl.SSLContext) -> tuple[str, str]:
     """(server URI SAN, first bytes) for one connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with ctx.wrap_socket(raw) as s:
-            der = s.getpeercert(True)
-            assert der is not None
-            uri = next(v for t, v in peer_sans(der) if t == "URI")
-            return uri, s.recv(2).decode()
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with ctx.wrap_socket(raw) as s:
+        der = s.getpeercert(True)
+        assert der is not None
+        uri = next(v for t, v in peer_sans(der) if t == "URI")
+        return uri, s.recv(2).decode()
 
 
 @pytest.fixture
