@@ -206,28 +206,39 @@ def _response(
     )
 
 
+def _pool_key(rt: ClusterRuntime, ep: Endpoint) -> str:
+    """Pools are per endpoint address and TLS setting: a cluster that turns TLS on (or
+    changes it) gets new connections, never a plaintext one kept from before."""
+    cluster = rt.cluster
+    tls = cluster.tls if cluster is not None else None
+    return ep.address if tls is None else f"{ep.address}#tls{hash(tls):x}"
+
+
 def _pool_options(
     mesh: Mesh, rt: ClusterRuntime, *, asynchronous: bool = False
 ) -> dict[str, typing.Any]:
     """Connection pool settings from the cluster (circuit-breaker limits, HTTP/2, TLS).
 
-    TLS (pymesh.transports._tls): every pool gets a backend that, at connect time, does
-    the cluster's TLS handshake and SAN check when the cluster has an UpstreamTlsContext
-    (the URL scheme stays http; the backend owns the upgrade). Fails closed: a TLS config
-    that cannot be satisfied raises TlsConfigError here and at connect, never plaintext.
+    TLS (pymesh.transports._tls): a TLS cluster's pool gets a backend that, at connect
+    time, does the cluster's TLS handshake and SAN check (the URL scheme stays http; the
+    backend owns the upgrade). Fails closed: a TLS config that cannot be satisfied raises
+    TlsConfigError here and at connect, never plaintext. Plaintext clusters use httpcore's
+    own backend (no wrapper on their connections).
     """
     cluster = rt.cluster
-    lookup = tls_lookup(mesh, rt)
-    if cluster is not None and cluster.tls is not None:
-        lookup()  # raises TlsConfigError (cluster + provider named) before any pool exists
-    backend = AsyncMeshTlsBackend(lookup) if asynchronous else MeshTlsBackend(lookup)
-    return {
+    options: dict[str, typing.Any] = {
         "max_connections": cluster.circuit_breakers.max_connections if cluster else 1024,
         "http1": True,
         "http2": bool(cluster and cluster.http2),
-        "network_backend": backend,
         "ssl_context": refusing_ssl_context(),  # httpcore itself must never start TLS
     }
+    if cluster is not None and cluster.tls is not None:
+        lookup = tls_lookup(mesh, rt)
+        lookup()  # raises TlsConfigError (cluster + provider named) before any pool exists
+        options["network_backend"] = (
+            AsyncMeshTlsBackend(lookup) if asynchronous else MeshTlsBackend(lookup)
+        )
+    return options
 
 
 class _SyncStream(httpx.SyncByteStream):
@@ -330,9 +341,9 @@ class _Base:
         for rt in self.mesh.clusters().values():
             live |= rt.addresses
         return [
-            address
-            for address, pool in pools.items()
-            if address not in live and all(c.is_idle() for c in pool.connections)
+            key
+            for key, pool in pools.items()
+            if key.partition("#")[0] not in live and all(c.is_idle() for c in pool.connections)
         ]
 
 
@@ -408,10 +419,11 @@ class MeshTransport(_Base, httpx.BaseTransport):
             log.debug("mirror to %s failed: %s", ep.address, exc)
 
     def _pool(self, rt: ClusterRuntime, ep: Endpoint) -> httpcore.ConnectionPool:
-        pool = self._pools.get(ep.address)
+        key = _pool_key(rt, ep)
+        pool = self._pools.get(key)
         if pool is None:
             pool = self._pools.setdefault(
-                ep.address, httpcore.ConnectionPool(**_pool_options(self.mesh, rt))
+                key, httpcore.ConnectionPool(**_pool_options(self.mesh, rt))
             )
         return pool
 
@@ -539,10 +551,11 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
             log.debug("mirror to %s failed: %s", ep.address, exc)
 
     def _pool(self, rt: ClusterRuntime, ep: Endpoint) -> httpcore.AsyncConnectionPool:
-        pool = self._pools.get(ep.address)
+        key = _pool_key(rt, ep)
+        pool = self._pools.get(key)
         if pool is None:
             pool = self._pools.setdefault(
-                ep.address,
+                key,
                 httpcore.AsyncConnectionPool(**_pool_options(self.mesh, rt, asynchronous=True)),
             )
         return pool
