@@ -179,8 +179,12 @@ class Attempts:
         The breaker slot stays taken until the caller calls ``t.release()`` (when the
         response body completes) unless a retry is decided, which releases it here.
         """
-        now = time.monotonic()
-        t.state.on_finish(now - t.started, now)
+        rt = t.runtime
+        if rt.cluster is not None and rt.cluster.lb_policy.name == "peak_ewma":
+            now = time.monotonic()
+            t.state.on_finish(now - t.started, now)  # only peak EWMA reads latencies
+        else:
+            t.state.on_finish()
         outcome = Outcome.response(status, headers, grpc_status=grpc_status)
         outlier = t.runtime.outlier
         if outlier is not None:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import typing
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import httpcore
@@ -59,27 +59,92 @@ def _default_port_authority(request: httpx.Request) -> str | None:
     return f"{url.netloc.decode('ascii')}:{443 if url.scheme == 'https' else 80}"
 
 
+class _LazyHeaders(Mapping[str, str]):
+    """The request's headers as routing sees them (lower-case names, repeated values
+    joined with ","), built on first use: most route tables never look at a header."""
+
+    __slots__ = ("_joined", "_raw", "_repeated", "repeated")
+
+    def __init__(self, raw: list[tuple[str, str]] | typing.Callable[[], list[tuple[str, str]]]):
+        self._raw = raw
+        self._joined: dict[str, str] | None = None
+        self._repeated: dict[str, list[str]] = {}
+        #: Individual values of headers that occur more than once (Envoy matches each).
+        self.repeated = _Repeated(self)
+
+    def _build(self) -> dict[str, str]:
+        joined: dict[str, str] = {}
+        raw = self._raw
+        for k, v in raw() if callable(raw) else raw:
+            prev = joined.get(k)
+            if prev is None:
+                joined[k] = v
+            else:
+                joined[k] = f"{prev},{v}"
+                self._repeated.setdefault(k, [prev]).append(v)
+        self._joined = joined
+        return joined
+
+    def get(self, key: str, default: typing.Any = None) -> typing.Any:
+        joined = self._joined if self._joined is not None else self._build()
+        return joined.get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        joined = self._joined if self._joined is not None else self._build()
+        return joined[key]
+
+    def __iter__(self) -> Iterator[str]:
+        joined = self._joined if self._joined is not None else self._build()
+        return iter(joined)
+
+    def __len__(self) -> int:
+        joined = self._joined if self._joined is not None else self._build()
+        return len(joined)
+
+
+class _Repeated(Mapping[str, list[str]]):
+    """The repeated-header view of :class:`_LazyHeaders` (builds it on first use)."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: _LazyHeaders) -> None:
+        self._owner = owner
+
+    def _map(self) -> dict[str, list[str]]:
+        owner = self._owner
+        if owner._joined is None:
+            owner._build()
+        return owner._repeated
+
+    def __getitem__(self, key: str) -> list[str]:
+        return self._map()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map())
+
+    def __len__(self) -> int:
+        return len(self._map())
+
+
 def _request_info(request: httpx.Request) -> RequestInfo:
-    joined: dict[str, str] = {}
-    repeated: dict[str, list[str]] | None = None
-    for k, v in request.headers.multi_items():  # lower-case names
-        prev = joined.get(k)
-        if prev is None:
-            joined[k] = v
-        else:
-            # Envoy matches each value of a repeated header on its own.
-            joined[k] = f"{prev},{v}"
-            if repeated is None:
-                repeated = {}
-            repeated.setdefault(k, [prev]).append(v)
-    authority = joined.get("host") or request.url.netloc.decode("ascii")
+    headers = request.headers
+    lazy = _LazyHeaders(headers.multi_items)
+    host: bytes | None = None
+    grpc = False
+    for key, value in headers.raw:  # one pass over bytes: Host and gRPC content-type only
+        lower = key.lower()
+        if lower == b"host":
+            host = value if host is None else host
+        elif lower == b"content-type":
+            grpc = value.startswith(b"application/grpc")
+    authority = host.decode("latin-1") if host else request.url.netloc.decode("ascii")
     return RequestInfo(
         request.method,
         authority,
         request.url.raw_path.decode("ascii"),
-        joined,
-        joined.get("content-type", "").startswith("application/grpc"),
-        repeated=repeated,
+        lazy,
+        grpc,
+        repeated=lazy.repeated,
     )
 
 
@@ -120,8 +185,9 @@ def _outgoing_headers(
         authority = ep.hostname  # Envoy: the endpoint's hostname from EDS
     if plan.headers is None:
         raw = request.headers.raw
-        if authority == request.headers.get("host"):
-            return raw  # the common case: sent as the caller wrote them
+        if authority.encode("ascii") == request.url.netloc:
+            # The common case: httpx's Host is the URL's netloc, unchanged by the route.
+            return raw
         pairs = [(k, v) for k, v in raw if k.lower() != b"host"]
     else:
         pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in plan.headers if k != "host"]
