@@ -37,6 +37,7 @@ __all__ = ["AsyncMeshTransport", "MeshTransport"]
 
 log = logging.getLogger("pymesh.transport")
 
+_KEEPALIVE_EXPIRY = 5.0  # seconds an idle upstream connection is kept (httpx's default)
 _GC_EVERY = 512  # requests between sweeps for pools of endpoints that left
 _UPSTREAM_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError)
 
@@ -296,6 +297,9 @@ def _pool_options(
         "max_connections": cluster.circuit_breakers.max_connections if cluster else 1024,
         "http1": True,
         "http2": bool(cluster and cluster.http2),
+        # httpx's default. Also measured: without an expiry, httpcore's async pool
+        # serves 64 concurrent requests on one endpoint about 3x slower.
+        "keepalive_expiry": _KEEPALIVE_EXPIRY,
         "ssl_context": refusing_ssl_context(),  # httpcore itself must never start TLS
     }
     if cluster is not None and cluster.tls is not None:
