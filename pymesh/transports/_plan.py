@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from pymesh._mesh import ListenerState
 from pymesh._upstream import ClusterRuntime
-from pymesh.lb import Picker
 from pymesh.resilience import FaultInjector, RetryDecider
 from pymesh.routing import (
     RequestInfo,
@@ -25,7 +25,6 @@ from pymesh.routing import (
     redirect_location,
     rewrite_path,
 )
-from pymesh.xds.resources.endpoint import Endpoint
 from pymesh.xds.resources.fault import FaultConfig
 from pymesh.xds.resources.route import (
     DirectResponseAction,
@@ -69,43 +68,36 @@ class Plan:
     #: then answered with a local 504, as Envoy does; the caller's own raises.
     route_timeout_binding: bool = False
 
-    def pick(self, exclude: Container[str] = ()) -> tuple[ClusterRuntime, Endpoint] | None:
-        """Pick an endpoint (aggregate clusters: the first leaf that has one)."""
-        rt = self.runtime
-        if rt.leaf_clusters:
-            return None  # resolved by Planner.pick_leaf
-        picker: Picker | None = rt.picker
-        if picker is None:
-            return None
-        ep = picker.pick(self.hash_key, exclude)
-        return (rt, ep) if ep is not None else None
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
-# Deciders are built once per RetryPolicy object (policies are frozen and shared).
-_DECIDERS: dict[int, tuple[RetryPolicy, RetryDecider]] = {}
-_INJECTORS: dict[int, tuple[FaultConfig, FaultInjector]] = {}
+class _PerConfig(Generic[_K, _V]):
+    """One derived object per frozen config object (deciders, fault injectors), found by
+    identity: configs are shared by every request of a route, so this runs once per
+    config, not per request. Bounded; a rebuilt config simply gets a new entry."""
+
+    def __init__(self, factory: Callable[[_K], _V], limit: int = 4096) -> None:
+        self._factory = factory
+        self._limit = limit
+        self._map: dict[int, tuple[_K, _V]] = {}
+
+    def __call__(self, config: _K) -> _V:
+        hit = self._map.get(id(config))
+        if hit is not None and hit[0] is config:
+            return hit[1]
+        value = self._factory(config)
+        if len(self._map) > self._limit:
+            self._map.clear()
+        self._map[id(config)] = (config, value)
+        return value
 
 
-def decider_for(policy: RetryPolicy) -> RetryDecider:
-    hit = _DECIDERS.get(id(policy))
-    if hit is not None and hit[0] is policy:
-        return hit[1]
-    decider = RetryDecider(policy)
-    if len(_DECIDERS) > 4096:
-        _DECIDERS.clear()
-    _DECIDERS[id(policy)] = (policy, decider)
-    return decider
-
-
-def injector_for(config: FaultConfig) -> FaultInjector:
-    hit = _INJECTORS.get(id(config))
-    if hit is not None and hit[0] is config:
-        return hit[1]
-    injector = FaultInjector(config)
-    if len(_INJECTORS) > 4096:
-        _INJECTORS.clear()
-    _INJECTORS[id(config)] = (config, injector)
-    return injector
+#: The retry decider of a RetryPolicy.
+decider_for: _PerConfig[RetryPolicy, RetryDecider] = _PerConfig(RetryDecider)
+#: The fault injector (and its max_active_faults counter) of a fault filter config.
+injector_for: _PerConfig[FaultConfig, FaultInjector] = _PerConfig(FaultInjector)
 
 
 def _decider(retry: RetryPolicy | None, info: RequestInfo) -> RetryDecider | None:
