@@ -156,6 +156,18 @@ class MeshChannelBase(Generic[SubT]):
         if chosen is None:
             raise LocalFailure(no_upstream(p.plan, "no healthy upstream", self.mesh.node_id))
         rt, ep = chosen
+        if rt.cluster is not None and rt.cluster.tls is not None and self._credentials is None:
+            # Fail closed: the cluster asks for TLS (UpstreamTlsContext) and gRPC channels do
+            # not build it from xDS yet; never send such a call in plaintext.
+            raise LocalFailure(
+                no_upstream(
+                    p.plan,
+                    f"cluster {rt.name!r} requires upstream TLS, which pymesh.grpc channels "
+                    "do not build from xDS yet (use secure_channel with credentials); "
+                    "refusing plaintext",
+                    self.mesh.node_id,
+                )
+            )
         address = ep.address
         breaker = rt.breaker
         if breaker is not None:

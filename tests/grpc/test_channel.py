@@ -450,3 +450,19 @@ def test_route_header_mutations_edit_the_metadata(cp: ControlPlane, make_mesh: M
     assert seen["x-added"] == "yes" and seen["x-keep"] == "k"
     assert seen["x-blob-bin"] == b"\x01"
     assert "x-secret" not in seen
+
+
+def test_tls_cluster_fails_closed_never_plaintext(cp: ControlPlane, make_mesh: MakeMesh) -> None:
+    """A cluster with an UpstreamTlsContext is refused (UNAVAILABLE naming the cluster), not
+    sent in plaintext, by an insecure mesh channel."""
+    with Backend("a") as a:
+        serve(
+            cp,
+            echo_service(endpoints=[a.address], traffic_policy={"tls": {"mode": "ISTIO_MUTUAL"}}),
+        )
+        with pymesh.grpc.insecure_channel(TARGET, make_mesh()) as ch:
+            with pytest.raises(grpc.RpcError) as info:
+                ch.unary_unary(ECHO)(b"hi", timeout=10)
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "requires upstream TLS" in (info.value.details() or "")
+    assert a.calls == {}
