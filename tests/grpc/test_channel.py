@@ -460,9 +460,11 @@ def test_tls_cluster_fails_closed_never_plaintext(cp: ControlPlane, make_mesh: M
             cp,
             echo_service(endpoints=[a.address], traffic_policy={"tls": {"mode": "ISTIO_MUTUAL"}}),
         )
-        with pymesh.grpc.insecure_channel(TARGET, make_mesh()) as ch:
-            with pytest.raises(grpc.RpcError) as info:
-                ch.unary_unary(ECHO)(b"hi", timeout=10)
+        with (
+            pymesh.grpc.insecure_channel(TARGET, make_mesh()) as ch,
+            pytest.raises(grpc.RpcError) as info,
+        ):
+            ch.unary_unary(ECHO)(b"hi", timeout=10)
     assert info.value.code() is grpc.StatusCode.UNAVAILABLE
     assert "requires upstream TLS" in (info.value.details() or "")
     assert a.calls == {}
