@@ -200,3 +200,58 @@ def test_retriable_request_headers_gate_retries(
         marked = client.get("http://reviews:9080/", headers={"x-idempotent": "1"})
         assert marked.status_code == 200  # retried
     assert echo_backend.request_count == 3
+
+
+@pytest.mark.parametrize(
+    "detector",
+    [
+        {"success_rate_minimum_hosts": 5, "success_rate_request_volume": 20},
+        {
+            "enforcing_success_rate": 0,
+            "enforcing_failure_percentage": 100,
+            "failure_percentage_minimum_hosts": 5,
+            "failure_percentage_request_volume": 20,
+            "failure_percentage_threshold": 50,
+        },
+    ],
+    ids=["success_rate", "failure_percentage"],
+)
+def test_interval_detectors_eject_on_the_sweep(
+    mesh: pymesh.Mesh,
+    push_mesh: Push,
+    echo_backends: Callable[..., list[EchoBackend]],
+    detector: dict[str, Any],
+) -> None:
+    """Success-rate and failure-percentage ejection happen at the interval sweep (not per
+    failure, unlike the consecutive detectors), then the host gets no traffic."""
+    good = echo_backends(4, "ok")
+    bad = EchoBackend("bad", fail_rate=1.0).start()
+    try:
+        push_mesh(
+            _svc(
+                [b.address for b in [*good, bad]],
+                traffic_policy={
+                    "outlier_detection": {
+                        "enforcing_consecutive_5xx": 0,
+                        "interval": "300ms",
+                        "base_ejection_time": "30s",
+                        "max_ejection_percent": 100,
+                        **detector,
+                    }
+                },
+            )
+        )
+        deadline = time.monotonic() + 30
+        with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+            while not _ejected(mesh, bad.address):
+                assert time.monotonic() < deadline, "the sweep never ejected the failing host"
+                client.get("http://reviews:9080/")
+            # Consecutive detectors are off: it took at least the request volume to eject.
+            assert bad.request_count >= 20
+            before = bad.request_count
+            for _ in range(50):
+                client.get("http://reviews:9080/")
+        assert bad.request_count == before
+        assert all(_ejected(mesh, b.address) is False for b in good)
+    finally:
+        bad.close()
