@@ -92,6 +92,7 @@ class Mesh:
         )
         self.passthrough = passthrough
         self.node_id = self.bootstrap.node.id
+        admin_port = _admin_port_from_env()  # checked before any thread starts
         self.rng = random.Random(seed)
         self._closed = False
         self._lock = threading.Lock()  # guards slot/cluster creation, not the request path
@@ -107,9 +108,8 @@ class Mesh:
         # server starts by itself when PYMESH_ADMIN_PORT is set (docs/observability.md).
         self._admin: AdminServer | None = None
         telemetry.register(self)
-        admin_port = os.environ.get("PYMESH_ADMIN_PORT")
-        if admin_port:
-            self.start_admin(int(admin_port))
+        if admin_port is not None:
+            self.start_admin(admin_port)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Mesh:
@@ -368,6 +368,19 @@ class Mesh:
         dump["dumped_at"] = time.time()
         dump["client_config"] = client_config(dump, self.bootstrap)
         return dump
+
+
+def _admin_port_from_env() -> int | None:
+    """``PYMESH_ADMIN_PORT`` as a port number, None when unset; a typed error otherwise."""
+    raw = os.environ.get("PYMESH_ADMIN_PORT", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) > 65535:
+        raise MeshError(
+            f"environment variable PYMESH_ADMIN_PORT={raw!r} is not a port number; "
+            "set it to 0..65535 (0: any free port) or unset it"
+        )
+    return int(raw)
 
 
 def _cluster_dump(rt: ClusterRuntime) -> dict[str, Any]:

@@ -141,3 +141,11 @@ def test_admin_port_env_starts_the_server(
         assert _get(m, "/ready")[0] == 200
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5)
+
+
+def test_bad_admin_port_env_is_a_typed_error(
+    monkeypatch: pytest.MonkeyPatch, mesh_bootstrap: dict[str, Any]
+) -> None:
+    monkeypatch.setenv("PYMESH_ADMIN_PORT", "eighty")
+    with pytest.raises(pymesh.MeshError, match="PYMESH_ADMIN_PORT='eighty' is not a port"):
+        pymesh.Mesh(bootstrap=mesh_bootstrap)
