@@ -58,8 +58,9 @@ class ClusterRuntime:
         self.outlier: OutlierDetector | None = None
         self.addresses: frozenset[str] = frozenset()
         self.next_sweep = 0.0
-        # Serialises rebuilds from the xDS thread and the outlier sweeper; never taken
-        # on the request path.
+        # Serialises picker rebuilds (xDS updates, ejection changes). The request path
+        # takes it only when an ejection changes. Lock order: the outlier detector's
+        # lock, then this one.
         self._lock = threading.Lock()
 
     def update(self, cc: ClusterConfig) -> None:
@@ -79,10 +80,15 @@ class ClusterRuntime:
             elif self.outlier is None or old is None or old.outlier_detection != od:
                 self.outlier = OutlierDetector(od, on_change=self._on_ejected, rng=self.rng)
             self.endpoints = cc.endpoints
+            outlier = self.outlier
             if cc.endpoints is not None:
                 self.addresses = frozenset(e.address for e in cc.endpoints.endpoints)
-                if self.outlier is not None:
-                    self.outlier.set_hosts(self.addresses)
+            addresses = self.addresses
+        # Outside our lock: the detector calls _on_ejected (which takes our lock) while
+        # holding its own, so our lock is never held while waiting for the detector's.
+        if outlier is not None and cc.endpoints is not None:
+            outlier.set_hosts(addresses)
+        with self._lock:
             self._rebuild()
 
     def _on_ejected(self, ejected: frozenset[str]) -> None:
