@@ -13,7 +13,7 @@ from pymesh._mesh import ListenerState, Mesh
 from pymesh._upstream import ClusterRuntime
 from pymesh.resilience import Outcome, RetryDecider
 from pymesh.routing import RequestInfo
-from pymesh.transports._plan import LocalReply, Plan, leaf_runtime, plan_request
+from pymesh.transports._plan import LocalReply, Plan, plan_request, target_runtime
 from pymesh.xds.resources.endpoint import Endpoint
 
 #: gRFC A44: at most 5 attempts, whatever the policy says.
@@ -195,14 +195,9 @@ def choose(
 ) -> tuple[ClusterRuntime, Endpoint] | None:
     """Pick an endpoint: previous_hosts (if the policy has it) and ``avoid`` (sub-channels
     in TRANSIENT_FAILURE) are skipped while another endpoint can be picked."""
-    rt = plan.runtime
-    if rt.leaf_clusters:
-        leaf = leaf_runtime(plan, state)
-        if leaf is None:
-            return None
-        rt = leaf
-    picker = rt.picker
-    if picker is None:
+    rt = target_runtime(plan, state)
+    picker = rt.picker if rt is not None else None
+    if rt is None or picker is None:
         return None
     retry = plan.retry
     prev = tried if retry is not None and "previous_hosts" in retry.retry_host_predicates else ()

@@ -237,7 +237,15 @@ class Picker:
     Thread-safe without locks; rebuild it whenever endpoints, health or ejections change.
     """
 
-    __slots__ = ("_drops", "_selector", "cluster_name", "panic", "policy", "priority_loads")
+    __slots__ = (
+        "_drops",
+        "_selector",
+        "cluster_name",
+        "healthy",
+        "panic",
+        "policy",
+        "priority_loads",
+    )
 
     def __init__(
         self,
@@ -246,8 +254,12 @@ class Picker:
         plan: PriorityPlan,
         drops: tuple[tuple[str, float], ...],
         selector: _Selector,
+        healthy: bool = True,
     ) -> None:
         self.cluster_name = cluster_name
+        #: Whether any endpoint is healthy (not counting panic mode): an aggregate
+        #: cluster takes the first leaf that has one.
+        self.healthy = healthy
         self.policy = policy
         #: Percent of requests per priority level (sums to 100).
         self.priority_loads = plan.loads
@@ -377,4 +389,5 @@ def build_picker(
             plan,
             rng,
         )
-    return Picker(cluster.name, policy.name, plan, drops, selector)
+    healthy = any(lv.healthy for lv in levels)
+    return Picker(cluster.name, policy.name, plan, drops, selector, healthy)

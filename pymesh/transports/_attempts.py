@@ -18,7 +18,7 @@ from pymesh._mesh import ListenerState
 from pymesh._upstream import ClusterRuntime
 from pymesh.lb import EndpointState
 from pymesh.resilience import CircuitBreaker, Outcome
-from pymesh.transports._plan import LocalReply, Plan, leaf_runtime
+from pymesh.transports._plan import LocalReply, Plan, target_runtime
 from pymesh.xds.resources.endpoint import Endpoint
 
 
@@ -119,14 +119,9 @@ class Attempts:
         plan = self.plan
         is_retry = self.attempt > 0
         retry_slot, self._retry_slot = self._retry_slot, None
-        rt = plan.runtime
-        if rt.leaf_clusters:
-            leaf = leaf_runtime(plan, self.state)
-            if leaf is None:
-                return self._give_back(retry_slot, _local(plan, "no healthy upstream", "UH"))
-            rt = leaf
-        picker = rt.picker
-        if picker is None:
+        rt = target_runtime(plan, self.state)
+        picker = rt.picker if rt is not None else None
+        if rt is None or picker is None:
             return self._give_back(retry_slot, _local(plan, "no healthy upstream", "UH"))
         if not is_retry and picker.has_drops:
             category = picker.drop_category(self.rng.random())

@@ -138,17 +138,25 @@ def not_found(listener: str, authority: str, path: str) -> LocalReply:
     )
 
 
-def leaf_runtime(plan: Plan, state: ListenerState) -> ClusterRuntime | None:
-    """For an aggregate cluster: the first leaf (priority order) with a usable picker."""
-    for leaf in plan.runtime.leaf_clusters:
-        rt = state.clusters.get(leaf)
-        if rt is not None and rt.picker is not None and rt.picker.pick(None, ()) is not None:
-            return rt
-    for leaf in plan.runtime.leaf_clusters:  # none usable: let the first one decide
-        rt = state.clusters.get(leaf)
-        if rt is not None and rt.picker is not None:
-            return rt
-    return None
+def target_runtime(plan: Plan, state: ListenerState) -> ClusterRuntime | None:
+    """The cluster runtime to pick an endpoint from, or None when there is none with a
+    picker. An aggregate cluster resolves to its first leaf (priority order) that has a
+    healthy endpoint, else its first leaf with endpoints at all (which then decides, in
+    panic mode or with "no healthy upstream")."""
+    rt = plan.runtime
+    leaves = rt.leaf_clusters
+    if not leaves:
+        return rt if rt.picker is not None else None
+    fallback: ClusterRuntime | None = None
+    for leaf in leaves:
+        candidate = state.clusters.get(leaf)
+        if candidate is None or candidate.picker is None:
+            continue
+        if candidate.picker.healthy:
+            return candidate
+        if fallback is None:
+            fallback = candidate
+    return fallback
 
 
 def plan_request(

@@ -128,3 +128,74 @@ def test_panic_mode_uses_every_host(
         for _ in range(90):
             client.get("http://reviews:9080/")
     assert all(n > 0 for n in _hits(backends).values()), _hits(backends)
+
+
+def _aggregate_snapshot(primary: list[dict[str, Any]], fallback: list[dict[str, Any]]) -> Any:
+    """reviews:9080 routed to an aggregate cluster [primary, fallback] (not in the mesh
+    file: built from its compiled clusters)."""
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+
+    from pymesh.server import (
+        CLUSTER_TYPE,
+        ENDPOINT_TYPE,
+        LISTENER_TYPE,
+        ROUTE_TYPE,
+        Snapshot,
+        compile_mesh,
+    )
+
+    snap = compile_mesh(
+        {
+            "services": {
+                "reviews": {
+                    "port": 9080,
+                    "versions": {
+                        "primary": {"endpoints": primary},
+                        "fallback": {"endpoints": fallback},
+                    },
+                }
+            }
+        }
+    )
+    agg = cluster_pb2.Cluster(name="agg")
+    agg.cluster_type.name = "envoy.clusters.aggregate"
+    agg.cluster_type.typed_config.Pack(
+        aggregate_pb2.ClusterConfig(
+            clusters=["outbound|9080|primary|reviews", "outbound|9080|fallback|reviews"]
+        )
+    )
+    agg.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
+    routes = []
+    for rc in snap.get(ROUTE_TYPE).values():
+        copy = type(rc)()
+        copy.CopyFrom(rc)
+        for route in copy.virtual_hosts[0].routes:
+            route.route.ClearField("weighted_clusters")
+            route.route.cluster = "agg"
+        routes.append(copy)
+    return Snapshot.of(
+        None,
+        listeners=snap.get(LISTENER_TYPE).values(),
+        routes=routes,
+        clusters=[*snap.get(CLUSTER_TYPE).values(), agg],
+        endpoints=snap.get(ENDPOINT_TYPE).values(),
+    )
+
+
+def test_aggregate_cluster_fails_over_to_the_next_leaf(
+    mesh: pymesh.Mesh, control_plane: Any, echo_backends: Callable[..., list[EchoBackend]]
+) -> None:
+    """Envoy's aggregate cluster: the first leaf while it has healthy endpoints, the next
+    one when it has none (not the first leaf in panic mode)."""
+    from pymesh.testing import push_snapshot
+
+    p, f = echo_backends(2, "agg")
+    push_snapshot(control_plane, mesh, _aggregate_snapshot([p.address], [f.address]))
+    with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+        first = Counter(client.get("http://reviews:9080/").headers["x-backend"] for _ in range(20))
+        unhealthy = [{"address": p.address, "health": "UNHEALTHY"}]
+        push_snapshot(control_plane, mesh, _aggregate_snapshot(unhealthy, [f.address]))
+        after = Counter(client.get("http://reviews:9080/").headers["x-backend"] for _ in range(20))
+    assert first == {"agg-0": 20}
+    assert after == {"agg-1": 20}
