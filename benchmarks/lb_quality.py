@@ -42,6 +42,7 @@ from pymesh.testing import bootstrap_for
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _stats import pct  # noqa: E402
 from _upstream import loopback_hosts  # noqa: E402
 
 # A tiny asyncio upstream: N loopback hosts on one port; host 0 turns slow on /__slow/on.
@@ -151,11 +152,6 @@ async def drive(
     await control.get(f"{slow_ctl}/__slow/off")
     await control.aclose()
     return latencies
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ from pymesh.testing import bootstrap_for
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _stats import pct  # noqa: E402
 from _upstream import loopback_hosts  # noqa: E402
 
 # Envoy routes on the Host header: the same virtual host pymesh picks from the URL.
@@ -151,11 +152,6 @@ def in_process_cost(mesh: pymesh.Mesh, n: int = 20000) -> float:
             t.release()
         best = min(best, (time.perf_counter() - t0) / n)
     return best
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def main() -> None:
