@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from pymesh.lb import EndpointStates, Picker, build_picker
 from pymesh.xds.resources.cluster import Cluster, LbPolicy
@@ -48,6 +49,7 @@ def picker(
     states: EndpointStates | None = None,
     ejected: frozenset[str] = frozenset(),
     panic: float = 50.0,
+    clock: Callable[[], float] = time.monotonic,
     **policy_kw: object,
 ) -> Picker:
     cluster = Cluster(
@@ -61,4 +63,5 @@ def picker(
         states=states if states is not None else EndpointStates(),
         ejected=ejected,
         rng=random.Random(seed),
+        clock=clock,
     )

@@ -101,10 +101,12 @@ def test_peak_ewma_avoids_slow_and_probes_new_hosts() -> None:
     fast, slow, new = eps("10.0.0", 3)
     states.get_or_create(fast.address).observe(0.010, now=0.0)
     states.get_or_create(slow.address).observe(0.500, now=0.0)
-    pk = picker(cla(((fast, slow), 0)), "peak_ewma", states=states, seed=1)
+    # A fixed clock one second after the samples: the test must not depend on the machine's
+    # uptime (with time.monotonic() the EWMAs decay to 0 on a host up for hours, and tie).
+    pk = picker(cla(((fast, slow), 0)), "peak_ewma", states=states, seed=1, clock=lambda: 1.0)
     assert {pk.pick() for _ in range(50)} == {fast}
     # A host with no samples costs nothing while idle: it gets picked over a measured one...
-    pk = picker(cla(((fast, new), 0)), "peak_ewma", states=states, seed=1)
+    pk = picker(cla(((fast, new), 0)), "peak_ewma", states=states, seed=1, clock=lambda: 1.0)
     assert pk.pick() == new
     # ...but is heavily penalised while its first request is in flight.
     states.get_or_create(new.address).on_start()
