@@ -31,6 +31,7 @@ from pymesh.transports._tls import (
     refusing_ssl_context,
     tls_lookup,
 )
+from pymesh.transports._wire import core_request
 from pymesh.xds.resources.endpoint import Endpoint
 
 __all__ = ["AsyncMeshTransport", "MeshTransport"]
@@ -47,8 +48,11 @@ def _caller_timeout(request: httpx.Request) -> float | None:
     t = request.extensions.get("timeout")
     if not t:
         return None
-    values = [v for v in t.values() if v is not None]
-    return max(values) if values else None
+    longest: float | None = None
+    for v in t.values():
+        if v is not None and (longest is None or v > longest):
+            longest = v
+    return longest
 
 
 def _default_port_authority(request: httpx.Request) -> str | None:
@@ -169,12 +173,14 @@ def _ops_timeout(request: httpx.Request, deadline: float | None) -> dict[str, fl
     caller = request.extensions.get("timeout") or {}
     if deadline is None:
         return dict(caller)
-    left = max(deadline - time.monotonic(), 0.0)
-    out: dict[str, float | None] = {}
-    for key in ("connect", "read", "write", "pool"):
-        v = caller.get(key)
-        out[key] = left if v is None else min(v, left)
-    return out
+    left = deadline - time.monotonic()
+    if left < 0.0:
+        left = 0.0
+    get = caller.get
+    return {
+        key: left if (v := get(key)) is None or v > left else v
+        for key in ("connect", "read", "write", "pool")
+    }
 
 
 def _outgoing_headers(
@@ -214,17 +220,15 @@ def _upstream_request(
     if deadline is not None or extensions:
         extensions = dict(extensions)
         extensions["timeout"] = _ops_timeout(request, deadline)
-    return httpcore.Request(
-        method=request.method,
-        url=httpcore.URL(
-            scheme=b"http",
-            host=ep.host.encode("ascii"),
-            port=ep.port,
-            target=plan.path.encode("ascii"),
-        ),
-        headers=headers,
-        content=request.stream,
-        extensions=extensions,
+    return core_request(
+        request.method.encode("ascii"),
+        b"http",
+        ep.host.encode("ascii"),
+        ep.port,
+        plan.path.encode("ascii"),
+        headers,
+        request.stream,
+        extensions,
     )
 
 
@@ -232,7 +236,7 @@ def _shadow_request(plan: Plan, request: httpx.Request, ep: Endpoint) -> httpcor
     """The mirror copy: Envoy appends ``-shadow`` to the authority; the body is buffered."""
     headers = [(k, v) for k, v in _outgoing_headers(plan, request, ep) if k.lower() != b"host"]
     headers.insert(0, (b"host", f"{plan.authority}-shadow".encode("ascii")))
-    return httpcore.Request(
+    return httpcore.Request(  # the mirror path: httpcore wraps the buffered body
         method=request.method,
         url=httpcore.URL(
             scheme=b"http",
