@@ -1,7 +1,11 @@
 """The config dump in CSDS's ``ClientConfig`` shape (envoy.service.status.v3), as JSON.
 
 Field names are the proto's (snake_case, as ``json_format`` with
-``preserving_proto_field_name``); the resource bodies (``xds_config``) are omitted.
+``preserving_proto_field_name``), so ``json_format.ParseDict`` reads the result into a
+``ClientConfig``; the resource bodies (``xds_config``) are omitted. A NACKed resource
+keeps its last good ``version_info`` and ``last_updated`` and carries ``error_state``
+(envoy.admin.v3.UpdateFailureState: ``details``, ``last_update_attempt`` and the rejected
+``version_info``), as Envoy's and gRPC's CSDS report it.
 """
 
 from __future__ import annotations
@@ -51,11 +55,13 @@ def client_config(dump: dict[str, Any], bootstrap: Bootstrap) -> dict[str, Any]:
         if r.get("update_time"):
             entry["last_updated"] = r["update_time"]
         if r.get("last_error"):
-            # The last good version keeps serving (version_info above); this is why the
-            # newer one was rejected and when.
-            entry["error_state"] = {
-                "details": r["last_error"],
-                "last_update_attempt": r.get("update_time"),
-            }
+            # envoy.admin.v3.UpdateFailureState: the last good version keeps serving
+            # (version_info above); this is the rejected version, why, and when.
+            error_state = {"details": r["last_error"]}
+            if r.get("error_time"):
+                error_state["last_update_attempt"] = r["error_time"]
+            if r.get("error_version") is not None:
+                error_state["version_info"] = r["error_version"]
+            entry["error_state"] = error_state
         configs.append(entry)
     return {"node": node_json, "generic_xds_configs": configs}

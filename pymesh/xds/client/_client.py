@@ -15,7 +15,11 @@ loop, and watcher callbacks run serially on it. Protocol rules followed:
   jittered exponential backoff and re-subscribes with its last versions (no nonce).
 - gRFC A53: ``ignore_resource_deletion`` in server_features keeps deleted resources.
 - gRFC A88: an invalid update for a cached resource keeps serving the last good value
-  and reports the error to watchers.
+  and reports the error to watchers; the rejected version, its error and time are kept
+  for the config dump (CSDS ``error_state``) until a valid update replaces them.
+
+Set-but-unsupported fields are logged once per resource version: each resource is parsed
+with the response's ``version_info`` (see :mod:`pymesh.xds.resources._warnings`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from pymesh.errors import MeshClosedError, MeshError, ResourceInvalid
 from pymesh.xds.client._backoff import Backoff
 from pymesh.xds.client._transport import channel_factory, node_to_proto
 from pymesh.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, decode
+from pymesh.xds.resources._warnings import collecting
 
 __all__ = [
     "CDS",
@@ -109,10 +114,13 @@ class _Resource:
     watchers: list[ResourceWatcher] = field(default_factory=list)
     value: Any = None
     has_value: bool = False
-    version: str = ""
+    version: str = ""  # version of ``value`` (the last accepted one)
     status: str = ResourceStatus.REQUESTED
+    update_time: datetime.datetime | None = None  # when ``value`` was accepted (or deleted)
+    # The last rejected update while no valid one has replaced it (CSDS error_state):
     last_error: str | None = None
-    update_time: datetime.datetime | None = None
+    error_version: str | None = None
+    error_time: datetime.datetime | None = None
     timer: asyncio.TimerHandle | None = None
 
 
@@ -130,6 +138,11 @@ def _default_decoder(type_url: str, any_msg: Any) -> tuple[str, Any]:
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _iso(t: datetime.datetime | None) -> str | None:
+    """RFC 3339 in UTC with a ``Z``, as protobuf's JSON mapping writes a Timestamp."""
+    return t.isoformat(timespec="microseconds").replace("+00:00", "Z") if t else None
 
 
 class XdsClient:
@@ -168,6 +181,8 @@ class XdsClient:
         self._stream_up = False
         self._node_sent = False
         self._connect_error: str | None = None  # set while the server is unreachable
+        # Separates this client's "warned once per resource version" memory from others'.
+        self._warning_source = f"{self.node_id}@{self.server.server_uri}#{id(self)}"
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("connected" if self.stats.connected else "idle")
@@ -412,14 +427,14 @@ class XdsClient:
         errors: list[str] = []
         invalid_names: set[str] = set()
         for any_msg in resp.resources:
-            name, value, err = self._decode_one(type_url, any_msg)
+            name, value, err = self._decode_one(type_url, any_msg, resp.version_info)
             if err is None:
                 valid[name] = value
                 continue
             errors.append(str(err.message))
             if name:
                 invalid_names.add(name)
-                self._mark_invalid(ts, name, err)
+                self._mark_invalid(ts, name, err, resp.version_info)
         now = _now()
         for name, value in valid.items():
             res = ts.resources.get(name)
@@ -432,7 +447,7 @@ class XdsClient:
             res.value, res.has_value = value, True
             res.status = ResourceStatus.ACKED
             res.version = resp.version_info
-            res.last_error = None
+            res.last_error = res.error_version = res.error_time = None
             res.update_time = now
             if changed:
                 self.stats.updates[type_url] = self.stats.updates.get(type_url, 0) + 1
@@ -449,13 +464,16 @@ class XdsClient:
             ts.version_info = resp.version_info
             self._send_request(ts)
 
-    def _decode_one(self, type_url: str, any_msg: Any) -> tuple[str, Any, MeshError | None]:
+    def _decode_one(
+        self, type_url: str, any_msg: Any, version: str
+    ) -> tuple[str, Any, MeshError | None]:
         """``(name, value, None)``, or ``(name or "", None, error)``.
 
         The error's ``message`` is the NACK line: ``resource 'x': field: reason``.
         """
         try:
-            name, value = self._decode(type_url, any_msg)
+            with collecting(self._warning_source, version):
+                name, value = self._decode(type_url, any_msg)
         except ResourceInvalid as e:
             name = e.resource_name or ""
             what = f"resource {name!r}" if name else f"a resource of type {type_url!r}"
@@ -468,16 +486,19 @@ class XdsClient:
     def _error(self, message: str, name: str | None = None) -> MeshError:
         return MeshError(message, node_id=self.node_id, resource_name=name or None)
 
-    def _mark_invalid(self, ts: _TypeState, name: str, err: MeshError) -> None:
+    def _mark_invalid(self, ts: _TypeState, name: str, err: MeshError, version: str) -> None:
         res = ts.resources.get(name)
         if res is None:
             return
         if res.timer is not None:  # the server did answer for it
             res.timer.cancel()
             res.timer = None
+        # ``value``, ``version`` and ``update_time`` stay those of the last good update,
+        # which keeps serving (gRFC A88); the rejected one is remembered beside them.
         res.status = ResourceStatus.NACKED
         res.last_error = err.message
-        res.update_time = _now()
+        res.error_version = version
+        res.error_time = _now()
         self._notify(res, "on_error", err)
 
     def _handle_absent(self, ts: _TypeState, present: set[str], awaited: set[str]) -> None:
@@ -509,6 +530,8 @@ class XdsClient:
             res.value, res.has_value = None, False
             res.status = ResourceStatus.DOES_NOT_EXIST
             res.update_time = _now()
+            # A rejected version of a resource the server no longer has is moot.
+            res.last_error = res.error_version = res.error_time = None
             self._notify(res, "on_does_not_exist")
 
     # ----------------------------------------------------------------- the stream
@@ -621,8 +644,10 @@ class XdsClient:
                         "name": res.name,
                         "version": res.version,
                         "status": res.status,
+                        "update_time": _iso(res.update_time),
                         "last_error": res.last_error,
-                        "update_time": res.update_time.isoformat() if res.update_time else None,
+                        "error_version": res.error_version,
+                        "error_time": _iso(res.error_time),
                     }
                 )
         return {

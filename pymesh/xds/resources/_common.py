@@ -7,25 +7,17 @@ and collects the names of set-but-unsupported fields.
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from pymesh.errors import ResourceInvalid
+from pymesh.xds.resources import _warnings
 from pymesh.xds.resources.route import AppendAction, HeaderOps, HeaderValueOption
-
-log = logging.getLogger("pymesh.xds")
 
 UINT32_MAX = 2**32 - 1
 
 # Protobuf's own Duration limits (google/protobuf/duration.proto).
 _MAX_DURATION_SECONDS = 315_576_000_000
-
-_INDEX = re.compile(r"\[\d+\]|\[\"[^\"]*\"\]")
-# (resource kind, field path without indices) already warned about: a warning once per
-# field, not once per resource, so a large config does not flood the log.
-_warned: set[tuple[str, str]] = set()
 
 
 class Ctx:
@@ -55,21 +47,13 @@ class Ctx:
         raise ResourceInvalid(self.name, full, reason)
 
     def unsupported_field(self, field: str) -> None:
-        """Record a set-but-unsupported field and log a warning (once per field path)."""
+        """Record a set-but-unsupported field; the root context reports it for a warning
+        (logged once per resource version and field, see :mod:`._warnings`)."""
         self.unsupported.append(field)
         if self.parent is not None:
             self.parent.unsupported_field(self.path(field))
             return
-        key = (self.kind, _INDEX.sub("[]", field))
-        if key not in _warned:
-            _warned.add(key)
-            log.warning(
-                "%s %r: field %s is set but not supported by pymesh; it is ignored "
-                "(further occurrences are not logged)",
-                self.kind,
-                self.name,
-                field,
-            )
+        _warnings.report(self.kind, self.name, field)
 
     def leftovers(
         self,

@@ -25,7 +25,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from udpa.type.v1 import typed_struct_pb2 as udpa_ts_pb2
 from xds.type.v3 import typed_struct_pb2
 
-from pymesh.xds.resources import _common
+from pymesh.xds.resources import _warnings
 from pymesh.xds.resources.cluster import (
     PEAK_EWMA_TYPE,
     CircuitBreakers,
@@ -462,7 +462,7 @@ def test_http2_and_max_requests_per_connection() -> None:
 
 
 def test_unsupported_cluster_fields_warn(caplog: pytest.LogCaptureFixture) -> None:
-    _common._warned.clear()  # warnings are once per process; start from a clean slate
+    _warnings.reset()  # outside an xDS client: once per resource and field per process
     c = eds_cluster("warned")
     c.health_checks.add().timeout.FromSeconds(1)
     c.lb_subset_config.SetInParent()

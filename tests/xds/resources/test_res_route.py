@@ -12,7 +12,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 
-from pymesh.xds.resources import _common
+from pymesh.xds.resources import _warnings
 from pymesh.xds.resources.fault import FaultConfig
 from pymesh.xds.resources.matchers import FractionalPercent, Int64Range
 from pymesh.xds.resources.route import (
@@ -574,7 +574,7 @@ def test_domains_lower_cased() -> None:
 
 
 def test_unsupported_fields_recorded_and_warned_once(caplog: pytest.LogCaptureFixture) -> None:
-    _common._warned.clear()  # warnings are once per process; start from a clean slate
+    _warnings.reset()  # outside an xDS client: once per resource and field per process
     rc = route_config("warn-rc")
     rc.virtual_hosts[0].require_tls = rc_pb2.VirtualHost.ALL
     rc.virtual_hosts[0].cors.SetInParent()
