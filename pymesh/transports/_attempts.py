@@ -31,6 +31,8 @@ class Try:
         "_is_retry",
         "deadline",
         "endpoint",
+        "hedge_at",
+        "hedged",
         "runtime",
         "started",
         "state",
@@ -54,6 +56,10 @@ class Try:
         self.started = time.monotonic()
         #: This attempt's deadline: the route's, or sooner with a per-try timeout.
         self.deadline = deadline
+        #: Hedging: when the (soft) per-try timeout fires; None when not hedging.
+        self.hedge_at: float | None = None
+        #: Hedging: the per-try timeout fired and was handled (a hedge may be in flight).
+        self.hedged = False
         state.on_start()
 
     def release(self) -> None:
@@ -75,11 +81,14 @@ class Attempts:
     __slots__ = (
         "_exclude",
         "_last",
+        "_pending",
         "_retry_slot",
         "attempt",
         "decider",
+        "hedging",
         "limit",
         "plan",
+        "retriable",
         "retry_reason",
         "rng",
         "state",
@@ -102,8 +111,21 @@ class Attempts:
         #: The retry_on condition of the last retry decided (telemetry reads it).
         self.retry_reason: str | None = None
         self._retry_slot: CircuitBreaker | None = None
+        self._pending = False  # a retry was decided and has not started yet
         self._last: Outcome | None = None
         self._exclude = retry is not None and "previous_hosts" in retry.retry_host_predicates
+        #: The last outcome matched retry_on (whether or not a retry could be taken).
+        self.retriable = False
+        hedge = plan.hedge
+        #: Envoy's hedge_on_per_try_timeout: a per-try timeout starts another attempt
+        #: without cancelling the one in flight (see pymesh.transports._hedging).
+        self.hedging = bool(
+            hedge is not None
+            and hedge.hedge_on_per_try_timeout
+            and retry is not None
+            and retry.per_try_timeout
+            and self.limit > 1
+        )
 
     @property
     def needs_headers(self) -> bool:
@@ -119,6 +141,7 @@ class Attempts:
         plan = self.plan
         is_retry = self.attempt > 0
         retry_slot, self._retry_slot = self._retry_slot, None
+        self._pending = False
         rt = target_runtime(plan, self.state)
         picker = rt.picker if rt is not None else None
         if rt is None or picker is None:
@@ -142,10 +165,16 @@ class Attempts:
             return _local(plan, "upstream overflow (circuit breaker)", "UO")
         self.tried.add(ep.address)
         deadline = plan.deadline
+        hedge_at = None
         if retry is not None and retry.per_try_timeout:
             per_try = time.monotonic() + retry.per_try_timeout
-            deadline = per_try if deadline is None else min(deadline, per_try)
-        return Try(rt, ep, rt.states.get_or_create(ep.address), breaker, is_retry, deadline)
+            if self.hedging:
+                hedge_at = per_try  # soft: the attempt itself runs to the route deadline
+            else:
+                deadline = per_try if deadline is None else min(deadline, per_try)
+        t = Try(rt, ep, rt.states.get_or_create(ep.address), breaker, is_retry, deadline)
+        t.hedge_at = hedge_at
+        return t
 
     @staticmethod
     def _give_back(slot: CircuitBreaker | None, reply: LocalReply) -> LocalReply:
@@ -153,12 +182,31 @@ class Attempts:
             slot.release_retry()
         return reply
 
+    def hedge(self, t: Try) -> bool:
+        """Hedging: ``t``'s per-try timeout fired while it is still in flight.
+
+        As Envoy: the timeout counts for outlier detection now, and a retry is decided
+        (slot, budget and limits as for any retry) without cancelling ``t``; True when
+        another attempt should start (after :meth:`backoff`).
+        """
+        t.hedged = True
+        outlier = t.runtime.outlier
+        timeout = Outcome.failure(timeout=True)
+        if outlier is not None:
+            outlier.record(t.endpoint.address, timeout)
+        return self._retry(t, timeout, hedging=True)
+
+    def abandon(self, t: Try) -> None:
+        """A hedged attempt that lost the race (cancelled, or its answer discarded)."""
+        t.state.on_finish()
+        t.release()
+
     def failed(self, t: Try, outcome: Outcome) -> bool:
         """The attempt failed before a response; True when another attempt should run."""
         t.state.on_finish()
         t.release()
         outlier = t.runtime.outlier
-        if outlier is not None:
+        if outlier is not None and not t.hedged:  # a hedged try's timeout was recorded
             outlier.record(t.endpoint.address, outcome)
         return self._retry(t, outcome)
 
@@ -182,40 +230,53 @@ class Attempts:
             t.state.on_finish()
         outcome = Outcome.response(status, headers, grpc_status=grpc_status)
         outlier = t.runtime.outlier
-        if outlier is not None:
+        if outlier is not None and not t.hedged:  # a hedged try's timeout was recorded
             outlier.record(t.endpoint.address, outcome)
         if self._retry(t, outcome):
             t.release()
             return True
         return False
 
-    def _retry(self, t: Try, outcome: Outcome) -> bool:
+    def _retry(self, t: Try, outcome: Outcome, *, hedging: bool = False) -> bool:
         """Decide a retry: the policy allows it and a retry slot is free.
 
         With no slot (max_retries or the retry budget exhausted) the request is not
-        retried and the caller gets this attempt's answer, as Envoy does.
+        retried and the caller gets this attempt's answer, as Envoy does. ``retriable``
+        tells whether the outcome matched retry_on at all (hedging drops such answers
+        while other attempts are still in flight). A hedged try already triggered its
+        retry: its own answer never triggers another.
         """
         decider = self.decider
-        if decider is None or self.attempt + 1 >= self.limit:
+        self.retriable = False
+        if decider is None:
             return False
         reason = decider.should_retry(outcome)
         if reason is None:
+            return False
+        self.retriable = True
+        if (t.hedged and not hedging) or self._pending or self.attempt + 1 >= self.limit:
             return False
         breaker = t.runtime.breaker
         if breaker is not None and not breaker.try_acquire_retry():
             return False
         self._retry_slot = breaker
+        self._pending = True
         self.retry_reason = reason
         self._last = outcome
         self.attempt += 1
         return True
 
     def backoff(self) -> float | None:
-        """Seconds to wait before the retry, or None when the deadline leaves no room."""
+        """Seconds to wait before the retry, or None when the deadline leaves no room
+        (the retry is then called off and its slot given back)."""
         assert self.decider is not None
         delay = self.decider.next_delay(self.attempt, self._last, self.rng)
         deadline = self.plan.deadline
         if deadline is not None and time.monotonic() + delay >= deadline:
+            slot, self._retry_slot = self._retry_slot, None
+            self._pending = False
+            if slot is not None:
+                slot.release_retry()
             return None
         return delay
 

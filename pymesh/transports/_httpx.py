@@ -13,7 +13,8 @@ import logging
 import time
 import typing
 from collections.abc import AsyncIterator, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 
 import httpcore
 import httpx
@@ -24,6 +25,7 @@ from pymesh.routing import RequestInfo
 from pymesh.telemetry import RequestObserver, observe_request
 from pymesh.transports._attempts import Attempts
 from pymesh.transports._exceptions import failure_outcome, map_httpcore_exceptions, to_httpx
+from pymesh.transports._hedging import Race, Verdict
 from pymesh.transports._plan import LocalReply, Plan, plan_request
 from pymesh.transports._tls import (
     AsyncMeshTlsBackend,
@@ -41,6 +43,13 @@ log = logging.getLogger("pymesh.transport")
 _KEEPALIVE_EXPIRY = 5.0  # seconds an idle upstream connection is kept (httpx's default)
 _GC_EVERY = 512  # requests between sweeps for pools of endpoints that left
 _UPSTREAM_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError)
+_HEDGE_THREADS = 256  # sync hedging: attempts in flight at once, over all requests
+
+
+def _close_abandoned(fut: Future[httpcore.Response]) -> None:
+    """A sync hedged attempt that lost: close its response when it arrives."""
+    if not fut.cancelled() and fut.exception() is None:
+        fut.result().close()
 
 
 def _caller_timeout(request: httpx.Request) -> float | None:
@@ -433,6 +442,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
         self._pools: dict[str, httpcore.ConnectionPool] = {}
         self._direct = httpx.HTTPTransport()
         self._shadow: ThreadPoolExecutor | None = None
+        self._hedger: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"<MeshTransport pools={len(self._pools)} {self.mesh!r}>"
@@ -509,6 +519,8 @@ class MeshTransport(_Base, httpx.BaseTransport):
         obs: RequestObserver | None = None,
     ) -> httpx.Response:
         attempts = Attempts(plan, state, self.mesh.rng, replayable=_is_replayable(request))
+        if attempts.hedging:
+            return self._send_hedged(plan, request, attempts)
         while True:
             t = attempts.start()
             if isinstance(t, LocalReply):
@@ -547,9 +559,71 @@ class MeshTransport(_Base, httpx.BaseTransport):
             if delay > 0:
                 time.sleep(delay)
 
+    def _send_hedged(
+        self, plan: Plan, request: httpx.Request, attempts: Attempts
+    ) -> httpx.Response:
+        """Hedging (pymesh.transports._hedging): attempts run on worker threads so a
+        per-try timeout can start another while the first keeps going. A losing attempt
+        cannot be interrupted mid-read in a thread: it is abandoned (its slot given back
+        now) and its response closed, with its connection, when it arrives."""
+        if self._hedger is None:
+            self._hedger = ThreadPoolExecutor(_HEDGE_THREADS, thread_name_prefix="pymesh-hedge")
+        executor = self._hedger
+        race: Race[Future[httpcore.Response]] = Race(attempts)
+        try:
+            while True:
+                if race.launch_due(time.monotonic()):
+                    t = attempts.start()
+                    if isinstance(t, LocalReply):
+                        if not race.inflight:
+                            return _local_response(t, request)
+                    else:
+                        req = _upstream_request(plan, request, t.endpoint, t.deadline)
+                        pool = self._pool(t.runtime, t.endpoint)
+                        race.inflight[executor.submit(pool.handle_request, req)] = t
+                wake = race.wake_in(time.monotonic())
+                if not race.inflight:
+                    time.sleep(wake or 0.0)  # only a back-off before the next attempt
+                    continue
+                done, _ = wait_futures(race.inflight, timeout=wake, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    t = race.inflight.pop(fut)
+                    exc = fut.exception()
+                    if exc is None:
+                        resp = fut.result()
+                        headers = _header_map(resp.headers) if attempts.needs_headers else None
+                        verdict = race.answered(t, resp.status, headers)
+                        if verdict is Verdict.WIN:
+                            assert isinstance(resp.stream, typing.Iterable)
+                            return _response(
+                                plan, request, resp, _SyncStream(resp.stream, t.release)
+                            )
+                        resp.close()
+                    elif isinstance(exc, _UPSTREAM_ERRORS):
+                        outcome = failure_outcome(exc)
+                        verdict = race.failed(t, outcome)
+                        if verdict is Verdict.LAST:
+                            local = attempts.timed_out(t) if outcome.timeout else None
+                            if local is not None:
+                                return _local_response(local, request)
+                            raise to_httpx(exc) from exc
+                    else:
+                        attempts.abandon(t)
+                        raise exc
+                    if verdict is Verdict.DEADLINE:
+                        return _local_response(attempts.deadline_exceeded(), request)
+                race.fire_timers(time.monotonic())
+        finally:
+            for fut, t in race.inflight.items():
+                attempts.abandon(t)
+                fut.cancel()
+                fut.add_done_callback(_close_abandoned)
+
     def close(self) -> None:
         if self._shadow is not None:
             self._shadow.shutdown(wait=False, cancel_futures=True)
+        if self._hedger is not None:
+            self._hedger.shutdown(wait=False, cancel_futures=True)
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             pool.close()
@@ -642,6 +716,8 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         obs: RequestObserver | None = None,
     ) -> httpx.Response:
         attempts = Attempts(plan, state, self.mesh.rng, replayable=_is_replayable(request))
+        if attempts.hedging:
+            return await self._send_hedged(plan, request, attempts)
         while True:
             t = attempts.start()
             if isinstance(t, LocalReply):
@@ -679,6 +755,64 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 return _local_response(attempts.deadline_exceeded(), request)
             if delay > 0:
                 await asyncio.sleep(delay)
+
+    async def _send_hedged(
+        self, plan: Plan, request: httpx.Request, attempts: Attempts
+    ) -> httpx.Response:
+        """Hedging (pymesh.transports._hedging): each attempt is a task; the losers are
+        cancelled (httpcore closes their connections)."""
+        race: Race[asyncio.Task[httpcore.Response]] = Race(attempts)
+        try:
+            while True:
+                if race.launch_due(time.monotonic()):
+                    t = attempts.start()
+                    if isinstance(t, LocalReply):
+                        if not race.inflight:
+                            return _local_response(t, request)
+                    else:
+                        req = _upstream_request(plan, request, t.endpoint, t.deadline)
+                        pool = self._pool(t.runtime, t.endpoint)
+                        race.inflight[asyncio.ensure_future(pool.handle_async_request(req))] = t
+                wake = race.wake_in(time.monotonic())
+                if not race.inflight:
+                    await asyncio.sleep(wake or 0.0)  # only a back-off before the next attempt
+                    continue
+                done, _ = await asyncio.wait(
+                    race.inflight, timeout=wake, return_when=FIRST_COMPLETED
+                )
+                for task in done:
+                    t = race.inflight.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        resp = task.result()
+                        headers = _header_map(resp.headers) if attempts.needs_headers else None
+                        verdict = race.answered(t, resp.status, headers)
+                        if verdict is Verdict.WIN:
+                            assert isinstance(resp.stream, typing.AsyncIterable)
+                            stream = _AsyncStream(resp.stream, t.release)
+                            return _response(plan, request, resp, stream)
+                        await resp.aclose()
+                    elif isinstance(exc, _UPSTREAM_ERRORS):
+                        outcome = failure_outcome(exc)
+                        verdict = race.failed(t, outcome)
+                        if verdict is Verdict.LAST:
+                            local = attempts.timed_out(t) if outcome.timeout else None
+                            if local is not None:
+                                return _local_response(local, request)
+                            raise to_httpx(exc) from exc
+                    else:
+                        attempts.abandon(t)
+                        raise exc
+                    if verdict is Verdict.DEADLINE:
+                        return _local_response(attempts.deadline_exceeded(), request)
+                race.fire_timers(time.monotonic())
+        finally:
+            for task, t in race.inflight.items():
+                attempts.abandon(t)
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    await task.result().aclose()
+                else:
+                    task.cancel()
 
     async def aclose(self) -> None:
         for task in list(self._shadow_tasks):

@@ -28,6 +28,7 @@ from pymesh.routing import (
 from pymesh.xds.resources.fault import FaultConfig
 from pymesh.xds.resources.route import (
     DirectResponseAction,
+    HedgePolicy,
     RedirectAction,
     RetryPolicy,
     RouteAction,
@@ -67,6 +68,8 @@ class Plan:
     #: True when the route's timeout (not the caller's) sets the deadline: a timeout is
     #: then answered with a local 504, as Envoy does; the caller's own raises.
     route_timeout_binding: bool = False
+    #: The route's (else the virtual host's) hedge policy.
+    hedge: HedgePolicy | None = None
 
 
 _K = TypeVar("_K")
@@ -249,4 +252,5 @@ def plan_request(
         decider=_decider(retry, info),
         fault_delay=fault_delay,
         route_timeout_binding=route_binding,
+        hedge=action.hedge_policy or decision.virtual_host.hedge_policy,
     )
