@@ -71,12 +71,23 @@ class CircuitBreaker:
 
     # Requests -------------------------------------------------------------------------
 
-    def try_acquire_request(self) -> bool:
-        """Admit one active request (max_requests)."""
-        if self.active_requests >= self.thresholds.max_requests:
+    def try_acquire_request(self, one_per_connection: bool = False) -> bool:
+        """Admit one request (max_requests).
+
+        ``one_per_connection`` (HTTP/1.1 upstreams): a request beyond ``max_connections``
+        in flight has to wait for a connection, which makes it one of Envoy's pending
+        requests, so at most ``max_connections + max_pending_requests`` are admitted and
+        the next one is a pending overflow (Envoy's upstream_rq_pending_overflow).
+        """
+        t = self.thresholds
+        active = self.active_requests
+        if active >= t.max_requests:
             self.overflow.requests += 1
             return False
-        self.active_requests += 1
+        if one_per_connection and active >= t.max_connections + t.max_pending_requests:
+            self.overflow.pending += 1
+            return False
+        self.active_requests = active + 1
         return True
 
     def release_request(self) -> None:

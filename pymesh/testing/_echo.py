@@ -31,6 +31,7 @@ class EchoRequest:
     body: bytes
     status: int  # the status the backend answered with
     at: float  # time.monotonic() when it arrived
+    peer: str = ""  # the client's "host:port": one per connection
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or None."""
@@ -76,6 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body=body,
                 status=status,
                 at=time.monotonic(),
+                peer=f"{self.client_address[0]}:{self.client_address[1]}",
             )
         )
         payload = backend.name.encode()

@@ -161,8 +161,15 @@ class Attempts:
         if ep is None:
             return self._give_back(retry_slot, _local(plan, "no healthy upstream", "UH"))
         breaker = retry_slot if is_retry else rt.breaker
-        if breaker is not None and not is_retry and not breaker.try_acquire_request():
-            return _local(plan, "upstream overflow (circuit breaker)", "UO")
+        if breaker is not None and not is_retry:
+            cluster = rt.cluster
+            if not breaker.try_acquire_request(cluster is not None and not cluster.http2):
+                limit = (
+                    "max_requests"
+                    if breaker.active_requests >= breaker.thresholds.max_requests
+                    else "max_pending_requests"
+                )
+                return _local(plan, f"upstream overflow (circuit breaker {limit})", "UO")
         self.tried.add(ep.address)
         deadline = plan.deadline
         hedge_at = None

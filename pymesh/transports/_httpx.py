@@ -24,6 +24,7 @@ from pymesh._upstream import ClusterRuntime
 from pymesh.routing import RequestInfo
 from pymesh.telemetry import RequestObserver, observe_request
 from pymesh.transports._attempts import Attempts
+from pymesh.transports._conn_limits import AsyncLimitedBackend, LimitedBackend
 from pymesh.transports._exceptions import failure_outcome, map_httpcore_exceptions, to_httpx
 from pymesh.transports._hedging import Race, Verdict
 from pymesh.transports._plan import LocalReply, Plan, plan_request
@@ -287,11 +288,16 @@ def _response(
 
 
 def _pool_key(rt: ClusterRuntime, ep: Endpoint) -> str:
-    """Pools are per endpoint address and TLS setting: a cluster that turns TLS on (or
-    changes it) gets new connections, never a plaintext one kept from before."""
+    """Pools are per endpoint address and connection settings: a cluster that turns TLS
+    on (or changes it) gets new connections, never a plaintext one kept from before; a
+    new max_requests_per_connection gets new connections too."""
     cluster = rt.cluster
-    tls = cluster.tls if cluster is not None else None
-    return ep.address if tls is None else f"{ep.address}#tls{hash(tls):x}"
+    if cluster is None:
+        return ep.address
+    tls, limit = cluster.tls, cluster.max_requests_per_connection
+    if tls is None and limit is None:
+        return ep.address
+    return f"{ep.address}#tls{hash(tls):x}#max{limit}"
 
 
 def _pool_options(
@@ -320,6 +326,12 @@ def _pool_options(
         lookup()  # raises TlsConfigError (cluster + provider named) before any pool exists
         options["network_backend"] = (
             AsyncMeshTlsBackend(lookup) if asynchronous else MeshTlsBackend(lookup)
+        )
+    limit = cluster.max_requests_per_connection if cluster is not None else None
+    if limit and not options["http2"]:  # HTTP/1.1 only (pymesh.transports._conn_limits)
+        inner = options.get("network_backend")
+        options["network_backend"] = (
+            AsyncLimitedBackend(limit, inner) if asynchronous else LimitedBackend(limit, inner)
         )
     return options
 

@@ -255,3 +255,58 @@ def test_interval_detectors_eject_on_the_sweep(
         assert all(_ejected(mesh, b.address) is False for b in good)
     finally:
         bad.close()
+
+
+async def test_max_pending_requests_bounds_the_queue_for_a_connection(
+    mesh: pymesh.Mesh, push_mesh: Push
+) -> None:
+    # HTTP/1.1, one connection allowed: 1 request on it, 2 waiting for it (pending),
+    # the other 5 overflow at once (Envoy's upstream_rq_pending_overflow).
+    with EchoBackend("slow", delay=0.5) as slow:
+        push_mesh(
+            _svc(
+                [slow.address],
+                traffic_policy={
+                    "circuit_breakers": {"max_connections": 1, "max_pending_requests": 2}
+                },
+            )
+        )
+        async with httpx.AsyncClient(transport=pymesh.AsyncMeshTransport(mesh), timeout=30) as c:
+            results = await asyncio.gather(*(c.get("http://reviews:9080/") for _ in range(8)))
+        flags = Counter((r.status_code, r.headers.get("x-pymesh-local-reply", "")) for r in results)
+        assert flags == {(200, ""): 3, (503, "UO"): 5}
+        assert all(b"max_pending_requests" in r.content for r in results if r.status_code == 503)
+        assert slow.request_count == 3
+        assert len({r.peer for r in slow.requests}) == 1  # all three on the one connection
+
+
+@pytest.mark.parametrize("transport", ["sync", "async"])
+async def test_max_requests_per_connection_opens_new_connections(
+    mesh: pymesh.Mesh, control_plane: Any, echo_backend: EchoBackend, transport: str
+) -> None:
+    from _edit import edited_mesh
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+
+    from pymesh.testing import push_snapshot
+
+    def two_per_connection(cluster: Any) -> None:
+        opts = hpo.HttpProtocolOptions()
+        opts.explicit_http_config.http_protocol_options.SetInParent()
+        opts.common_http_protocol_options.max_requests_per_connection.value = 2
+        cluster.typed_extension_protocol_options[
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ].Pack(opts)
+
+    push_snapshot(
+        control_plane, mesh, edited_mesh(_svc([echo_backend.address]), cluster=two_per_connection)
+    )
+    if transport == "sync":
+        with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+            statuses = [client.get("http://reviews:9080/").status_code for _ in range(6)]
+    else:
+        async with httpx.AsyncClient(transport=pymesh.AsyncMeshTransport(mesh)) as ac:
+            statuses = [(await ac.get("http://reviews:9080/")).status_code for _ in range(6)]
+    assert statuses == [200] * 6
+    peers = [r.peer for r in echo_backend.requests]
+    # Sequential requests, two per connection: three connections, each used twice in turn.
+    assert [peers.count(p) for p in dict.fromkeys(peers)] == [2, 2, 2]

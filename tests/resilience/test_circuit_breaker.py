@@ -108,3 +108,17 @@ def test_repr_shows_live_state() -> None:
     cb = CircuitBreaker(CircuitBreakers())
     cb.try_acquire_request()
     assert "requests=1/1024" in repr(cb)
+
+
+def test_pending_requests_bound_http1_admission() -> None:
+    from pymesh.resilience import CircuitBreaker
+    from pymesh.xds.resources.cluster import CircuitBreakers
+
+    cb = CircuitBreaker(CircuitBreakers(max_connections=2, max_pending_requests=3))
+    admitted = sum(cb.try_acquire_request(one_per_connection=True) for _ in range(9))
+    assert admitted == 5 and cb.overflow.pending == 4 and cb.overflow.requests == 0
+    # Multiplexed (HTTP/2, gRPC): no queue for a connection, only max_requests applies.
+    assert cb.try_acquire_request() and cb.active_requests == 6
+    cb.release_request()
+    cb.release_request()
+    assert cb.try_acquire_request(one_per_connection=True)  # room again after a release

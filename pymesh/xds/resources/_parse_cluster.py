@@ -148,7 +148,7 @@ def _lb_policy(ctx: Ctx, msg: Any) -> LbPolicy:
     return policy
 
 
-def _circuit_breakers(ctx: Ctx, msg: Any) -> CircuitBreakers:
+def _circuit_breakers(ctx: Ctx, msg: Any, http2: bool = False) -> CircuitBreakers:
     chosen = None
     for i, t in enumerate(msg.thresholds):
         if t.priority == 0 and chosen is None:
@@ -180,8 +180,9 @@ def _circuit_breakers(ctx: Ctx, msg: Any) -> CircuitBreakers:
         ),
         ("track_remaining",),
     )
-    if t.HasField("max_pending_requests"):
-        # Parsed; the httpx/gRPC pools queue without this bound for now: say so.
+    if t.HasField("max_pending_requests") and http2:
+        # Enforced for HTTP/1.1 upstreams (a request beyond max_connections waits for a
+        # connection); HTTP/2 pools and gRPC channels multiplex without this bound.
         ctx.unsupported_field(join(p, "max_pending_requests"))
     return CircuitBreakers(
         max_connections=int(wrapped(t, "max_connections", 1024)),
@@ -290,8 +291,9 @@ def _http_options(ctx: Ctx, msg: Any) -> tuple[bool, int | None]:
                 cp, join(p, "common_http_protocol_options"), ("max_requests_per_connection",)
             )
         ctx.leftovers(opts, p, ("explicit_http_config", "common_http_protocol_options"))
-    if max_requests is not None and int(max_requests):
-        ctx.unsupported_field("max_requests_per_connection")  # parsed; not enforced yet
+    if max_requests is not None and int(max_requests) and http2:
+        # Enforced for HTTP/1.1 upstreams (pymesh.transports._conn_limits), not HTTP/2.
+        ctx.unsupported_field("max_requests_per_connection")
     return http2, (int(max_requests) or None) if max_requests is not None else None
 
 
@@ -362,7 +364,11 @@ def parse(msg: Any) -> Cluster:
             clc, "common_lb_config", ("healthy_panic_threshold", "locality_weighted_lb_config")
         )
     http2, max_requests = _http_options(ctx, msg)
-    cb = _circuit_breakers(ctx, msg.circuit_breakers) if msg.HasField("circuit_breakers") else None
+    cb = (
+        _circuit_breakers(ctx, msg.circuit_breakers, http2)
+        if msg.HasField("circuit_breakers")
+        else None
+    )
     od = (
         _outlier_detection(ctx, msg.outlier_detection)
         if msg.HasField("outlier_detection")

@@ -284,8 +284,11 @@ def test_connect_timeout_and_breakers() -> None:
     out = parse(c)
     assert out.connect_timeout == 0.25
     assert out.circuit_breakers == CircuitBreakers(10, 30, 20, 1, RetryBudget(50.0, 3))
-    # max_pending_requests is parsed but not enforced by the request path: reported.
-    assert out.unsupported == (
+    # Only DEFAULT priority thresholds apply; max_pending_requests is enforced for
+    # HTTP/1.1 upstreams, so it is reported only on an HTTP/2 cluster.
+    assert out.unsupported == ("circuit_breakers.thresholds[1]",)
+    c.http2_protocol_options.SetInParent()
+    assert parse(c).unsupported == (
         "circuit_breakers.thresholds[1]",
         "circuit_breakers.thresholds[0].max_pending_requests",
     )
@@ -445,6 +448,7 @@ def test_http2_and_max_requests_per_connection() -> None:
     c.max_requests_per_connection.value = 100
     out = parse(c)
     assert out.http2 and out.max_requests_per_connection == 100
+    assert out.unsupported == ("max_requests_per_connection",)  # enforced for HTTP/1.1 only
     c = eds_cluster()
     opts = http_protocol_options_pb2.HttpProtocolOptions()
     opts.explicit_http_config.http2_protocol_options.SetInParent()
@@ -458,7 +462,9 @@ def test_http2_and_max_requests_per_connection() -> None:
     c.typed_extension_protocol_options[
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     ].Pack(opts)
-    assert not parse(c).http2
+    http1 = parse(c)
+    assert not http1.http2 and http1.max_requests_per_connection == 7
+    assert "max_requests_per_connection" not in http1.unsupported
 
 
 def test_unsupported_cluster_fields_warn(caplog: pytest.LogCaptureFixture) -> None:
