@@ -258,12 +258,16 @@ def render_status(console: Console, dump: dict[str, Any]) -> None:
     for col in ("type", "name", "version", "status", "last error"):
         res.add_column(col)
     for r in dump.get("resources", []):
+        error = r.get("last_error") or ""
+        if error and r.get("error_version") is not None:
+            # The rejected version; "version" is the last good one, still serving.
+            error = f"version {r['error_version']} rejected: {error}"
         res.add_row(
             r["type_url"].rsplit(".", 1)[-1],
             r["name"],
             str(r.get("version")),
             r["status"],
-            r.get("last_error") or "",
+            error,
         )
     console.print(res)
     for name, cl in dump.get("clusters_in_use", {}).items():

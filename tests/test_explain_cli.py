@@ -248,3 +248,28 @@ def test_status_admin_unreachable_is_an_error(capsys: pytest.CaptureFixture[str]
         port = s.getsockname()[1]
     assert cli.main(["status", "--admin", f"127.0.0.1:{port}"]) == 2
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_status_table_names_the_rejected_version() -> None:
+    from rich.console import Console
+
+    from pymesh._explain_cli import render_status
+
+    console = Console(record=True, width=200)
+    dump = {
+        "node_id": "n",
+        "resources": [
+            {
+                "type_url": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+                "name": "rc",
+                "version": "2",
+                "status": "NACKED",
+                "last_error": "resource 'rc': virtual_hosts[0]: bad",
+                "error_version": "3",
+            }
+        ],
+    }
+    render_status(console, dump)
+    text = console.export_text()
+    assert "version 3 rejected: resource 'rc'" in text
+    assert "│ 2 " in text  # the last good version, still serving
