@@ -19,6 +19,8 @@ from pymesh.grpc._core import (
     parse_target,
     record,
 )
+from pymesh.grpc._tls import TlsEndpoint, pick_tls, picked_tls
+from pymesh.telemetry._rpc import RpcObserver, observe_rpc
 from pymesh.transports._plan import Plan
 
 OutMetadata = Metadata | None
@@ -28,9 +30,9 @@ SubT = TypeVar("SubT")
 
 
 class Prepared:
-    """A planned call: where it goes and until when."""
+    """A planned call: where it goes and until when (``obs``: its telemetry, if on)."""
 
-    __slots__ = ("deadline", "metadata", "plan", "state")
+    __slots__ = ("deadline", "metadata", "obs", "plan", "state")
 
     def __init__(
         self, plan: Plan, state: ListenerState, deadline: float | None, metadata: OutMetadata
@@ -39,14 +41,22 @@ class Prepared:
         self.state = state
         self.deadline = deadline
         self.metadata = metadata
+        self.obs: RpcObserver | None = None
 
 
 class LocalFailure(Exception):
     """Raised inside the call path for a status pymesh answers itself."""
 
-    def __init__(self, status: LocalStatus) -> None:
+    def __init__(self, status: LocalStatus, flag: str = "") -> None:
         super().__init__(status.details)
         self.status = status
+        self.flag = flag  # Envoy's response flag (UH, UO) for telemetry
+
+
+def observe_failure(p: Prepared, exc: LocalFailure) -> None:
+    """Note on the call's telemetry that pymesh answered it itself (and why)."""
+    if p.obs is not None and exc.flag:
+        p.obs.local_reply = exc.flag
 
 
 class MeshChannelBase(Generic[SubT]):
@@ -99,20 +109,40 @@ class MeshChannelBase(Generic[SubT]):
     def _on_new_sub(self, address: str, sub: SubT) -> None:
         return None
 
+    def _new_tls_endpoint(self, address: str, plain: SubT | None) -> SubT:
+        """The sub-channel of an endpoint that TLS clusters use (pymesh/grpc/_tls.py),
+        adopting the address's plaintext channel ``plain`` if there is one."""
+        raise NotImplementedError
+
     def subchannel(self, address: str) -> SubT:
-        """The cached real channel to one endpoint address (created on first use)."""
+        """The cached real channel to one endpoint address (created on first use).
+
+        For a call whose pick is a TLS cluster (``acquire`` remembered its ClientTls),
+        the view of the endpoint's TlsEndpoint for that cluster's TLS config.
+        """
+        tls = picked_tls()
         sub = self._subs.get(address)
         if sub is not None:
-            return sub
+            if isinstance(sub, TlsEndpoint):
+                return sub.view(tls)  # type: ignore[no-any-return]
+            if tls is None:
+                return sub
         with self._lock:
             if self._closed:
                 raise LocalFailure(LocalStatus(grpc.StatusCode.CANCELLED, "channel closed"))
             sub = self._subs.get(address)
-            if sub is None:
+            if sub is None and tls is None:
                 sub = self._new_channel(address)
                 self._on_new_sub(address, sub)
                 self._subs[address] = sub
-        return sub
+            elif not isinstance(sub, TlsEndpoint) and tls is not None:
+                # Never reuse a plaintext channel for a TLS cluster: the endpoint gets a
+                # TlsEndpoint, which keeps serving plaintext calls on the old channel.
+                sub = self._new_tls_endpoint(address, sub)
+                self._on_new_sub(address, sub)
+                self._subs[address] = sub
+        assert sub is not None
+        return sub.view(tls) if isinstance(sub, TlsEndpoint) else sub
 
     def collect(self, state: ListenerState) -> None:
         """Close sub-channels of endpoints that left every cluster (after their calls)."""
@@ -141,6 +171,10 @@ class MeshChannelBase(Generic[SubT]):
             if sub is not None:
                 self._close_sub(address, sub)
 
+    def observe(self, method: str) -> RpcObserver | None:
+        """Telemetry for one call, or None when it is off (then every hook is skipped)."""
+        return observe_rpc(self.target, method, self._slot.name, self.authority)
+
     def avoid(self) -> frozenset[str] | set[str]:
         """Addresses whose sub-channel is in TRANSIENT_FAILURE."""
         return frozenset()
@@ -154,26 +188,22 @@ class MeshChannelBase(Generic[SubT]):
         """
         chosen = choose(p.plan, p.state, tried, self.avoid())
         if chosen is None:
-            raise LocalFailure(no_upstream(p.plan, "no healthy upstream", self.mesh.node_id))
+            raise LocalFailure(no_upstream(p.plan, "no healthy upstream", self.mesh.node_id), "UH")
         rt, ep = chosen
-        if rt.cluster is not None and rt.cluster.tls is not None and self._credentials is None:
-            # Fail closed: the cluster asks for TLS (UpstreamTlsContext) and gRPC channels do
-            # not build it from xDS yet; never send such a call in plaintext.
-            raise LocalFailure(
-                no_upstream(
-                    p.plan,
-                    f"cluster {rt.name!r} requires upstream TLS, which pymesh.grpc channels "
-                    "do not build from xDS yet (use secure_channel with credentials); "
-                    "refusing plaintext",
-                    self.mesh.node_id,
-                )
-            )
+        # Upstream TLS from the cluster's UpstreamTlsContext (pymesh/grpc/_tls.py): remember
+        # this pick's ClientTls for subchannel(); fail closed, before any socket, when the
+        # config cannot be satisfied. Channels with the caller's own credentials keep them.
+        refused = pick_tls(self.mesh, rt, p.plan, enabled=self._credentials is None)
+        if refused is not None:
+            raise LocalFailure(refused, "UF")
         address = ep.address
         breaker = rt.breaker
         if breaker is not None:
             ok = breaker.try_acquire_request() if attempt == 0 else breaker.try_acquire_retry()
             if not ok:
-                raise LocalFailure(no_upstream(p.plan, "upstream overflow", self.mesh.node_id))
+                raise LocalFailure(
+                    no_upstream(p.plan, "upstream overflow", self.mesh.node_id), "UO"
+                )
         st = rt.states.get_or_create(address)
         st.active_requests += 1  # A48 least request reads this
         with self._count_lock:

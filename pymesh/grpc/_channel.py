@@ -7,6 +7,7 @@ pick an endpoint and send through one cached real grpc channel per endpoint addr
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -16,8 +17,16 @@ from typing import Any
 import grpc
 
 from pymesh._mesh import Mesh
+from pymesh._upstream import ClusterRuntime
 from pymesh.errors import MeshError
-from pymesh.grpc._base import Done, LocalFailure, MeshChannelBase, OutMetadata, Prepared
+from pymesh.grpc._base import (
+    Done,
+    LocalFailure,
+    MeshChannelBase,
+    OutMetadata,
+    Prepared,
+    observe_failure,
+)
 from pymesh.grpc._core import (
     DEADLINE,
     LocalStatus,
@@ -151,6 +160,12 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
             return grpc.secure_channel(address, self._credentials, self._options, self._compression)
         return grpc.insecure_channel(address, self._options, self._compression)
 
+    def _new_tls_endpoint(self, address: str, plain: grpc.Channel | None) -> grpc.Channel:
+        # Sub-channel for TLS clusters (mTLS from xDS, verified per material generation).
+        from pymesh.grpc._tls_sync import SyncTlsEndpoint
+
+        return SyncTlsEndpoint(address, self.authority, self._options, self._compression, plain)
+
     def _on_new_sub(self, address: str, sub: grpc.Channel) -> None:
         # Sticky TRANSIENT_FAILURE (as gRPC's round_robin): an endpoint stays avoided
         # through its reconnect attempts until it is READY again.
@@ -239,12 +254,32 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
             time.sleep(plan.fault_delay)
         return Prepared(plan, state, deadline, outgoing_metadata(plan, metadata))
 
-    def _acquire(self, p: Prepared, tried: set[str], attempt: int) -> tuple[str, Done]:
+    def prepare_call(
+        self, method: str, timeout: float | None, metadata: Metadata | None, wait: bool = True
+    ) -> Prepared | object | None:
+        """:meth:`prepare` for a call this channel makes: the Prepared carries the call's
+        telemetry observer (a local status or passthrough ends or drops it here)."""
+        obs = self.observe(method)
+        if obs is None:
+            return self.prepare(method, timeout, metadata, wait)
         try:
-            _rt, address, done = self.acquire(p, tried, attempt)
+            p = self.prepare(method, timeout, metadata, wait)
+        except BaseException as exc:
+            obs.error(exc)
+            raise
+        if isinstance(p, Prepared):
+            obs.planned(p.plan)
+            p.obs = obs
+        return p
+
+    def _acquire(
+        self, p: Prepared, tried: set[str], attempt: int
+    ) -> tuple[ClusterRuntime, str, Done]:
+        try:
+            return self.acquire(p, tried, attempt)
         except LocalFailure as exc:
+            observe_failure(p, exc)
             raise _local(exc.status) from None
-        return address, done
 
     def _sub(self, address: str) -> grpc.Channel:
         try:
@@ -258,31 +293,54 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         invoke: Callable[[grpc.Channel, float | None, OutMetadata], tuple[Any, grpc.Call]],
     ) -> tuple[Any, grpc.Call]:
         """Run a unary-response call with the route's retry policy (gRFC A44)."""
+        obs = p.obs
+        if obs is None:
+            return self._unary_attempts(p, invoke)
+        try:
+            result = self._unary_attempts(p, invoke)
+        except BaseException as exc:
+            obs.error(exc)
+            raise
+        obs.finish(grpc.StatusCode.OK)
+        return result
+
+    def _unary_attempts(
+        self,
+        p: Prepared,
+        invoke: Callable[[grpc.Channel, float | None, OutMetadata], tuple[Any, grpc.Call]],
+    ) -> tuple[Any, grpc.Call]:
+        obs = p.obs
         attempts = attempts_of(p.plan)
         tried: set[str] = set()
         attempt = 0
         while True:
-            address, done = self._acquire(p, tried, attempt)
+            rt, address, done = self._acquire(p, tried, attempt)
             timeout = remaining(p.deadline)
             if timeout is not None and timeout <= 0:
                 done(grpc.StatusCode.DEADLINE_EXCEEDED)
                 raise _local(DEADLINE)
+            md = p.metadata if obs is None else obs.attempt(rt, address, p.metadata)
             try:
-                response, call = invoke(self._sub(address), timeout, p.metadata)
+                response, call = invoke(self._sub(address), timeout, md)
             except grpc.RpcError as err:
                 code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
                 done(code)
+                delay = None
                 if attempt + 1 < attempts and should_retry(p.plan.decider, code):
                     delay = self.backoff_delay(p, attempt + 1)
-                    if delay is not None:
-                        time.sleep(delay)
-                        attempt += 1
-                        continue
+                if obs is not None:
+                    obs.attempt_done(code, retried=delay is not None)
+                if delay is not None:
+                    time.sleep(delay)
+                    attempt += 1
+                    continue
                 raise
             except BaseException:
                 done(grpc.StatusCode.CANCELLED)
                 raise
             done(grpc.StatusCode.OK)
+            if obs is not None:
+                obs.attempt_done(grpc.StatusCode.OK)
             return response, call
 
     def backoff(self, p: Prepared, attempt: int) -> bool:
@@ -298,18 +356,34 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
     ) -> Any:
         """Start a call that returns a grpc.Call at once: a streaming one (no retries once
         streaming) or a single-attempt unary future."""
-        address, done = self._acquire(p, set(), 0)
-        timeout = remaining(p.deadline)
-        if timeout is not None and timeout <= 0:
-            done(grpc.StatusCode.DEADLINE_EXCEEDED)
-            raise _local(DEADLINE)
+        obs = p.obs
         try:
-            call = start(self._sub(address), timeout, p.metadata)
-        except BaseException:
-            done(grpc.StatusCode.CANCELLED)
+            rt, address, done = self._acquire(p, set(), 0)
+            timeout = remaining(p.deadline)
+            if timeout is not None and timeout <= 0:
+                done(grpc.StatusCode.DEADLINE_EXCEEDED)
+                raise _local(DEADLINE)
+            md = p.metadata if obs is None else obs.attempt(rt, address, p.metadata)
+            try:
+                call = start(self._sub(address), timeout, md)
+            except BaseException:
+                done(grpc.StatusCode.CANCELLED)
+                raise
+        except BaseException as exc:
+            if obs is not None:
+                obs.error(exc)
             raise
-        if not call.add_callback(lambda: done(call.code())):
-            done(call.code())
+
+        def ended() -> None:
+            # Runs once the call terminates (status, cancel or deadline); for a stream
+            # that is when it finishes, so its span covers the whole stream.
+            code = call.code()
+            done(code)
+            if obs is not None:
+                obs.finish(code, call.details())
+
+        if not call.add_callback(ended):
+            ended()
         return call
 
 
@@ -347,7 +421,7 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore
         ch = self._channel
         p = prepared
         if p is MUST_WAIT:
-            p = ch.prepare(self._method, timeout, metadata)
+            p = ch.prepare_call(self._method, timeout, metadata)
         if not isinstance(p, Prepared):
             mc = self._real(ch.direct(), "", "unary_unary")
             return mc.with_call(  # type: ignore[no-any-return]
@@ -397,7 +471,7 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore
         ``cancel()`` cancels the RPC); anything else runs on a small per-channel pool."""
         ch = self._channel
         try:
-            p = ch.prepare(self._method, timeout, metadata, wait=False)
+            p = ch.prepare_call(self._method, timeout, metadata, wait=False)
             if p is None:
                 mc = self._real(ch.direct(), "", "unary_unary")
                 return mc.future(
@@ -413,7 +487,15 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore
         except LocalRpcError as err:
             return err  # a failed future, as grpcio returns
         fut = ch.executor().submit(
-            self._invoke, request, timeout, metadata, credentials, wait_for_ready, compression, p
+            contextvars.copy_context().run,
+            self._invoke,
+            request,
+            timeout,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+            p,
         )
         return _FutureCall(fut)
 
@@ -435,7 +517,7 @@ class _UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable):  # type: igno
     ) -> Any:
         ch = self._channel
         try:
-            p = ch.prepare(self._method, timeout, metadata)
+            p = ch.prepare_call(self._method, timeout, metadata)
             if not isinstance(p, Prepared):
                 mc = self._real(ch.direct(), "", "unary_stream")
                 return mc(request, timeout, metadata, credentials, wait_for_ready, compression)
@@ -460,7 +542,7 @@ class _StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: igno
         compression: grpc.Compression | None,
     ) -> tuple[Any, grpc.Call]:
         ch = self._channel
-        p = ch.prepare(self._method, timeout, metadata)
+        p = ch.prepare_call(self._method, timeout, metadata)
         if not isinstance(p, Prepared):
             mc = self._real(ch.direct(), "", "stream_unary")
             return mc.with_call(  # type: ignore[no-any-return]
@@ -514,6 +596,7 @@ class _StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: igno
         compression: grpc.Compression | None = None,
     ) -> Any:
         fut = self._channel.executor().submit(
+            contextvars.copy_context().run,
             self._invoke,
             request_iterator,
             timeout,
@@ -537,7 +620,7 @@ class _StreamStream(_MultiCallable, grpc.StreamStreamMultiCallable):  # type: ig
     ) -> Any:
         ch = self._channel
         try:
-            p = ch.prepare(self._method, timeout, metadata)
+            p = ch.prepare_call(self._method, timeout, metadata)
             if not isinstance(p, Prepared):
                 mc = self._real(ch.direct(), "", "stream_stream")
                 return mc(

@@ -22,7 +22,13 @@ import grpc.aio
 
 from pymesh._mesh import Mesh
 from pymesh.errors import MeshError
-from pymesh.grpc._base import LocalFailure, MeshChannelBase, OutMetadata, Prepared
+from pymesh.grpc._base import (
+    LocalFailure,
+    MeshChannelBase,
+    OutMetadata,
+    Prepared,
+    observe_failure,
+)
 from pymesh.grpc._core import (
     DEADLINE,
     LocalStatus,
@@ -151,6 +157,12 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             )
         return grpc.aio.insecure_channel(address, self._options, self._compression)
 
+    def _new_tls_endpoint(self, address: str, plain: grpc.aio.Channel | None) -> grpc.aio.Channel:
+        # Sub-channel for TLS clusters (mTLS from xDS, verified per material generation).
+        from pymesh.grpc._tls_aio import AioTlsEndpoint
+
+        return AioTlsEndpoint(address, self.authority, self._options, self._compression, plain)
+
     def _close_sub(self, address: str, sub: grpc.aio.Channel) -> None:
         self._failing.discard(address)
         self.spawn(sub.close(None))
@@ -213,6 +225,24 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             await asyncio.sleep(plan.fault_delay)
         return Prepared(plan, state, deadline, outgoing_metadata(plan, metadata))
 
+    async def prepare_call(
+        self, method: str, timeout: float | None, metadata: Metadata | None
+    ) -> Prepared | None:
+        """:meth:`prepare` for a call this channel makes: the Prepared carries the call's
+        telemetry observer (a local status or passthrough ends or drops it here)."""
+        obs = self.observe(method)
+        if obs is None:
+            return await self.prepare(method, timeout, metadata)
+        try:
+            p = await self.prepare(method, timeout, metadata)
+        except BaseException as exc:
+            obs.error(exc)
+            raise
+        if p is not None:
+            obs.planned(p.plan)
+            p.obs = obs
+        return p
+
     async def unary_response(
         self,
         p: Prepared,
@@ -220,65 +250,104 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         on_call: Callable[[Any], None],
     ) -> Any:
         """Run a unary-response call with the route's retry policy (gRFC A44)."""
+        obs = p.obs
+        if obs is None:
+            return await self._unary_attempts(p, invoke, on_call)
+        try:
+            response = await self._unary_attempts(p, invoke, on_call)
+        except BaseException as exc:
+            obs.error(exc)
+            raise
+        obs.finish(grpc.StatusCode.OK)
+        return response
+
+    async def _unary_attempts(
+        self,
+        p: Prepared,
+        invoke: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any],
+        on_call: Callable[[Any], None],
+    ) -> Any:
+        obs = p.obs
         attempts = attempts_of(p.plan)
         tried: set[str] = set()
         attempt = 0
         while True:
             try:
-                _rt, address, done = self.acquire(p, tried, attempt)
+                rt, address, done = self.acquire(p, tried, attempt)
                 sub = self.subchannel(address)
             except LocalFailure as exc:
+                observe_failure(p, exc)
                 raise _error(exc.status) from None
             timeout = remaining(p.deadline)
             if timeout is not None and timeout <= 0:
                 done(grpc.StatusCode.DEADLINE_EXCEEDED)
                 raise _error(DEADLINE)
-            call = invoke(sub, timeout, p.metadata)
+            md = p.metadata if obs is None else obs.attempt(rt, address, p.metadata)
+            call = invoke(sub, timeout, md)
             on_call(call)
             try:
                 response = await call
             except grpc.aio.AioRpcError as err:
                 code = err.code()
                 done(code)
+                delay = None
                 if attempt + 1 < attempts and should_retry(p.plan.decider, code):
                     delay = self.backoff_delay(p, attempt + 1)
-                    if delay is not None:
-                        await asyncio.sleep(delay)
-                        attempt += 1
-                        continue
+                if obs is not None:
+                    obs.attempt_done(code, retried=delay is not None)
+                if delay is not None:
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
                 raise
             except BaseException:
                 call.cancel()
                 done(grpc.StatusCode.CANCELLED)
                 raise
             done(grpc.StatusCode.OK)
+            if obs is not None:
+                obs.attempt_done(grpc.StatusCode.OK)
             return response
 
     def streaming(
         self, p: Prepared, start: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any]
     ) -> Any:
         """Start a call with a streaming side (one attempt, no retries)."""
+        obs = p.obs
         try:
-            _rt, address, done = self.acquire(p, set(), 0)
-            sub = self.subchannel(address)
-        except LocalFailure as exc:
-            raise _error(exc.status) from None
-        timeout = remaining(p.deadline)
-        if timeout is not None and timeout <= 0:
-            done(grpc.StatusCode.DEADLINE_EXCEEDED)
-            raise _error(DEADLINE)
-        try:
-            call = start(sub, timeout, p.metadata)
-        except BaseException:
-            done(grpc.StatusCode.CANCELLED)
+            try:
+                rt, address, done = self.acquire(p, set(), 0)
+                sub = self.subchannel(address)
+            except LocalFailure as exc:
+                observe_failure(p, exc)
+                raise _error(exc.status) from None
+            timeout = remaining(p.deadline)
+            if timeout is not None and timeout <= 0:
+                done(grpc.StatusCode.DEADLINE_EXCEEDED)
+                raise _error(DEADLINE)
+            md = p.metadata if obs is None else obs.attempt(rt, address, p.metadata)
+            try:
+                call = start(sub, timeout, md)
+            except BaseException:
+                done(grpc.StatusCode.CANCELLED)
+                raise
+        except BaseException as exc:
+            if obs is not None:
+                obs.error(exc)
             raise
 
         async def finish() -> None:
+            # The stream's status (or its cancellation) ends its span.
+            details = None
             try:
                 code = await call.code()
+                if obs is not None:
+                    details = await call.details()
             except BaseException:
                 code = grpc.StatusCode.CANCELLED
             done(code)
+            if obs is not None:
+                obs.finish(code, details)
 
         self.spawn(finish())
         return call
@@ -472,7 +541,7 @@ class _UnaryUnary(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):  # type: ig
 
         async def run() -> Any:
             ch = self._channel
-            p = await ch.prepare(self._method, timeout, metadata)
+            p = await ch.prepare_call(self._method, timeout, metadata)
             if p is None:
                 call = self._real(ch.direct(), "unary_unary")(
                     request, timeout=timeout, metadata=metadata, **kw
@@ -511,7 +580,7 @@ class _StreamUnary(_MultiCallable, grpc.aio.StreamUnaryMultiCallable):  # type: 
             mesh_call = _MeshCall(streaming=True)
 
             async def start_stream() -> Any:
-                p = await ch.prepare(self._method, timeout, metadata)
+                p = await ch.prepare_call(self._method, timeout, metadata)
                 if p is None:
                     call = self._real(ch.direct(), "stream_unary")(
                         None, timeout=timeout, metadata=metadata, **kw
@@ -532,7 +601,7 @@ class _StreamUnary(_MultiCallable, grpc.aio.StreamUnaryMultiCallable):  # type: 
         mesh_call = _MeshCall(streaming=False)
 
         async def run() -> Any:
-            p = await ch.prepare(self._method, timeout, metadata)
+            p = await ch.prepare_call(self._method, timeout, metadata)
             if p is None:
                 call = self._real(ch.direct(), "stream_unary")(
                     request_iterator, timeout=timeout, metadata=metadata, **kw
@@ -566,7 +635,7 @@ class _Streaming(_MultiCallable):
         mesh_call = _MeshCall(streaming=True)
 
         async def start_stream() -> Any:
-            p = await ch.prepare(self._method, timeout, metadata)
+            p = await ch.prepare_call(self._method, timeout, metadata)
             if p is None:
                 call = self._real(ch.direct(), self._kind)(
                     request, timeout=timeout, metadata=metadata, **kw

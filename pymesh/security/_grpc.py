@@ -4,29 +4,48 @@ gRPC's Python API cannot run a custom SAN check inside its own handshake, so a g
 sub-channel that wants Envoy's SAN semantics calls :func:`check_grpc_peer` (a short
 TLS handshake with the cluster's context, then the SAN check) before it uses an
 endpoint, and builds the channel with :func:`grpc_channel_credentials`.
+
+:func:`verify_grpc_peer` is that pre-check for the mesh's own gRPC sub-channels: besides
+the SANs it returns the name to give grpcio as ``grpc.ssl_target_name_override``.
+grpcio (1.85) always verifies the server's host name on its own connections, against
+DNS SANs, IP SANs, or the common name when the certificate has neither; it never looks
+at URI (SPIFFE) SANs and its Python API cannot turn the check off. So pymesh picks a
+name the *already verified* certificate carries (see :func:`grpc_target_name`), and
+grpcio re-checks that name, plus the chain, on every connection it makes.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from pymesh.errors import TlsConfigError
 from pymesh.security.contexts import ClientTls
 from pymesh.security.providers import CertificateMaterial, FileWatcherProvider
-from pymesh.security.san import Sans
+from pymesh.security.san import Sans, san_matches
+from pymesh.xds.resources.tls import SanType
 
 if TYPE_CHECKING:
     from pymesh._mesh import Mesh
 
 __all__ = [
+    "GrpcPeer",
     "check_grpc_peer",
     "client_tls",
     "grpc_channel_credentials",
     "grpc_server_credentials",
+    "grpc_target_name",
+    "material_channel_credentials",
+    "peer_certificate",
     "provider_server_credentials",
+    "split_address",
+    "verify_grpc_peer",
 ]
 
 
@@ -62,6 +81,13 @@ def grpc_channel_credentials(mesh: Mesh, cluster: str) -> grpc.ChannelCredential
         )
     roots = tls.roots.material() if tls.roots is not None else None
     ident = tls.identity.material() if tls.identity is not None else None
+    return material_channel_credentials(ident, roots)
+
+
+def material_channel_credentials(
+    ident: CertificateMaterial | None, roots: CertificateMaterial | None
+) -> grpc.ChannelCredentials:
+    """``grpc.ssl_channel_credentials`` from one generation of identity and roots."""
     return grpc.ssl_channel_credentials(
         root_certificates=roots.ca_certificates if roots else None,
         private_key=ident.private_key if ident else None,
@@ -79,10 +105,126 @@ def check_grpc_peer(mesh: Mesh, cluster: str, host: str, port: int, timeout: flo
     tls = client_tls(mesh, cluster)
     if tls is None:
         return ()
+    return tls.check_peer(peer_certificate(tls, host, port, timeout))
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``("127.0.0.1", 50051)`` from ``"127.0.0.1:50051"`` (``"[::1]:50051"`` too)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"endpoint address {address!r} is not host:port")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def peer_certificate(tls: ClientTls, host: str, port: int, timeout: float) -> bytes | None:
+    """The DER certificate ``host:port`` presents in a handshake with the cluster's current
+    context (chain verified against its roots, client certificate presented, SNI = the
+    context's ``sni``). Closes the connection at once: no application byte is sent.
+
+    Raises OSError / ssl.SSLError when the endpoint is unreachable or the handshake fails.
+    """
     ctx = tls.context()
     raw = socket.create_connection((host, port), timeout=timeout)
     with ctx.wrap_socket(raw, server_hostname=tls.sni) as s:
-        return tls.check_peer(s.getpeercert(binary_form=True))
+        return s.getpeercert(binary_form=True)
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcPeer:
+    """An endpoint's certificate that passed the cluster's SAN matchers.
+
+    ``target_name`` is the name grpcio is told to verify (``ssl_target_name_override``).
+    """
+
+    sans: Sans
+    target_name: str
+
+
+def verify_grpc_peer(tls: ClientTls, address: str, timeout: float) -> GrpcPeer:
+    """Handshake with ``address``, check its SANs, and choose grpcio's target name.
+
+    Raises PeerIdentityError (SAN mismatch), TlsConfigError (no name grpcio can verify),
+    OSError / ssl.SSLError (unreachable, handshake refused).
+    """
+    host, port = split_address(address)
+    der = peer_certificate(tls, host, port, timeout)
+    sans = tls.check_peer(der)
+    assert der is not None  # check_peer refuses a missing certificate
+    return GrpcPeer(sans, grpc_target_name(tls, der, sans, host))
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _covers(san: str, name: str) -> bool:
+    """Whether DNS SAN ``san`` covers ``name`` (exact, or a one-label wildcard)."""
+    san, name = san.lower().rstrip("."), name.lower().rstrip(".")
+    if san == name:
+        return True
+    head, _, rest = name.partition(".")
+    return san.startswith("*.") and bool(head) and rest == san[2:]
+
+
+def grpc_target_name(tls: ClientTls, der: bytes, sans: Sans, host: str) -> str:
+    """The name of a verified peer certificate for grpcio's own host-name check.
+
+    grpcio accepts a DNS SAN (case-insensitive, wildcards), an IP SAN, or the common
+    name when the certificate has no DNS and no IP SAN. In order of preference:
+
+    1. the cluster's ``sni`` when a DNS SAN covers it (grpcio then also sends it as SNI);
+    2. a DNS SAN accepted by the cluster's SAN matchers (grpcio re-checks that identity);
+    3. an IP SAN accepted by the matchers, preferring the endpoint's own address;
+    4. the endpoint's address when an IP SAN equals it;
+    5. any other DNS SAN, then any other IP SAN;
+    6. the common name (only when there is no DNS/IP SAN, as grpcio).
+
+    Raises TlsConfigError when none exists (e.g. a certificate whose only SAN is a
+    SPIFFE URI and that has no common name): grpcio would refuse every connection.
+    """
+    matchers = tls.tls.san_matchers
+    dns = [v for t, v in sans if t == "DNS"]
+    ips = [v for t, v in sans if t == "IP_ADDRESS"]
+
+    def accepted(san_type: SanType, value: str) -> bool:
+        return not matchers or any(san_matches(m, san_type, value) for m in matchers)
+
+    if tls.sni and not _is_ip(tls.sni) and any(_covers(d, tls.sni) for d in dns):
+        return tls.sni
+    good_dns = [d for d in dns if accepted("DNS", d)]
+    if good_dns:
+        return sorted(good_dns, key=lambda d: d.startswith("*."))[0]  # concrete names first
+    endpoint_ip = next((ip for ip in ips if _is_ip(host) and _same_ip(ip, host)), None)
+    good_ips = [ip for ip in ips if accepted("IP_ADDRESS", ip)]
+    if good_ips:
+        return endpoint_ip if endpoint_ip in good_ips else good_ips[0]
+    if endpoint_ip is not None:
+        return endpoint_ip
+    if dns:
+        return sorted(dns, key=lambda d: d.startswith("*."))[0]
+    if ips:
+        return ips[0]
+    cert = x509.load_der_x509_certificate(der)
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn = str(cns[0].value) if cns else ""
+    if cn and not _is_ip(cn):
+        return cn
+    raise TlsConfigError(
+        f"cluster {tls.cluster!r}: the peer certificate passed the SAN check but has no DNS "
+        "SAN, no IP SAN and no common name; grpcio always verifies one of those on its own "
+        "connections (its Python API cannot turn that check off), so a gRPC channel cannot "
+        "use this endpoint. Issue the certificate with a DNS or IP SAN too",
+        node_id=tls.node_id,
+        resource_name=tls.cluster,
+    )
+
+
+def _same_ip(a: str, b: str) -> bool:
+    return ipaddress.ip_address(a) == ipaddress.ip_address(b)
 
 
 def grpc_server_credentials(mesh: Mesh, instance_name: str = "default") -> grpc.ServerCredentials:

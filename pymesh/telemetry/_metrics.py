@@ -1,16 +1,17 @@
 """pymesh's OpenTelemetry instruments (meter ``pymesh``).
 
-Synchronous instruments are recorded by the request observer; observable ones read
+Synchronous instruments are recorded by the call observers; observable ones read
 the live meshes' own counters (:mod:`pymesh.telemetry._collect`) at collection time,
-so the request path never touches them. Names follow gRPC's OTel metrics (gRFC A66,
-A78) where they overlap, with ``pymesh.`` in place of ``grpc.``.
+so the request path never touches them. HTTP and mesh-wide names follow gRPC's OTel
+metrics (gRFC A66, A78) where they overlap, with ``pymesh.`` in place of ``grpc.``;
+gRPC channels record A66's client metrics under A66's own ``grpc.client.*`` names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
 
 from pymesh.telemetry._collect import OBSERVED, MetricSpec, collect, live_meshes
 
@@ -34,29 +35,72 @@ _LATENCY_BUCKETS = (
 )
 
 
-class Instruments:
-    """The instruments of one meter (one set per meter provider)."""
+class CallInstruments:
+    """One protocol's call and attempt instruments (``calls`` None: no call counter)."""
 
-    __slots__ = ("attempt_duration", "attempts", "request_duration", "requests", "retries")
+    __slots__ = ("attempt_duration", "attempts", "call_duration", "calls")
+
+    def __init__(
+        self,
+        calls: Counter | None,
+        call_duration: Histogram,
+        attempts: Counter,
+        attempt_duration: Histogram,
+    ) -> None:
+        self.calls = calls
+        self.call_duration = call_duration
+        self.attempts = attempts
+        self.attempt_duration = attempt_duration
+
+
+class Instruments:
+    """The instruments of one meter (one set per meter provider).
+
+    ``http``: pymesh's request metrics for httpx; ``grpc``: gRFC A66's client metrics
+    under their own names (``grpc.client.*``), so dashboards built for gRPC's OpenTelemetry
+    plugin work for pymesh channels; ``retries`` is shared by both.
+    """
+
+    __slots__ = ("grpc", "http", "retries")
 
     def __init__(self, meter: Meter) -> None:
-        self.requests = meter.create_counter(
-            "pymesh.client.requests", "{request}", "Logical requests sent through the mesh."
+        self.http = CallInstruments(
+            meter.create_counter(
+                "pymesh.client.requests", "{request}", "Logical requests sent through the mesh."
+            ),
+            meter.create_histogram(
+                "pymesh.client.request.duration",
+                "s",
+                "Time from routing a request to its response headers (retries included).",
+                explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS,
+            ),
+            meter.create_counter(
+                "pymesh.client.attempt.started", "{attempt}", "Attempts sent upstream."
+            ),
+            meter.create_histogram(
+                "pymesh.client.attempt.duration",
+                "s",
+                "Time of one attempt to its response headers or failure.",
+                explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS,
+            ),
         )
-        self.request_duration = meter.create_histogram(
-            "pymesh.client.request.duration",
-            "s",
-            "Time from routing a request to its response headers (retries included).",
-            explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS,
-        )
-        self.attempts = meter.create_counter(
-            "pymesh.client.attempt.started", "{attempt}", "Attempts sent upstream."
-        )
-        self.attempt_duration = meter.create_histogram(
-            "pymesh.client.attempt.duration",
-            "s",
-            "Time of one attempt to its response headers or failure.",
-            explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS,
+        self.grpc = CallInstruments(
+            None,  # A66 has no client call counter: the duration histogram counts calls
+            meter.create_histogram(
+                "grpc.client.call.duration",
+                "s",
+                "End-to-end time of a gRPC call through the mesh (retries included).",
+                explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS,
+            ),
+            meter.create_counter(
+                "grpc.client.attempt.started", "{attempt}", "gRPC call attempts started."
+            ),
+            meter.create_histogram(
+                "grpc.client.attempt.duration",
+                "s",
+                "Time of one gRPC call attempt, endpoint pick included, to its status.",
+                explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS,
+            ),
         )
         self.retries = meter.create_counter(
             "pymesh.client.retries", "{retry}", "Retries decided, by retry_on reason."

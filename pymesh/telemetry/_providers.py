@@ -53,7 +53,9 @@ def configure(
     _meter_provider = meter_provider
 
 
-def _current(override: object, module: object, attr: str, cache: _Cached, get: Any) -> object:
+def _current(
+    override: object, module: object, attr: str, cache: _Cached, get: Any, off: Any
+) -> object:
     """The provider in effect, cheaply: the API's getters look up os.environ on every
     call while no global provider is set, so read the module's global and call the getter
     only until one is set (it also installs a provider named by OTEL_PYTHON_*_PROVIDER)."""
@@ -63,7 +65,12 @@ def _current(override: object, module: object, attr: str, cache: _Cached, get: A
     if provider is not None:
         return provider
     if cache.unset is None:
-        cache.unset = get()
+        try:
+            cache.unset = get()
+        except Exception:
+            # OTEL_PYTHON_*_PROVIDER names no installed provider (the API has logged
+            # why): telemetry stays off instead of failing every request and call.
+            cache.unset = off()
     return cache.unset
 
 
@@ -71,7 +78,12 @@ def tracer() -> trace.Tracer | None:
     """The pymesh tracer, or None when no SDK tracer provider is configured."""
     cache = _tracer_cache
     provider = _current(
-        _tracer_provider, trace, "_TRACER_PROVIDER", cache, trace.get_tracer_provider
+        _tracer_provider,
+        trace,
+        "_TRACER_PROVIDER",
+        cache,
+        trace.get_tracer_provider,
+        trace.NoOpTracerProvider,
     )
     if provider is not cache.provider:
         # The global provider object changes when the application installs its SDK
@@ -89,7 +101,12 @@ def instruments() -> Instruments | None:
     """pymesh's metric instruments, or None when no SDK meter provider is configured."""
     cache = _meter_cache
     provider = _current(
-        _meter_provider, _metrics_internal, "_METER_PROVIDER", cache, metrics.get_meter_provider
+        _meter_provider,
+        _metrics_internal,
+        "_METER_PROVIDER",
+        cache,
+        metrics.get_meter_provider,
+        metrics.NoOpMeterProvider,
     )
     if provider is not cache.provider:
         from pymesh.telemetry._metrics import Instruments
