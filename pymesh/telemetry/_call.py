@@ -47,6 +47,17 @@ def _locality(rt: ClusterRuntime, address: str) -> str | None:
     return hit[1].get(address)
 
 
+class Attempt:
+    """One attempt's metric attributes, start time and span."""
+
+    __slots__ = ("attrs", "span", "start")
+
+    def __init__(self, attrs: Attrs) -> None:
+        self.attrs = attrs
+        self.start = time.perf_counter()
+        self.span: trace.Span | None = None
+
+
 class CallObserver:
     """Spans and metrics of one logical call; not shared between calls or threads at once.
 
@@ -56,10 +67,8 @@ class CallObserver:
     """
 
     __slots__ = (
-        "_attempt_attrs",
+        "_attempt",
         "_attempt_base",
-        "_attempt_span",
-        "_attempt_start",
         "_inst",
         "_meters",
         "_metric_attrs",
@@ -92,9 +101,7 @@ class CallObserver:
         self._inst = inst
         self._meters: CallInstruments | None = None if inst is None else self._instruments(inst)
         self._start = time.perf_counter()
-        self._attempt_start = 0.0
-        self._attempt_span: trace.Span | None = None
-        self._attempt_attrs: Attrs = {}
+        self._attempt: Attempt | None = None  # the attempt in flight (see detach_attempt)
         self.attempts = 0
         self.cluster: str | None = None
         self.retry_reason: str | None = None
@@ -155,10 +162,10 @@ class CallObserver:
         """An attempt starts: its metrics and span; the context the upstream must get."""
         n = self.attempts
         self.attempts = n + 1
-        self._attempt_start = time.perf_counter()
-        self._attempt_attrs = {**self._attempt_base, "pymesh.cluster": rt.name}
+        attempt = Attempt({**self._attempt_base, "pymesh.cluster": rt.name})
+        self._attempt = attempt
         if self._meters is not None:
-            self._meters.attempts.add(1, self._attempt_attrs)
+            self._meters.attempts.add(1, attempt.attrs)
         span = self._live_span()
         if span is None or self._tracer is None:
             return None
@@ -177,14 +184,25 @@ class CallObserver:
         span.set_attribute("pymesh.endpoint", address)
         if locality is not None:
             span.set_attribute("pymesh.locality", locality)
-        child = self._tracer.start_span(
+        attempt.span = self._tracer.start_span(
             "pymesh attempt",
             context=trace.set_span_in_context(span),
             kind=SpanKind.INTERNAL,
             attributes=attrs,
         )
-        self._attempt_span = child
-        return trace.set_span_in_context(child)
+        return trace.set_span_in_context(attempt.span)
+
+    def detach_attempt(self) -> Attempt | None:
+        """The attempt just begun, handed to the caller: concurrent (hedged) attempts
+        each end with their own handle (``attempt=`` of the protocol's attempt_done)."""
+        attempt, self._attempt = self._attempt, None
+        return attempt
+
+    @property
+    def attempt_open(self) -> bool:
+        """An attempt began and has not ended (e.g. left open by an exception)."""
+        attempt = self._attempt
+        return attempt is not None and attempt.span is not None
 
     def _end_attempt(
         self,
@@ -193,21 +211,25 @@ class CallObserver:
         failed: bool,
         error: BaseException | None,
         retry_reason: str | None,
+        attempt: Attempt | None = None,
     ) -> None:
-        """The attempt ended with ``status`` (metric attributes) / ``span_status``."""
+        """The attempt (the current one, or the detached ``attempt``) ended with
+        ``status`` (metric attributes) / ``span_status``."""
+        if attempt is None:
+            attempt, self._attempt = self._attempt, None
+        if attempt is None:
+            return
         meters = self._meters
         if meters is not None:
-            attrs = {**self._attempt_attrs, **status}
+            attrs = {**attempt.attrs, **status}
             if error is not None:
                 attrs["error.type"] = type(error).__name__
-            meters.attempt_duration.record(time.perf_counter() - self._attempt_start, attrs)
+            meters.attempt_duration.record(time.perf_counter() - attempt.start, attrs)
             if retry_reason is not None and self._inst is not None:
-                self._inst.retries.add(
-                    1, {**self._attempt_attrs, "pymesh.retry_reason": retry_reason}
-                )
+                self._inst.retries.add(1, {**attempt.attrs, "pymesh.retry_reason": retry_reason})
         if retry_reason is not None:
             self.retry_reason = retry_reason
-        span, self._attempt_span = self._attempt_span, None
+        span, attempt.span = attempt.span, None
         if span is not None:
             span.set_attributes(span_status)
             if retry_reason is not None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import propagate, trace
 
-from pymesh.telemetry._call import CallObserver
+from pymesh.telemetry._call import Attempt, CallObserver
 from pymesh.telemetry._providers import instruments, tracer
 
 if TYPE_CHECKING:
@@ -94,11 +94,14 @@ class RequestObserver(CallObserver):
         status: int | None,
         error: BaseException | None = None,
         retry_reason: str | None = None,
+        *,
+        attempt: Attempt | None = None,
     ) -> None:
-        """The attempt ended (response headers, or an error); ``retry_reason`` if retried."""
+        """The attempt ended (response headers, or an error); ``retry_reason`` if retried.
+        ``attempt``: a handle from :meth:`detach_attempt` (hedged attempts run at once)."""
         attrs = {} if status is None else {"http.response.status_code": status}
         failed = status is not None and status >= 500
-        self._end_attempt(attrs, attrs, failed, error, retry_reason)
+        self._end_attempt(attrs, attrs, failed, error, retry_reason, attempt)
 
     def finish(
         self,
@@ -108,7 +111,7 @@ class RequestObserver(CallObserver):
         error: BaseException | None = None,
     ) -> None:
         """The request ended: the response (or local reply) status, or the error raised."""
-        if self._attempt_span is not None:  # an attempt left open by an exception
+        if self.attempt_open:  # an attempt left open by an exception
             self.attempt_done(None, error)
         error_type = type(error).__name__ if error is not None else None
         if error_type is None and status is not None and status >= 500:

@@ -162,7 +162,7 @@ class RpcObserver(CallObserver):
 
     def finish(self, code: grpc.StatusCode | None, details: str | None = None) -> None:
         """The call ended with status ``code`` (None: unknown, the call was abandoned)."""
-        if self._attempt_span is not None:  # a streaming call's attempt ends with it
+        if self.attempt_open:  # a streaming call's attempt ends with it
             self.attempt_done(code)
         if code is None:
             self._end_call({}, {}, "cancelled", details)
@@ -183,6 +183,6 @@ class RpcObserver(CallObserver):
             text = details() if callable(details) else None
             self.finish(code, text if isinstance(text, str) else None)
             return
-        if self._attempt_span is not None:
+        if self.attempt_open:
             self.attempt_done(None, exc)
         self._end_call({}, {}, type(exc).__name__, str(exc))

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Generic, TypeVar
 
 from pymesh.resilience import Outcome
+from pymesh.telemetry._call import Attempt
 from pymesh.transports._attempts import Attempts, Try
 
 H = TypeVar("H")  # the transport's handle on one attempt in flight (future, task)
@@ -40,13 +41,17 @@ class Verdict(enum.Enum):
 class Race(Generic[H]):
     """The attempts of one hedged request: which are in flight, and when to act next."""
 
-    __slots__ = ("attempts", "inflight", "launch_at")
+    __slots__ = ("attempts", "inflight", "launch_at", "retried", "spans")
 
     def __init__(self, attempts: Attempts) -> None:
         self.attempts = attempts
         self.inflight: dict[H, Try] = {}
+        #: Telemetry handles of the attempts in flight (only when telemetry is on).
+        self.spans: dict[H, Attempt | None] = {}
         #: Monotonic time at which the next attempt starts; None = none pending.
         self.launch_at: float | None = 0.0
+        #: Whether the attempt last settled (failed/answered) triggered a retry.
+        self.retried = False
 
     def launch_due(self, now: float) -> bool:
         """True (once) when the pending attempt should start now."""
@@ -84,7 +89,8 @@ class Race(Generic[H]):
 
     def failed(self, t: Try, outcome: Outcome) -> Verdict:
         """``t`` (already removed from ``inflight``) failed without an answer."""
-        if self.attempts.failed(t, outcome):
+        self.retried = self.attempts.failed(t, outcome)
+        if self.retried:
             if self._schedule(time.monotonic()) or self._others():
                 return Verdict.NEXT
             return Verdict.DEADLINE
@@ -94,7 +100,8 @@ class Race(Generic[H]):
         """``t`` (already removed from ``inflight``) got response headers. On NEXT the
         transport closes the response (its slot is already given back)."""
         attempts = self.attempts
-        if attempts.answered(t, status, headers):
+        self.retried = attempts.answered(t, status, headers)
+        if self.retried:
             if self._schedule(time.monotonic()) or self._others():
                 return Verdict.NEXT
             return Verdict.DEADLINE

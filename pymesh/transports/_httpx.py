@@ -13,7 +13,7 @@ import logging
 import time
 import typing
 from collections.abc import AsyncIterator, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 
 import httpcore
@@ -45,6 +45,23 @@ _KEEPALIVE_EXPIRY = 5.0  # seconds an idle upstream connection is kept (httpx's 
 _GC_EVERY = 512  # requests between sweeps for pools of endpoints that left
 _UPSTREAM_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError)
 _HEDGE_THREADS = 256  # sync hedging: attempts in flight at once, over all requests
+
+
+#: How a hedged attempt that lost the race ends on its span.
+_LOST = CancelledError("lost the hedging race")
+
+
+def _hedge_done(
+    obs: RequestObserver,
+    race: Race[typing.Any],
+    handle: object,
+    status: int | None,
+    error: BaseException | None,
+) -> None:
+    """End one hedged attempt's telemetry (its span runs beside the others')."""
+    retried = race.retried and error is not _LOST
+    reason = race.attempts.retry_reason if retried else None
+    obs.attempt_done(status, error, reason, attempt=race.spans.pop(handle, None))
 
 
 def _close_abandoned(fut: Future[httpcore.Response]) -> None:
@@ -532,7 +549,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
     ) -> httpx.Response:
         attempts = Attempts(plan, state, self.mesh.rng, replayable=_is_replayable(request))
         if attempts.hedging:
-            return self._send_hedged(plan, request, attempts)
+            return self._send_hedged(plan, request, attempts, obs)
         while True:
             t = attempts.start()
             if isinstance(t, LocalReply):
@@ -572,7 +589,11 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 time.sleep(delay)
 
     def _send_hedged(
-        self, plan: Plan, request: httpx.Request, attempts: Attempts
+        self,
+        plan: Plan,
+        request: httpx.Request,
+        attempts: Attempts,
+        obs: RequestObserver | None,
     ) -> httpx.Response:
         """Hedging (pymesh.transports._hedging): attempts run on worker threads so a
         per-try timeout can start another while the first keeps going. A losing attempt
@@ -590,9 +611,12 @@ class MeshTransport(_Base, httpx.BaseTransport):
                         if not race.inflight:
                             return _local_response(t, request)
                     else:
-                        req = _upstream_request(plan, request, t.endpoint, t.deadline)
-                        pool = self._pool(t.runtime, t.endpoint)
-                        race.inflight[executor.submit(pool.handle_request, req)] = t
+                        trace = obs.attempt(t.runtime, t.endpoint) if obs is not None else None
+                        req = _upstream_request(plan, request, t.endpoint, t.deadline, trace)
+                        fut = executor.submit(self._pool(t.runtime, t.endpoint).handle_request, req)
+                        race.inflight[fut] = t
+                        if obs is not None:
+                            race.spans[fut] = obs.detach_attempt()
                 wake = race.wake_in(time.monotonic())
                 if not race.inflight:
                     time.sleep(wake or 0.0)  # only a back-off before the next attempt
@@ -605,6 +629,8 @@ class MeshTransport(_Base, httpx.BaseTransport):
                         resp = fut.result()
                         headers = _header_map(resp.headers) if attempts.needs_headers else None
                         verdict = race.answered(t, resp.status, headers)
+                        if obs is not None:
+                            _hedge_done(obs, race, fut, resp.status, None)
                         if verdict is Verdict.WIN:
                             assert isinstance(resp.stream, typing.Iterable)
                             return _response(
@@ -614,6 +640,8 @@ class MeshTransport(_Base, httpx.BaseTransport):
                     elif isinstance(exc, _UPSTREAM_ERRORS):
                         outcome = failure_outcome(exc)
                         verdict = race.failed(t, outcome)
+                        if obs is not None:
+                            _hedge_done(obs, race, fut, None, exc)
                         if verdict is Verdict.LAST:
                             local = attempts.timed_out(t) if outcome.timeout else None
                             if local is not None:
@@ -630,6 +658,8 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 attempts.abandon(t)
                 fut.cancel()
                 fut.add_done_callback(_close_abandoned)
+                if obs is not None:
+                    _hedge_done(obs, race, fut, None, _LOST)
 
     def close(self) -> None:
         if self._shadow is not None:
@@ -729,7 +759,7 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
     ) -> httpx.Response:
         attempts = Attempts(plan, state, self.mesh.rng, replayable=_is_replayable(request))
         if attempts.hedging:
-            return await self._send_hedged(plan, request, attempts)
+            return await self._send_hedged(plan, request, attempts, obs)
         while True:
             t = attempts.start()
             if isinstance(t, LocalReply):
@@ -769,7 +799,11 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 await asyncio.sleep(delay)
 
     async def _send_hedged(
-        self, plan: Plan, request: httpx.Request, attempts: Attempts
+        self,
+        plan: Plan,
+        request: httpx.Request,
+        attempts: Attempts,
+        obs: RequestObserver | None,
     ) -> httpx.Response:
         """Hedging (pymesh.transports._hedging): each attempt is a task; the losers are
         cancelled (httpcore closes their connections)."""
@@ -782,9 +816,13 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                         if not race.inflight:
                             return _local_response(t, request)
                     else:
-                        req = _upstream_request(plan, request, t.endpoint, t.deadline)
+                        trace = obs.attempt(t.runtime, t.endpoint) if obs is not None else None
+                        req = _upstream_request(plan, request, t.endpoint, t.deadline, trace)
                         pool = self._pool(t.runtime, t.endpoint)
-                        race.inflight[asyncio.ensure_future(pool.handle_async_request(req))] = t
+                        task = asyncio.ensure_future(pool.handle_async_request(req))
+                        race.inflight[task] = t
+                        if obs is not None:
+                            race.spans[task] = obs.detach_attempt()
                 wake = race.wake_in(time.monotonic())
                 if not race.inflight:
                     await asyncio.sleep(wake or 0.0)  # only a back-off before the next attempt
@@ -799,6 +837,8 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                         resp = task.result()
                         headers = _header_map(resp.headers) if attempts.needs_headers else None
                         verdict = race.answered(t, resp.status, headers)
+                        if obs is not None:
+                            _hedge_done(obs, race, task, resp.status, None)
                         if verdict is Verdict.WIN:
                             assert isinstance(resp.stream, typing.AsyncIterable)
                             stream = _AsyncStream(resp.stream, t.release)
@@ -807,6 +847,8 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                     elif isinstance(exc, _UPSTREAM_ERRORS):
                         outcome = failure_outcome(exc)
                         verdict = race.failed(t, outcome)
+                        if obs is not None:
+                            _hedge_done(obs, race, task, None, exc)
                         if verdict is Verdict.LAST:
                             local = attempts.timed_out(t) if outcome.timeout else None
                             if local is not None:
@@ -821,6 +863,8 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         finally:
             for task, t in race.inflight.items():
                 attempts.abandon(t)
+                if obs is not None:
+                    _hedge_done(obs, race, task, None, _LOST)
                 if task.done() and not task.cancelled() and task.exception() is None:
                     await task.result().aclose()
                 else:

@@ -170,3 +170,55 @@ print("ok")
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_hedged_attempts_each_get_a_span_and_the_loser_is_cancelled(
+    otel: Otel, mesh: pymesh.Mesh, control_plane: Any
+) -> None:
+    from _edit import edited_mesh
+
+    from pymesh.testing import push_snapshot
+
+    with EchoBackend("slowish", delay=0.6) as fast, EchoBackend("slower", delay=2.5) as slow:
+        config = {
+            "services": {
+                "reviews": {
+                    "port": 9080,
+                    "endpoints": [fast.address, slow.address],
+                    "routes": [
+                        {
+                            "timeout": "10s",
+                            "retries": {"attempts": 1, "on": "5xx", "per_try_timeout": "200ms"},
+                        }
+                    ],
+                }
+            }
+        }
+
+        def hedge(rc: Any) -> None:
+            rc.virtual_hosts[0].routes[0].route.hedge_policy.hedge_on_per_try_timeout = True
+
+        push_snapshot(control_plane, mesh, edited_mesh(config, route=hedge))
+        with httpx.Client(transport=pymesh.MeshTransport(mesh), timeout=30) as client:
+            resp = client.get("http://reviews:9080/")
+        assert resp.headers["x-backend"] == "slowish"
+        spans = otel.spans.get_finished_spans()
+        [parent] = [s for s in spans if s.kind == SpanKind.CLIENT]
+        attempts = {
+            dict(s.attributes or {})["pymesh.endpoint"]: s
+            for s in spans
+            if s.name == "pymesh attempt"
+        }
+        assert set(attempts) == {fast.address, slow.address}
+        assert dict(parent.attributes or {})["pymesh.attempts"] == 2
+        won, lost = attempts[fast.address], attempts[slow.address]
+        assert dict(won.attributes or {})["http.response.status_code"] == 200
+        assert dict(lost.attributes or {})["error.type"] == "CancelledError"
+        assert all(
+            s.parent is not None and s.parent.span_id == parent.context.span_id for s in (won, lost)
+        )
+        # Each backend got its own attempt's trace context.
+        [fast_req] = fast.wait_for_requests(1)
+        assert fast_req.header("traceparent") == _traceparent(won)
+        [slow_req] = slow.wait_for_requests(1, timeout=20)
+        assert slow_req.header("traceparent") == _traceparent(lost)
