@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Generic, TypeVar
 
 from pymesh.resilience import Outcome
-from pymesh.telemetry._call import Attempt
+from pymesh.telemetry._call import Attempt, CallObserver
 from pymesh.transports._attempts import Attempts, Try
 
 H = TypeVar("H")  # the transport's handle on one attempt in flight (future, task)
@@ -52,6 +52,13 @@ class Race(Generic[H]):
         self.launch_at: float | None = 0.0
         #: Whether the attempt last settled (failed/answered) triggered a retry.
         self.retried = False
+
+    def started(self, handle: H, t: Try, obs: CallObserver | None) -> None:
+        """``t`` is in flight as ``handle`` (with its telemetry, detached: hedged attempts
+        run side by side)."""
+        self.inflight[handle] = t
+        if obs is not None:
+            self.spans[handle] = obs.detach_attempt()
 
     def launch_due(self, now: float) -> bool:
         """True (once) when the pending attempt should start now."""

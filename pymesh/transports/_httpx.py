@@ -23,7 +23,7 @@ from pymesh._mesh import ListenerState, Mesh
 from pymesh._upstream import ClusterRuntime
 from pymesh.routing import RequestInfo
 from pymesh.telemetry import RequestObserver, observe_request
-from pymesh.transports._attempts import Attempts
+from pymesh.transports._attempts import Attempts, Try
 from pymesh.transports._conn_limits import AsyncLimitedBackend, LimitedBackend
 from pymesh.transports._exceptions import failure_outcome, map_httpcore_exceptions, to_httpx
 from pymesh.transports._hedging import Race, Verdict
@@ -62,6 +62,55 @@ def _hedge_done(
     retried = race.retried and error is not _LOST
     reason = race.attempts.retry_reason if retried else None
     obs.attempt_done(status, error, reason, attempt=race.spans.pop(handle, None))
+
+
+def _launch(
+    race: Race[typing.Any], plan: Plan, request: httpx.Request, obs: RequestObserver | None
+) -> tuple[Try, httpcore.Request] | httpx.Response | None:
+    """Hedging: the attempt to start now (its Try and upstream request), the caller's
+    answer when an attempt cannot start and none is in flight, or None (nothing due)."""
+    if not race.launch_due(time.monotonic()):
+        return None
+    t = race.attempts.start()
+    if isinstance(t, LocalReply):
+        return None if race.inflight else _local_response(t, request)
+    trace = obs.attempt(t.runtime, t.endpoint) if obs is not None else None
+    return t, _upstream_request(plan, request, t.endpoint, t.deadline, trace)
+
+
+def _settle(
+    race: Race[typing.Any],
+    request: httpx.Request,
+    obs: RequestObserver | None,
+    handle: object,
+    t: Try,
+    exc: BaseException | None,
+    resp: httpcore.Response | None,
+) -> Verdict | httpx.Response:
+    """Hedging: one finished attempt (an answer ``resp`` or a failure ``exc``) settled.
+    Returns the caller's answer when this failure is the last word (a local 504 or the
+    raised error), else the verdict; the transport wraps or closes ``resp``."""
+    attempts = race.attempts
+    if resp is not None:
+        headers = _header_map(resp.headers) if attempts.needs_headers else None
+        verdict = race.answered(t, resp.status, headers)
+        if obs is not None:
+            _hedge_done(obs, race, handle, resp.status, None)
+        return verdict
+    assert exc is not None
+    if not isinstance(exc, _UPSTREAM_ERRORS):
+        attempts.abandon(t)
+        raise exc
+    outcome = failure_outcome(exc)
+    verdict = race.failed(t, outcome)
+    if obs is not None:
+        _hedge_done(obs, race, handle, None, exc)
+    if verdict is Verdict.LAST:
+        local = attempts.timed_out(t) if outcome.timeout else None
+        if local is not None:
+            return _local_response(local, request)
+        raise to_httpx(exc) from exc
+    return verdict
 
 
 def _close_abandoned(fut: Future[httpcore.Response]) -> None:
@@ -605,18 +654,13 @@ class MeshTransport(_Base, httpx.BaseTransport):
         race: Race[Future[httpcore.Response]] = Race(attempts)
         try:
             while True:
-                if race.launch_due(time.monotonic()):
-                    t = attempts.start()
-                    if isinstance(t, LocalReply):
-                        if not race.inflight:
-                            return _local_response(t, request)
-                    else:
-                        trace = obs.attempt(t.runtime, t.endpoint) if obs is not None else None
-                        req = _upstream_request(plan, request, t.endpoint, t.deadline, trace)
-                        fut = executor.submit(self._pool(t.runtime, t.endpoint).handle_request, req)
-                        race.inflight[fut] = t
-                        if obs is not None:
-                            race.spans[fut] = obs.detach_attempt()
+                launch = _launch(race, plan, request, obs)
+                if isinstance(launch, httpx.Response):
+                    return launch
+                if launch is not None:
+                    t, req = launch
+                    fut = executor.submit(self._pool(t.runtime, t.endpoint).handle_request, req)
+                    race.started(fut, t, obs)
                 wake = race.wake_in(time.monotonic())
                 if not race.inflight:
                     time.sleep(wake or 0.0)  # only a back-off before the next attempt
@@ -625,32 +669,17 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 for fut in done:
                     t = race.inflight.pop(fut)
                     exc = fut.exception()
-                    if exc is None:
-                        resp = fut.result()
-                        headers = _header_map(resp.headers) if attempts.needs_headers else None
-                        verdict = race.answered(t, resp.status, headers)
-                        if obs is not None:
-                            _hedge_done(obs, race, fut, resp.status, None)
-                        if verdict is Verdict.WIN:
+                    resp = fut.result() if exc is None else None
+                    out = _settle(race, request, obs, fut, t, exc, resp)
+                    if isinstance(out, httpx.Response):
+                        return out
+                    if resp is not None:
+                        if out is Verdict.WIN:
                             assert isinstance(resp.stream, typing.Iterable)
-                            return _response(
-                                plan, request, resp, _SyncStream(resp.stream, t.release)
-                            )
+                            stream = _SyncStream(resp.stream, t.release)
+                            return _response(plan, request, resp, stream)
                         resp.close()
-                    elif isinstance(exc, _UPSTREAM_ERRORS):
-                        outcome = failure_outcome(exc)
-                        verdict = race.failed(t, outcome)
-                        if obs is not None:
-                            _hedge_done(obs, race, fut, None, exc)
-                        if verdict is Verdict.LAST:
-                            local = attempts.timed_out(t) if outcome.timeout else None
-                            if local is not None:
-                                return _local_response(local, request)
-                            raise to_httpx(exc) from exc
-                    else:
-                        attempts.abandon(t)
-                        raise exc
-                    if verdict is Verdict.DEADLINE:
+                    if out is Verdict.DEADLINE:
                         return _local_response(attempts.deadline_exceeded(), request)
                 race.fire_timers(time.monotonic())
         finally:
@@ -810,19 +839,13 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         race: Race[asyncio.Task[httpcore.Response]] = Race(attempts)
         try:
             while True:
-                if race.launch_due(time.monotonic()):
-                    t = attempts.start()
-                    if isinstance(t, LocalReply):
-                        if not race.inflight:
-                            return _local_response(t, request)
-                    else:
-                        trace = obs.attempt(t.runtime, t.endpoint) if obs is not None else None
-                        req = _upstream_request(plan, request, t.endpoint, t.deadline, trace)
-                        pool = self._pool(t.runtime, t.endpoint)
-                        task = asyncio.ensure_future(pool.handle_async_request(req))
-                        race.inflight[task] = t
-                        if obs is not None:
-                            race.spans[task] = obs.detach_attempt()
+                launch = _launch(race, plan, request, obs)
+                if isinstance(launch, httpx.Response):
+                    return launch
+                if launch is not None:
+                    t, req = launch
+                    pool = self._pool(t.runtime, t.endpoint)
+                    race.started(asyncio.ensure_future(pool.handle_async_request(req)), t, obs)
                 wake = race.wake_in(time.monotonic())
                 if not race.inflight:
                     await asyncio.sleep(wake or 0.0)  # only a back-off before the next attempt
@@ -833,31 +856,17 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 for task in done:
                     t = race.inflight.pop(task)
                     exc = task.exception()
-                    if exc is None:
-                        resp = task.result()
-                        headers = _header_map(resp.headers) if attempts.needs_headers else None
-                        verdict = race.answered(t, resp.status, headers)
-                        if obs is not None:
-                            _hedge_done(obs, race, task, resp.status, None)
-                        if verdict is Verdict.WIN:
+                    resp = task.result() if exc is None else None
+                    out = _settle(race, request, obs, task, t, exc, resp)
+                    if isinstance(out, httpx.Response):
+                        return out
+                    if resp is not None:
+                        if out is Verdict.WIN:
                             assert isinstance(resp.stream, typing.AsyncIterable)
                             stream = _AsyncStream(resp.stream, t.release)
                             return _response(plan, request, resp, stream)
                         await resp.aclose()
-                    elif isinstance(exc, _UPSTREAM_ERRORS):
-                        outcome = failure_outcome(exc)
-                        verdict = race.failed(t, outcome)
-                        if obs is not None:
-                            _hedge_done(obs, race, task, None, exc)
-                        if verdict is Verdict.LAST:
-                            local = attempts.timed_out(t) if outcome.timeout else None
-                            if local is not None:
-                                return _local_response(local, request)
-                            raise to_httpx(exc) from exc
-                    else:
-                        attempts.abandon(t)
-                        raise exc
-                    if verdict is Verdict.DEADLINE:
+                    if out is Verdict.DEADLINE:
                         return _local_response(attempts.deadline_exceeded(), request)
                 race.fire_timers(time.monotonic())
         finally:
