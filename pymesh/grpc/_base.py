@@ -24,6 +24,8 @@ from pymesh.telemetry._rpc import RpcObserver, observe_rpc
 from pymesh.transports._plan import Plan
 
 OutMetadata = Metadata | None
+# Statuses that mean the endpoint gave no real answer (peak EWMA penalises them).
+_NO_ANSWER = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 Done = Callable[[grpc.StatusCode], None]
 
 SubT = TypeVar("SubT")
@@ -205,13 +207,13 @@ class MeshChannelBase(Generic[SubT]):
                     no_upstream(p.plan, "upstream overflow", self.mesh.node_id), "UO"
                 )
         st = rt.states.get_or_create(address)
-        st.active_requests += 1  # A48 least request reads this
-        with self._count_lock:
-            self._inflight[address] = self._inflight.get(address, 0) + 1
-        tried.add(address)
         picker = rt.picker
         # Only the peak-EWMA policy reads latencies: skip the clock and math otherwise.
         started = time.monotonic() if picker is not None and picker.policy == "peak_ewma" else None
+        st.on_start(started)  # A48 least request reads the count, peak EWMA the timing
+        with self._count_lock:
+            self._inflight[address] = self._inflight.get(address, 0) + 1
+        tried.add(address)
         finished = False
 
         def done(code: grpc.StatusCode) -> None:
@@ -219,10 +221,14 @@ class MeshChannelBase(Generic[SubT]):
             if finished:
                 return
             finished = True
-            st.active_requests -= 1
-            if started is not None:
+            if started is None:
+                st.on_finish()
+            else:
                 now = time.monotonic()
-                st.observe(now - started, now)
+                if code in _NO_ANSWER:
+                    st.on_failure(now - started, now)  # penalised: see EndpointState
+                else:
+                    st.on_finish(now - started, now)
             if breaker is not None:
                 if attempt == 0:
                     breaker.release_request()

@@ -173,9 +173,14 @@ class LeastRequest:
 class PeakEwma:
     """Power of two choices on the peak-EWMA cost (Finagle / Linkerd), ``pymesh.lb.v1.PeakEwma``.
 
-    cost = decayed_latency_ewma * (active_requests + 1) / weight. A host that has never
-    answered costs 0 while idle (a penalty-free first request) and a huge penalty while its
-    first requests are in flight, so new hosts are probed one request at a time.
+    cost = latency * (active_requests + 1) / weight (:meth:`EndpointState.cost`), where
+    latency is the decayed peak EWMA (Finagle, Linkerd), raised to how long the requests in
+    flight have gone unanswered when that is longer (pymesh's addition: a host that stops
+    answering is avoided before its slow answers return). A host that has never answered
+    costs 0 while idle (a penalty-free first request) and a huge penalty while its first
+    requests are in flight, so new hosts are probed one request at a time (Finagle).
+    The two candidates are distinct and uniformly drawn, and a tie keeps the first, so
+    equal hosts share load evenly (as Envoy's least request and Finagle's P2C).
     """
 
     __slots__ = ("_below", "_clock", "_hosts", "_n", "_rng", "_states")

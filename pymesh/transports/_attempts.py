@@ -60,7 +60,7 @@ class Try:
         self.hedge_at: float | None = None
         #: Hedging: the per-try timeout fired and was handled (a hedge may be in flight).
         self.hedged = False
-        state.on_start()
+        state.on_start(self.started)
 
     def release(self) -> None:
         """Give back the breaker slot (idempotent): when the response body is done."""
@@ -210,7 +210,14 @@ class Attempts:
 
     def failed(self, t: Try, outcome: Outcome) -> bool:
         """The attempt failed before a response; True when another attempt should run."""
-        t.state.on_finish()
+        rt = t.runtime
+        if rt.cluster is not None and rt.cluster.lb_policy.name == "peak_ewma":
+            now = time.monotonic()
+            # A failure is a (penalised) latency sample: a host refusing connections at
+            # once must not look fast (pymesh.lb._state.EndpointState.on_failure).
+            t.state.on_failure(now - t.started, now)
+        else:
+            t.state.on_finish()
         t.release()
         outlier = t.runtime.outlier
         if outlier is not None and not t.hedged:  # a hedged try's timeout was recorded
