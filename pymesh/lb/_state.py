@@ -108,7 +108,10 @@ class EndpointState:
     def _ended(self, now: float | None) -> None:
         if self._timed > 0:
             self._timed -= 1
-        self._last_end = self.clock() if now is None else now
+        # Only peak EWMA reads the timing, and its callers pass ``now``: the others
+        # (on_finish() with no latency) skip the clock on the request path.
+        if now is not None:
+            self._last_end = now
 
     def unanswered_for(self, now: float) -> float:
         """Seconds since this endpoint last ended a request while it had some in flight.

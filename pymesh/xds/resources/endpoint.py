@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 HealthStatus = Literal["UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED"]
@@ -31,11 +31,13 @@ class Endpoint:
     health: HealthStatus = "UNKNOWN"
     weight: int = 1  # load_balancing_weight, default 1
     hostname: str = ""
+    #: ``host:port`` (IPv6 hosts in brackets): the endpoint's stable key. Computed once
+    #: (the request path reads it several times per request); not compared or hashed.
+    address: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def address(self) -> str:
-        """``host:port`` (IPv6 hosts in brackets): the endpoint's stable key."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+    def __post_init__(self) -> None:
+        host, port = self.host, self.port
+        object.__setattr__(self, "address", f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
     @property
     def usable(self) -> bool:
