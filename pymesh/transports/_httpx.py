@@ -28,6 +28,7 @@ from pymesh.transports._conn_limits import AsyncLimitedBackend, LimitedBackend
 from pymesh.transports._exceptions import failure_outcome, map_httpcore_exceptions, to_httpx
 from pymesh.transports._hedging import Race, Verdict
 from pymesh.transports._plan import LocalReply, Plan, plan_request
+from pymesh.transports._pool import AsyncEndpointPool
 from pymesh.transports._tls import (
     AsyncMeshTlsBackend,
     MeshTlsBackend,
@@ -44,6 +45,7 @@ log = logging.getLogger("pymesh.transport")
 _KEEPALIVE_EXPIRY = 5.0  # seconds an idle upstream connection is kept (httpx's default)
 _GC_EVERY = 512  # requests between sweeps for pools of endpoints that left
 _UPSTREAM_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError)
+_AsyncPool = httpcore.AsyncConnectionPool | AsyncEndpointPool
 _HEDGE_THREADS = 256  # sync hedging: attempts in flight at once, over all requests
 
 
@@ -706,7 +708,7 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
 
     def __init__(self, mesh: Mesh, *, passthrough: bool | None = None) -> None:
         super().__init__(mesh, passthrough=passthrough)
-        self._pools: dict[str, httpcore.AsyncConnectionPool] = {}
+        self._pools: dict[str, _AsyncPool] = {}
         self._direct = httpx.AsyncHTTPTransport()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
 
@@ -769,14 +771,22 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         except Exception as exc:
             log.debug("mirror to %s failed: %s", ep.address, exc)
 
-    def _pool(self, rt: ClusterRuntime, ep: Endpoint) -> httpcore.AsyncConnectionPool:
+    def _pool(self, rt: ClusterRuntime, ep: Endpoint) -> _AsyncPool:
         key = _pool_key(rt, ep)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools.setdefault(
-                key,
-                httpcore.AsyncConnectionPool(**_pool_options(self.mesh, rt, asynchronous=True)),
-            )
+            options = _pool_options(self.mesh, rt, asynchronous=True)
+            if options["http2"]:
+                pool = httpcore.AsyncConnectionPool(**options)
+            else:  # HTTP/1.1: pymesh's O(1) pool (pymesh.transports._pool)
+                pool = AsyncEndpointPool(
+                    httpcore.Origin(b"http", ep.host.encode("ascii"), ep.port),
+                    max_connections=options["max_connections"],
+                    keepalive_expiry=options["keepalive_expiry"],
+                    ssl_context=options["ssl_context"],
+                    network_backend=options.get("network_backend"),
+                )
+            pool = self._pools.setdefault(key, pool)
         return pool
 
     async def _send(
