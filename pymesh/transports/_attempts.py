@@ -294,10 +294,13 @@ class Attempts:
             return None
         return delay
 
-    def timed_out(self, t: Try) -> LocalReply | None:
-        """After a final timeout: Envoy's local 504 when the route's timeout (or a per-try
-        timeout) fired; None when the caller's own timeout did (the caller's error)."""
+    def timed_out(self, t: Try, idle: bool = False) -> LocalReply | None:
+        """After a final timeout: Envoy's local 504 when the route's timeout, a per-try
+        timeout or (``idle``) the per-try idle timeout fired; None when the caller's own
+        timeout did (the caller's error)."""
         plan = self.plan
+        if idle:
+            return _local(plan, "upstream per-try idle timeout", "UT", 504, grpc_status=4)
         if t.deadline is not None and (plan.route_timeout_binding or t.deadline != plan.deadline):
             return _local(plan, "upstream request timeout", "UT", 504, grpc_status=4)
         return None

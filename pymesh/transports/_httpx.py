@@ -108,7 +108,11 @@ def _settle(
     if obs is not None:
         _hedge_done(obs, race, handle, None, exc)
     if verdict is Verdict.LAST:
-        local = attempts.timed_out(t) if outcome.timeout else None
+        local = (
+            attempts.timed_out(t, _idle_timeout_fired(attempts.plan, request, exc))
+            if outcome.timeout
+            else None
+        )
         if local is not None:
             return _local_response(local, request)
         raise to_httpx(exc) from exc
@@ -246,19 +250,37 @@ def _is_replayable(request: httpx.Request) -> bool:
     return isinstance(request.stream, httpx.ByteStream) or hasattr(request, "_content")
 
 
-def _ops_timeout(request: httpx.Request, deadline: float | None) -> dict[str, float | None]:
-    """The caller's per-operation timeouts, each capped by the time left to the deadline."""
+def _ops_timeout(
+    request: httpx.Request, deadline: float | None, idle: float | None = None
+) -> dict[str, float | None]:
+    """The caller's per-operation timeouts, each capped by the time left to the deadline;
+    ``idle`` (the route's per_try_idle_timeout) caps the read timeout, which is httpcore's
+    wait between two reads of the response: Envoy's "no progress for this long"."""
     caller = request.extensions.get("timeout") or {}
     if deadline is None:
-        return dict(caller)
-    left = deadline - time.monotonic()
-    if left < 0.0:
-        left = 0.0
-    get = caller.get
-    return {
-        key: left if (v := get(key)) is None or v > left else v
-        for key in ("connect", "read", "write", "pool")
-    }
+        out = dict(caller)
+    else:
+        left = deadline - time.monotonic()
+        if left < 0.0:
+            left = 0.0
+        get = caller.get
+        out = {
+            key: left if (v := get(key)) is None or v > left else v
+            for key in ("connect", "read", "write", "pool")
+        }
+    if idle is not None:
+        read = out.get("read")
+        out["read"] = idle if read is None or idle < read else read
+    return out
+
+
+def _idle_timeout_fired(plan: Plan, request: httpx.Request, exc: BaseException) -> bool:
+    """Whether a read timeout was the route's per_try_idle_timeout, not the caller's."""
+    idle = plan.retry.per_try_idle_timeout if plan.retry is not None else None
+    if idle is None or not isinstance(exc, httpcore.ReadTimeout):
+        return False
+    read = (request.extensions.get("timeout") or {}).get("read")
+    return read is None or idle < read
 
 
 def _outgoing_headers(
@@ -295,9 +317,11 @@ def _upstream_request(
         headers = [(k, v) for k, v in headers if k.lower() not in names]
         headers.extend(trace_headers)
     extensions = request.extensions
-    if deadline is not None or extensions:
+    retry = plan.retry
+    idle = retry.per_try_idle_timeout if retry is not None else None
+    if deadline is not None or extensions or idle is not None:
         extensions = dict(extensions)
-        extensions["timeout"] = _ops_timeout(request, deadline)
+        extensions["timeout"] = _ops_timeout(request, deadline, idle)
     return core_request(
         request.method.encode("ascii"),
         b"http",
@@ -616,7 +640,11 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 if obs is not None:
                     obs.attempt_done(None, exc, attempts.retry_reason if retry else None)
                 if not retry:
-                    local = attempts.timed_out(t) if outcome.timeout else None
+                    local = (
+                        attempts.timed_out(t, _idle_timeout_fired(plan, request, exc))
+                        if outcome.timeout
+                        else None
+                    )
                     if local is not None:
                         return _local_response(local, request)
                     raise to_httpx(exc) from exc
@@ -814,7 +842,11 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 if obs is not None:
                     obs.attempt_done(None, exc, attempts.retry_reason if retry else None)
                 if not retry:
-                    local = attempts.timed_out(t) if outcome.timeout else None
+                    local = (
+                        attempts.timed_out(t, _idle_timeout_fired(plan, request, exc))
+                        if outcome.timeout
+                        else None
+                    )
                     if local is not None:
                         return _local_response(local, request)
                     raise to_httpx(exc) from exc

@@ -310,3 +310,42 @@ async def test_max_requests_per_connection_opens_new_connections(
     peers = [r.peer for r in echo_backend.requests]
     # Sequential requests, two per connection: three connections, each used twice in turn.
     assert [peers.count(p) for p in dict.fromkeys(peers)] == [2, 2, 2]
+
+
+@pytest.mark.parametrize("transport", ["sync", "async"])
+async def test_per_try_idle_timeout_retries_then_answers_504(
+    mesh: pymesh.Mesh, control_plane: Any, echo_backend: EchoBackend, transport: str
+) -> None:
+    from _edit import edited_mesh
+
+    from pymesh.testing import push_snapshot
+
+    def idle_200ms(rc: Any) -> None:
+        for route in rc.virtual_hosts[0].routes:
+            route.route.retry_policy.per_try_idle_timeout.FromMilliseconds(200)
+
+    async def get_all(n: int) -> list[httpx.Response]:
+        if transport == "sync":
+            with httpx.Client(transport=pymesh.MeshTransport(mesh), timeout=30) as client:
+                return [client.get("http://reviews:9080/") for _ in range(n)]
+        async with httpx.AsyncClient(transport=pymesh.AsyncMeshTransport(mesh), timeout=30) as c:
+            return [await c.get("http://reviews:9080/") for _ in range(n)]
+
+    with EchoBackend("stalled", delay=3.0) as stalled:
+        retried = _svc(
+            [stalled.address, echo_backend.address],
+            routes=[{"timeout": "20s", "retries": {"attempts": 1, "on": "5xx"}}],
+        )
+        push_snapshot(control_plane, mesh, edited_mesh(retried, route=idle_200ms))
+        t0 = time.monotonic()
+        responses = await get_all(2)
+        # Round robin sent one of the two first tries to the stalled host: no byte for
+        # 200 ms, so that try was given up and retried on the other host.
+        assert [(r.status_code, r.headers["x-backend"]) for r in responses] == [(200, "echo")] * 2
+        assert time.monotonic() - t0 < 2.5  # well before the stalled host's 3 s answer
+        alone = _svc([stalled.address], routes=[{"timeout": "20s"}])
+        push_snapshot(control_plane, mesh, edited_mesh(alone, route=idle_200ms))
+        [resp] = await get_all(1)
+        # No retry left: Envoy's local 504 (the caller's own 30 s timeout never fired).
+        assert (resp.status_code, resp.headers["x-pymesh-local-reply"]) == (504, "UT")
+        assert b"idle timeout" in resp.content

@@ -126,8 +126,6 @@ def retry_policy(ctx: Ctx, msg: Any, path: str) -> RetryPolicy:
             "retriable_request_headers",
         ),
     )
-    if msg.HasField("per_try_idle_timeout"):
-        ctx.unsupported_field(join(path, "per_try_idle_timeout"))  # not enforced yet
     return RetryPolicy(
         retry_on=retry_on,
         num_retries=wrapped(msg, "num_retries", DEFAULT_NUM_RETRIES),

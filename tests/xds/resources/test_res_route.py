@@ -618,9 +618,9 @@ def test_pack_roundtrip_is_equal() -> None:
 
 
 def test_parsed_but_not_enforced_fields_are_reported() -> None:
-    """idle_timeout, per_try_idle_timeout and hedge_policy.initial_requests > 1 parse (and
-    validate) but the request path does not act on them: they are reported, never
-    silently ignored. hedge_on_per_try_timeout is honoured, so it is not reported."""
+    """idle_timeout and hedge_policy.initial_requests > 1 parse (and validate) but the
+    request path does not act on them: they are reported, never silently ignored.
+    hedge_on_per_try_timeout and per_try_idle_timeout are honoured: not reported."""
     from envoy.config.route.v3 import route_pb2
 
     from pymesh.xds.resources.route import parse_route_configuration
@@ -639,5 +639,4 @@ def test_parsed_but_not_enforced_fields_are_reported() -> None:
     assert set(out.unsupported) == {
         "virtual_hosts[0].routes[0].route.idle_timeout",
         "virtual_hosts[0].routes[0].route.hedge_policy.initial_requests",
-        "virtual_hosts[0].routes[0].route.retry_policy.per_try_idle_timeout",
     }
