@@ -349,3 +349,38 @@ async def test_per_try_idle_timeout_retries_then_answers_504(
         # No retry left: Envoy's local 504 (the caller's own 30 s timeout never fired).
         assert (resp.status_code, resp.headers["x-pymesh-local-reply"]) == (504, "UT")
         assert b"idle timeout" in resp.content
+
+
+@pytest.mark.parametrize("transport", ["sync", "async"])
+async def test_cluster_idle_timeout_closes_idle_connections(
+    mesh: pymesh.Mesh, control_plane: Any, echo_backend: EchoBackend, transport: str
+) -> None:
+    from _edit import edited_mesh
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+
+    from pymesh.testing import push_snapshot
+
+    def idle_500ms(cluster: Any) -> None:
+        opts = hpo.HttpProtocolOptions()
+        opts.explicit_http_config.http_protocol_options.SetInParent()
+        opts.common_http_protocol_options.idle_timeout.FromMilliseconds(500)
+        cluster.typed_extension_protocol_options[
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ].Pack(opts)
+
+    push_snapshot(
+        control_plane, mesh, edited_mesh(_svc([echo_backend.address]), cluster=idle_300ms)
+    )
+    waits = [0.0, 0.0, 1.5, 0.0]  # the third request comes after the connection idled out
+    if transport == "sync":
+        with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+            for wait in waits:
+                time.sleep(wait)  # idle time under test, not synchronisation
+                assert client.get("http://reviews:9080/").status_code == 200
+    else:
+        async with httpx.AsyncClient(transport=pymesh.AsyncMeshTransport(mesh)) as ac:
+            for wait in waits:
+                await asyncio.sleep(wait)
+                assert (await ac.get("http://reviews:9080/")).status_code == 200
+    peers = [r.peer for r in echo_backend.requests]
+    assert peers[0] == peers[1] and peers[2] == peers[3] and peers[1] != peers[2]

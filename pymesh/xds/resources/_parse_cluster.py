@@ -258,14 +258,34 @@ def _transport_socket(ctx: Ctx, msg: Any) -> UpstreamTls | None:
     )
 
 
-def _http_options(ctx: Ctx, msg: Any) -> tuple[bool, int | None]:
-    """(http2, max_requests_per_connection) from the HTTP protocol option fields."""
+_COMMON_HANDLED = ("max_requests_per_connection", "idle_timeout")
+_DEFAULT_IDLE_TIMEOUT = 3600.0  # Envoy's default for upstream connections
+
+
+def _common_options(
+    ctx: Ctx, cp: Any, path: str, max_requests: int | None, idle: float | None
+) -> tuple[int | None, float | None]:
+    """max_requests_per_connection and idle_timeout (0 → None: no idle timeout)."""
+    max_requests = wrapped(cp, "max_requests_per_connection", max_requests)
+    if cp.HasField("idle_timeout"):
+        idle = opt_duration(ctx, cp, "idle_timeout", path) or None
+    ctx.leftovers(cp, path, _COMMON_HANDLED)
+    return max_requests, idle
+
+
+def _http_options(ctx: Ctx, msg: Any) -> tuple[bool, int | None, float | None]:
+    """(http2, max_requests_per_connection, idle_timeout) from the HTTP protocol options."""
     http2 = msg.HasField("http2_protocol_options")
     max_requests = wrapped(msg, "max_requests_per_connection", None)
+    idle: float | None = _DEFAULT_IDLE_TIMEOUT
     if msg.HasField("common_http_protocol_options"):
-        cp = msg.common_http_protocol_options
-        max_requests = wrapped(cp, "max_requests_per_connection", max_requests)
-        ctx.leftovers(cp, "common_http_protocol_options", ("max_requests_per_connection",))
+        max_requests, idle = _common_options(
+            ctx,
+            msg.common_http_protocol_options,
+            "common_http_protocol_options",
+            max_requests,
+            idle,
+        )
     entries = msg.typed_extension_protocol_options
     for key in sorted(entries):
         p = f'typed_extension_protocol_options["{key}"]'
@@ -285,16 +305,18 @@ def _http_options(ctx: Ctx, msg: Any) -> tuple[bool, int | None]:
         elif which is not None:
             ctx.unsupported_field(join(p, which))
         if opts.HasField("common_http_protocol_options"):
-            cp = opts.common_http_protocol_options
-            max_requests = wrapped(cp, "max_requests_per_connection", max_requests)
-            ctx.leftovers(
-                cp, join(p, "common_http_protocol_options"), ("max_requests_per_connection",)
+            max_requests, idle = _common_options(
+                ctx,
+                opts.common_http_protocol_options,
+                join(p, "common_http_protocol_options"),
+                max_requests,
+                idle,
             )
         ctx.leftovers(opts, p, ("explicit_http_config", "common_http_protocol_options"))
     if max_requests is not None and int(max_requests) and http2:
         # Enforced for HTTP/1.1 upstreams (pymesh.transports._conn_limits), not HTTP/2.
         ctx.unsupported_field("max_requests_per_connection")
-    return http2, (int(max_requests) or None) if max_requests is not None else None
+    return http2, (int(max_requests) or None) if max_requests is not None else None, idle
 
 
 def _dns(ctx: Ctx, msg: Any) -> dict[str, Any]:
@@ -363,7 +385,7 @@ def parse(msg: Any) -> Cluster:
         ctx.leftovers(
             clc, "common_lb_config", ("healthy_panic_threshold", "locality_weighted_lb_config")
         )
-    http2, max_requests = _http_options(ctx, msg)
+    http2, max_requests, idle_timeout = _http_options(ctx, msg)
     cb = (
         _circuit_breakers(ctx, msg.circuit_breakers, http2)
         if msg.HasField("circuit_breakers")
@@ -391,6 +413,7 @@ def parse(msg: Any) -> Cluster:
         healthy_panic_threshold=panic,
         max_requests_per_connection=max_requests,
         http2=http2,
+        idle_timeout=idle_timeout,
         unsupported=tuple(ctx.unsupported),
         **dns,
     )

@@ -110,6 +110,9 @@ class Cluster:
     respect_dns_ttl: bool = False
     dns_lookup_family: Literal["AUTO", "V4_ONLY", "V6_ONLY", "V4_PREFERRED", "ALL"] = "AUTO"
     unsupported: tuple[str, ...] = ()
+    #: common_http_protocol_options.idle_timeout: how long an upstream connection may
+    #: stay idle before it is closed. Envoy's default is 1 hour; None = never (Envoy: 0).
+    idle_timeout: float | None = 3600.0
 
     @property
     def eds_resource_name(self) -> str:

@@ -482,3 +482,18 @@ def test_unsupported_cluster_fields_warn(caplog: pytest.LogCaptureFixture) -> No
 
 def test_empty_cluster_name_nacks() -> None:
     invalid(parse, eds_cluster(""), "name")
+
+
+def test_idle_timeout_defaults_to_an_hour_and_zero_disables() -> None:
+    assert parse(eds_cluster()).idle_timeout == 3600.0  # Envoy's default
+    c = eds_cluster()
+    opts = http_protocol_options_pb2.HttpProtocolOptions()
+    opts.explicit_http_config.http_protocol_options.SetInParent()
+    opts.common_http_protocol_options.idle_timeout.FromSeconds(30)
+    key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    c.typed_extension_protocol_options[key].Pack(opts)
+    out = parse(c)
+    assert out.idle_timeout == 30.0 and "idle_timeout" not in " ".join(out.unsupported)
+    opts.common_http_protocol_options.idle_timeout.FromSeconds(0)
+    c.typed_extension_protocol_options[key].Pack(opts)
+    assert parse(c).idle_timeout is None
