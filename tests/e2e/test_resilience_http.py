@@ -369,7 +369,7 @@ async def test_cluster_idle_timeout_closes_idle_connections(
         ].Pack(opts)
 
     push_snapshot(
-        control_plane, mesh, edited_mesh(_svc([echo_backend.address]), cluster=idle_300ms)
+        control_plane, mesh, edited_mesh(_svc([echo_backend.address]), cluster=idle_500ms)
     )
     waits = [0.0, 0.0, 1.5, 0.0]  # the third request comes after the connection idled out
     if transport == "sync":
