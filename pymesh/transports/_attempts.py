@@ -101,11 +101,8 @@ class Attempts:
         self.plan = plan
         self.state = state
         self.rng = rng
-        self.decider = plan.decider
+        self.decider = decider = plan.decider
         retry = plan.retry
-        self.limit = 1 + retry.num_retries if self.decider is not None and retry else 1
-        if not replayable:
-            self.limit = 1  # a body that cannot be rewound is sent once
         self.attempt = 0
         self.tried: set[str] = set()
         #: The retry_on condition of the last retry decided (telemetry reads it).
@@ -113,16 +110,22 @@ class Attempts:
         self._retry_slot: CircuitBreaker | None = None
         self._pending = False  # a retry was decided and has not started yet
         self._last: Outcome | None = None
-        self._exclude = retry is not None and "previous_hosts" in retry.retry_host_predicates
         #: The last outcome matched retry_on (whether or not a retry could be taken).
         self.retriable = False
+        if decider is None or retry is None or not replayable:
+            # No retries (a body that cannot be rewound is sent once): the common case.
+            self.limit = 1
+            self._exclude = False
+            self.hedging = False
+            return
+        self.limit = 1 + retry.num_retries
+        self._exclude = "previous_hosts" in retry.retry_host_predicates
         hedge = plan.hedge
         #: Envoy's hedge_on_per_try_timeout: a per-try timeout starts another attempt
         #: without cancelling the one in flight (see pymesh.transports._hedging).
         self.hedging = bool(
             hedge is not None
             and hedge.hedge_on_per_try_timeout
-            and retry is not None
             and retry.per_try_timeout
             and self.limit > 1
         )

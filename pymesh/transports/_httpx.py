@@ -127,9 +127,14 @@ def _close_abandoned(fut: Future[httpcore.Response]) -> None:
 
 def _caller_timeout(request: httpx.Request) -> float | None:
     """The caller's longest per-operation timeout (httpx has no total timeout)."""
-    t = request.extensions.get("timeout")
+    t: dict[str, float | None] | None = request.extensions.get("timeout")
     if not t:
         return None
+    if len(t) == 4:  # httpx's own shape: connect, read, write, pool
+        get = t.get
+        c, r, w, p = get("connect"), get("read"), get("write"), get("pool")
+        if c is not None and c == r == w == p:
+            return c  # the common case: one timeout for everything
     longest: float | None = None
     for v in t.values():
         if v is not None and (longest is None or v > longest):
@@ -216,17 +221,23 @@ class _Repeated(Mapping[str, list[str]]):
 def _request_info(request: httpx.Request) -> RequestInfo:
     headers = request.headers
     lazy = _LazyHeaders(headers.multi_items)
+    raw = headers.raw
     host: bytes | None = None
     grpc = False
-    for key, value in headers.raw:  # one pass over bytes: Host and gRPC content-type only
-        lower = key.lower()
-        if lower == b"host":
-            host = value if host is None else host
-        elif lower == b"content-type":
-            grpc = value.startswith(b"application/grpc")
+    method = request.method
+    if raw and raw[0][0].lower() == b"host" and method != "POST":
+        # httpx puts Host first, and gRPC is always a POST: nothing else to look for.
+        host = raw[0][1]
+    else:
+        for key, value in raw:  # one pass over bytes: Host and gRPC content-type only
+            lower = key.lower()
+            if lower == b"host":
+                host = value if host is None else host
+            elif lower == b"content-type":
+                grpc = value.startswith(b"application/grpc")
     authority = host.decode("latin-1") if host else request.url.netloc.decode("ascii")
     return RequestInfo(
-        request.method,
+        method,
         authority,
         request.url.raw_path.decode("ascii"),
         lazy,
@@ -264,9 +275,12 @@ def _ops_timeout(
         if left < 0.0:
             left = 0.0
         get = caller.get
+        c, r, w, p = get("connect"), get("read"), get("write"), get("pool")
         out = {
-            key: left if (v := get(key)) is None or v > left else v
-            for key in ("connect", "read", "write", "pool")
+            "connect": left if c is None or c > left else c,
+            "read": left if r is None or r > left else r,
+            "write": left if w is None or w > left else w,
+            "pool": left if p is None or p > left else p,
         }
     if idle is not None:
         read = out.get("read")
