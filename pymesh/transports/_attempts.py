@@ -245,8 +245,10 @@ class Attempts:
             t.state.on_finish(now - t.started, now)  # only peak EWMA reads latencies
         else:
             t.state.on_finish()
-        outcome = Outcome.response(status, headers, grpc_status=grpc_status)
         outlier = t.runtime.outlier
+        if outlier is None and self.decider is None:
+            return False  # nothing reads the outcome: the common case, no allocation
+        outcome = Outcome.response(status, headers, grpc_status=grpc_status)
         if outlier is not None and not t.hedged:  # a hedged try's timeout was recorded
             outlier.record(t.endpoint.address, outcome)
         if self._retry(t, outcome):

@@ -225,10 +225,11 @@ def plan_request(
     else:
         edited = None if callable(headers) else headers
     authority = info.authority
-    new_host = host_rewrite(decision)
-    if new_host is not None:
-        authority = new_host
-    path = rewrite_path(decision, info.path)
+    if action.host_rewrite_literal:
+        authority = host_rewrite(decision) or authority
+    path = info.path
+    if action.prefix_rewrite is not None or action.regex_rewrite is not None:
+        path = rewrite_path(decision, path)
     timeout = action.timeout
     route_binding = timeout is not None
     if caller_timeout is not None and (timeout is None or caller_timeout < timeout):
