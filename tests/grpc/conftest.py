@@ -1,4 +1,6 @@
-"""Fixtures: a real embedded control plane and a Mesh bound to it."""
+"""Fixtures: a real embedded control plane and a Mesh bound to it; for TLS clusters a
+test PKI, the client's certificate files, meshes with certificate providers and an mTLS
+gRPC backend (shared by the sync and aio TLS tests)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,15 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 
 from _backend import bootstrap
+from _grpc_tls_helpers import TlsGrpcBackend
+from _sec_helpers import Pki
 
 import pymesh
 from pymesh.server import ControlPlane
+from pymesh.testing import bootstrap_for
 
 
 @pytest.fixture
@@ -36,3 +42,41 @@ def make_mesh(cp: ControlPlane) -> Iterator[Callable[..., pymesh.Mesh]]:
     yield make
     for m in meshes:
         m.close()
+
+
+@pytest.fixture
+def pki() -> Pki:
+    return Pki()
+
+
+@pytest.fixture
+def client_files(pki: Pki, tmp_path: Path) -> dict[str, str]:
+    """The client's identity (SPIFFE ``sa/client``) + CA, as file_watcher paths."""
+    return pki.write(tmp_path / "client", pki.issue("client"))
+
+
+@pytest.fixture
+def tls_mesh(
+    cp: ControlPlane, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., pymesh.Mesh]]:
+    """``tls_mesh(providers)``: a Mesh whose bootstrap has those certificate providers."""
+    meshes: list[pymesh.Mesh] = []
+
+    def make(providers: dict[str, Any]) -> pymesh.Mesh:
+        boot = bootstrap_for(cp, node_id=f"pymesh-test/{request.node.name}")
+        boot["certificate_providers"] = providers
+        m = pymesh.Mesh(boot, seed=7)
+        meshes.append(m)
+        return m
+
+    yield make
+    for m in meshes:
+        m.close()
+
+
+@pytest.fixture
+def backend(pki: Pki) -> Iterator[TlsGrpcBackend]:
+    """An mTLS gRPC backend whose certificate says ``spiffe://.../sa/echo``."""
+    b = TlsGrpcBackend(pki, pki.issue("echo"))
+    yield b
+    b.close()

@@ -9,9 +9,8 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -40,46 +39,9 @@ from pymesh.grpc._tls import TlsRpcError
 from pymesh.grpc._tls_sync import SyncTlsEndpoint
 from pymesh.security import PeerIdentityError
 from pymesh.server import ControlPlane
-from pymesh.testing import bootstrap_for
 from pymesh.testing._push import push_mesh
 
 MakeMesh = Callable[..., pymesh.Mesh]
-
-
-@pytest.fixture
-def pki() -> Pki:
-    return Pki()
-
-
-@pytest.fixture
-def client_files(pki: Pki, tmp_path: Path) -> dict[str, str]:
-    return pki.write(tmp_path / "client", pki.issue("client"))
-
-
-@pytest.fixture
-def tls_mesh(
-    cp: ControlPlane, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., pymesh.Mesh]]:
-    """``tls_mesh(providers)``: a Mesh whose bootstrap has those certificate providers."""
-    meshes: list[pymesh.Mesh] = []
-
-    def make(providers: dict[str, Any]) -> pymesh.Mesh:
-        boot = bootstrap_for(cp, node_id=f"pymesh-test/{request.node.name}")
-        boot["certificate_providers"] = providers
-        m = pymesh.Mesh(boot, seed=7)
-        meshes.append(m)
-        return m
-
-    yield make
-    for m in meshes:
-        m.close()
-
-
-@pytest.fixture
-def backend(pki: Pki) -> Iterator[TlsGrpcBackend]:
-    b = TlsGrpcBackend(pki, pki.issue("echo"))
-    yield b
-    b.close()
 
 
 def test_mtls_calls_succeed_and_server_sees_client_spiffe_id(

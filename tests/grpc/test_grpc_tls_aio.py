@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import grpc
 import grpc.aio
@@ -34,45 +33,9 @@ from pymesh.grpc._tls import TlsAioRpcError
 from pymesh.grpc._tls_aio import AioTlsEndpoint
 from pymesh.security import PeerIdentityError
 from pymesh.server import ControlPlane
-from pymesh.testing import bootstrap_for
 from pymesh.testing._push import push_mesh
 
 MakeMesh = Callable[..., pymesh.Mesh]
-
-
-@pytest.fixture
-def pki() -> Pki:
-    return Pki()
-
-
-@pytest.fixture
-def client_files(pki: Pki, tmp_path: Path) -> dict[str, str]:
-    return pki.write(tmp_path / "client", pki.issue("client"))
-
-
-@pytest.fixture
-def tls_mesh(
-    cp: ControlPlane, request: pytest.FixtureRequest
-) -> Iterator[Callable[..., pymesh.Mesh]]:
-    meshes: list[pymesh.Mesh] = []
-
-    def make(providers: dict[str, Any]) -> pymesh.Mesh:
-        boot = bootstrap_for(cp, node_id=f"pymesh-test/{request.node.name}")
-        boot["certificate_providers"] = providers
-        m = pymesh.Mesh(boot, seed=7)
-        meshes.append(m)
-        return m
-
-    yield make
-    for m in meshes:
-        m.close()
-
-
-@pytest.fixture
-def backend(pki: Pki) -> Iterator[TlsGrpcBackend]:
-    b = TlsGrpcBackend(pki, pki.issue("echo"))
-    yield b
-    b.close()
 
 
 async def test_aio_mtls_calls_succeed_and_server_sees_client_spiffe_id(
