@@ -360,18 +360,16 @@ async def test_cluster_idle_timeout_closes_idle_connections(
 
     from pymesh.testing import push_snapshot
 
-    def idle_500ms(cluster: Any) -> None:
+    def idle_1s(cluster: Any) -> None:
         opts = hpo.HttpProtocolOptions()
         opts.explicit_http_config.http_protocol_options.SetInParent()
-        opts.common_http_protocol_options.idle_timeout.FromMilliseconds(500)
+        opts.common_http_protocol_options.idle_timeout.FromSeconds(1)
         cluster.typed_extension_protocol_options[
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ].Pack(opts)
 
-    push_snapshot(
-        control_plane, mesh, edited_mesh(_svc([echo_backend.address]), cluster=idle_500ms)
-    )
-    waits = [0.0, 0.0, 1.5, 0.0]  # the third request comes after the connection idled out
+    push_snapshot(control_plane, mesh, edited_mesh(_svc([echo_backend.address]), cluster=idle_1s))
+    waits = [0.0, 0.0, 2.5, 0.0]  # the third request comes after the connection idled out
     if transport == "sync":
         with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
             for wait in waits:
