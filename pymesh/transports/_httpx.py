@@ -21,6 +21,7 @@ import httpx
 
 from pymesh._mesh import ListenerState, Mesh
 from pymesh._upstream import ClusterRuntime
+from pymesh.resilience import Outcome
 from pymesh.routing import RequestInfo
 from pymesh.telemetry import RequestObserver, observe_request
 from pymesh.transports._attempts import Attempts, Try
@@ -108,15 +109,48 @@ def _settle(
     if obs is not None:
         _hedge_done(obs, race, handle, None, exc)
     if verdict is Verdict.LAST:
-        local = (
-            attempts.timed_out(t, _idle_timeout_fired(attempts.plan, request, exc))
-            if outcome.timeout
-            else None
-        )
+        return _last_failure(attempts, request, t, exc, outcome)
+    return verdict
+
+
+def _last_failure(
+    attempts: Attempts, request: httpx.Request, t: Try, exc: Exception, outcome: Outcome
+) -> httpx.Response:
+    """A failed attempt that is the request's last word: Envoy's local 504 when a timeout
+    of the route's fired (route, per-try or per-try idle), else the error, raised as
+    httpx's own exception."""
+    if outcome.timeout:
+        local = attempts.timed_out(t, _idle_timeout_fired(attempts.plan, request, exc))
         if local is not None:
             return _local_response(local, request)
-        raise to_httpx(exc) from exc
-    return verdict
+    raise to_httpx(exc) from exc
+
+
+def _failed(
+    attempts: Attempts,
+    request: httpx.Request,
+    obs: RequestObserver | None,
+    t: Try,
+    exc: Exception,
+) -> httpx.Response | None:
+    """An attempt failed before a response: None when it is retried, else the caller's
+    answer (or the error raised)."""
+    outcome = failure_outcome(exc)
+    retry = attempts.failed(t, outcome)
+    if obs is not None:
+        obs.attempt_done(None, exc, attempts.retry_reason if retry else None)
+    return None if retry else _last_failure(attempts, request, t, exc, outcome)
+
+
+def _answered(
+    attempts: Attempts, obs: RequestObserver | None, t: Try, resp: httpcore.Response
+) -> bool:
+    """An attempt got response headers: True when it is dropped and retried."""
+    headers = _header_map(resp.headers) if attempts.needs_headers else None
+    retry = attempts.answered(t, resp.status, headers)
+    if obs is not None:
+        obs.attempt_done(resp.status, None, attempts.retry_reason if retry else None)
+    return retry
 
 
 def _close_abandoned(fut: Future[httpcore.Response]) -> None:
@@ -650,29 +684,15 @@ class MeshTransport(_Base, httpx.BaseTransport):
                     _upstream_request(plan, request, t.endpoint, t.deadline, trace_headers)
                 )
             except _UPSTREAM_ERRORS as exc:
-                outcome = failure_outcome(exc)
-                retry = attempts.failed(t, outcome)
-                if obs is not None:
-                    obs.attempt_done(None, exc, attempts.retry_reason if retry else None)
-                if not retry:
-                    local = (
-                        attempts.timed_out(t, _idle_timeout_fired(plan, request, exc))
-                        if outcome.timeout
-                        else None
-                    )
-                    if local is not None:
-                        return _local_response(local, request)
-                    raise to_httpx(exc) from exc
+                answer = _failed(attempts, request, obs, t, exc)
+                if answer is not None:
+                    return answer
             except BaseException:
                 t.state.on_finish()
                 t.release()
                 raise
             else:
-                headers = _header_map(resp.headers) if attempts.needs_headers else None
-                retry = attempts.answered(t, resp.status, headers)
-                if obs is not None:
-                    obs.attempt_done(resp.status, None, attempts.retry_reason if retry else None)
-                if not retry:
+                if not _answered(attempts, obs, t, resp):
                     assert isinstance(resp.stream, typing.Iterable)
                     return _response(plan, request, resp, _SyncStream(resp.stream, t.release))
                 resp.close()
@@ -852,29 +872,15 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                     _upstream_request(plan, request, t.endpoint, t.deadline, trace_headers)
                 )
             except _UPSTREAM_ERRORS as exc:
-                outcome = failure_outcome(exc)
-                retry = attempts.failed(t, outcome)
-                if obs is not None:
-                    obs.attempt_done(None, exc, attempts.retry_reason if retry else None)
-                if not retry:
-                    local = (
-                        attempts.timed_out(t, _idle_timeout_fired(plan, request, exc))
-                        if outcome.timeout
-                        else None
-                    )
-                    if local is not None:
-                        return _local_response(local, request)
-                    raise to_httpx(exc) from exc
+                answer = _failed(attempts, request, obs, t, exc)
+                if answer is not None:
+                    return answer
             except BaseException:
                 t.state.on_finish()
                 t.release()
                 raise
             else:
-                headers = _header_map(resp.headers) if attempts.needs_headers else None
-                retry = attempts.answered(t, resp.status, headers)
-                if obs is not None:
-                    obs.attempt_done(resp.status, None, attempts.retry_reason if retry else None)
-                if not retry:
+                if not _answered(attempts, obs, t, resp):
                     assert isinstance(resp.stream, typing.AsyncIterable)
                     return _response(plan, request, resp, _AsyncStream(resp.stream, t.release))
                 await resp.aclose()
