@@ -23,6 +23,22 @@ def _svc(endpoints: list[str], **extra: Any) -> dict[str, Any]:
     return {"services": {"reviews": {"port": 9080, "endpoints": endpoints, **extra}}}
 
 
+def _http1_options(edit_common: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A cluster edit: Istio's HttpProtocolOptions (explicit HTTP/1.1) whose
+    common_http_protocol_options ``edit_common`` fills in."""
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+
+    def edit(cluster: Any) -> None:
+        opts = hpo.HttpProtocolOptions()
+        opts.explicit_http_config.http_protocol_options.SetInParent()
+        edit_common(opts.common_http_protocol_options)
+        cluster.typed_extension_protocol_options[
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ].Pack(opts)
+
+    return edit
+
+
 def _ejected(mesh: pymesh.Mesh, address: str) -> bool:
     for cluster in mesh.config_dump()["clusters_in_use"].values():
         for ep in cluster["endpoints"]:
@@ -285,17 +301,13 @@ async def test_max_requests_per_connection_opens_new_connections(
     mesh: pymesh.Mesh, control_plane: Any, echo_backend: EchoBackend, transport: str
 ) -> None:
     from _edit import edited_mesh
-    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
     from pymesh.testing import push_snapshot
 
-    def two_per_connection(cluster: Any) -> None:
-        opts = hpo.HttpProtocolOptions()
-        opts.explicit_http_config.http_protocol_options.SetInParent()
-        opts.common_http_protocol_options.max_requests_per_connection.value = 2
-        cluster.typed_extension_protocol_options[
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-        ].Pack(opts)
+    def two(common: Any) -> None:
+        common.max_requests_per_connection.value = 2
+
+    two_per_connection = _http1_options(two)
 
     push_snapshot(
         control_plane, mesh, edited_mesh(_svc([echo_backend.address]), cluster=two_per_connection)
@@ -356,17 +368,13 @@ async def test_cluster_idle_timeout_closes_idle_connections(
     mesh: pymesh.Mesh, control_plane: Any, echo_backend: EchoBackend, transport: str
 ) -> None:
     from _edit import edited_mesh
-    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
     from pymesh.testing import push_snapshot
 
-    def idle_1s(cluster: Any) -> None:
-        opts = hpo.HttpProtocolOptions()
-        opts.explicit_http_config.http_protocol_options.SetInParent()
-        opts.common_http_protocol_options.idle_timeout.FromSeconds(1)
-        cluster.typed_extension_protocol_options[
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-        ].Pack(opts)
+    def one_second(common: Any) -> None:
+        common.idle_timeout.FromSeconds(1)
+
+    idle_1s = _http1_options(one_second)
 
     push_snapshot(control_plane, mesh, edited_mesh(_svc([echo_backend.address]), cluster=idle_1s))
     waits = [0.0, 0.0, 2.5, 0.0]  # the third request comes after the connection idled out
