@@ -46,6 +46,7 @@ class Try:
         breaker: CircuitBreaker | None,
         is_retry: bool,
         deadline: float | None,
+        hedge_at: float | None = None,
     ) -> None:
         self.runtime = runtime
         self.endpoint = endpoint
@@ -57,7 +58,7 @@ class Try:
         #: This attempt's deadline: the route's, or sooner with a per-try timeout.
         self.deadline = deadline
         #: Hedging: when the (soft) per-try timeout fires; None when not hedging.
-        self.hedge_at: float | None = None
+        self.hedge_at = hedge_at
         #: Hedging: the per-try timeout fired and was handled (a hedge may be in flight).
         self.hedged = False
         state.on_start(self.started)
@@ -182,9 +183,8 @@ class Attempts:
                 hedge_at = per_try  # soft: the attempt itself runs to the route deadline
             else:
                 deadline = per_try if deadline is None else min(deadline, per_try)
-        t = Try(rt, ep, rt.states.get_or_create(ep.address), breaker, is_retry, deadline)
-        t.hedge_at = hedge_at
-        return t
+        state = rt.states.get_or_create(ep.address)
+        return Try(rt, ep, state, breaker, is_retry, deadline, hedge_at)
 
     @staticmethod
     def _give_back(slot: CircuitBreaker | None, reply: LocalReply) -> LocalReply:
