@@ -63,6 +63,20 @@ class Try:
         self.hedged = False
         state.on_start(self.started)
 
+    def finished(self, failed: bool = False) -> None:
+        """Report the attempt's end to its endpoint's load state, with its latency only
+        where peak EWMA reads it. A failure is a (penalised) latency sample there: a host
+        refusing connections at once must not look fast (EndpointState.on_failure)."""
+        cluster = self.runtime.cluster
+        if cluster is None or cluster.lb_policy.name != "peak_ewma":
+            self.state.on_finish()
+            return
+        now = time.monotonic()
+        if failed:
+            self.state.on_failure(now - self.started, now)
+        else:
+            self.state.on_finish(now - self.started, now)
+
     def release(self) -> None:
         """Give back the breaker slot (idempotent): when the response body is done."""
         if self._done:
@@ -213,14 +227,7 @@ class Attempts:
 
     def failed(self, t: Try, outcome: Outcome) -> bool:
         """The attempt failed before a response; True when another attempt should run."""
-        rt = t.runtime
-        if rt.cluster is not None and rt.cluster.lb_policy.name == "peak_ewma":
-            now = time.monotonic()
-            # A failure is a (penalised) latency sample: a host refusing connections at
-            # once must not look fast (pymesh.lb._state.EndpointState.on_failure).
-            t.state.on_failure(now - t.started, now)
-        else:
-            t.state.on_finish()
+        t.finished(failed=True)
         t.release()
         outlier = t.runtime.outlier
         if outlier is not None and not t.hedged:  # a hedged try's timeout was recorded
@@ -239,12 +246,7 @@ class Attempts:
         The breaker slot stays taken until the caller calls ``t.release()`` (when the
         response body completes) unless a retry is decided, which releases it here.
         """
-        rt = t.runtime
-        if rt.cluster is not None and rt.cluster.lb_policy.name == "peak_ewma":
-            now = time.monotonic()
-            t.state.on_finish(now - t.started, now)  # only peak EWMA reads latencies
-        else:
-            t.state.on_finish()
+        t.finished()
         outlier = t.runtime.outlier
         if outlier is None and self.decider is None:
             return False  # nothing reads the outcome: the common case, no allocation
