@@ -39,6 +39,8 @@ log = logging.getLogger("pymesh")
 
 #: How long a request waits for a listener's first config when it has no timeout.
 DEFAULT_CONFIG_WAIT = 15.0
+#: Mesh.slot remembers at most this many authorities (then starts again).
+_SLOT_MEMO_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,8 @@ class Mesh:
         self._closed = False
         self._lock = threading.Lock()  # guards slot/cluster creation, not the request path
         self._slots: dict[str, ListenerSlot] = {}
+        #: authority -> its slot, so requests skip the listener-name template (bounded).
+        self._slot_of: dict[str, ListenerSlot] = {}
         self._clusters: dict[str, ClusterRuntime] = {}
         #: Certificate providers and TLS contexts (mTLS from xDS; docs/security.md).
         self.security = MeshSecurity(self.bootstrap, self.node_id)
@@ -150,9 +154,13 @@ class Mesh:
 
     def slot(self, authority: str) -> ListenerSlot:
         """The slot for ``authority``, subscribing to its listener on first use."""
+        slot = self._slot_of.get(authority)
+        if slot is not None:
+            return slot
         name = self.listener_name(authority)
         slot = self._slots.get(name)
         if slot is not None:
+            self._remember(authority, slot)
             return slot
         if self._closed:
             raise MeshClosedError("mesh is closed", node_id=self.node_id)
@@ -166,7 +174,13 @@ class Mesh:
                     functools.partial(self._on_config, slot),
                     functools.partial(self._on_listener_error, slot),
                 )
+        self._remember(authority, slot)
         return slot
+
+    def _remember(self, authority: str, slot: ListenerSlot) -> None:
+        if len(self._slot_of) >= _SLOT_MEMO_LIMIT:
+            self._slot_of.clear()  # a bound for clients that make up host names
+        self._slot_of[authority] = slot
 
     def _cluster(self, name: str) -> ClusterRuntime:
         runtime = self._clusters.get(name)

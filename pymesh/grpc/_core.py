@@ -13,7 +13,7 @@ from pymesh._mesh import ListenerState, Mesh
 from pymesh._upstream import ClusterRuntime
 from pymesh.resilience import Outcome, RetryDecider
 from pymesh.routing import RequestInfo
-from pymesh.transports._plan import LocalReply, Plan, plan_request, target_runtime
+from pymesh.transports._plan import LocalReply, Plan, plan_by_path, plan_request, target_runtime
 from pymesh.xds.resources.endpoint import Endpoint
 
 #: gRFC A44: at most 5 attempts, whatever the policy says.
@@ -159,6 +159,9 @@ def plan_call(
     channel_id: int,
 ) -> Plan | LocalStatus:
     """Route one call; a Plan to send upstream or the LocalStatus to fail it with."""
+    fast = plan_by_path(state, authority, method, None)
+    if fast is not None:
+        return fast  # the method name alone decides the route (no metadata read)
     info = request_info(authority, method, metadata)
     plan = plan_request(state, info, lambda: text_headers(metadata), mesh.rng, None, channel_id)
     if isinstance(plan, LocalReply):

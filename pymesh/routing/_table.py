@@ -35,6 +35,7 @@ class CompiledRoute:
         "cluster",
         "cluster_header",
         "cumulative",
+        "decision",
         "index",
         "match",
         "request_mutations",
@@ -86,6 +87,9 @@ class CompiledRoute:
             resp.append(HeaderMutation.response(levels))
         self.request_mutations = tuple(req)
         self.response_mutations = tuple(resp)
+        #: Set by the virtual host for a route to one named cluster: the decision it
+        #: gives every request it takes (shared; decisions are never modified).
+        self.decision: RouteDecision | None = None
 
 
 class CompiledVirtualHost:
@@ -104,10 +108,18 @@ class CompiledVirtualHost:
         #: (path test, other conditions or None, route): what select() iterates. Runs of
         #: plain path routes are folded into one dict-driven entry (see _PathRun).
         self.entries = _fold_runs(self.routes)
+        for cr in self.routes:
+            if cr.cluster is not None:
+                cr.decision = RouteDecision(vh, cr, cr.cluster, None, 0)
 
 
 #: Marks an entry whose test is a :class:`_PathRun` lookup returning the route or None.
 _RUN: Any = object()
+#: path_decision's memo: the request's decision depends on more than the path.
+_VARIES = object()
+#: path_decision's memo holds at most this many paths (then starts again): a bound for
+#: paths with ids in them.
+_PATH_MEMO_LIMIT = 4096
 #: Shorter runs of plain routes are cheaper to test one by one.
 _MIN_RUN = 4
 
@@ -236,6 +248,9 @@ def decide(
     vh: CompiledVirtualHost, cr: CompiledRoute, req: RequestInfo, random_value: int
 ) -> RouteDecision:
     """Pick the cluster of a matched route."""
+    fixed = cr.decision
+    if fixed is not None:
+        return fixed
     if cr.weights:
         i = bisect_right(cr.cumulative, random_value % cr.total_weight)
         cw = cr.weights[i]
@@ -255,11 +270,13 @@ class RouteTable:
     hosts or weighted clusters summing to 0) and share it between threads.
     """
 
-    __slots__ = ("_domains", "route_config")
+    __slots__ = ("_by_path", "_domains", "route_config")
 
     def __init__(self, rc: RouteConfiguration, domains: DomainIndex[CompiledVirtualHost]) -> None:
         self.route_config = rc
         self._domains = domains
+        #: path_decision's memo: (authority, bare path) -> decision or _VARIES.
+        self._by_path: dict[tuple[str, str], RouteDecision | object] = {}
 
     @classmethod
     def compile(cls, rc: RouteConfiguration) -> RouteTable:
@@ -294,6 +311,41 @@ class RouteTable:
             elif path_test(bare) and (extras is None or extras(req, random_value)):
                 return decide(vh, cr, req, random_value)
         return None
+
+    def path_decision(self, authority: str, bare_path: str) -> RouteDecision | None:
+        """The decision for every request to ``authority`` whose path without query is
+        ``bare_path``, when nothing else can change it; else None (use :meth:`select`).
+
+        It is the decision :meth:`select` gives when every route before the match fails
+        on the path alone and the match is a route to one named cluster with no other
+        condition: then headers, query and the random value play no part. Memoised per
+        table (a new table comes with every RouteConfiguration), bounded; safe without a
+        lock (a racing writer stores the same answer).
+        """
+        key = (authority, bare_path)
+        memo = self._by_path
+        hit = memo.get(key)
+        if hit is None:
+            hit = self._path_only(authority, bare_path)
+            if len(memo) >= _PATH_MEMO_LIMIT:
+                memo.clear()
+            memo[key] = hit
+        return hit if hit is not _VARIES else None  # type: ignore[return-value]
+
+    def _path_only(self, authority: str, bare: str) -> RouteDecision | object:
+        found = self._domains.find(authority)
+        if found is None:
+            return _VARIES
+        for path_test, extras, cr in found[0].entries:
+            if extras is _RUN:
+                hit = path_test(bare)
+                if hit is not None:
+                    return hit.decision or _VARIES
+            elif path_test(bare):
+                # A route with other conditions than the path: whether it matches (and
+                # so the answer) depends on more than the path.
+                return (cr.decision or _VARIES) if extras is None else _VARIES
+        return _VARIES
 
     def __repr__(self) -> str:
         return (

@@ -28,7 +28,7 @@ from pymesh.transports._attempts import Attempts, Try
 from pymesh.transports._conn_limits import AsyncLimitedBackend, LimitedBackend
 from pymesh.transports._exceptions import failure_outcome, map_httpcore_exceptions, to_httpx
 from pymesh.transports._hedging import Race, Verdict
-from pymesh.transports._plan import LocalReply, Plan, plan_request
+from pymesh.transports._plan import LocalReply, Plan, plan_by_path, plan_request
 from pymesh.transports._pool import AsyncEndpointPool
 from pymesh.transports._tls import (
     AsyncMeshTlsBackend,
@@ -252,32 +252,26 @@ class _Repeated(Mapping[str, list[str]]):
         return len(self._map())
 
 
-def _request_info(request: httpx.Request) -> RequestInfo:
+def _authority(request: httpx.Request, raw: list[tuple[bytes, bytes]]) -> str:
+    """The request's authority: its (first) Host header, else the URL's."""
+    if raw and raw[0][0].lower() == b"host":
+        return raw[0][1].decode("latin-1")  # where httpx puts it
+    for key, value in raw:
+        if key.lower() == b"host":
+            return value.decode("latin-1")
+    return request.url.netloc.decode("ascii")
+
+
+def _request_info(request: httpx.Request, authority: str, path: str) -> RequestInfo:
     headers = request.headers
     lazy = _LazyHeaders(headers.multi_items)
-    raw = headers.raw
-    host: bytes | None = None
     grpc = False
     method = request.method
-    if raw and raw[0][0].lower() == b"host" and method != "POST":
-        # httpx puts Host first, and gRPC is always a POST: nothing else to look for.
-        host = raw[0][1]
-    else:
-        for key, value in raw:  # one pass over bytes: Host and gRPC content-type only
-            lower = key.lower()
-            if lower == b"host":
-                host = value if host is None else host
-            elif lower == b"content-type":
+    if method == "POST":  # gRPC is always a POST
+        for key, value in headers.raw:
+            if key.lower() == b"content-type":
                 grpc = value.startswith(b"application/grpc")
-    authority = host.decode("latin-1") if host else request.url.netloc.decode("ascii")
-    return RequestInfo(
-        method,
-        authority,
-        request.url.raw_path.decode("ascii"),
-        lazy,
-        grpc,
-        repeated=lazy.repeated,
-    )
+    return RequestInfo(method, authority, path, lazy, grpc, repeated=lazy.repeated)
 
 
 def _local_response(reply: LocalReply, request: httpx.Request) -> httpx.Response:
@@ -336,12 +330,14 @@ def _outgoing_headers(
 ) -> list[tuple[bytes, bytes]]:
     """The request's headers after the route's edits, with the Host the route wants."""
     authority = plan.authority
+    rewritten = bool(plan.action.host_rewrite_literal)
     if plan.action.auto_host_rewrite and ep.hostname:
         authority = ep.hostname  # Envoy: the endpoint's hostname from EDS
+        rewritten = True
     if plan.headers is None:
         raw = request.headers.raw
-        if authority.encode("ascii") == request.url.netloc:
-            # The common case: httpx's Host is the URL's netloc, unchanged by the route.
+        if not rewritten and raw and raw[0][0].lower() == b"host":
+            # The common case: the plan's authority is this Host header (_authority).
             return raw
         pairs = [(k, v) for k, v in raw if k.lower() != b"host"]
     else:
@@ -541,10 +537,19 @@ class _Base:
         self._requests = 0
 
     def _plan(self, state: ListenerState, request: httpx.Request) -> Plan | LocalReply:
-        info = _request_info(request)
         self._requests += 1
+        authority = _authority(request, request.headers.raw)
+        path = request.url.raw_path.decode("ascii")
+        caller_timeout = _caller_timeout(request)
+        plan = plan_by_path(state, authority, path, caller_timeout)
+        if plan is not None:
+            return plan  # the common case: the path decides; headers are not read
         return plan_request(
-            state, info, request.headers.multi_items, self.mesh.rng, _caller_timeout(request)
+            state,
+            _request_info(request, authority, path),
+            request.headers.multi_items,
+            self.mesh.rng,
+            caller_timeout,
         )
 
     def _mirror_targets(

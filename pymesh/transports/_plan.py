@@ -25,6 +25,7 @@ from pymesh.routing import (
     redirect_location,
     rewrite_path,
 )
+from pymesh.routing._request import strip_query_and_fragment
 from pymesh.xds.resources.fault import FaultConfig
 from pymesh.xds.resources.route import (
     DirectResponseAction,
@@ -162,6 +163,72 @@ def target_runtime(plan: Plan, state: ListenerState) -> ClusterRuntime | None:
     return fallback
 
 
+def _deadline(
+    action: RouteAction, caller_timeout: float | None, fault_delay: float
+) -> tuple[float | None, bool]:
+    """The request's deadline (monotonic, None for none) and whether the route's timeout
+    rather than the caller's sets it: the shorter one binds."""
+    timeout = action.timeout
+    if caller_timeout is not None and (timeout is None or caller_timeout < timeout):
+        return time.monotonic() + caller_timeout + fault_delay, False
+    if timeout is None:
+        return None, False
+    return time.monotonic() + timeout + fault_delay, True
+
+
+def plan_by_path(
+    state: ListenerState, authority: str, path: str, caller_timeout: float | None
+) -> Plan | None:
+    """The Plan of a request whose route is decided by its authority and path alone, built
+    without reading its headers; None when :func:`plan_request` must look further.
+
+    The common case: no header, query or runtime condition on the way to a route that
+    names one cluster, and nothing on that route that reads the request (hash policies,
+    header edits, rewrites, retriable_request_headers) nor a fault filter. The answer is
+    the one plan_request gives (the route table's ``path_decision`` says when).
+    """
+    if state.fault_filter_name is not None:
+        return None
+    decision = state.table.path_decision(authority, strip_query_and_fragment(path))
+    if decision is None:
+        return None
+    action = decision.action
+    assert isinstance(action, RouteAction)  # path decisions are routes to a cluster
+    if (
+        action.hash_policies
+        or action.host_rewrite_literal
+        or action.prefix_rewrite is not None
+        or action.regex_rewrite is not None
+        or not decision.request_mutation.empty
+    ):
+        return None
+    retry = action.retry_policy or decision.virtual_host.retry_policy
+    if retry is not None and retry.retriable_request_headers:
+        return None
+    cluster_name = decision.cluster
+    assert cluster_name is not None
+    runtime = state.clusters.get(cluster_name)
+    if runtime is None or runtime.error is not None:
+        return None  # plan_request answers why
+    deadline, route_binding = _deadline(action, caller_timeout, 0.0)
+    return Plan(
+        decision,
+        action,
+        cluster_name,
+        runtime,
+        path,
+        None,
+        authority,
+        None,
+        deadline,
+        retry,
+        decider_for(retry) if retry is not None and retry.num_retries > 0 else None,
+        0.0,
+        route_binding,
+        action.hedge_policy or decision.virtual_host.hedge_policy,
+    )
+
+
 def plan_request(
     state: ListenerState,
     info: RequestInfo,
@@ -230,12 +297,7 @@ def plan_request(
     path = info.path
     if action.prefix_rewrite is not None or action.regex_rewrite is not None:
         path = rewrite_path(decision, path)
-    timeout = action.timeout
-    route_binding = timeout is not None
-    if caller_timeout is not None and (timeout is None or caller_timeout < timeout):
-        timeout = caller_timeout
-        route_binding = False
-    deadline = time.monotonic() + timeout + fault_delay if timeout is not None else None
+    deadline, route_binding = _deadline(action, caller_timeout, fault_delay)
     retry = action.retry_policy or decision.virtual_host.retry_policy
     return Plan(
         decision=decision,
