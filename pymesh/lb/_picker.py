@@ -125,6 +125,13 @@ class _LevelChooser:
                 self._locality_edf = Edf.randomized(weights, rng)
                 self._locality_choosers = tuple(choosers)
 
+    def direct(self) -> Callable[[], Endpoint | None] | None:
+        """The host chooser's own ``choose`` when nothing else is decided at this level
+        (no panic, no locality weighting), so a picker can call it directly."""
+        if self._panic or self._locality_edf is not None:
+            return None
+        return self._healthy.choose
+
     def choose(self) -> Endpoint | None:
         if self._panic:
             return self._all.choose()
@@ -140,6 +147,11 @@ class _Selector:
     def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
         raise NotImplementedError
 
+    def direct(self) -> Callable[[], Endpoint | None] | None:
+        """A zero-argument chooser equivalent to ``choose`` (which ignores the hash key
+        and attempt), or None when there is none."""
+        return None
+
 
 class _PrioritySelector(_Selector):
     __slots__ = ("_cumulative", "_levels", "_rng")
@@ -150,6 +162,9 @@ class _PrioritySelector(_Selector):
         self._levels = levels
         self._cumulative = tuple(itertools.accumulate(plan.loads))
         self._rng = rng
+
+    def direct(self) -> Callable[[], Endpoint | None] | None:
+        return self._levels[0].direct() if len(self._levels) == 1 else None
 
     def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
         levels = self._levels
@@ -238,9 +253,11 @@ class Picker:
     """
 
     __slots__ = (
+        "_direct",
         "_drops",
         "_selector",
         "cluster_name",
+        "has_drops",
         "healthy",
         "panic",
         "policy",
@@ -266,7 +283,12 @@ class Picker:
         #: Per priority level: balancing over all hosts regardless of health.
         self.panic = plan.panic
         self._drops = drops
+        #: Whether the assignment has drop_overloads (skip :meth:`drop_category` if not).
+        self.has_drops = bool(drops)
         self._selector = selector
+        # One priority, no panic, no locality weights (most clusters): pick() calls the
+        # host chooser itself instead of going through the levels.
+        self._direct = selector.direct()
 
     def pick(
         self,
@@ -285,8 +307,9 @@ class Picker:
         Re-attempts on ring hash move along the ring, on maglev perturb the hash, on the
         other policies are fresh picks.
         """
+        direct = self._direct
         selector = self._selector
-        host = selector.choose(hash_key, 0)
+        host = direct() if direct is not None else selector.choose(hash_key, 0)
         if host is None or not exclude or host.address not in exclude:
             return host
         for attempt in range(1, 1 + max(0, host_selection_retry_max_attempts)):
@@ -294,11 +317,6 @@ class Picker:
             if host is None or host.address not in exclude:
                 return host
         return host
-
-    @property
-    def has_drops(self) -> bool:
-        """Whether the assignment has drop_overloads (skip :meth:`drop_category` if not)."""
-        return bool(self._drops)
 
     def drop_category(self, random_value: float) -> str | None:
         """The drop_overloads category to drop this request for, or None to send it.

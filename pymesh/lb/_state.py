@@ -86,6 +86,11 @@ class EndpointState:
         else:
             self._timed += 1
 
+    def on_start_untimed(self) -> None:
+        """A request started that only its count is wanted of (policies other than peak
+        EWMA): no clock, and :meth:`unanswered_for` does not wait for it."""
+        self.active_requests += 1
+
     def on_finish(self, latency_s: float | None = None, now: float | None = None) -> None:
         """A request finished; record its latency when both values are given."""
         self.active_requests = max(0, self.active_requests - 1)

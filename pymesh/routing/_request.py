@@ -15,6 +15,8 @@ def ascii_lower(s: str) -> str:
 
 def strip_query_and_fragment(path: str) -> str:
     """``Http::PathUtil::removeQueryAndFragment``: the path up to the first ``?`` or ``#``."""
+    if "?" not in path and "#" not in path:
+        return path  # most paths (two C-level scans)
     end = len(path)
     q = path.find("?")
     if q != -1:

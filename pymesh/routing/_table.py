@@ -38,6 +38,7 @@ class CompiledRoute:
         "decision",
         "index",
         "match",
+        "plain",
         "request_mutations",
         "response_mutations",
         "route",
@@ -90,6 +91,20 @@ class CompiledRoute:
         #: Set by the virtual host for a route to one named cluster: the decision it
         #: gives every request it takes (shared; decisions are never modified).
         self.decision: RouteDecision | None = None
+        #: Whether forwarding on this route reads nothing of the request but its path
+        #: and authority: no hash policy, header edits, rewrites, host rewrite literal,
+        #: retriable_request_headers (route or virtual host retry policy).
+        self.plain = False
+        if isinstance(action, RouteAction):
+            retry = action.retry_policy or vh.retry_policy
+            self.plain = not (
+                action.hash_policies
+                or action.host_rewrite_literal
+                or action.prefix_rewrite is not None
+                or action.regex_rewrite is not None
+                or not self.request_mutations[0].empty
+                or (retry is not None and retry.retriable_request_headers)
+            )
 
 
 class CompiledVirtualHost:
@@ -237,6 +252,10 @@ class RouteDecision:
         )
 
 
+def _plain_decision(cr: CompiledRoute) -> RouteDecision | object:
+    return cr.decision if cr.decision is not None and cr.plain else _VARIES
+
+
 def cluster_from_header(req: RequestInfo, name: str) -> str | None:
     """The ``cluster_header`` value: Envoy takes the first value; None if absent/empty."""
     repeated = req.repeated.get(name) if req.repeated else None
@@ -314,13 +333,15 @@ class RouteTable:
 
     def path_decision(self, authority: str, bare_path: str) -> RouteDecision | None:
         """The decision for every request to ``authority`` whose path without query is
-        ``bare_path``, when nothing else can change it; else None (use :meth:`select`).
+        ``bare_path``, when nothing else can change it or what forwarding on it does;
+        else None (use :meth:`select`).
 
         It is the decision :meth:`select` gives when every route before the match fails
-        on the path alone and the match is a route to one named cluster with no other
-        condition: then headers, query and the random value play no part. Memoised per
-        table (a new table comes with every RouteConfiguration), bounded; safe without a
-        lock (a racing writer stores the same answer).
+        on the path alone and the match is a plain route (``CompiledRoute.plain``) to one
+        named cluster with no other condition: then headers, query and the random value
+        play no part. Memoised per table (a new table comes with every
+        RouteConfiguration), bounded; safe without a lock (a racing writer stores the
+        same answer).
         """
         key = (authority, bare_path)
         memo = self._by_path
@@ -340,11 +361,11 @@ class RouteTable:
             if extras is _RUN:
                 hit = path_test(bare)
                 if hit is not None:
-                    return hit.decision or _VARIES
+                    return _plain_decision(hit)
             elif path_test(bare):
                 # A route with other conditions than the path: whether it matches (and
                 # so the answer) depends on more than the path.
-                return (cr.decision or _VARIES) if extras is None else _VARIES
+                return _plain_decision(cr) if extras is None else _VARIES
         return _VARIES
 
     def __repr__(self) -> str:

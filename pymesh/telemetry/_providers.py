@@ -74,6 +74,38 @@ def _current(
     return cache.unset
 
 
+#: The provider sources (our overrides, the API's globals) as they were when telemetry
+#: was last found off; while they are unchanged it is still off (see :func:`off`).
+_quiet: tuple[object, object, object, object] | None = None
+
+
+def _sources() -> tuple[object, object, object, object]:
+    return (
+        _tracer_provider,
+        _meter_provider,
+        getattr(trace, "_TRACER_PROVIDER", None),
+        getattr(_metrics_internal, "_METER_PROVIDER", None),
+    )
+
+
+def off() -> bool:
+    """Whether neither tracing nor metrics records anything: True only while every
+    provider source is as :func:`tracer` and :func:`instruments` last found it, both off.
+    The first check every request and call makes, so it is one tuple comparison."""
+    return _quiet is not None and _quiet == _sources()
+
+
+def resolve() -> tuple[trace.Tracer | None, Instruments | None]:
+    """The tracer and instruments in effect (each None when off); remembers when both
+    are off so that :func:`off` answers the next request cheaply."""
+    global _quiet
+    sources = _sources()
+    t = tracer()
+    inst = instruments()
+    _quiet = sources if t is None and inst is None else None
+    return t, inst
+
+
 def tracer() -> trace.Tracer | None:
     """The pymesh tracer, or None when no SDK tracer provider is configured."""
     cache = _tracer_cache

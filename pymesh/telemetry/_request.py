@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry import propagate, trace
 
 from pymesh.telemetry._call import Attempt, CallObserver
-from pymesh.telemetry._providers import instruments, tracer
+from pymesh.telemetry._providers import off, resolve
 
 if TYPE_CHECKING:
     from pymesh._upstream import ClusterRuntime
@@ -46,8 +46,9 @@ def observe_request(method: str, url: UrlLike, listener: str) -> RequestObserver
 
     ``url`` is only read when telemetry is on, so the off path builds no strings.
     """
-    t = tracer()
-    inst = instruments()
+    if off():
+        return None
+    t, inst = resolve()
     if t is None and inst is None:
         return None
     return RequestObserver(t, inst, method, str(url), url.host, url.port, listener)

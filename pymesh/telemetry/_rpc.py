@@ -17,7 +17,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Setter
 
 from pymesh.telemetry._call import CallObserver
-from pymesh.telemetry._providers import instruments, tracer
+from pymesh.telemetry._providers import off, resolve
 
 if TYPE_CHECKING:
     import grpc
@@ -46,8 +46,9 @@ def observe_rpc(target: str, method: str, listener: str, authority: str) -> RpcO
     ``method`` is the call's path (``/package.Service/Method``), ``target`` the channel's
     (``xds:///name``) and ``authority`` the name in it.
     """
-    t = tracer()
-    inst = instruments()
+    if off():
+        return None
+    t, inst = resolve()
     if t is None and inst is None:
         return None
     return RpcObserver(t, inst, target, method, listener, authority)

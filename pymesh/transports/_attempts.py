@@ -29,6 +29,7 @@ class Try:
         "_breaker",
         "_done",
         "_is_retry",
+        "_timed",
         "deadline",
         "endpoint",
         "hedge_at",
@@ -54,21 +55,26 @@ class Try:
         self._breaker = breaker
         self._is_retry = is_retry
         self._done = False
-        self.started = time.monotonic()
+        cluster = runtime.cluster
+        # Only peak EWMA reads attempt timings: the other policies skip the clock.
+        self._timed = timed = cluster is not None and cluster.lb_policy.name == "peak_ewma"
+        self.started = time.monotonic() if timed else 0.0
         #: This attempt's deadline: the route's, or sooner with a per-try timeout.
         self.deadline = deadline
         #: Hedging: when the (soft) per-try timeout fires; None when not hedging.
         self.hedge_at = hedge_at
         #: Hedging: the per-try timeout fired and was handled (a hedge may be in flight).
         self.hedged = False
-        state.on_start(self.started)
+        if timed:
+            state.on_start(self.started)
+        else:
+            state.on_start_untimed()
 
     def finished(self, failed: bool = False) -> None:
         """Report the attempt's end to its endpoint's load state, with its latency only
         where peak EWMA reads it. A failure is a (penalised) latency sample there: a host
         refusing connections at once must not look fast (EndpointState.on_failure)."""
-        cluster = self.runtime.cluster
-        if cluster is None or cluster.lb_policy.name != "peak_ewma":
+        if not self._timed:
             self.state.on_finish()
             return
         now = time.monotonic()
@@ -160,22 +166,30 @@ class Attempts:
         is_retry = self.attempt > 0
         retry_slot, self._retry_slot = self._retry_slot, None
         self._pending = False
-        rt = target_runtime(plan, self.state)
-        picker = rt.picker if rt is not None else None
-        if rt is None or picker is None:
+        rt = plan.runtime
+        if rt.leaf_clusters:  # an aggregate cluster: pick from its leaf
+            leaf = target_runtime(plan, self.state)
+            if leaf is None:
+                return self._give_back(retry_slot, _local(plan, "no healthy upstream", "UH"))
+            rt = leaf
+        picker = rt.picker
+        if picker is None:
             return self._give_back(retry_slot, _local(plan, "no healthy upstream", "UH"))
         if not is_retry and picker.has_drops:
             category = picker.drop_category(self.rng.random())
             if category is not None:
                 return _local(plan, f"dropped by drop_overloads ({category})", "DO")
         retry = plan.retry
-        ep = picker.pick(
-            plan.hash_key,
-            self.tried if self._exclude else (),
-            host_selection_retry_max_attempts=retry.host_selection_retry_max_attempts
-            if retry is not None and is_retry
-            else 1,
-        )
+        if self._exclude:
+            ep = picker.pick(
+                plan.hash_key,
+                self.tried,
+                host_selection_retry_max_attempts=retry.host_selection_retry_max_attempts
+                if retry is not None and is_retry
+                else 1,
+            )
+        else:
+            ep = picker.pick(plan.hash_key)
         if ep is None:
             return self._give_back(retry_slot, _local(plan, "no healthy upstream", "UH"))
         breaker = retry_slot if is_retry else rt.breaker
@@ -188,7 +202,8 @@ class Attempts:
                     else "max_pending_requests"
                 )
                 return _local(plan, f"upstream overflow (circuit breaker {limit})", "UO")
-        self.tried.add(ep.address)
+        if self._exclude:
+            self.tried.add(ep.address)
         deadline = plan.deadline
         hedge_at = None
         if retry is not None and retry.per_try_timeout:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import typing
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 
@@ -47,6 +47,7 @@ _KEEPALIVE_EXPIRY = 5.0  # idle upstream connections of a pool with no cluster (
 _GC_EVERY = 512  # requests between sweeps for pools of endpoints that left
 _UPSTREAM_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError)
 _AsyncPool = httpcore.AsyncConnectionPool | AsyncEndpointPool
+_TIMEOUT_KEYS = ("connect", "read", "write", "pool")  # httpcore's per-operation timeouts
 _HEDGE_THREADS = 256  # sync hedging: attempts in flight at once, over all requests
 
 
@@ -304,12 +305,16 @@ def _ops_timeout(
             left = 0.0
         get = caller.get
         c, r, w, p = get("connect"), get("read"), get("write"), get("pool")
-        out = {
-            "connect": left if c is None or c > left else c,
-            "read": left if r is None or r > left else r,
-            "write": left if w is None or w > left else w,
-            "pool": left if p is None or p > left else p,
-        }
+        if c is not None and c == r == w == p and left <= c:
+            # httpx's usual one timeout for all, and the deadline is sooner: all "left".
+            out = dict.fromkeys(_TIMEOUT_KEYS, left)
+        else:
+            out = {
+                "connect": left if c is None or c > left else c,
+                "read": left if r is None or r > left else r,
+                "write": left if w is None or w > left else w,
+                "pool": left if p is None or p > left else p,
+            }
     if idle is not None:
         read = out.get("read")
         out["read"] = idle if read is None or idle < read else read
@@ -698,7 +703,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 raise
             else:
                 if not _answered(attempts, obs, t, resp):
-                    assert isinstance(resp.stream, typing.Iterable)
+                    assert isinstance(resp.stream, Iterable)  # (the ABC: a cached C check)
                     return _response(plan, request, resp, _SyncStream(resp.stream, t.release))
                 resp.close()
             delay = attempts.backoff()
@@ -745,7 +750,9 @@ class MeshTransport(_Base, httpx.BaseTransport):
                         return out
                     if resp is not None:
                         if out is Verdict.WIN:
-                            assert isinstance(resp.stream, typing.Iterable)
+                            assert isinstance(
+                                resp.stream, Iterable
+                            )  # an ABC check: C-level, cached
                             stream = _SyncStream(resp.stream, t.release)
                             return _response(plan, request, resp, stream)
                         resp.close()
@@ -886,7 +893,7 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 raise
             else:
                 if not _answered(attempts, obs, t, resp):
-                    assert isinstance(resp.stream, typing.AsyncIterable)
+                    assert isinstance(resp.stream, AsyncIterable)
                     return _response(plan, request, resp, _AsyncStream(resp.stream, t.release))
                 await resp.aclose()
             delay = attempts.backoff()
@@ -930,7 +937,7 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                         return out
                     if resp is not None:
                         if out is Verdict.WIN:
-                            assert isinstance(resp.stream, typing.AsyncIterable)
+                            assert isinstance(resp.stream, AsyncIterable)
                             stream = _AsyncStream(resp.stream, t.release)
                             return _response(plan, request, resp, stream)
                         await resp.aclose()

@@ -183,9 +183,10 @@ def plan_by_path(
     without reading its headers; None when :func:`plan_request` must look further.
 
     The common case: no header, query or runtime condition on the way to a route that
-    names one cluster, and nothing on that route that reads the request (hash policies,
-    header edits, rewrites, retriable_request_headers) nor a fault filter. The answer is
-    the one plan_request gives (the route table's ``path_decision`` says when).
+    names one cluster, nothing on that route that reads the request (hash policies,
+    header edits, rewrites, retriable_request_headers: the route table's
+    ``path_decision`` says when), and no fault filter. The answer is the one
+    plan_request gives.
     """
     if state.fault_filter_name is not None:
         return None
@@ -194,17 +195,7 @@ def plan_by_path(
         return None
     action = decision.action
     assert isinstance(action, RouteAction)  # path decisions are routes to a cluster
-    if (
-        action.hash_policies
-        or action.host_rewrite_literal
-        or action.prefix_rewrite is not None
-        or action.regex_rewrite is not None
-        or not decision.request_mutation.empty
-    ):
-        return None
     retry = action.retry_policy or decision.virtual_host.retry_policy
-    if retry is not None and retry.retriable_request_headers:
-        return None
     cluster_name = decision.cluster
     assert cluster_name is not None
     runtime = state.clusters.get(cluster_name)

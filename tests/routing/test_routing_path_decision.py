@@ -15,6 +15,10 @@ from pymesh.xds.resources.matchers import HeaderMatcher, StringMatcher
 from pymesh.xds.resources.route import (
     ClusterWeight,
     DirectResponseAction,
+    HashPolicy,
+    HeaderOps,
+    HeaderValueOption,
+    RetryPolicy,
     Route,
     RouteAction,
     RouteConfiguration,
@@ -121,3 +125,27 @@ def test_the_memo_stays_bounded() -> None:
         decision = table.path_decision("h", f"/item/{i}")
         assert decision is not None and decision.cluster == "c"
     assert len(table._by_path) <= _PATH_MEMO_LIMIT
+
+
+def test_routes_that_read_the_request_are_never_path_decisions() -> None:
+    canary = HeaderMatcher("x-canary", StringMatcher.make("exact", "1"))
+    plain = RouteAction(cluster="c")
+    reading = {
+        "/hash": RouteAction(cluster="c", hash_policies=(HashPolicy("header", "x-user"),)),
+        "/rewrite": RouteAction(cluster="c", prefix_rewrite="/v2"),
+        "/host": RouteAction(cluster="c", host_rewrite_literal="other"),
+        "/retry": RouteAction(
+            cluster="c", retry_policy=RetryPolicy(retriable_request_headers=(canary,))
+        ),
+    }
+    routes = [Route(RouteMatch("prefix", p), a) for p, a in reading.items()]
+    edit = HeaderOps(request_headers_to_add=(HeaderValueOption("x-via", "mesh"),))
+    routes.append(Route(RouteMatch("prefix", "/edit"), plain, header_ops=edit))
+    routes.append(Route(RouteMatch("prefix", "/"), plain))
+    table = _rc(*routes)
+    for path in [*reading, "/edit"]:
+        assert table.path_decision("h", path) is None, path
+        decision = table.select(RequestInfo("GET", "h", path, {}), 0)
+        assert decision is not None and decision.cluster == "c"  # select still routes it
+    plain_decision = table.path_decision("h", "/other")
+    assert plain_decision is not None and plain_decision.cluster == "c"
