@@ -125,6 +125,7 @@ class Attempts:
         self.decider = decider = plan.decider
         retry = plan.retry
         self.attempt = 0
+        #: Addresses of the attempts so far; kept only for the previous_hosts predicate.
         self.tried: set[str] = set()
         #: The retry_on condition of the last retry decided (telemetry reads it).
         self.retry_reason: str | None = None
