@@ -189,6 +189,15 @@ class Inner(Generic[C]):
     retired: bool = False
     mcs: dict[tuple[str, str, Any, Any], Any] = field(default_factory=dict)
 
+    def multicallable(self, kind: str, method: str, ser: Any, deser: Any) -> Any:
+        """The real channel's multi-callable of ``kind`` for ``method`` (cached)."""
+        key = (kind, method, ser, deser)
+        mc = self.mcs.get(key)
+        if mc is None:
+            mc = getattr(self.channel, kind)(method, ser, deser, _registered_method=True)
+            self.mcs[key] = mc
+        return mc
+
 
 @dataclass(frozen=True, slots=True)
 class _Failure:

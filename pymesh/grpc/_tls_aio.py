@@ -197,16 +197,6 @@ class AioTlsView(grpc.aio.Channel):  # type: ignore[misc]
             raise
         return b.install(ident, roots, gens, peer)
 
-    def real(
-        self, inner: Inner[grpc.aio.Channel], kind: str, method: str, ser: Any, deser: Any
-    ) -> Any:
-        key = (kind, method, ser, deser)
-        mc = inner.mcs.get(key)
-        if mc is None:
-            mc = getattr(inner.channel, kind)(method, ser, deser, _registered_method=True)
-            inner.mcs[key] = mc
-        return mc
-
     def unary_unary(
         self,
         method: str,
@@ -288,7 +278,7 @@ class _AioMC(
         kw: dict[str, Any],
     ) -> Any:
         view = self._view
-        call = view.real(inner, self._kind, self._method, self._ser, self._deser)(
+        call = inner.multicallable(self._kind, self._method, self._ser, self._deser)(
             request, timeout=timeout, **kw
         )
         view.binding.begin(inner)

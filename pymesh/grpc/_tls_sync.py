@@ -179,15 +179,6 @@ class SyncTlsView(grpc.Channel):  # type: ignore[misc]
                 return inner
         raise TlsRpcError(refusal(error, b.tls, b.address), error)
 
-    def real(self, inner: Inner[grpc.Channel], kind: str, method: str, ser: Any, deser: Any) -> Any:
-        """The real multi-callable on ``inner`` (cached per inner)."""
-        key = (kind, method, ser, deser)
-        mc = inner.mcs.get(key)
-        if mc is None:
-            mc = getattr(inner.channel, kind)(method, ser, deser, _registered_method=True)
-            inner.mcs[key] = mc
-        return mc
-
     def unary_unary(
         self,
         method: str,
@@ -252,7 +243,7 @@ class _MC:
 
     def _start(self, timeout: float | None) -> tuple[Inner[grpc.Channel], float | None, Any]:
         inner, left = self._view.ready(timeout)
-        mc = self._view.real(inner, self._kind, self._method, self._ser, self._deser)
+        mc = inner.multicallable(self._kind, self._method, self._ser, self._deser)
         self._view.binding.begin(inner)
         return inner, left, mc
 
