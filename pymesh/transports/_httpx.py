@@ -750,9 +750,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
                         return out
                     if resp is not None:
                         if out is Verdict.WIN:
-                            assert isinstance(
-                                resp.stream, Iterable
-                            )  # an ABC check: C-level, cached
+                            assert isinstance(resp.stream, Iterable)
                             stream = _SyncStream(resp.stream, t.release)
                             return _response(plan, request, resp, stream)
                         resp.close()
