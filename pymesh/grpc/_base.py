@@ -18,6 +18,7 @@ from pymesh.grpc._core import (
     no_upstream,
     parse_target,
     record,
+    remaining,
 )
 from pymesh.grpc._tls import TlsEndpoint, pick_tls, picked_tls
 from pymesh.telemetry._rpc import RpcObserver, observe_rpc
@@ -53,6 +54,20 @@ class LocalFailure(Exception):
         super().__init__(status.details)
         self.status = status
         self.flag = flag  # Envoy's response flag (UH, UO) for telemetry
+
+
+def begin_attempt(
+    p: Prepared, rt: ClusterRuntime, address: str, done: Done
+) -> tuple[float | None, OutMetadata] | None:
+    """The timeout and metadata of the attempt about to start on ``address``; None, with
+    the attempt ended as DEADLINE_EXCEEDED, when the call's deadline has already passed
+    (the caller raises its channel's deadline error)."""
+    timeout = remaining(p.deadline)
+    if timeout is not None and timeout <= 0:
+        done(grpc.StatusCode.DEADLINE_EXCEEDED)
+        return None
+    obs = p.obs
+    return timeout, (p.metadata if obs is None else obs.attempt(rt, address, p.metadata))
 
 
 def observe_failure(p: Prepared, exc: LocalFailure) -> None:

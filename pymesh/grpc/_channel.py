@@ -25,6 +25,7 @@ from pymesh.grpc._base import (
     MeshChannelBase,
     OutMetadata,
     Prepared,
+    begin_attempt,
     observe_failure,
 )
 from pymesh.grpc._core import (
@@ -315,11 +316,10 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         attempt = 0
         while True:
             rt, address, done = self._acquire(p, tried, attempt)
-            timeout = remaining(p.deadline)
-            if timeout is not None and timeout <= 0:
-                done(grpc.StatusCode.DEADLINE_EXCEEDED)
+            begun = begin_attempt(p, rt, address, done)
+            if begun is None:
                 raise _local(DEADLINE)
-            md = p.metadata if obs is None else obs.attempt(rt, address, p.metadata)
+            timeout, md = begun
             try:
                 response, call = invoke(self._sub(address), timeout, md)
             except grpc.RpcError as err:
@@ -359,11 +359,10 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         obs = p.obs
         try:
             rt, address, done = self._acquire(p, set(), 0)
-            timeout = remaining(p.deadline)
-            if timeout is not None and timeout <= 0:
-                done(grpc.StatusCode.DEADLINE_EXCEEDED)
+            begun = begin_attempt(p, rt, address, done)
+            if begun is None:
                 raise _local(DEADLINE)
-            md = p.metadata if obs is None else obs.attempt(rt, address, p.metadata)
+            timeout, md = begun
             try:
                 call = start(self._sub(address), timeout, md)
             except BaseException:

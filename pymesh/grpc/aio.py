@@ -27,6 +27,7 @@ from pymesh.grpc._base import (
     MeshChannelBase,
     OutMetadata,
     Prepared,
+    begin_attempt,
     observe_failure,
 )
 from pymesh.grpc._core import (
@@ -278,11 +279,10 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             except LocalFailure as exc:
                 observe_failure(p, exc)
                 raise _error(exc.status) from None
-            timeout = remaining(p.deadline)
-            if timeout is not None and timeout <= 0:
-                done(grpc.StatusCode.DEADLINE_EXCEEDED)
+            begun = begin_attempt(p, rt, address, done)
+            if begun is None:
                 raise _error(DEADLINE)
-            md = p.metadata if obs is None else obs.attempt(rt, address, p.metadata)
+            timeout, md = begun
             call = invoke(sub, timeout, md)
             on_call(call)
             try:
@@ -321,11 +321,10 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             except LocalFailure as exc:
                 observe_failure(p, exc)
                 raise _error(exc.status) from None
-            timeout = remaining(p.deadline)
-            if timeout is not None and timeout <= 0:
-                done(grpc.StatusCode.DEADLINE_EXCEEDED)
+            begun = begin_attempt(p, rt, address, done)
+            if begun is None:
                 raise _error(DEADLINE)
-            md = p.metadata if obs is None else obs.attempt(rt, address, p.metadata)
+            timeout, md = begun
             try:
                 call = start(sub, timeout, md)
             except BaseException:
