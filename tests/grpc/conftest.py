@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
 
 from _backend import bootstrap
 from _grpc_tls_helpers import TlsGrpcBackend
@@ -42,17 +41,6 @@ def make_mesh(cp: ControlPlane) -> Iterator[Callable[..., pymesh.Mesh]]:
     yield make
     for m in meshes:
         m.close()
-
-
-@pytest.fixture
-def pki() -> Pki:
-    return Pki()
-
-
-@pytest.fixture
-def client_files(pki: Pki, tmp_path: Path) -> dict[str, str]:
-    """The client's identity (SPIFFE ``sa/client``) + CA, as file_watcher paths."""
-    return pki.write(tmp_path / "client", pki.issue("client"))
 
 
 @pytest.fixture

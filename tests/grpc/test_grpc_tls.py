@@ -7,16 +7,12 @@ serving ISTIO_MUTUAL clusters, and a bootstrap ``file_watcher`` provider for the
 from __future__ import annotations
 
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
-
 from _backend import Backend
 from _grpc_tls_helpers import (
     CHAT,

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import grpc.aio
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "security"))
-
 from _grpc_tls_helpers import (
     CHAT,
     CLUSTER,

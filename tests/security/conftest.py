@@ -14,17 +14,6 @@ from pymesh.testing import bootstrap_for
 
 
 @pytest.fixture
-def pki() -> Pki:
-    return Pki()
-
-
-@pytest.fixture
-def client_files(pki: Pki, tmp_path: Path) -> dict[str, str]:
-    """The client's identity (SPIFFE ``sa/client``) + CA, as file_watcher paths."""
-    return pki.write(tmp_path / "client", pki.issue("client"))
-
-
-@pytest.fixture
 def mesh_bootstrap(
     control_plane: ControlPlane, client_files: dict[str, str], request: pytest.FixtureRequest
 ) -> dict[str, Any]:
