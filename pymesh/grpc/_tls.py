@@ -289,13 +289,18 @@ class Binding(Generic[C]):
                 self._inners.append(inner)
                 self._failure = None
                 if old is not None:
-                    old.retired = True
-                    if old.active == 0:
-                        closing.append(old)
-                        self._inners.remove(old)
+                    self._supersede(old, closing)
         for i in closing:
             self._close(i.channel)
         return None if self.closed else inner
+
+    def _supersede(self, inner: Inner[C], closing: list[Inner[C]]) -> None:
+        """Mark ``inner`` retired; when no call uses it, move it to ``closing`` (lock held;
+        a busy one is closed by the last call's end())."""
+        inner.retired = True
+        if inner.active == 0:
+            closing.append(inner)
+            self._inners.remove(inner)
 
     def begin(self, inner: Inner[C]) -> None:
         with self._lock:
@@ -317,10 +322,7 @@ class Binding(Generic[C]):
             self.current = None
             self.orphaned = True
             for inner in list(self._inners):
-                inner.retired = True
-                if inner.active == 0:
-                    closing.append(inner)
-                    self._inners.remove(inner)
+                self._supersede(inner, closing)
         for i in closing:
             self._close(i.channel)
 
