@@ -16,10 +16,12 @@ from pymesh.errors import (
     MeshError,
     NoHealthyUpstreamError,
     NoRouteError,
+    ResourceDoesNotExistError,
     ResourceInvalid,
     TlsConfigError,
     UnknownHostError,
     UpstreamOverflowError,
+    XdsStreamError,
 )
 from pymesh.transports import AsyncMeshTransport, MeshTransport
 
@@ -38,10 +40,12 @@ __all__ = [
     "MeshTransport",
     "NoHealthyUpstreamError",
     "NoRouteError",
+    "ResourceDoesNotExistError",
     "ResourceInvalid",
     "TlsConfigError",
     "UnknownHostError",
     "UpstreamOverflowError",
+    "XdsStreamError",
     "__version__",
     "grpc",
 ]

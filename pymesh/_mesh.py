@@ -21,13 +21,15 @@ from pymesh.errors import (
     ConfigTimeoutError,
     MeshClosedError,
     MeshError,
+    ResourceDoesNotExistError,
     UnknownHostError,
 )
 from pymesh.routing import RouteTable
 from pymesh.security import MeshSecurity
 from pymesh.telemetry._csds import client_config
 from pymesh.xds._dependency_manager import DependencyManager
-from pymesh.xds.client import XdsClient, XdsClientStats
+from pymesh.xds.client import LDS, XdsClient, XdsClientStats
+from pymesh.xds.client._client import DEFAULT_MAX_MESSAGE_BYTES
 from pymesh.xds.dependencies import XdsConfig
 from pymesh.xds.resources.fault import FaultConfig
 from pymesh.xds.resources.listener import FAULT_TYPE
@@ -61,7 +63,8 @@ class ListenerSlot:
     name: str
     state: ListenerState | None = None
     error: MeshError | None = None
-    does_not_exist: bool = False
+    does_not_exist: bool = False  # the listener was never known: requests may pass through
+    had_state: bool = False  # a config was published once (so a deletion is an error)
     ready: threading.Event = field(default_factory=threading.Event)
     waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
         default_factory=list
@@ -78,7 +81,10 @@ class Mesh:
 
     ``bootstrap`` is a path, a dict, or None (``GRPC_XDS_BOOTSTRAP`` /
     ``GRPC_XDS_BOOTSTRAP_CONFIG``). Unknown hosts pass through directly unless
-    ``passthrough=False``. Use as a context manager or call :meth:`close`.
+    ``passthrough=False``; a host is unknown only once the control plane's answer shows
+    its listener does not exist (or ``resource_timeout`` passed with no answer), never
+    because config is slow or incomplete. ``xds_max_message_bytes`` caps one ADS
+    response (256 MiB). Use as a context manager or call :meth:`close`.
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class Mesh:
         passthrough: bool = True,
         resource_timeout: float = 15.0,
         seed: int | None = None,
+        xds_max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.bootstrap: Bootstrap = (
             bootstrap if isinstance(bootstrap, Bootstrap) else load_bootstrap(bootstrap)
@@ -104,7 +111,11 @@ class Mesh:
         self._clusters: dict[str, ClusterRuntime] = {}
         #: Certificate providers and TLS contexts (mTLS from xDS; docs/security.md).
         self.security = MeshSecurity(self.bootstrap, self.node_id)
-        self._client = XdsClient(self.bootstrap, resource_timeout=resource_timeout)
+        self._client = XdsClient(
+            self.bootstrap,
+            resource_timeout=resource_timeout,
+            max_message_bytes=xds_max_message_bytes,
+        )
         self._deps = DependencyManager(self._client)
         self._client.start()
         self._sweeper = Sweeper(lambda: list(self._clusters.values()))
@@ -212,6 +223,7 @@ class Mesh:
             )
             slot.error = None
             slot.does_not_exist = False
+            slot.had_state = True
         except Exception as exc:  # keep the last good state; report why
             log.exception("listener %s: cannot apply config", slot.name)
             slot.error = MeshError(f"cannot apply config: {exc}", resource_name=slot.name)
@@ -219,8 +231,15 @@ class Mesh:
 
     def _on_listener_error(self, slot: ListenerSlot, _name: str, error: MeshError) -> None:
         slot.error = error
-        if getattr(error, "does_not_exist", False) or "does not exist" in str(error):
-            slot.does_not_exist = True
+        if isinstance(error, ResourceDoesNotExistError):
+            # The server has no such resource (deleted, or never had it): requests stop
+            # using the last config. Only a listener that never had one is an unknown
+            # host that may pass through; a deleted listener or a missing route
+            # configuration fails requests with this typed error.
+            slot.state = None
+            slot.does_not_exist = (
+                error.type_url == LDS and error.resource_name == slot.name and not slot.had_state
+            )
         self._settle(slot)
 
     @staticmethod
@@ -279,15 +298,18 @@ class Mesh:
         *,
         passthrough: bool | None = None,
     ) -> ListenerState | None:
-        """:meth:`wait_state`, then, if the listener does not exist, the ``alternate``
-        authority's (``host:80`` for a URL whose default port the HTTP client dropped:
-        Istio names that listener with the port)."""
-        if alternate is None:
+        """:meth:`wait_state`, with ``alternate`` as a second name for the same host
+        (``host:80`` for a URL whose default port the HTTP client dropped: Istio names
+        that listener with the port). Both names go out in one request; whichever the
+        control plane has is kept and the other subscription is dropped."""
+        alt = self._alias_of(slot, alternate)
+        if alt is None:
             return self.wait_state(slot, timeout, passthrough=passthrough)
         state = self.wait_state(slot, timeout, passthrough=True)
-        if state is not None:
-            return state
-        return self.wait_state(self.slot(alternate), timeout, passthrough=passthrough)
+        if state is None:
+            state = self.wait_state(alt, timeout, passthrough=passthrough)
+        self._keep_existing(slot, alt)
+        return state
 
     async def wait_listener_async(
         self,
@@ -298,12 +320,40 @@ class Mesh:
         passthrough: bool | None = None,
     ) -> ListenerState | None:
         """The asyncio twin of :meth:`wait_listener`."""
-        if alternate is None:
+        alt = self._alias_of(slot, alternate)
+        if alt is None:
             return await self.wait_state_async(slot, timeout, passthrough=passthrough)
         state = await self.wait_state_async(slot, timeout, passthrough=True)
-        if state is not None:
-            return state
-        return await self.wait_state_async(self.slot(alternate), timeout, passthrough=passthrough)
+        if state is None:
+            state = await self.wait_state_async(alt, timeout, passthrough=passthrough)
+        self._keep_existing(slot, alt)
+        return state
+
+    def _alias_of(self, slot: ListenerSlot, alternate: str | None) -> ListenerSlot | None:
+        """The slot for ``alternate``, subscribed now beside ``slot``, or None."""
+        if alternate is None or slot.state is not None:
+            return None
+        alt = self.slot(alternate)
+        return None if alt is slot else alt
+
+    def _keep_existing(self, slot: ListenerSlot, alt: ListenerSlot) -> None:
+        """Two names for one host have settled: when the control plane has exactly one,
+        requests for either name use it and the other subscription is dropped."""
+        if slot.state is not None and alt.does_not_exist:
+            keep, drop = slot, alt
+        elif alt.state is not None and slot.does_not_exist:
+            keep, drop = alt, slot
+        else:
+            return  # both exist (two listeners), neither, or not settled
+        with self._lock:
+            if self._slots.get(drop.name) is not drop:
+                return  # another request did this already
+            del self._slots[drop.name]
+            for authority, s in list(self._slot_of.items()):
+                if s is drop:
+                    self._slot_of[authority] = keep
+        if drop.cancel is not None:
+            drop.cancel()
 
     def _settled_state(self, slot: ListenerSlot, passthrough: bool | None) -> ListenerState | None:
         if slot.state is not None:

@@ -16,10 +16,12 @@ __all__ = [
     "MeshError",
     "NoHealthyUpstreamError",
     "NoRouteError",
+    "ResourceDoesNotExistError",
     "ResourceInvalid",
     "TlsConfigError",
     "UnknownHostError",
     "UpstreamOverflowError",
+    "XdsStreamError",
 ]
 
 
@@ -85,6 +87,30 @@ class ResourceInvalid(MeshError):
         self.field = field
         self.reason = reason
         super().__init__(f"{field}: {reason}", resource_name=resource_name)
+
+
+class ResourceDoesNotExistError(MeshError):
+    """The control plane does not have an xDS resource the client needs.
+
+    Raised (or reported to watchers) only on a definitive answer: the server said so
+    (a ``resource_errors`` NOT_FOUND, gRFC A88), a full-state response that provably
+    answered a request naming it left it out, the server deleted it, or the
+    does-not-exist timer ran out while the stream was up. ``type_url`` says which
+    resource type; a listener that does not exist is the only case where a request may
+    pass through outside the mesh.
+    """
+
+    def __init__(
+        self, message: str, *, type_url: str, node_id: str | None = None, resource_name: str
+    ) -> None:
+        self.type_url = type_url
+        super().__init__(message, node_id=node_id, resource_name=resource_name)
+
+
+class XdsStreamError(MeshError):
+    """The ADS stream cannot deliver config: the server is unreachable, the stream
+    failed, or a response was larger than the client accepts. Resources without a
+    cached value fail with this; cached ones keep serving (gRFC A57)."""
 
 
 class NoRouteError(MeshError):

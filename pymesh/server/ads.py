@@ -32,6 +32,7 @@ __all__ = ["AckRecord", "AdsServicer", "NackRecord"]
 
 _log = logging.getLogger(__name__)
 _WILDCARD_TYPES = frozenset({LISTENER_TYPE, CLUSTER_TYPE})
+_NOT_FOUND = 5  # google.rpc.Code
 
 
 @dataclass(frozen=True)
@@ -141,12 +142,22 @@ class _Stream:
         resources = _select(snap, url, subscribed)
         st.sent_version, st.sent_names = snap.version, subscribed
         st.nonce = str(next(self.nonces))
-        return discovery_pb2.DiscoveryResponse(
+        resp = discovery_pb2.DiscoveryResponse(
             version_info=snap.version,
             resources=resources,
             type_url=url,
             nonce=st.nonce,
         )
+        if subscribed:
+            # xRFC TP3 / gRFC A88: say which subscribed names do not exist, so a client
+            # knows at once instead of after its does-not-exist timer.
+            packed = snap.packed(url)
+            for name in sorted(subscribed - packed.keys()):
+                err = resp.resource_errors.add()
+                err.resource_name.name = name
+                err.error_detail.code = _NOT_FOUND
+                err.error_detail.message = f"{name!r} is not in snapshot {snap.version!r}"
+        return resp
 
 
 def _select(snap: Snapshot, url: str, names: frozenset[str] | None) -> list[any_pb2.Any]:

@@ -90,13 +90,13 @@ class _Callbacks:
         self.type_url = type_url
 
     def on_resource(self, name: str, value: Any) -> None:
-        self.owner.on_event(self.type_url, name, "ok", value, "")
+        self.owner.on_event(self.type_url, name, "ok", value, None)
 
     def on_error(self, name: str, error: MeshError) -> None:
-        self.owner.on_event(self.type_url, name, "error", None, error.message)
+        self.owner.on_event(self.type_url, name, "error", None, error)
 
     def on_does_not_exist(self, name: str) -> None:
-        self.owner.on_event(self.type_url, name, "missing", None, "")
+        self.owner.on_event(self.type_url, name, "missing", None, None)
 
 
 @dataclass
@@ -156,7 +156,9 @@ class _ListenerWatch:
         self.dns.clear()
 
     # ------------------------------------------------------------ events
-    def on_event(self, type_url: str, name: str, state: str, value: Any, error: str) -> None:
+    def on_event(
+        self, type_url: str, name: str, state: str, value: Any, error: MeshError | None
+    ) -> None:
         if self.cancelled:
             return
         w = self.watches.get((type_url, name))
@@ -165,19 +167,21 @@ class _ListenerWatch:
         if state == "ok":
             w.value, w.state, w.error = value, "ok", ""
         elif state == "error":
+            assert error is not None
             if w.state == "ok":
                 # gRFC A88: an error with a last good value keeps the value serving.
                 log.warning("xDS %s %r: %s (keeping the last good value)", type_url, name, error)
                 return
-            w.state, w.error = "error", error
+            w.state, w.error = "error", error.message
         else:
-            w.value, w.state = None, "missing"
+            w.value, w.state, w.error = None, "missing", ""
         if type_url in (LDS, RDS) and state != "ok":
-            what = "listener" if type_url == LDS else "route configuration"
-            reason = error or f"{what} {name!r} does not exist"
             # The consumer drops the config on this error: the next complete one is new.
             self.published = None
-            self._report(MeshError(reason, node_id=self.client.node_id, resource_name=name))
+            # Typed, so the consumer decides structurally: only a listener that does not
+            # exist may pass through; a missing route configuration is an incomplete
+            # config, and a stream error is no answer at all.
+            self._report(error or self.client.does_not_exist_error(type_url, name))
         self.reconcile()
 
     def _report(self, err: MeshError) -> None:
@@ -379,7 +383,8 @@ class DependencyManager:
 
         ``on_config(XdsConfig)`` is called (on the xDS thread) with each new complete
         config; ``on_error(listener_name, MeshError)`` when the listener or its route
-        configuration does not exist or is invalid with no last good value.
+        configuration does not exist (ResourceDoesNotExistError, whose ``type_url`` says
+        which), cannot be fetched (XdsStreamError) or is invalid with no last good value.
         """
         watch = _ListenerWatch(self, name, on_config, on_error)
         self.client.submit(watch.start)

@@ -6,11 +6,20 @@ loop, and watcher callbacks run serially on it. Protocol rules followed:
 
 - Envoy's xDS protocol doc: per type ``version_info`` + ``nonce``; ACK carries the new
   version, NACK the previous one plus ``error_detail``; LDS/CDS are full state, so a
-  previously received resource missing from a response is deleted; a requested resource
-  that never arrives is reported does-not-exist after ``resource_timeout`` (15 s),
-  counted only while the stream is up.
+  resource missing from an accepted response that provably answered a request naming it
+  is deleted (or, never received, does not exist: see :mod:`._answered`); a requested
+  resource that never arrives is reported does-not-exist ``resource_timeout`` (15 s)
+  after the request naming it was written, counted only while the stream is up.
+- xRFC TP3 / gRFC A88: a ``resource_errors`` entry with NOT_FOUND is a definitive
+  does-not-exist; other codes are data errors (a cached value keeps serving).
 - gRFC A46-style partial acceptance: the valid resources of a response are applied even
-  when others in it are invalid; the NACK names each invalid one.
+  when others in it are invalid; the NACK names each invalid one. A rejected response
+  deletes nothing and declares nothing absent.
+- Requests are coalesced: the subscription of a type is written once per turn of the
+  loop however many watches changed it, and each request is built from the current
+  state when the stream takes it, so an ACK carries the current list once.
+- Resources whose bytes did not change since the previous response are not decoded
+  again.
 - gRFC A57: cached resources survive stream failures; the client reconnects with
   jittered exponential backoff and re-subscribes with its last versions (no nonce).
 - gRFC A53: ``ignore_resource_deletion`` in server_features keeps deleted resources.
@@ -39,7 +48,14 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
 from pymesh.bootstrap import Bootstrap
-from pymesh.errors import MeshClosedError, MeshError, ResourceInvalid
+from pymesh.errors import (
+    MeshClosedError,
+    MeshError,
+    ResourceDoesNotExistError,
+    ResourceInvalid,
+    XdsStreamError,
+)
+from pymesh.xds.client._answered import SentRequests
 from pymesh.xds.client._backoff import Backoff
 from pymesh.xds.client._transport import channel_factory, node_to_proto
 from pymesh.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, decode
@@ -68,6 +84,10 @@ _TYPE_ORDER = (LDS, RDS, CDS, EDS)
 #: Types whose SotW responses carry every subscribed resource (absence = deletion).
 _FULL_STATE_TYPES = frozenset({LDS, CDS})
 _INVALID_ARGUMENT = 3
+_NOT_FOUND = 5
+#: Default cap on one ADS response (gRPC's own default is 4 MiB, which an Istio-sized
+#: CDS or EDS response exceeds; Envoy sets none). Configurable per client.
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 #: ``decode(type_url, any_msg) -> (name, value)``, raising ResourceInvalid.
 Decoder = Callable[[str, Any], tuple[str, Any]]
@@ -106,6 +126,9 @@ class XdsClientStats:
     nacks: dict[str, int] = field(default_factory=dict)
     does_not_exist: int = 0
     deletions_ignored: int = 0
+    requests: dict[str, int] = field(default_factory=dict)  # DiscoveryRequests written
+    decodes_skipped: int = 0  # resources whose bytes had not changed
+    oversize_responses: int = 0  # streams failed by a response over the size limit
 
 
 @dataclass(eq=False)
@@ -124,12 +147,22 @@ class _Resource:
     timer: asyncio.TimerHandle | None = None
 
 
+#: A decoded resource: ``(name, value, None)`` or ``(name or "", None, error)``.
+_Decoded = tuple[str, Any, "MeshError | None"]
+
+
 @dataclass(eq=False)
 class _TypeState:
     type_url: str
     version_info: str = ""
     nonce: str = ""
     resources: dict[str, _Resource] = field(default_factory=dict)
+    # A request is owed (subscription changed, or a response to ACK/NACK) and queued.
+    dirty: bool = False
+    pending_error: status_pb2.Status | None = None  # the NACK the owed request carries
+    sent: SentRequests = field(default_factory=SentRequests)  # this stream's requests
+    # The last response's resources by their bytes, so unchanged ones are not decoded.
+    decoded: dict[tuple[str, bytes], _Decoded] = field(default_factory=dict)
 
 
 def _default_decoder(type_url: str, any_msg: Any) -> tuple[str, Any]:
@@ -150,6 +183,8 @@ class XdsClient:
 
     ``resource_timeout`` is the does-not-exist timer (seconds). ``decoder`` turns an
     ``Any`` into ``(name, value)``; it defaults to :func:`pymesh.xds.resources.decode`.
+    ``max_message_bytes`` caps one ADS response (256 MiB by default); a larger one fails
+    the stream with a logged, counted error that names this setting.
     Construction validates the server URI and credentials (BootstrapError).
     """
 
@@ -160,11 +195,17 @@ class XdsClient:
         resource_timeout: float = 15.0,
         decoder: Decoder | None = None,
         backoff: Backoff | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
+        if max_message_bytes <= 0:
+            raise ValueError(f"max_message_bytes must be positive, not {max_message_bytes}")
         self.bootstrap = bootstrap
         self.node_id = bootstrap.node.id
         self.server = bootstrap.xds_servers[0]
-        self._channel_factory = channel_factory(self.server, source=bootstrap.source)
+        self.max_message_bytes = max_message_bytes
+        self._channel_factory = channel_factory(
+            self.server, source=bootstrap.source, max_message_bytes=max_message_bytes
+        )
         self._node_proto = node_to_proto(bootstrap.node)
         self.resource_timeout = resource_timeout
         self._decode = decoder or _default_decoder
@@ -181,6 +222,7 @@ class XdsClient:
         self._stream_up = False
         self._node_sent = False
         self._connect_error: str | None = None  # set while the server is unreachable
+        self._last_stream_error: str | None = None  # why the last stream ended (dump)
         # Separates this client's "warned once per resource version" memory from others'.
         self._warning_source = f"{self.node_id}@{self.server.server_uri}#{id(self)}"
 
@@ -328,11 +370,11 @@ class XdsClient:
         if res is None:
             res = ts.resources[name] = _Resource(name)
             res.watchers.append(watcher)
-            self._send_request(ts)
+            self._request(ts)
             if self._connect_error is not None and not self._stream_up:
-                err = self._error(self._connect_error, name)
+                down = self._stream_error(self._connect_error, name)
                 asyncio.get_running_loop().call_soon(
-                    self._notify_one, watcher, "on_error", name, err
+                    self._notify_one, watcher, "on_error", name, down
                 )
             return
         res.watchers.append(watcher)
@@ -356,7 +398,7 @@ class XdsClient:
             if res.timer is not None:
                 res.timer.cancel()
             del ts.resources[name]
-            self._send_request(ts)
+            self._request(ts)
 
     def _notify_one(self, watcher: ResourceWatcher, method: str, *args: Any) -> None:
         try:
@@ -368,23 +410,38 @@ class XdsClient:
         for w in list(res.watchers):  # a callback may cancel watches
             self._notify_one(w, method, res.name, *args)
 
-    def _send_request(self, ts: _TypeState, error: status_pb2.Status | None = None) -> None:
-        """Queue the current subscription of ``ts`` (an ACK/NACK when ``nonce`` is set)."""
-        if self._send_queue is None or not self._stream_up:
-            return  # sent when the next stream starts
+    def _request(self, ts: _TypeState, error: status_pb2.Status | None = None) -> None:
+        """Owe the server the current subscription of ``ts`` (an ACK/NACK when a
+        response is pending). Coalesced: one request per type is queued, and it is
+        built when the stream takes it, from the state at that moment."""
+        if error is not None:
+            ts.pending_error = error
+        if self._send_queue is None or not self._stream_up or ts.dirty:
+            return  # already queued, or sent when the next stream starts
+        ts.dirty = True
+        self._send_queue.put_nowait(ts.type_url)
+
+    def _build_request(self, ts: _TypeState) -> discovery_pb2.DiscoveryRequest:
+        """The request owed for ``ts``, as written now; starts its resources' timers."""
+        names = frozenset(ts.resources)
         req = discovery_pb2.DiscoveryRequest(
             type_url=ts.type_url,
             version_info=ts.version_info,
             response_nonce=ts.nonce,
-            resource_names=sorted(ts.resources),
+            resource_names=sorted(names),
         )
-        if error is not None:
-            req.error_detail.CopyFrom(error)
+        if ts.pending_error is not None:
+            req.error_detail.CopyFrom(ts.pending_error)
+            ts.pending_error = None
         if not self._node_sent:
             req.node.CopyFrom(self._node_proto)
             self._node_sent = True
-        self._send_queue.put_nowait(req)
+        ts.dirty = False
+        if ts.type_url in _FULL_STATE_TYPES:
+            ts.sent.record(names)
+        self.stats.requests[ts.type_url] = self.stats.requests.get(ts.type_url, 0) + 1
         self._start_timers(ts)
+        return req
 
     def _start_timers(self, ts: _TypeState) -> None:
         loop = asyncio.get_running_loop()
@@ -409,6 +466,13 @@ class XdsClient:
         if res.has_value or not self._stream_up:
             return
         log.warning("xDS resource %s %r does not exist (timeout)", type_url, name)
+        self._does_not_exist(res)
+
+    def _does_not_exist(self, res: _Resource) -> None:
+        """A resource without a value is now known not to exist."""
+        if res.timer is not None:
+            res.timer.cancel()
+            res.timer = None
         res.status = ResourceStatus.DOES_NOT_EXIST
         res.update_time = _now()
         self.stats.does_not_exist += 1
@@ -420,21 +484,36 @@ class XdsClient:
         type_url = resp.type_url
         ts = self._type(type_url)
         ts.nonce = resp.nonce
-        # Names subscribed before this response: only they can be judged absent from it
-        # (watchers run below may subscribe more, which this response cannot answer).
-        awaited = {n for n, r in ts.resources.items() if not r.has_value}
         valid: dict[str, Any] = {}
         errors: list[str] = []
-        invalid_names: set[str] = set()
+        carried: set[str] = set()  # every name the response speaks of, valid or not
+        decoded: dict[tuple[str, bytes], _Decoded] = {}
         for any_msg in resp.resources:
-            name, value, err = self._decode_one(type_url, any_msg, resp.version_info)
+            key = (any_msg.type_url, any_msg.value)
+            result = ts.decoded.get(key)
+            if result is None:
+                result = self._decode_one(type_url, any_msg, resp.version_info)
+            else:
+                self.stats.decodes_skipped += 1
+            decoded[key] = result
+            name, value, err = result
+            if name:
+                carried.add(name)
             if err is None:
                 valid[name] = value
                 continue
             errors.append(str(err.message))
             if name:
-                invalid_names.add(name)
                 self._mark_invalid(ts, name, err, resp.version_info)
+        ts.decoded = decoded
+        not_found: list[str] = []
+        for re in resp.resource_errors:
+            name = re.resource_name.name
+            carried.add(name)
+            if re.error_detail.code == _NOT_FOUND:
+                not_found.append(name)
+            else:
+                self._server_error(ts, name, re.error_detail, resp.version_info)
         now = _now()
         for name, value in valid.items():
             res = ts.resources.get(name)
@@ -452,21 +531,25 @@ class XdsClient:
             if changed:
                 self.stats.updates[type_url] = self.stats.updates.get(type_url, 0) + 1
                 self._notify(res, "on_resource", value)
-        if type_url in _FULL_STATE_TYPES:
-            self._handle_absent(ts, set(valid) | invalid_names, awaited)
+        for name in not_found:
+            self._absent(ts, name, "the xDS server says it does not exist")
         if errors:
+            # A rejected response proves nothing about what it left out (gRFC A46 keeps
+            # its valid resources, applied above, but deletes and declares nothing).
             self.stats.nacks[type_url] = self.stats.nacks.get(type_url, 0) + 1
             message = "\n".join(errors)
             log.warning("NACK %s version %r: %s", type_url, resp.version_info, message)
-            self._send_request(ts, status_pb2.Status(code=_INVALID_ARGUMENT, message=message))
-        else:
-            self.stats.acks[type_url] = self.stats.acks.get(type_url, 0) + 1
-            ts.version_info = resp.version_info
-            self._send_request(ts)
+            self._request(ts, status_pb2.Status(code=_INVALID_ARGUMENT, message=message))
+            return
+        if type_url in _FULL_STATE_TYPES:
+            proven = ts.sent.answered(carried)
+            for name in [n for n in ts.resources if n not in carried and n in proven]:
+                self._absent(ts, name, "left out of a full-state response")
+        self.stats.acks[type_url] = self.stats.acks.get(type_url, 0) + 1
+        ts.version_info = resp.version_info
+        self._request(ts)
 
-    def _decode_one(
-        self, type_url: str, any_msg: Any, version: str
-    ) -> tuple[str, Any, MeshError | None]:
+    def _decode_one(self, type_url: str, any_msg: Any, version: str) -> _Decoded:
         """``(name, value, None)``, or ``(name or "", None, error)``.
 
         The error's ``message`` is the NACK line: ``resource 'x': field: reason``.
@@ -486,6 +569,19 @@ class XdsClient:
     def _error(self, message: str, name: str | None = None) -> MeshError:
         return MeshError(message, node_id=self.node_id, resource_name=name or None)
 
+    def _stream_error(self, message: str, name: str) -> XdsStreamError:
+        return XdsStreamError(message, node_id=self.node_id, resource_name=name)
+
+    def does_not_exist_error(self, type_url: str, name: str) -> ResourceDoesNotExistError:
+        """The typed error for resource ``name`` of ``type_url`` not existing."""
+        kind = type_url.rsplit(".", 1)[-1]
+        return ResourceDoesNotExistError(
+            f"xDS {kind} {name!r} does not exist",
+            type_url=type_url,
+            node_id=self.node_id,
+            resource_name=name,
+        )
+
     def _mark_invalid(self, ts: _TypeState, name: str, err: MeshError, version: str) -> None:
         res = ts.resources.get(name)
         if res is None:
@@ -501,38 +597,44 @@ class XdsClient:
         res.error_time = _now()
         self._notify(res, "on_error", err)
 
-    def _handle_absent(self, ts: _TypeState, present: set[str], awaited: set[str]) -> None:
-        for res in list(ts.resources.values()):
-            if res.name in present:
-                continue
-            if not res.has_value:
-                # The xDS protocol: a SotW LDS/CDS response lists every subscribed
-                # resource the server has, so a requested one that is missing does not
-                # exist. Said now rather than after the 15 s timer, so that a request to
-                # a host the control plane does not know passes through at once.
-                if res.name in awaited and res.status == ResourceStatus.REQUESTED and res.watchers:
-                    if res.timer is not None:
-                        res.timer.cancel()
-                        res.timer = None
-                    res.status = ResourceStatus.DOES_NOT_EXIST
-                    res.update_time = _now()
-                    self.stats.does_not_exist += 1
-                    self._notify(res, "on_does_not_exist")
-                continue
-            if self.server.ignore_resource_deletion:
-                self.stats.deletions_ignored += 1
-                log.warning(
-                    "xDS server dropped %s %r; keeping it (ignore_resource_deletion)",
-                    ts.type_url,
-                    res.name,
-                )
-                continue
-            res.value, res.has_value = None, False
-            res.status = ResourceStatus.DOES_NOT_EXIST
-            res.update_time = _now()
-            # A rejected version of a resource the server no longer has is moot.
-            res.last_error = res.error_version = res.error_time = None
-            self._notify(res, "on_does_not_exist")
+    def _server_error(
+        self, ts: _TypeState, name: str, status: status_pb2.Status, version: str
+    ) -> None:
+        """A ``resource_errors`` entry other than NOT_FOUND (gRFC A88 data error): a
+        cached value keeps serving; watchers hear the server's reason."""
+        res = ts.resources.get(name)
+        if res is None:
+            return
+        if res.timer is not None:
+            res.timer.cancel()
+            res.timer = None
+        message = f"xDS server error for {name!r}: code {status.code}: {status.message}"
+        res.last_error, res.error_version, res.error_time = message, version, _now()
+        self._notify(res, "on_error", self._error(message, name))
+
+    def _absent(self, ts: _TypeState, name: str, why: str) -> None:
+        """The server provably does not have subscribed resource ``name``."""
+        res = ts.resources.get(name)
+        if res is None:
+            return
+        if not res.has_value:
+            if res.status != ResourceStatus.DOES_NOT_EXIST and res.watchers:
+                log.info("xDS %s %r does not exist: %s", ts.type_url, name, why)
+                self._does_not_exist(res)
+            return
+        if self.server.ignore_resource_deletion:
+            self.stats.deletions_ignored += 1
+            log.warning(
+                "xDS server dropped %s %r; keeping it (ignore_resource_deletion)",
+                ts.type_url,
+                name,
+            )
+            return
+        log.warning("xDS server deleted %s %r (%s)", ts.type_url, name, why)
+        res.value, res.has_value = None, False
+        # A rejected version of a resource the server no longer has is moot.
+        res.last_error = res.error_version = res.error_time = None
+        self._does_not_exist(res)
 
     # ----------------------------------------------------------------- the stream
 
@@ -563,18 +665,21 @@ class XdsClient:
         self._connect_error = None
 
     async def _one_stream(self, channel: grpc.aio.Channel) -> bool:
-        """Run one ADS stream until it fails; True if any response was received."""
+        """Run one ADS stream until it fails; True if it was healthy (a response came
+        and the stream did not end on an oversize response, which would recur)."""
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._send_queue = queue
         self._node_sent = False
 
-        async def requests() -> AsyncIterator[Any]:
+        async def requests() -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
             while True:
-                req = await queue.get()
-                if req is None:
+                type_url = await queue.get()
+                if type_url is None:
                     return
-                yield req
+                ts = self._types.get(type_url)
+                if ts is not None and ts.dirty:
+                    yield self._build_request(ts)
 
         call = stub.StreamAggregatedResources(requests())
         self._stream_up = True
@@ -585,19 +690,28 @@ class XdsClient:
             for type_url in self._ordered_types():
                 ts = self._types[type_url]
                 ts.nonce = ""  # a nonce belongs to the stream that sent it
+                ts.dirty = False
+                ts.pending_error = None
+                ts.sent.reset()
                 if ts.resources:
-                    self._send_request(ts)
+                    self._request(ts)
             async for resp in call:
                 received = True
                 self._handle_response(resp)
         except grpc.aio.AioRpcError as e:
-            log.warning(
-                "xDS stream to %s failed: %s %s",
-                self.server.server_uri,
-                e.code(),
-                e.details(),
-            )
-            self._stream_failed(f"{e.code().name}: {e.details()}")
+            if _is_oversize(e):
+                received = False  # the same response comes back: back off, do not spin
+                self.stats.oversize_responses += 1
+                reason = (
+                    f"an xDS response exceeded max_message_bytes={self.max_message_bytes} "
+                    f"({e.details()}); raise it (Mesh(xds_max_message_bytes=...)) or have "
+                    "the control plane send less per response"
+                )
+                log.error("xDS stream to %s: %s", self.server.server_uri, reason)
+            else:
+                reason = f"{e.code().name}: {e.details()}"
+                log.warning("xDS stream to %s failed: %s", self.server.server_uri, reason)
+            self._stream_failed(reason)
         except Exception as e:  # a bug must not kill the client: log, reconnect
             log.exception("xDS stream to %s: unexpected error", self.server.server_uri)
             self._stream_failed(f"internal error: {e!r}")
@@ -619,6 +733,7 @@ class XdsClient:
     def _stream_failed(self, reason: str) -> None:
         self.stats.stream_failures += 1
         self._stream_up = False
+        self._last_stream_error = reason
         self._cancel_timers()
         self._notify_pending(f"xDS stream to {self.server.server_uri} failed: {reason}")
 
@@ -628,7 +743,7 @@ class XdsClient:
         for ts in self._types.values():
             for res in ts.resources.values():
                 if not res.has_value and res.status == ResourceStatus.REQUESTED:
-                    self._notify(res, "on_error", self._error(message, res.name))
+                    self._notify(res, "on_error", self._stream_error(message, res.name))
 
     # ----------------------------------------------------------------- dump
 
@@ -654,6 +769,14 @@ class XdsClient:
             "node_id": self.node_id,
             "server_uri": self.server.server_uri,
             "connected": bool(self.stats.connected),
+            "last_stream_error": self._last_stream_error,
             "types": types,
             "resources": resources,
         }
+
+
+def _is_oversize(e: grpc.aio.AioRpcError) -> bool:
+    """A response over the channel's receive limit (grpc reports RESOURCE_EXHAUSTED)."""
+    return e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (
+        e.details() or ""
+    )

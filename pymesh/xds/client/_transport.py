@@ -43,10 +43,15 @@ def _read(path: str, source: str, field: str) -> bytes:
 
 
 def channel_factory(
-    server: XdsServer, *, source: str = "<bootstrap>", path: str = "xds_servers[0]"
+    server: XdsServer,
+    *,
+    source: str = "<bootstrap>",
+    path: str = "xds_servers[0]",
+    max_message_bytes: int = 4 * 1024 * 1024,
 ) -> ChannelFactory:
     """Validate ``server`` now and return a function creating its grpc.aio channel.
 
+    ``max_message_bytes`` is the largest ADS response the channel accepts.
     Raises BootstrapError for an unsupported URI or credentials, or unreadable files.
     """
     target = _grpc_target(server.server_uri, source, f"{path}.server_uri")
@@ -54,6 +59,7 @@ def channel_factory(
     options = [
         ("grpc.keepalive_time_ms", 300_000),
         ("grpc.primary_user_agent", USER_AGENT_NAME),
+        ("grpc.max_receive_message_length", max_message_bytes),
     ]
     if creds.type == "insecure":
         return lambda: grpc.aio.insecure_channel(target, options=options)

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import any_pb2
 
 _CLOSE = object()
 
@@ -133,12 +134,26 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         version: str,
         *,
         nonce: str | None = None,
+        errors: dict[str, int] | None = None,
     ) -> str:
-        """Send a response on the newest stream; returns its nonce."""
+        """Send a response on the newest stream; returns its nonce.
+
+        ``resources`` are messages (packed here) or ready ``Any``s (sent as they are, to
+        send a wrong type or garbage bytes); ``errors`` maps names to a google.rpc code
+        sent as ``resource_errors`` (xRFC TP3).
+        """
         nonce = nonce or f"n{next(self._nonces)}"
         resp = discovery_pb2.DiscoveryResponse(type_url=type_url, version_info=version, nonce=nonce)
         for r in resources:
-            resp.resources.add().Pack(r)
+            if isinstance(r, any_pb2.Any):
+                resp.resources.append(r)
+            else:
+                resp.resources.add().Pack(r)
+        for name, code in (errors or {}).items():
+            err = resp.resource_errors.add()
+            err.resource_name.name = name
+            err.error_detail.code = code
+            err.error_detail.message = f"server error {code} for {name}"
         with self._cond:
             assert self._streams, "no stream"
             self._streams[-1].responses.put(resp)
