@@ -175,7 +175,8 @@ class _ListenerWatch:
             w.state, w.error = "error", error.message
         else:
             w.value, w.state, w.error = None, "missing", ""
-        if type_url in (LDS, RDS) and state != "ok":
+        listener_ok = type_url == RDS and self.watches[(LDS, self.name)].state == "ok"
+        if state != "ok" and (type_url == LDS or listener_ok):
             # The consumer drops the config on this error: the next complete one is new.
             self.published = None
             # Typed, so the consumer decides structurally: only a listener that does not
