@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from typing import Any
 
 from pymesh.xds.resources._common import (
@@ -34,50 +34,100 @@ _HEALTH: dict[int, HealthStatus] = {
 _PPM = 1_000_000
 
 
-def _endpoint(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> Endpoint:
+#: Endpoint / SocketAddress fields that are handled or benign: anything else set is
+#: reported (warned) by ``Ctx.leftovers``.
+_ENDPOINT_HANDLED = ("address", "hostname")
+_ENDPOINT_BENIGN = ("health_check_config",)
+_SOCKET_HANDLED = ("address", "port_value", "protocol")
+_SOCKET_BENIGN = ("resolver_name", "ipv4_compat")
+_ENDPOINT_KNOWN = frozenset(_ENDPOINT_HANDLED + _ENDPOINT_BENIGN)
+_SOCKET_KNOWN = frozenset(_SOCKET_HANDLED + _SOCKET_BENIGN)
+_SOCKET = "endpoint.address.socket_address"
+
+
+def _is_ip(address: str) -> bool:
+    # socket.inet_pton (C) instead of ipaddress: a 10 000-endpoint EDS update pays this
+    # per endpoint. IPv6 scope ids (fe80::1%eth0) are not IP literals Envoy accepts either.
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, address)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def _has_unknown(msg: Any, known: frozenset[str]) -> bool:
+    return any(fd.name not in known for fd, _ in msg.ListFields())
+
+
+def _at(locality_path: str, index: int, field: str) -> str:
+    return join(join(locality_path, f"lb_endpoints[{index}]"), field)
+
+
+def _endpoint(ctx: Ctx, msg: Any, locality_path: str, index: int, ip_only: bool) -> Endpoint:
+    """One LbEndpoint. Paths for errors and warnings are built only when needed (``_at``):
+    this runs once per endpoint of every EDS update."""
     if msg.WhichOneof("host_identifier") != "endpoint":
-        ctx.fail(join(path, "endpoint"), "endpoint is required (named endpoints are not supported)")
+        ctx.fail(
+            _at(locality_path, index, "endpoint"),
+            "endpoint is required (named endpoints are not supported)",
+        )
     ep = msg.endpoint
-    ap = join(path, "endpoint.address")
     which = ep.address.WhichOneof("address")
     if which != "socket_address":
-        ctx.fail(ap, f"only socket_address is supported, got {which or 'nothing'}")
+        ctx.fail(
+            _at(locality_path, index, "endpoint.address"),
+            f"only socket_address is supported, got {which or 'nothing'}",
+        )
     sa = ep.address.socket_address
-    sp = join(ap, "socket_address")
-    if not sa.address:
-        ctx.fail(join(sp, "address"), "address must not be empty")
-    if ip_only:
-        try:
-            ipaddress.ip_address(sa.address)
-        except ValueError:
-            # Envoy: only DNS clusters resolve names; EDS and STATIC need IP literals.
-            ctx.fail(
-                join(sp, "address"),
-                f"{sa.address!r} is not an IP address; host names need a STRICT_DNS or "
-                "LOGICAL_DNS cluster",
-            )
+    address = sa.address
+    if not address or (ip_only and not _is_ip(address)):
+        # Envoy: only DNS clusters resolve names; EDS and STATIC need IP literals.
+        ctx.fail(
+            _at(locality_path, index, f"{_SOCKET}.address"),
+            f"{address!r} is not an IP address; host names need a STRICT_DNS or LOGICAL_DNS cluster"
+            if address
+            else "address must not be empty",
+        )
     if sa.WhichOneof("port_specifier") != "port_value":
-        ctx.fail(join(sp, "port_value"), "port_value is required (named_port is not supported)")
-    if not 0 < sa.port_value <= 65535:
-        ctx.fail(join(sp, "port_value"), f"port must be in 1..65535, got {sa.port_value}")
+        ctx.fail(
+            _at(locality_path, index, f"{_SOCKET}.port_value"),
+            "port_value is required (named_port is not supported)",
+        )
+    port = sa.port_value
+    if not 0 < port <= 65535:
+        ctx.fail(
+            _at(locality_path, index, f"{_SOCKET}.port_value"),
+            f"port must be in 1..65535, got {port}",
+        )
     if sa.protocol != 0:
-        ctx.fail(join(sp, "protocol"), "only TCP endpoints are supported")
-    health = _HEALTH.get(int(msg.health_status))
+        ctx.fail(
+            _at(locality_path, index, f"{_SOCKET}.protocol"), "only TCP endpoints are supported"
+        )
+    health = _HEALTH.get(msg.health_status)
     if health is None:
-        ctx.fail(join(path, "health_status"), f"unknown health_status {msg.health_status}")
-    weight = int(wrapped(msg, "load_balancing_weight", 1))
+        ctx.fail(
+            _at(locality_path, index, "health_status"),
+            f"unknown health_status {msg.health_status}",
+        )
+    weight = msg.load_balancing_weight.value if msg.HasField("load_balancing_weight") else 1
     if weight < 1:
-        ctx.fail(join(path, "load_balancing_weight"), "endpoint weight must be greater than 0")
-    ctx.leftovers(ep, join(path, "endpoint"), ("address", "hostname"), ("health_check_config",))
-    ctx.leftovers(sa, sp, ("address", "port_value", "protocol"), ("resolver_name", "ipv4_compat"))
-    return Endpoint(sa.address, int(sa.port_value), health, weight, ep.hostname)
+        ctx.fail(
+            _at(locality_path, index, "load_balancing_weight"),
+            "endpoint weight must be greater than 0",
+        )
+    if _has_unknown(ep, _ENDPOINT_KNOWN):
+        ctx.leftovers(
+            ep, _at(locality_path, index, "endpoint"), _ENDPOINT_HANDLED, _ENDPOINT_BENIGN
+        )
+    if _has_unknown(sa, _SOCKET_KNOWN):
+        ctx.leftovers(sa, _at(locality_path, index, _SOCKET), _SOCKET_HANDLED, _SOCKET_BENIGN)
+    return Endpoint(address, port, health, weight, ep.hostname)
 
 
 def _locality(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> LocalityEndpoints:
-    endpoints = tuple(
-        _endpoint(ctx, e, join(path, f"lb_endpoints[{i}]"), ip_only)
-        for i, e in enumerate(msg.lb_endpoints)
-    )
+    endpoints = tuple(_endpoint(ctx, e, path, i, ip_only) for i, e in enumerate(msg.lb_endpoints))
     total = sum(e.weight for e in endpoints)
     if total > UINT32_MAX:
         ctx.fail(

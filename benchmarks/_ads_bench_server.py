@@ -1,0 +1,100 @@
+"""An xDS server for benchmarks/xds_scale.py, run as its own process.
+
+    python benchmarks/_ads_bench_server.py --services 3000 --backend 127.0.0.1:PORT \
+        [--mode pymesh|chatty]
+
+Serves ``svcI:9080`` listeners (RDS ``svcI`` -> EDS cluster of 3 endpoints) for
+``--services`` services; ``svc0`` points at ``--backend`` (a real HTTP server), the
+others at addresses nobody dials. ``--mode pymesh`` is pymesh's own ControlPlane
+(answers subscription changes, ignores stale nonces); ``chatty`` answers *every*
+request, ACKs included, with the full subscribed set, as some control planes do.
+
+Prints its port. On stdin, ``eds N`` replaces svc1's endpoints with N fresh ones and
+prints ``sent <time.time()>`` right before handing the snapshot to the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from pymesh.server import ENDPOINT_TYPE, ControlPlane, Snapshot, compile_mesh
+
+
+def mesh_config(services: int, backend: str, svc1_endpoints: int = 3) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for i in range(services):
+        if i == 0:
+            endpoints = [backend]
+        else:
+            n = svc1_endpoints if i == 1 else 3
+            endpoints = [
+                f"10.{i >> 8 & 255}.{i & 255}.{k % 250 + 1}:{8000 + k // 250}" for k in range(n)
+            ]
+        out[f"svc{i}"] = {"port": 9080, "endpoints": endpoints}
+    return {"services": out}
+
+
+class Chatty(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+    """Answers every DiscoveryRequest with every subscribed resource it has."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.nonces = itertools.count(1)
+
+    def StreamAggregatedResources(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
+        for req in requests:
+            packed = self.snapshot.packed(req.type_url)
+            names = set(req.resource_names)
+            yield discovery_pb2.DiscoveryResponse(
+                type_url=req.type_url,
+                version_info=self.snapshot.version,
+                nonce=str(next(self.nonces)),
+                resources=[a for n, a in packed.items() if n in names],
+            )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--services", type=int, default=3000)
+    p.add_argument("--backend", required=True)
+    p.add_argument("--mode", choices=["pymesh", "chatty"], default="pymesh")
+    args = p.parse_args()
+    snapshot = compile_mesh(mesh_config(args.services, args.backend))
+    if args.mode == "chatty":
+        server = grpc.server(
+            futures.ThreadPoolExecutor(4),
+            options=[("grpc.max_send_message_length", 512 * 1024 * 1024)],
+        )
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(Chatty(snapshot), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        print(port, flush=True)
+        sys.stdin.read()
+        server.stop(0)
+        return
+    with ControlPlane(port=0) as cp:
+        cp.set_snapshot(snapshot)
+        print(cp.port, flush=True)
+        for line in sys.stdin:
+            cmd = line.split()
+            if cmd and cmd[0] == "eds":
+                new = compile_mesh(mesh_config(args.services, args.backend, int(cmd[1])))
+                new.packed(ENDPOINT_TYPE)  # packing is the server's cost, not the send's
+                sent = time.time()
+                cp.set_snapshot(new)
+                print(f"sent {sent}", flush=True)
+    threading.Event().set()
+
+
+if __name__ == "__main__":
+    main()

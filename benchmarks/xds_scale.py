@@ -1,0 +1,260 @@
+"""The xDS client at Istio scale: thousands of services, a 10 000-endpoint EDS update.
+
+    python benchmarks/xds_scale.py [--services 3000] [--eds-endpoints 10000] \
+        [--mode pymesh|chatty|both]
+
+The control plane (benchmarks/_ads_bench_server.py) and one real HTTP backend run in
+their own processes; this process is only the client. Measured, per server mode:
+
+- ready: time from subscribing every listener (as first requests do, all at once from
+  one thread) until every listener has a complete config;
+- DiscoveryRequests written per type, and resource names they carried in total;
+- client RSS growth (after, and peak) over the warm process;
+- request stalls: sequential real requests to an already warm service during the load,
+  against the same number of requests just before it (the baseline, same run): p50 and
+  max latency of each;
+- EDS (pymesh mode): a 10 000-endpoint ClusterLoadAssignment, from the server handing
+  the snapshot to its stream to the client having applied it, and the other service's
+  request stalls meanwhile. The SotW response carries every subscribed resource of each
+  type again; unchanged ones are not decoded twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _stats import pct
+
+import pymesh
+from pymesh.xds.client import EDS
+
+HERE = Path(__file__).resolve().parent
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in MB."""
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+class GcPauses:
+    """The longest pause of each garbage-collector generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.longest = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self._t0 = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+            return
+        gen = info["generation"]
+        self.count[gen] += 1
+        self.longest[gen] = max(self.longest[gen], time.perf_counter() - self._t0)
+
+    def take(self) -> dict[str, Any]:
+        out = {"gen2_count": self.count[2], "longest_ms": [round(x * 1e3, 1) for x in self.longest]}
+        self.longest, self.count = [0.0, 0.0, 0.0], [0, 0, 0]
+        return out
+
+
+PAUSES = GcPauses()
+
+
+class Prober:
+    """Sequential GETs to a warm service from one thread; latencies per phase."""
+
+    def __init__(self, client: httpx.Client, url: str) -> None:
+        self.client, self.url = client, url
+        self.phase = "idle"
+        self.samples: dict[str, list[float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="prober")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            self.client.get(self.url)
+            self.samples.setdefault(self.phase, []).append(time.perf_counter() - t0)
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def baseline(self, n: int) -> None:
+        """Record ``n`` requests as the quiet baseline."""
+        self.phase = "baseline"
+        while len(self.samples.get("baseline", [])) < n:
+            time.sleep(0.01)
+
+    def summary(self, phase: str) -> dict[str, float]:
+        xs = self.samples.get(phase, [])
+        return {"n": len(xs), "p50_ms": pct(xs, 0.5) * 1e3, "max_ms": max(xs) * 1e3}
+
+
+def start_server(mode: str, services: int, backend: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "_ads_bench_server.py"), "--services", str(services),
+         "--backend", backend, "--mode", mode],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+_BACKEND = """
+import sys, threading
+from pymesh.testing import EchoBackend
+print(EchoBackend("warm").start().address, flush=True)
+sys.stdin.read()
+"""
+
+
+def run(mode: str, services: int, eds_endpoints: int, backend: str) -> dict[str, Any]:
+    proc, port = start_server(mode, services, backend)
+    server = {"server_uri": f"127.0.0.1:{port}", "channel_creds": [{"type": "insecure"}]}
+    bootstrap = {"xds_servers": [server], "node": {"id": f"scale-{mode}"}}
+    out: dict[str, Any] = {"mode": mode, "services": services}
+    try:
+        with (
+            pymesh.Mesh(bootstrap=bootstrap, seed=1, resource_timeout=600) as mesh,
+            httpx.Client(transport=pymesh.MeshTransport(mesh, passthrough=False)) as client,
+        ):
+            client.get("http://svc0:9080/", timeout=60)  # warm: one service, connections
+            with Prober(client, "http://svc0:9080/") as prober:
+                prober.baseline(300)
+                rss0, _ = rss_mb()
+                prober.phase = "subscribe"
+                t0 = time.perf_counter()
+                slots = [mesh.slot(f"svc{i}:9080") for i in range(services)]
+                for slot in slots:
+                    mesh.wait_state(slot, 600)
+                out["ready_s"] = time.perf_counter() - t0
+                prober.phase = "after"
+                rss1, peak = rss_mb()
+                stats = mesh.xds_stats
+                out["requests_per_type"] = {
+                    k.rsplit(".", 1)[-1]: v for k, v in sorted(stats.requests.items())
+                }
+                out["rss_growth_mb"] = round(rss1 - rss0, 1)
+                out["rss_peak_growth_mb"] = round(peak - rss0, 1)
+                out["does_not_exist"] = stats.does_not_exist
+                out["baseline"] = prober.summary("baseline")
+                out["during_subscribe"] = prober.summary("subscribe")
+                out["gc_pauses_subscribe"] = PAUSES.take()
+                if mode == "pymesh" and eds_endpoints:
+                    out["eds"] = eds_update(proc, mesh, prober, eds_endpoints)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.kill()
+        proc.wait(30)
+    return out
+
+
+def eds_update(
+    proc: subprocess.Popen[str], mesh: pymesh.Mesh, prober: Prober, n: int
+) -> dict[str, Any]:
+    """Time a big EDS update from the server's send to the client's apply."""
+    applied = threading.Event()
+    stamp: list[float] = []
+
+    class Watcher:
+        # Registered after the mesh's own watcher: it runs once the mesh has applied.
+        def on_resource(self, name: str, value: Any) -> None:
+            if sum(len(loc.endpoints) for loc in value.localities) == n and not stamp:
+                stamp.append(time.time())
+                applied.set()
+
+        def on_error(self, name: str, error: Any) -> None: ...
+
+        def on_does_not_exist(self, name: str) -> None: ...
+
+    cluster = mesh.clusters()["outbound|9080||svc1"]
+    assert cluster.cluster is not None
+    eds_name = cluster.cluster.eds_resource_name
+    mesh._client.watch(EDS, eds_name, Watcher())
+    skipped = mesh.xds_stats.decodes_skipped
+    # Where the time goes: when each response's handling started and ended.
+    handled: list[tuple[str, float, float]] = []
+    client = mesh._client
+    original = client._handle_response
+
+    def timed(resp: Any) -> None:
+        t0 = time.time()
+        original(resp)
+        handled.append((resp.type_url.rsplit(".", 1)[-1], t0, time.time()))
+
+    client._handle_response = timed  # type: ignore[method-assign]
+    assert proc.stdin is not None and proc.stdout is not None
+    prober.phase = "eds_baseline"
+    time.sleep(1.0)
+    PAUSES.take()
+    prober.phase = "eds"
+    proc.stdin.write(f"eds {n}\n")
+    proc.stdin.flush()
+    sent = float(proc.stdout.readline().split()[1])
+    assert applied.wait(120), "the EDS update never arrived"
+    time.sleep(0.2)
+    client._handle_response = original  # type: ignore[method-assign]
+    return {
+        "endpoints": n,
+        "send_to_applied_ms": round((stamp[0] - sent) * 1e3, 1),
+        "responses_ms_after_send": [
+            (t, round((a - sent) * 1e3, 1), round((b - sent) * 1e3, 1)) for t, a, b in handled
+        ],
+        "decodes_skipped": mesh.xds_stats.decodes_skipped - skipped,
+        "baseline": prober.summary("eds_baseline"),
+        "during": prober.summary("eds"),
+        "gc_pauses": PAUSES.take(),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--services", type=int, default=3000)
+    p.add_argument("--eds-endpoints", type=int, default=10_000)
+    p.add_argument("--mode", choices=["pymesh", "chatty", "both"], default="both")
+    args = p.parse_args()
+    modes = ["pymesh", "chatty"] if args.mode == "both" else [args.mode]
+    # The backend runs in its own process, so its threads do not compete for our GIL.
+    backend = subprocess.Popen(
+        [sys.executable, "-c", _BACKEND], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert backend.stdout is not None
+    address = backend.stdout.readline().strip()
+    try:
+        for mode in modes:
+            print(json.dumps(run(mode, args.services, args.eds_endpoints, address), indent=1))
+            sys.stdout.flush()
+    finally:
+        backend.kill()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
