@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import any_pb2  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf import any_pb2, message  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.descriptor import (  # type: ignore[import-untyped, unused-ignore]
     FieldDescriptor,
 )
@@ -114,7 +114,10 @@ def _mutate_any(a: Any, rng: random.Random, depth: int) -> None:
     except KeyError:
         return
     inner = cls()
-    inner.ParseFromString(a.value)
+    try:
+        inner.ParseFromString(a.value)
+    except message.DecodeError:
+        return  # broken by an earlier mutation of this round: leave it broken
     _mutate_one(inner, rng, depth + 1)
     a.Pack(inner)
 
