@@ -68,8 +68,10 @@ def _endpoint(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> Endpoint:
     weight = int(wrapped(msg, "load_balancing_weight", 1))
     if weight < 1:
         ctx.fail(join(path, "load_balancing_weight"), "endpoint weight must be greater than 0")
-    ctx.leftovers(ep, join(path, "endpoint"), ("address", "hostname"), ("health_check_config",))
-    ctx.leftovers(sa, sp, ("address", "port_value", "protocol"), ("resolver_name", "ipv4_compat"))
+    ctx.check(msg, path)
+    ctx.check(ep, join(path, "endpoint"))
+    ctx.check(ep.address, ap)
+    ctx.check(sa, sp)
     return Endpoint(sa.address, int(sa.port_value), health, weight, ep.hostname)
 
 
@@ -90,9 +92,8 @@ def _locality(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> LocalityEndpoints
     if msg.priority > 128:
         ctx.fail(join(path, "priority"), f"priority must be at most 128, got {msg.priority}")
     loc = msg.locality
-    ctx.leftovers(
-        msg, path, ("locality", "lb_endpoints", "load_balancing_weight", "priority"), ("metadata",)
-    )
+    ctx.check(msg, path)
+    ctx.check(loc, join(path, "locality"))
     return LocalityEndpoints(
         Locality(loc.region, loc.zone, loc.sub_zone),
         endpoints,
@@ -143,12 +144,13 @@ def cluster_load_assignment(ctx: Ctx, msg: Any, ip_only: bool = True) -> Cluster
                 ctx.fail(join(dp, "category"), "category must not be empty")
             frac = fractional_percent(ctx, d.drop_percentage, join(dp, "drop_percentage"))
             ppm = min(frac.numerator * (_PPM // frac.denominator), _PPM)
+            ctx.check(d, dp)
             drops.append(DropOverload(d.category, ppm))
         factor = int(wrapped(pol, "overprovisioning_factor", DEFAULT_OVERPROVISIONING_FACTOR))
         if factor < 1:
             ctx.fail("policy.overprovisioning_factor", "must be greater than 0")
-        ctx.leftovers(pol, "policy", ("drop_overloads", "overprovisioning_factor"))
-    ctx.leftovers(msg, "", ("cluster_name", "endpoints", "policy"))
+        ctx.check(pol, "policy")
+    ctx.check(msg, "")
     return ClusterLoadAssignment(
         cluster_name=msg.cluster_name or ctx.name,
         localities=tuple(localities),

@@ -13,6 +13,7 @@ from pymesh.xds.resources._common import (
     duration,
     fractional_percent,
     join,
+    note,
     type_name,
     unpack,
     wrapped,
@@ -23,8 +24,6 @@ from pymesh.xds.resources.matchers import FractionalPercent
 
 FAULT_TYPE = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 FILTER_CONFIG_TYPE = "envoy.config.route.v3.FilterConfig"
-
-_FAULT_HANDLED = ("delay", "abort", "headers", "max_active_faults", "upstream_cluster")
 
 
 def _percentage(ctx: Ctx, msg: Any, path: str) -> FractionalPercent:
@@ -50,6 +49,7 @@ def fault_config(ctx: Ctx, msg: Any, path: str) -> FaultConfig:
             delay = FaultDelay(pct, header_delay=True)
         else:
             ctx.fail(p, "one of fixed_delay or header_delay is required")
+        ctx.check(d, p)
     abort: FaultAbort | None = None
     if msg.HasField("abort"):
         p = join(path, "abort")
@@ -66,10 +66,11 @@ def fault_config(ctx: Ctx, msg: Any, path: str) -> FaultConfig:
             abort = FaultAbort(pct, header_abort=True)
         else:
             ctx.fail(p, "one of http_status, grpc_status or header_abort is required")
+        ctx.check(a, p)
     headers = tuple(
         header_matcher(ctx, h, join(path, f"headers[{i}]")) for i, h in enumerate(msg.headers)
     )
-    ctx.leftovers(msg, path, _FAULT_HANDLED)
+    ctx.check(msg, path)
     return FaultConfig(
         delay=delay,
         abort=abort,
@@ -97,15 +98,16 @@ def typed_per_filter_config(ctx: Ctx, entries: Any, path: str) -> dict[str, Any]
         if tn == FILTER_CONFIG_TYPE:
             wrapper = unpack(ctx, any_msg, route_components_pb2.FilterConfig, p)
             if wrapper.disabled:
-                ctx.unsupported_field(join(p, "disabled"))
+                ctx.unsupported_field(join(p, "disabled"), note(FILTER_CONFIG_TYPE, "disabled"))
                 out[name] = None
                 continue
+            ctx.check(wrapper, p)
             any_msg = wrapper.config
             p = join(p, "config")
             tn = type_name(any_msg.type_url)
         if tn == FAULT_TYPE:
             out[name] = fault_from_any(ctx, any_msg, p)
         else:
-            ctx.unsupported_field(p)
+            ctx.unsupported_field(p, f"per-filter config type {tn} is not supported; kept as None")
             out[name] = None
     return out

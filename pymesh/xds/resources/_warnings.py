@@ -88,23 +88,26 @@ _warned = WarnedFields()
 class _Scope:
     source: str
     version: str
-    pending: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, name, field)
+    # (kind, name, field, note)
+    pending: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 _scope: ContextVar[_Scope | None] = ContextVar("pymesh_xds_warning_scope", default=None)
 
 
-def report(kind: str, name: str, field_path: str) -> None:
+def report(kind: str, name: str, field_path: str, note: str = "") -> None:
     """A parser found ``field_path`` set but unsupported in resource ``kind`` ``name``.
+
+    ``note`` says what pymesh does instead (the field table's note).
 
     Inside :func:`collecting` the warning waits for the resource to parse; outside it
     (a direct ``parse_*`` call) it is logged now, once per resource and field.
     """
     scope = _scope.get()
     if scope is not None:
-        scope.pending.append((kind, name, field_path))
+        scope.pending.append((kind, name, field_path, note))
         return
-    _emit("", kind, name, None, field_path)
+    _emit("", kind, name, None, field_path, note)
 
 
 @contextlib.contextmanager
@@ -120,8 +123,8 @@ def collecting(source: str, version: str) -> Iterator[None]:
         yield
     finally:
         _scope.reset(token)
-    for kind, name, field_path in scope.pending:
-        _emit(source, kind, name, version, field_path)
+    for kind, name, field_path, note in scope.pending:
+        _emit(source, kind, name, version, field_path, note)
 
 
 def reset() -> None:
@@ -129,13 +132,16 @@ def reset() -> None:
     _warned.clear()
 
 
-def _emit(source: str, kind: str, name: str, version: str | None, field_path: str) -> None:
+def _emit(
+    source: str, kind: str, name: str, version: str | None, field_path: str, note: str
+) -> None:
     if not _warned.first_time(source, kind, name, version, field_path):
         return
     where = f"{kind} {name!r}" if version is None else f"{kind} {name!r} version {version!r}"
     log.warning(
-        "%s: field %s is set but not supported by pymesh; it is ignored (pymesh behaves as "
-        "if it were unset). Logged once per resource version",
+        "%s: field %s is set but not supported by pymesh; it is ignored (%s). Logged once "
+        "per resource version",
         where,
         field_path,
+        f"pymesh: {note}" if note else "pymesh behaves as if it were unset",
     )
