@@ -597,9 +597,10 @@ TABLE: dict[str, dict[str, Field]] = {
     },
     "envoy.config.route.v3.RouteAction": {
         "cluster": H("empty → NACK"),
-        "cluster_header": H(
-            "lower-cased; the named cluster must be known to the mesh already (targets are "
-            "not subscribed on demand yet, see the request-path table)"
+        "cluster_header": W(
+            "parsed (lower-cased); only clusters the mesh already knows are routed to: targets "
+            "are not subscribed on demand yet, so another name answers 503 NC",
+            parsed=True,
         ),
         "weighted_clusters": H(),
         "cluster_specifier_plugin": N("cluster specifier plugins are not supported"),
@@ -1387,35 +1388,38 @@ def walk(table: Mapping[str, Mapping[str, Field]] = TABLE) -> Walk:
     out = Walk()
     roots = {key for _, key in ROOTS}
     seen: set[str] = set()
+
+    def visit(section: str, key: str) -> None:
+        # Depth first, in field order: a message's parts follow it in the docs.
+        if key in seen:
+            return
+        seen.add(key)
+        out.order.append((section, key))
+        try:
+            desc = _descriptor(key)
+        except KeyError:
+            out.problems.append(f"{key}: no such message in xds-protos")
+            return
+        fields = table.get(key)
+        if fields is None:
+            out.problems.append(f"{key}: message is parsed but has no table entry")
+            return
+        children: list[str] = []
+        for fd in desc.fields:
+            f = fields.get(fd.name)
+            if f is None:
+                out.problems.append(f"{key}.{fd.name}: field is not classified")
+                continue
+            _check_field(key, fd, f, out.problems)
+            children.extend(c for c in _children(key, fd, f) if c not in roots)
+        for name in fields:
+            if name not in desc.fields_by_name:
+                out.problems.append(f"{key}.{name}: classified but no longer exists")
+        for child in children:
+            visit(section, child)
+
     for section, root in ROOTS:
-        queue = [root]
-        while queue:
-            key = queue.pop(0)
-            if key in seen:
-                continue
-            seen.add(key)
-            out.order.append((section, key))
-            try:
-                desc = _descriptor(key)
-            except KeyError:
-                out.problems.append(f"{key}: no such message in xds-protos")
-                continue
-            fields = table.get(key)
-            if fields is None:
-                out.problems.append(f"{key}: message is parsed but has no table entry")
-                continue
-            for fd in desc.fields:
-                f = fields.get(fd.name)
-                if f is None:
-                    out.problems.append(f"{key}.{fd.name}: field is not classified")
-                    continue
-                _check_field(key, fd, f, out.problems)
-                for child in _children(key, fd, f):
-                    if child not in roots:
-                        queue.append(child)
-            for name in fields:
-                if name not in desc.fields_by_name:
-                    out.problems.append(f"{key}.{name}: classified but no longer exists")
+        visit(section, root)
     for key in table:
         if key not in seen:
             out.problems.append(f"{key}: table entry is not reachable from the roots")
@@ -1452,6 +1456,11 @@ def counts(table: Mapping[str, Mapping[str, Field]] = TABLE) -> dict[str, int]:
     return out
 
 
+def inert_count(table: Mapping[str, Mapping[str, Field]] = TABLE) -> int:
+    """Number of honoured fields that have no effect on a client."""
+    return sum(f.inert for fields in table.values() for f in fields.values())
+
+
 # ---------------------------------------------------------------- docs/features.md
 
 BEGIN = "<!-- BEGIN GENERATED: python -m pymesh.xds.resources._fields --markdown -->"
@@ -1485,9 +1494,10 @@ def markdown(table: Mapping[str, Mapping[str, Field]] = TABLE) -> str:
     lines = [BEGIN, ""]
     c = counts(table)
     lines.append(
-        f"{len(w.order)} messages, {sum(c.values())} fields: "
-        + ", ".join(f"{n} {k}" for k, n in c.items())
-        + ". Generated from `pymesh/xds/resources/_fields.py`; do not edit by hand."
+        f"{len(w.order)} messages, {sum(c.values())} fields: {c['Honoured']} Honoured (of "
+        f"which {inert_count(table)} have no effect on a client), {c['Warn']} Warn, "
+        f"{c['NACK']} NACK. Generated from `pymesh/xds/resources/_fields.py`; do not edit "
+        "by hand."
     )
     section = None
     for sec, key in w.order:
@@ -1499,7 +1509,7 @@ def markdown(table: Mapping[str, Mapping[str, Field]] = TABLE) -> str:
         lines += ["", f"### {title}", ""]
         fields = table.get(key, {})
         if not fields:
-            lines.append("No fields.")
+            lines.append("No fields: setting the message is what counts.")
             continue
         lines += ["| Field | Status | Notes |", "|---|---|---|"]
         for fname, f in fields.items():
@@ -1518,29 +1528,36 @@ def render_features(current: str, table: Mapping[str, Mapping[str, Field]] = TAB
     return current.rstrip("\n") + "\n\n" + generated
 
 
-def _features_path() -> Path:
+def features_path() -> Path:
+    """docs/features.md of the source checkout this module lives in."""
     return Path(__file__).resolve().parents[3] / "docs" / "features.md"
 
 
+def is_current(path: Path) -> bool:
+    """Whether the features file at ``path`` holds exactly the generated field matrix."""
+    current = path.read_text(encoding="utf-8")
+    return current == render_features(current)
+
+
 def main(argv: list[str]) -> int:
-    """``--markdown``: print the generated section; ``--write``: update docs/features.md;
-    ``--check``: exit 1 when docs/features.md differs from what would be generated."""
-    path = _features_path()
+    """No option: print the table's problems (exit 1 if any). ``--markdown``: print the
+    generated section. ``--write``: update docs/features.md. ``--check``: exit 1 when
+    docs/features.md differs from what would be generated."""
+    path = features_path()
     if "--markdown" in argv:
         sys.stdout.write(markdown())
         return 0
-    if "--write" in argv or "--check" in argv:
+    if "--write" in argv:
         current = path.read_text(encoding="utf-8")
-        wanted = render_features(current)
-        if "--write" in argv:
-            path.write_text(wanted, encoding="utf-8")
-            return 0
-        if current != wanted:
-            sys.stderr.write(
-                f"{path} is out of date; run: python -m pymesh.xds.resources._fields --write\n"
-            )
-            return 1
+        path.write_text(render_features(current), encoding="utf-8")
         return 0
+    if "--check" in argv:
+        if is_current(path):
+            return 0
+        sys.stderr.write(
+            f"{path} is out of date; run: python -m pymesh.xds.resources._fields --write\n"
+        )
+        return 1
     problems = check_table()
     for p in problems:
         sys.stderr.write(p + "\n")
