@@ -19,8 +19,10 @@ from pymesh.xds.resources._common import (
     wrapped,
 )
 from pymesh.xds.resources._parse_matchers import header_matcher
+from pymesh.xds.resources._parse_session import per_route_from_any
 from pymesh.xds.resources.fault import FaultAbort, FaultConfig, FaultDelay
 from pymesh.xds.resources.matchers import FractionalPercent
+from pymesh.xds.resources.session import STATEFUL_SESSION_PER_ROUTE_TYPE
 
 FAULT_TYPE = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 FILTER_CONFIG_TYPE = "envoy.config.route.v3.FilterConfig"
@@ -85,10 +87,11 @@ def fault_from_any(ctx: Ctx, any_msg: Any, path: str) -> FaultConfig:
 
 
 def typed_per_filter_config(ctx: Ctx, entries: Any, path: str) -> dict[str, Any]:
-    """typed_per_filter_config map → {filter name: FaultConfig | None}.
+    """typed_per_filter_config → {filter name: FaultConfig, StatefulSessionPerRoute or None}.
 
-    HTTPFault overrides are parsed (also inside an ``envoy.config.route.v3.FilterConfig``
-    wrapper); other types are kept as None and recorded as unsupported.
+    HTTPFault and StatefulSessionPerRoute overrides are parsed (also inside an
+    ``envoy.config.route.v3.FilterConfig`` wrapper); other types are kept as None and
+    recorded as unsupported.
     """
     out: dict[str, Any] = {}
     for name in sorted(entries):
@@ -107,6 +110,8 @@ def typed_per_filter_config(ctx: Ctx, entries: Any, path: str) -> dict[str, Any]
             tn = type_name(any_msg.type_url)
         if tn == FAULT_TYPE:
             out[name] = fault_from_any(ctx, any_msg, p)
+        elif tn == STATEFUL_SESSION_PER_ROUTE_TYPE:
+            out[name] = per_route_from_any(ctx, any_msg, p)
         else:
             ctx.unsupported_field(p, f"per-filter config type {tn} is not supported; kept as None")
             out[name] = None

@@ -20,7 +20,9 @@ from pymesh.xds.resources._common import (
     unpack,
 )
 from pymesh.xds.resources._parse_fault import fault_from_any
+from pymesh.xds.resources._parse_session import stateful_session_from_any
 from pymesh.xds.resources.listener import FAULT_TYPE, ROUTER_TYPE, HttpFilter, Listener
+from pymesh.xds.resources.session import STATEFUL_SESSION_TYPE
 
 HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _TYPED_STRUCT_TYPES = ("xds.type.v3.TypedStruct", "udpa.type.v1.TypedStruct")
@@ -51,6 +53,11 @@ def _http_filter(ctx: Ctx, msg: Any, path: str) -> HttpFilter | None:
         return HttpFilter(msg.name, tn, None, optional)
     if tn == FAULT_TYPE:
         return HttpFilter(msg.name, tn, fault_from_any(ctx, msg.typed_config, tp), optional)
+    if tn == STATEFUL_SESSION_TYPE:
+        # Parsed (Envoy and gRPC A55 support it); the field table warns that the
+        # override-host routing is not applied yet.
+        session = stateful_session_from_any(ctx, msg.typed_config, tp)
+        return HttpFilter(msg.name, tn, session, optional)
     if optional:
         ctx.unsupported_field(
             tp, f"filter type {tn} is not supported; the optional filter is skipped"

@@ -25,6 +25,9 @@ from pymesh.xds.resources.matchers import FractionalPercent
 from pymesh.xds.resources.route import (
     DEFAULT_NUM_RETRIES,
     DEFAULT_ROUTE_TIMEOUT,
+    RETRY_ON_GRPC,
+    RETRY_ON_HTTP,
+    RETRY_ON_NOT_IMPLEMENTED,
     ClusterWeight,
     DirectResponseAction,
     HashPolicy,
@@ -65,6 +68,17 @@ def _runtime_fraction(ctx: Ctx, msg: Any, path: str) -> FractionalPercent:
 def retry_policy(ctx: Ctx, msg: Any, path: str) -> RetryPolicy:
     """envoy.config.route.v3.RetryPolicy with Envoy's defaults."""
     retry_on = frozenset(s.strip() for s in msg.retry_on.split(",") if s.strip())
+    ignored = retry_on - RETRY_ON_HTTP - RETRY_ON_GRPC
+    if ignored:
+        unknown = sorted(ignored - RETRY_ON_NOT_IMPLEMENTED)
+        missing = sorted(ignored & RETRY_ON_NOT_IMPLEMENTED)
+        parts = []
+        if unknown:
+            parts.append(f"unknown condition(s) {', '.join(unknown)} (Envoy ignores them too)")
+        if missing:
+            parts.append(f"condition(s) {', '.join(missing)} not implemented by pymesh")
+        ctx.unsupported_field(join(path, "retry_on"), "; ".join(parts) + "; ignored")
+        retry_on -= ignored
     back_off = RetryBackOff()
     if msg.HasField("retry_back_off"):
         p = join(path, "retry_back_off")
@@ -99,7 +113,15 @@ def retry_policy(ctx: Ctx, msg: Any, path: str) -> RetryPolicy:
             fmt = _RESET_FORMATS.get(int(h.format))
             if fmt is None:
                 ctx.fail(join(p, f"reset_headers[{i}].format"), f"unknown format {h.format}")
-            ctx.check(h, join(p, f"reset_headers[{i}]"))
+            hp = join(p, f"reset_headers[{i}]")
+            ctx.check(h, hp)
+            if h.name.lower() == "retry-after" and fmt == "SECONDS":
+                # RFC 9110 allows delta-seconds or an HTTP-date; only the first is read.
+                ctx.unsupported_field(
+                    hp,
+                    "a Retry-After in HTTP-date form is not understood yet (delta-seconds "
+                    "are); such an answer uses the normal retry back-off",
+                )
             headers.append((h.name.lower(), fmt))
         mx_rl = opt_duration(ctx, rl, "max_interval", p)
         ctx.check(rl, p)

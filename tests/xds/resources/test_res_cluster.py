@@ -501,3 +501,51 @@ def test_idle_timeout_defaults_to_an_hour_and_zero_disables() -> None:
     opts.common_http_protocol_options.idle_timeout.FromSeconds(0)
     c.typed_extension_protocol_options[key].Pack(opts)
     assert parse(c).idle_timeout is None
+
+
+def test_murmur_hash_2_is_nacked_at_parse_time() -> None:
+    """ACKing MURMUR_HASH_2 and failing later at apply time left the listener broken;
+    the table NACKs it with a precise reason instead (the ring is xxHash64 only)."""
+    c = eds_cluster()
+    c.lb_policy = cluster_pb2.Cluster.RING_HASH
+    c.ring_hash_lb_config.hash_function = cluster_pb2.Cluster.RingHashLbConfig.MURMUR_HASH_2
+    err = invalid(parse, c, "ring_hash_lb_config.hash_function", reason="MURMUR_HASH_2")
+    assert "set hash_function to XX_HASH" in err.reason
+    rh = ring_hash_pb2.RingHash(hash_function=ring_hash_pb2.RingHash.MURMUR_HASH_2)
+    c = eds_cluster()
+    c.load_balancing_policy.policies.add().typed_extension_config.typed_config.Pack(rh)
+    invalid(
+        parse,
+        c,
+        "load_balancing_policy.policies[0].typed_extension_config.typed_config.hash_function",
+        reason="MURMUR_HASH_2 is not supported: pymesh's ring uses xxHash64",
+    )
+    # XX_HASH and DEFAULT_HASH stay accepted.
+    for fn in (ring_hash_pb2.RingHash.XX_HASH, ring_hash_pb2.RingHash.DEFAULT_HASH):
+        c = eds_cluster()
+        rh = ring_hash_pb2.RingHash(hash_function=fn)
+        c.load_balancing_policy.policies.add().typed_extension_config.typed_config.Pack(rh)
+        assert parse(c).lb_policy.hash_function == "XX_HASH"
+
+
+def test_degraded_endpoints_are_warned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DEGRADED is treated as unhealthy until the degraded tier exists: a counted warning
+    names the field; other health states are quiet."""
+    from pymesh.xds.resources import parse_cluster_load_assignment
+
+    m = cla("c", 8080, 8081)
+    m.endpoints[0].lb_endpoints[0].health_status = 5  # DEGRADED
+    m.endpoints[0].lb_endpoints[1].health_status = 2  # UNHEALTHY
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        _warnings, "report", lambda kind, name, path, note="": seen.append((path, note))
+    )
+    out = parse_cluster_load_assignment(m)
+    assert [e.health for e in out.localities[0].endpoints] == ["DEGRADED", "UNHEALTHY"]
+    assert seen == [
+        (
+            "endpoints[0].lb_endpoints[0].health_status",
+            "DEGRADED: treated as unhealthy; Envoy's degraded tier waits for the call engine "
+            "(issue 14)",
+        )
+    ]
