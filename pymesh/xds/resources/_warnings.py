@@ -11,6 +11,12 @@ Memory stays bounded: per resource only the fields warned for its *latest* versi
 remembered (a new version replaces the entry), and at most :data:`MAX_RESOURCES`
 resources are remembered, least recently warned first out (such a resource would warn
 once more if the same version were re-sent after its eviction).
+
+Every logged warning is also counted, per source, resource type and field path (indices
+stripped, so ``virtual_hosts[3].cors`` counts as ``virtual_hosts[].cors``):
+:func:`counts` feeds the ``pymesh.xds_client.unsupported_fields`` metric, the admin
+``/stats`` page and the config dump (``pymesh status``). The count grows by one each
+time a resource version carrying the field is accepted, exactly when the log says so.
 """
 
 from __future__ import annotations
@@ -24,7 +30,15 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-__all__ = ["MAX_RESOURCES", "WarnedFields", "collecting", "report", "reset"]
+__all__ = [
+    "MAX_RESOURCES",
+    "WarnedFields",
+    "collecting",
+    "counts",
+    "counts_dump",
+    "report",
+    "reset",
+]
 
 log = logging.getLogger("pymesh.xds")
 
@@ -83,6 +97,28 @@ class WarnedFields:
 
 _warned = WarnedFields()
 
+# (source, resource type, field path without indices) → warnings logged. Bounded by the
+# number of distinct field paths the table can warn about, per xDS client.
+_counts: dict[tuple[str, str, str], int] = {}
+_counts_lock = threading.Lock()
+
+
+def counts(source: str | None = None) -> dict[tuple[str, str], int]:
+    """Warnings logged so far, by (resource type, field path); one source or all."""
+    out: dict[tuple[str, str], int] = {}
+    with _counts_lock:
+        items = list(_counts.items())
+    for (src, kind, field_key), n in items:
+        if source is None or src == source:
+            out[(kind, field_key)] = out.get((kind, field_key), 0) + n
+    return out
+
+
+def counts_dump(source: str | None = None) -> list[dict[str, object]]:
+    """:func:`counts` as JSON-able rows ``{"type", "field", "count"}``, most frequent first."""
+    rows = sorted(counts(source).items(), key=lambda kv: (-kv[1], kv[0]))
+    return [{"type": kind, "field": f, "count": n} for (kind, f), n in rows]
+
 
 @dataclass
 class _Scope:
@@ -128,8 +164,10 @@ def collecting(source: str, version: str) -> Iterator[None]:
 
 
 def reset() -> None:
-    """Forget every warning logged so far (for tests)."""
+    """Forget every warning logged so far, and their counts (for tests)."""
     _warned.clear()
+    with _counts_lock:
+        _counts.clear()
 
 
 def _emit(
@@ -137,6 +175,9 @@ def _emit(
 ) -> None:
     if not _warned.first_time(source, kind, name, version, field_path):
         return
+    key = (source, kind, _INDEX.sub("[]", field_path))
+    with _counts_lock:
+        _counts[key] = _counts.get(key, 0) + 1
     where = f"{kind} {name!r}" if version is None else f"{kind} {name!r} version {version!r}"
     log.warning(
         "%s: field %s is set but not supported by pymesh; it is ignored (%s). Logged once "
