@@ -161,7 +161,7 @@ _STATS = "stats / observability naming only"
 _METADATA = "metadata is not matched or used by pymesh"
 _HEADER_OPS_NOTE = "see HeaderValueOption"
 _NOT_ENVOY_CLIENT = "not implemented; pymesh behaves as if it were unset"
-_WAITS_ENGINE = "waits for the call engine (issue 14)"
+_WAITS_ENGINE = "waits for the call engine, issue 14"
 
 _PFX_LB = "envoy.extensions.load_balancing_policies."
 ROUTER = "envoy.extensions.filters.http.router.v3.Router"
@@ -845,7 +845,7 @@ TABLE: dict[str, dict[str, Field]] = {
         "circuit_breakers": H(),
         "upstream_http_protocol_options": W(_NOT_ENVOY_CLIENT),
         "common_http_protocol_options": H(sub="envoy.config.core.v3.HttpProtocolOptions@cluster"),
-        "http_protocol_options": I("HTTP/1.1 defaults are used"),
+        "http_protocol_options": H("HTTP/1.1, the default"),
         "http2_protocol_options": H("→ http2=True"),
         "typed_extension_protocol_options": H(
             "the HttpProtocolOptions key is parsed; other keys → Warn",
@@ -1069,9 +1069,22 @@ TABLE: dict[str, dict[str, Field]] = {
         "retry_policy": W("use the route's retry_policy"),
     },
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": {
-        "http_protocol_options": I("HTTP/1.1 defaults are used"),
+        "http_protocol_options": H("HTTP/1.1, the default"),
         "http2_protocol_options": H("→ http2=True"),
         "http3_protocol_options": W("HTTP/3 is not supported; HTTP/1.1 is used"),
+    },
+    "envoy.config.core.v3.Http1ProtocolOptions": {
+        "allow_absolute_url": I("a request-parsing (downstream) setting"),
+        "accept_http_10": I("a request-parsing (downstream) setting"),
+        "default_host_for_http_10": I("a request-parsing (downstream) setting"),
+        "header_key_format": W("header names are sent as httpx/httpcore sends them"),
+        "enable_trailers": W("the HTTP/1.1 stack's default is used"),
+        "allow_chunked_length": W("the HTTP/1.1 stack's default is used"),
+        "override_stream_error_on_invalid_http_message": W(_NOT_ENVOY_CLIENT),
+        "send_fully_qualified_url": W("origin-form request targets are sent"),
+        "use_balsa_parser": I("Envoy codec choice"),
+        "allow_custom_methods": W("the HTTP/1.1 stack's default is used"),
+        "ignore_http_11_upgrade": W(_NOT_ENVOY_CLIENT),
     },
     "envoy.config.cluster.v3.Cluster.RefreshRate": {
         "base_interval": H("required, ≥ 1 ms"),

@@ -229,6 +229,8 @@ def _http_options(ctx: Ctx, msg: Any) -> tuple[bool, int | None, float | None]:
     http2 = msg.HasField("http2_protocol_options")
     if http2:
         ctx.check(msg.http2_protocol_options, "http2_protocol_options")
+    if msg.HasField("http_protocol_options"):
+        ctx.check(msg.http_protocol_options, "http_protocol_options")
     max_requests = wrapped(msg, "max_requests_per_connection", None)
     idle: float | None = _DEFAULT_IDLE_TIMEOUT
     if msg.HasField("common_http_protocol_options"):
@@ -253,9 +255,12 @@ def _http_options(ctx: Ctx, msg: Any) -> tuple[bool, int | None, float | None]:
         if which == "explicit_http_config":
             ex = opts.explicit_http_config
             ep = join(p, "explicit_http_config")
-            if ex.WhichOneof("protocol_config") == "http2_protocol_options":
+            proto = ex.WhichOneof("protocol_config")
+            if proto == "http2_protocol_options":
                 http2 = True
                 ctx.check(ex.http2_protocol_options, join(ep, "http2_protocol_options"))
+            elif proto == "http_protocol_options":
+                ctx.check(ex.http_protocol_options, join(ep, "http_protocol_options"))
             ctx.check(ex, ep)
         if opts.HasField("common_http_protocol_options"):
             max_requests, idle = _common_options(

@@ -545,7 +545,7 @@ def test_degraded_endpoints_are_warned(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen == [
         (
             "endpoints[0].lb_endpoints[0].health_status",
-            "DEGRADED: treated as unhealthy; Envoy's degraded tier waits for the call engine "
-            "(issue 14)",
+            "DEGRADED: treated as unhealthy; Envoy's degraded tier waits for the call engine, "
+            "issue 14",
         )
     ]

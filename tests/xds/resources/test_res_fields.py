@@ -292,6 +292,11 @@ CASES: dict[str, tuple[Callable[[Mutate], Any], Callable[[Any], Any], str]] = {
         parse_cluster,
         "http2_protocol_options",
     ),
+    "envoy.config.core.v3.Http1ProtocolOptions": (
+        _cluster_with(lambda c: c.http_protocol_options),
+        parse_cluster,
+        "http_protocol_options",
+    ),
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": (
         _packed_in_cluster(
             http_protocol_options_pb2.HttpProtocolOptions,
