@@ -212,6 +212,14 @@ HEADER_OP_FIELDS = (
 )
 
 
+def check_config_source(ctx: Ctx, msg: Any, path: str) -> None:
+    """Apply the field table to a ConfigSource and its ads / self part."""
+    ctx.check(msg, path)
+    which = msg.WhichOneof("config_source_specifier")
+    if which in ("ads", "self"):
+        ctx.check(getattr(msg, which), join(path, which))
+
+
 def config_source_is_ads_or_self(msg: Any) -> bool:
     """gRPC accepts only ``ads`` or ``self`` config sources for RDS and EDS."""
     return msg.WhichOneof("config_source_specifier") in ("ads", "self")

@@ -926,7 +926,7 @@ TABLE: dict[str, dict[str, Field]] = {
                 "MURMUR_HASH_2": (
                     Status.NACKED,
                     "MURMUR_HASH_2 is not supported: pymesh's ring uses xxHash64; "
-                    "set hash_function to XX_HASH",
+                    "set hash_function to XX_HASH (pymesh's rule; Envoy accepts it)",
                 ),
             }
         ),
@@ -1130,7 +1130,7 @@ TABLE: dict[str, dict[str, Field]] = {
                 "MURMUR_HASH_2": (
                     Status.NACKED,
                     "MURMUR_HASH_2 is not supported: pymesh's ring uses xxHash64; "
-                    "set hash_function to XX_HASH",
+                    "set hash_function to XX_HASH (pymesh's rule; Envoy accepts it)",
                 ),
             }
         ),

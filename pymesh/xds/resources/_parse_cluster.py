@@ -6,12 +6,13 @@ import dataclasses
 from typing import Any, Literal
 
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
-from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from pymesh.xds.resources import _parse_endpoint, _parse_lb, _parse_tls
 from pymesh.xds.resources._common import (
     Ctx,
+    check_config_source,
     config_source_is_ads_or_self,
     join,
     opt_duration,
@@ -203,6 +204,8 @@ def _transport_socket(ctx: Ctx, msg: Any) -> UpstreamTls | None:
     if tn == TLS_TYPE:
         return _parse_tls.upstream_tls(ctx, msg.typed_config, join(p, "typed_config"))
     if tn == RAW_BUFFER_TYPE:
+        tp = join(p, "typed_config")
+        ctx.check(unpack(ctx, msg.typed_config, raw_buffer_pb2.RawBuffer, tp), tp)
         return None
     ctx.fail(
         join(p, "typed_config"),
@@ -316,7 +319,7 @@ def parse(msg: Any) -> Cluster:
             )
         eds_service_name = ecc.service_name
         ctx.check(ecc, "eds_cluster_config")
-        ctx.check(ecc.eds_config, "eds_cluster_config.eds_config")
+        check_config_source(ctx, ecc.eds_config, "eds_cluster_config.eds_config")
     load_assignment = None
     if kind in ("STATIC", "STRICT_DNS", "LOGICAL_DNS") and msg.HasField("load_assignment"):
         sub = ctx.child("load_assignment", "ClusterLoadAssignment")

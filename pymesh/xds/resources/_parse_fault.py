@@ -48,6 +48,7 @@ def fault_config(ctx: Ctx, msg: Any, path: str) -> FaultConfig:
                 pct, fixed_delay=duration(ctx, d.fixed_delay, join(p, "fixed_delay"))
             )
         elif which == "header_delay":
+            ctx.check(d.header_delay, join(p, "header_delay"))
             delay = FaultDelay(pct, header_delay=True)
         else:
             ctx.fail(p, "one of fixed_delay or header_delay is required")
@@ -65,6 +66,7 @@ def fault_config(ctx: Ctx, msg: Any, path: str) -> FaultConfig:
         elif which == "grpc_status":
             abort = FaultAbort(pct, grpc_status=int(a.grpc_status))
         elif which == "header_abort":
+            ctx.check(a.header_abort, join(p, "header_abort"))
             abort = FaultAbort(pct, header_abort=True)
         else:
             ctx.fail(p, "one of http_status, grpc_status or header_abort is required")

@@ -12,6 +12,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from pymesh.xds.resources import _parse_route
 from pymesh.xds.resources._common import (
     Ctx,
+    check_config_source,
     config_source_is_ads_or_self,
     join,
     note,
@@ -50,13 +51,17 @@ def _http_filter(ctx: Ctx, msg: Any, path: str) -> HttpFilter | None:
     if tn == ROUTER_TYPE:
         router = unpack(ctx, msg.typed_config, router_pb2.Router, tp)
         ctx.check(router, tp)
+        ctx.check(msg, path)
         return HttpFilter(msg.name, tn, None, optional)
     if tn == FAULT_TYPE:
-        return HttpFilter(msg.name, tn, fault_from_any(ctx, msg.typed_config, tp), optional)
+        fault = fault_from_any(ctx, msg.typed_config, tp)
+        ctx.check(msg, path)
+        return HttpFilter(msg.name, tn, fault, optional)
     if tn == STATEFUL_SESSION_TYPE:
         # Parsed (Envoy and gRPC A55 support it); the field table warns that the
         # override-host routing is not applied yet.
         session = stateful_session_from_any(ctx, msg.typed_config, tp)
+        ctx.check(msg, path)
         return HttpFilter(msg.name, tn, session, optional)
     if optional:
         ctx.unsupported_field(
@@ -116,7 +121,7 @@ def _hcm(ctx: Ctx, hcm: Any) -> Listener:
         ctx.fail(join(p, which), f"{which} is not supported; use rds or route_config")
     if rds_name is not None:
         ctx.check(hcm.rds, join(p, "rds"))
-        ctx.check(hcm.rds.config_source, join(p, "rds.config_source"))
+        check_config_source(ctx, hcm.rds.config_source, join(p, "rds.config_source"))
     filters = _http_filters(ctx, hcm.http_filters, join(p, "http_filters"))
     max_stream_duration = None
     if hcm.HasField("common_http_protocol_options"):
@@ -152,4 +157,5 @@ def parse(msg: Any) -> Listener:
         ctx.fail(_HCM_PATH, f"expected an {HCM_TYPE}, got {tn}")
     hcm = unpack(ctx, any_msg, hcm_pb2.HttpConnectionManager, _HCM_PATH)
     ctx.check(msg, "")
+    ctx.check(msg.api_listener, "api_listener")
     return _hcm(ctx, hcm)

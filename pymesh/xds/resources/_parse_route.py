@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from envoy.extensions.retry.host.previous_hosts.v3 import (  # noqa: F401 - registers the type
+from envoy.extensions.retry.host.previous_hosts.v3 import (
     previous_hosts_pb2,
 )
 
@@ -18,6 +18,7 @@ from pymesh.xds.resources._common import (
     join,
     opt_duration,
     type_name,
+    unpack,
     wrapped,
 )
 from pymesh.xds.resources._parse_fault import typed_per_filter_config
@@ -133,6 +134,12 @@ def retry_policy(ctx: Ctx, msg: Any, path: str) -> RetryPolicy:
         if pred.name == _PREVIOUS_HOSTS_NAME or tn == _PREVIOUS_HOSTS_TYPE:
             predicates.append("previous_hosts")
             ctx.check(pred, pp)
+            if tn == _PREVIOUS_HOSTS_TYPE:
+                tp = join(pp, "typed_config")
+                predicate = unpack(
+                    ctx, pred.typed_config, previous_hosts_pb2.PreviousHostsPredicate, tp
+                )
+                ctx.check(predicate, tp)
         else:
             ctx.unsupported_field(
                 pp,
@@ -449,6 +456,7 @@ def route(ctx: Ctx, msg: Any, path: str, max_body: int) -> Route:
     elif which == "redirect":
         action = _redirect(ctx, msg.redirect, join(path, "redirect"))
     elif which == "non_forwarding_action":
+        ctx.check(msg.non_forwarding_action, join(path, which))
         action = NonForwardingAction()
     elif which is None:
         ctx.fail(

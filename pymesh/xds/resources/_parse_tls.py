@@ -26,7 +26,8 @@ _DATA_SOURCE = "envoy.config.core.v3.DataSource@tls"
 _TLS_VERSIONS = {1: "TLSv1_0", 2: "TLSv1_1", 3: "TLSv1_2", 4: "TLSv1_3"}
 
 
-def _provider(msg: Any) -> CertificateProviderInstance:
+def _provider(ctx: Ctx, msg: Any, path: str) -> CertificateProviderInstance:
+    ctx.check(msg, path)
     return CertificateProviderInstance(msg.instance_name, msg.certificate_name)
 
 
@@ -44,7 +45,9 @@ def _validation_context(
     ctx.check(vc, path)
     validation = None
     if vc.HasField("ca_certificate_provider_instance"):
-        validation = _provider(vc.ca_certificate_provider_instance)
+        validation = _provider(
+            ctx, vc.ca_certificate_provider_instance, join(path, "ca_certificate_provider_instance")
+        )
     trusted_ca = None
     if vc.HasField("trusted_ca"):
         trusted_ca = _file(ctx, vc.trusted_ca, join(path, "trusted_ca"))
@@ -74,9 +77,15 @@ def upstream_tls(ctx: Ctx, any_msg: Any, path: str) -> UpstreamTls:
             ctx.fail(join(cp, sds), "SDS is not supported; use certificate provider instances")
     identity = None
     if c.HasField("tls_certificate_provider_instance"):
-        identity = _provider(c.tls_certificate_provider_instance)
+        identity = _provider(
+            ctx, c.tls_certificate_provider_instance, join(cp, "tls_certificate_provider_instance")
+        )
     elif c.HasField("tls_certificate_certificate_provider_instance"):
-        identity = _provider(c.tls_certificate_certificate_provider_instance)
+        identity = _provider(
+            ctx,
+            c.tls_certificate_certificate_provider_instance,
+            join(cp, "tls_certificate_certificate_provider_instance"),
+        )
     cert_file = key_file = None
     if c.tls_certificates:
         tp = join(cp, "tls_certificates[0]")
@@ -108,9 +117,17 @@ def upstream_tls(ctx: Ctx, any_msg: Any, path: str) -> UpstreamTls:
             ctx, cvc.default_validation_context, join(cvp, "default_validation_context")
         )
         if cvc.HasField("validation_context_certificate_provider_instance"):
-            validation = _provider(cvc.validation_context_certificate_provider_instance)
+            validation = _provider(
+                ctx,
+                cvc.validation_context_certificate_provider_instance,
+                join(cvp, "validation_context_certificate_provider_instance"),
+            )
     elif which == "validation_context_certificate_provider_instance":
-        validation = _provider(c.validation_context_certificate_provider_instance)
+        validation = _provider(
+            ctx,
+            c.validation_context_certificate_provider_instance,
+            join(cp, "validation_context_certificate_provider_instance"),
+        )
     elif which is not None:
         ctx.fail(join(cp, which), f"{which} is not supported")
     min_v = max_v = None

@@ -480,3 +480,226 @@ def test_an_unknown_field_is_warned_not_dropped(monkeypatch: pytest.MonkeyPatch)
     del cluster["alt_stat_name"]
     monkeypatch.setitem(TABLE, CLUSTER, cluster)
     assert parse_cluster(c).unsupported == ("alt_stat_name",)
+
+
+# ---------------------------------------------------------------- every entry is consulted
+
+
+def _kitchen_sink_listeners() -> list[Any]:
+    from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
+    from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2
+
+    h = hcm()
+    router = h.http_filters.pop()
+    f = fault_pb2.HTTPFault()
+    f.delay.header_delay.SetInParent()
+    f.delay.percentage.numerator = 10
+    f.abort.header_abort.SetInParent()
+    hm = f.headers.add(name="x-fault")
+    hm.string_match.safe_regex.regex = "on|yes"
+    f.headers.add(name="x-n").range_match.end = 10
+    h.http_filters.add(name="fault").typed_config.Pack(f)
+    state = cookie_pb2.CookieBasedSessionState()
+    state.cookie.name = "session"
+    session = stateful_session_pb2.StatefulSession()
+    session.session_state.name = "cookie"
+    session.session_state.typed_config.Pack(state)
+    h.http_filters.add(name="session").typed_config.Pack(session)
+    h.http_filters.append(router)
+    h.common_http_protocol_options.max_stream_duration.FromSeconds(5)
+    h2 = hcm()
+    h2.rds.config_source.ClearField("ads")
+    h2.rds.config_source.self.SetInParent()
+    f2 = fault_pb2.HTTPFault()
+    f2.abort.http_status = 503
+    h2.http_filters.insert(0, h2.http_filters[0].__class__(name="fault"))
+    h2.http_filters[0].typed_config.Pack(f2)
+    return [listener(h), listener(h2, name="other:80")]
+
+
+def _kitchen_sink_routes() -> Any:
+    from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
+    from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+
+    rc = route_config()
+    vh = rc.virtual_hosts[0]
+    r = vh.routes[0]
+    r.match.headers.add(name="x-h").exact_match = "v"
+    r.match.query_parameters.add(name="q").string_match.prefix = "a"
+    r.match.runtime_fraction.default_value.numerator = 50
+    r.match.grpc.SetInParent()
+    a = r.route
+    a.ClearField("cluster")
+    cw = a.weighted_clusters.clusters.add(name="c")
+    cw.weight.value = 1
+    add = cw.request_headers_to_add.add()
+    add.header.key, add.header.value = "x-a", "1"
+    wrapper = route_components_pb2.FilterConfig()
+    wrapper.config.Pack(fault_pb2.HTTPFault())
+    cw.typed_per_filter_config["fault"].Pack(wrapper)
+    cw.typed_per_filter_config["session"].Pack(
+        stateful_session_pb2.StatefulSessionPerRoute(disabled=True)
+    )
+    a.regex_rewrite.pattern.regex = "^/x"
+    a.regex_rewrite.substitution = "/"
+    a.hash_policy.add().header.header_name = "x-user"
+    a.hash_policy.add().cookie.name = "c"
+    a.hash_policy.add().connection_properties.source_ip = True
+    a.hash_policy.add().query_parameter.name = "u"
+    a.hash_policy.add().filter_state.key = "k"
+    rp = a.retry_policy
+    rp.retry_on = "5xx"
+    rp.retry_back_off.base_interval.FromMilliseconds(10)
+    rp.rate_limited_retry_back_off.reset_headers.add(name="x-reset")
+    pred = rp.retry_host_predicate.add(name="envoy.retry_host_predicates.previous_hosts")
+    pred.typed_config.Pack(previous_hosts_pb2.PreviousHostsPredicate())
+    a.hedge_policy.hedge_on_per_try_timeout = True
+    a.request_mirror_policies.add(cluster="m")
+    a.max_stream_duration.grpc_timeout_header_max.FromSeconds(1)
+    d = vh.routes.add()
+    d.match.path = "/d"
+    d.direct_response.status = 200
+    d.direct_response.body.inline_string = "ok"
+    red = vh.routes.add()
+    red.match.prefix = "/r"
+    red.redirect.host_redirect = "example.com"
+    nf = vh.routes.add()
+    nf.match.prefix = "/nf"
+    nf.non_forwarding_action.SetInParent()
+    return rc
+
+
+def _kitchen_sink_clusters() -> list[Any]:
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+    from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
+    from envoy.extensions.load_balancing_policies.pick_first.v3 import pick_first_pb2
+    from envoy.extensions.load_balancing_policies.random.v3 import random_pb2
+    from envoy.extensions.load_balancing_policies.ring_hash.v3 import ring_hash_pb2
+    from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
+    from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
+    from udpa.type.v1 import typed_struct_pb2 as udpa_ts_pb2
+    from xds.type.v3 import typed_struct_pb2
+
+    out = []
+    c = eds_cluster("full")
+    t = c.circuit_breakers.thresholds.add()
+    t.max_requests.value = 10
+    t.retry_budget.budget_percent.value = 10
+    c.outlier_detection.consecutive_5xx.value = 3
+    c.common_lb_config.healthy_panic_threshold.value = 10
+    c.common_lb_config.locality_weighted_lb_config.SetInParent()
+    c.http2_protocol_options.SetInParent()
+    c.common_http_protocol_options.idle_timeout.FromSeconds(10)
+    opts = http_protocol_options_pb2.HttpProtocolOptions()
+    opts.explicit_http_config.http_protocol_options.SetInParent()
+    c.typed_extension_protocol_options[
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ].Pack(opts)
+    c.http_protocol_options.SetInParent()
+    c.dns_failure_refresh_rate.base_interval.FromSeconds(1)
+    c.lb_policy = cluster_pb2.Cluster.RING_HASH
+    c.ring_hash_lb_config.minimum_ring_size.value = 1024
+    utc = tls_pb2.UpstreamTlsContext(sni="x")
+    ctc = utc.common_tls_context
+    ctc.tls_params.cipher_suites.append("ECDHE-RSA-AES128-GCM-SHA256")
+    cert = ctc.tls_certificates.add()
+    cert.certificate_chain.filename = "cert.pem"
+    cert.private_key.filename = "key.pem"
+    ctc.tls_certificate_provider_instance.instance_name = "id"
+    vc = ctc.validation_context
+    vc.trusted_ca.filename = "ca.pem"
+    vc.ca_certificate_provider_instance.instance_name = "ca"
+    san = vc.match_typed_subject_alt_names.add(san_type=2)
+    san.matcher.exact = "a.example"
+    c.transport_socket.name = "tls"
+    c.transport_socket.typed_config.Pack(utc)
+    out.append(c)
+
+    c = eds_cluster("combined")
+    utc = tls_pb2.UpstreamTlsContext()
+    ctc = utc.common_tls_context
+    ctc.tls_certificate_certificate_provider_instance.instance_name = "id"
+    ctc.combined_validation_context.default_validation_context.SetInParent()
+    ctc.combined_validation_context.validation_context_certificate_provider_instance.instance_name = "ca"  # noqa: E501
+    c.transport_socket.name = "tls"
+    c.transport_socket.typed_config.Pack(utc)
+    out.append(c)
+
+    c = eds_cluster("raw")
+    c.transport_socket.name = "raw"
+    c.transport_socket.typed_config.Pack(raw_buffer_pb2.RawBuffer())
+    c.lb_policy = cluster_pb2.Cluster.MAGLEV
+    c.maglev_lb_config.table_size.value = 65537
+    out.append(c)
+
+    c = eds_cluster("lr")
+    c.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
+    c.least_request_lb_config.active_request_bias.default_value = 0.5
+    out.append(c)
+
+    peak = typed_struct_pb2.TypedStruct(type_url="pymesh.lb.v1.PeakEwma")
+    udpa_peak = udpa_ts_pb2.TypedStruct(type_url="pymesh.lb.v1.PeakEwma")
+    wl = wrr_locality_pb2.WrrLocality()
+    wl.endpoint_picking_policy.policies.add().typed_extension_config.typed_config.Pack(
+        round_robin_pb2.RoundRobin()
+    )
+    for i, policy in enumerate(
+        (
+            round_robin_pb2.RoundRobin(),
+            least_request_pb2.LeastRequest(),
+            random_pb2.Random(),
+            ring_hash_pb2.RingHash(),
+            maglev_pb2.Maglev(),
+            pick_first_pb2.PickFirst(),
+            wl,
+            peak,
+            udpa_peak,
+        )
+    ):
+        c = eds_cluster(f"policy{i}")
+        c.load_balancing_policy.policies.add().typed_extension_config.typed_config.Pack(policy)
+        out.append(c)
+
+    c = eds_cluster("agg")
+    c.ClearField("type")
+    c.cluster_type.name = "envoy.clusters.aggregate"
+    c.cluster_type.typed_config.Pack(aggregate_pb2.ClusterConfig(clusters=["a", "b"]))
+    out.append(c)
+
+    c = eds_cluster("static")
+    c.type = cluster_pb2.Cluster.STATIC
+    c.ClearField("eds_cluster_config")
+    c.load_assignment.CopyFrom(cla("static"))
+    out.append(c)
+    return out
+
+
+def _kitchen_sink_cla() -> Any:
+    m = cla("c", 8080)
+    m.endpoints[0].locality.zone = "z"
+    drop = m.policy.drop_overloads.add(category="lb")
+    drop.drop_percentage.numerator = 1
+    return m
+
+
+def test_every_table_entry_is_consulted_by_a_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing resources that use every parsed message consults every table entry: no
+    message is parsed past the table."""
+    from pymesh.xds.resources import _common
+
+    seen: set[str] = set()
+    check = _common.Ctx.check
+
+    def recording(self: Any, msg: Any, path: str, key: str | None = None) -> None:
+        seen.add(key or msg.DESCRIPTOR.full_name)
+        check(self, msg, path, key)
+
+    monkeypatch.setattr(_common.Ctx, "check", recording)
+    for lis in _kitchen_sink_listeners():
+        parse_listener(lis)
+    parse_route_configuration(_kitchen_sink_routes())
+    for c in _kitchen_sink_clusters():
+        parse_cluster(c)
+    parse_cluster_load_assignment(_kitchen_sink_cla())
+    assert sorted(set(TABLE) - seen) == []
