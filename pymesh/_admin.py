@@ -54,6 +54,22 @@ def clusters_view(mesh: Mesh) -> dict[str, Any]:
     return out
 
 
+def unsupported_fields_text(mesh: Mesh) -> str:
+    """The mesh's counted unsupported-field warnings in Prometheus text (for ``/stats``)."""
+    name = "pymesh_xds_client_unsupported_fields_total"
+    lines = [
+        f"# HELP {name} Warnings for set-but-unsupported xDS fields, by resource type and "
+        "field path.",
+        f"# TYPE {name} counter",
+    ]
+    for row in mesh.config_dump().get("unsupported_fields", []):
+        kind = str(row["type"]).replace("\\", "\\\\").replace('"', '\\"')
+        field = str(row["field"]).replace("\\", "\\\\").replace('"', '\\"')
+        labels = f'pymesh_xds_resource_type="{kind}",pymesh_xds_field="{field}"'
+        lines.append(f"{name}{{{labels}}} {row['count']}")
+    return "\n".join(lines) + "\n"
+
+
 def ready(mesh: Mesh) -> tuple[bool, dict[str, Any]]:
     """(every listener in use has a config, the per-listener detail)."""
     listeners = mesh.config_dump().get("listeners_in_use", {})
@@ -73,7 +89,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif url.path == "/clusters":
                 self._json(200, clusters_view(mesh))
             elif url.path == "/stats":
-                self._send(200, "text/plain; version=0.0.4", prometheus_text(mesh).encode())
+                text = prometheus_text(mesh) + unsupported_fields_text(mesh)
+                self._send(200, "text/plain; version=0.0.4", text.encode())
             elif url.path == "/ready":
                 ok, listeners = ready(mesh)
                 self._json(200 if ok else 503, {"ready": ok, "listeners": listeners})

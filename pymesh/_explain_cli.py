@@ -284,3 +284,12 @@ def render_status(console: Console, dump: dict[str, Any]) -> None:
                 str(e["active_requests"]),
             )
         console.print(t)
+    warned = dump.get("unsupported_fields") or []
+    if warned:
+        # Config pymesh accepted but does not (fully) apply: counted, never silent.
+        w = Table(title="unsupported xDS fields (counted warnings, see docs/features.md)")
+        for col in ("type", "field", "count"):
+            w.add_column(col)
+        for row in warned:
+            w.add_row(str(row["type"]), str(row["field"]), str(row["count"]))
+        console.print(w)

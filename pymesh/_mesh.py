@@ -31,6 +31,7 @@ from pymesh.xds._dependency_manager import DependencyManager
 from pymesh.xds.client import LDS, XdsClient, XdsClientStats
 from pymesh.xds.client._client import DEFAULT_MAX_MESSAGE_BYTES
 from pymesh.xds.dependencies import XdsConfig
+from pymesh.xds.resources._warnings import counts_dump
 from pymesh.xds.resources.fault import FaultConfig
 from pymesh.xds.resources.listener import FAULT_TYPE
 
@@ -429,6 +430,8 @@ class Mesh:
         dump["clusters_in_use"] = {
             name: _cluster_dump(rt) for name, rt in list(self._clusters.items())
         }
+        # Counted warnings for set-but-unsupported fields (pymesh status shows them).
+        dump["unsupported_fields"] = counts_dump(self._client._warning_source)
         dump["dumped_at"] = time.time()
         dump["client_config"] = client_config(dump, self.bootstrap)
         return dump

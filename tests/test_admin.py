@@ -149,3 +149,53 @@ def test_bad_admin_port_env_is_a_typed_error(
     monkeypatch.setenv("PYMESH_ADMIN_PORT", "eighty")
     with pytest.raises(pymesh.MeshError, match="PYMESH_ADMIN_PORT='eighty' is not a port"):
         pymesh.Mesh(bootstrap=mesh_bootstrap)
+
+
+def _with_unsupported(config: dict[str, Any], version: str) -> Any:
+    """The compiled mesh with cluster fields pymesh warns about (parsed, not applied)."""
+
+    def edit(cluster: Any) -> None:
+        cluster.connect_timeout.FromMilliseconds(250)
+        cluster.lrs_server.self.SetInParent()
+
+    snap = edited_mesh(config, cluster=edit)
+    return snap.__class__.of(version, **_resources(snap))
+
+
+def test_unsupported_fields_are_counted_in_dump_stats_and_status(
+    control_plane: ControlPlane, mesh: pymesh.Mesh, echo_backend: EchoBackend
+) -> None:
+    from rich.console import Console
+
+    from pymesh._explain_cli import render_status
+    from pymesh.testing import push_snapshot
+
+    push_snapshot(control_plane, mesh, _with_unsupported(_config(echo_backend), "w1"))
+    with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+        assert client.get("http://reviews:9080/").status_code == 200  # still served
+    rows = {(r["type"], r["field"]): r["count"] for r in mesh.config_dump()["unsupported_fields"]}
+    assert rows == {("Cluster", "connect_timeout"): 1, ("Cluster", "lrs_server"): 1}
+
+    # A new version that still sets the fields warns (and counts) again, once.
+    push_snapshot(control_plane, mesh, _with_unsupported(_config(echo_backend), "w2"))
+    rows = {(r["type"], r["field"]): r["count"] for r in mesh.config_dump()["unsupported_fields"]}
+    assert rows == {("Cluster", "connect_timeout"): 2, ("Cluster", "lrs_server"): 2}
+
+    mesh.start_admin()
+    status, body = _get(mesh, "/stats")
+    assert status == 200
+    assert "# TYPE pymesh_xds_client_unsupported_fields_total counter" in body
+    assert (
+        'pymesh_xds_client_unsupported_fields_total{pymesh_xds_resource_type="Cluster",'
+        'pymesh_xds_field="connect_timeout"} 2' in body.splitlines()
+    )
+    status, body = _get(mesh, "/config_dump")
+    assert {"type": "Cluster", "field": "lrs_server", "count": 2} in json.loads(body)[
+        "unsupported_fields"
+    ]
+
+    console = Console(record=True, width=200)
+    render_status(console, mesh.config_dump())
+    text = console.export_text()
+    assert "unsupported xDS fields" in text
+    assert "connect_timeout" in text and "lrs_server" in text

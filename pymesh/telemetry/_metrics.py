@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
 
 from pymesh.telemetry._collect import OBSERVED, MetricSpec, collect, live_meshes
+from pymesh.xds.resources._warnings import counts
 
 #: Seconds: fine buckets for in-cluster latencies (gRFC A66's boundaries, trimmed).
 _LATENCY_BUCKETS = (
@@ -105,12 +106,31 @@ class Instruments:
         self.retries = meter.create_counter(
             "pymesh.client.retries", "{retry}", "Retries decided, by retry_on reason."
         )
+        meter.create_observable_counter(
+            UNSUPPORTED_FIELDS,
+            [_observe_unsupported_fields],
+            "{warning}",
+            "Warnings for set-but-unsupported xDS fields (one per accepted resource version "
+            "carrying the field), by resource type and field path.",
+        )
         for spec in OBSERVED:
             callback = _callback(spec)
             if spec.kind == "counter":
                 meter.create_observable_counter(spec.name, [callback], spec.unit, spec.description)
             else:
                 meter.create_observable_gauge(spec.name, [callback], spec.unit, spec.description)
+
+
+#: The counted warnings of the xDS resource parsers (pymesh.xds.resources._warnings).
+UNSUPPORTED_FIELDS = "pymesh.xds_client.unsupported_fields"
+
+
+def _observe_unsupported_fields(_options: CallbackOptions) -> Iterable[Observation]:
+    # Process-wide: the counts outlive a closed mesh, as a counter must never go down.
+    return [
+        Observation(n, {"pymesh.xds.resource_type": kind, "pymesh.xds.field": field})
+        for (kind, field), n in sorted(counts().items())
+    ]
 
 
 def _callback(spec: MetricSpec) -> Callable[[CallbackOptions], Iterable[Observation]]:

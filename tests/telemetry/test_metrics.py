@@ -80,3 +80,42 @@ def test_breaker_overflow_is_counted(
     assert _value(otel, "pymesh.circuit_breaker.overflows", **overflow) == 1
     local = {"pymesh.local_reply": "UO", "http.response.status_code": 503}
     assert _value(otel, "pymesh.client.requests", **local) == 1
+
+
+def test_unsupported_field_warnings_are_a_counter(
+    otel: Otel, control_plane: Any, mesh: pymesh.Mesh, echo_backend: EchoBackend
+) -> None:
+    from _edit import edited_mesh
+
+    from pymesh.server import ENDPOINT_TYPE, ROUTE_TYPE, Snapshot
+    from pymesh.testing import push_snapshot
+
+    def edit(cluster: Any) -> None:
+        cluster.connect_timeout.FromMilliseconds(250)
+
+    snap = edited_mesh(_reviews(echo_backend), cluster=edit)
+    snap = Snapshot.of(
+        "m1",
+        listeners=snap.get(LISTENER_TYPE).values(),
+        routes=snap.get(ROUTE_TYPE).values(),
+        clusters=snap.get(CLUSTER_TYPE).values(),
+        endpoints=snap.get(ENDPOINT_TYPE).values(),
+    )
+    from pymesh import telemetry
+
+    assert telemetry.instruments() is not None  # the observable counter exists from now
+    before = _value(
+        otel,
+        "pymesh.xds_client.unsupported_fields",
+        **{"pymesh.xds.resource_type": "Cluster", "pymesh.xds.field": "connect_timeout"},
+    )
+    push_snapshot(control_plane, mesh, snap)
+    with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+        assert client.get("http://reviews:9080/").status_code == 200
+    after = _value(
+        otel,
+        "pymesh.xds_client.unsupported_fields",
+        **{"pymesh.xds.resource_type": "Cluster", "pymesh.xds.field": "connect_timeout"},
+    )
+    # Process-wide and monotonic: this mesh's accepted version added exactly one.
+    assert after - before == 1

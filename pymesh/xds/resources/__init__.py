@@ -3,6 +3,10 @@
 Each ``parse_*`` function takes a protobuf message and returns a dataclass or raises
 :class:`pymesh.errors.ResourceInvalid` naming the field. :func:`decode` does the same
 for an ``Any`` straight from a DiscoveryResponse.
+
+What happens to each field (honoured, warned or NACKed) is decided by one table,
+:data:`pymesh.xds.resources._fields.TABLE`, which the parsers consult for every set field
+and from which docs/features.md is generated.
 """
 
 from __future__ import annotations

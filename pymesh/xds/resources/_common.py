@@ -7,11 +7,10 @@ and collects the names of set-but-unsupported fields.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from pymesh.errors import ResourceInvalid
-from pymesh.xds.resources import _warnings
+from pymesh.xds.resources import _fields, _warnings
 from pymesh.xds.resources.route import AppendAction, HeaderOps, HeaderValueOption
 
 UINT32_MAX = 2**32 - 1
@@ -46,30 +45,99 @@ class Ctx:
             self.parent.fail(full, reason)
         raise ResourceInvalid(self.name, full, reason)
 
-    def unsupported_field(self, field: str) -> None:
-        """Record a set-but-unsupported field; the root context reports it for a warning
-        (logged once per resource version and field, see :mod:`._warnings`)."""
+    def unsupported_field(self, field: str, note: str = "") -> None:
+        """Record a set-but-unsupported field; the root context reports it for a counted
+        warning (logged once per resource version and field, see :mod:`._warnings`).
+        ``note`` says what pymesh does instead (from the field table)."""
         self.unsupported.append(field)
         if self.parent is not None:
-            self.parent.unsupported_field(self.path(field))
+            self.parent.unsupported_field(self.path(field), note)
             return
-        _warnings.report(self.kind, self.name, field)
+        _warnings.report(self.kind, self.name, field, note)
 
-    def leftovers(
-        self,
-        msg: Any,
-        path: str,
-        handled: Iterable[str],
-        benign: Iterable[str] = (),
-    ) -> None:
-        """Record every set field of ``msg`` that is neither handled nor benign.
+    def check(self, msg: Any, path: str, key: str | None = None) -> None:
+        """Apply the field table (:mod:`._fields`) to every set field of ``msg``.
 
-        Benign fields have no effect on a client's behaviour (stat names, metadata).
+        A warned field is reported, a NACKed one rejects the resource with the table's
+        note, and an honoured enum field is checked by its value's class. ``key`` names
+        the table entry when it differs from the message's full name (context-specific
+        entries such as ``envoy.config.core.v3.DataSource@tls``). A field the table does
+        not know (a newer xds-protos) is reported, never silently dropped.
         """
-        skip = set(handled) | set(benign)
-        for fd, _ in msg.ListFields():
-            if fd.name not in skip:
-                self.unsupported_field(f"{path}.{fd.name}" if path else fd.name)
+        fields = _fields.TABLE.get(key or msg.DESCRIPTOR.full_name)
+        for fd, value in msg.ListFields():
+            p = join(path, fd.name)
+            f = fields.get(fd.name) if fields is not None else None
+            if f is None:
+                self.unsupported_field(p, "not in pymesh's field table (a newer xds-protos?)")
+            elif f.status is _fields.Status.WARNED:
+                self.unsupported_field(p, f.note)
+            elif f.status is _fields.Status.NACKED:
+                self.fail(p, f"{fd.name} is not supported: {f.note}")
+            elif f.values is not None and fd.enum_type is not None and not fd.is_repeated:
+                vd = fd.enum_type.values_by_number.get(int(value))
+                if vd is None:
+                    self.fail(p, f"unknown {fd.name} enum value {value}")
+                status, note = f.values.get(vd.name, (_fields.Status.WARNED, "not classified"))
+                if status is _fields.Status.WARNED:
+                    self.unsupported_field(p, f"{vd.name}: {note}")
+                elif status is _fields.Status.NACKED:
+                    self.fail(p, note if vd.name in note else f"{vd.name}: {note}")
+
+
+#: Per message type: the honoured fields :meth:`Ctx.check` has nothing to say about,
+#: each with the enum numbers it accepts silently (None: any value). Derived from the
+#: field table once per type, for parsers that run per endpoint.
+_PLAIN: dict[str, dict[str, frozenset[int] | None]] = {}
+
+
+def _plain_fields(descriptor: Any) -> dict[str, frozenset[int] | None]:
+    out: dict[str, frozenset[int] | None] = {}
+    for name, f in (_fields.TABLE.get(descriptor.full_name) or {}).items():
+        if f.status is not _fields.Status.HONOURED:
+            continue
+        fd = descriptor.fields_by_name.get(name)
+        if fd is None:
+            continue
+        if f.values is None or fd.enum_type is None or fd.is_repeated:
+            out[name] = None
+            continue
+        out[name] = frozenset(
+            v.number
+            for v in fd.enum_type.values
+            if f.values.get(v.name, (_fields.Status.WARNED, ""))[0] is _fields.Status.HONOURED
+        )
+    return out
+
+
+def plain_fields(descriptor: Any) -> dict[str, frozenset[int] | None]:
+    """The honoured fields of ``descriptor``'s message type that :meth:`Ctx.check` has
+    nothing to say about (cached), for :func:`is_plain`."""
+    name = descriptor.full_name
+    plain = _PLAIN.get(name)
+    if plain is None:
+        plain = _PLAIN[name] = _plain_fields(descriptor)
+    return plain
+
+
+def is_plain(msg: Any, plain: dict[str, frozenset[int] | None] | None = None) -> bool:
+    """True when :meth:`Ctx.check` would neither warn about nor reject any set field of
+    ``msg`` (a cheap pre-test; the table stays the one source of truth). ``plain`` is
+    ``plain_fields(msg.DESCRIPTOR)``, passed by callers that test many messages."""
+    if plain is None:
+        plain = plain_fields(msg.DESCRIPTOR)
+    for fd, value in msg.ListFields():
+        if fd.name not in plain:
+            return False
+        allowed = plain[fd.name]
+        if allowed is not None and value not in allowed:
+            return False
+    return True
+
+
+def note(key: str, field: str) -> str:
+    """The field table's note for ``field`` of table entry ``key`` (for explicit warnings)."""
+    return _fields.entry(key, field).note
 
 
 def join(path: str, field: str) -> str:
@@ -125,6 +193,7 @@ def fractional_percent(ctx: Ctx, msg: Any, path: str) -> Any:
     denominator = _FRACTION_DENOMINATORS.get(int(msg.denominator))
     if denominator is None:
         ctx.fail(join(path, "denominator"), f"unknown denominator enum value {msg.denominator}")
+    ctx.check(msg, path)
     return FractionalPercent(int(msg.numerator), denominator)
 
 
@@ -162,6 +231,8 @@ def header_value_option(ctx: Ctx, msg: Any, path: str) -> HeaderValueOption:
                 "both append and append_action are set; use only append_action",
             )
         action = "APPEND_IF_EXISTS_OR_ADD" if msg.append.value else "OVERWRITE_IF_EXISTS_OR_ADD"
+    ctx.check(hdr, join(path, "header"))
+    ctx.check(msg, path)
     return HeaderValueOption(key.lower(), value, action, bool(msg.keep_empty_value))
 
 
@@ -189,6 +260,14 @@ HEADER_OP_FIELDS = (
     "response_headers_to_add",
     "response_headers_to_remove",
 )
+
+
+def check_config_source(ctx: Ctx, msg: Any, path: str) -> None:
+    """Apply the field table to a ConfigSource and its ads / self part."""
+    ctx.check(msg, path)
+    which = msg.WhichOneof("config_source_specifier")
+    if which in ("ads", "self"):
+        ctx.check(getattr(msg, which), join(path, which))
 
 
 def config_source_is_ads_or_self(msg: Any) -> bool:

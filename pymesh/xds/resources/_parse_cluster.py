@@ -6,12 +6,13 @@ import dataclasses
 from typing import Any, Literal
 
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
-from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from pymesh.xds.resources import _parse_endpoint, _parse_lb, _parse_tls
 from pymesh.xds.resources._common import (
     Ctx,
+    check_config_source,
     config_source_is_ads_or_self,
     join,
     opt_duration,
@@ -46,41 +47,6 @@ _DNS_FAMILIES: dict[int, DnsFamily] = {
 }
 _LOAD_BALANCING_POLICY_CONFIG = 7
 
-_HANDLED = (
-    "name",
-    "type",
-    "cluster_type",
-    "eds_cluster_config",
-    "connect_timeout",
-    "lb_policy",
-    "load_assignment",
-    "max_requests_per_connection",
-    "circuit_breakers",
-    "common_http_protocol_options",
-    "http2_protocol_options",
-    "typed_extension_protocol_options",
-    "dns_refresh_rate",
-    "dns_failure_refresh_rate",
-    "respect_dns_ttl",
-    "dns_lookup_family",
-    "outlier_detection",
-    "ring_hash_lb_config",
-    "maglev_lb_config",
-    "least_request_lb_config",
-    "common_lb_config",
-    "transport_socket",
-    "load_balancing_policy",
-)
-# No effect on a client's behaviour.
-_BENIGN = (
-    "alt_stat_name",
-    "metadata",
-    "per_connection_buffer_limit_bytes",
-    "track_cluster_stats",
-    "cleanup_interval",
-    "wait_for_warm_on_init",
-    "http_protocol_options",
-)
 
 _OD_PERCENTS = (
     "max_ejection_percent",
@@ -117,11 +83,13 @@ def _kind(ctx: Ctx, msg: Any) -> tuple[ClusterKind, tuple[str, ...]]:
                 "only envoy.clusters.aggregate is",
             )
         agg = unpack(ctx, ct.typed_config, aggregate_pb2.ClusterConfig, "cluster_type.typed_config")
+        ctx.check(ct, "cluster_type")
         if not agg.clusters:
             ctx.fail("cluster_type.typed_config.clusters", "an aggregate cluster needs clusters")
         for i, name in enumerate(agg.clusters):
             if not name:
                 ctx.fail(f"cluster_type.typed_config.clusters[{i}]", "name must not be empty")
+        ctx.check(agg, "cluster_type.typed_config")
         return "AGGREGATE", tuple(agg.clusters)
     kind = _KINDS.get(int(msg.type))
     if kind is None:
@@ -144,6 +112,10 @@ def _lb_policy(ctx: Ctx, msg: Any) -> LbPolicy:
     else:
         policy = _parse_lb.from_enum(ctx, msg)
     if msg.common_lb_config.HasField("locality_weighted_lb_config"):
+        ctx.check(
+            msg.common_lb_config.locality_weighted_lb_config,
+            "common_lb_config.locality_weighted_lb_config",
+        )
         policy = dataclasses.replace(policy, locality_weighted=True)
     return policy
 
@@ -154,8 +126,11 @@ def _circuit_breakers(ctx: Ctx, msg: Any, http2: bool = False) -> CircuitBreaker
         if t.priority == 0 and chosen is None:
             chosen = (i, t)
         else:
-            ctx.unsupported_field(f"circuit_breakers.thresholds[{i}]")
-    ctx.leftovers(msg, "circuit_breakers", ("thresholds",))
+            ctx.unsupported_field(
+                f"circuit_breakers.thresholds[{i}]",
+                "only the first DEFAULT-priority thresholds are used",
+            )
+    ctx.check(msg, "circuit_breakers")
     if chosen is None:
         return CircuitBreakers()
     i, t = chosen
@@ -167,23 +142,12 @@ def _circuit_breakers(ctx: Ctx, msg: Any, http2: bool = False) -> CircuitBreaker
         if not 0 <= pct <= 100:
             ctx.fail(join(p, "retry_budget.budget_percent"), "must be in 0..100")
         budget = RetryBudget(pct, int(wrapped(rb, "min_retry_concurrency", 3)))
-    ctx.leftovers(
-        t,
-        p,
-        (
-            "priority",
-            "max_connections",
-            "max_pending_requests",
-            "max_requests",
-            "max_retries",
-            "retry_budget",
-        ),
-        ("track_remaining",),
-    )
-    if t.HasField("max_pending_requests") and http2:
-        # Enforced for HTTP/1.1 upstreams (a request beyond max_connections waits for a
-        # connection); HTTP/2 pools and gRPC channels multiplex without this bound.
-        ctx.unsupported_field(join(p, "max_pending_requests"))
+        if rb.HasField("budget_percent"):
+            ctx.check(rb.budget_percent, join(p, "retry_budget.budget_percent"))
+        ctx.check(rb, join(p, "retry_budget"))
+    # max_connections and max_pending_requests are warned by the table: they are parsed
+    # and used by the HTTP/1.1 pools, but not with Envoy's cluster-wide meaning yet.
+    ctx.check(t, p)
     return CircuitBreakers(
         max_connections=int(wrapped(t, "max_connections", 1024)),
         max_pending_requests=int(wrapped(t, "max_pending_requests", 1024)),
@@ -218,19 +182,7 @@ def _outlier_detection(ctx: Ctx, msg: Any) -> OutlierDetection:
             f"max_ejection_time ({mx}s) must be at least base_ejection_time ({base}s)",
         )
     jitter = opt_duration(ctx, msg, "max_ejection_time_jitter", p)
-    ctx.leftovers(
-        msg,
-        p,
-        (
-            *_OD_PERCENTS,
-            *_OD_COUNTS,
-            "interval",
-            "base_ejection_time",
-            "max_ejection_time",
-            "max_ejection_time_jitter",
-            "split_external_local_origin_errors",
-        ),
-    )
+    ctx.check(msg, p)
     return OutlierDetection(
         **kw,
         interval=d.interval if interval is None else interval,
@@ -247,10 +199,13 @@ def _transport_socket(ctx: Ctx, msg: Any) -> UpstreamTls | None:
         if msg.name in ("envoy.transport_sockets.raw_buffer", "raw_buffer"):
             return None
         ctx.fail(join(p, "typed_config"), f"transport socket {msg.name!r} needs a typed_config")
+    ctx.check(msg, p)
     tn = type_name(msg.typed_config.type_url)
     if tn == TLS_TYPE:
         return _parse_tls.upstream_tls(ctx, msg.typed_config, join(p, "typed_config"))
     if tn == RAW_BUFFER_TYPE:
+        tp = join(p, "typed_config")
+        ctx.check(unpack(ctx, msg.typed_config, raw_buffer_pb2.RawBuffer, tp), tp)
         return None
     ctx.fail(
         join(p, "typed_config"),
@@ -258,7 +213,6 @@ def _transport_socket(ctx: Ctx, msg: Any) -> UpstreamTls | None:
     )
 
 
-_COMMON_HANDLED = ("max_requests_per_connection", "idle_timeout")
 _DEFAULT_IDLE_TIMEOUT = 3600.0  # Envoy's default for upstream connections
 
 
@@ -269,13 +223,17 @@ def _common_options(
     max_requests = wrapped(cp, "max_requests_per_connection", max_requests)
     if cp.HasField("idle_timeout"):
         idle = opt_duration(ctx, cp, "idle_timeout", path) or None
-    ctx.leftovers(cp, path, _COMMON_HANDLED)
+    ctx.check(cp, path, "envoy.config.core.v3.HttpProtocolOptions@cluster")
     return max_requests, idle
 
 
 def _http_options(ctx: Ctx, msg: Any) -> tuple[bool, int | None, float | None]:
     """(http2, max_requests_per_connection, idle_timeout) from the HTTP protocol options."""
     http2 = msg.HasField("http2_protocol_options")
+    if http2:
+        ctx.check(msg.http2_protocol_options, "http2_protocol_options")
+    if msg.HasField("http_protocol_options"):
+        ctx.check(msg.http_protocol_options, "http_protocol_options")
     max_requests = wrapped(msg, "max_requests_per_connection", None)
     idle: float | None = _DEFAULT_IDLE_TIMEOUT
     if msg.HasField("common_http_protocol_options"):
@@ -291,19 +249,22 @@ def _http_options(ctx: Ctx, msg: Any) -> tuple[bool, int | None, float | None]:
         p = f'typed_extension_protocol_options["{key}"]'
         any_msg = entries[key]
         if type_name(any_msg.type_url) != HTTP_OPTIONS_TYPE:
-            ctx.unsupported_field(p)
+            ctx.unsupported_field(
+                p, f"protocol options type {type_name(any_msg.type_url)} is not supported"
+            )
             continue
         opts = unpack(ctx, any_msg, http_protocol_options_pb2.HttpProtocolOptions, p)
         which = opts.WhichOneof("upstream_protocol_options")
         if which == "explicit_http_config":
             ex = opts.explicit_http_config
+            ep = join(p, "explicit_http_config")
             proto = ex.WhichOneof("protocol_config")
             if proto == "http2_protocol_options":
                 http2 = True
-            elif proto == "http3_protocol_options":
-                ctx.unsupported_field(join(p, "explicit_http_config.http3_protocol_options"))
-        elif which is not None:
-            ctx.unsupported_field(join(p, which))
+                ctx.check(ex.http2_protocol_options, join(ep, "http2_protocol_options"))
+            elif proto == "http_protocol_options":
+                ctx.check(ex.http_protocol_options, join(ep, "http_protocol_options"))
+            ctx.check(ex, ep)
         if opts.HasField("common_http_protocol_options"):
             max_requests, idle = _common_options(
                 ctx,
@@ -312,10 +273,12 @@ def _http_options(ctx: Ctx, msg: Any) -> tuple[bool, int | None, float | None]:
                 max_requests,
                 idle,
             )
-        ctx.leftovers(opts, p, ("explicit_http_config", "common_http_protocol_options"))
+        ctx.check(opts, p)
     if max_requests is not None and int(max_requests) and http2:
         # Enforced for HTTP/1.1 upstreams (pymesh.transports._conn_limits), not HTTP/2.
-        ctx.unsupported_field("max_requests_per_connection")
+        ctx.unsupported_field(
+            "max_requests_per_connection", "enforced for HTTP/1.1 upstreams only, not HTTP/2"
+        )
     return http2, (int(max_requests) or None) if max_requests is not None else None, idle
 
 
@@ -329,6 +292,7 @@ def _dns(ctx: Ctx, msg: Any) -> dict[str, Any]:
         failure = opt_duration(ctx, fr, "base_interval", "dns_failure_refresh_rate")
         if failure is None or failure < 0.001:
             ctx.fail("dns_failure_refresh_rate.base_interval", "must be set and at least 1ms")
+        ctx.check(fr, "dns_failure_refresh_rate")
     family = _DNS_FAMILIES.get(int(msg.dns_lookup_family))
     if family is None:
         ctx.fail("dns_lookup_family", f"unknown dns_lookup_family {msg.dns_lookup_family}")
@@ -354,6 +318,8 @@ def parse(msg: Any) -> Cluster:
                 "eds_config must be ads or self (endpoints come over the same stream)",
             )
         eds_service_name = ecc.service_name
+        ctx.check(ecc, "eds_cluster_config")
+        check_config_source(ctx, ecc.eds_config, "eds_cluster_config.eds_config")
     load_assignment = None
     if kind in ("STATIC", "STRICT_DNS", "LOGICAL_DNS") and msg.HasField("load_assignment"):
         sub = ctx.child("load_assignment", "ClusterLoadAssignment")
@@ -382,9 +348,7 @@ def parse(msg: Any) -> Cluster:
             panic = float(clc.healthy_panic_threshold.value)
             if not 0 <= panic <= 100:
                 ctx.fail("common_lb_config.healthy_panic_threshold", "must be in 0..100")
-        ctx.leftovers(
-            clc, "common_lb_config", ("healthy_panic_threshold", "locality_weighted_lb_config")
-        )
+        ctx.check(clc, "common_lb_config")
     http2, max_requests, idle_timeout = _http_options(ctx, msg)
     cb = (
         _circuit_breakers(ctx, msg.circuit_breakers, http2)
@@ -398,7 +362,7 @@ def parse(msg: Any) -> Cluster:
     )
     tls = _transport_socket(ctx, msg.transport_socket) if msg.HasField("transport_socket") else None
     dns = _dns(ctx, msg)
-    ctx.leftovers(msg, "", _HANDLED, _BENIGN)
+    ctx.check(msg, "")
     return Cluster(
         name=msg.name,
         kind=kind,

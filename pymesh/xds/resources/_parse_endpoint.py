@@ -9,7 +9,9 @@ from pymesh.xds.resources._common import (
     UINT32_MAX,
     Ctx,
     fractional_percent,
+    is_plain,
     join,
+    plain_fields,
     wrapped,
 )
 from pymesh.xds.resources.endpoint import (
@@ -34,17 +36,6 @@ _HEALTH: dict[int, HealthStatus] = {
 _PPM = 1_000_000
 
 
-#: Endpoint / SocketAddress fields that are handled or benign: anything else set is
-#: reported (warned) by ``Ctx.leftovers``.
-_ENDPOINT_HANDLED = ("address", "hostname")
-_ENDPOINT_BENIGN = ("health_check_config",)
-_SOCKET_HANDLED = ("address", "port_value", "protocol")
-_SOCKET_BENIGN = ("resolver_name", "ipv4_compat")
-_ENDPOINT_KNOWN = frozenset(_ENDPOINT_HANDLED + _ENDPOINT_BENIGN)
-_SOCKET_KNOWN = frozenset(_SOCKET_HANDLED + _SOCKET_BENIGN)
-_SOCKET = "endpoint.address.socket_address"
-
-
 def _is_ip(address: str) -> bool:
     # socket.inet_pton (C) instead of ipaddress: a 10 000-endpoint EDS update pays this
     # per endpoint. IPv6 scope ids (fe80::1%eth0) are not IP literals Envoy accepts either.
@@ -57,17 +48,29 @@ def _is_ip(address: str) -> bool:
     return False
 
 
-def _has_unknown(msg: Any, known: frozenset[str]) -> bool:
-    return any(fd.name not in known for fd, _ in msg.ListFields())
+def _at(locality_path: str, index: int, field: str = "") -> str:
+    path = join(locality_path, f"lb_endpoints[{index}]")
+    return join(path, field) if field else path
 
 
-def _at(locality_path: str, index: int, field: str) -> str:
-    return join(join(locality_path, f"lb_endpoints[{index}]"), field)
+_SOCKET = "endpoint.address.socket_address"
+_PLAIN_TYPES: list[dict[str, frozenset[int] | None]] = []
+
+
+def _plain_types(lb_endpoint: Any) -> list[dict[str, frozenset[int] | None]]:
+    """The plain fields of LbEndpoint, Endpoint, Address and SocketAddress (once)."""
+    d = lb_endpoint.DESCRIPTOR
+    ep = d.fields_by_name["endpoint"].message_type
+    address = ep.fields_by_name["address"].message_type
+    socket_address = address.fields_by_name["socket_address"].message_type
+    _PLAIN_TYPES[:] = [plain_fields(t) for t in (d, ep, address, socket_address)]
+    return _PLAIN_TYPES
 
 
 def _endpoint(ctx: Ctx, msg: Any, locality_path: str, index: int, ip_only: bool) -> Endpoint:
-    """One LbEndpoint. Paths for errors and warnings are built only when needed (``_at``):
-    this runs once per endpoint of every EDS update."""
+    """One LbEndpoint. This runs once per endpoint of every EDS update, so field paths
+    are built only for an error or a warning, and the field table is consulted in full
+    only when a field outside its plain honoured set is present (``is_plain``)."""
     if msg.WhichOneof("host_identifier") != "endpoint":
         ctx.fail(
             _at(locality_path, index, "endpoint"),
@@ -117,12 +120,18 @@ def _endpoint(ctx: Ctx, msg: Any, locality_path: str, index: int, ip_only: bool)
             _at(locality_path, index, "load_balancing_weight"),
             "endpoint weight must be greater than 0",
         )
-    if _has_unknown(ep, _ENDPOINT_KNOWN):
-        ctx.leftovers(
-            ep, _at(locality_path, index, "endpoint"), _ENDPOINT_HANDLED, _ENDPOINT_BENIGN
-        )
-    if _has_unknown(sa, _SOCKET_KNOWN):
-        ctx.leftovers(sa, _at(locality_path, index, _SOCKET), _SOCKET_HANDLED, _SOCKET_BENIGN)
+    plain = _PLAIN_TYPES or _plain_types(msg)
+    if not (
+        is_plain(msg, plain[0])
+        and is_plain(ep, plain[1])
+        and is_plain(ep.address, plain[2])
+        and is_plain(sa, plain[3])
+    ):
+        path = _at(locality_path, index)
+        ctx.check(msg, path)
+        ctx.check(ep, join(path, "endpoint"))
+        ctx.check(ep.address, join(path, "endpoint.address"))
+        ctx.check(sa, join(path, _SOCKET))
     return Endpoint(address, port, health, weight, ep.hostname)
 
 
@@ -140,9 +149,8 @@ def _locality(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> LocalityEndpoints
     if msg.priority > 128:
         ctx.fail(join(path, "priority"), f"priority must be at most 128, got {msg.priority}")
     loc = msg.locality
-    ctx.leftovers(
-        msg, path, ("locality", "lb_endpoints", "load_balancing_weight", "priority"), ("metadata",)
-    )
+    ctx.check(msg, path)
+    ctx.check(loc, join(path, "locality"))
     return LocalityEndpoints(
         Locality(loc.region, loc.zone, loc.sub_zone),
         endpoints,
@@ -193,12 +201,13 @@ def cluster_load_assignment(ctx: Ctx, msg: Any, ip_only: bool = True) -> Cluster
                 ctx.fail(join(dp, "category"), "category must not be empty")
             frac = fractional_percent(ctx, d.drop_percentage, join(dp, "drop_percentage"))
             ppm = min(frac.numerator * (_PPM // frac.denominator), _PPM)
+            ctx.check(d, dp)
             drops.append(DropOverload(d.category, ppm))
         factor = int(wrapped(pol, "overprovisioning_factor", DEFAULT_OVERPROVISIONING_FACTOR))
         if factor < 1:
             ctx.fail("policy.overprovisioning_factor", "must be greater than 0")
-        ctx.leftovers(pol, "policy", ("drop_overloads", "overprovisioning_factor"))
-    ctx.leftovers(msg, "", ("cluster_name", "endpoints", "policy"))
+        ctx.check(pol, "policy")
+    ctx.check(msg, "")
     return ClusterLoadAssignment(
         cluster_name=msg.cluster_name or ctx.name,
         localities=tuple(localities),

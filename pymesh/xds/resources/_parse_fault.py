@@ -13,18 +13,19 @@ from pymesh.xds.resources._common import (
     duration,
     fractional_percent,
     join,
+    note,
     type_name,
     unpack,
     wrapped,
 )
 from pymesh.xds.resources._parse_matchers import header_matcher
+from pymesh.xds.resources._parse_session import per_route_from_any
 from pymesh.xds.resources.fault import FaultAbort, FaultConfig, FaultDelay
 from pymesh.xds.resources.matchers import FractionalPercent
+from pymesh.xds.resources.session import STATEFUL_SESSION_PER_ROUTE_TYPE
 
 FAULT_TYPE = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 FILTER_CONFIG_TYPE = "envoy.config.route.v3.FilterConfig"
-
-_FAULT_HANDLED = ("delay", "abort", "headers", "max_active_faults", "upstream_cluster")
 
 
 def _percentage(ctx: Ctx, msg: Any, path: str) -> FractionalPercent:
@@ -47,9 +48,11 @@ def fault_config(ctx: Ctx, msg: Any, path: str) -> FaultConfig:
                 pct, fixed_delay=duration(ctx, d.fixed_delay, join(p, "fixed_delay"))
             )
         elif which == "header_delay":
+            ctx.check(d.header_delay, join(p, "header_delay"))
             delay = FaultDelay(pct, header_delay=True)
         else:
             ctx.fail(p, "one of fixed_delay or header_delay is required")
+        ctx.check(d, p)
     abort: FaultAbort | None = None
     if msg.HasField("abort"):
         p = join(path, "abort")
@@ -63,13 +66,15 @@ def fault_config(ctx: Ctx, msg: Any, path: str) -> FaultConfig:
         elif which == "grpc_status":
             abort = FaultAbort(pct, grpc_status=int(a.grpc_status))
         elif which == "header_abort":
+            ctx.check(a.header_abort, join(p, "header_abort"))
             abort = FaultAbort(pct, header_abort=True)
         else:
             ctx.fail(p, "one of http_status, grpc_status or header_abort is required")
+        ctx.check(a, p)
     headers = tuple(
         header_matcher(ctx, h, join(path, f"headers[{i}]")) for i, h in enumerate(msg.headers)
     )
-    ctx.leftovers(msg, path, _FAULT_HANDLED)
+    ctx.check(msg, path)
     return FaultConfig(
         delay=delay,
         abort=abort,
@@ -84,10 +89,11 @@ def fault_from_any(ctx: Ctx, any_msg: Any, path: str) -> FaultConfig:
 
 
 def typed_per_filter_config(ctx: Ctx, entries: Any, path: str) -> dict[str, Any]:
-    """typed_per_filter_config map → {filter name: FaultConfig | None}.
+    """typed_per_filter_config → {filter name: FaultConfig, StatefulSessionPerRoute or None}.
 
-    HTTPFault overrides are parsed (also inside an ``envoy.config.route.v3.FilterConfig``
-    wrapper); other types are kept as None and recorded as unsupported.
+    HTTPFault and StatefulSessionPerRoute overrides are parsed (also inside an
+    ``envoy.config.route.v3.FilterConfig`` wrapper); other types are kept as None and
+    recorded as unsupported.
     """
     out: dict[str, Any] = {}
     for name in sorted(entries):
@@ -97,15 +103,18 @@ def typed_per_filter_config(ctx: Ctx, entries: Any, path: str) -> dict[str, Any]
         if tn == FILTER_CONFIG_TYPE:
             wrapper = unpack(ctx, any_msg, route_components_pb2.FilterConfig, p)
             if wrapper.disabled:
-                ctx.unsupported_field(join(p, "disabled"))
+                ctx.unsupported_field(join(p, "disabled"), note(FILTER_CONFIG_TYPE, "disabled"))
                 out[name] = None
                 continue
+            ctx.check(wrapper, p)
             any_msg = wrapper.config
             p = join(p, "config")
             tn = type_name(any_msg.type_url)
         if tn == FAULT_TYPE:
             out[name] = fault_from_any(ctx, any_msg, p)
+        elif tn == STATEFUL_SESSION_PER_ROUTE_TYPE:
+            out[name] = per_route_from_any(ctx, any_msg, p)
         else:
-            ctx.unsupported_field(p)
+            ctx.unsupported_field(p, f"per-filter config type {tn} is not supported; kept as None")
             out[name] = None
     return out

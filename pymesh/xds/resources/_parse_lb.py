@@ -86,6 +86,7 @@ def _least_request(ctx: Ctx, msg: Any, path: str) -> dict[str, Any]:
         bias = float(msg.active_request_bias.default_value)
         if bias < 0:
             ctx.fail(join(path, "active_request_bias"), "active_request_bias must be >= 0")
+        ctx.check(msg.active_request_bias, join(path, "active_request_bias"))
     return {"choice_count": choice, "active_request_bias": bias}
 
 
@@ -102,7 +103,7 @@ def from_enum(ctx: Ctx, cluster: Any) -> LbPolicy:
     if name == "least_request" and cluster.HasField("least_request_lb_config"):
         p = "least_request_lb_config"
         kw.update(_least_request(ctx, cluster.least_request_lb_config, p))
-        ctx.leftovers(cluster.least_request_lb_config, p, ("choice_count", "active_request_bias"))
+        ctx.check(cluster.least_request_lb_config, p)
     elif name == "ring_hash" and cluster.HasField("ring_hash_lb_config"):
         p = "ring_hash_lb_config"
         rh = cluster.ring_hash_lb_config
@@ -110,9 +111,10 @@ def from_enum(ctx: Ctx, cluster: Any) -> LbPolicy:
         kw["hash_function"] = _RING_HASH_ENUM.get(int(rh.hash_function))
         if kw["hash_function"] is None:
             ctx.fail(join(p, "hash_function"), f"unknown hash_function {rh.hash_function}")
-        ctx.leftovers(rh, p, ("minimum_ring_size", "maximum_ring_size", "hash_function"))
+        ctx.check(rh, p)
     elif name == "maglev" and cluster.HasField("maglev_lb_config"):
         kw["table_size"] = _table_size(ctx, cluster.maglev_lb_config, "maglev_lb_config")
+        ctx.check(cluster.maglev_lb_config, "maglev_lb_config")
     return LbPolicy(**kw)
 
 
@@ -152,6 +154,7 @@ def _typed_struct(ctx: Ctx, any_msg: Any, path: str) -> LbPolicy | None:
     ts = unpack(ctx, any_msg, _TYPED_STRUCTS[type_name(any_msg.type_url)], path)
     if type_name(ts.type_url) != PEAK_EWMA_TYPE:
         return None
+    ctx.check(ts, path)
     params = _struct(ts.value)
     decay = 10.0
     if "decay_time" in params:
@@ -164,17 +167,17 @@ def _one_policy(ctx: Ctx, ext: Any, path: str, nested: bool) -> LbPolicy | None:
     any_msg = ext.typed_config
     tn = type_name(any_msg.type_url)
     if tn == _ROUND_ROBIN:
-        unpack(ctx, any_msg, round_robin_pb2.RoundRobin, path)
+        ctx.check(unpack(ctx, any_msg, round_robin_pb2.RoundRobin, path), path)
         return LbPolicy(name="round_robin")
     if tn == _RANDOM:
-        unpack(ctx, any_msg, random_pb2.Random, path)
+        ctx.check(unpack(ctx, any_msg, random_pb2.Random, path), path)
         return LbPolicy(name="random")
     if tn == _PICK_FIRST:
-        unpack(ctx, any_msg, pick_first_pb2.PickFirst, path)
+        ctx.check(unpack(ctx, any_msg, pick_first_pb2.PickFirst, path), path)
         return LbPolicy(name="pick_first")
     if tn == _LEAST_REQUEST:
         lr = unpack(ctx, any_msg, least_request_pb2.LeastRequest, path)
-        ctx.leftovers(lr, path, ("choice_count", "active_request_bias"))
+        ctx.check(lr, path)
         return LbPolicy(name="least_request", **_least_request(ctx, lr, path))
     if tn == _RING_HASH:
         rh = unpack(ctx, any_msg, ring_hash_pb2.RingHash, path)
@@ -182,14 +185,15 @@ def _one_policy(ctx: Ctx, ext: Any, path: str, nested: bool) -> LbPolicy | None:
         fn = _RING_HASH_EXT.get(int(rh.hash_function))
         if fn is None:
             ctx.fail(join(path, "hash_function"), f"unknown hash_function {rh.hash_function}")
-        ctx.leftovers(rh, path, ("minimum_ring_size", "maximum_ring_size", "hash_function"))
+        ctx.check(rh, path)
         return LbPolicy(name="ring_hash", min_ring_size=lo, max_ring_size=hi, hash_function=fn)
     if tn == _MAGLEV:
         mg = unpack(ctx, any_msg, maglev_pb2.Maglev, path)
-        ctx.leftovers(mg, path, ("table_size",))
+        ctx.check(mg, path)
         return LbPolicy(name="maglev", table_size=_table_size(ctx, mg, path))
     if tn == _WRR_LOCALITY and not nested:
         wl = unpack(ctx, any_msg, wrr_locality_pb2.WrrLocality, path)
+        ctx.check(wl, path)
         child = policy_list(
             ctx, wl.endpoint_picking_policy, join(path, "endpoint_picking_policy"), nested=True
         )
@@ -201,16 +205,34 @@ def _one_policy(ctx: Ctx, ext: Any, path: str, nested: bool) -> LbPolicy | None:
 
 def policy_list(ctx: Ctx, msg: Any, path: str, nested: bool = False) -> LbPolicy:
     """envoy.config.cluster.v3.LoadBalancingPolicy: the first supported policy wins."""
-    skipped = []
+    skipped: list[tuple[int, str]] = []
+    ctx.check(msg, path)
     for i, pol in enumerate(msg.policies):
-        p = join(path, f"policies[{i}].typed_extension_config.typed_config")
+        pp = join(path, f"policies[{i}]")
+        ctx.check(pol, pp)
+        ctx.check(
+            pol.typed_extension_config,
+            join(pp, "typed_extension_config"),
+            "envoy.config.core.v3.TypedExtensionConfig@lb",
+        )
+        p = join(pp, "typed_extension_config.typed_config")
         found = _one_policy(ctx, pol.typed_extension_config, p, nested)
         if found is not None:
+            # The spec skips what a client does not support; say so for what was skipped.
+            for j, tn in skipped:
+                ctx.unsupported_field(
+                    join(path, f"policies[{j}].typed_extension_config.typed_config"),
+                    f"load balancing policy {tn} is not supported; "
+                    f"the first supported entry ({found.name}) is used",
+                )
             return found
-        skipped.append(type_name(pol.typed_extension_config.typed_config.type_url) or "<empty>")
+        skipped.append(
+            (i, type_name(pol.typed_extension_config.typed_config.type_url) or "<empty>")
+        )
     ctx.fail(
         join(path, "policies"),
-        f"no supported load balancing policy in [{', '.join(skipped)}]; supported: round_robin, "
+        f"no supported load balancing policy in [{', '.join(tn for _, tn in skipped)}]; "
+        "supported: round_robin, "
         "least_request, random, ring_hash, maglev, pick_first, wrr_locality and "
         f"{PEAK_EWMA_TYPE} (in a TypedStruct)",
     )

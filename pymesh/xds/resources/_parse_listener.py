@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -11,50 +12,24 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from pymesh.xds.resources import _parse_route
 from pymesh.xds.resources._common import (
     Ctx,
+    check_config_source,
     config_source_is_ads_or_self,
     join,
+    note,
     opt_duration,
     type_name,
     unpack,
 )
 from pymesh.xds.resources._parse_fault import fault_from_any
+from pymesh.xds.resources._parse_session import stateful_session_from_any
 from pymesh.xds.resources.listener import FAULT_TYPE, ROUTER_TYPE, HttpFilter, Listener
+from pymesh.xds.resources.session import STATEFUL_SESSION_TYPE
 
 HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _TYPED_STRUCT_TYPES = ("xds.type.v3.TypedStruct", "udpa.type.v1.TypedStruct")
 
 _HCM_PATH = "api_listener.api_listener"
-
-_HCM_HANDLED = ("rds", "route_config", "http_filters", "common_http_protocol_options")
-# Settings of a server-side connection manager that mean nothing to a client.
-_HCM_BENIGN = (
-    "codec_type",
-    "stat_prefix",
-    "access_log",
-    "use_remote_address",
-    "xff_num_trusted_hops",
-    "skip_xff_append",
-    "via",
-    "generate_request_id",
-    "preserve_external_request_id",
-    "always_set_request_id_in_response",
-    "forward_client_cert_details",
-    "set_current_client_cert_details",
-    "server_name",
-    "server_header_transformation",
-    "normalize_path",
-    "merge_slashes",
-    "path_with_escaped_slashes_action",
-    "http_protocol_options",
-    "http2_protocol_options",
-    "stream_idle_timeout",
-    "drain_timeout",
-    "delayed_close_timeout",
-    "request_timeout",
-    "request_headers_timeout",
-    "max_request_headers_kb",
-    "internal_address_config",
-)
+_FILTER = "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter"
 
 
 def _http_filter(ctx: Ctx, msg: Any, path: str) -> HttpFilter | None:
@@ -62,24 +37,36 @@ def _http_filter(ctx: Ctx, msg: Any, path: str) -> HttpFilter | None:
     optional = bool(msg.is_optional)
     if msg.HasField("config_discovery"):
         if optional:
-            ctx.unsupported_field(join(path, "config_discovery"))
+            ctx.unsupported_field(join(path, "config_discovery"), "the optional filter is skipped")
             return None
         ctx.fail(join(path, "config_discovery"), "filter config discovery (ECDS) is not supported")
     if not msg.HasField("typed_config"):
         ctx.fail(join(path, "typed_config"), "typed_config is required")
     if msg.disabled:
         # Disabled filters are enabled per route only; that is not supported here.
-        ctx.unsupported_field(join(path, "disabled"))
+        ctx.unsupported_field(join(path, "disabled"), note(_FILTER, "disabled"))
         return None
     tp = join(path, "typed_config")
     tn = type_name(msg.typed_config.type_url)
     if tn == ROUTER_TYPE:
-        # Router options (dynamic_stats, upstream_log, ...) have no client-side meaning.
+        router = unpack(ctx, msg.typed_config, router_pb2.Router, tp)
+        ctx.check(router, tp)
+        ctx.check(msg, path)
         return HttpFilter(msg.name, tn, None, optional)
     if tn == FAULT_TYPE:
-        return HttpFilter(msg.name, tn, fault_from_any(ctx, msg.typed_config, tp), optional)
+        fault = fault_from_any(ctx, msg.typed_config, tp)
+        ctx.check(msg, path)
+        return HttpFilter(msg.name, tn, fault, optional)
+    if tn == STATEFUL_SESSION_TYPE:
+        # Parsed (Envoy and gRPC A55 support it); the field table warns that the
+        # override-host routing is not applied yet.
+        session = stateful_session_from_any(ctx, msg.typed_config, tp)
+        ctx.check(msg, path)
+        return HttpFilter(msg.name, tn, session, optional)
     if optional:
-        ctx.unsupported_field(tp)
+        ctx.unsupported_field(
+            tp, f"filter type {tn} is not supported; the optional filter is skipped"
+        )
         return None
     if tn in _TYPED_STRUCT_TYPES:
         tn = f"{tn} (custom filter)"
@@ -132,6 +119,9 @@ def _hcm(ctx: Ctx, hcm: Any) -> Listener:
         ctx.fail(p, "HttpConnectionManager needs rds or route_config")
     else:
         ctx.fail(join(p, which), f"{which} is not supported; use rds or route_config")
+    if rds_name is not None:
+        ctx.check(hcm.rds, join(p, "rds"))
+        check_config_source(ctx, hcm.rds.config_source, join(p, "rds.config_source"))
     filters = _http_filters(ctx, hcm.http_filters, join(p, "http_filters"))
     max_stream_duration = None
     if hcm.HasField("common_http_protocol_options"):
@@ -139,8 +129,8 @@ def _hcm(ctx: Ctx, hcm: Any) -> Listener:
         opts = hcm.common_http_protocol_options
         # gRPC A31: unset or 0 means no limit.
         max_stream_duration = opt_duration(ctx, opts, "max_stream_duration", cp) or None
-        ctx.leftovers(opts, cp, ("max_stream_duration",), ("idle_timeout",))
-    ctx.leftovers(hcm, p, _HCM_HANDLED, _HCM_BENIGN)
+        ctx.check(opts, cp, "envoy.config.core.v3.HttpProtocolOptions@hcm")
+    ctx.check(hcm, p)
     return Listener(
         name=ctx.name,
         rds_name=rds_name,
@@ -166,4 +156,6 @@ def parse(msg: Any) -> Listener:
     if tn != HCM_TYPE:
         ctx.fail(_HCM_PATH, f"expected an {HCM_TYPE}, got {tn}")
     hcm = unpack(ctx, any_msg, hcm_pb2.HttpConnectionManager, _HCM_PATH)
+    ctx.check(msg, "")
+    ctx.check(msg.api_listener, "api_listener")
     return _hcm(ctx, hcm)

@@ -32,13 +32,18 @@ def regex(ctx: Ctx, pattern: str, path: str) -> Any:
 
 def regex_matcher(ctx: Ctx, msg: Any, path: str) -> tuple[str, Any]:
     """envoy.type.matcher.v3.RegexMatcher → (pattern, compiled)."""
-    return msg.regex, regex(ctx, msg.regex, join(path, "regex"))
+    compiled = regex(ctx, msg.regex, join(path, "regex"))
+    ctx.check(msg, path)
+    return msg.regex, compiled
 
 
 def string_matcher(ctx: Ctx, msg: Any, path: str) -> StringMatcher:
     """envoy.type.matcher.v3.StringMatcher → StringMatcher (regexes precompiled)."""
     which = msg.WhichOneof("match_pattern")
     ignore_case = bool(msg.ignore_case)
+    if which == "custom":
+        ctx.fail(join(path, "custom"), "custom string matchers are not supported")
+    ctx.check(msg, path)
     if which == "safe_regex":
         pattern, compiled = regex_matcher(ctx, msg.safe_regex, join(path, "safe_regex"))
         return StringMatcher("safe_regex", pattern, ignore_case, compiled)
@@ -48,8 +53,6 @@ def string_matcher(ctx: Ctx, msg: Any, path: str) -> StringMatcher:
             ctx.fail(join(path, which), f"{which} must not be empty")
         kind: StringMatchKind = which
         return StringMatcher(kind, value, ignore_case)
-    if which == "custom":
-        ctx.fail(join(path, "custom"), "custom string matchers are not supported")
     ctx.fail(path, "one of exact, prefix, suffix, contains or safe_regex is required")
 
 
@@ -80,10 +83,12 @@ def header_matcher(ctx: Ctx, msg: Any, path: str) -> HeaderMatcher:
     elif which == "range_match":
         # start >= end is accepted (it matches nothing), as Envoy does.
         range_match = Int64Range(int(msg.range_match.start), int(msg.range_match.end))
+        ctx.check(msg.range_match, join(path, "range_match"))
     elif which == "present_match":
         present = bool(msg.present_match)
     else:
         present = True
+    ctx.check(msg, path)
     return HeaderMatcher(
         name=name,
         string_match=string_match,
@@ -99,6 +104,7 @@ def query_parameter_matcher(ctx: Ctx, msg: Any, path: str) -> QueryParameterMatc
     if not msg.name:
         ctx.fail(join(path, "name"), "query parameter name must not be empty")
     which = msg.WhichOneof("query_parameter_match_specifier")
+    ctx.check(msg, path)
     if which == "string_match":
         sm = string_matcher(ctx, msg.string_match, join(path, "string_match"))
         return QueryParameterMatcher(msg.name, string_match=sm)
@@ -112,4 +118,5 @@ def regex_rewrite(ctx: Ctx, msg: Any, path: str) -> RegexRewrite:
     if not msg.HasField("pattern"):
         ctx.fail(join(path, "pattern"), "pattern is required")
     pattern, compiled = regex_matcher(ctx, msg.pattern, join(path, "pattern"))
+    ctx.check(msg, path)
     return RegexRewrite(pattern, msg.substitution, compiled)

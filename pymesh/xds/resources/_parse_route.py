@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from envoy.extensions.retry.host.previous_hosts.v3 import (  # noqa: F401 - registers the type
+from envoy.extensions.retry.host.previous_hosts.v3 import (
     previous_hosts_pb2,
 )
 
 from pymesh.xds.resources import _parse_matchers as m
 from pymesh.xds.resources._common import (
-    HEADER_OP_FIELDS,
     UINT32_MAX,
     Ctx,
     duration,
@@ -19,6 +18,7 @@ from pymesh.xds.resources._common import (
     join,
     opt_duration,
     type_name,
+    unpack,
     wrapped,
 )
 from pymesh.xds.resources._parse_fault import typed_per_filter_config
@@ -26,6 +26,9 @@ from pymesh.xds.resources.matchers import FractionalPercent
 from pymesh.xds.resources.route import (
     DEFAULT_NUM_RETRIES,
     DEFAULT_ROUTE_TIMEOUT,
+    RETRY_ON_GRPC,
+    RETRY_ON_HTTP,
+    RETRY_ON_NOT_IMPLEMENTED,
     ClusterWeight,
     DirectResponseAction,
     HashPolicy,
@@ -56,6 +59,7 @@ _RESET_FORMATS = {0: "SECONDS", 1: "UNIX_TIMESTAMP"}
 
 def _runtime_fraction(ctx: Ctx, msg: Any, path: str) -> FractionalPercent:
     """RuntimeFractionalPercent: only default_value (there is no runtime here)."""
+    ctx.check(msg, path)
     return fractional_percent(ctx, msg.default_value, join(path, "default_value"))  # type: ignore[no-any-return]
 
 
@@ -65,6 +69,17 @@ def _runtime_fraction(ctx: Ctx, msg: Any, path: str) -> FractionalPercent:
 def retry_policy(ctx: Ctx, msg: Any, path: str) -> RetryPolicy:
     """envoy.config.route.v3.RetryPolicy with Envoy's defaults."""
     retry_on = frozenset(s.strip() for s in msg.retry_on.split(",") if s.strip())
+    ignored = retry_on - RETRY_ON_HTTP - RETRY_ON_GRPC
+    if ignored:
+        unknown = sorted(ignored - RETRY_ON_NOT_IMPLEMENTED)
+        missing = sorted(ignored & RETRY_ON_NOT_IMPLEMENTED)
+        parts = []
+        if unknown:
+            parts.append(f"unknown condition(s) {', '.join(unknown)} (Envoy ignores them too)")
+        if missing:
+            parts.append(f"condition(s) {', '.join(missing)} not implemented by pymesh")
+        ctx.unsupported_field(join(path, "retry_on"), "; ".join(parts) + "; ignored")
+        retry_on -= ignored
     back_off = RetryBackOff()
     if msg.HasField("retry_back_off"):
         p = join(path, "retry_back_off")
@@ -84,6 +99,7 @@ def retry_policy(ctx: Ctx, msg: Any, path: str) -> RetryPolicy:
                 join(p, "max_interval"),
                 f"max_interval ({mx}s) must be greater than or equal to base_interval ({base}s)",
             )
+        ctx.check(bo, p)
         back_off = RetryBackOff(base, mx)
     rate_limited: RateLimitedRetryBackOff | None = None
     if msg.HasField("rate_limited_retry_back_off"):
@@ -98,34 +114,39 @@ def retry_policy(ctx: Ctx, msg: Any, path: str) -> RetryPolicy:
             fmt = _RESET_FORMATS.get(int(h.format))
             if fmt is None:
                 ctx.fail(join(p, f"reset_headers[{i}].format"), f"unknown format {h.format}")
+            hp = join(p, f"reset_headers[{i}]")
+            ctx.check(h, hp)
+            if h.name.lower() == "retry-after" and fmt == "SECONDS":
+                # RFC 9110 allows delta-seconds or an HTTP-date; only the first is read.
+                ctx.unsupported_field(
+                    hp,
+                    "a Retry-After in HTTP-date form is not understood yet (delta-seconds "
+                    "are); such an answer uses the normal retry back-off",
+                )
             headers.append((h.name.lower(), fmt))
         mx_rl = opt_duration(ctx, rl, "max_interval", p)
+        ctx.check(rl, p)
         rate_limited = RateLimitedRetryBackOff(tuple(headers), 300.0 if mx_rl is None else mx_rl)
     predicates: list[str] = []
     for i, pred in enumerate(msg.retry_host_predicate):
         tn = type_name(pred.typed_config.type_url) if pred.HasField("typed_config") else ""
+        pp = join(path, f"retry_host_predicate[{i}]")
         if pred.name == _PREVIOUS_HOSTS_NAME or tn == _PREVIOUS_HOSTS_TYPE:
             predicates.append("previous_hosts")
+            ctx.check(pred, pp)
+            if tn == _PREVIOUS_HOSTS_TYPE:
+                tp = join(pp, "typed_config")
+                predicate = unpack(
+                    ctx, pred.typed_config, previous_hosts_pb2.PreviousHostsPredicate, tp
+                )
+                ctx.check(predicate, tp)
         else:
-            ctx.unsupported_field(join(path, f"retry_host_predicate[{i}]"))
+            ctx.unsupported_field(
+                pp,
+                f"retry host predicate {pred.name or tn!r} is not supported; only previous_hosts",
+            )
     max_attempts = int(msg.host_selection_retry_max_attempts)
-    ctx.leftovers(
-        msg,
-        path,
-        (
-            "retry_on",
-            "num_retries",
-            "per_try_timeout",
-            "per_try_idle_timeout",
-            "retry_host_predicate",
-            "host_selection_retry_max_attempts",
-            "retriable_status_codes",
-            "retry_back_off",
-            "rate_limited_retry_back_off",
-            "retriable_headers",
-            "retriable_request_headers",
-        ),
-    )
+    ctx.check(msg, path)
     return RetryPolicy(
         retry_on=retry_on,
         num_retries=wrapped(msg, "num_retries", DEFAULT_NUM_RETRIES),
@@ -151,12 +172,14 @@ def hedge_policy(ctx: Ctx, msg: Any, path: str) -> HedgePolicy:
     initial = wrapped(msg, "initial_requests", 1)
     if initial < 1:
         ctx.fail(join(path, "initial_requests"), "initial_requests must be at least 1")
-    # additional_request_chance is reported by leftovers: like initial_requests > 1,
-    # Envoy itself does not implement it (hidden in its API); the httpx transports
-    # hedge on per-try timeouts (gRPC channels do not, and say so per route).
-    ctx.leftovers(msg, path, ("initial_requests", "hedge_on_per_try_timeout"))
+    # additional_request_chance is warned by the table: like initial_requests > 1, Envoy
+    # itself does not implement it (hidden in its API); the httpx transports hedge on
+    # per-try timeouts (gRPC channels do not, and say so per route).
+    ctx.check(msg, path)
     if initial > 1:
-        ctx.unsupported_field(join(path, "initial_requests"))
+        ctx.unsupported_field(
+            join(path, "initial_requests"), "one request is sent first (Envoy does not either)"
+        )
     return HedgePolicy(int(initial), bool(msg.hedge_on_per_try_timeout))
 
 
@@ -186,22 +209,8 @@ def route_match(ctx: Ctx, msg: Any, path: str) -> RouteMatch:
         runtime = _runtime_fraction(ctx, msg.runtime_fraction, join(path, "runtime_fraction"))
     grpc = msg.HasField("grpc")
     if grpc:
-        ctx.leftovers(msg.grpc, join(path, "grpc"), ())
-    ctx.leftovers(
-        msg,
-        path,
-        (
-            "prefix",
-            "path",
-            "safe_regex",
-            "path_separated_prefix",
-            "case_sensitive",
-            "runtime_fraction",
-            "headers",
-            "query_parameters",
-            "grpc",
-        ),
-    )
+        ctx.check(msg.grpc, join(path, "grpc"))
+    ctx.check(msg, path)
     return RouteMatch(
         path_kind=which,
         path=text,
@@ -237,7 +246,7 @@ def _weighted_clusters(ctx: Ctx, msg: Any, path: str) -> tuple[tuple[ClusterWeig
             ctx.fail(join(p, "name"), "cluster name must not be empty")
         weight = int(wrapped(cw, "weight", 0))
         total += weight
-        ctx.leftovers(cw, p, ("name", "weight", "typed_per_filter_config", *HEADER_OP_FIELDS))
+        ctx.check(cw, p)
         out.append(
             ClusterWeight(
                 name=cw.name,
@@ -254,7 +263,7 @@ def _weighted_clusters(ctx: Ctx, msg: Any, path: str) -> tuple[tuple[ClusterWeig
         ctx.fail(join(path, "clusters"), f"the sum of cluster weights ({total}) exceeds 2^32-1")
     # The deprecated total_weight is not checked against the sum: Envoy 1.40 and gRPC both
     # ignore it and split by the sum of the weights (verified against the real Envoy).
-    ctx.leftovers(msg, path, ("clusters", "total_weight"))
+    ctx.check(msg, path)
     return tuple(out), total
 
 
@@ -262,6 +271,9 @@ def _hash_policy(ctx: Ctx, msg: Any, path: str) -> HashPolicy | None:
     """One hash policy; None for connection_properties without source_ip (hashes nothing)."""
     which = msg.WhichOneof("policy_specifier")
     terminal = bool(msg.terminal)
+    ctx.check(msg, path)
+    if which is not None:
+        ctx.check(getattr(msg, which), join(path, which))
     if which == "header":
         h = msg.header
         if not h.header_name:
@@ -274,8 +286,7 @@ def _hash_policy(ctx: Ctx, msg: Any, path: str) -> HashPolicy | None:
         c = msg.cookie
         if not c.name:
             ctx.fail(join(path, "cookie.name"), "cookie name must not be empty")
-        # A ttl asks Envoy to generate the cookie; a client cannot do that.
-        ctx.leftovers(c, join(path, "cookie"), ("name",))
+        # A ttl asks Envoy to generate the cookie; a client cannot (the table warns).
         return HashPolicy("cookie", c.name, terminal)
     if which == "query_parameter":
         q = msg.query_parameter
@@ -295,25 +306,6 @@ def _hash_policy(ctx: Ctx, msg: Any, path: str) -> HashPolicy | None:
         path,
         "one of header, cookie, query_parameter, connection_properties or filter_state is required",
     )
-
-
-_ROUTE_ACTION_HANDLED = (
-    "cluster",
-    "cluster_header",
-    "weighted_clusters",
-    "cluster_not_found_response_code",
-    "prefix_rewrite",
-    "regex_rewrite",
-    "host_rewrite_literal",
-    "auto_host_rewrite",
-    "timeout",
-    "idle_timeout",
-    "retry_policy",
-    "request_mirror_policies",
-    "hash_policy",
-    "hedge_policy",
-    "max_stream_duration",
-)
 
 
 def route_action(ctx: Ctx, msg: Any, path: str) -> RouteAction:
@@ -355,22 +347,20 @@ def route_action(ctx: Ctx, msg: Any, path: str) -> RouteAction:
         msd = opt_duration(ctx, sd, "max_stream_duration", p) or None
         # Envoy: 0 here means "use grpc-timeout uncapped", so 0.0 is kept (not None).
         grpc_max = opt_duration(ctx, sd, "grpc_timeout_header_max", p)
-        ctx.leftovers(sd, p, ("max_stream_duration", "grpc_timeout_header_max"))
+        ctx.check(sd, p)
     mirrors = []
     for i, mp in enumerate(msg.request_mirror_policies):
         p = join(path, f"request_mirror_policies[{i}]")
         if not mp.cluster:
             # cluster_header mirrors cannot be resolved here; skip the mirror.
-            ctx.unsupported_field(p)
+            ctx.unsupported_field(p, "a mirror without cluster (cluster_header) is skipped")
             continue
         frac = None
         if mp.HasField("runtime_fraction"):
             frac = _runtime_fraction(ctx, mp.runtime_fraction, join(p, "runtime_fraction"))
-        ctx.leftovers(mp, p, ("cluster", "runtime_fraction", "trace_sampled"))
+        ctx.check(mp, p)
         mirrors.append(MirrorPolicy(mp.cluster, frac, wrapped(mp, "trace_sampled", True)))
-    ctx.leftovers(msg, path, _ROUTE_ACTION_HANDLED)
-    if msg.HasField("idle_timeout"):
-        ctx.unsupported_field(join(path, "idle_timeout"))  # parsed; not enforced yet
+    ctx.check(msg, path)
     return RouteAction(
         cluster=cluster,
         weighted_clusters=weighted,
@@ -421,11 +411,13 @@ def _direct_response(ctx: Ctx, msg: Any, path: str, max_body: int) -> DirectResp
             body = bytes(msg.body.inline_bytes)
         elif which is not None:
             ctx.fail(join(p, which), f"body {which} is not supported; use inline_string")
+        ctx.check(msg.body, p, "envoy.config.core.v3.DataSource@body")
         if len(body) > max_body:
             ctx.fail(
                 p,
                 f"body is {len(body)} bytes, over max_direct_response_body_size_bytes ({max_body})",
             )
+    ctx.check(msg, path)
     return DirectResponseAction(int(msg.status), body)
 
 
@@ -433,6 +425,7 @@ def _redirect(ctx: Ctx, msg: Any, path: str) -> RedirectAction:
     code = _REDIRECT_CODES.get(int(msg.response_code))
     if code is None:
         ctx.fail(join(path, "response_code"), f"unknown response_code {msg.response_code}")
+    ctx.check(msg, path)
     scheme = "https" if msg.https_redirect else (msg.scheme_redirect or None)
     return RedirectAction(
         scheme_redirect=scheme,
@@ -450,19 +443,6 @@ def _redirect(ctx: Ctx, msg: Any, path: str) -> RedirectAction:
     )
 
 
-_ROUTE_HANDLED = (
-    "match",
-    "route",
-    "redirect",
-    "direct_response",
-    "non_forwarding_action",
-    "typed_per_filter_config",
-    "name",
-    *HEADER_OP_FIELDS,
-)
-_ROUTE_BENIGN = ("metadata", "stat_prefix", "per_request_buffer_limit_bytes")
-
-
 def route(ctx: Ctx, msg: Any, path: str, max_body: int) -> Route:
     if not msg.HasField("match"):
         ctx.fail(join(path, "match"), "match is required")
@@ -476,6 +456,7 @@ def route(ctx: Ctx, msg: Any, path: str, max_body: int) -> Route:
     elif which == "redirect":
         action = _redirect(ctx, msg.redirect, join(path, "redirect"))
     elif which == "non_forwarding_action":
+        ctx.check(msg.non_forwarding_action, join(path, which))
         action = NonForwardingAction()
     elif which is None:
         ctx.fail(
@@ -485,7 +466,7 @@ def route(ctx: Ctx, msg: Any, path: str, max_body: int) -> Route:
         )
     else:
         ctx.fail(join(path, which), f"route action {which} is not supported")
-    ctx.leftovers(msg, path, _ROUTE_HANDLED, _ROUTE_BENIGN)
+    ctx.check(msg, path)
     return Route(
         match=match,
         action=action,
@@ -505,18 +486,6 @@ def _check_domains(ctx: Ctx, domains: Any, path: str) -> tuple[str, ...]:
     return tuple(d.lower() for d in domains)
 
 
-_VHOST_HANDLED = (
-    "name",
-    "domains",
-    "routes",
-    "retry_policy",
-    "hedge_policy",
-    "typed_per_filter_config",
-    *HEADER_OP_FIELDS,
-)
-_VHOST_BENIGN = ("metadata", "per_request_buffer_limit_bytes", "request_body_buffer_limit")
-
-
 def virtual_host(ctx: Ctx, msg: Any, path: str, max_body: int) -> VirtualHost:
     domains = _check_domains(ctx, msg.domains, join(path, "domains"))
     if msg.HasField("matcher"):
@@ -524,7 +493,7 @@ def virtual_host(ctx: Ctx, msg: Any, path: str, max_body: int) -> VirtualHost:
     routes = tuple(
         route(ctx, r, join(path, f"routes[{i}]"), max_body) for i, r in enumerate(msg.routes)
     )
-    ctx.leftovers(msg, path, _VHOST_HANDLED, _VHOST_BENIGN)
+    ctx.check(msg, path)
     return VirtualHost(
         name=msg.name,
         domains=domains,
@@ -546,15 +515,6 @@ def virtual_host(ctx: Ctx, msg: Any, path: str, max_body: int) -> VirtualHost:
     )
 
 
-_RC_HANDLED = (
-    "name",
-    "virtual_hosts",
-    "max_direct_response_body_size_bytes",
-    *HEADER_OP_FIELDS,
-)
-_RC_BENIGN = ("validate_clusters", "metadata")
-
-
 def route_configuration(ctx: Ctx, msg: Any) -> RouteConfiguration:
     """Parse a RouteConfiguration; ``ctx`` carries the name and the path prefix."""
     max_body = int(wrapped(msg, "max_direct_response_body_size_bytes", 0)) or (
@@ -574,7 +534,7 @@ def route_configuration(ctx: Ctx, msg: Any) -> RouteConfiguration:
                 )
             seen[d] = i
         vhosts.append(parsed)
-    ctx.leftovers(msg, "", _RC_HANDLED, _RC_BENIGN)
+    ctx.check(msg, "")
     return RouteConfiguration(
         name=msg.name,
         virtual_hosts=tuple(vhosts),

@@ -22,26 +22,12 @@ from pymesh.xds.resources.tls import (
 )
 
 _SAN_TYPES: dict[int, SanType] = {1: "EMAIL", 2: "DNS", 3: "URI", 4: "IP_ADDRESS"}
+_DATA_SOURCE = "envoy.config.core.v3.DataSource@tls"
 _TLS_VERSIONS = {1: "TLSv1_0", 2: "TLSv1_1", 3: "TLSv1_2", 4: "TLSv1_3"}
 
-# Validation options that would tighten checks; ignoring them is unsafe (A29 NACKs).
-_VALIDATION_REJECT = (
-    "verify_certificate_spki",
-    "verify_certificate_hash",
-    "require_signed_certificate_timestamp",
-    "crl",
-    "custom_validator_config",
-    "watched_directory",
-)
-_VALIDATION_HANDLED = (
-    "trusted_ca",
-    "ca_certificate_provider_instance",
-    "match_subject_alt_names",
-    "match_typed_subject_alt_names",
-)
 
-
-def _provider(msg: Any) -> CertificateProviderInstance:
+def _provider(ctx: Ctx, msg: Any, path: str) -> CertificateProviderInstance:
+    ctx.check(msg, path)
     return CertificateProviderInstance(msg.instance_name, msg.certificate_name)
 
 
@@ -55,15 +41,17 @@ def _file(ctx: Ctx, ds: Any, path: str) -> str:
 def _validation_context(
     ctx: Ctx, vc: Any, path: str
 ) -> tuple[CertificateProviderInstance | None, tuple[SanMatcher, ...], str | None]:
-    for name in _VALIDATION_REJECT:
-        if is_set(vc, name):
-            ctx.fail(join(path, name), f"{name} is not supported (the check cannot be skipped)")
+    # The table NACKs the options that would tighten the checks (ignoring them is unsafe).
+    ctx.check(vc, path)
     validation = None
     if vc.HasField("ca_certificate_provider_instance"):
-        validation = _provider(vc.ca_certificate_provider_instance)
+        validation = _provider(
+            ctx, vc.ca_certificate_provider_instance, join(path, "ca_certificate_provider_instance")
+        )
     trusted_ca = None
     if vc.HasField("trusted_ca"):
         trusted_ca = _file(ctx, vc.trusted_ca, join(path, "trusted_ca"))
+        ctx.check(vc.trusted_ca, join(path, "trusted_ca"), _DATA_SOURCE)
     sans: list[SanMatcher] = []
     for i, sm in enumerate(vc.match_subject_alt_names):
         sans.append(
@@ -74,8 +62,8 @@ def _validation_context(
         san_type = _SAN_TYPES.get(int(tsm.san_type))
         if san_type is None:
             ctx.fail(join(p, "san_type"), "san_type must be EMAIL, DNS, URI or IP_ADDRESS")
+        ctx.check(tsm, p)
         sans.append(SanMatcher(san_type, string_matcher(ctx, tsm.matcher, join(p, "matcher"))))
-    ctx.leftovers(vc, path, (*_VALIDATION_HANDLED, *_VALIDATION_REJECT))
     return validation, tuple(sans), trusted_ca
 
 
@@ -89,17 +77,28 @@ def upstream_tls(ctx: Ctx, any_msg: Any, path: str) -> UpstreamTls:
             ctx.fail(join(cp, sds), "SDS is not supported; use certificate provider instances")
     identity = None
     if c.HasField("tls_certificate_provider_instance"):
-        identity = _provider(c.tls_certificate_provider_instance)
+        identity = _provider(
+            ctx, c.tls_certificate_provider_instance, join(cp, "tls_certificate_provider_instance")
+        )
     elif c.HasField("tls_certificate_certificate_provider_instance"):
-        identity = _provider(c.tls_certificate_certificate_provider_instance)
+        identity = _provider(
+            ctx,
+            c.tls_certificate_certificate_provider_instance,
+            join(cp, "tls_certificate_certificate_provider_instance"),
+        )
     cert_file = key_file = None
     if c.tls_certificates:
         tp = join(cp, "tls_certificates[0]")
         cert = c.tls_certificates[0]
+        ctx.check(cert, tp)
         cert_file = _file(ctx, cert.certificate_chain, join(tp, "certificate_chain"))
         key_file = _file(ctx, cert.private_key, join(tp, "private_key"))
+        ctx.check(cert.certificate_chain, join(tp, "certificate_chain"), _DATA_SOURCE)
+        ctx.check(cert.private_key, join(tp, "private_key"), _DATA_SOURCE)
         if len(c.tls_certificates) > 1:
-            ctx.unsupported_field(join(cp, "tls_certificates[1]"))
+            ctx.unsupported_field(
+                join(cp, "tls_certificates[1]"), "only the first certificate is used"
+            )
     validation = None
     sans: tuple[SanMatcher, ...] = ()
     trusted_ca = None
@@ -113,13 +112,22 @@ def upstream_tls(ctx: Ctx, any_msg: Any, path: str) -> UpstreamTls:
         cvc = c.combined_validation_context
         if cvc.HasField("validation_context_sds_secret_config"):
             ctx.fail(join(cvp, "validation_context_sds_secret_config"), "SDS is not supported")
+        ctx.check(cvc, cvp)
         validation, sans, trusted_ca = _validation_context(
             ctx, cvc.default_validation_context, join(cvp, "default_validation_context")
         )
         if cvc.HasField("validation_context_certificate_provider_instance"):
-            validation = _provider(cvc.validation_context_certificate_provider_instance)
+            validation = _provider(
+                ctx,
+                cvc.validation_context_certificate_provider_instance,
+                join(cvp, "validation_context_certificate_provider_instance"),
+            )
     elif which == "validation_context_certificate_provider_instance":
-        validation = _provider(c.validation_context_certificate_provider_instance)
+        validation = _provider(
+            ctx,
+            c.validation_context_certificate_provider_instance,
+            join(cp, "validation_context_certificate_provider_instance"),
+        )
     elif which is not None:
         ctx.fail(join(cp, which), f"{which} is not supported")
     min_v = max_v = None
@@ -129,26 +137,9 @@ def upstream_tls(ctx: Ctx, any_msg: Any, path: str) -> UpstreamTls:
         min_v = _TLS_VERSIONS.get(int(tp.tls_minimum_protocol_version))
         max_v = _TLS_VERSIONS.get(int(tp.tls_maximum_protocol_version))
         ciphers = tuple(tp.cipher_suites)
-        ctx.leftovers(
-            tp,
-            join(cp, "tls_params"),
-            ("tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites"),
-        )
-    ctx.leftovers(
-        c,
-        cp,
-        (
-            "tls_params",
-            "tls_certificates",
-            "tls_certificate_provider_instance",
-            "tls_certificate_certificate_provider_instance",
-            "validation_context",
-            "combined_validation_context",
-            "validation_context_certificate_provider_instance",
-            "alpn_protocols",
-        ),
-    )
-    ctx.leftovers(utc, path, ("common_tls_context", "sni"))
+        ctx.check(tp, join(cp, "tls_params"))
+    ctx.check(c, cp)
+    ctx.check(utc, path)
     return UpstreamTls(
         identity=identity,
         validation=validation,

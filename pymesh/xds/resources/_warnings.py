@@ -11,6 +11,12 @@ Memory stays bounded: per resource only the fields warned for its *latest* versi
 remembered (a new version replaces the entry), and at most :data:`MAX_RESOURCES`
 resources are remembered, least recently warned first out (such a resource would warn
 once more if the same version were re-sent after its eviction).
+
+Every logged warning is also counted, per source, resource type and field path (indices
+stripped, so ``virtual_hosts[3].cors`` counts as ``virtual_hosts[].cors``):
+:func:`counts` feeds the ``pymesh.xds_client.unsupported_fields`` metric, the admin
+``/stats`` page and the config dump (``pymesh status``). The count grows by one each
+time a resource version carrying the field is accepted, exactly when the log says so.
 """
 
 from __future__ import annotations
@@ -24,7 +30,15 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-__all__ = ["MAX_RESOURCES", "WarnedFields", "collecting", "report", "reset"]
+__all__ = [
+    "MAX_RESOURCES",
+    "WarnedFields",
+    "collecting",
+    "counts",
+    "counts_dump",
+    "report",
+    "reset",
+]
 
 log = logging.getLogger("pymesh.xds")
 
@@ -83,28 +97,53 @@ class WarnedFields:
 
 _warned = WarnedFields()
 
+# (source, resource type, field path without indices) → warnings logged. Bounded by the
+# number of distinct field paths the table can warn about, per xDS client.
+_counts: dict[tuple[str, str, str], int] = {}
+_counts_lock = threading.Lock()
+
+
+def counts(source: str | None = None) -> dict[tuple[str, str], int]:
+    """Warnings logged so far, by (resource type, field path); one source or all."""
+    out: dict[tuple[str, str], int] = {}
+    with _counts_lock:
+        items = list(_counts.items())
+    for (src, kind, field_key), n in items:
+        if source is None or src == source:
+            out[(kind, field_key)] = out.get((kind, field_key), 0) + n
+    return out
+
+
+def counts_dump(source: str | None = None) -> list[dict[str, object]]:
+    """:func:`counts` as JSON-able rows ``{"type", "field", "count"}``, most frequent first."""
+    rows = sorted(counts(source).items(), key=lambda kv: (-kv[1], kv[0]))
+    return [{"type": kind, "field": f, "count": n} for (kind, f), n in rows]
+
 
 @dataclass
 class _Scope:
     source: str
     version: str
-    pending: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, name, field)
+    # (kind, name, field, note)
+    pending: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 _scope: ContextVar[_Scope | None] = ContextVar("pymesh_xds_warning_scope", default=None)
 
 
-def report(kind: str, name: str, field_path: str) -> None:
+def report(kind: str, name: str, field_path: str, note: str = "") -> None:
     """A parser found ``field_path`` set but unsupported in resource ``kind`` ``name``.
+
+    ``note`` says what pymesh does instead (the field table's note).
 
     Inside :func:`collecting` the warning waits for the resource to parse; outside it
     (a direct ``parse_*`` call) it is logged now, once per resource and field.
     """
     scope = _scope.get()
     if scope is not None:
-        scope.pending.append((kind, name, field_path))
+        scope.pending.append((kind, name, field_path, note))
         return
-    _emit("", kind, name, None, field_path)
+    _emit("", kind, name, None, field_path, note)
 
 
 @contextlib.contextmanager
@@ -120,22 +159,30 @@ def collecting(source: str, version: str) -> Iterator[None]:
         yield
     finally:
         _scope.reset(token)
-    for kind, name, field_path in scope.pending:
-        _emit(source, kind, name, version, field_path)
+    for kind, name, field_path, note in scope.pending:
+        _emit(source, kind, name, version, field_path, note)
 
 
 def reset() -> None:
-    """Forget every warning logged so far (for tests)."""
+    """Forget every warning logged so far, and their counts (for tests)."""
     _warned.clear()
+    with _counts_lock:
+        _counts.clear()
 
 
-def _emit(source: str, kind: str, name: str, version: str | None, field_path: str) -> None:
+def _emit(
+    source: str, kind: str, name: str, version: str | None, field_path: str, note: str
+) -> None:
     if not _warned.first_time(source, kind, name, version, field_path):
         return
+    key = (source, kind, _INDEX.sub("[]", field_path))
+    with _counts_lock:
+        _counts[key] = _counts.get(key, 0) + 1
     where = f"{kind} {name!r}" if version is None else f"{kind} {name!r} version {version!r}"
     log.warning(
-        "%s: field %s is set but not supported by pymesh; it is ignored (pymesh behaves as "
-        "if it were unset). Logged once per resource version",
+        "%s: field %s is set but not supported by pymesh; it is ignored (%s). Logged once "
+        "per resource version",
         where,
         field_path,
+        f"pymesh: {note}" if note else "pymesh behaves as if it were unset",
     )

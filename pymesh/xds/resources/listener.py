@@ -14,7 +14,8 @@ FAULT_TYPE = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 @dataclass(frozen=True, slots=True)
 class HttpFilter:
     """One entry of HCM http_filters. ``config`` is the parsed filter config
-    (e.g. :class:`~pymesh.xds.resources.fault.FaultConfig`) or None for the router."""
+    (:class:`~pymesh.xds.resources.fault.FaultConfig`,
+    :class:`~pymesh.xds.resources.session.StatefulSession`) or None for the router."""
 
     name: str
     type_name: str  # full proto message name, e.g. ROUTER_TYPE

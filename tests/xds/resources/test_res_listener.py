@@ -186,7 +186,11 @@ def test_max_stream_duration_and_unsupported_hcm_fields() -> None:
     h.tracing.SetInParent()
     out = parse(listener(h))
     assert out.max_stream_duration == 1.5
-    assert out.unsupported == (f"{HCM}.tracing",)
+    # max_stream_duration is parsed but applies to gRPC calls only (A31): warned.
+    assert out.unsupported == (
+        f"{HCM}.common_http_protocol_options.max_stream_duration",
+        f"{HCM}.tracing",
+    )
 
 
 def test_empty_listener_name_nacks() -> None:

@@ -16,6 +16,8 @@ from pymesh.xds.resources import _warnings
 from pymesh.xds.resources.fault import FaultConfig
 from pymesh.xds.resources.matchers import FractionalPercent, Int64Range
 from pymesh.xds.resources.route import (
+    RETRY_ON_GRPC,
+    RETRY_ON_HTTP,
     DirectResponseAction,
     HashPolicy,
     HeaderValueOption,
@@ -640,3 +642,65 @@ def test_parsed_but_not_enforced_fields_are_reported() -> None:
         "virtual_hosts[0].routes[0].route.idle_timeout",
         "virtual_hosts[0].routes[0].route.hedge_policy.initial_requests",
     }
+
+
+def _retry_rc(retry_on: str) -> Any:
+    rc = route_config()
+    first_route(rc).route.retry_policy.retry_on = retry_on
+    return rc
+
+
+def test_unknown_retry_on_tokens_are_warned_and_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        _warnings, "report", lambda kind, name, path, note="": seen.append((path, note))
+    )
+    out = _action(_retry_rc("5xx, bogus ,unavailable,http3-post-connect-failure,5XX"))
+    assert out.retry_policy is not None
+    assert out.retry_policy.retry_on == frozenset({"5xx", "unavailable"})
+    assert seen == [
+        (
+            "virtual_hosts[0].routes[0].route.retry_policy.retry_on",
+            "unknown condition(s) 5XX, bogus (Envoy ignores them too); condition(s) "
+            "http3-post-connect-failure not implemented by pymesh; ignored",
+        )
+    ]
+    seen.clear()
+    every = ",".join(sorted(RETRY_ON_HTTP | RETRY_ON_GRPC))
+    out = _action(_retry_rc(every))
+    assert out.retry_policy is not None
+    assert out.retry_policy.retry_on == RETRY_ON_HTTP | RETRY_ON_GRPC
+    assert seen == []
+
+
+def test_retry_on_names_match_the_retry_decider() -> None:
+    """The parser's list of implemented conditions is the retry decider's."""
+    from pymesh.resilience.retry import GRPC_RETRY_ON, HTTP_RETRY_ON
+
+    assert RETRY_ON_HTTP == HTTP_RETRY_ON
+    assert frozenset(GRPC_RETRY_ON) == RETRY_ON_GRPC
+
+
+def test_retry_after_seconds_header_warns_about_http_date(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        _warnings, "report", lambda kind, name, path, note="": seen.append((path, note))
+    )
+    rc = _retry_rc("5xx")
+    rl = first_route(rc).route.retry_policy.rate_limited_retry_back_off
+    rl.reset_headers.add(name="Retry-After")  # SECONDS
+    rl.reset_headers.add(name="X-RateLimit-Reset", format=1)  # UNIX_TIMESTAMP
+    out = _action(rc)
+    assert out.retry_policy is not None and out.retry_policy.rate_limited_back_off is not None
+    assert out.retry_policy.rate_limited_back_off.reset_headers == (
+        ("retry-after", "SECONDS"),
+        ("x-ratelimit-reset", "UNIX_TIMESTAMP"),
+    )
+    assert [p for p, _ in seen] == [
+        "virtual_hosts[0].routes[0].route.retry_policy.rate_limited_retry_back_off.reset_headers[0]"
+    ]
+    assert "HTTP-date" in seen[0][1]

@@ -113,3 +113,36 @@ def test_direct_parse_warns_once_per_resource(caplog: pytest.LogCaptureFixture) 
     assert len(_warnings_about(caplog, "'direct-c'")) == 1
     [msg] = _warnings_about(caplog, "'direct-d'")
     assert msg.startswith("Cluster 'direct-d': field lrs_server")  # no version outside a client
+
+
+def test_every_logged_warning_is_counted_per_field(caplog: pytest.LogCaptureFixture) -> None:
+    source = "t-counts"
+    with caplog.at_level(logging.WARNING, logger="pymesh.xds"):
+        for version in ("1", "1", "2"):  # the re-sent version 1 is neither logged nor counted
+            with collecting(source, version):
+                parse_cluster(_cluster_with_lrs("count-a"))
+        with collecting(source, "1"):
+            parse_cluster(_cluster_with_lrs("count-b"))
+        with collecting("t-counts-other", "1"):
+            parse_cluster(_cluster_with_lrs("count-a"))
+    assert len(_warnings_about(caplog, "'count-a'")) == 3
+    assert _warnings.counts(source) == {("Cluster", "lrs_server"): 3}
+    assert _warnings.counts("t-counts-other") == {("Cluster", "lrs_server"): 1}
+    assert _warnings.counts()[("Cluster", "lrs_server")] >= 4  # every source
+    assert _warnings.counts_dump(source) == [{"type": "Cluster", "field": "lrs_server", "count": 3}]
+
+
+def test_counts_strip_indices_and_reset() -> None:
+    from _resbuild import route_config
+
+    from pymesh.xds.resources import parse_route_configuration
+
+    rc = route_config()
+    rc.virtual_hosts.add(name="vh2", domains=["b"]).cors.SetInParent()
+    rc.virtual_hosts[0].cors.SetInParent()
+    with collecting("t-index", "1"):
+        parse_route_configuration(rc)
+    # One warning for the resource version (indices stripped), counted once.
+    assert _warnings.counts("t-index") == {("RouteConfiguration", "virtual_hosts[].cors"): 1}
+    _warnings.reset()
+    assert _warnings.counts("t-index") == {}
