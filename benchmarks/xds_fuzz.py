@@ -42,9 +42,9 @@ def main() -> None:
             fuzz = FuzzRun(cp, client, "fuzz-bench", services=args.services)
             fuzz.subscribe()
             t0 = time.perf_counter()
-            stats = run_rounds(
-                fuzz, [rng.getrandbits(32) for _ in range(rounds)], args.per_response
-            )
+            stats = fuzz.stats
+            while stats.resources < args.resources:  # one name per resource in a response
+                run_rounds(fuzz, [rng.getrandbits(32) for _ in range(rounds)], args.per_response)
             elapsed = time.perf_counter() - t0
             out = {
                 "responses": stats.responses,
