@@ -151,11 +151,11 @@ def test_bad_admin_port_env_is_a_typed_error(
         pymesh.Mesh(bootstrap=mesh_bootstrap)
 
 
-def _with_unsupported(config: dict[str, Any], version: str) -> Any:
+def _with_unsupported(config: dict[str, Any], version: str, timeout_ms: int = 250) -> Any:
     """The compiled mesh with cluster fields pymesh warns about (parsed, not applied)."""
 
     def edit(cluster: Any) -> None:
-        cluster.connect_timeout.FromMilliseconds(250)
+        cluster.connect_timeout.FromMilliseconds(timeout_ms)
         cluster.lrs_server.self.SetInParent()
 
     snap = edited_mesh(config, cluster=edit)
@@ -176,8 +176,12 @@ def test_unsupported_fields_are_counted_in_dump_stats_and_status(
     rows = {(r["type"], r["field"]): r["count"] for r in mesh.config_dump()["unsupported_fields"]}
     assert rows == {("Cluster", "connect_timeout"): 1, ("Cluster", "lrs_server"): 1}
 
-    # A new version that still sets the fields warns (and counts) again, once.
-    push_snapshot(control_plane, mesh, _with_unsupported(_config(echo_backend), "w2"))
+    # The same bytes again under a new version are not decoded again: no new count.
+    push_snapshot(control_plane, mesh, _with_unsupported(_config(echo_backend), "w1b"))
+    rows = {(r["type"], r["field"]): r["count"] for r in mesh.config_dump()["unsupported_fields"]}
+    assert rows == {("Cluster", "connect_timeout"): 1, ("Cluster", "lrs_server"): 1}
+    # A changed cluster that still sets the fields warns (and counts) again, once.
+    push_snapshot(control_plane, mesh, _with_unsupported(_config(echo_backend), "w2", 300))
     rows = {(r["type"], r["field"]): r["count"] for r in mesh.config_dump()["unsupported_fields"]}
     assert rows == {("Cluster", "connect_timeout"): 2, ("Cluster", "lrs_server"): 2}
 

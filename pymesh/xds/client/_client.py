@@ -28,7 +28,8 @@ loop, and watcher callbacks run serially on it. Protocol rules followed:
   for the config dump (CSDS ``error_state``) until a valid update replaces them.
 
 Set-but-unsupported fields are logged once per resource version: each resource is parsed
-with the response's ``version_info`` (see :mod:`pymesh.xds.resources._warnings`).
+with the response's ``version_info`` (see :mod:`pymesh.xds.resources._warnings`); a
+resource whose bytes did not change is not parsed again, so it does not warn again.
 """
 
 from __future__ import annotations
