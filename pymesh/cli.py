@@ -13,7 +13,7 @@ from pymesh.errors import MeshError
 def _serve(args: argparse.Namespace) -> int:
     from pymesh.server._serve import serve
 
-    serve(args.config, args.port, host=args.host)
+    serve(args.config, args.port, host=args.host, bootstrap_out=args.bootstrap_out)
     return 0
 
 
@@ -68,10 +68,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="serve a mesh file as an xDS control plane (ADS)")
+    p = sub.add_parser(
+        "serve",
+        help="serve a mesh file as an xDS control plane (ADS)",
+        description="Serve a mesh file as an xDS control plane (ADS); every saved edit is "
+        "pushed to connected clients. Prints a ready bootstrap for those clients.",
+    )
     p.add_argument("config", help="mesh.yaml: services, versions, routes, traffic policy")
-    p.add_argument("--port", type=int, default=18000, help="port to listen on (0: any free port)")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=18000,
+        help="port to listen on (default: %(default)s; 0: any free port)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s; 0.0.0.0: every interface, "
+        "reachable from other machines)",
+    )
+    p.add_argument(
+        "--bootstrap-out",
+        metavar="FILE",
+        help="write the clients' bootstrap (gRPC format) to FILE, for GRPC_XDS_BOOTSTRAP=FILE",
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("demo", help="run the demo: control plane, backends, live traffic")
