@@ -347,7 +347,12 @@ def read_text(path: str | Path) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigFileError(str(path), "<file>", f"cannot read the file: {e.strerror}") from e
+        raise ConfigFileError(
+            str(path),
+            "<file>",
+            f"cannot read the file: {e.strerror}; fix: name an existing mesh file (relative "
+            "paths are from the current directory), e.g. examples/mesh.yaml",
+        ) from e
     except UnicodeDecodeError as e:
         raise ConfigFileError(
             str(path), "<file>", f"not UTF-8 text (byte {e.start}); save it as UTF-8"
@@ -363,7 +368,13 @@ def compile_text(text: str, source: str = "<string>") -> Snapshot:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(e, "problem", None) or str(e)
-        raise ConfigFileError(source, "<yaml>", f"not valid YAML: {problem}", line=line) from e
+        raise ConfigFileError(
+            source,
+            "<yaml>",
+            f"not valid YAML: {problem}; fix: correct the YAML at that line (indentation, "
+            "an unclosed bracket or quote is the usual cause; docs/mesh-file.md has the schema)",
+            line=line,
+        ) from e
     lines: dict[str, int] = {}
     if node is not None:
         _line_map(node, "", lines, source, set())
