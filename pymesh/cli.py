@@ -113,7 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the demo: control plane, backends, live traffic")
     p.add_argument("--forever", action="store_true", help="keep running until Ctrl-C")
     p.add_argument("--plain", action="store_true", help="plain line output even on a terminal")
-    p.add_argument("--seed", type=int, default=7, help="random seed (deterministic traffic)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=7,
+        help="seed of every random choice (default: 7); counts still vary a little with "
+        "timing (docs/quickstart.md says what and why)",
+    )
     p.set_defaults(func=_demo)
 
     p = sub.add_parser(
