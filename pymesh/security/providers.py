@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import ssl
 import tempfile
 import threading
@@ -26,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pymesh._durations import json_duration_seconds
 from pymesh.errors import TlsConfigError
 
 __all__ = [
@@ -42,8 +42,6 @@ log = logging.getLogger("pymesh.security")
 DEFAULT_REFRESH_INTERVAL = 600.0
 # How often an access may stat the files (cheap, but not on every connection burst).
 _STAT_EVERY = 0.5
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -63,15 +61,19 @@ class CertificateMaterial:
 
 
 def parse_duration(value: Any, where: str) -> float:
-    """Seconds from a JSON Duration (``"600s"``), ``"250ms"``/``"10m"``, or a number."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNIT[m.group(2)]
-    else:
-        raise TlsConfigError(f"{where}: {value!r} is not a duration; e.g. '600s'")
+    """Seconds from a protobuf JSON Duration (``"600s"``, ``"0.5s"``), as gRPC's bootstrap
+    writes ``refresh_interval``; parsed by protobuf. Must be positive."""
+    try:
+        if not isinstance(value, str):
+            raise ValueError(f"a {type(value).__name__}, not a string")
+        seconds = json_duration_seconds(value)
+    except ValueError as e:
+        raise TlsConfigError(
+            f"{where}: {value!r} is not a protobuf JSON Duration ({e}); write seconds with "
+            "an 's', e.g. '600s' or '0.5s' (gRPC's bootstrap format)"
+        ) from e
     if seconds <= 0:
-        raise TlsConfigError(f"{where}: must be positive, got {value!r}")
+        raise TlsConfigError(f"{where}: must be positive, got {value!r}; e.g. '600s'")
     return seconds
 
 
@@ -107,8 +109,10 @@ class FileWatcherProvider:
             raise TlsConfigError(
                 f"{where}: set certificate_file + private_key_file and/or ca_certificate_file"
             )
-        self.refresh_interval = parse_duration(
-            config.get("refresh_interval", DEFAULT_REFRESH_INTERVAL), f"{where}: refresh_interval"
+        self.refresh_interval = (
+            parse_duration(config["refresh_interval"], f"{where}: refresh_interval")
+            if "refresh_interval" in config
+            else DEFAULT_REFRESH_INTERVAL
         )
         self._clock = clock
         self._lock = threading.Lock()  # serialises reloads; readers never take it

@@ -109,7 +109,20 @@ def test_config_errors() -> None:
     with pytest.raises(TlsConfigError, match="cannot read ca_certificate_file"):
         FileWatcherProvider("x", {"ca_certificate_file": "/nonexistent/ca.pem"})
     assert parse_duration("600s", "f") == 600.0
-    assert parse_duration("250ms", "f") == 0.25
-    assert parse_duration(5, "f") == 5.0
-    with pytest.raises(TlsConfigError, match="not a duration"):
-        parse_duration("soon", "f")
+    assert parse_duration("0.25s", "f") == 0.25
+
+
+@pytest.mark.parametrize("bad", ["soon", "250ms", "10m", "5", 5, "99999999999999s", None])
+def test_refresh_interval_is_a_protobuf_json_duration_as_in_grpc(bad: object) -> None:
+    # gRPC's bootstrap reads refresh_interval as protobuf's JSON Duration: only "<n>s".
+    with pytest.raises(TlsConfigError) as info:
+        parse_duration(bad, "provider 'default': refresh_interval")
+    message = str(info.value)
+    assert message.startswith("provider 'default': refresh_interval: ")
+    assert "not a protobuf JSON Duration" in message and "e.g. '600s' or '0.5s'" in message
+
+
+@pytest.mark.parametrize("bad", ["0s", "-1s"])
+def test_refresh_interval_must_be_positive(bad: str) -> None:
+    with pytest.raises(TlsConfigError, match="must be positive"):
+        parse_duration(bad, "f")
