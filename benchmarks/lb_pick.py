@@ -1,6 +1,6 @@
 """Nanoseconds per pick for each load-balancing policy over 1,000 endpoints.
 
-Run: /tmp/venv/bin/python benchmarks/lb_pick.py [--picks N]
+Run (in the venv of the README's test command): python benchmarks/lb_pick.py [--picks N]
 """
 
 from __future__ import annotations

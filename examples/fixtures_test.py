@@ -1,6 +1,6 @@
 """Testing your own code against a mesh with pymesh's pytest fixtures.
 
-Run: python -m pytest examples/fixtures_test.py
+Run: python -m pytest examples/fixtures_test.py   (needs pytest: pip install 'pymesh[examples]')
 
 Installing pymesh registers the fixtures (``control_plane``, ``mesh``, ``echo_backends``,
 ``push_mesh``, ...) with pytest; no conftest.py is needed. Everything runs on 127.0.0.1.

@@ -1,6 +1,6 @@
 """gRPC through pymesh: a generated stub on a mesh channel, split 80/20 between versions.
 
-Run: python examples/grpc_stub.py   (needs grpcio-tools, part of pymesh's test extra)
+Run: python examples/grpc_stub.py   (needs grpcio-tools: pip install 'pymesh[examples]')
 
 The stub code is generated from examples/protos/echo.proto into a temporary directory at
 start, so the example needs no build step. ``pymesh.grpc.insecure_channel`` returns a

@@ -47,8 +47,9 @@ def run_demo(forever: bool = False, plain: bool = False, seed: int = 7) -> int:
     """Run the demo; 0 when it completed, 1 on failure, 130 when interrupted.
 
     ``forever`` cycles through the phases until Ctrl-C (then exits 0 after the summary);
-    ``plain`` forces line output even on a terminal; ``seed`` fixes the traffic, the
-    flaky backend's failures and the mesh's random choices.
+    ``plain`` forces line output even on a terminal; ``seed`` fixes every random choice
+    (the mesh's picks, the flaky backend's failures, the workers' start offsets). The
+    phases are timed, so counts still vary a little run to run (docs/quickstart.md).
     """
     view = make_view(plain)
     demo = _Demo(view, seed)

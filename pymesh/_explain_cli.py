@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -21,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pymesh._mesh import ListenerState, Mesh, _cluster_dump
-from pymesh.errors import MeshError
+from pymesh.errors import ConfigTimeoutError, MeshError
 from pymesh.routing import RequestInfo, explain
 from pymesh.xds.resources.route import RetryPolicy, RouteAction
 
@@ -183,14 +185,17 @@ def run_explain(
         data = fetch_admin(admin, "/explain?" + urlencode(query), timeout)
     else:
         with Mesh(bootstrap) as mesh:
-            data = explain_request(
-                mesh,
-                method,
-                url,
-                _parse_headers(headers),
-                timeout=timeout,
-                random_value=random_value,
-            )
+            try:
+                data = explain_request(
+                    mesh,
+                    method,
+                    url,
+                    _parse_headers(headers),
+                    timeout=timeout,
+                    random_value=random_value,
+                )
+            except MeshError as exc:
+                raise MeshError(f"{exc}; {_fix_for(mesh, exc, timeout)}") from exc
     if as_json:
         print(json.dumps(data, indent=2, default=str))
     else:
@@ -212,40 +217,102 @@ def fetch_admin(admin: str, path: str, timeout: float = 10.0) -> Any:
         where = path.split("?")[0]
         raise MeshError(f"admin server {admin}: {where}: HTTP {err.code} {detail}") from None
     except OSError as err:
-        raise MeshError(f"admin server {admin} unreachable: {err}") from err
+        raise MeshError(
+            f"admin server {admin} unreachable: {err}; fix: check the address (the port the "
+            "process's admin server prints, or its PYMESH_ADMIN_PORT) and that it is running"
+        ) from err
 
 
-def looks_like_admin(arg: str) -> bool:
-    """``host:port`` with a numeric port (what ``pymesh status ADMIN_ADDR`` takes)."""
-    host, sep, port = arg.rpartition(":")
-    return bool(sep and host and port.isdigit())
+def _unreachable(mesh: Mesh) -> str:
+    server = mesh.bootstrap.xds_servers[0].server_uri
+    return (
+        f"the control plane at {server} is unreachable; fix: start it (e.g. `pymesh serve "
+        f"mesh.yaml --bootstrap-out FILE`) or correct xds_servers[0].server_uri in the "
+        f"bootstrap {mesh.bootstrap.source}"
+    )
+
+
+def _fix_for(mesh: Mesh, exc: MeshError, timeout: float) -> str:
+    """The fix for a listener that did not resolve, from what the mesh knows now."""
+    if not mesh.xds_stats.connected:
+        return _unreachable(mesh)
+    if isinstance(exc, ConfigTimeoutError):
+        return (
+            "fix: check that the control plane serves this listener and the route, clusters "
+            f"and endpoints it names (`pymesh status` shows what arrived), or raise --timeout "
+            f"(now {timeout:g} s)"
+        )
+    return "fix: see the resource's last error in `pymesh status`"
+
+
+def _wait_connected(mesh: Mesh, timeout: float) -> bool:
+    """True once the mesh's xDS stream is up, False after ``timeout``.
+
+    Polls: the xDS client exposes its connection state as a counter, not an event, and a
+    CLI that waits at most ``timeout`` once can afford a 50 ms tick."""
+    deadline = time.monotonic() + timeout
+    while not mesh.xds_stats.connected:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def run_status_admin(*, admin: str, as_json: bool, timeout: float) -> int:
-    """``pymesh status ADMIN_ADDR``: render a running process's /config_dump."""
+    """``pymesh status --admin ADDR``: render a running process's /config_dump.
+
+    Exit code 1 when that process is not connected to its control plane."""
     dump = fetch_admin(admin, "/config_dump", timeout)
     if as_json:
         print(json.dumps(dump, indent=2, default=str))
     else:
         render_status(Console(), dump)
+    if not dump.get("connected"):
+        print(
+            f"pymesh: the process behind admin {admin} is not connected to its control "
+            f"plane {dump.get('server_uri')}; fix: start that control plane or correct "
+            "xds_servers[0].server_uri in that process's bootstrap",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
 def run_status(
     *, bootstrap: str | None, hosts: Sequence[str], as_json: bool, timeout: float
 ) -> int:
+    """``pymesh status [HOST ...]``: connect with the bootstrap, resolve the hosts, print.
+
+    Exit code 0 when the control plane is connected and every host resolved to a config;
+    1 when the tables were printed but the control plane is unreachable, or a host is
+    unknown to it or did not resolve (each problem is printed to stderr with its fix).
+    """
+    problems: list[str] = []
     with Mesh(bootstrap) as mesh:
         for host in hosts:
             try:
-                mesh.wait_state(mesh.slot(host), timeout)
+                state = mesh.wait_state(mesh.slot(host), timeout, passthrough=True)
             except MeshError as exc:
-                print(f"pymesh: {host}: {exc}")
+                problems.append(f"{host}: {exc}; {_fix_for(mesh, exc, timeout)}")
+                continue
+            if state is None:
+                problems.append(
+                    f"{host}: the control plane does not know this host (no listener "
+                    f"{mesh.listener_name(host)!r}), so requests for it pass through "
+                    "directly; fix: check the host and port, or add the service to the "
+                    "control plane"
+                )
+        connected = _wait_connected(mesh, 0 if problems else timeout)
         dump = mesh.config_dump()
+    if not connected and not any("unreachable" in p for p in problems):
+        problems.append(_unreachable(mesh))
     if as_json:
         print(json.dumps(dump, indent=2, default=str))
-        return 0
-    render_status(Console(), dump)
-    return 0
+    else:
+        render_status(Console(), dump)
+    for problem in problems:
+        print(f"pymesh: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def render_status(console: Console, dump: dict[str, Any]) -> None:

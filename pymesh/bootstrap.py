@@ -171,27 +171,53 @@ def load_bootstrap(source: str | os.PathLike[str] | Mapping[str, Any] | None = N
     if source is None:
         path = os.environ.get(ENV_BOOTSTRAP_PATH)
         if path:
-            return _load_file(path)
+            return _load_file(path, named_by=ENV_BOOTSTRAP_PATH)
         text = os.environ.get(ENV_BOOTSTRAP_CONFIG)
         if text:
             return _parse(_decode_json(text, ENV_BOOTSTRAP_CONFIG), ENV_BOOTSTRAP_CONFIG)
         raise BootstrapError(
             "<environment>",
-            "",
+            ENV_BOOTSTRAP_PATH,
             f"neither {ENV_BOOTSTRAP_PATH} (a file path) nor {ENV_BOOTSTRAP_CONFIG} (JSON) "
-            "is set; set one or pass a bootstrap explicitly",
+            f"is set; fix: set {ENV_BOOTSTRAP_PATH} to a bootstrap file ({_WHERE_FROM}), "
+            "or pass the bootstrap explicitly",
         )
     if isinstance(source, Mapping):
         return _parse(source, "<dict>")
-    return _load_file(os.fspath(source))
+    return _load_file(os.fspath(source), named_by="bootstrap")
 
 
-def _load_file(path: str) -> Bootstrap:
+# Where a bootstrap file comes from, for the fix of "no bootstrap" errors.
+_WHERE_FROM = (
+    "`pymesh serve mesh.yaml --bootstrap-out FILE` writes one for a local control plane; "
+    "istio-agent writes one for proxyless clients; docs/configuration.md shows the format"
+)
+
+
+def _load_file(path: str, *, named_by: str) -> Bootstrap:
+    """Read and parse the file at ``path``; ``named_by`` is the setting that named it
+    (the environment variable or the ``bootstrap`` argument/flag), which is what a
+    user fixes when the file cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise BootstrapError(path, "", f"cannot read the file: {e.strerror or e}") from e
+        where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+        setting = (
+            named_by
+            if named_by == ENV_BOOTSTRAP_PATH
+            else "the bootstrap argument (pymesh.Mesh(bootstrap=...), pymesh ... --bootstrap)"
+        )
+        raise BootstrapError(
+            path,
+            named_by,
+            f"cannot read the file{where}: {e.strerror or e}; fix: point {setting} at an "
+            f"existing, readable bootstrap file ({_WHERE_FROM})",
+        ) from e
+    except UnicodeDecodeError as e:
+        raise BootstrapError(
+            path, named_by, f"not UTF-8 text ({e.reason}); fix: save the bootstrap as UTF-8 JSON"
+        ) from e
     return _parse(_decode_json(text, path), path)
 
 
@@ -199,14 +225,69 @@ def _decode_json(text: str, source: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
+        field_path = _json_path_at(text, e.pos)
+        if not text.strip():
+            raise BootstrapError(
+                source,
+                field_path,
+                'is empty; fix: write a JSON object with at least "xds_servers" '
+                "(docs/configuration.md shows one)",
+            ) from e
         raise BootstrapError(
-            source, "", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
+            source,
+            field_path,
+            f"not valid JSON at line {e.lineno} column {e.colno}, in or just after this "
+            f"field: {e.msg}; fix: correct the JSON there (a trailing comma, a missing "
+            "comma or an unquoted name is the usual cause)",
         ) from e
+
+
+def _json_path_at(text: str, pos: int) -> str:
+    """The dotted path (``xds_servers[0].channel_creds``) of the JSON value being read at
+    ``pos``: what a syntax error is "in". Top-level errors name ``xds_servers``, the
+    field every bootstrap must have, so the message always names a real field."""
+    frames: list[list[Any]] = []  # ["obj", key or None] / ["arr", index]
+    last_string: str | None = None
+    i = 0
+    while i < pos:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < len(text) and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            last_string = text[i + 1 : j]
+            i = j + 1
+            continue
+        if c == "{":
+            frames.append(["obj", None])
+        elif c == "[":
+            frames.append(["arr", 0])
+        elif c in "}]" and frames:
+            frames.pop()
+        elif c == ":" and frames and frames[-1][0] == "obj":
+            frames[-1][1] = last_string
+        elif c == "," and frames and frames[-1][0] == "arr":
+            frames[-1][1] += 1
+        i += 1
+    if frames and frames[0][0] == "arr":
+        return "xds_servers"  # not an object at all: no field of ours is being read
+    path = ""
+    for kind, value in frames:
+        if kind == "arr":
+            path += f"[{value}]"
+        elif value is not None:
+            path += f".{value}" if path else value
+    return path or "xds_servers"
 
 
 def _parse(data: Any, source: str) -> Bootstrap:
     if not isinstance(data, Mapping):
-        raise BootstrapError(source, "", f"must be a JSON object, got {_kind(data)}")
+        raise BootstrapError(
+            source,
+            "xds_servers",
+            f"the bootstrap must be a JSON object holding this field, got {_kind(data)}; "
+            'fix: write {"xds_servers": [...], "node": {...}} (docs/configuration.md)',
+        )
     v = _Validator(source)
     servers = v.servers(data.get("xds_servers"), "xds_servers", required=True)
     node = v.node(data.get("node"))

@@ -75,7 +75,7 @@ def test_nack_keeps_last_good_version_and_admin_shows_it(
     assert status == 200
     assert (
         f'pymesh_xds_client_nacks_total{{pymesh_xds_resource_type="{ROUTE_TYPE}",'
-        f'pymesh_xds_server="{control_plane.address}"}} 1' in body.splitlines()
+        f'pymesh_xds_server="{control_plane.address}"}} 1.0' in body.splitlines()
     )
     assert "# TYPE pymesh_circuit_breaker_overflows_total counter" in body
 

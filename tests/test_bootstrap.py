@@ -141,7 +141,8 @@ def test_env_path_then_env_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("GRPC_XDS_BOOTSTRAP_CONFIG")
     with pytest.raises(BootstrapError) as ei:
         load_bootstrap(None)
-    assert "GRPC_XDS_BOOTSTRAP" in str(ei.value)
+    assert ei.value.field == "GRPC_XDS_BOOTSTRAP"
+    assert "fix: set GRPC_XDS_BOOTSTRAP" in ei.value.reason
 
 
 def test_listener_name_templates_and_authorities() -> None:
@@ -196,7 +197,7 @@ def _server(**over: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("data", "field", "needle"),
     [
-        ([], "", "JSON object"),
+        ([], "xds_servers", "JSON object"),
         ({}, "xds_servers", "missing"),
         ({"xds_servers": {}}, "xds_servers", "array"),
         ({"xds_servers": []}, "xds_servers", "empty"),
@@ -322,12 +323,58 @@ def test_unreadable_and_invalid_json_files(tmp_path: Path) -> None:
     missing = tmp_path / "missing.json"
     with pytest.raises(BootstrapError) as ei:
         load_bootstrap(missing)
-    assert ei.value.source == str(missing) and "cannot read" in ei.value.reason
+    err = ei.value
+    assert err.source == str(missing) and "cannot read" in err.reason
+    assert err.field == "bootstrap"  # the setting that named the file is what to fix
+    assert "fix: point the bootstrap argument" in err.reason
+    assert "--bootstrap-out FILE" in err.reason
     bad = tmp_path / "bad.json"
     bad.write_text('{"xds_servers": [')
     with pytest.raises(BootstrapError) as ei:
         load_bootstrap(str(bad))
     assert "not valid JSON" in ei.value.reason and "line 1" in ei.value.reason
+    assert ei.value.field == "xds_servers[0]"
+    assert "fix: correct the JSON there" in ei.value.reason
+    assert f"bootstrap {bad}: field 'xds_servers[0]'" in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("", "xds_servers"),
+        ("[1,", "xds_servers"),
+        ('{"xds_servers": [], node: {}}', "xds_servers"),
+        ('{"node": {"id": "a" "cluster": "b"}}', "node.id"),
+        ('{"node": {"id": "a\\"b" x}}', "node.id"),
+        (
+            '{"xds_servers": [{"channel_creds": [{"type": "insecure"},]}]}',
+            "xds_servers[0].channel_creds[1]",
+        ),
+        (
+            '{"xds_servers": [{"server_uri": "h:1"}], "node": {"metadata": {"A": [1, 2,]}}}',
+            "node.metadata.A[2]",
+        ),
+    ],
+)
+def test_invalid_json_names_the_field_it_is_in(tmp_path: Path, text: str, field: str) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(text)
+    with pytest.raises(BootstrapError) as ei:
+        load_bootstrap(path)
+    assert ei.value.field == field
+    assert "fix:" in ei.value.reason
+
+
+def test_missing_env_file_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "nope.json"
+    monkeypatch.setenv("GRPC_XDS_BOOTSTRAP", str(missing))
+    with pytest.raises(BootstrapError) as ei:
+        load_bootstrap()
+    assert ei.value.source == str(missing)
+    assert ei.value.field == "GRPC_XDS_BOOTSTRAP"
+    assert "fix: point GRPC_XDS_BOOTSTRAP at an existing" in ei.value.reason
 
 
 def test_invalid_env_json(monkeypatch: pytest.MonkeyPatch) -> None:

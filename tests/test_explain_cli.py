@@ -230,24 +230,82 @@ def test_explain_and_status_through_admin(
 
     monkeypatch.delenv("GRPC_XDS_BOOTSTRAP", raising=False)
     monkeypatch.delenv("GRPC_XDS_BOOTSTRAP_CONFIG", raising=False)
-    assert cli.main(["status", admin.address, "--json"]) == 0
+    assert cli.main(["status", "--admin", admin.address, "--json"]) == 0
     dump = json.loads(capsys.readouterr().out)
     assert dump["node_id"] == mesh.node_id
     assert dump["listeners_in_use"]["reviews:9080"]["ready"] is True
-    assert cli.main(["status", admin.address]) == 0
+    assert cli.main(["status", "--admin", admin.address]) == 0
     out = capsys.readouterr().out
     assert re.search(r"cluster outbound\|9080\|v1\|reviews", out)
     assert "xDS resources" in out
 
 
-def test_status_admin_unreachable_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+def _closed_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    assert cli.main(["status", "--admin", f"127.0.0.1:{port}"]) == 2
-    assert "unreachable" in capsys.readouterr().err
+        return int(s.getsockname()[1])
+
+
+def test_status_admin_unreachable_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["status", "--admin", f"127.0.0.1:{_closed_port()}"]) == 2
+    err = capsys.readouterr().err
+    assert "unreachable" in err and "fix: check the address" in err
+
+
+@pytest.mark.parametrize("command", [["status", "web:8080"], ["explain", "http://web:8080/"]])
+def test_no_bootstrap_is_an_error_naming_the_fix(
+    command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not an admin address: a service name without a bootstrap is a usage error.
+    monkeypatch.delenv("GRPC_XDS_BOOTSTRAP", raising=False)
+    monkeypatch.delenv("GRPC_XDS_BOOTSTRAP_CONFIG", raising=False)
+    assert cli.main(command) == 2
+    err = capsys.readouterr().err
+    assert f"{command[0]}: no bootstrap" in err and "web:8080" in err
+    assert "--bootstrap FILE" in err and "GRPC_XDS_BOOTSTRAP=FILE" in err
+    assert "--admin HOST:PORT" in err
+
+
+def test_status_exit_codes(
+    table: tuple[str, dict[str, str]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bootstrap, _names = table
+    assert cli.main(["status", "--bootstrap", bootstrap, "reviews:9080"]) == 0
+    assert capsys.readouterr().err == ""
+
+    assert cli.main(["status", "--bootstrap", bootstrap, "reviews:9080", "typo:9080"]) == 1
+    captured = capsys.readouterr()
+    assert "xDS resources" in captured.out  # what it has is still shown
+    assert "typo:9080: the control plane does not know this host" in captured.err
+    assert "reviews:9080:" not in captured.err
+
+    down = tmp_path / "down.json"
+    down.write_text(
+        json.dumps(
+            {
+                "xds_servers": [
+                    {
+                        "server_uri": f"127.0.0.1:{_closed_port()}",
+                        "channel_creds": [{"type": "insecure"}],
+                    }
+                ]
+            }
+        )
+    )
+    for hosts in (["reviews:9080"], []):
+        argv = ["status", "--bootstrap", str(down), "--timeout", "2", *hosts]
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert "is unreachable; fix: start it" in err
+        assert f"xds_servers[0].server_uri in the bootstrap {down}" in err
+
+    argv = ["explain", "--bootstrap", str(down), "http://reviews:9080/"]
+    assert cli.main(argv) == 2
+    assert "is unreachable; fix: start it" in capsys.readouterr().err
 
 
 def test_status_table_names_the_rejected_version() -> None:

@@ -3,9 +3,11 @@
 The bootstrap's ``certificate_providers`` names provider *instances*; an
 UpstreamTlsContext refers to them by instance name (gRFC A29). The one plugin gRPC (and
 istio-agent) defines is ``file_watcher``: PEM files on disk re-read every
-``refresh_interval`` (default 600 s, as gRPC). pymesh also re-reads as soon as a file's
-stat signature (inode, size, mtime) changes, checked at most every 0.5 s on access, so a
-rotation is picked up by the next new connection.
+``refresh_interval`` (default 600 s, as gRPC). pymesh also re-reads as soon as the files
+change: a background thread per provider watches their directories with ``watchfiles``
+(inotify, FSEvents, ReadDirectoryChangesW; polling where none works), so a rotation —
+files renamed into place, or Kubernetes swapping its ``..data`` symlink — is picked up
+by the next new connection, without any polling on the request path.
 
 A half-written or invalid update never replaces good material: the previous material
 stays in use, a warning is logged and :attr:`FileWatcherProvider.reload_failures` counts
@@ -17,15 +19,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import ssl
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import watchfiles
+
+from pymesh._durations import json_duration_seconds
 from pymesh.errors import TlsConfigError
 
 __all__ = [
@@ -40,10 +45,11 @@ log = logging.getLogger("pymesh.security")
 
 #: gRPC's default file_watcher refresh interval (seconds).
 DEFAULT_REFRESH_INTERVAL = 600.0
-# How often an access may stat the files (cheap, but not on every connection burst).
-_STAT_EVERY = 0.5
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# The watcher thread wakes at least this often (ms) without a file event, to apply
+# refresh_interval and to notice that its provider was closed or garbage-collected.
+_TICK_MS = 1000
+# Events closer together than this (ms) are one batch: a rotation writes several files.
+_DEBOUNCE_MS = 100
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -63,15 +69,19 @@ class CertificateMaterial:
 
 
 def parse_duration(value: Any, where: str) -> float:
-    """Seconds from a JSON Duration (``"600s"``), ``"250ms"``/``"10m"``, or a number."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNIT[m.group(2)]
-    else:
-        raise TlsConfigError(f"{where}: {value!r} is not a duration; e.g. '600s'")
+    """Seconds from a protobuf JSON Duration (``"600s"``, ``"0.5s"``), as gRPC's bootstrap
+    writes ``refresh_interval``; parsed by protobuf. Must be positive."""
+    try:
+        if not isinstance(value, str):
+            raise ValueError(f"a {type(value).__name__}, not a string")
+        seconds = json_duration_seconds(value)
+    except ValueError as e:
+        raise TlsConfigError(
+            f"{where}: {value!r} is not a protobuf JSON Duration ({e}); write seconds with "
+            "an 's', e.g. '600s' or '0.5s' (gRPC's bootstrap format)"
+        ) from e
     if seconds <= 0:
-        raise TlsConfigError(f"{where}: must be positive, got {value!r}")
+        raise TlsConfigError(f"{where}: must be positive, got {value!r}; e.g. '600s'")
     return seconds
 
 
@@ -79,7 +89,9 @@ class FileWatcherProvider:
     """The ``file_watcher`` plugin: ``certificate_file`` + ``private_key_file`` (identity)
     and/or ``ca_certificate_file`` (roots), re-read on ``refresh_interval`` and on change.
 
-    :meth:`material` is cheap and thread-safe; it returns the current generation.
+    :meth:`material` is one attribute read (lock-free, thread-safe); a background thread
+    (``pymesh-certs-NAME``, daemon) watches the files' directories and loads new
+    generations. :meth:`close` stops it; so does garbage collection of the provider.
     """
 
     plugin_name = "file_watcher"
@@ -107,23 +119,35 @@ class FileWatcherProvider:
             raise TlsConfigError(
                 f"{where}: set certificate_file + private_key_file and/or ca_certificate_file"
             )
-        self.refresh_interval = parse_duration(
-            config.get("refresh_interval", DEFAULT_REFRESH_INTERVAL), f"{where}: refresh_interval"
+        self.refresh_interval = (
+            parse_duration(config["refresh_interval"], f"{where}: refresh_interval")
+            if "refresh_interval" in config
+            else DEFAULT_REFRESH_INTERVAL
         )
         self._clock = clock
         self._lock = threading.Lock()  # serialises reloads; readers never take it
+        self._checked = threading.Condition()  # notified after every check (wait_for)
         self._dir = tempfile.TemporaryDirectory(prefix="pymesh-certs-")
         #: Reloads that failed (unreadable, half-written or mismatched files) and were
         #: skipped, keeping the previous material.
         self.reload_failures = 0
         self.last_error: str | None = None
         self._generation = 0
-        self._next_refresh = 0.0
-        self._next_stat = 0.0
+        self._next_refresh = clock() + self.refresh_interval
         self._signature = self._stat()
         self._failed_signature: object = None
         self._material = self._load(where)  # the first load must succeed: fail closed
-        self._schedule()
+        self._stop = threading.Event()
+        # The thread holds the provider weakly: an unclosed provider that is dropped is
+        # collected, and the finalizer stops its thread.
+        weakref.finalize(self, self._stop.set)
+        self._thread = threading.Thread(
+            target=_watch,
+            args=(weakref.ref(self), self._stop, sorted(self._dirs())),
+            name=f"pymesh-certs-{name}",
+            daemon=True,
+        )
+        self._thread.start()
 
     def __repr__(self) -> str:
         return (
@@ -140,10 +164,7 @@ class FileWatcherProvider:
         return self.ca_certificate_file is not None
 
     def material(self) -> CertificateMaterial:
-        """The current material, reloading first when the interval passed or files changed."""
-        now = self._clock()
-        if now >= self._next_stat:
-            self._maybe_reload(now)
+        """The current material (the watcher thread swaps in new generations)."""
         return self._material
 
     def refresh(self) -> CertificateMaterial:
@@ -151,16 +172,24 @@ class FileWatcherProvider:
         self._maybe_reload(self._clock(), force=True)
         return self._material
 
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until ``predicate()`` holds, re-testing it after each check the watcher
+        makes (a file event or its once-a-second tick); False after ``timeout`` seconds.
+
+        For tests and tools that change the files and need to know the provider saw it,
+        e.g. ``p.wait_for(lambda: p.material().generation > 1, 10)``.
+        """
+        with self._checked:
+            return self._checked.wait_for(predicate, timeout)
+
     def close(self) -> None:
-        """Remove the private copies of the keys."""
+        """Stop watching and remove the private copies of the keys."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(10)
         self._dir.cleanup()
 
     # -- internals ----------------------------------------------------------------
-
-    def _schedule(self) -> None:
-        now = self._clock()
-        self._next_refresh = now + self.refresh_interval
-        self._next_stat = now + _STAT_EVERY
 
     def _paths(self) -> list[str]:
         return [
@@ -169,7 +198,13 @@ class FileWatcherProvider:
             if p is not None
         ]
 
+    def _dirs(self) -> set[str]:
+        return {os.path.dirname(os.path.abspath(p)) for p in self._paths()}
+
     def _stat(self) -> object:
+        """What identifies the files' current content cheaply (inode, size, mtime),
+        following symlinks: compared after each event, so that events for other files in
+        the same directories, or repeated events, do not re-read ours."""
         sig: list[object] = []
         for p in self._paths():
             try:
@@ -179,15 +214,24 @@ class FileWatcherProvider:
                 sig.append(e.errno)
         return tuple(sig)
 
-    def _maybe_reload(self, now: float, *, force: bool = False) -> None:
-        if not self._lock.acquire(blocking=False):
-            return  # another thread is reloading; keep serving the current material
+    def _check(self, changed: bool) -> None:
+        """The watcher's step: reload when the files changed or the interval passed.
+
+        Never raises: the thread must outlive any one bad step (logged)."""
         try:
-            self._next_stat = now + _STAT_EVERY
-            sig = self._stat()
+            self._maybe_reload(self._clock(), changed=changed)
+        except Exception:
+            log.exception("certificate provider %r: reload failed", self.name)
+        finally:
+            with self._checked:
+                self._checked.notify_all()
+
+    def _maybe_reload(self, now: float, *, force: bool = False, changed: bool = False) -> None:
+        with self._lock:
+            sig = self._stat() if changed or force else self._signature
             due = force or now >= self._next_refresh
-            changed = sig != self._signature and sig != self._failed_signature
-            if not (due or changed):
+            fresh = sig != self._signature and sig != self._failed_signature
+            if not (due or fresh):
                 return
             if due:
                 self._next_refresh = now + self.refresh_interval
@@ -213,8 +257,6 @@ class FileWatcherProvider:
             if old.chain_file is not None:
                 # Contexts already loaded it; only future builds read files.
                 _unlink(old.chain_file)
-        finally:
-            self._lock.release()
 
     def _read(self, path: str, what: str, where: str) -> bytes:
         try:
@@ -257,6 +299,38 @@ class FileWatcherProvider:
                 ) from e
         self._generation += 1
         return CertificateMaterial(self._generation, chain, key, ca, chain_file)
+
+
+def _watch(ref: weakref.ref[FileWatcherProvider], stop: threading.Event, dirs: list[str]) -> None:
+    """The watcher thread: native file events where the OS offers them, else watchfiles'
+    polling; with neither, only the refresh interval (logged)."""
+    for force_polling in (False, True):
+        try:
+            for changes in watchfiles.watch(
+                *dirs,
+                watch_filter=None,  # Kubernetes rotates by renaming ..data, not our files
+                debounce=_DEBOUNCE_MS,
+                rust_timeout=_TICK_MS,
+                yield_on_timeout=True,
+                stop_event=stop,
+                recursive=False,
+                force_polling=force_polling,
+                raise_interrupt=False,
+            ):
+                provider = ref()
+                if provider is None:
+                    return
+                provider._check(bool(changes))
+                del provider  # hold it only while checking: it may be collected
+            return  # stop was set
+        except Exception as e:  # e.g. out of inotify instances: try polling, then ticks
+            log.warning("certificate files in %s: cannot watch (%s)", ", ".join(dirs), e)
+    while not stop.wait(_TICK_MS / 1000):
+        provider = ref()
+        if provider is None:
+            return
+        provider._check(True)
+        del provider
 
 
 def _same(a: CertificateMaterial, b: CertificateMaterial) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from concurrent import futures
 from types import TracebackType
+from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
@@ -84,7 +85,13 @@ class ControlPlane:
         self._executor = futures.ThreadPoolExecutor(
             self._max_streams, thread_name_prefix="pymesh-ads"
         )
-        server = grpc.server(self._executor, maximum_concurrent_rpcs=self._max_streams)
+        server = grpc.server(
+            self._executor,
+            maximum_concurrent_rpcs=self._max_streams,
+            # grpcio sets SO_REUSEPORT by default: a second control plane on a busy port
+            # would "bind" and silently share it. Fail instead, naming the port.
+            options=[("grpc.so_reuseport", 0)],
+        )
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self._servicer, server)
         bind = f"{self.host}:{self._requested_port}"
         if self._credentials is None:
@@ -108,6 +115,29 @@ class ControlPlane:
     def address(self) -> str:
         """``host:port``, usable as a bootstrap ``server_uri``."""
         return f"{self.host}:{self.port}"
+
+    def client_bootstrap(self, node_id: str = "pymesh-client") -> dict[str, Any]:
+        """A gRPC-format bootstrap (a JSON-able dict) for clients of this control plane.
+
+        Plaintext (``insecure``) unless the server was given credentials, then ``tls``
+        with the system roots; ``pymesh.Mesh(bootstrap=...)``, grpcio and istio tooling
+        all read it. A wildcard host (``0.0.0.0``, ``::``) becomes the loopback address,
+        which a client can connect to.
+        """
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # IPv6 literal: gRPC target syntax needs the brackets
+        creds = "insecure" if self._credentials is None else "tls"
+        return {
+            "xds_servers": [
+                {
+                    "server_uri": f"{host}:{self.port}",
+                    "channel_creds": [{"type": creds}],
+                    "server_features": ["xds_v3"],
+                }
+            ],
+            "node": {"id": node_id},
+        }
 
     def set_snapshot(self, snapshot: Snapshot, node_id: str | None = None) -> None:
         """Serve ``snapshot`` to ``node_id`` (or to all nodes without their own) and push it.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
 import sys
 import threading
 from collections.abc import Callable
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import watchfiles
 
-from pymesh.errors import ConfigFileError
+from pymesh.errors import ConfigFileError, MeshError
 from pymesh.server import ControlPlane
 from pymesh.server.config_file import compile_text, read_text
 from pymesh.server.snapshot import Snapshot
@@ -29,6 +32,7 @@ def serve(
     *,
     on_ready: Callable[[ControlPlane], None] | None = None,
     on_reload: Callable[[Snapshot | ConfigFileError], None] | None = None,
+    bootstrap_out: str | Path | None = None,
 ) -> None:
     """Serve ``path`` on ``host:port`` until ``stop_event`` is set (or Ctrl-C).
 
@@ -36,14 +40,27 @@ def serve(
     edit becomes the new default snapshot; a bad one prints the ConfigFileError to stderr
     and the last good snapshot stays. Raises ConfigFileError when the initial file is bad.
     ``on_ready`` gets the running ControlPlane; ``on_reload`` each reload's result.
+
+    Once listening it prints a ready bootstrap for its clients, as a shell line setting
+    ``GRPC_XDS_BOOTSTRAP_CONFIG``; with ``bootstrap_out`` it writes the bootstrap to that
+    file instead and prints the line setting ``GRPC_XDS_BOOTSTRAP``.
     """
     file = Path(path).resolve()
     text = read_text(file)
     snapshot = compile_text(text, str(path))
     stop = stop_event or threading.Event()
-    with ControlPlane(port=port, host=host) as cp:
+    try:
+        cp = ControlPlane(port=port, host=host).start()
+    except (OSError, RuntimeError) as e:
+        # grpcio reports a port it cannot bind as RuntimeError (newer) or port 0 (older).
+        raise MeshError(
+            f"cannot listen on {host}:{port} ({e}); the port may be in use: "
+            "pass another --port, or --port 0 for any free port"
+        ) from e
+    with cp:
         cp.set_snapshot(snapshot)
         print(f"pymesh: serving {path} (version {snapshot.version}) on {cp.address}", flush=True)
+        _announce_bootstrap(cp, bootstrap_out)
         if on_ready is not None:
             on_ready(cp)
         try:
@@ -68,6 +85,29 @@ def serve(
                     on_reload(result)
         except KeyboardInterrupt:
             pass
+
+
+def _announce_bootstrap(cp: ControlPlane, out: str | Path | None) -> None:
+    """Print (or write, then point to) the bootstrap a client needs for ``cp``."""
+    bootstrap = cp.client_bootstrap()
+    if out is None:
+        line = json.dumps(bootstrap, separators=(",", ":"))
+        print("pymesh: clients of this control plane use this bootstrap:", flush=True)
+        print(f"export GRPC_XDS_BOOTSTRAP_CONFIG={shlex.quote(line)}", flush=True)
+        return
+    file = Path(out)
+    tmp = file.with_name(f".{file.name}.tmp")
+    try:
+        # Write then rename: a client starting now never reads half a file.
+        tmp.write_text(json.dumps(bootstrap, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, file)
+    except OSError as e:
+        raise MeshError(
+            f"--bootstrap-out {out}: cannot write the file ({e.strerror or e}); "
+            "name a file in an existing, writable directory"
+        ) from e
+    print(f"pymesh: bootstrap written to {out}; clients use it with:", flush=True)
+    print(f"export GRPC_XDS_BOOTSTRAP={shlex.quote(str(file.resolve()))}", flush=True)
 
 
 def _reload(cp: ControlPlane, text: str, source: str) -> Snapshot | ConfigFileError:

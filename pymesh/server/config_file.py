@@ -95,6 +95,7 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, json_format  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.message import Message  # type: ignore[import-untyped, unused-ignore]
 
+from pymesh._durations import json_duration_seconds
 from pymesh.errors import ConfigFileError
 from pymesh.server.snapshot import Snapshot, SnapshotInconsistent
 
@@ -114,8 +115,11 @@ _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _TLS_SOCKET = "envoy.transport_sockets.tls"
 
 _T = TypeVar("_T")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h)?\s*$")
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# protobuf's JSON Duration ("2s", "-1.5s"): handed to protobuf, which also checks range.
+_SECONDS = re.compile(r"^\s*-?\d+(?:\.\d+)?s\s*$")
+# Istio's other units, and a bare number of seconds.
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|m|h)?\s*$")
+_UNITS = {"us": 1e-6, "ms": 1e-3, "m": 60.0, "h": 3600.0, None: 1.0}
 _HOST = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _LB = ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV")
 # Policies gRPC accepts in the lb_policy enum; the others go in load_balancing_policy as a
@@ -176,18 +180,26 @@ PREVIOUS_HOSTS_PREDICATE = "envoy.retry_host_predicates.previous_hosts"
 def parse_duration(value: object) -> float:
     """``"250ms"``, ``"2s"``, ``"1m"``, ``"1h"``, ``"100us"`` or a number → seconds.
 
-    Raises ValueError with the accepted forms.
+    Seconds (``"2s"``, ``"0.5s"``) are protobuf's JSON Duration form and protobuf parses
+    them; the other units are Istio's (Go's) spellings. Raises ValueError with the
+    accepted forms.
     """
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like 250ms, 2s, 1m; got {value!r}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"duration must not be negative; got {value!r}")
-        return float(value)
-    m = _DURATION.match(value) if isinstance(value, str) else None
-    if m is None:
+        seconds = float(value)
+    elif isinstance(value, str) and _SECONDS.match(value):
+        try:
+            seconds = json_duration_seconds(value.strip())
+        except ValueError as e:
+            raise ValueError(f"expected a duration like 250ms, 2s, 1m; got {value!r}: {e}") from e
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
         raise ValueError(f"expected a duration like 250ms, 2s, 1m; got {value!r}")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative; got {value!r}")
+    return seconds
 
 
 def cluster_name(host: str, port: int, subset: str = "") -> str:
@@ -347,7 +359,12 @@ def read_text(path: str | Path) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigFileError(str(path), "<file>", f"cannot read the file: {e.strerror}") from e
+        raise ConfigFileError(
+            str(path),
+            "<file>",
+            f"cannot read the file: {e.strerror}; fix: name an existing mesh file (relative "
+            "paths are from the current directory), e.g. examples/mesh.yaml",
+        ) from e
     except UnicodeDecodeError as e:
         raise ConfigFileError(
             str(path), "<file>", f"not UTF-8 text (byte {e.start}); save it as UTF-8"
@@ -363,7 +380,13 @@ def compile_text(text: str, source: str = "<string>") -> Snapshot:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(e, "problem", None) or str(e)
-        raise ConfigFileError(source, "<yaml>", f"not valid YAML: {problem}", line=line) from e
+        raise ConfigFileError(
+            source,
+            "<yaml>",
+            f"not valid YAML: {problem}; fix: correct the YAML at that line (indentation, "
+            "an unclosed bracket or quote is the usual cause; docs/mesh-file.md has the schema)",
+            line=line,
+        ) from e
     lines: dict[str, int] = {}
     if node is not None:
         _line_map(node, "", lines, source, set())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -68,3 +69,63 @@ def test_istio_bootstrap() -> None:
 def test_fixtures_example_passes_under_pytest() -> None:
     out = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES / "fixtures_test.py"))
     assert re.search(r"\b2 passed\b", out), out
+
+
+def _doc_rows() -> list[tuple[str, str, str]]:
+    """(file, install, run) of each row of docs/examples.md's table."""
+    doc = (EXAMPLES.parent / "docs" / "examples.md").read_text(encoding="utf-8")
+    lines = [line for line in doc.splitlines() if line.startswith("| `")]
+    rows = []
+    for line in lines:
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split(" | ")]
+        rows.append((cells[0], cells[2], cells[3]))
+    return rows
+
+
+def test_docs_name_every_example_with_its_install_and_command() -> None:
+    rows = _doc_rows()
+    named = {n.strip() for file, _, _ in rows for n in file.split("` / `")}
+    on_disk = {p.name for p in EXAMPLES.iterdir() if p.is_file()}
+    assert named == on_disk
+    for file, install, run in rows:
+        # The two installs the doc defines; .ci/examples.py runs each row in its own.
+        assert install in ("pip install .", "pip install '.[examples]'"), file
+        assert f"examples/{file.split('` / `')[-1]}" in run, (file, run)
+    needs_extra = {file for file, install, _ in rows if install != "pip install ."}
+    assert needs_extra == {"grpc_stub.py", "fixtures_test.py"}
+
+
+def test_examples_extra_has_what_those_examples_import() -> None:
+    from importlib.metadata import requires
+
+    by_extra: dict[str, set[str]] = {}
+    for req in requires("pymesh") or []:
+        name = re.split(r"[<>=\[; ]", req, maxsplit=1)[0]
+        extra = re.search(r"extra == ['\"](\w+)['\"]", req)
+        by_extra.setdefault(extra[1] if extra else "", set()).add(name)
+    assert by_extra["examples"] == {"grpcio-tools", "pytest"}
+    assert not by_extra[""] & {"grpcio-tools", "pytest"}  # the plain install lacks them
+
+
+def test_mesh_yaml_serves_and_prints_its_bootstrap(tmp_path: Path) -> None:
+    out = tmp_path / "bootstrap.json"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "pymesh", "serve", str(EXAMPLES / "mesh.yaml")),
+            *("--port", "0", "--bootstrap-out", str(out)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        head = [proc.stdout.readline() for _ in range(3)]
+        assert head[0].startswith("pymesh: serving "), head
+        assert head[2] == f"export GRPC_XDS_BOOTSTRAP={out}\n", head
+        assert proc.poll() is None
+        server = json.loads(out.read_text())["xds_servers"][0]["server_uri"]
+        assert head[0].rstrip().endswith(f" on {server}")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

