@@ -11,13 +11,13 @@ Example::
 
 from __future__ import annotations
 
-import threading
-from concurrent import futures
+import asyncio
 from types import TracebackType
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
+from pymesh.server._runner import ServerThread
 from pymesh.server.ads import AckRecord, AdsServicer, NackRecord, _Records
 from pymesh.server.cache import SnapshotCache
 from pymesh.server.config_file import compile_mesh, compile_text, load_config_file
@@ -48,11 +48,12 @@ __all__ = [
 
 
 class ControlPlane:
-    """A gRPC ADS server (state of the world) on a background thread pool.
+    """A gRPC ADS server (state of the world) on its own asyncio loop and thread.
 
     ``port=0`` asks the OS for a free port; read it from :attr:`port` after :meth:`start`.
-    Each open ADS stream holds one pool worker, so at most ``max_streams`` clients can be
-    connected at once (more get RESOURCE_EXHAUSTED and retry with backoff).
+    Streams are coroutines (grpc.aio), not threads: one control plane holds thousands of
+    clients. ``max_streams`` caps concurrent streams (None: no cap); clients over the cap get
+    RESOURCE_EXHAUSTED and retry with backoff. The API is synchronous and thread-safe.
     """
 
     def __init__(
@@ -60,7 +61,7 @@ class ControlPlane:
         port: int = 0,
         host: str = "127.0.0.1",
         *,
-        max_streams: int = 64,
+        max_streams: int | None = None,
         server_credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.host = host
@@ -72,29 +73,35 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self._records = _Records()
         self._servicer = AdsServicer(self.cache, self._records)
-        self._server: grpc.Server | None = None
-        self._executor: futures.ThreadPoolExecutor | None = None
+        self._server: ServerThread | None = None
         self._port: int | None = None
 
     def start(self) -> ControlPlane:
-        """Bind and start serving. Returns self."""
+        """Bind and start serving. Returns self.
+
+        Raises MeshError when the address cannot be bound.
+        """
         if self._server is not None:
             raise RuntimeError("control plane already started")
-        # One worker per open stream: the SotW handler is a generator that blocks.
-        self._executor = futures.ThreadPoolExecutor(
-            self._max_streams, thread_name_prefix="pymesh-ads"
+        servicer, max_streams = self._servicer, self._max_streams
+
+        def setup(server: grpc.aio.Server, loop: asyncio.AbstractEventLoop) -> None:
+            ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(servicer, server)
+            servicer.attach(loop)
+
+        server = ServerThread(
+            setup,
+            self.host,
+            self._requested_port,
+            self._credentials,
+            maximum_concurrent_rpcs=max_streams,
         )
-        server = grpc.server(self._executor, maximum_concurrent_rpcs=self._max_streams)
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self._servicer, server)
-        bind = f"{self.host}:{self._requested_port}"
-        if self._credentials is None:
-            port = server.add_insecure_port(bind)
-        else:
-            port = server.add_secure_port(bind, self._credentials)
-        if port == 0:
-            raise OSError(f"cannot bind {self.host}:{self._requested_port}")
-        server.start()
-        self._server, self._port = server, port
+        try:
+            self._port = server.start()
+        except BaseException:
+            servicer.detach()
+            raise
+        self._server = server
         return self
 
     @property
@@ -180,13 +187,13 @@ class ControlPlane:
         server, self._server = self._server, None
         if server is None:
             return
-        done: threading.Event = server.stop(grace)
-        self._servicer.close_streams()
-        done.wait(max(5.0, (grace or 0) + 5.0))
-        if self._executor is not None:
-            # grpc does not own the pool: release its idle workers now, not at exit.
-            self._executor.shutdown(wait=False)
-            self._executor = None
+        self._servicer.detach()
+        server.stop(grace)
+
+    @property
+    def stream_count(self) -> int:
+        """Open ADS streams right now."""
+        return self._servicer.stream_count
 
     def __enter__(self) -> ControlPlane:
         if self._server is None:

@@ -1,4 +1,4 @@
-"""The ADS servicer: state-of-the-world xDS over one bidi stream per client.
+"""The ADS servicer: state-of-the-world xDS, one asyncio coroutine per client stream.
 
 Protocol (Envoy's xDS protocol doc): per stream and per type URL the client sends a
 subscription (``resource_names``; empty means wildcard for LDS and CDS); the server answers
@@ -8,19 +8,22 @@ ignored. The server pushes when the node's snapshot changes, never resends a ver
 client already ACKed or NACKed for an unchanged subscription, and only sends resources the
 client subscribed to (all of them for a wildcard).
 
-grpcio's thread-pool server runs the handler as a generator; a reader thread and the
-cache's watcher feed one queue, so the generator blocks on a single ``Queue.get``.
+The protocol state of one stream (:class:`SotwStream`) is sans-I/O: it turns requests and
+"the snapshot changed" into responses. The servicer is grpc.aio: a stream is a coroutine,
+not a thread, so one server holds thousands of them, and a snapshot change is one
+``call_soon_threadsafe`` that wakes every affected stream.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import itertools
 import logging
-import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2  # type: ignore[import-untyped, unused-ignore]
@@ -28,10 +31,14 @@ from google.protobuf import any_pb2  # type: ignore[import-untyped, unused-ignor
 from pymesh.server.cache import SnapshotCache
 from pymesh.server.snapshot import CLUSTER_TYPE, LISTENER_TYPE, Snapshot
 
-__all__ = ["AckRecord", "AdsServicer", "NackRecord"]
+__all__ = ["AckRecord", "AdsServicer", "NackRecord", "SotwStream"]
 
 _log = logging.getLogger(__name__)
-_WILDCARD_TYPES = frozenset({LISTENER_TYPE, CLUSTER_TYPE})
+#: Types where an empty first subscription means "everything" (legacy wildcard).
+WILDCARD_TYPES = frozenset({LISTENER_TYPE, CLUSTER_TYPE})
+#: How many ACK/NACK records the control plane keeps (a long-running server must not grow
+#: without bound; tests and tools only look at recent ones).
+RECORD_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -56,12 +63,12 @@ class NackRecord:
 
 
 class _Records:
-    """ACK/NACK log shared by all streams, with a condition for waiters."""
+    """ACK/NACK log shared by all streams, with a condition for (threaded) waiters."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = RECORD_LIMIT) -> None:
         self.cond = threading.Condition()
-        self.acks: list[AckRecord] = []
-        self.nacks: list[NackRecord] = []
+        self.acks: collections.deque[AckRecord] = collections.deque(maxlen=limit)
+        self.nacks: collections.deque[NackRecord] = collections.deque(maxlen=limit)
 
     def add(self, rec: AckRecord | NackRecord) -> None:
         with self.cond:
@@ -80,16 +87,14 @@ class _TypeState:
     names: frozenset[str] = frozenset()
     explicit: bool = False  # the client once named resources: empty no longer means wildcard
     sent_version: str | None = None
-    sent_names: frozenset[str] | None = None
+    sent_subscription: tuple[bool, frozenset[str]] | None = None
     nonce: str = ""
 
 
-_END = object()
-_CHANGED = object()
-
-
 @dataclass
-class _Stream:
+class SotwStream:
+    """The state-of-the-world protocol of one ADS stream (sans-I/O)."""
+
     cache: SnapshotCache
     records: _Records
     nonces: Iterator[int]
@@ -99,6 +104,7 @@ class _Stream:
     def on_request(
         self, req: discovery_pb2.DiscoveryRequest
     ) -> discovery_pb2.DiscoveryResponse | None:
+        """Handle one request; returns the response to send, if any."""
         if req.node.id and not self.node_id:
             self.node_id = req.node.id
         url = req.type_url
@@ -119,11 +125,12 @@ class _Stream:
         names = frozenset(req.resource_names)
         if names - {"*"}:
             st.explicit = True
-        st.wildcard = "*" in names or (not names and url in _WILDCARD_TYPES and not st.explicit)
+        st.wildcard = "*" in names or (not names and url in WILDCARD_TYPES and not st.explicit)
         st.names = names - {"*"}
         return self._maybe_respond(url, st)
 
     def on_change(self) -> list[discovery_pb2.DiscoveryResponse]:
+        """The node's snapshot may have changed: responses for every type that needs one."""
         out = []
         for url, st in self.types.items():
             resp = self._maybe_respond(url, st)
@@ -135,11 +142,11 @@ class _Stream:
         snap = self.cache.get_snapshot(self.node_id)
         if snap is None:
             return None
-        subscribed = None if st.wildcard else st.names
-        if st.sent_version == snap.version and st.sent_names == subscribed:
+        subscription = (st.wildcard, st.names)
+        if st.sent_version == snap.version and st.sent_subscription == subscription:
             return None  # nothing new for this client: ACK/NACK of the current state
-        resources = _select(snap, url, subscribed)
-        st.sent_version, st.sent_names = snap.version, subscribed
+        resources = _select(snap, url, None if st.wildcard else st.names)
+        st.sent_version, st.sent_subscription = snap.version, subscription
         st.nonce = str(next(self.nonces))
         return discovery_pb2.DiscoveryResponse(
             version_info=snap.version,
@@ -156,60 +163,117 @@ def _select(snap: Snapshot, url: str, names: frozenset[str] | None) -> list[any_
     return [a for name, a in packed.items() if name in names]
 
 
+class _Protocol(Protocol):
+    """What the servicer needs of a stream's protocol state."""
+
+    node_id: str
+
+    def on_request(self, req: Any) -> Any | None: ...
+
+    def on_change(self) -> list[Any]: ...
+
+
+_END = object()
+_CHANGED = object()
+
+
+class _Inbox:
+    """One stream's queue: requests in arrival order, plus at most one pending wake-up."""
+
+    __slots__ = ("changed", "queue")
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self.changed = False
+
+    def wake(self) -> None:
+        # Coalesced: ten snapshot changes before the stream runs are one recomputation.
+        if not self.changed:
+            self.changed = True
+            self.queue.put_nowait(_CHANGED)
+
+
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    """AggregatedDiscoveryService (SotW) backed by a :class:`SnapshotCache`."""
+    """AggregatedDiscoveryService (SotW) on grpc.aio, backed by a SnapshotCache.
+
+    Must be used from one event loop: :meth:`attach` binds it to the running loop and
+    registers one cache watcher that fans a change out to the affected streams.
+    """
 
     def __init__(self, cache: SnapshotCache, records: _Records | None = None) -> None:
         self.cache = cache
         self.records = records or _Records()
         self._nonces = itertools.count(1)
-        self._streams_lock = threading.Lock()
-        self._wakers: set[Callable[[], None]] = set()
+        self._streams: dict[_Inbox, _Protocol] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cancel_watch: Callable[[], None] | None = None
 
-    def close_streams(self) -> None:
-        """End every open stream (used on server stop)."""
-        with self._streams_lock:
-            wakers = list(self._wakers)
-        for w in wakers:
-            w()
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start following the cache; changes are delivered on ``loop``."""
+        self._loop = loop
 
-    def StreamAggregatedResources(
-        self, request_iterator: Iterator[discovery_pb2.DiscoveryRequest], context: Any
-    ) -> Iterator[discovery_pb2.DiscoveryResponse]:
-        """The bidi ADS stream."""
-        inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
-        stream = _Stream(self.cache, self.records, self._nonces)
+        def watcher(node_id: str | None) -> None:
+            # Called on whichever thread set the snapshot; the streams live on the loop.
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self._changed, node_id)
 
-        def end() -> None:
-            inbox.put(_END)
+        self._cancel_watch = self.cache.watch(watcher)
 
-        def read() -> None:
+    def detach(self) -> None:
+        """Stop following the cache."""
+        if self._cancel_watch is not None:
+            self._cancel_watch()
+            self._cancel_watch = None
+
+    @property
+    def stream_count(self) -> int:
+        """Open ADS streams."""
+        return len(self._streams)
+
+    def _changed(self, node_id: str | None) -> None:
+        for inbox, proto in self._streams.items():
+            # None: the default changed, which every node without its own snapshot sees;
+            # cheaper to recompute than to ask the cache per stream (a no-op when unchanged).
+            if node_id is None or not proto.node_id or proto.node_id == node_id:
+                inbox.wake()
+
+    async def _serve(
+        self, proto: _Protocol, request_iterator: AsyncIterator[Any]
+    ) -> AsyncIterator[Any]:
+        inbox = _Inbox()
+
+        async def read() -> None:
             try:
-                for req in request_iterator:
-                    inbox.put(req)
+                async for req in request_iterator:
+                    inbox.queue.put_nowait(req)
             except Exception as e:  # the stream broke: treat as disconnect
                 _log.debug("ADS stream read ended: %s", e)
             finally:
-                inbox.put(_END)
+                inbox.queue.put_nowait(_END)
 
-        cancel_watch = self.cache.watch(lambda _node: inbox.put(_CHANGED))
-        context.add_callback(end)
-        with self._streams_lock:
-            self._wakers.add(end)
-        threading.Thread(target=read, name="pymesh-ads-reader", daemon=True).start()
+        reader = asyncio.ensure_future(read())
+        self._streams[inbox] = proto
         try:
             while True:
-                item = inbox.get()
+                item = await inbox.queue.get()
                 if item is _END:
                     return
                 if item is _CHANGED:
-                    yield from stream.on_change()
+                    inbox.changed = False
+                    for resp in proto.on_change():
+                        yield resp
                     continue
-                assert isinstance(item, discovery_pb2.DiscoveryRequest)
-                resp = stream.on_request(item)
+                resp = proto.on_request(item)
                 if resp is not None:
                     yield resp
         finally:
-            cancel_watch()
-            with self._streams_lock:
-                self._wakers.discard(end)
+            self._streams.pop(inbox, None)
+            reader.cancel()
+
+    async def StreamAggregatedResources(
+        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Any
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        """The state-of-the-world ADS stream."""
+        proto = SotwStream(self.cache, self.records, self._nonces)
+        async for resp in self._serve(proto, request_iterator):
+            yield resp
