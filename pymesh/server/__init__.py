@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from types import TracebackType
 
 import grpc
@@ -137,13 +138,22 @@ class ControlPlane:
             return list(self._records.nacks)
 
     def wait_for_ack(
-        self, type_url: str, version: str, timeout: float = 10.0, node_id: str | None = None
+        self,
+        type_url: str,
+        version: str,
+        timeout: float = 10.0,
+        node_id: str | None = None,
+        *,
+        not_found: Iterable[str] | None = None,
     ) -> AckRecord:
         """Block until a client ACKs ``version`` of ``type_url`` (from ``node_id`` if given).
 
-        Raises TimeoutError, mentioning NACKs seen meanwhile, when none arrives in time.
+        With ``not_found``, only an ACK of a response that reported exactly those names as
+        NOT_FOUND counts. Raises TimeoutError, mentioning NACKs seen meanwhile, when none
+        arrives in time.
         """
         found: list[AckRecord] = []
+        missing = None if not_found is None else frozenset(not_found)
 
         def ready() -> bool:
             found[:] = [
@@ -152,6 +162,7 @@ class ControlPlane:
                 if a.type_url == type_url
                 and a.version == version
                 and (node_id is None or a.node_id == node_id)
+                and (missing is None or a.not_found == missing)
             ]
             return bool(found)
 
@@ -159,7 +170,7 @@ class ControlPlane:
             if not self._records.cond.wait_for(ready, timeout):
                 raise TimeoutError(
                     f"no ACK of {type_url} version {version!r} within {timeout}s; "
-                    f"NACKs: {self._records.nacks!r}"
+                    f"NACKs: {list(self._records.nacks)!r}"
                 )
         return found[0]
 

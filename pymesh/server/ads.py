@@ -6,7 +6,9 @@ with ``version_info`` and a fresh ``nonce``. A request echoing the latest nonce 
 or a NACK when it carries ``error_detail``; one echoing an older nonce is stale and
 ignored. The server pushes when the node's snapshot changes, never resends a version the
 client already ACKed or NACKed for an unchanged subscription, and only sends resources the
-client subscribed to (all of them for a wildcard).
+client subscribed to (all of them for a wildcard). Every explicitly subscribed name the
+snapshot lacks is reported in ``resource_errors`` as NOT_FOUND (xRFC TP3, gRFC A88), in
+every response for that type, so a client knows it does not exist without a timer.
 
 The protocol state of one stream (:class:`SotwStream`) is sans-I/O: it turns requests and
 "the snapshot changed" into responses. The servicer is grpc.aio: a stream is a coroutine,
@@ -21,17 +23,18 @@ import collections
 import itertools
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2  # type: ignore[import-untyped, unused-ignore]
+from google.rpc import code_pb2, status_pb2
 
 from pymesh.server.cache import SnapshotCache
 from pymesh.server.snapshot import CLUSTER_TYPE, LISTENER_TYPE, Snapshot
 
-__all__ = ["AckRecord", "AdsServicer", "NackRecord", "SotwStream"]
+__all__ = ["AckRecord", "AdsServicer", "NackRecord", "SotwStream", "not_found"]
 
 _log = logging.getLogger(__name__)
 #: Types where an empty first subscription means "everything" (legacy wildcard).
@@ -43,23 +46,31 @@ RECORD_LIMIT = 100_000
 
 @dataclass(frozen=True)
 class AckRecord:
-    """A client accepted ``version`` of ``type_url``."""
+    """A client accepted ``version`` of ``type_url``.
+
+    ``not_found``: the names the accepted response reported as NOT_FOUND.
+    """
 
     type_url: str
     node_id: str
     version: str
     nonce: str
+    not_found: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class NackRecord:
-    """A client rejected ``version`` of ``type_url``; ``message`` is its error_detail."""
+    """A client rejected ``version`` of ``type_url``; ``message`` is its error_detail.
+
+    ``not_found``: the names the rejected response reported as NOT_FOUND.
+    """
 
     type_url: str
     node_id: str
     version: str
     nonce: str
     message: str
+    not_found: frozenset[str] = frozenset()
 
 
 class _Records:
@@ -79,6 +90,21 @@ class _Records:
             self.cond.notify_all()
 
 
+def not_found(names: Iterable[str], type_url: str) -> list[discovery_pb2.ResourceError]:
+    """``ResourceError`` NOT_FOUND entries (xRFC TP3) for ``names``, sorted for stable output."""
+    kind = type_url.rsplit(".", 1)[-1]
+    return [
+        discovery_pb2.ResourceError(
+            resource_name=discovery_pb2.ResourceName(name=n),
+            error_detail=status_pb2.Status(
+                code=code_pb2.NOT_FOUND,
+                message=f"{kind} {n!r} does not exist on this control plane",
+            ),
+        )
+        for n in sorted(names)
+    ]
+
+
 @dataclass
 class _TypeState:
     """Per stream, per type URL: what the client wants and what it was last sent."""
@@ -88,6 +114,7 @@ class _TypeState:
     explicit: bool = False  # the client once named resources: empty no longer means wildcard
     sent_version: str | None = None
     sent_subscription: tuple[bool, frozenset[str]] | None = None
+    sent_not_found: frozenset[str] = frozenset()
     nonce: str = ""
 
 
@@ -118,10 +145,14 @@ class SotwStream:
                 msg = req.error_detail.message
                 _log.warning("NACK from %s for %s: %s", self.node_id, url, msg)
                 self.records.add(
-                    NackRecord(url, self.node_id, st.sent_version or "", st.nonce, msg)
+                    NackRecord(
+                        url, self.node_id, st.sent_version or "", st.nonce, msg, st.sent_not_found
+                    )
                 )
             else:
-                self.records.add(AckRecord(url, self.node_id, req.version_info, st.nonce))
+                self.records.add(
+                    AckRecord(url, self.node_id, req.version_info, st.nonce, st.sent_not_found)
+                )
         names = frozenset(req.resource_names)
         if names - {"*"}:
             st.explicit = True
@@ -147,12 +178,14 @@ class SotwStream:
             return None  # nothing new for this client: ACK/NACK of the current state
         resources = _select(snap, url, None if st.wildcard else st.names)
         st.sent_version, st.sent_subscription = snap.version, subscription
+        st.sent_not_found = frozenset(n for n in st.names if n not in snap.get(url))
         st.nonce = str(next(self.nonces))
         return discovery_pb2.DiscoveryResponse(
             version_info=snap.version,
             resources=resources,
             type_url=url,
             nonce=st.nonce,
+            resource_errors=not_found(st.sent_not_found, url),
         )
 
 

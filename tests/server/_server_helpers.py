@@ -109,6 +109,11 @@ def names_of(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
     return sorted(out)
 
 
+def errors_of(resp: discovery_pb2.DiscoveryResponse) -> dict[str, int]:
+    """``resource_errors`` of a response as {resource name: status code}."""
+    return {e.resource_name.name: e.error_detail.code for e in resp.resource_errors}
+
+
 def simple_snapshot(version: str, *route_names: str) -> Snapshot:
     """Listeners ``name`` → RDS ``name``, each route config with no routes."""
     listeners = [
