@@ -18,7 +18,7 @@ from types import TracebackType
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
-from pymesh.server._runner import ServerThread
+from pymesh.server._runner import LoopServer
 from pymesh.server.ads import AckRecord, AdsServicer, NackRecord, _Records
 from pymesh.server.cache import SnapshotCache
 from pymesh.server.config_file import compile_mesh, compile_text, load_config_file
@@ -49,12 +49,13 @@ __all__ = [
 
 
 class ControlPlane:
-    """A gRPC ADS server (state of the world) on its own asyncio loop and thread.
+    """A gRPC ADS server (state of the world) on a background asyncio loop.
 
     ``port=0`` asks the OS for a free port; read it from :attr:`port` after :meth:`start`.
     Streams are coroutines (grpc.aio), not threads: one control plane holds thousands of
     clients. ``max_streams`` caps concurrent streams (None: no cap); clients over the cap get
-    RESOURCE_EXHAUSTED and retry with backoff. The API is synchronous and thread-safe.
+    RESOURCE_EXHAUSTED and retry with backoff. The API is synchronous and thread-safe; all
+    control planes of a process share one loop thread, ``pymesh-control-plane``.
     """
 
     def __init__(
@@ -74,7 +75,7 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self._records = _Records()
         self._servicer = AdsServicer(self.cache, self._records)
-        self._server: ServerThread | None = None
+        self._server: LoopServer | None = None
         self._port: int | None = None
 
     def start(self) -> ControlPlane:
@@ -90,7 +91,7 @@ class ControlPlane:
             ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(servicer, server)
             servicer.attach(loop)
 
-        server = ServerThread(
+        server = LoopServer(
             setup,
             self.host,
             self._requested_port,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -264,3 +265,37 @@ def test_wildcard_reports_no_errors_but_explicit_names_beside_it_do(
     client.send(LISTENER_TYPE, ["*", "ghost"], version="1", nonce=resp.nonce)
     resp2 = client.recv()
     assert (names_of(resp2), errors_of(resp2)) == (["a:80"], {"ghost": 5})
+
+
+def test_control_planes_share_one_loop_that_outlives_them() -> None:
+    """Stopping one control plane never closes the loop others (or late grpc completions)
+    still use; all run on one ``pymesh-control-plane`` thread."""
+    first, second = ControlPlane().start(), ControlPlane().start()
+    try:
+        first.set_snapshot(simple_snapshot("1", "a:80"))
+        second.set_snapshot(simple_snapshot("1", "a:80"))
+        a, b = AdsClient(first.address), AdsClient(second.address)
+        try:
+            a.send(LISTENER_TYPE)
+            b.send(LISTENER_TYPE)
+            assert a.recv().version_info == b.recv().version_info == "1"
+            first.stop()  # while a's stream is open
+            a.wait_closed()
+            with ControlPlane() as third:
+                third.set_snapshot(simple_snapshot("3", "a:80"))
+                c = AdsClient(third.address)
+                try:
+                    c.send(LISTENER_TYPE)
+                    assert c.recv().version_info == "3"
+                finally:
+                    c.close()
+            second.set_snapshot(simple_snapshot("2", "a:80"))
+            assert b.recv().version_info == "2"
+            loops = [t for t in threading.enumerate() if t.name == "pymesh-control-plane"]
+            assert len(loops) == 1
+        finally:
+            a.close()
+            b.close()
+    finally:
+        first.stop()
+        second.stop()
