@@ -1,4 +1,4 @@
-"""The ADS servicer: state-of-the-world xDS, one asyncio coroutine per client stream.
+"""The ADS servicer: state-of-the-world and delta xDS, one asyncio coroutine per stream.
 
 Protocol (Envoy's xDS protocol doc): per stream and per type URL the client sends a
 subscription (``resource_names``; empty means wildcard for LDS and CDS); the server answers
@@ -10,7 +10,8 @@ client subscribed to (all of them for a wildcard). Every explicitly subscribed n
 snapshot lacks is reported in ``resource_errors`` as NOT_FOUND (xRFC TP3, gRFC A88), in
 every response for that type, so a client knows it does not exist without a timer.
 
-The protocol state of one stream (:class:`SotwStream`) is sans-I/O: it turns requests and
+The protocol state of one stream (:class:`SotwStream`, or
+:class:`pymesh.server.delta.DeltaStream` for delta) is sans-I/O: it turns requests and
 "the snapshot changed" into responses. The servicer is grpc.aio: a stream is a coroutine,
 not a thread, so one server holds thousands of them, and a snapshot change is one
 ``call_soon_threadsafe`` that wakes every affected stream.
@@ -197,7 +198,7 @@ def _select(snap: Snapshot, url: str, names: frozenset[str] | None) -> list[any_
 
 
 class _Protocol(Protocol):
-    """What the servicer needs of a stream's protocol state."""
+    """What the servicer needs of a stream's protocol state (SotW or delta)."""
 
     node_id: str
 
@@ -227,7 +228,7 @@ class _Inbox:
 
 
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    """AggregatedDiscoveryService (SotW) on grpc.aio, backed by a SnapshotCache.
+    """AggregatedDiscoveryService (SotW and delta) on grpc.aio, backed by a SnapshotCache.
 
     Must be used from one event loop: :meth:`attach` binds it to the running loop and
     registers one cache watcher that fans a change out to the affected streams.
@@ -260,7 +261,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
 
     @property
     def stream_count(self) -> int:
-        """Open ADS streams."""
+        """Open ADS streams (SotW and delta)."""
         return len(self._streams)
 
     def _changed(self, node_id: str | None) -> None:
@@ -308,5 +309,15 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         """The state-of-the-world ADS stream."""
         proto = SotwStream(self.cache, self.records, self._nonces)
+        async for resp in self._serve(proto, request_iterator):
+            yield resp
+
+    async def DeltaAggregatedResources(
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Any
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        """The incremental (delta) ADS stream."""
+        from pymesh.server.delta import DeltaStream  # delta imports this module
+
+        proto = DeltaStream(self.cache, self.records, self._nonces)
         async for resp in self._serve(proto, request_iterator):
             yield resp
