@@ -18,7 +18,7 @@ from types import TracebackType
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
-from pymesh.server._runner import LoopServer
+from pymesh.server._runner import LoopServer, PortInUseError
 from pymesh.server.ads import AckRecord, AdsServicer, NackRecord, _Records
 from pymesh.server.cache import SnapshotCache
 from pymesh.server.config_file import compile_mesh, compile_text, load_config_file
@@ -39,6 +39,7 @@ __all__ = [
     "AckRecord",
     "ControlPlane",
     "NackRecord",
+    "PortInUseError",
     "Snapshot",
     "SnapshotCache",
     "SnapshotInconsistent",
@@ -81,7 +82,8 @@ class ControlPlane:
     def start(self) -> ControlPlane:
         """Bind and start serving. Returns self.
 
-        Raises MeshError when the address cannot be bound.
+        Raises :class:`PortInUseError` when the port is taken (SO_REUSEPORT is off, so a
+        second server cannot silently share it), MeshError for another bind failure.
         """
         if self._server is not None:
             raise RuntimeError("control plane already started")

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -24,11 +26,14 @@ import grpc
 
 from pymesh.errors import MeshError
 
-__all__ = ["LoopServer"]
+__all__ = ["LoopServer", "PortInUseError"]
 
 _log = logging.getLogger(__name__)
 
 _START_TIMEOUT = 30.0
+# SO_REUSEPORT off: with grpc's default, a second server on the same port starts silently
+# and the kernel splits new connections between the two (each with its own config).
+_OPTIONS: tuple[tuple[str, int], ...] = (("grpc.so_reuseport", 0),)
 _lock = threading.Lock()
 _shared: asyncio.AbstractEventLoop | None = None
 
@@ -73,8 +78,46 @@ def shared_loop() -> asyncio.AbstractEventLoop:
         return _shared
 
 
+class PortInUseError(MeshError):
+    """The control plane's port is already taken (by another ``pymesh serve`` or anything).
+
+    ``host`` and ``port`` name the address; the message says how to pick another.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        super().__init__(
+            f"cannot serve on {host}:{port}: the port is already in use (another "
+            f"`pymesh serve`?); pick a free port with --port N, or --port 0 "
+            f"(ControlPlane(port=0)) to let the OS choose one"
+        )
+
+
+def _probe(host: str, port: int) -> MeshError | None:
+    """Bind ``host:port`` the way grpc will (SO_REUSEADDR, no SO_REUSEPORT) and say why
+    that fails, if it does: grpc itself only reports "Failed to bind"."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        return MeshError(f"cannot serve on {host}:{port}: cannot resolve {host!r}: {e}")
+    for family, kind, proto, _name, addr in infos:
+        with socket.socket(family, kind, proto) as s:
+            # As grpc does: a port whose old connections linger in TIME_WAIT is free.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(addr)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    return PortInUseError(host, port)
+                return MeshError(f"cannot serve on {host}:{port}: {e.strerror or e}")
+    return None
+
+
 def _bind_failure(host: str, port: int) -> MeshError:
-    return MeshError(f"cannot serve on {host}:{port}: grpc could not bind the address")
+    found = _probe(host, port) if port else None
+    # Free again by now (the other server just exited): still report the bind failure.
+    return found or MeshError(f"cannot serve on {host}:{port}: grpc could not bind it")
 
 
 class LoopServer:
@@ -102,8 +145,13 @@ class LoopServer:
     def start(self) -> int:
         """Bind and serve; returns the bound port.
 
-        Raises MeshError when the address cannot be bound.
+        Raises :class:`PortInUseError` when the port is taken (checked first, so grpc does
+        not log its own bind error), MeshError for another bind failure.
         """
+        if self._port:
+            failure = _probe(self._host, self._port)
+            if failure is not None:
+                raise failure
         loop = shared_loop()
         started = asyncio.run_coroutine_threadsafe(self._start_server(loop), loop)
         port = started.result(_START_TIMEOUT)
@@ -111,7 +159,7 @@ class LoopServer:
         return port
 
     async def _start_server(self, loop: asyncio.AbstractEventLoop) -> int:
-        server = grpc.aio.server(maximum_concurrent_rpcs=self._max_rpcs)
+        server = grpc.aio.server(options=_OPTIONS, maximum_concurrent_rpcs=self._max_rpcs)
         self._setup(server, loop)
         bind = f"{self._host}:{self._port}"
         try:
