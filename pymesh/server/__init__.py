@@ -198,11 +198,12 @@ class ControlPlane:
 
     def stop(self, grace: float | None = 0) -> None:
         """Stop serving and end all streams; waits for the server to shut down."""
-        server, self._server = self._server, None
+        server = self._server
         if server is None:
             return
+        server.stop(grace)  # refuses (and changes nothing) on the control plane's own loop
+        self._server = None
         self._servicer.detach()
-        server.stop(grace)
 
     @property
     def stream_count(self) -> int:

@@ -114,6 +114,19 @@ def _probe(host: str, port: int) -> MeshError | None:
     return None
 
 
+def _not_on_loop(loop: asyncio.AbstractEventLoop, what: str) -> None:
+    # Waiting on the loop from its own thread would never return.
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if running is loop:
+        raise RuntimeError(
+            f"ControlPlane.{what}() blocks; call it from another thread, not from the "
+            f"control plane's own event loop (e.g. via loop.run_in_executor)"
+        )
+
+
 def _bind_failure(host: str, port: int) -> MeshError:
     found = _probe(host, port) if port else None
     # Free again by now (the other server just exited): still report the bind failure.
@@ -153,6 +166,7 @@ class LoopServer:
             if failure is not None:
                 raise failure
         loop = shared_loop()
+        _not_on_loop(loop, "start")
         started = asyncio.run_coroutine_threadsafe(self._start_server(loop), loop)
         port = started.result(_START_TIMEOUT)
         self._loop = loop
@@ -178,9 +192,10 @@ class LoopServer:
     def stop(self, grace: float | None = 0) -> None:
         """Stop the server, ending every stream; waits until it has stopped."""
         loop, server = self._loop, self._server
-        self._loop = self._server = None
         if loop is None or server is None:
             return
+        _not_on_loop(loop, "stop")
+        self._loop = self._server = None
         done = asyncio.run_coroutine_threadsafe(server.stop(grace), loop)
         try:
             done.result(max(5.0, (grace or 0) + 5.0))

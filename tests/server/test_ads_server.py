@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Iterator
@@ -299,3 +300,15 @@ def test_control_planes_share_one_loop_that_outlives_them() -> None:
     finally:
         first.stop()
         second.stop()
+
+
+def test_blocking_calls_from_the_control_planes_own_loop_are_refused(cp: ControlPlane) -> None:
+    from pymesh.server._runner import shared_loop
+
+    async def stop_from_inside() -> None:
+        cp.stop()
+
+    fut = asyncio.run_coroutine_threadsafe(stop_from_inside(), shared_loop())
+    with pytest.raises(RuntimeError, match="another thread"):
+        fut.result(TIMEOUT)
+    assert "serving" in repr(cp)  # still running; the fixture stops it normally
