@@ -50,7 +50,7 @@ __all__ = [
 
 
 class ControlPlane:
-    """A gRPC ADS server (state of the world) on a background asyncio loop.
+    """A gRPC ADS server (state of the world and delta) on a background asyncio loop.
 
     ``port=0`` asks the OS for a free port; read it from :attr:`port` after :meth:`start`.
     Streams are coroutines (grpc.aio), not threads: one control plane holds thousands of

@@ -52,8 +52,21 @@ def _on_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> 
     exc = context.get("exception")
     if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
         # A grpc completion for another, already closed loop (see the module docstring):
-        # nothing is waiting for it any more.
+        # nothing is waiting for it any more. grpc stopped draining its queue at that
+        # event; run the same callback again so completions queued behind it (ours, or
+        # other live loops') do not wait for the next unrelated wake-up.
         _log.debug("dropped a grpc completion for a closed event loop: %s", context)
+        handle = context.get("handle")
+        callback = getattr(handle, "_callback", None)
+        if callback is not None:
+            loop.call_soon(callback, *getattr(handle, "_args", ()))
+        return
+    if isinstance(exc, OSError) and exc.errno == errno.EBADF:
+        # grpc.aio shut its completion queue down (the process's last aio channel or
+        # server went away) from another thread: it closes the socket this loop watches
+        # and unhooks the reader, which races with a wake-up already queued here. The
+        # queue is gone, so nothing is lost.
+        _log.debug("grpc.aio completion queue closed under this loop: %s", context)
         return
     loop.default_exception_handler(context)
 
