@@ -11,14 +11,15 @@ Example::
 
 from __future__ import annotations
 
-import threading
-from concurrent import futures
+import asyncio
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
+from pymesh.server._runner import LoopServer, PortInUseError
 from pymesh.server.ads import AckRecord, AdsServicer, NackRecord, _Records
 from pymesh.server.cache import SnapshotCache
 from pymesh.server.config_file import compile_mesh, compile_text, load_config_file
@@ -39,6 +40,7 @@ __all__ = [
     "AckRecord",
     "ControlPlane",
     "NackRecord",
+    "PortInUseError",
     "Snapshot",
     "SnapshotCache",
     "SnapshotInconsistent",
@@ -49,11 +51,13 @@ __all__ = [
 
 
 class ControlPlane:
-    """A gRPC ADS server (state of the world) on a background thread pool.
+    """A gRPC ADS server (state of the world and delta) on a background asyncio loop.
 
     ``port=0`` asks the OS for a free port; read it from :attr:`port` after :meth:`start`.
-    Each open ADS stream holds one pool worker, so at most ``max_streams`` clients can be
-    connected at once (more get RESOURCE_EXHAUSTED and retry with backoff).
+    Streams are coroutines (grpc.aio), not threads: one control plane holds thousands of
+    clients. ``max_streams`` caps concurrent streams (None: no cap); clients over the cap get
+    RESOURCE_EXHAUSTED and retry with backoff. The API is synchronous and thread-safe; all
+    control planes of a process share one loop thread, ``pymesh-control-plane``.
     """
 
     def __init__(
@@ -61,7 +65,7 @@ class ControlPlane:
         port: int = 0,
         host: str = "127.0.0.1",
         *,
-        max_streams: int = 64,
+        max_streams: int | None = None,
         server_credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.host = host
@@ -73,35 +77,36 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self._records = _Records()
         self._servicer = AdsServicer(self.cache, self._records)
-        self._server: grpc.Server | None = None
-        self._executor: futures.ThreadPoolExecutor | None = None
+        self._server: LoopServer | None = None
         self._port: int | None = None
 
     def start(self) -> ControlPlane:
-        """Bind and start serving. Returns self."""
+        """Bind and start serving. Returns self.
+
+        Raises :class:`PortInUseError` when the port is taken (SO_REUSEPORT is off, so a
+        second server cannot silently share it), MeshError for another bind failure.
+        """
         if self._server is not None:
             raise RuntimeError("control plane already started")
-        # One worker per open stream: the SotW handler is a generator that blocks.
-        self._executor = futures.ThreadPoolExecutor(
-            self._max_streams, thread_name_prefix="pymesh-ads"
+        servicer, max_streams = self._servicer, self._max_streams
+
+        def setup(server: grpc.aio.Server, loop: asyncio.AbstractEventLoop) -> None:
+            ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(servicer, server)
+            servicer.attach(loop)
+
+        server = LoopServer(
+            setup,
+            self.host,
+            self._requested_port,
+            self._credentials,
+            maximum_concurrent_rpcs=max_streams,
         )
-        server = grpc.server(
-            self._executor,
-            maximum_concurrent_rpcs=self._max_streams,
-            # grpcio sets SO_REUSEPORT by default: a second control plane on a busy port
-            # would "bind" and silently share it. Fail instead, naming the port.
-            options=[("grpc.so_reuseport", 0)],
-        )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self._servicer, server)
-        bind = f"{self.host}:{self._requested_port}"
-        if self._credentials is None:
-            port = server.add_insecure_port(bind)
-        else:
-            port = server.add_secure_port(bind, self._credentials)
-        if port == 0:
-            raise OSError(f"cannot bind {self.host}:{self._requested_port}")
-        server.start()
-        self._server, self._port = server, port
+        try:
+            self._port = server.start()
+        except BaseException:
+            servicer.detach()
+            raise
+        self._server = server
         return self
 
     @property
@@ -160,13 +165,22 @@ class ControlPlane:
             return list(self._records.nacks)
 
     def wait_for_ack(
-        self, type_url: str, version: str, timeout: float = 10.0, node_id: str | None = None
+        self,
+        type_url: str,
+        version: str,
+        timeout: float = 10.0,
+        node_id: str | None = None,
+        *,
+        not_found: Iterable[str] | None = None,
     ) -> AckRecord:
         """Block until a client ACKs ``version`` of ``type_url`` (from ``node_id`` if given).
 
-        Raises TimeoutError, mentioning NACKs seen meanwhile, when none arrives in time.
+        With ``not_found``, only an ACK of a response that reported exactly those names as
+        NOT_FOUND counts. Raises TimeoutError, mentioning NACKs seen meanwhile, when none
+        arrives in time.
         """
         found: list[AckRecord] = []
+        missing = None if not_found is None else frozenset(not_found)
 
         def ready() -> bool:
             found[:] = [
@@ -175,6 +189,7 @@ class ControlPlane:
                 if a.type_url == type_url
                 and a.version == version
                 and (node_id is None or a.node_id == node_id)
+                and (missing is None or a.not_found == missing)
             ]
             return bool(found)
 
@@ -182,7 +197,7 @@ class ControlPlane:
             if not self._records.cond.wait_for(ready, timeout):
                 raise TimeoutError(
                     f"no ACK of {type_url} version {version!r} within {timeout}s; "
-                    f"NACKs: {self._records.nacks!r}"
+                    f"NACKs: {list(self._records.nacks)!r}"
                 )
         return found[0]
 
@@ -207,16 +222,17 @@ class ControlPlane:
 
     def stop(self, grace: float | None = 0) -> None:
         """Stop serving and end all streams; waits for the server to shut down."""
-        server, self._server = self._server, None
+        server = self._server
         if server is None:
             return
-        done: threading.Event = server.stop(grace)
-        self._servicer.close_streams()
-        done.wait(max(5.0, (grace or 0) + 5.0))
-        if self._executor is not None:
-            # grpc does not own the pool: release its idle workers now, not at exit.
-            self._executor.shutdown(wait=False)
-            self._executor = None
+        server.stop(grace)  # refuses (and changes nothing) on the control plane's own loop
+        self._server = None
+        self._servicer.detach()
+
+    @property
+    def stream_count(self) -> int:
+        """Open ADS streams right now."""
+        return self._servicer.stream_count
 
     def __enter__(self) -> ControlPlane:
         if self._server is None:

@@ -72,6 +72,9 @@ class Snapshot:
     _packed: dict[str, Mapping[str, any_pb2.Any]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _versions: dict[str, Mapping[str, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def of(
@@ -117,6 +120,21 @@ class Snapshot:
                 done[name] = a
             # A race only packs twice; both results are equal.
             self._packed[type_url] = done
+        return done
+
+    def resource_versions(self, type_url: str) -> Mapping[str, str]:
+        """Per-resource versions for delta xDS: a hash of each resource's bytes.
+
+        Content-derived, so an unchanged resource keeps its version across snapshots (and
+        across server restarts, which lets ``initial_resource_versions`` skip it).
+        """
+        done = self._versions.get(type_url)
+        if done is None:
+            done = {
+                name: hashlib.sha256(a.value).hexdigest()[:16]
+                for name, a in self.packed(type_url).items()
+            }
+            self._versions[type_url] = done
         return done
 
     def consistent(self) -> None:

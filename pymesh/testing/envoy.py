@@ -91,14 +91,14 @@ def _envoy_binary() -> str:
 _base_ids = itertools.count(1)
 
 
-def _bootstrap(ads_port: int, node_id: str) -> dict[str, Any]:
+def _bootstrap(ads_port: int, node_id: str, api_type: str = "GRPC") -> dict[str, Any]:
     ads = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": {"id": node_id, "cluster": "pymesh-test"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": api_type,
                 "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
             },
@@ -220,15 +220,19 @@ def _poll(check: Any, timeout: float, describe: Any) -> None:
         pause.wait(0.05)  # polling a foreign process against a deadline, not a sync point
 
 
-def start_envoy(ads_port: int, node_id: str = ENVOY_NODE, timeout: float = 30.0) -> EnvoyProcess:
+def start_envoy(
+    ads_port: int, node_id: str = ENVOY_NODE, timeout: float = 30.0, *, api_type: str = "GRPC"
+) -> EnvoyProcess:
     """Start Envoy against the control plane on ``ads_port``; returns once /ready is 200.
+
+    ``api_type`` is the ADS flavour: ``"GRPC"`` (state of the world) or ``"DELTA_GRPC"``.
 
     Envoy is ready only after its first LDS and CDS responses, so set the snapshot for
     ``node_id`` before (or right after) calling this.
     """
     workdir = Path(tempfile.mkdtemp(prefix="pymesh-envoy-"))
     config = workdir / "bootstrap.json"
-    config.write_text(json.dumps(_bootstrap(ads_port, node_id)))
+    config.write_text(json.dumps(_bootstrap(ads_port, node_id, api_type)))
     admin_file = workdir / "admin.txt"
     base_id = (os.getpid() % 20000) * 100 + next(_base_ids)
     log = (workdir / "envoy.log").open("wb")

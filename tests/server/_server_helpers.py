@@ -94,6 +94,78 @@ class AdsClient:
         self.channel.close()
 
 
+class DeltaClient:
+    """One delta ADS stream (``DeltaAggregatedResources``); same shape as AdsClient."""
+
+    def __init__(self, address: str, node_id: str = "test-node") -> None:
+        self.node_id = node_id
+        self.channel = grpc.insecure_channel(address)
+        self._out: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._in: queue.SimpleQueue[object] = queue.SimpleQueue()
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
+        self._call = stub.DeltaAggregatedResources(self._requests())
+        threading.Thread(target=self._read, daemon=True).start()
+        self._first = True
+
+    def _requests(self) -> Iterator[discovery_pb2.DeltaDiscoveryRequest]:
+        while True:
+            item = self._out.get()
+            if item is _END:
+                return
+            assert isinstance(item, discovery_pb2.DeltaDiscoveryRequest)
+            yield item
+
+    def _read(self) -> None:
+        try:
+            for resp in self._call:
+                self._in.put(resp)
+        except grpc.RpcError as e:
+            self._in.put(e)
+        self._in.put(_END)
+
+    def send(
+        self,
+        type_url: str,
+        subscribe: tuple[str, ...] | list[str] = (),
+        unsubscribe: tuple[str, ...] | list[str] = (),
+        *,
+        nonce: str = "",
+        error: str | None = None,
+        initial: dict[str, str] | None = None,
+    ) -> None:
+        req = discovery_pb2.DeltaDiscoveryRequest(
+            type_url=type_url,
+            resource_names_subscribe=list(subscribe),
+            resource_names_unsubscribe=list(unsubscribe),
+            response_nonce=nonce,
+            initial_resource_versions=initial or {},
+        )
+        if self._first:
+            req.node.CopyFrom(base_pb2.Node(id=self.node_id, cluster="test"))
+            self._first = False
+        if error is not None:
+            req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+        self._out.put(req)
+
+    def ack(self, resp: discovery_pb2.DeltaDiscoveryResponse) -> None:
+        self.send(resp.type_url, nonce=resp.nonce)
+
+    def recv(self, timeout: float = TIMEOUT) -> discovery_pb2.DeltaDiscoveryResponse:
+        item = self._in.get(timeout=timeout)
+        assert isinstance(item, discovery_pb2.DeltaDiscoveryResponse), item
+        return item
+
+    def close(self) -> None:
+        self._out.put(_END)
+        self._call.cancel()
+        self.channel.close()
+
+
+def delta_view(resp: discovery_pb2.DeltaDiscoveryResponse) -> tuple[dict[str, str], list[str]]:
+    """({resource name: version} sent, removed names) of a delta response."""
+    return {r.name: r.version for r in resp.resources}, list(resp.removed_resources)
+
+
 def names_of(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
     """Resource names in a response (listeners/routes/clusters by name)."""
     out = []
@@ -107,6 +179,13 @@ def names_of(resp: discovery_pb2.DiscoveryResponse) -> list[str]:
             raise AssertionError(a.type_url)
         out.append(msg.name)  # type: ignore[attr-defined]
     return sorted(out)
+
+
+def errors_of(
+    resp: discovery_pb2.DiscoveryResponse | discovery_pb2.DeltaDiscoveryResponse,
+) -> dict[str, int]:
+    """``resource_errors`` of a response as {resource name: status code}."""
+    return {e.resource_name.name: e.error_detail.code for e in resp.resource_errors}
 
 
 def simple_snapshot(version: str, *route_names: str) -> Snapshot:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
+import threading
 from collections.abc import Iterator
 
 import grpc
 import pytest
-from _server_helpers import TIMEOUT, AdsClient, names_of, simple_snapshot
+from _server_helpers import TIMEOUT, AdsClient, errors_of, names_of, simple_snapshot
 
-from pymesh.server import LISTENER_TYPE, ROUTE_TYPE, ControlPlane, NackRecord
+from pymesh.server import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    ControlPlane,
+    NackRecord,
+)
 
 
 @pytest.fixture
@@ -69,6 +78,7 @@ def test_named_subscription_only_gets_named(cp: ControlPlane, client: AdsClient)
     resp2 = client.recv()
     assert resp2.version_info == "1"
     assert names_of(resp2) == ["b:80", "c:80"]
+    assert errors_of(resp2) == {"missing": 5}
 
 
 def test_empty_rds_subscription_is_not_wildcard(cp: ControlPlane, client: AdsClient) -> None:
@@ -217,3 +227,88 @@ def test_many_concurrent_streams(cp: ControlPlane) -> None:
     finally:
         for c in clients:
             c.close()
+
+
+@pytest.mark.parametrize("type_url", [LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE])
+def test_subscribed_but_unknown_names_are_not_found(
+    cp: ControlPlane, client: AdsClient, type_url: str
+) -> None:
+    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    known = "a:80" if type_url in (LISTENER_TYPE, ROUTE_TYPE) else None
+    names = ["ghost", "zombie", *([known] if known else [])]
+    client.send(type_url, names)
+    resp = client.recv()
+    assert errors_of(resp) == {"ghost": 5, "zombie": 5}
+    err = resp.resource_errors[0]
+    assert "'ghost' does not exist" in err.error_detail.message
+    assert type_url.rsplit(".", 1)[-1] in err.error_detail.message
+    assert len(resp.resources) == (1 if known else 0)
+    # Reported again in the next response for the type: SotW responses are whole.
+    client.ack(resp, tuple(names))
+    cp.wait_for_ack(type_url, "1", TIMEOUT)
+    cp.set_snapshot(simple_snapshot("2", "a:80", "ghost"))
+    pushed = client.recv()
+    assert pushed.version_info == "2"
+    if type_url in (LISTENER_TYPE, ROUTE_TYPE):
+        assert errors_of(pushed) == {"zombie": 5}
+    else:
+        assert errors_of(pushed) == {"ghost": 5, "zombie": 5}
+
+
+def test_wildcard_reports_no_errors_but_explicit_names_beside_it_do(
+    cp: ControlPlane, client: AdsClient
+) -> None:
+    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    client.send(LISTENER_TYPE)
+    resp = client.recv()
+    assert (names_of(resp), errors_of(resp)) == (["a:80"], {})
+    # Adding a missing name to the wildcard is a new subscription: answered at once.
+    client.send(LISTENER_TYPE, ["*", "ghost"], version="1", nonce=resp.nonce)
+    resp2 = client.recv()
+    assert (names_of(resp2), errors_of(resp2)) == (["a:80"], {"ghost": 5})
+
+
+def test_control_planes_share_one_loop_that_outlives_them() -> None:
+    """Stopping one control plane never closes the loop others (or late grpc completions)
+    still use; all run on one ``pymesh-control-plane`` thread."""
+    first, second = ControlPlane().start(), ControlPlane().start()
+    try:
+        first.set_snapshot(simple_snapshot("1", "a:80"))
+        second.set_snapshot(simple_snapshot("1", "a:80"))
+        a, b = AdsClient(first.address), AdsClient(second.address)
+        try:
+            a.send(LISTENER_TYPE)
+            b.send(LISTENER_TYPE)
+            assert a.recv().version_info == b.recv().version_info == "1"
+            first.stop()  # while a's stream is open
+            a.wait_closed()
+            with ControlPlane() as third:
+                third.set_snapshot(simple_snapshot("3", "a:80"))
+                c = AdsClient(third.address)
+                try:
+                    c.send(LISTENER_TYPE)
+                    assert c.recv().version_info == "3"
+                finally:
+                    c.close()
+            second.set_snapshot(simple_snapshot("2", "a:80"))
+            assert b.recv().version_info == "2"
+            loops = [t for t in threading.enumerate() if t.name == "pymesh-control-plane"]
+            assert len(loops) == 1
+        finally:
+            a.close()
+            b.close()
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_blocking_calls_from_the_control_planes_own_loop_are_refused(cp: ControlPlane) -> None:
+    from pymesh.server._runner import shared_loop
+
+    async def stop_from_inside() -> None:
+        cp.stop()
+
+    fut = asyncio.run_coroutine_threadsafe(stop_from_inside(), shared_loop())
+    with pytest.raises(RuntimeError, match="another thread"):
+        fut.result(TIMEOUT)
+    assert "serving" in repr(cp)  # still running; the fixture stops it normally
