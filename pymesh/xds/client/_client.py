@@ -202,11 +202,20 @@ class XdsClient:
             raise ValueError(f"max_message_bytes must be positive, not {max_message_bytes}")
         self.bootstrap = bootstrap
         self.node_id = bootstrap.node.id
-        self.server = bootstrap.xds_servers[0]
+        #: The bootstrap's servers in priority order (gRFC A71 fallback), and the one the
+        #: current (or last) stream talks to.
+        self.servers = tuple(bootstrap.xds_servers)
+        self.server = self.servers[0]
         self.max_message_bytes = max_message_bytes
-        self._channel_factory = channel_factory(
-            self.server, source=bootstrap.source, max_message_bytes=max_message_bytes
-        )
+        self._channel_factories = [
+            channel_factory(
+                server,
+                source=bootstrap.source,
+                path=f"xds_servers[{i}]",
+                max_message_bytes=max_message_bytes,
+            )
+            for i, server in enumerate(self.servers)
+        ]
         self._node_proto = node_to_proto(bootstrap.node)
         self.resource_timeout = resource_timeout
         self._decode = decoder or _default_decoder
@@ -640,30 +649,74 @@ class XdsClient:
     # ----------------------------------------------------------------- the stream
 
     async def _run(self) -> None:
-        channel = self._channel_factory()
+        channels = [make() for make in self._channel_factories]
         try:
             while True:
-                await self._wait_ready(channel)
-                received = await self._one_stream(channel)
+                index = await self._reachable(channels)
+                self.server = self.servers[index]
+                stream = asyncio.ensure_future(self._one_stream(channels[index]))
+                if index == 0:
+                    received = await stream
+                else:
+                    # On a fallback server: go back as soon as a better one is reachable.
+                    log.warning("xDS: falling back to %s", self.server.server_uri)
+                    better = asyncio.ensure_future(self._any_ready(channels[:index]))
+                    await asyncio.wait({stream, better}, return_when=asyncio.FIRST_COMPLETED)
+                    back = better.done() and not stream.done()
+                    better.cancel()
+                    if back:
+                        log.warning("xDS: a higher-priority server is reachable; leaving %s",
+                                    self.server.server_uri)  # fmt: skip
+                        stream.cancel()
+                        await asyncio.wait({stream})  # its own finally closes the call
+                        self._stream_up = False
+                        self._cancel_timers()  # the new stream restarts them on its requests
+                        continue  # to the better server at once, keeping the cache
+                    received = stream.result()
                 if received:
                     self._backoff.reset()
                 await asyncio.sleep(self._backoff.next_delay())
         finally:
             self._stream_up = False
             self.stats.connected = 0
-            await channel.close(grace=None)
+            for channel in channels:
+                await channel.close(grace=None)
 
-    async def _wait_ready(self, channel: grpc.aio.Channel) -> None:
-        """Wait for a connection; pending watchers hear once when connecting fails."""
-        state = channel.get_state(try_to_connect=True)
-        while state != grpc.ChannelConnectivity.READY:
-            if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE and not self._connect_error:
-                # Resources watched later during this outage are told in _watch.
-                self._connect_error = f"cannot connect to xDS server {self.server.server_uri}"
+    async def _reachable(self, channels: list[grpc.aio.Channel]) -> int:
+        """The index of the first server in bootstrap order whose channel connects (gRFC
+        A71: a server is tried only when every one before it cannot be reached). Pending
+        watchers hear once when none can be reached; the cache keeps serving."""
+        while True:
+            for index, channel in enumerate(channels):
+                if await _connects(channel):
+                    self._connect_error = None
+                    return index
+            if not self._connect_error:
+                uris = ", ".join(s.server_uri for s in self.servers)
+                self._connect_error = f"cannot connect to xDS server {uris}"
                 self._notify_pending(self._connect_error)
-            await channel.wait_for_state_change(state)
-            state = channel.get_state(try_to_connect=True)
-        self._connect_error = None
+            # Each channel retries on its own back-off; wake on the first state change.
+            await self._any_change(channels)
+
+    @staticmethod
+    async def _any_ready(channels: list[grpc.aio.Channel]) -> None:
+        """Return once any of ``channels`` is READY (each keeps trying to connect)."""
+        while not any(
+            c.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY for c in channels
+        ):
+            await XdsClient._any_change(channels)
+
+    @staticmethod
+    async def _any_change(channels: list[grpc.aio.Channel]) -> None:
+        waits = [
+            asyncio.ensure_future(c.wait_for_state_change(c.get_state(try_to_connect=True)))
+            for c in channels
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     async def _one_stream(self, channel: grpc.aio.Channel) -> bool:
         """Run one ADS stream until it fails; True if it was healthy (a response came
@@ -781,3 +834,14 @@ def _is_oversize(e: grpc.aio.AioRpcError) -> bool:
     return e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (
         e.details() or ""
     )
+
+
+async def _connects(channel: grpc.aio.Channel) -> bool:
+    """Try to connect: True once READY, False on TRANSIENT_FAILURE."""
+    state = channel.get_state(try_to_connect=True)
+    while state != grpc.ChannelConnectivity.READY:
+        if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            return False
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)
+    return True
