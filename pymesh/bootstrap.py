@@ -44,6 +44,9 @@ ENV_BOOTSTRAP_CONFIG = "GRPC_XDS_BOOTSTRAP_CONFIG"
 SUPPORTED_CHANNEL_CREDS = ("insecure", "tls")
 
 _SERVER_FEATURE_IGNORE_RESOURCE_DELETION = "ignore_resource_deletion"
+#: pymesh's own server feature: speak incremental (delta) ADS to this server. gRPC
+#: ignores server features it does not know, so the same bootstrap still works there.
+_SERVER_FEATURE_DELTA = "xds_delta"
 _LISTENER_TYPE_NAME = "envoy.config.listener.v3.Listener"
 # RFC 3986 pchar minus '%': what gRPC leaves unescaped when it percent-encodes a path.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
@@ -71,6 +74,11 @@ class XdsServer:
     def ignore_resource_deletion(self) -> bool:
         """gRFC A53: keep resources the server stops sending instead of deleting them."""
         return _SERVER_FEATURE_IGNORE_RESOURCE_DELETION in self.server_features
+
+    @property
+    def delta(self) -> bool:
+        """Use incremental (delta) ADS with this server (server feature ``xds_delta``)."""
+        return _SERVER_FEATURE_DELTA in self.server_features
 
     @property
     def selected_creds(self) -> ChannelCreds:

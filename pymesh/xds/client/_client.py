@@ -86,6 +86,8 @@ _TYPE_ORDER = (LDS, RDS, CDS, EDS)
 _FULL_STATE_TYPES = frozenset({LDS, CDS})
 _INVALID_ARGUMENT = 3
 _NOT_FOUND = 5
+#: The protocol of the current stream (per server: bootstrap server feature xds_delta).
+_SOTW, _DELTA = "sotw", "delta"
 #: Default cap on one ADS response (gRPC's own default is 4 MiB, which an Istio-sized
 #: CDS or EDS response exceeds; Envoy sets none). Configurable per client.
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
@@ -164,6 +166,11 @@ class _TypeState:
     sent: SentRequests = field(default_factory=SentRequests)  # this stream's requests
     # The last response's resources by their bytes, so unchanged ones are not decoded.
     decoded: dict[tuple[str, bytes], _Decoded] = field(default_factory=dict)
+    # Delta only: the names the server was told on this stream, whether this stream has
+    # a request of this type yet, and whether a response awaits its ACK/NACK.
+    server_names: set[str] = field(default_factory=set)
+    delta_started: bool = False
+    ack_owed: bool = False
 
 
 def _default_decoder(type_url: str, any_msg: Any) -> tuple[str, Any]:
@@ -233,6 +240,10 @@ class XdsClient:
         self._node_sent = False
         self._connect_error: str | None = None  # set while the server is unreachable
         self._last_stream_error: str | None = None  # why the last stream ended (dump)
+        self._send_kind = _SOTW
+        # The server whose responses the cached versions came from (delta's
+        # initial_resource_versions are only meaningful to that server).
+        self._versions_from: str | None = None
         # Separates this client's "warned once per resource version" memory from others'.
         self._warning_source = f"{self.node_id}@{self.server.server_uri}#{id(self)}"
 
@@ -431,8 +442,10 @@ class XdsClient:
         ts.dirty = True
         self._send_queue.put_nowait(ts.type_url)
 
-    def _build_request(self, ts: _TypeState) -> discovery_pb2.DiscoveryRequest:
+    def _build_request(self, ts: _TypeState) -> Any:
         """The request owed for ``ts``, as written now; starts its resources' timers."""
+        if self._send_kind == _DELTA:
+            return self._build_delta_request(ts)
         names = frozenset(ts.resources)
         req = discovery_pb2.DiscoveryRequest(
             type_url=ts.type_url,
@@ -449,6 +462,37 @@ class XdsClient:
         ts.dirty = False
         if ts.type_url in _FULL_STATE_TYPES:
             ts.sent.record(names)
+        self.stats.requests[ts.type_url] = self.stats.requests.get(ts.type_url, 0) + 1
+        self._start_timers(ts)
+        return req
+
+    def _build_delta_request(self, ts: _TypeState) -> discovery_pb2.DeltaDiscoveryRequest:
+        """Delta: the subscription change since the server last heard, plus the ACK/NACK
+        of the last response; a stream's first request of a type names every resource
+        and the versions already held (initial_resource_versions)."""
+        names = set(ts.resources)
+        req = discovery_pb2.DeltaDiscoveryRequest(type_url=ts.type_url)
+        if not ts.delta_started:
+            ts.delta_started = True
+            req.resource_names_subscribe.extend(sorted(names))
+            if self._versions_from == self.server.server_uri:
+                for name, res in ts.resources.items():
+                    if res.has_value and res.version:
+                        req.initial_resource_versions[name] = res.version
+        else:
+            req.resource_names_subscribe.extend(sorted(names - ts.server_names))
+            req.resource_names_unsubscribe.extend(sorted(ts.server_names - names))
+        ts.server_names = names
+        if ts.ack_owed:
+            req.response_nonce = ts.nonce
+            ts.ack_owed = False
+        if ts.pending_error is not None:
+            req.error_detail.CopyFrom(ts.pending_error)
+            ts.pending_error = None
+        if not self._node_sent:
+            req.node.CopyFrom(self._node_proto)
+            self._node_sent = True
+        ts.dirty = False
         self.stats.requests[ts.type_url] = self.stats.requests.get(ts.type_url, 0) + 1
         self._start_timers(ts)
         return req
@@ -491,18 +535,58 @@ class XdsClient:
     # ----------------------------------------------------------------- responses
 
     def _handle_response(self, resp: discovery_pb2.DiscoveryResponse) -> None:
-        type_url = resp.type_url
-        ts = self._type(type_url)
+        """A state-of-the-world response."""
+        ts = self._type(resp.type_url)
         ts.nonce = resp.nonce
-        valid: dict[str, Any] = {}
+        version = resp.version_info
+        items = [(a, version) for a in resp.resources]
+        carried, errors = self._apply(ts, items, resp.resource_errors, version)
+        if errors:
+            self._nack(ts, errors, version)
+            return
+        if ts.type_url in _FULL_STATE_TYPES:
+            proven = ts.sent.answered(carried)
+            for name in [n for n in ts.resources if n not in carried and n in proven]:
+                self._absent(ts, name, "left out of a full-state response")
+        self._ack(ts, version)
+
+    def _handle_delta(self, resp: discovery_pb2.DeltaDiscoveryResponse) -> None:
+        """An incremental (delta) response: what changed, with per-resource versions,
+        and what was removed. Absence means nothing here."""
+        ts = self._type(resp.type_url)
+        ts.nonce = resp.nonce
+        ts.ack_owed = True
+        version = resp.system_version_info
+        items = [(r.resource, r.version) for r in resp.resources if r.HasField("resource")]
+        _, errors = self._apply(ts, items, resp.resource_errors, version)
+        for name in resp.removed_resources:
+            self._absent(ts, name, "removed by the xDS server")
+        if errors:
+            self._nack(ts, errors, version)
+        else:
+            self._ack(ts, version)
+
+    def _apply(
+        self,
+        ts: _TypeState,
+        items: list[tuple[Any, str]],
+        resource_errors: Iterable[Any],
+        version: str,
+    ) -> tuple[set[str], list[str]]:
+        """Decode ``(Any, version)`` items (unchanged bytes are not decoded again), apply
+        the valid ones (gRFC A46, also in a response that is NACKed), mark the invalid
+        ones, and apply ``resource_errors`` (TP3/A88). Returns every name the response
+        speaks of, and the NACK lines."""
+        type_url = ts.type_url
+        valid: dict[str, tuple[Any, str]] = {}
         errors: list[str] = []
-        carried: set[str] = set()  # every name the response speaks of, valid or not
+        carried: set[str] = set()
         decoded: dict[tuple[str, bytes], _Decoded] = {}
-        for any_msg in resp.resources:
+        for any_msg, res_version in items:
             key = (any_msg.type_url, any_msg.value)
             result = ts.decoded.get(key)
             if result is None:
-                result = self._decode_one(type_url, any_msg, resp.version_info)
+                result = self._decode_one(type_url, any_msg, res_version)
             else:
                 self.stats.decodes_skipped += 1
             decoded[key] = result
@@ -510,22 +594,24 @@ class XdsClient:
             if name:
                 carried.add(name)
             if err is None:
-                valid[name] = value
+                valid[name] = (value, res_version)
                 continue
             errors.append(str(err.message))
             if name:
-                self._mark_invalid(ts, name, err, resp.version_info)
-        ts.decoded = decoded
+                self._mark_invalid(ts, name, err, res_version)
+        # SotW: the last response's resources; delta: only what changed is sent, so the
+        # cache keeps what it had.
+        ts.decoded = decoded if self._send_kind == _SOTW else {**ts.decoded, **decoded}
         not_found: list[str] = []
-        for re in resp.resource_errors:
+        for re in resource_errors:
             name = re.resource_name.name
             carried.add(name)
             if re.error_detail.code == _NOT_FOUND:
                 not_found.append(name)
             else:
-                self._server_error(ts, name, re.error_detail, resp.version_info)
+                self._server_error(ts, name, re.error_detail, version)
         now = _now()
-        for name, value in valid.items():
+        for name, (value, res_version) in valid.items():
             res = ts.resources.get(name)
             if res is None:
                 continue  # not subscribed (any more): ignore, as Envoy does
@@ -535,7 +621,7 @@ class XdsClient:
             changed = not res.has_value or res.value != value
             res.value, res.has_value = value, True
             res.status = ResourceStatus.ACKED
-            res.version = resp.version_info
+            res.version = res_version
             res.last_error = res.error_version = res.error_time = None
             res.update_time = now
             if changed:
@@ -543,20 +629,19 @@ class XdsClient:
                 self._notify(res, "on_resource", value)
         for name in not_found:
             self._absent(ts, name, "the xDS server says it does not exist")
-        if errors:
-            # A rejected response proves nothing about what it left out (gRFC A46 keeps
-            # its valid resources, applied above, but deletes and declares nothing).
-            self.stats.nacks[type_url] = self.stats.nacks.get(type_url, 0) + 1
-            message = "\n".join(errors)
-            log.warning("NACK %s version %r: %s", type_url, resp.version_info, message)
-            self._request(ts, status_pb2.Status(code=_INVALID_ARGUMENT, message=message))
-            return
-        if type_url in _FULL_STATE_TYPES:
-            proven = ts.sent.answered(carried)
-            for name in [n for n in ts.resources if n not in carried and n in proven]:
-                self._absent(ts, name, "left out of a full-state response")
-        self.stats.acks[type_url] = self.stats.acks.get(type_url, 0) + 1
-        ts.version_info = resp.version_info
+        return carried, errors
+
+    def _nack(self, ts: _TypeState, errors: list[str], version: str) -> None:
+        # A rejected response proves nothing about what it left out (gRFC A46 keeps its
+        # valid resources, already applied, but deletes and declares nothing).
+        self.stats.nacks[ts.type_url] = self.stats.nacks.get(ts.type_url, 0) + 1
+        message = "\n".join(errors)
+        log.warning("NACK %s version %r: %s", ts.type_url, version, message)
+        self._request(ts, status_pb2.Status(code=_INVALID_ARGUMENT, message=message))
+
+    def _ack(self, ts: _TypeState, version: str) -> None:
+        self.stats.acks[ts.type_url] = self.stats.acks.get(ts.type_url, 0) + 1
+        ts.version_info = version
         self._request(ts)
 
     def _decode_one(self, type_url: str, any_msg: Any, version: str) -> _Decoded:
@@ -725,8 +810,11 @@ class XdsClient:
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._send_queue = queue
         self._node_sent = False
+        delta = self.server.delta
+        self._send_kind = _DELTA if delta else _SOTW
+        handle: Callable[[Any], None] = self._handle_delta if delta else self._handle_response
 
-        async def requests() -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
+        async def requests() -> AsyncIterator[Any]:
             while True:
                 type_url = await queue.get()
                 if type_url is None:
@@ -735,7 +823,10 @@ class XdsClient:
                 if ts is not None and ts.dirty:
                     yield self._build_request(ts)
 
-        call = stub.StreamAggregatedResources(requests())
+        if delta:
+            call = stub.DeltaAggregatedResources(requests())
+        else:
+            call = stub.StreamAggregatedResources(requests())
         self._stream_up = True
         self.stats.streams_started += 1
         self.stats.connected = 1
@@ -747,11 +838,13 @@ class XdsClient:
                 ts.dirty = False
                 ts.pending_error = None
                 ts.sent.reset()
+                ts.server_names, ts.delta_started, ts.ack_owed = set(), False, False
                 if ts.resources:
                     self._request(ts)
             async for resp in call:
                 received = True
-                self._handle_response(resp)
+                self._versions_from = self.server.server_uri
+                handle(resp)
         except grpc.aio.AioRpcError as e:
             if _is_oversize(e):
                 received = False  # the same response comes back: back off, do not spin
@@ -824,6 +917,7 @@ class XdsClient:
             "server_uri": self.server.server_uri,
             "connected": bool(self.stats.connected),
             "last_stream_error": self._last_stream_error,
+            "protocol": self._send_kind,  # "sotw" or "delta" (server feature xds_delta)
             "types": types,
             "resources": resources,
         }
