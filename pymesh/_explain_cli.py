@@ -33,7 +33,7 @@ def _parse_headers(headers: Sequence[str]) -> dict[str, str]:
     for h in headers:
         name, sep, value = h.partition(":")
         if not sep or not name.strip():
-            raise MeshError(f"header {h!r} is not 'name: value'")
+            raise MeshError(f"-H {h!r}: not a header; fix: write it as -H 'name: value'")
         key = name.strip().lower()
         out[key] = f"{out[key]},{value.strip()}" if key in out else value.strip()
     return out
@@ -184,13 +184,14 @@ def run_explain(
             query.append(("random", str(random_value)))
         data = fetch_admin(admin, "/explain?" + urlencode(query), timeout)
     else:
+        parsed = _parse_headers(headers)  # a usage error: before connecting anywhere
         with Mesh(bootstrap) as mesh:
             try:
                 data = explain_request(
                     mesh,
                     method,
                     url,
-                    _parse_headers(headers),
+                    parsed,
                     timeout=timeout,
                     random_value=random_value,
                 )

@@ -331,3 +331,13 @@ def test_status_table_names_the_rejected_version() -> None:
     text = console.export_text()
     assert "version 3 rejected: resource 'rc'" in text
     assert "│ 2 " in text  # the last good version, still serving
+
+
+def test_explain_bad_header_names_the_fix(
+    table: tuple[str, dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bootstrap, _names = table
+    argv = ["explain", "--bootstrap", bootstrap, "http://reviews:9080/", "-H", "end-user"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "-H 'end-user': not a header; fix: write it as -H 'name: value'" in err
