@@ -41,7 +41,7 @@ ENV_BOOTSTRAP_PATH = "GRPC_XDS_BOOTSTRAP"
 ENV_BOOTSTRAP_CONFIG = "GRPC_XDS_BOOTSTRAP_CONFIG"
 
 #: Channel credential types pymesh can build, in gRPC's spelling.
-SUPPORTED_CHANNEL_CREDS = ("insecure", "tls")
+SUPPORTED_CHANNEL_CREDS = ("insecure", "tls", "google_default", "compute_engine")
 
 _SERVER_FEATURE_IGNORE_RESOURCE_DELETION = "ignore_resource_deletion"
 #: pymesh's own server feature: speak incremental (delta) ADS to this server. gRPC
@@ -328,7 +328,7 @@ def _no_creds_reason(creds: tuple[ChannelCreds, ...]) -> str:
     got = ", ".join(c.type for c in creds) or "none"
     return (
         f"no supported channel creds type (got: {got}); supported: "
-        f"{', '.join(SUPPORTED_CHANNEL_CREDS)} (google_default is not supported by pymesh); "
+        f"{', '.join(SUPPORTED_CHANNEL_CREDS)}; "
         'add e.g. {"type": "insecure"}'
     )
 

@@ -113,7 +113,7 @@ def test_first_supported_creds_are_selected_and_features() -> None:
                 {
                     "server_uri": "dns:///xds.example.com:443",
                     "channel_creds": [
-                        {"type": "google_default"},
+                        {"type": "alts"},
                         {"type": "tls", "config": {"ca_certificate_file": "/ca.pem"}},
                         {"type": "insecure"},
                     ],
@@ -125,6 +125,34 @@ def test_first_supported_creds_are_selected_and_features() -> None:
     server = b.xds_servers[0]
     assert server.selected_creds.type == "tls"
     assert server.ignore_resource_deletion
+
+
+TRAFFIC_DIRECTOR = {
+    "xds_servers": [
+        {
+            "server_uri": "trafficdirector.googleapis.com:443",
+            "channel_creds": [{"type": "google_default"}],
+            "server_features": ["xds_v3", "ignore_resource_deletion"],
+        }
+    ],
+    "node": {"id": "projects/1/networks/default/nodes/abc", "locality": {"zone": "z"}},
+}
+
+
+@pytest.mark.parametrize("kind", ["google_default", "compute_engine"])
+def test_traffic_director_credentials_load(kind: str) -> None:
+    # Only the parse and the credential lookup can be checked here (no GCP, and no
+    # google-auth in the test install): the channel itself needs Google's credentials.
+    config = json.loads(json.dumps(TRAFFIC_DIRECTOR))
+    config["xds_servers"][0]["channel_creds"] = [{"type": kind}, {"type": "insecure"}]
+    b = load_bootstrap(config)
+    assert b.xds_servers[0].selected_creds.type == kind
+    from pymesh.xds.client import XdsClient
+
+    with pytest.raises(BootstrapError) as info:
+        XdsClient(b)
+    assert info.value.field == "xds_servers[0].channel_creds"
+    assert "pymesh[gcp]" in info.value.reason or "GOOGLE_APPLICATION_CREDENTIALS" in str(info.value)
 
 
 def test_env_path_then_env_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,7 +239,7 @@ def _server(**over: Any) -> dict[str, Any]:
         ({"xds_servers": [_server(channel_creds=[])]}, "xds_servers[0].channel_creds", "insecure"),
         ({"xds_servers": [_server(channel_creds=None)]}, "xds_servers[0].channel_creds", "missing"),
         (
-            {"xds_servers": [_server(channel_creds=[{"type": "google_default"}])]},
+            {"xds_servers": [_server(channel_creds=[{"type": "made_up"}])]},
             "xds_servers[0].channel_creds",
             "no supported channel creds type",
         ),
