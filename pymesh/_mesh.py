@@ -28,8 +28,9 @@ from pymesh.routing import RouteTable
 from pymesh.security import MeshSecurity
 from pymesh.telemetry._csds import client_config
 from pymesh.xds._dependency_manager import DependencyManager
-from pymesh.xds.client import LDS, XdsClient, XdsClientStats
+from pymesh.xds.client import LDS, XdsClientStats
 from pymesh.xds.client._client import DEFAULT_MAX_MESSAGE_BYTES
+from pymesh.xds.client._federation import FederatedXdsClient
 from pymesh.xds.dependencies import XdsConfig
 from pymesh.xds.resources._warnings import counts_dump
 from pymesh.xds.resources.fault import FaultConfig
@@ -112,7 +113,7 @@ class Mesh:
         self._clusters: dict[str, ClusterRuntime] = {}
         #: Certificate providers and TLS contexts (mTLS from xDS; docs/security.md).
         self.security = MeshSecurity(self.bootstrap, self.node_id)
-        self._client = XdsClient(
+        self._client = FederatedXdsClient(
             self.bootstrap,
             resource_timeout=resource_timeout,
             max_message_bytes=xds_max_message_bytes,
@@ -160,19 +161,29 @@ class Mesh:
 
     # -- listener state ------------------------------------------------------------
 
-    def listener_name(self, authority: str) -> str:
-        """The xDS listener name for a request authority (gRPC's template rule)."""
-        return self.bootstrap.listener_resource_name(authority)
+    def listener_name(self, authority: str, xds_authority: str | None = None) -> str:
+        """The xDS listener name for a request authority (gRPC's template rule);
+        ``xds_authority`` is the authority of an ``xds://<xds_authority>/target`` (gRFC
+        A47: that authority's template, and its servers fetch the listener)."""
+        return self.bootstrap.listener_resource_name(authority, xds_authority=xds_authority)
 
-    def slot(self, authority: str) -> ListenerSlot:
-        """The slot for ``authority``, subscribing to its listener on first use."""
+    def slot(self, authority: str, xds_authority: str | None = None) -> ListenerSlot:
+        """The slot for ``authority``, subscribing to its listener on first use.
+
+        ``xds_authority`` names a bootstrap ``authorities`` entry (federation); an
+        unknown one is a BootstrapError naming it."""
+        if xds_authority is not None:
+            return self._slot_named(self.listener_name(authority, xds_authority))
         slot = self._slot_of.get(authority)
         if slot is not None:
             return slot
-        name = self.listener_name(authority)
+        slot = self._slot_named(self.listener_name(authority))
+        self._remember(authority, slot)
+        return slot
+
+    def _slot_named(self, name: str) -> ListenerSlot:
         slot = self._slots.get(name)
         if slot is not None:
-            self._remember(authority, slot)
             return slot
         if self._closed:
             raise MeshClosedError("mesh is closed", node_id=self.node_id)
@@ -186,7 +197,6 @@ class Mesh:
                     functools.partial(self._on_config, slot),
                     functools.partial(self._on_listener_error, slot),
                 )
-        self._remember(authority, slot)
         return slot
 
     def _remember(self, authority: str, slot: ListenerSlot) -> None:
@@ -431,7 +441,7 @@ class Mesh:
             name: _cluster_dump(rt) for name, rt in list(self._clusters.items())
         }
         # Counted warnings for set-but-unsupported fields (pymesh status shows them).
-        dump["unsupported_fields"] = counts_dump(self._client._warning_source)
+        dump["unsupported_fields"] = counts_dump(self._client.warning_source)
         dump["dumped_at"] = time.time()
         dump["client_config"] = client_config(dump, self.bootstrap)
         return dump

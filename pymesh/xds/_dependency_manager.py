@@ -23,6 +23,7 @@ import dns.asyncresolver
 from pymesh.errors import MeshError
 from pymesh.xds.client import CDS, EDS, LDS, RDS, XdsClient
 from pymesh.xds.client._dns import DnsResolutionError, resolve_cluster
+from pymesh.xds.client._federation import FederatedXdsClient
 from pymesh.xds.dependencies import ClusterConfig, XdsConfig
 from pymesh.xds.resources.cluster import Cluster
 from pymesh.xds.resources.endpoint import ClusterLoadAssignment
@@ -366,7 +367,10 @@ class DependencyManager:
     """
 
     def __init__(
-        self, client: XdsClient, *, resolver: dns.asyncresolver.Resolver | None = None
+        self,
+        client: XdsClient | FederatedXdsClient,
+        *,
+        resolver: dns.asyncresolver.Resolver | None = None,
     ) -> None:
         self.client = client
         self._resolver = resolver

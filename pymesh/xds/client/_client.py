@@ -48,7 +48,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
-from pymesh.bootstrap import Bootstrap
+from pymesh.bootstrap import Bootstrap, XdsServer
 from pymesh.errors import (
     MeshClosedError,
     MeshError,
@@ -193,6 +193,8 @@ class XdsClient:
     ``Any`` into ``(name, value)``; it defaults to :func:`pymesh.xds.resources.decode`.
     ``max_message_bytes`` caps one ADS response (256 MiB by default); a larger one fails
     the stream with a logged, counted error that names this setting.
+    ``servers`` overrides the bootstrap's top-level ``xds_servers`` (an authority's own
+    servers, gRFC A47); ``host`` is a client whose thread this one shares.
     Construction validates the server URI and credentials (BootstrapError).
     """
 
@@ -204,6 +206,8 @@ class XdsClient:
         decoder: Decoder | None = None,
         backoff: Backoff | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        servers: tuple[XdsServer, ...] | None = None,
+        host: XdsClient | None = None,
     ) -> None:
         if max_message_bytes <= 0:
             raise ValueError(f"max_message_bytes must be positive, not {max_message_bytes}")
@@ -211,8 +215,11 @@ class XdsClient:
         self.node_id = bootstrap.node.id
         #: The bootstrap's servers in priority order (gRFC A71 fallback), and the one the
         #: current (or last) stream talks to.
-        self.servers = tuple(bootstrap.xds_servers)
+        self.servers = servers or tuple(bootstrap.xds_servers)
         self.server = self.servers[0]
+        # Another client whose thread and loop this one runs on (xDS federation: every
+        # server's stream and all watcher callbacks stay on one thread).
+        self._host = host
         self.max_message_bytes = max_message_bytes
         self._channel_factories = [
             channel_factory(
@@ -261,6 +268,21 @@ class XdsClient:
                 raise MeshClosedError("xDS client is closed", node_id=self.node_id)
             if self._thread is not None:
                 return
+            if self._host is not None:
+                self._loop = loop = self._host.loop
+                self._thread = self._host._thread
+                if self._thread is threading.current_thread():  # from a watcher callback
+                    self._main = loop.create_task(self._run())
+                    return
+                started = concurrent.futures.Future[None]()
+
+                def begin() -> None:
+                    self._main = loop.create_task(self._run())
+                    started.set_result(None)
+
+                loop.call_soon_threadsafe(begin)
+                started.result(30)
+                return
             loop = asyncio.new_event_loop()
             ready = threading.Event()
 
@@ -279,7 +301,9 @@ class XdsClient:
             ready.wait()
 
     def close(self, timeout: float = 1.0) -> None:
-        """Stop the stream and the thread; returns within about ``timeout`` seconds."""
+        """Stop the stream and the thread; returns within about ``timeout`` seconds.
+
+        A client on another client's thread (``host``) stops only its own stream."""
         if self._thread is not None and self._thread is threading.current_thread():
             raise RuntimeError("XdsClient.close() must not be called from a watcher callback")
         with self._start_lock:
@@ -289,6 +313,7 @@ class XdsClient:
             loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
+        guest = self._host is not None
 
         async def shutdown() -> None:
             if self._main is not None:
@@ -296,6 +321,8 @@ class XdsClient:
                 with contextlib.suppress(BaseException):
                     await self._main
             self._cancel_timers()
+            if guest:
+                return
             # Other work on this loop (e.g. DNS refresh tasks) ends with the client.
             others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for t in others:
@@ -304,7 +331,11 @@ class XdsClient:
             loop.stop()
 
         with contextlib.suppress(RuntimeError):  # loop already stopped
-            asyncio.run_coroutine_threadsafe(shutdown(), loop)
+            done = asyncio.run_coroutine_threadsafe(shutdown(), loop)
+            if guest:
+                with contextlib.suppress(Exception):
+                    done.result(timeout)
+                return
         thread.join(timeout)
 
     def __enter__(self) -> XdsClient:
