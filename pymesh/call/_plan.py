@@ -1,0 +1,270 @@
+"""Planning: route + weighted cluster, shared by every driver (httpx, gRPC; sync, async).
+
+``Planner.plan`` turns a request and a listener state into either a local answer
+(404, direct response, redirect, fault abort, 503) or a :class:`Plan`: the chosen
+cluster, rewritten path/headers, deadlines, and the retry policy. The transports
+only add the waiting and the I/O. The per-route runtime (retry decider, effective retry
+and hedge policies, fault injectors) was compiled with the route table
+(:class:`pymesh.routing.RouteDecision.compiled`), not looked up per request.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pymesh._mesh import ListenerState
+from pymesh._upstream import ClusterRuntime
+from pymesh.resilience import FaultInjector, RetryDecider
+from pymesh.routing import (
+    RequestInfo,
+    RouteDecision,
+    compute_hash,
+    host_rewrite,
+    redirect_location,
+    rewrite_path,
+)
+from pymesh.routing._request import strip_query_and_fragment
+from pymesh.xds.resources.route import (
+    DirectResponseAction,
+    HedgePolicy,
+    RedirectAction,
+    RetryPolicy,
+    RouteAction,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalReply:
+    """A response pymesh answers itself, as Envoy would (no upstream is contacted)."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    grpc_status: int | None = None
+    flags: str = ""  # Envoy-style response flag, e.g. "NR" (no route), "UO" (overflow)
+    delay: float = 0.0  # a fault delay to wait before answering
+
+
+@dataclass(slots=True)
+class Plan:
+    """Everything needed to send (and retry) one request upstream."""
+
+    decision: RouteDecision
+    action: RouteAction
+    cluster_name: str
+    runtime: ClusterRuntime
+    path: str
+    #: Lower-case names, after the route's header mutations; None when the caller gave
+    #: a lazy source and no mutation applies (the transport sends the original headers).
+    headers: list[tuple[str, str]] | None
+    authority: str
+    hash_key: int | None
+    deadline: float | None  # monotonic; None = no route timeout
+    retry: RetryPolicy | None
+    decider: RetryDecider | None
+    fault_delay: float = 0.0
+    #: True when the route's timeout (not the caller's) sets the deadline: a timeout is
+    #: then answered with a local 504, as Envoy does; the caller's own raises.
+    route_timeout_binding: bool = False
+    #: The route's (else the virtual host's) hedge policy.
+    hedge: HedgePolicy | None = None
+
+
+def _fault(state: ListenerState, decision: RouteDecision) -> FaultInjector | None:
+    """The fault injector of the listener's fault filter for this decision: the most
+    specific override (weighted cluster, route, virtual host; compiled with the route
+    table), else the listener's own config."""
+    name = state.fault_filter_name
+    if name is None:
+        return None
+    override = decision.fault_overrides.get(name)
+    if override is not None:
+        return override
+    return state.table.listener_fault(state.fault) if state.fault is not None else None
+
+
+def not_found(listener: str, authority: str, path: str) -> LocalReply:
+    return LocalReply(
+        404,
+        f"pymesh: no route for {authority}{path} (listener {listener!r})\n".encode(),
+        grpc_status=14,
+        flags="NR",
+    )
+
+
+def target_runtime(plan: Plan, state: ListenerState) -> ClusterRuntime | None:
+    """The cluster runtime to pick an endpoint from, or None when there is none with a
+    picker. An aggregate cluster resolves to its first leaf (priority order) that has a
+    healthy endpoint, else its first leaf with endpoints at all (which then decides, in
+    panic mode or with "no healthy upstream")."""
+    rt = plan.runtime
+    leaves = rt.leaf_clusters
+    if not leaves:
+        return rt if rt.picker is not None else None
+    fallback: ClusterRuntime | None = None
+    for leaf in leaves:
+        candidate = state.clusters.get(leaf)
+        if candidate is None or candidate.picker is None:
+            continue
+        if candidate.picker.healthy:
+            return candidate
+        if fallback is None:
+            fallback = candidate
+    return fallback
+
+
+def _deadline(
+    action: RouteAction, caller_timeout: float | None, fault_delay: float
+) -> tuple[float | None, bool]:
+    """The request's deadline (monotonic, None for none) and whether the route's timeout
+    rather than the caller's sets it: the shorter one binds."""
+    timeout = action.timeout
+    if caller_timeout is not None and (timeout is None or caller_timeout < timeout):
+        return time.monotonic() + caller_timeout + fault_delay, False
+    if timeout is None:
+        return None, False
+    return time.monotonic() + timeout + fault_delay, True
+
+
+def _build(
+    decision: RouteDecision,
+    runtime: ClusterRuntime,
+    path: str,
+    headers: list[tuple[str, str]] | None,
+    authority: str,
+    hash_key: int | None,
+    caller_timeout: float | None,
+    fault_delay: float,
+    retriable: bool,
+) -> Plan:
+    """The Plan of a routed request: :func:`plan_by_path` and :func:`plan_request` both
+    end here, so the two can never disagree on what a route means."""
+    action = decision.action
+    assert isinstance(action, RouteAction)
+    compiled = decision.compiled
+    cluster_name = decision.cluster
+    assert cluster_name is not None
+    deadline, route_binding = _deadline(action, caller_timeout, fault_delay)
+    return Plan(
+        decision,
+        action,
+        cluster_name,
+        runtime,
+        path,
+        headers,
+        authority,
+        hash_key,
+        deadline,
+        compiled.retry,
+        compiled.decider if retriable else None,
+        fault_delay,
+        route_binding,
+        compiled.hedge,
+    )
+
+
+def plan_by_path(
+    state: ListenerState, authority: str, path: str, caller_timeout: float | None
+) -> Plan | None:
+    """The Plan of a request whose route is decided by its authority and path alone, built
+    without reading its headers; None when :func:`plan_request` must look further.
+
+    The common case: no header, query or runtime condition on the way to a route that
+    names one cluster, nothing on that route that reads the request (hash policies,
+    header edits, rewrites, retriable_request_headers: the route table's
+    ``path_decision`` says when), and no fault filter. The answer is the one
+    plan_request gives.
+    """
+    if state.fault_filter_name is not None:
+        return None
+    decision = state.table.path_decision(authority, strip_query_and_fragment(path))
+    if decision is None:
+        return None
+    runtime = state.clusters.get(decision.cluster)  # type: ignore[arg-type]
+    if runtime is None or runtime.error is not None:
+        return None  # plan_request answers why
+    return _build(decision, runtime, path, None, authority, None, caller_timeout, 0.0, True)
+
+
+def plan_request(
+    state: ListenerState,
+    info: RequestInfo,
+    headers: list[tuple[str, str]] | Callable[[], list[tuple[str, str]]],
+    rng: random.Random,
+    caller_timeout: float | None,
+    channel_id: int | None = None,
+) -> Plan | LocalReply:
+    """Route ``info`` through ``state``; return a Plan to send upstream or a LocalReply.
+
+    ``channel_id`` answers the ``io.grpc.channel_id`` hash policy (gRFC A42).
+    """
+    decision = state.table.select(info, rng.getrandbits(64))
+    listener = state.config.listener.name
+    if decision is None:
+        return not_found(listener, info.authority, info.path)
+    action = decision.action
+    fault_delay = 0.0
+    injector = _fault(state, decision)
+    if injector is not None:
+        fd = injector.decide(info.headers, rng.getrandbits(64), cluster=decision.cluster)
+        if fd.delay:
+            fault_delay = fd.delay
+        if fd.abort_http is not None or fd.abort_grpc is not None:
+            # A gRPC abort travels in an HTTP 200 with grpc-status, as Envoy sends it.
+            status = fd.abort_http if fd.abort_http is not None else 200
+            return LocalReply(
+                status,
+                b"fault filter abort",
+                grpc_status=fd.abort_grpc,
+                flags="FI",
+                delay=fault_delay,
+            )
+    if isinstance(action, DirectResponseAction):
+        return LocalReply(action.status, action.body, delay=fault_delay)
+    if isinstance(action, RedirectAction):
+        location = redirect_location(decision, info, "http")
+        return LocalReply(action.response_code, b"", (("location", location),), delay=fault_delay)
+    assert isinstance(action, RouteAction)
+    cluster_name = decision.cluster
+    if cluster_name is None:  # cluster_header named nothing
+        return LocalReply(
+            action.cluster_not_found_response_code,
+            b"pymesh: cluster_header named no cluster\n",
+            grpc_status=14,
+            flags="NC",
+        )
+    runtime = state.clusters.get(cluster_name)
+    if runtime is None or runtime.error is not None:
+        why = runtime.error if runtime is not None else "unknown cluster"
+        return LocalReply(
+            action.cluster_not_found_response_code,
+            f"pymesh: cluster {cluster_name!r} unavailable: {why}\n".encode(),
+            grpc_status=14,
+            flags="NC",
+        )
+    mutation = decision.request_mutation
+    edited: list[tuple[str, str]] | None
+    if not mutation.empty:
+        edited = mutation.apply(headers() if callable(headers) else headers)
+    else:
+        edited = None if callable(headers) else headers
+    authority = info.authority
+    if action.host_rewrite_literal:
+        authority = host_rewrite(decision) or authority
+    path = info.path
+    if action.prefix_rewrite is not None or action.regex_rewrite is not None:
+        path = rewrite_path(decision, path)
+    # retriable_request_headers: a request that matches none of them is sent once.
+    decider = decision.compiled.decider
+    retriable = decider is None or (
+        not decider.policy.retriable_request_headers or decider.request_is_retriable(info.headers)
+    )
+    hash_key = (
+        compute_hash(action.hash_policies, info, channel_id) if action.hash_policies else None
+    )
+    return _build(
+        decision, runtime, path, edited, authority, hash_key, caller_timeout, fault_delay, retriable
+    )
