@@ -37,6 +37,7 @@ class ClusterRuntime:
         "endpoints",
         "error",
         "leaf_clusters",
+        "localities",
         "name",
         "next_sweep",
         "outlier",
@@ -57,6 +58,8 @@ class ClusterRuntime:
         self.breaker: CircuitBreaker | None = None
         self.outlier: OutlierDetector | None = None
         self.addresses: frozenset[str] = frozenset()
+        #: Endpoint address -> its locality's name (telemetry), built with each EDS update.
+        self.localities: dict[str, str] = {}
         self.next_sweep = 0.0
         # Serialises picker rebuilds (xDS updates, ejection changes). The request path
         # takes it only when an ejection changes. Lock order: the outlier detector's
@@ -83,6 +86,11 @@ class ClusterRuntime:
             outlier = self.outlier
             if cc.endpoints is not None:
                 self.addresses = frozenset(e.address for e in cc.endpoints.endpoints)
+                self.localities = {
+                    ep.address: str(loc.locality)
+                    for loc in cc.endpoints.localities
+                    for ep in loc.endpoints
+                }
             addresses = self.addresses
         # Outside our lock: the detector calls _on_ejected (which takes our lock) while
         # holding its own, so our lock is never held while waiting for the detector's.

@@ -38,13 +38,13 @@ class Attempts:
         "_exclude",
         "_last",
         "_pending",
-        "_pick",
         "_retry_slot",
         "attempt",
         "decider",
         "hedging",
         "limit",
         "on_end",
+        "pick",
         "plan",
         "retriable",
         "retry_reason",
@@ -63,6 +63,7 @@ class Attempts:
         max_attempts: int | None = None,
         avoid: Callable[[], Container[str]] | None = None,
         pick: bool = True,
+        hedge: bool = True,
         on_end: Callable[[Ticket, str | None], None] | None = None,
     ) -> None:
         self.plan = plan
@@ -84,7 +85,7 @@ class Attempts:
         #: TRANSIENT_FAILURE).
         self._avoid = avoid
         #: False: attempts pick no endpoint (the interceptor cannot choose one).
-        self._pick = pick
+        self.pick = pick
         #: The last outcome matched retry_on (whether or not a retry could be taken).
         self.retriable = False
         if decider is None or retry is None or not replayable:
@@ -96,12 +97,14 @@ class Attempts:
         limit = 1 + retry.num_retries
         self.limit = limit if max_attempts is None else min(limit, max_attempts)
         self._exclude = "previous_hosts" in retry.retry_host_predicates
-        hedge = plan.hedge
+        policy = plan.hedge
         #: Envoy's hedge_on_per_try_timeout: a per-try timeout starts another attempt
-        #: without cancelling the one in flight (pymesh.call._steps).
+        #: without cancelling the one in flight (pymesh.call._steps). ``hedge=False``: a
+        #: driver that cannot run attempts side by side (the interceptor).
         self.hedging = bool(
-            hedge is not None
-            and hedge.hedge_on_per_try_timeout
+            hedge
+            and policy is not None
+            and policy.hedge_on_per_try_timeout
             and retry.per_try_timeout
             and self.limit > 1
         )
@@ -118,7 +121,7 @@ class Attempts:
         retry_slot, self._retry_slot = self._retry_slot, None
         self._pending = False
         retry = plan.retry
-        if not self._pick:
+        if not self.pick:
             t = Ticket(None, None, None, retry_slot, is_retry)
         else:
             rt = target_runtime(plan, self.state)
