@@ -31,25 +31,29 @@ class Ticket:
     (the interceptor, which cannot choose the destination of the channel it wraps).
     """
 
-    __slots__ = (
-        "_breaker",
-        "_is_retry",
-        "_released",
-        "_timed",
-        "address",
-        "deadline",
-        "ended",
-        "endpoint",
-        "handle",
-        "hedge_at",
-        "hedged",
-        "on_release",
-        "reply",
-        "runtime",
-        "started",
-        "state",
-        "trace",
-    )
+    # No __slots__: the fields most attempts never change are class-level defaults, so
+    # admitting an attempt sets only what it knows (the request path allocates little).
+
+    #: Whether :meth:`done` ran (the outcome is recorded once), and the slot was given back.
+    ended = False
+    _released = False
+    #: This attempt's deadline (monotonic): the call's, or sooner with a per-try timeout.
+    deadline: float | None = None
+    #: Hedging: when the (soft) per-try timeout fires; None when not hedging.
+    hedge_at: float | None = None
+    #: Hedging: the per-try timeout fired and was recorded (a hedge may be in flight).
+    hedged = False
+    #: The driver's answer for this attempt (set when it ends), and its handle on the
+    #: attempt while it runs beside others (hedging: future, task).
+    reply: Reply | None = None
+    handle: object = None
+    #: The driver's telemetry handle of this attempt (hedged attempts run side by side).
+    trace: object = None
+    #: Driver hook run once when the slot is given back (gRPC: sub-channel accounting).
+    on_release: Callable[[], None] | None = None
+    #: Only peak EWMA reads attempt timings: the other policies skip the clock.
+    _timed = False
+    started = 0.0
 
     def __init__(
         self,
@@ -61,41 +65,25 @@ class Ticket:
     ) -> None:
         self.runtime = runtime
         self.endpoint = endpoint
-        self.address = endpoint.address if endpoint is not None else ""
         self.state = state
         self._breaker = breaker
         self._is_retry = is_retry
-        self._released = False
-        #: Whether :meth:`done` ran (the outcome is recorded once).
-        self.ended = False
+        if endpoint is None:
+            self.address = ""
+            return
+        self.address = endpoint.address
         cluster = runtime.cluster if runtime is not None else None
-        # Only peak EWMA reads attempt timings: the other policies skip the clock.
-        self._timed = timed = cluster is not None and cluster.lb_policy.name == "peak_ewma"
-        self.started = time.monotonic() if timed else 0.0
-        if state is not None:
-            if timed:
-                state.on_start(self.started)
-            else:
-                state.on_start_untimed()
-        #: This attempt's deadline (monotonic): the call's, or sooner with a per-try timeout.
-        self.deadline: float | None = None
-        #: Hedging: when the (soft) per-try timeout fires; None when not hedging.
-        self.hedge_at: float | None = None
-        #: Hedging: the per-try timeout fired and was recorded (a hedge may be in flight).
-        self.hedged = False
-        #: The driver's answer for this attempt (set when it ends), and its handle on the
-        #: attempt while it runs beside others (hedging: future, task).
-        self.reply: Reply | None = None
-        self.handle: object = None
-        #: The driver's telemetry handle of this attempt (hedged attempts run side by side).
-        self.trace: object = None
-        #: Driver hook run once when the slot is given back (gRPC: sub-channel accounting).
-        self.on_release: Callable[[], None] | None = None
+        if cluster is not None and cluster.lb_policy.name == "peak_ewma":
+            self._timed = True
+            self.started = now = time.monotonic()
+            state.on_start(now)  # type: ignore[union-attr]
+        elif state is not None:
+            state.on_start_untimed()
 
     def __repr__(self) -> str:
         return f"<Ticket {self.address or '-'} retry={self._is_retry} ended={self.ended}>"
 
-    def done(self, outcome: Outcome | None, *, failed: bool = False, release: bool = True) -> None:
+    def done(self, outcome: Outcome | None, failed: bool = False, release: bool = True) -> None:
         """The attempt ended with ``outcome`` (None: nothing reads it). Records the load
         state (``failed``: a penalised latency sample, see EndpointState.on_failure), the
         outlier result (unless a hedge already counted this attempt's timeout) and, with
@@ -159,7 +147,6 @@ class Reply:
     def __init__(
         self,
         value: object = None,
-        *,
         status: int | None = None,
         grpc_status: int | None = None,
         headers: object = None,
@@ -183,7 +170,6 @@ def admit(
     rt: ClusterRuntime,
     hash_key: int | None,
     rng: random.Random,
-    *,
     is_retry: bool,
     retry_slot: CircuitBreaker | None,
     exclude: Container[str] = frozenset(),
@@ -200,7 +186,7 @@ def admit(
         category = picker.drop_category(rng.random())
         if category is not None:
             return ("DO", f"dropped by drop_overloads ({category})")
-    if tries > 1 or exclude:
+    if exclude:
         ep = picker.pick(hash_key, exclude, host_selection_retry_max_attempts=tries)
     else:
         ep = picker.pick(hash_key)

@@ -28,30 +28,40 @@ from pymesh.resilience import CircuitBreaker, Outcome
 GRPC_MAX_ATTEMPTS = 5
 
 _TIMEOUT = Outcome.failure(timeout=True)
+#: gRPC statuses that mean the endpoint gave no real answer (peak EWMA penalises them as
+#: failures): DEADLINE_EXCEEDED, UNAVAILABLE.
+_NO_ANSWER = frozenset({4, 14})
 
 
 class Attempts:
     """The attempt state of one call (a new one per call; never shared)."""
 
-    __slots__ = (
-        "_avoid",
-        "_exclude",
-        "_last",
-        "_pending",
-        "_retry_slot",
-        "attempt",
-        "decider",
-        "hedging",
-        "limit",
-        "on_end",
-        "pick",
-        "plan",
-        "retriable",
-        "retry_reason",
-        "rng",
-        "state",
-        "tried",
-    )
+    # No __slots__: what most calls never change is a class-level default, so a call
+    # without retries sets five attributes (the request path allocates little).
+
+    #: Retries decided so far (the attempt number of the next attempt).
+    attempt = 0
+    #: How many attempts the call may make (1: no retries).
+    limit = 1
+    #: Addresses of the attempts so far; kept only for the previous_hosts predicate.
+    tried: set[str] = frozenset()  # type: ignore[assignment]
+    #: The retry_on condition of the last retry decided (telemetry reads it).
+    retry_reason: str | None = None
+    #: Called after each attempt is settled, with the retry reason when it is retried.
+    on_end: Callable[[Ticket, str | None], None] | None = None
+    #: The last outcome matched retry_on (whether or not a retry could be taken).
+    retriable = False
+    #: Whether a Reply must carry the response headers (retry on headers).
+    needs_headers = False
+    #: Envoy's hedge_on_per_try_timeout: a per-try timeout starts another attempt
+    #: without cancelling the one in flight (pymesh.call._steps).
+    hedging = False
+    #: False: attempts pick no endpoint (the interceptor cannot choose one).
+    pick = True
+    _exclude = False  # previous_hosts
+    _retry_slot: CircuitBreaker | None = None  # taken for the retry decided
+    _pending = False  # a retry was decided and has not started yet
+    _last: Outcome | None = None  # the outcome that decided the last retry
 
     def __init__(
         self,
@@ -70,37 +80,24 @@ class Attempts:
         self.state = state
         self.rng = rng
         self.decider = decider = plan.decider
-        retry = plan.retry
-        self.attempt = 0
-        #: Addresses of the attempts so far; kept only for the previous_hosts predicate.
-        self.tried: set[str] = set()
-        #: The retry_on condition of the last retry decided (telemetry reads it).
-        self.retry_reason: str | None = None
-        #: Called after each attempt is settled, with the retry reason when it is retried.
-        self.on_end = on_end
-        self._retry_slot: CircuitBreaker | None = None
-        self._pending = False  # a retry was decided and has not started yet
-        self._last: Outcome | None = None
         #: Endpoints to steer away from while others can be picked (gRPC: sub-channels in
         #: TRANSIENT_FAILURE).
         self._avoid = avoid
-        #: False: attempts pick no endpoint (the interceptor cannot choose one).
-        self.pick = pick
-        #: The last outcome matched retry_on (whether or not a retry could be taken).
-        self.retriable = False
+        if on_end is not None:
+            self.on_end = on_end
+        if not pick:
+            self.pick = False
+        retry = plan.retry
         if decider is None or retry is None or not replayable:
-            # No retries (a body that cannot be rewound is sent once): the common case.
-            self.limit = 1
-            self._exclude = False
-            self.hedging = False
-            return
+            return  # no retries (a body that cannot be rewound is sent once): common
         limit = 1 + retry.num_retries
         self.limit = limit if max_attempts is None else min(limit, max_attempts)
-        self._exclude = "previous_hosts" in retry.retry_host_predicates
+        if "previous_hosts" in retry.retry_host_predicates:
+            self._exclude = True
+            self.tried = set()
+        self.needs_headers = self.limit > 1 and decider.needs_headers
         policy = plan.hedge
-        #: Envoy's hedge_on_per_try_timeout: a per-try timeout starts another attempt
-        #: without cancelling the one in flight (pymesh.call._steps). ``hedge=False``: a
-        #: driver that cannot run attempts side by side (the interceptor).
+        # ``hedge=False``: a driver that cannot run attempts side by side (interceptor).
         self.hedging = bool(
             hedge
             and policy is not None
@@ -108,11 +105,6 @@ class Attempts:
             and retry.per_try_timeout
             and self.limit > 1
         )
-
-    @property
-    def needs_headers(self) -> bool:
-        """Whether a Reply must carry the response headers (retry on headers)."""
-        return self.decider is not None and self.limit > 1 and self.decider.needs_headers
 
     def start(self) -> Ticket | LocalReply:
         """Admit the next attempt (:func:`pymesh.call.admit`), with its deadlines."""
@@ -124,31 +116,27 @@ class Attempts:
         if not self.pick:
             t = Ticket(None, None, None, retry_slot, is_retry)
         else:
-            rt = target_runtime(plan, self.state)
-            if rt is None:
-                return self._give_back(retry_slot, "UH", "no healthy upstream")
-            exclude: Container[str] = frozenset()
-            tries = 1
-            if self._exclude:
-                exclude = self.tried
-                if is_retry and retry is not None:
-                    tries = retry.host_selection_retry_max_attempts
+            rt = plan.runtime
+            if rt.leaf_clusters:  # an aggregate cluster: pick from its leaf
+                leaf = target_runtime(plan, self.state)
+                if leaf is None:
+                    return self._give_back(retry_slot, "UH", "no healthy upstream")
+                rt = leaf
             avoid = self._avoid() if self._avoid is not None else None
-            if avoid:
-                exclude = set(exclude) | set(avoid)  # type: ignore[call-overload]
-                tries = max(tries, 2 * len(avoid) + 2)  # type: ignore[arg-type]
-            admitted = admit(
-                rt,
-                plan.hash_key,
-                self.rng,
-                is_retry=is_retry,
-                retry_slot=retry_slot,
-                exclude=exclude,
-                tries=tries,
-            )
-            if isinstance(admitted, tuple):
+            if not self._exclude and not avoid:  # the common case
+                admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot)
+            else:
+                exclude: Container[str] = self.tried if self._exclude else frozenset()
+                tries = 1
+                if self._exclude and is_retry and retry is not None:
+                    tries = retry.host_selection_retry_max_attempts
+                if avoid:
+                    exclude = set(exclude) | set(avoid)  # type: ignore[call-overload]
+                    tries = max(tries, 2 * len(avoid) + 2)  # type: ignore[arg-type]
+                admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot, exclude, tries)
+            if type(admitted) is tuple:
                 return self._give_back(retry_slot, *admitted)
-            t = admitted
+            t = admitted  # type: ignore[assignment]
             if self._exclude:
                 self.tried.add(t.address)
         deadline = plan.deadline
@@ -190,11 +178,11 @@ class Attempts:
         failure = reply.failure
         rt = t.runtime
         if failure is not None:
-            t.done(failure, failed=True)
+            t.done(failure, True)
             retry = self._retry(t, failure)
-        elif (rt is None or rt.outlier is None) and self.decider is None:
+        elif self.decider is None and (rt is None or rt.outlier is None):
             # Nothing reads the outcome: the common case, no allocation.
-            t.done(None, failed=_no_answer(reply), release=False)
+            t.done(None, reply.grpc_status in _NO_ANSWER, False)
             retry = False
         else:
             outcome = Outcome.response(
@@ -202,7 +190,7 @@ class Attempts:
                 reply.headers,  # type: ignore[arg-type]
                 grpc_status=reply.grpc_status,
             )
-            t.done(outcome, failed=_no_answer(reply), release=False)
+            t.done(outcome, reply.grpc_status in _NO_ANSWER, False)
             retry = self._retry(t, outcome)
             if retry:
                 t.release()
@@ -271,12 +259,6 @@ class Attempts:
 
     def deadline_exceeded(self) -> LocalReply:
         return local(self.plan, "request timeout during retries", "UT", 504, grpc_status=4)
-
-
-def _no_answer(reply: Reply) -> bool:
-    """A gRPC status that means the endpoint gave no real answer (peak EWMA penalises it
-    as a failure): UNAVAILABLE or DEADLINE_EXCEEDED."""
-    return reply.grpc_status in (4, 14)
 
 
 def local(plan: Plan, why: str, flags: str, status: int = 503, grpc_status: int = 14) -> LocalReply:

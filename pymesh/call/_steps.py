@@ -13,7 +13,8 @@ yields what it needs done and is sent the result:
 
 It returns the caller's answer: a :class:`~pymesh.call.LocalReply`, or the Ticket whose
 ``reply`` (an answer, or the last failure) goes to the caller. :func:`run_sync` and
-:func:`run_async` are the only two loops that perform the steps, for any protocol;
+:func:`run_async` are the only two loops that perform the steps, for any protocol (a
+call allowed one attempt only skips the generator: nothing to loop over);
 a driver supplies the protocol I/O (:class:`SyncIO` / :class:`AsyncIO`). An exception of
 the driver's I/O is thrown into the generator, which gives back what the call holds.
 """
@@ -217,8 +218,18 @@ class AsyncIO(Protocol):
     async def cancel(self, t: Ticket) -> None: ...
 
 
-def run_sync(gen: Steps, io: SyncIO) -> Ticket | LocalReply:
-    """Perform ``gen``'s steps, blocking; returns its answer."""
+def run_sync(a: Attempts, io: SyncIO) -> Ticket | LocalReply:
+    """Perform the steps of ``a``'s attempts, blocking; returns the caller's answer."""
+    if a.limit == 1:  # one attempt (no retries, or a body sent once): nothing to loop
+        t = a.start()
+        if type(t) is Ticket:
+            try:
+                a.settle(t, io.send(t))
+            except BaseException:
+                t.abandon()
+                raise
+        return t
+    gen = steps(a)
     done: queue.SimpleQueue[Ticket] | None = None
     try:
         step = next(gen)
@@ -259,8 +270,19 @@ def run_sync(gen: Steps, io: SyncIO) -> Ticket | LocalReply:
         return stop.value  # type: ignore[no-any-return]
 
 
-async def run_async(gen: Steps, io: AsyncIO) -> Ticket | LocalReply:
-    """Perform ``gen``'s steps on the running event loop; returns its answer."""
+async def run_async(a: Attempts, io: AsyncIO) -> Ticket | LocalReply:
+    """Perform the steps of ``a``'s attempts on the running event loop; returns the
+    caller's answer."""
+    if a.limit == 1:  # one attempt (no retries, or a body sent once): nothing to loop
+        t = a.start()
+        if type(t) is Ticket:
+            try:
+                a.settle(t, await io.send(t))
+            except BaseException:
+                t.abandon()
+                raise
+        return t
+    gen = steps(a)
     try:
         step = next(gen)
         while True:

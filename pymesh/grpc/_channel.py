@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from pymesh._mesh import Mesh
-from pymesh.call import Attempts, Reply, Ticket, run_sync, steps
+from pymesh.call import Attempts, Reply, Ticket, run_sync
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
     LocalFailure,
@@ -285,7 +285,7 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         try:
             a = self.new_attempts(p)
             try:
-                result = run_sync(steps(a), _UnaryIO(self, p, a, invoke, start))
+                result = run_sync(a, _UnaryIO(self, p, a, invoke, start))
                 reply = final_reply(result, self.mesh.node_id)
             except LocalFailure as exc:
                 observe_failure(p, exc)

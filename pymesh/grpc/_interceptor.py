@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from pymesh._mesh import Mesh
-from pymesh.call import Attempts, LocalReply, Reply, Ticket, run_sync, steps
+from pymesh.call import Attempts, LocalReply, Reply, Ticket, run_sync
 from pymesh.grpc._base import Prepared, reply_of
 from pymesh.grpc._channel import MeshChannel
 from pymesh.grpc._core import local_status, remaining
@@ -81,7 +81,7 @@ class MeshInterceptor(
         # The engine's attempts, picking no endpoint: the wrapped channel chooses it.
         a = planner.new_attempts(p, hedge=False)
         a.pick = False
-        result = run_sync(steps(a), _ContinuationIO(a, continuation, details, request))
+        result = run_sync(a, _ContinuationIO(a, continuation, details, request))
         if isinstance(result, LocalReply):
             status = local_status(result, self.mesh.node_id)
             return LocalRpcError(status.code, status.details)

@@ -22,7 +22,7 @@ import grpc
 import grpc.aio
 
 from pymesh._mesh import Mesh
-from pymesh.call import Attempts, Reply, Ticket, run_async, steps
+from pymesh.call import Attempts, Reply, Ticket, run_async
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
     LocalFailure,
@@ -257,7 +257,7 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         try:
             a = self.new_attempts(p)
             try:
-                result = await run_async(steps(a), _UnaryIO(self, p, a, invoke, on_call))
+                result = await run_async(a, _UnaryIO(self, p, a, invoke, on_call))
                 reply = final_reply(result, self.mesh.node_id)
             except LocalFailure as exc:
                 observe_failure(p, exc)

@@ -275,11 +275,11 @@ class RouteDecision:
     """
 
     __slots__ = (
-        "_compiled",
         "_weight_index",
         "action",
         "cluster",
         "cluster_weight",
+        "compiled",
         "route",
         "route_index",
         "virtual_host",
@@ -299,27 +299,23 @@ class RouteDecision:
         self.action: Action = compiled.action
         self.cluster = cluster
         self.cluster_weight = cluster_weight
-        self._compiled = compiled
+        #: The matched route's compiled runtime (retry decider, policies, fault overrides).
+        self.compiled = compiled
         self._weight_index = weight_index
 
     @property
     def request_mutation(self) -> HeaderMutation:
-        return self._compiled.request_mutations[self._weight_index]
-
-    @property
-    def compiled(self) -> CompiledRoute:
-        """The matched route's compiled runtime (retry decider, policies, fault overrides)."""
-        return self._compiled
+        return self.compiled.request_mutations[self._weight_index]
 
     @property
     def fault_overrides(self) -> dict[str, FaultInjector]:
         """Fault filter name -> injector of the most specific override for this decision
         (weighted cluster, route, virtual host); empty when none."""
-        return self._compiled.faults[self._weight_index]
+        return self.compiled.faults[self._weight_index]
 
     @property
     def response_mutation(self) -> HeaderMutation:
-        return self._compiled.response_mutations[self._weight_index]
+        return self.compiled.response_mutations[self._weight_index]
 
     def __repr__(self) -> str:
         return (

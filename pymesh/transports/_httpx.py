@@ -31,7 +31,6 @@ from pymesh.call import (
     plan_request,
     run_async,
     run_sync,
-    steps,
 )
 from pymesh.routing import RequestInfo
 from pymesh.telemetry import RequestObserver, observe_request
@@ -68,8 +67,7 @@ def _failure(exc: Exception) -> Reply:
 
 
 def _answer(a: Attempts, resp: httpcore.Response) -> Reply:
-    headers = _header_map(resp.headers) if a.needs_headers else None
-    return Reply(resp, status=resp.status, headers=headers)
+    return Reply(resp, resp.status, None, _header_map(resp.headers) if a.needs_headers else None)
 
 
 def _attempt_ended(obs: RequestObserver, t: Ticket, reason: str | None) -> None:
@@ -84,11 +82,17 @@ class _IO:
     """What the sync and async httpx I/O share: building an attempt's upstream request
     and reading a hedged attempt's end (pymesh.call.SyncIO / AsyncIO)."""
 
-    __slots__ = ("a", "obs", "plan", "request")
+    __slots__ = ("a", "obs", "plan", "request", "transport")
 
     def __init__(
-        self, a: Attempts, plan: Plan, request: httpx.Request, obs: RequestObserver | None
+        self,
+        transport: typing.Any,
+        a: Attempts,
+        plan: Plan,
+        request: httpx.Request,
+        obs: RequestObserver | None,
     ) -> None:
+        self.transport = transport
         self.a = a
         self.plan = plan
         self.request = request
@@ -670,9 +674,20 @@ class MeshTransport(_Base, httpx.BaseTransport):
         request: httpx.Request,
         obs: RequestObserver | None = None,
     ) -> httpx.Response:
-        a = _attempts(self.mesh, plan, state, request, obs)
-        result = run_sync(steps(a), _SyncIO(self, a, plan, request, obs))
-        out = _finish(a, request, result)
+        a = Attempts(
+            plan,
+            state,
+            self.mesh.rng,
+            replayable=_is_replayable(request),
+            on_end=None if obs is None else functools.partial(_attempt_ended, obs),
+        )
+        result = run_sync(a, _SyncIO(self, a, plan, request, obs))
+        reply = result.reply if type(result) is Ticket else None
+        out: typing.Any
+        if reply is not None and reply.failure is None:  # an answer: the common case
+            out = reply.value
+        else:
+            out = _finish(a, request, result)
         if isinstance(out, httpx.Response):
             return out
         assert isinstance(out.stream, Iterable) and isinstance(result, Ticket)  # cached C checks
@@ -789,9 +804,20 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         request: httpx.Request,
         obs: RequestObserver | None = None,
     ) -> httpx.Response:
-        a = _attempts(self.mesh, plan, state, request, obs)
-        result = await run_async(steps(a), _AsyncIO(self, a, plan, request, obs))
-        out = _finish(a, request, result)
+        a = Attempts(
+            plan,
+            state,
+            self.mesh.rng,
+            replayable=_is_replayable(request),
+            on_end=None if obs is None else functools.partial(_attempt_ended, obs),
+        )
+        result = await run_async(a, _AsyncIO(self, a, plan, request, obs))
+        reply = result.reply if type(result) is Ticket else None
+        out: typing.Any
+        if reply is not None and reply.failure is None:  # an answer: the common case
+            out = reply.value
+        else:
+            out = _finish(a, request, result)
         if isinstance(out, httpx.Response):
             return out
         assert isinstance(out.stream, AsyncIterable) and isinstance(result, Ticket)
@@ -806,45 +832,26 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         await self._direct.aclose()
 
 
-def _attempts(
-    mesh: Mesh,
-    plan: Plan,
-    state: ListenerState,
-    request: httpx.Request,
-    obs: RequestObserver | None,
-) -> Attempts:
-    return Attempts(
-        plan,
-        state,
-        mesh.rng,
-        replayable=_is_replayable(request),
-        on_end=None if obs is None else functools.partial(_attempt_ended, obs),
-    )
-
-
 class _SyncIO(_IO):
     """MeshTransport's I/O of one request's attempts."""
 
-    __slots__ = ("transport",)
-
-    def __init__(
-        self,
-        transport: MeshTransport,
-        a: Attempts,
-        plan: Plan,
-        request: httpx.Request,
-        obs: RequestObserver | None,
-    ) -> None:
-        super().__init__(a, plan, request, obs)
-        self.transport = transport
+    __slots__ = ()
+    transport: MeshTransport
 
     def send(self, t: Ticket) -> Reply:
-        rt, ep, req = self.upstream(t)
+        rt, ep = t.runtime, t.endpoint
+        assert rt is not None and ep is not None
+        obs = self.obs
+        trace = obs.attempt(rt, ep) if obs is not None else None
+        req = _upstream_request(self.plan, self.request, ep, t.deadline, trace)
         try:
             resp = self.transport._pool(rt, ep).handle_request(req)
         except _UPSTREAM_ERRORS as exc:
             return _failure(exc)
-        return _answer(self.a, resp)
+        a = self.a
+        return Reply(
+            resp, resp.status, None, _header_map(resp.headers) if a.needs_headers else None
+        )
 
     def start(self, t: Ticket) -> Future[httpcore.Response]:
         rt, ep, req = self.upstream(t)
@@ -866,18 +873,8 @@ class _SyncIO(_IO):
 class _AsyncIO(_IO):
     """AsyncMeshTransport's I/O of one request's attempts."""
 
-    __slots__ = ("transport",)
-
-    def __init__(
-        self,
-        transport: AsyncMeshTransport,
-        a: Attempts,
-        plan: Plan,
-        request: httpx.Request,
-        obs: RequestObserver | None,
-    ) -> None:
-        super().__init__(a, plan, request, obs)
-        self.transport = transport
+    __slots__ = ()
+    transport: AsyncMeshTransport
 
     async def send(self, t: Ticket) -> Reply:
         rt, ep, req = self.upstream(t)
