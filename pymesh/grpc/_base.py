@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -17,6 +17,7 @@ import grpc
 from pymesh._mesh import ListenerState, Mesh
 from pymesh.call import GRPC_MAX_ATTEMPTS, Attempts, LocalReply, Plan, Reply, Ticket
 from pymesh.grpc._core import (
+    DEADLINE,
     LocalStatus,
     Metadata,
     local_status,
@@ -239,13 +240,74 @@ class MeshChannelBase(Generic[SubT]):
             on_end=None if obs is None else functools.partial(_attempt_ended, obs),
         )
 
-    def first_attempt(self, p: Prepared) -> tuple[Attempts, Ticket]:
-        """A call with a streaming side: one attempt, admitted now (never retried)."""
-        a = self.new_attempts(p, replayable=False)
-        t = a.start()
-        if isinstance(t, LocalReply):
-            raise LocalFailure(local_status(t, self.mesh.node_id), t.flags)
-        return a, t
+    def local_error(self, status: LocalStatus) -> BaseException:
+        """The error a call of this channel fails with for a status pymesh chose."""
+        raise NotImplementedError
+
+    def failed(self, p: Prepared, exc: BaseException) -> BaseException:
+        """A call failed with ``exc``: the error to raise (a LocalFailure becomes this
+        channel's local error), with the call's telemetry ended."""
+        err = exc
+        if isinstance(exc, LocalFailure):
+            observe_failure(p, exc)
+            err = self.local_error(exc.status)
+        if p.obs is not None:
+            p.obs.error(err)
+        return err
+
+    def unary_answer(self, p: Prepared, result: Ticket | LocalReply) -> Any:
+        """The caller's answer of a unary-response call from the engine's result: the
+        winning attempt's response, else its status (the upstream's own, or pymesh's)
+        raised."""
+        try:
+            reply = final_reply(result, self.mesh.node_id)
+            if reply.error is not None:
+                raise reply.error
+        except BaseException as exc:
+            err = self.failed(p, exc)
+            if err is exc:
+                raise
+            raise err from None
+        if p.obs is not None:
+            p.obs.finish(grpc.StatusCode.OK)
+        return reply.value
+
+    def start_stream(
+        self, p: Prepared, start: Callable[[SubT, float | None, OutMetadata], Any]
+    ) -> tuple[Attempts, Ticket, Any]:
+        """Start a call with a streaming side (or a single-attempt future): one attempt,
+        admitted now and never retried; ``start`` sends it. The driver calls
+        :meth:`stream_ended` when the call terminates."""
+        try:
+            a = self.new_attempts(p, replayable=False)
+            t = a.start()
+            if isinstance(t, LocalReply):
+                raise LocalFailure(local_status(t, self.mesh.node_id), t.flags)
+            try:
+                begun = self.begin(p, a, t)
+                if begun is None:
+                    a.settle(t, reply_of(a, t, grpc.StatusCode.DEADLINE_EXCEEDED))
+                    raise LocalFailure(DEADLINE)
+                call = start(*begun)
+            except BaseException:
+                t.abandon()
+                raise
+        except BaseException as exc:
+            err = self.failed(p, exc)
+            if err is exc:
+                raise
+            raise err from None
+        return a, t, call
+
+    @staticmethod
+    def stream_ended(
+        p: Prepared, a: Attempts, t: Ticket, code: grpc.StatusCode, details: str | None
+    ) -> None:
+        """The streaming call of :meth:`start_stream` terminated with ``code``."""
+        a.settle(t, reply_of(a, t, code))
+        t.release()
+        if p.obs is not None:
+            p.obs.finish(code, details)
 
     def begin(
         self, p: Prepared, a: Attempts, t: Ticket

@@ -21,12 +21,9 @@ from pymesh._mesh import Mesh
 from pymesh.call import Attempts, Reply, Ticket, run_sync
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
-    LocalFailure,
     MeshChannelBase,
     OutMetadata,
     Prepared,
-    final_reply,
-    observe_failure,
     reply_of,
 )
 from pymesh.grpc._core import (
@@ -272,6 +269,9 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
             p.obs = obs
         return p
 
+    def local_error(self, status: LocalStatus) -> LocalRpcError:
+        return _local(status)
+
     def call_unary_response(
         self,
         p: Prepared,
@@ -281,63 +281,27 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         """Run a unary-response call through the engine (retries per A44 and the route,
         per-try timeout, hedging): ``invoke`` sends one attempt and waits, ``start``
         sends one without waiting (a grpc future, for hedging)."""
-        obs = p.obs
+        a = self.new_attempts(p)
         try:
-            a = self.new_attempts(p)
-            try:
-                result = run_sync(a, _UnaryIO(self, p, a, invoke, start))
-                reply = final_reply(result, self.mesh.node_id)
-            except LocalFailure as exc:
-                observe_failure(p, exc)
-                raise _local(exc.status) from None
-            if reply.error is not None:
-                raise reply.error
+            result = run_sync(a, _UnaryIO(self, p, a, invoke, start))
         except BaseException as exc:
-            if obs is not None:
-                obs.error(exc)
-            raise
-        if obs is not None:
-            obs.finish(grpc.StatusCode.OK)
-        return reply.value  # type: ignore[return-value]
+            err = self.failed(p, exc)
+            if err is exc:
+                raise
+            raise err from None
+        return self.unary_answer(p, result)  # type: ignore[no-any-return]
 
     def call_streaming_response(
         self, p: Prepared, start: Callable[[grpc.Channel, float | None, OutMetadata], Any]
     ) -> Any:
         """Start a call that returns a grpc.Call at once: a streaming one (no retries once
         streaming) or a single-attempt unary future."""
-        obs = p.obs
-        try:
-            try:
-                a, t = self.first_attempt(p)
-            except LocalFailure as exc:
-                observe_failure(p, exc)
-                raise _local(exc.status) from None
-            try:
-                begun = self.begin(p, a, t)
-                if begun is None:
-                    a.settle(t, reply_of(a, t, grpc.StatusCode.DEADLINE_EXCEEDED))
-                    raise _local(DEADLINE)
-                call = start(*begun)
-            except LocalFailure as exc:
-                t.abandon()
-                observe_failure(p, exc)
-                raise _local(exc.status) from None
-            except BaseException:
-                t.abandon()
-                raise
-        except BaseException as exc:
-            if obs is not None:
-                obs.error(exc)
-            raise
+        a, t, call = self.start_stream(p, start)
 
         def ended() -> None:
             # Runs once the call terminates (status, cancel or deadline); for a stream
             # that is when it finishes, so its span covers the whole stream.
-            code = call.code()
-            a.settle(t, reply_of(a, t, code))
-            t.release()
-            if obs is not None:
-                obs.finish(code, call.details())
+            self.stream_ended(p, a, t, call.code(), call.details())
 
         if not call.add_callback(ended):
             ended()

@@ -25,12 +25,9 @@ from pymesh._mesh import Mesh
 from pymesh.call import Attempts, Reply, Ticket, run_async
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
-    LocalFailure,
     MeshChannelBase,
     OutMetadata,
     Prepared,
-    final_reply,
-    observe_failure,
     reply_of,
 )
 from pymesh.grpc._core import (
@@ -245,6 +242,9 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             p.obs = obs
         return p
 
+    def local_error(self, status: LocalStatus) -> grpc.aio.AioRpcError:
+        return _error(status)
+
     async def unary_response(
         self,
         p: Prepared,
@@ -253,67 +253,32 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
     ) -> Any:
         """Run a unary-response call through the engine (retries per A44 and the route,
         per-try timeout, hedging); ``on_call`` learns each attempt's grpc.aio call."""
-        obs = p.obs
+        a = self.new_attempts(p)
         try:
-            a = self.new_attempts(p)
-            try:
-                result = await run_async(a, _UnaryIO(self, p, a, invoke, on_call))
-                reply = final_reply(result, self.mesh.node_id)
-            except LocalFailure as exc:
-                observe_failure(p, exc)
-                raise _error(exc.status) from None
-            if reply.error is not None:
-                raise reply.error
+            result = await run_async(a, _UnaryIO(self, p, a, invoke, on_call))
         except BaseException as exc:
-            if obs is not None:
-                obs.error(exc)
-            raise
-        if obs is not None:
-            obs.finish(grpc.StatusCode.OK)
-        return reply.value
+            err = self.failed(p, exc)
+            if err is exc:
+                raise
+            raise err from None
+        return self.unary_answer(p, result)
 
     def streaming(
         self, p: Prepared, start: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any]
     ) -> Any:
         """Start a call with a streaming side (one attempt, no retries)."""
-        obs = p.obs
-        try:
-            try:
-                a, t = self.first_attempt(p)
-            except LocalFailure as exc:
-                observe_failure(p, exc)
-                raise _error(exc.status) from None
-            try:
-                begun = self.begin(p, a, t)
-                if begun is None:
-                    a.settle(t, reply_of(a, t, grpc.StatusCode.DEADLINE_EXCEEDED))
-                    raise _error(DEADLINE)
-                call = start(*begun)
-            except LocalFailure as exc:
-                t.abandon()
-                observe_failure(p, exc)
-                raise _error(exc.status) from None
-            except BaseException:
-                t.abandon()
-                raise
-        except BaseException as exc:
-            if obs is not None:
-                obs.error(exc)
-            raise
+        a, t, call = self.start_stream(p, start)
 
         async def finish() -> None:
             # The stream's status (or its cancellation) ends its span.
             details = None
             try:
                 code = await call.code()
-                if obs is not None:
+                if p.obs is not None:
                     details = await call.details()
             except BaseException:
                 code = grpc.StatusCode.CANCELLED
-            a.settle(t, reply_of(a, t, code))
-            t.release()
-            if obs is not None:
-                obs.finish(code, details)
+            self.stream_ended(p, a, t, code, details)
 
         self.spawn(finish())
         return call

@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 import typing
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
 import httpcore
@@ -125,19 +125,15 @@ class _IO:
             self.obs.attempt_done(None, _LOST, None, attempt=t.trace)  # type: ignore[arg-type]
 
 
-def _finish(
-    a: Attempts, request: httpx.Request, result: Ticket | LocalReply
-) -> httpx.Response | httpcore.Response:
-    """The engine's answer: a local reply, a last failure (Envoy's local 504 when a
-    timeout of the route's fired, else httpx's own error raised), or the winning
-    upstream response (the driver wraps its body)."""
+def _finish(a: Attempts, request: httpx.Request, result: Ticket | LocalReply) -> httpx.Response:
+    """The engine's answer when it is no upstream response: a local reply, or a last
+    failure (Envoy's local 504 when a timeout of the route's fired, else httpx's own
+    error raised)."""
     if isinstance(result, LocalReply):
         return _local_response(result, request)
     reply = result.reply
-    assert reply is not None
+    assert reply is not None and reply.failure is not None
     failure = reply.failure
-    if failure is None:
-        return reply.value  # type: ignore[return-value]
     exc = reply.error
     assert isinstance(exc, Exception)
     if failure.timeout:
@@ -550,6 +546,38 @@ class _Base:
             caller_timeout,
         )
 
+    def _attempts(
+        self,
+        plan: Plan,
+        state: ListenerState,
+        request: httpx.Request,
+        obs: RequestObserver | None,
+    ) -> Attempts:
+        """The engine's attempts of one request (only buffered bodies are retried)."""
+        return Attempts(
+            plan,
+            state,
+            self.mesh.rng,
+            replayable=_is_replayable(request),
+            on_end=None if obs is None else functools.partial(_attempt_ended, obs),
+        )
+
+    @staticmethod
+    def _answer(
+        a: Attempts,
+        request: httpx.Request,
+        result: Ticket | LocalReply,
+        stream: type[_SyncStream] | type[_AsyncStream],
+    ) -> httpx.Response:
+        """The httpx response for the engine's answer; an upstream body is wrapped in
+        ``stream``, which gives the attempt's slot back when the body is closed."""
+        reply = result.reply if type(result) is Ticket else None
+        if reply is None or reply.failure is not None:  # local, or a last failure
+            return _finish(a, request, result)
+        resp: typing.Any = reply.value
+        body = stream(resp.stream, result.release)  # type: ignore[union-attr]
+        return _response(a.plan, request, resp, body)
+
     def _mirror_targets(
         self, plan: Plan, state: ListenerState, request: httpx.Request
     ) -> list[tuple[ClusterRuntime, Endpoint]]:
@@ -674,24 +702,9 @@ class MeshTransport(_Base, httpx.BaseTransport):
         request: httpx.Request,
         obs: RequestObserver | None = None,
     ) -> httpx.Response:
-        a = Attempts(
-            plan,
-            state,
-            self.mesh.rng,
-            replayable=_is_replayable(request),
-            on_end=None if obs is None else functools.partial(_attempt_ended, obs),
-        )
+        a = self._attempts(plan, state, request, obs)
         result = run_sync(a, _SyncIO(self, a, plan, request, obs))
-        reply = result.reply if type(result) is Ticket else None
-        out: typing.Any
-        if reply is not None and reply.failure is None:  # an answer: the common case
-            out = reply.value
-        else:
-            out = _finish(a, request, result)
-        if isinstance(out, httpx.Response):
-            return out
-        assert isinstance(out.stream, Iterable) and isinstance(result, Ticket)  # cached C checks
-        return _response(plan, request, out, _SyncStream(out.stream, result.release))
+        return self._answer(a, request, result, _SyncStream)
 
     def hedger(self) -> ThreadPoolExecutor:
         """Sync hedging: attempts run on worker threads, so a per-try timeout can start
@@ -804,24 +817,9 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         request: httpx.Request,
         obs: RequestObserver | None = None,
     ) -> httpx.Response:
-        a = Attempts(
-            plan,
-            state,
-            self.mesh.rng,
-            replayable=_is_replayable(request),
-            on_end=None if obs is None else functools.partial(_attempt_ended, obs),
-        )
+        a = self._attempts(plan, state, request, obs)
         result = await run_async(a, _AsyncIO(self, a, plan, request, obs))
-        reply = result.reply if type(result) is Ticket else None
-        out: typing.Any
-        if reply is not None and reply.failure is None:  # an answer: the common case
-            out = reply.value
-        else:
-            out = _finish(a, request, result)
-        if isinstance(out, httpx.Response):
-            return out
-        assert isinstance(out.stream, AsyncIterable) and isinstance(result, Ticket)
-        return _response(plan, request, out, _AsyncStream(out.stream, result.release))
+        return self._answer(a, request, result, _AsyncStream)
 
     async def aclose(self) -> None:
         for task in list(self._shadow_tasks):
