@@ -27,7 +27,8 @@ Refused = tuple[str, str]
 class Ticket:
     """One admitted attempt: where it goes, what it holds, and when it must end.
 
-    ``runtime``/``endpoint``/``state`` are None for an attempt that picks no endpoint
+    ``load`` is the endpoint's load state (least request, peak EWMA). ``runtime``,
+    ``endpoint`` and ``load`` are None for an attempt that picks no endpoint
     (the interceptor, which cannot choose the destination of the channel it wraps).
     """
 
@@ -59,13 +60,13 @@ class Ticket:
         self,
         runtime: ClusterRuntime | None,
         endpoint: Endpoint | None,
-        state: EndpointState | None,
+        load: EndpointState | None,
         breaker: CircuitBreaker | None,
         is_retry: bool,
     ) -> None:
         self.runtime = runtime
         self.endpoint = endpoint
-        self.state = state
+        self.load = load
         self._breaker = breaker
         self._is_retry = is_retry
         if endpoint is None:
@@ -76,9 +77,9 @@ class Ticket:
         if cluster is not None and cluster.lb_policy.name == "peak_ewma":
             self._timed = True
             self.started = now = time.monotonic()
-            state.on_start(now)  # type: ignore[union-attr]
-        elif state is not None:
-            state.on_start_untimed()
+            load.on_start(now)  # type: ignore[union-attr]
+        elif load is not None:
+            load.on_start_untimed()
 
     def __repr__(self) -> str:
         return f"<Ticket {self.address or '-'} retry={self._is_retry} ended={self.ended}>"
@@ -93,16 +94,16 @@ class Ticket:
                 self.release()
             return
         self.ended = True
-        state = self.state
-        if state is not None:
+        load = self.load
+        if load is not None:
             if not self._timed:
-                state.on_finish()
+                load.on_finish()
             else:
                 now = time.monotonic()
                 if failed:
-                    state.on_failure(now - self.started, now)
+                    load.on_failure(now - self.started, now)
                 else:
-                    state.on_finish(now - self.started, now)
+                    load.on_finish(now - self.started, now)
         rt = self.runtime
         if outcome is not None and rt is not None and not self.hedged:
             outlier = rt.outlier

@@ -77,7 +77,8 @@ class Attempts:
         on_end: Callable[[Ticket, str | None], None] | None = None,
     ) -> None:
         self.plan = plan
-        self.state = state
+        #: The listener's routing state (aggregate clusters resolve their leaf in it).
+        self.listener = state
         self.rng = rng
         self.decider = decider = plan.decider
         #: Endpoints to steer away from while others can be picked (gRPC: sub-channels in
@@ -118,7 +119,7 @@ class Attempts:
         else:
             rt = plan.runtime
             if rt.leaf_clusters:  # an aggregate cluster: pick from its leaf
-                leaf = target_runtime(plan, self.state)
+                leaf = target_runtime(plan, self.listener)
                 if leaf is None:
                     return self._give_back(retry_slot, "UH", "no healthy upstream")
                 rt = leaf
