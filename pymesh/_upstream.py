@@ -11,12 +11,16 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pymesh.lb import EndpointStates, Picker, build_picker
 from pymesh.resilience import CircuitBreaker, OutlierDetector
 from pymesh.xds.dependencies import ClusterConfig
 from pymesh.xds.resources.cluster import Cluster
 from pymesh.xds.resources.endpoint import ClusterLoadAssignment
+
+if TYPE_CHECKING:
+    from pymesh.security import ClientTls, MeshSecurity
 
 log = logging.getLogger("pymesh.upstream")
 
@@ -98,6 +102,15 @@ class ClusterRuntime:
             outlier.set_hosts(addresses)
         with self._lock:
             self._rebuild()
+
+    def client_tls(self, security: MeshSecurity) -> ClientTls | None:
+        """The client TLS state for connections to this cluster now (None: plaintext),
+        from its UpstreamTlsContext; shared by the httpx pools and the gRPC sub-channels.
+        Raises TlsConfigError when the config cannot be satisfied (never plaintext)."""
+        cluster = self.cluster
+        if cluster is None or cluster.tls is None:
+            return None
+        return security.client(self.name, cluster.tls)
 
     def _on_ejected(self, ejected: frozenset[str]) -> None:
         # Called from the request path (consecutive detectors) or the sweeper.

@@ -83,11 +83,10 @@ def cluster_tls(
 
     ``enabled`` is False for channels built with the caller's own credentials.
     """
-    cluster = rt.cluster
-    if not enabled or cluster is None or cluster.tls is None:
+    if not enabled:
         return None
     try:
-        return mesh.security.client(rt.name, cluster.tls)
+        return rt.client_tls(mesh.security)
     except TlsConfigError as exc:
         return no_upstream(
             plan,
