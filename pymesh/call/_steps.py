@@ -258,7 +258,9 @@ def run_sync(a: Attempts, io: SyncIO) -> Ticket | LocalReply:
                         ended = []
                     while not done.empty():
                         ended.append(done.get_nowait())
-                    value = [(t, io.collect(t)) for t in ended]
+                    live = step.tickets  # type: ignore[union-attr]
+                    # (an attempt abandoned earlier may end now: nobody reads it)
+                    value = [(t, io.collect(t)) for t in ended if t in live]
                 else:
                     for t in step.tickets:  # type: ignore[union-attr]
                         io.cancel(t)
