@@ -1,6 +1,8 @@
-"""Sync unary gRPC: plain grpcio vs grpcio's native xds:/// vs pymesh.grpc, side by side.
+"""Unary gRPC: plain grpcio vs grpcio's native xds:/// vs pymesh.grpc, side by side.
 
-    python benchmarks/grpc_channel.py [--calls 5000] [--rounds 3]
+    python benchmarks/grpc_channel.py [--calls 5000] [--rounds 3] [--aio]
+
+``--aio`` runs the same with grpc.aio channels (pymesh.grpc.aio), one call at a time.
 
 One backend (its own process) and pymesh's embedded control plane. Each client runs in
 its own fresh interpreter (grpcio reads GRPC_XDS_BOOTSTRAP once, at start), makes
@@ -40,6 +42,58 @@ server.stop(0)
 """
 
 
+def run_aio_client(mode: str, address: str, bootstrap: str, calls: int, warmup: int) -> None:
+    """:func:`run_client` with grpc.aio channels."""
+    import asyncio
+
+    import grpc
+
+    async def run() -> tuple[list[float], float]:
+        mesh = None
+        if mode == "plain":
+            channel: Any = grpc.aio.insecure_channel(address)
+        elif mode == "grpcio-xds":
+            channel = grpc.aio.insecure_channel(TARGET)
+        else:
+            import pymesh
+            import pymesh.grpc
+
+            mesh = pymesh.Mesh(bootstrap, seed=1)
+            channel = pymesh.grpc.aio.insecure_channel(TARGET, mesh)
+        call = channel.unary_unary(METHOD)
+        await call(b"w", timeout=30, wait_for_ready=True)
+        for _ in range(warmup):
+            await call(b"w", timeout=30)
+        lat = []
+        clock = time.perf_counter
+        start = clock()
+        for _ in range(calls):
+            t0 = clock()
+            await call(b"ping", timeout=30)
+            lat.append(clock() - t0)
+        total = clock() - start
+        await channel.close()
+        if mesh is not None:
+            mesh.close()
+        return lat, total
+
+    lat, total = asyncio.run(run())
+    _report(calls, total, lat)
+
+
+def _report(calls: int, total: float, lat: list[float]) -> None:
+    lat.sort()
+    print(
+        json.dumps(
+            {
+                "rps": calls / total,
+                "p50_us": lat[len(lat) // 2] * 1e6,
+                "p99_us": lat[int(len(lat) * 0.99)] * 1e6,
+            }
+        )
+    )
+
+
 def run_client(mode: str, address: str, bootstrap: str, calls: int, warmup: int) -> None:
     """In a child process: time ``calls`` sequential unary calls; print JSON."""
     import grpc
@@ -68,16 +122,7 @@ def run_client(mode: str, address: str, bootstrap: str, calls: int, warmup: int)
         call(b"ping", timeout=30)
         lat.append(clock() - t0)
     total = clock() - start
-    lat.sort()
-    print(
-        json.dumps(
-            {
-                "rps": calls / total,
-                "p50_us": lat[len(lat) // 2] * 1e6,
-                "p99_us": lat[int(len(lat) * 0.99)] * 1e6,
-            }
-        )
-    )
+    _report(calls, total, lat)
     channel.close()
     if mesh is not None:
         mesh.close()
@@ -88,12 +133,14 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=5000)
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--aio", action="store_true", help="grpc.aio channels instead of sync")
     ap.add_argument("--client", help=argparse.SUPPRESS)
     ap.add_argument("--address", help=argparse.SUPPRESS)
     ap.add_argument("--bootstrap", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.client:
-        run_client(args.client, args.address, args.bootstrap, args.calls, args.warmup)
+        client = run_aio_client if args.aio else run_client
+        client(args.client, args.address, args.bootstrap, args.calls, args.warmup)
         return
 
     from pymesh.server import ControlPlane, compile_mesh
@@ -143,6 +190,7 @@ def main() -> None:
                             str(args.calls),
                             "--warmup",
                             str(args.warmup),
+                            *(["--aio"] if args.aio else []),
                         ],
                         env=env,
                         capture_output=True,
@@ -158,7 +206,8 @@ def main() -> None:
             backend.stdin.close()
         backend.wait(10)
 
-    print(f"sync unary, {args.calls} sequential calls, best of {args.rounds} rounds")
+    kind = "aio" if args.aio else "sync"
+    print(f"{kind} unary, {args.calls} sequential calls, best of {args.rounds} rounds")
     print(f"{'client':<12} {'calls/s':>9} {'p50 us':>8} {'p99 us':>8}")
     for mode in modes:
         r = best[mode]

@@ -11,12 +11,16 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pymesh.lb import EndpointStates, Picker, build_picker
 from pymesh.resilience import CircuitBreaker, OutlierDetector
 from pymesh.xds.dependencies import ClusterConfig
 from pymesh.xds.resources.cluster import Cluster
 from pymesh.xds.resources.endpoint import ClusterLoadAssignment
+
+if TYPE_CHECKING:
+    from pymesh.security import ClientTls, MeshSecurity
 
 log = logging.getLogger("pymesh.upstream")
 
@@ -37,6 +41,7 @@ class ClusterRuntime:
         "endpoints",
         "error",
         "leaf_clusters",
+        "localities",
         "name",
         "next_sweep",
         "outlier",
@@ -57,6 +62,8 @@ class ClusterRuntime:
         self.breaker: CircuitBreaker | None = None
         self.outlier: OutlierDetector | None = None
         self.addresses: frozenset[str] = frozenset()
+        #: Endpoint address -> its locality's name (telemetry), built with each EDS update.
+        self.localities: dict[str, str] = {}
         self.next_sweep = 0.0
         # Serialises picker rebuilds (xDS updates, ejection changes). The request path
         # takes it only when an ejection changes. Lock order: the outlier detector's
@@ -83,6 +90,11 @@ class ClusterRuntime:
             outlier = self.outlier
             if cc.endpoints is not None:
                 self.addresses = frozenset(e.address for e in cc.endpoints.endpoints)
+                self.localities = {
+                    ep.address: str(loc.locality)
+                    for loc in cc.endpoints.localities
+                    for ep in loc.endpoints
+                }
             addresses = self.addresses
         # Outside our lock: the detector calls _on_ejected (which takes our lock) while
         # holding its own, so our lock is never held while waiting for the detector's.
@@ -90,6 +102,15 @@ class ClusterRuntime:
             outlier.set_hosts(addresses)
         with self._lock:
             self._rebuild()
+
+    def client_tls(self, security: MeshSecurity) -> ClientTls | None:
+        """The client TLS state for connections to this cluster now (None: plaintext),
+        from its UpstreamTlsContext; shared by the httpx pools and the gRPC sub-channels.
+        Raises TlsConfigError when the config cannot be satisfied (never plaintext)."""
+        cluster = self.cluster
+        if cluster is None or cluster.tls is None:
+            return None
+        return security.client(self.name, cluster.tls)
 
     def _on_ejected(self, ejected: frozenset[str]) -> None:
         # Called from the request path (consecutive detectors) or the sweeper.

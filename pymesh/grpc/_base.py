@@ -1,33 +1,39 @@
-"""State and bookkeeping shared by the sync and aio mesh channels (no I/O, no waiting)."""
+"""State and bookkeeping shared by the sync and aio mesh channels (no I/O, no waiting).
+
+Attempts are the call engine's (:mod:`pymesh.call`): a channel only starts an admitted
+attempt on its endpoint's sub-channel (:meth:`MeshChannelBase.begin`) and maps the
+call's status into the engine's :class:`~pymesh.call.Reply` (:func:`reply_of`).
+"""
 
 from __future__ import annotations
 
+import functools
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 import grpc
 
 from pymesh._mesh import ListenerState, Mesh
-from pymesh._upstream import ClusterRuntime
+from pymesh.call import GRPC_MAX_ATTEMPTS, Attempts, LocalReply, Plan, Reply, Ticket
 from pymesh.grpc._core import (
+    DEADLINE,
     LocalStatus,
     Metadata,
-    choose,
-    no_upstream,
+    local_status,
     parse_target,
-    record,
     remaining,
+    status_code,
 )
-from pymesh.grpc._tls import TlsEndpoint, pick_tls, picked_tls
+from pymesh.grpc._tls import TlsEndpoint, cluster_tls
+from pymesh.resilience import Outcome
+from pymesh.security import ClientTls
 from pymesh.telemetry._rpc import RpcObserver, observe_rpc
-from pymesh.transports._plan import Plan
 
 OutMetadata = Metadata | None
-# Statuses that mean the endpoint gave no real answer (peak EWMA penalises them).
-_NO_ANSWER = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-Done = Callable[[grpc.StatusCode], None]
+#: A per-try timeout: the attempt's own deadline (sooner than the call's) passed.
+_PER_TRY = Outcome.failure(timeout=True)
+_DEADLINE_CODE = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 
 SubT = TypeVar("SubT")
 
@@ -40,6 +46,10 @@ class Prepared:
     def __init__(
         self, plan: Plan, state: ListenerState, deadline: float | None, metadata: OutMetadata
     ) -> None:
+        # gRPC's deadline is the caller's capped by A31 (grpc_deadline), never Envoy's
+        # route timeout: the engine's plan bounds retries and per-try timeouts by it.
+        plan.deadline = deadline
+        plan.route_timeout_binding = False
         self.plan = plan
         self.state = state
         self.deadline = deadline
@@ -53,27 +63,47 @@ class LocalFailure(Exception):
     def __init__(self, status: LocalStatus, flag: str = "") -> None:
         super().__init__(status.details)
         self.status = status
-        self.flag = flag  # Envoy's response flag (UH, UO) for telemetry
-
-
-def begin_attempt(
-    p: Prepared, rt: ClusterRuntime, address: str, done: Done
-) -> tuple[float | None, OutMetadata] | None:
-    """The timeout and metadata of the attempt about to start on ``address``; None, with
-    the attempt ended as DEADLINE_EXCEEDED, when the call's deadline has already passed
-    (the caller raises its channel's deadline error)."""
-    timeout = remaining(p.deadline)
-    if timeout is not None and timeout <= 0:
-        done(grpc.StatusCode.DEADLINE_EXCEEDED)
-        return None
-    obs = p.obs
-    return timeout, (p.metadata if obs is None else obs.attempt(rt, address, p.metadata))
+        self.flag = flag  # Envoy's response flag (UH, UO, DO, UF) for telemetry
 
 
 def observe_failure(p: Prepared, exc: LocalFailure) -> None:
     """Note on the call's telemetry that pymesh answered it itself (and why)."""
     if p.obs is not None and exc.flag:
         p.obs.local_reply = exc.flag
+
+
+def reply_of(
+    a: Attempts,
+    t: Ticket,
+    code: grpc.StatusCode,
+    value: object = None,
+    error: BaseException | None = None,
+) -> Reply:
+    """The engine's view of an attempt that ended with ``code``: a response carrying that
+    gRPC status (A44 retries and A50 outlier detection read it), except that
+    DEADLINE_EXCEEDED of an attempt whose per-try timeout fired is a timeout failure (as
+    Envoy's per-try timeout)."""
+    n = code.value[0]
+    if n == _DEADLINE_CODE and a.per_try_fired(t):
+        return Reply(value, grpc_status=n, failure=_PER_TRY, error=error)
+    return Reply(value, grpc_status=n, error=error)
+
+
+def final_reply(result: Ticket | LocalReply, node_id: str) -> Reply:
+    """The caller's answer from the engine: the winning (or last) attempt's reply with
+    its slot given back; a LocalFailure for an answer pymesh gives itself."""
+    if isinstance(result, LocalReply):
+        raise LocalFailure(local_status(result, node_id), result.flags)
+    result.release()
+    reply = result.reply
+    assert reply is not None
+    return reply
+
+
+def _attempt_ended(obs: RpcObserver, t: Ticket, reason: str | None) -> None:
+    reply = t.reply
+    code = status_code(reply.grpc_status) if reply and reply.grpc_status is not None else None
+    obs.attempt_done(code, retried=reason is not None, attempt=t.trace)
 
 
 class MeshChannelBase(Generic[SubT]):
@@ -131,13 +161,12 @@ class MeshChannelBase(Generic[SubT]):
         adopting the address's plaintext channel ``plain`` if there is one."""
         raise NotImplementedError
 
-    def subchannel(self, address: str) -> SubT:
+    def subchannel(self, address: str, tls: ClientTls | None = None) -> SubT:
         """The cached real channel to one endpoint address (created on first use).
 
-        For a call whose pick is a TLS cluster (``acquire`` remembered its ClientTls),
+        For an attempt to a TLS cluster (``tls``: its ClientTls, from :func:`cluster_tls`),
         the view of the endpoint's TlsEndpoint for that cluster's TLS config.
         """
-        tls = picked_tls()
         sub = self._subs.get(address)
         if sub is not None:
             if isinstance(sub, TlsEndpoint):
@@ -196,70 +225,114 @@ class MeshChannelBase(Generic[SubT]):
         """Addresses whose sub-channel is in TRANSIENT_FAILURE."""
         return frozenset()
 
-    def acquire(
-        self, p: Prepared, tried: set[str], attempt: int
-    ) -> tuple[ClusterRuntime, str, Done]:
-        """Pick an endpoint and take the circuit breaker; return ``done(code)`` to call once.
+    def new_attempts(self, p: Prepared, *, replayable: bool = True, hedge: bool = True) -> Attempts:
+        """The engine's attempts of one call: A44's 5-attempt cap, sub-channels in
+        TRANSIENT_FAILURE avoided while others can be picked, telemetry per attempt."""
+        obs = p.obs
+        return Attempts(
+            p.plan,
+            p.state,
+            self.mesh.rng,
+            replayable=replayable,
+            max_attempts=GRPC_MAX_ATTEMPTS,
+            avoid=self.avoid,
+            hedge=hedge,
+            on_end=None if obs is None else functools.partial(_attempt_ended, obs),
+        )
 
-        Raises LocalFailure (UNAVAILABLE) for no healthy upstream or overflow (A32).
-        """
-        chosen = choose(p.plan, p.state, tried, self.avoid())
-        if chosen is None:
-            raise LocalFailure(no_upstream(p.plan, "no healthy upstream", self.mesh.node_id), "UH")
-        rt, ep = chosen
-        # Upstream TLS from the cluster's UpstreamTlsContext (pymesh/grpc/_tls.py): remember
-        # this pick's ClientTls for subchannel(); fail closed, before any socket, when the
-        # config cannot be satisfied. Channels with the caller's own credentials keep them.
-        refused = pick_tls(self.mesh, rt, p.plan, enabled=self._credentials is None)
-        if refused is not None:
-            raise LocalFailure(refused, "UF")
-        address = ep.address
-        breaker = rt.breaker
-        if breaker is not None:
-            ok = breaker.try_acquire_request() if attempt == 0 else breaker.try_acquire_retry()
-            if not ok:
-                raise LocalFailure(
-                    no_upstream(p.plan, "upstream overflow", self.mesh.node_id), "UO"
-                )
-        st = rt.states.get_or_create(address)
-        picker = rt.picker
-        # Only the peak-EWMA policy reads latencies: skip the clock and math otherwise.
-        started = time.monotonic() if picker is not None and picker.policy == "peak_ewma" else None
-        st.on_start(started)  # A48 least request reads the count, peak EWMA the timing
+    def local_error(self, status: LocalStatus) -> BaseException:
+        """The error a call of this channel fails with for a status pymesh chose."""
+        raise NotImplementedError
+
+    def failed(self, p: Prepared, exc: BaseException) -> BaseException:
+        """A call failed with ``exc``: the error to raise (a LocalFailure becomes this
+        channel's local error), with the call's telemetry ended."""
+        err = exc
+        if isinstance(exc, LocalFailure):
+            observe_failure(p, exc)
+            err = self.local_error(exc.status)
+        if p.obs is not None:
+            p.obs.error(err)
+        return err
+
+    def unary_answer(self, p: Prepared, result: Ticket | LocalReply) -> Any:
+        """The caller's answer of a unary-response call from the engine's result: the
+        winning attempt's response, else its status (the upstream's own, or pymesh's)
+        raised."""
+        try:
+            reply = final_reply(result, self.mesh.node_id)
+            if reply.error is not None:
+                raise reply.error
+        except BaseException as exc:
+            err = self.failed(p, exc)
+            if err is exc:
+                raise
+            raise err from None
+        if p.obs is not None:
+            p.obs.finish(grpc.StatusCode.OK)
+        return reply.value
+
+    def start_stream(
+        self, p: Prepared, start: Callable[[SubT, float | None, OutMetadata], Any]
+    ) -> tuple[Attempts, Ticket, Any]:
+        """Start a call with a streaming side (or a single-attempt future): one attempt,
+        admitted now and never retried; ``start`` sends it. The driver calls
+        :meth:`stream_ended` when the call terminates."""
+        try:
+            a = self.new_attempts(p, replayable=False)
+            t = a.start()
+            if isinstance(t, LocalReply):
+                raise LocalFailure(local_status(t, self.mesh.node_id), t.flags)
+            try:
+                begun = self.begin(p, a, t)
+                if begun is None:
+                    a.settle(t, reply_of(a, t, grpc.StatusCode.DEADLINE_EXCEEDED))
+                    raise LocalFailure(DEADLINE)
+                call = start(*begun)
+            except BaseException:
+                t.abandon()
+                raise
+        except BaseException as exc:
+            err = self.failed(p, exc)
+            if err is exc:
+                raise
+            raise err from None
+        return a, t, call
+
+    @staticmethod
+    def stream_ended(
+        p: Prepared, a: Attempts, t: Ticket, code: grpc.StatusCode, details: str | None
+    ) -> None:
+        """The streaming call of :meth:`start_stream` terminated with ``code``."""
+        a.settle(t, reply_of(a, t, code))
+        t.release()
+        if p.obs is not None:
+            p.obs.finish(code, details)
+
+    def begin(
+        self, p: Prepared, a: Attempts, t: Ticket
+    ) -> tuple[SubT, float | None, OutMetadata] | None:
+        """Start admitted attempt ``t``: its sub-channel (with the cluster's TLS, passed
+        explicitly), timeout and metadata; None when its deadline has already passed
+        (the driver answers DEADLINE_EXCEEDED without sending). Raises LocalFailure when
+        the cluster's TLS cannot be set up (never plaintext) or the channel closed."""
+        rt = t.runtime
+        assert rt is not None
+        address = t.address
+        tls = cluster_tls(self.mesh, rt, p.plan, enabled=self._credentials is None)
+        if isinstance(tls, LocalStatus):
+            raise LocalFailure(tls, "UF")
+        sub = self.subchannel(address, tls)
+        timeout = remaining(t.deadline)
+        if timeout is not None and timeout <= 0:
+            return None
         with self._count_lock:
             self._inflight[address] = self._inflight.get(address, 0) + 1
-        tried.add(address)
-        finished = False
-
-        def done(code: grpc.StatusCode) -> None:
-            nonlocal finished
-            if finished:
-                return
-            finished = True
-            if started is None:
-                st.on_finish()
-            else:
-                now = time.monotonic()
-                if code in _NO_ANSWER:
-                    st.on_failure(now - started, now)  # penalised: see EndpointState
-                else:
-                    st.on_finish(now - started, now)
-            if breaker is not None:
-                if attempt == 0:
-                    breaker.release_request()
-                else:
-                    breaker.release_retry()
-            self._finish(address)
-            if rt.outlier is not None:
-                record(rt, address, code)
-
-        return rt, address, done
-
-    def backoff_delay(self, p: Prepared, attempt: int) -> float | None:
-        """Seconds to wait before retry ``attempt`` (1-based); None if the deadline forbids it."""
-        decider = p.plan.decider
-        assert decider is not None
-        delay = decider.backoff_delay(attempt, self.mesh.rng)
-        if p.deadline is not None and time.monotonic() + delay >= p.deadline:
-            return None
-        return delay
+        t.on_release = functools.partial(self._finish, address)
+        obs = p.obs
+        if obs is None:
+            return sub, timeout, p.metadata
+        md = obs.attempt(rt, address, p.metadata)
+        if a.hedging:  # attempts run side by side: each ends with its own handle
+            t.trace = obs.detach_attempt()
+        return sub, timeout, md

@@ -1,8 +1,9 @@
 """The synchronous mesh channel: a grpc.Channel that routes every call through the mesh.
 
 Per call: wait for the listener's state, plan the call (route, fault, cluster, hash),
-pick an endpoint and send through one cached real grpc channel per endpoint address
-(a "sub-channel"). Unary-response calls are retried per the route's policy (gRFC A44).
+then the call engine (pymesh.call) admits each attempt and this channel sends it through
+one cached real grpc channel per endpoint address (a "sub-channel"). Unary-response
+calls are retried per the route's policy (gRFC A44), with per-try timeouts and hedging.
 """
 
 from __future__ import annotations
@@ -17,27 +18,22 @@ from typing import Any
 import grpc
 
 from pymesh._mesh import Mesh
-from pymesh._upstream import ClusterRuntime
+from pymesh.call import Attempts, Reply, Ticket, run_sync
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
-    Done,
-    LocalFailure,
     MeshChannelBase,
     OutMetadata,
     Prepared,
-    begin_attempt,
-    observe_failure,
+    reply_of,
 )
 from pymesh.grpc._core import (
     DEADLINE,
     LocalStatus,
     Metadata,
-    attempts_of,
     grpc_deadline,
     outgoing_metadata,
     plan_call,
     remaining,
-    should_retry,
 )
 from pymesh.grpc._local import LocalRpcError
 
@@ -273,117 +269,98 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
             p.obs = obs
         return p
 
-    def _acquire(
-        self, p: Prepared, tried: set[str], attempt: int
-    ) -> tuple[ClusterRuntime, str, Done]:
-        try:
-            return self.acquire(p, tried, attempt)
-        except LocalFailure as exc:
-            observe_failure(p, exc)
-            raise _local(exc.status) from None
-
-    def _sub(self, address: str) -> grpc.Channel:
-        try:
-            return self.subchannel(address)
-        except LocalFailure as exc:
-            raise _local(exc.status) from None
+    def local_error(self, status: LocalStatus) -> LocalRpcError:
+        return _local(status)
 
     def call_unary_response(
         self,
         p: Prepared,
         invoke: Callable[[grpc.Channel, float | None, OutMetadata], tuple[Any, grpc.Call]],
+        start: Callable[[grpc.Channel, float | None, OutMetadata], Any],
     ) -> tuple[Any, grpc.Call]:
-        """Run a unary-response call with the route's retry policy (gRFC A44)."""
-        obs = p.obs
-        if obs is None:
-            return self._unary_attempts(p, invoke)
+        """Run a unary-response call through the engine (retries per A44 and the route,
+        per-try timeout, hedging): ``invoke`` sends one attempt and waits, ``start``
+        sends one without waiting (a grpc future, for hedging)."""
+        a = self.new_attempts(p)
         try:
-            result = self._unary_attempts(p, invoke)
+            result = run_sync(a, _UnaryIO(self, p, a, invoke, start))
         except BaseException as exc:
-            obs.error(exc)
-            raise
-        obs.finish(grpc.StatusCode.OK)
-        return result
-
-    def _unary_attempts(
-        self,
-        p: Prepared,
-        invoke: Callable[[grpc.Channel, float | None, OutMetadata], tuple[Any, grpc.Call]],
-    ) -> tuple[Any, grpc.Call]:
-        obs = p.obs
-        attempts = attempts_of(p.plan)
-        tried: set[str] = set()
-        attempt = 0
-        while True:
-            rt, address, done = self._acquire(p, tried, attempt)
-            begun = begin_attempt(p, rt, address, done)
-            if begun is None:
-                raise _local(DEADLINE)
-            timeout, md = begun
-            try:
-                response, call = invoke(self._sub(address), timeout, md)
-            except grpc.RpcError as err:
-                code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
-                done(code)
-                delay = None
-                if attempt + 1 < attempts and should_retry(p.plan.decider, code):
-                    delay = self.backoff_delay(p, attempt + 1)
-                if obs is not None:
-                    obs.attempt_done(code, retried=delay is not None)
-                if delay is not None:
-                    time.sleep(delay)
-                    attempt += 1
-                    continue
+            err = self.failed(p, exc)
+            if err is exc:
                 raise
-            except BaseException:
-                done(grpc.StatusCode.CANCELLED)
-                raise
-            done(grpc.StatusCode.OK)
-            if obs is not None:
-                obs.attempt_done(grpc.StatusCode.OK)
-            return response, call
-
-    def backoff(self, p: Prepared, attempt: int) -> bool:
-        """Sleep before retry ``attempt`` (1-based); False when the deadline forbids it."""
-        delay = self.backoff_delay(p, attempt)
-        if delay is None:
-            return False
-        time.sleep(delay)
-        return True
+            raise err from None
+        return self.unary_answer(p, result)  # type: ignore[no-any-return]
 
     def call_streaming_response(
         self, p: Prepared, start: Callable[[grpc.Channel, float | None, OutMetadata], Any]
     ) -> Any:
         """Start a call that returns a grpc.Call at once: a streaming one (no retries once
         streaming) or a single-attempt unary future."""
-        obs = p.obs
-        try:
-            rt, address, done = self._acquire(p, set(), 0)
-            begun = begin_attempt(p, rt, address, done)
-            if begun is None:
-                raise _local(DEADLINE)
-            timeout, md = begun
-            try:
-                call = start(self._sub(address), timeout, md)
-            except BaseException:
-                done(grpc.StatusCode.CANCELLED)
-                raise
-        except BaseException as exc:
-            if obs is not None:
-                obs.error(exc)
-            raise
+        a, t, call = self.start_stream(p, start)
 
         def ended() -> None:
             # Runs once the call terminates (status, cancel or deadline); for a stream
             # that is when it finishes, so its span covers the whole stream.
-            code = call.code()
-            done(code)
-            if obs is not None:
-                obs.finish(code, call.details())
+            self.stream_ended(p, a, t, call.code(), call.details())
 
         if not call.add_callback(ended):
             ended()
         return call
+
+
+class _UnaryIO:
+    """The blocking I/O of one unary-response call's attempts (pymesh.call.SyncIO)."""
+
+    __slots__ = ("a", "ch", "invoke", "p", "start_one")
+
+    def __init__(
+        self,
+        ch: MeshChannel,
+        p: Prepared,
+        a: Attempts,
+        invoke: Callable[[grpc.Channel, float | None, OutMetadata], tuple[Any, grpc.Call]],
+        start: Callable[[grpc.Channel, float | None, OutMetadata], Any],
+    ) -> None:
+        self.ch = ch
+        self.p = p
+        self.a = a
+        self.invoke = invoke
+        self.start_one = start
+
+    def send(self, t: Ticket) -> Reply:
+        begun = self.ch.begin(self.p, self.a, t)
+        if begun is None:
+            return reply_of(self.a, t, grpc.StatusCode.DEADLINE_EXCEEDED, None, _local(DEADLINE))
+        try:
+            value = self.invoke(*begun)
+        except grpc.RpcError as err:
+            code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+            return reply_of(self.a, t, code, None, err)
+        return Reply(value, grpc_status=0)
+
+    def start(self, t: Ticket) -> Any:
+        begun = self.ch.begin(self.p, self.a, t)
+        if begun is None:
+            return _local(DEADLINE)  # a finished, failed future
+        return self.start_one(*begun)
+
+    def collect(self, t: Ticket) -> Reply:
+        fut = t.handle
+        try:
+            response = fut.result()  # type: ignore[attr-defined]
+        except grpc.RpcError as err:
+            code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+            return reply_of(self.a, t, code, None, err)
+        return Reply((response, fut), grpc_status=0)
+
+    def discard(self, t: Ticket) -> None:
+        return None
+
+    def cancel(self, t: Ticket) -> None:
+        t.handle.cancel()  # type: ignore[attr-defined]
+        obs = self.p.obs
+        if obs is not None:
+            obs.attempt_done(grpc.StatusCode.CANCELLED, attempt=t.trace)
 
 
 class _MultiCallable:
@@ -433,7 +410,11 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore
                 request, t, md, credentials, wait_for_ready, compression
             )
 
-        return ch.call_unary_response(p, invoke)
+        def start(sub: grpc.Channel, t: float | None, md: OutMetadata) -> Any:
+            mc = self._real(sub, sub_key(sub), "unary_unary")
+            return mc.future(request, t, md, credentials, wait_for_ready, compression)
+
+        return ch.call_unary_response(p, invoke, start)
 
     def __call__(
         self,
@@ -476,7 +457,7 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore
                 return mc.future(
                     request, timeout, metadata, credentials, wait_for_ready, compression
                 )
-            if isinstance(p, Prepared) and attempts_of(p.plan) == 1:
+            if isinstance(p, Prepared) and ch.new_attempts(p).limit == 1:
 
                 def start(sub: grpc.Channel, t: float | None, md: OutMetadata) -> Any:
                     mc = self._real(sub, sub_key(sub), "unary_unary")
@@ -548,7 +529,7 @@ class _StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: igno
                 request_iterator, timeout, metadata, credentials, wait_for_ready, compression
             )
         requests: Iterable[Any] = request_iterator
-        if attempts_of(p.plan) > 1:
+        if ch.new_attempts(p).limit > 1:
             requests = list(request_iterator)  # buffered so that a retry can replay it
 
         def invoke(sub: grpc.Channel, t: float | None, md: OutMetadata) -> tuple[Any, grpc.Call]:
@@ -557,7 +538,11 @@ class _StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: igno
                 iter(requests), t, md, credentials, wait_for_ready, compression
             )
 
-        return ch.call_unary_response(p, invoke)
+        def start(sub: grpc.Channel, t: float | None, md: OutMetadata) -> Any:
+            mc = self._real(sub, sub_key(sub), "stream_unary")
+            return mc.future(iter(requests), t, md, credentials, wait_for_ready, compression)
+
+        return ch.call_unary_response(p, invoke, start)
 
     def __call__(
         self,

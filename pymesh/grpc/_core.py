@@ -1,5 +1,5 @@
-"""What the sync and aio mesh channels share: target parsing, per-call planning,
-status mapping, deadlines and endpoint choice. No I/O and no waiting here."""
+"""What the sync and aio mesh channels share: target parsing, per-call planning, status
+mapping and deadlines. No I/O and no waiting here; attempts are pymesh.call's."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ from dataclasses import dataclass
 import grpc
 
 from pymesh._mesh import ListenerState, Mesh
-from pymesh._upstream import ClusterRuntime
-from pymesh.resilience import Outcome, RetryDecider
+from pymesh.call import LocalReply, Plan, plan_by_path, plan_request
 from pymesh.routing import RequestInfo
-from pymesh.transports._plan import LocalReply, Plan, plan_by_path, plan_request, target_runtime
-from pymesh.xds.resources.endpoint import Endpoint
-
-#: gRFC A44: at most 5 attempts, whatever the policy says.
-MAX_ATTEMPTS = 5
 
 MetadataValue = str | bytes
 Metadata = Sequence[tuple[str, MetadataValue]]
@@ -167,52 +161,6 @@ def plan_call(
     if isinstance(plan, LocalReply):
         return local_status(plan, mesh.node_id)
     return plan
-
-
-def attempts_of(plan: Plan) -> int:
-    """How many attempts the route's retry policy allows (A44: at most 5)."""
-    if plan.decider is None or plan.retry is None:
-        return 1
-    return min(1 + plan.retry.num_retries, MAX_ATTEMPTS)
-
-
-def should_retry(decider: RetryDecider | None, code: grpc.StatusCode) -> bool:
-    """A44: retry only on the gRPC status names in retry_on."""
-    if decider is None:
-        return False
-    return decider.should_retry(Outcome.response(None, grpc_status=code.value[0])) is not None
-
-
-def record(rt: ClusterRuntime, address: str, code: grpc.StatusCode) -> None:
-    """Feed one attempt's final status to outlier detection (A50)."""
-    outlier = rt.outlier
-    if outlier is not None:
-        outlier.record(address, Outcome.response(None, grpc_status=code.value[0]))
-
-
-def choose(
-    plan: Plan,
-    state: ListenerState,
-    tried: set[str],
-    avoid: frozenset[str] | set[str],
-) -> tuple[ClusterRuntime, Endpoint] | None:
-    """Pick an endpoint: previous_hosts (if the policy has it) and ``avoid`` (sub-channels
-    in TRANSIENT_FAILURE) are skipped while another endpoint can be picked."""
-    rt = target_runtime(plan, state)
-    picker = rt.picker if rt is not None else None
-    if rt is None or picker is None:
-        return None
-    retry = plan.retry
-    prev = tried if retry is not None and "previous_hosts" in retry.retry_host_predicates else ()
-    if not prev and not avoid:
-        ep = picker.pick(plan.hash_key)
-    else:
-        exclude = set(prev) | set(avoid) if avoid else prev
-        tries = retry.host_selection_retry_max_attempts if retry is not None else 1
-        if avoid:
-            tries = max(tries, 2 * len(avoid) + 2)
-        ep = picker.pick(plan.hash_key, exclude, host_selection_retry_max_attempts=tries)
-    return (rt, ep) if ep is not None else None
 
 
 def remaining(deadline: float | None) -> float | None:

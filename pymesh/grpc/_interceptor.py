@@ -3,8 +3,8 @@
 An interceptor cannot change where the wrapped channel sends a call, so this one does
 everything that does not need a destination: route matching (no route fails the call
 with UNAVAILABLE), fault injection (A33), the route's request header mutations, the A31
-deadline cap, and the route's retry policy (A44) for unary-unary calls, by calling the
-wrapped channel again. Cluster choice, load balancing, circuit breaking and outlier
+deadline cap, and the route's retry policy (A44, through the call engine) for unary-unary calls, by
+calling the wrapped channel again. Cluster choice, load balancing, circuit breaking and outlier
 detection need :func:`pymesh.grpc.insecure_channel` instead.
 """
 
@@ -16,9 +16,10 @@ from typing import Any
 import grpc
 
 from pymesh._mesh import Mesh
-from pymesh.grpc._base import Prepared
+from pymesh.call import Attempts, LocalReply, Reply, Ticket, run_sync
+from pymesh.grpc._base import Prepared, reply_of
 from pymesh.grpc._channel import MeshChannel
-from pymesh.grpc._core import attempts_of, remaining, should_retry
+from pymesh.grpc._core import local_status, remaining
 from pymesh.grpc._local import LocalRpcError
 
 _Details = collections.namedtuple(
@@ -76,18 +77,17 @@ class MeshInterceptor(
         p, details = planned
         if p is None:
             return continuation(details, request)
-        attempts = attempts_of(p.plan)
-        attempt = 0
-        while True:
-            call = continuation(details, request)
-            exc = call.exception()
-            if exc is None or attempt + 1 >= attempts:
-                return call
-            code = call.code()
-            if not should_retry(p.plan.decider, code) or not self._planner.backoff(p, attempt + 1):
-                return call
-            attempt += 1
-            details = details._replace(timeout=remaining(p.deadline))
+        planner = self._planner
+        # The engine's attempts, picking no endpoint: the wrapped channel chooses it.
+        a = planner.new_attempts(p, hedge=False)
+        a.pick = False
+        result = run_sync(a, _ContinuationIO(a, continuation, details, request))
+        if isinstance(result, LocalReply):
+            status = local_status(result, self.mesh.node_id)
+            return LocalRpcError(status.code, status.details)
+        result.release()
+        assert result.reply is not None
+        return result.reply.value
 
     def intercept_unary_stream(
         self, continuation: Any, client_call_details: Any, request: Any
@@ -112,3 +112,34 @@ class MeshInterceptor(
         if isinstance(planned, LocalRpcError):
             return planned
         return continuation(planned[1], request_iterator)
+
+
+class _ContinuationIO:
+    """The interceptor's attempts: each calls the wrapped channel again
+    (pymesh.call.SyncIO; sequential only, so no hedging)."""
+
+    __slots__ = ("a", "continuation", "details", "request")
+
+    def __init__(self, a: Attempts, continuation: Any, details: Any, request: Any) -> None:
+        self.a = a
+        self.continuation = continuation
+        self.details = details
+        self.request = request
+
+    def send(self, t: Ticket) -> Reply:
+        details = self.details._replace(timeout=remaining(t.deadline))
+        call = self.continuation(details, self.request)
+        if call.exception() is None:
+            return Reply(call, grpc_status=0)
+        return reply_of(self.a, t, call.code(), call)
+
+    def start(self, t: Ticket) -> Any:
+        raise NotImplementedError("the interceptor does not hedge")
+
+    collect = start
+
+    def discard(self, t: Ticket) -> None:
+        return None
+
+    def cancel(self, t: Ticket) -> None:
+        return None

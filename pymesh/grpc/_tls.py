@@ -2,12 +2,12 @@
 
 How a call to a TLS cluster reaches an endpoint:
 
-1. ``acquire`` calls :func:`pick_tls` for every pick. It looks up the cluster's
+1. Every attempt calls :func:`cluster_tls` for its pick. It looks up the cluster's
    :class:`~pymesh.security.ClientTls` (certificate providers, roots, SAN matchers) and
-   remembers it for this call in a context variable (per thread and per asyncio task,
-   so concurrent calls never see each other's pick). A config that cannot be satisfied
-   (unknown provider, unreadable key) fails the call there: UNAVAILABLE, no socket.
-2. ``subchannel(address)`` then hands out, instead of a plaintext channel, a *view* of
+   passes it explicitly to ``subchannel`` (no side channel). A config that cannot be
+   satisfied (unknown provider, unreadable key) fails the attempt there: UNAVAILABLE, no
+   socket.
+2. ``subchannel(address, tls)`` then hands out, instead of a plaintext channel, a *view* of
    the endpoint's :class:`TlsEndpoint` bound to that ClientTls (one view per cluster TLS
    config; a different config is a different view with its own channels).
 3. A view's call first makes sure the endpoint was verified for the providers' current
@@ -28,7 +28,6 @@ The sync and aio halves are :mod:`pymesh.grpc._tls_sync` and :mod:`pymesh.grpc._
 
 from __future__ import annotations
 
-import contextvars
 import ssl
 import threading
 import time
@@ -41,13 +40,13 @@ import grpc.aio
 
 from pymesh._mesh import Mesh
 from pymesh._upstream import ClusterRuntime
+from pymesh.call import Plan
 from pymesh.errors import TlsConfigError
 from pymesh.grpc._core import LocalStatus, no_upstream
 from pymesh.grpc._local import LocalRpcError
 from pymesh.security import ClientTls, PeerIdentityError
 from pymesh.security._grpc import GrpcPeer, material_channel_credentials
 from pymesh.security.providers import CertificateMaterial
-from pymesh.transports._plan import Plan
 
 __all__ = [
     "CHECK_ERRORS",
@@ -59,8 +58,7 @@ __all__ = [
     "TlsAioRpcError",
     "TlsEndpoint",
     "TlsRpcError",
-    "pick_tls",
-    "picked_tls",
+    "cluster_tls",
     "refusal",
     "tls_options",
 ]
@@ -75,40 +73,27 @@ RECHECK_AFTER = 1.0
 
 Generations = tuple[int, int]
 
-# The ClientTls of the cluster that the current call's pick belongs to (None: plaintext).
-_PICK: contextvars.ContextVar[ClientTls | None] = contextvars.ContextVar(
-    "pymesh_grpc_tls_pick", default=None
-)
 
-
-def pick_tls(mesh: Mesh, rt: ClusterRuntime, plan: Plan, *, enabled: bool) -> LocalStatus | None:
-    """Remember this pick's cluster TLS for ``subchannel``; the status to fail it with when
-    the cluster's TLS config cannot be satisfied (never plaintext for a TLS cluster).
+def cluster_tls(
+    mesh: Mesh, rt: ClusterRuntime, plan: Plan, *, enabled: bool
+) -> ClientTls | LocalStatus | None:
+    """The ClientTls an attempt to a pick of ``rt`` must use (None: plaintext), handed to
+    ``subchannel`` explicitly; the status to fail the attempt with when the cluster's TLS
+    config cannot be satisfied (never plaintext for a TLS cluster).
 
     ``enabled`` is False for channels built with the caller's own credentials.
     """
-    cluster = rt.cluster
-    if not enabled or cluster is None or cluster.tls is None:
-        if _PICK.get() is not None:
-            _PICK.set(None)
+    if not enabled:
         return None
     try:
-        tls = mesh.security.client(rt.name, cluster.tls)
+        return rt.client_tls(mesh.security)
     except TlsConfigError as exc:
-        _PICK.set(None)
         return no_upstream(
             plan,
             f"cluster {rt.name!r} requires upstream TLS, which cannot be set up: "
             f"{exc.message}; refusing plaintext",
             mesh.node_id,
         )
-    _PICK.set(tls)
-    return None
-
-
-def picked_tls() -> ClientTls | None:
-    """The ClientTls remembered by the last :func:`pick_tls` of this thread / task."""
-    return _PICK.get()
 
 
 def tls_options(

@@ -6,7 +6,8 @@
     reply = await stub.Get(request, timeout=2)
 
 Same decisions as the sync channel; waiting and I/O never block the event loop. A call
-starts when it is made (as in grpc.aio); unary-response calls are retried per A44.
+starts when it is made (as in grpc.aio); unary-response calls go through the call engine
+(pymesh.call: retries per A44 and the route, per-try timeout, hedging).
 """
 
 from __future__ import annotations
@@ -21,25 +22,22 @@ import grpc
 import grpc.aio
 
 from pymesh._mesh import Mesh
+from pymesh.call import Attempts, Reply, Ticket, run_async
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
-    LocalFailure,
     MeshChannelBase,
     OutMetadata,
     Prepared,
-    begin_attempt,
-    observe_failure,
+    reply_of,
 )
 from pymesh.grpc._core import (
     DEADLINE,
     LocalStatus,
     Metadata,
-    attempts_of,
     grpc_deadline,
     outgoing_metadata,
     plan_call,
     remaining,
-    should_retry,
 )
 
 __all__ = ["MeshAioChannel", "insecure_channel", "secure_channel"]
@@ -244,112 +242,97 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             p.obs = obs
         return p
 
+    def local_error(self, status: LocalStatus) -> grpc.aio.AioRpcError:
+        return _error(status)
+
     async def unary_response(
         self,
         p: Prepared,
         invoke: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any],
         on_call: Callable[[Any], None],
     ) -> Any:
-        """Run a unary-response call with the route's retry policy (gRFC A44)."""
-        obs = p.obs
-        if obs is None:
-            return await self._unary_attempts(p, invoke, on_call)
+        """Run a unary-response call through the engine (retries per A44 and the route,
+        per-try timeout, hedging); ``on_call`` learns each attempt's grpc.aio call."""
+        a = self.new_attempts(p)
         try:
-            response = await self._unary_attempts(p, invoke, on_call)
+            result = await run_async(a, _UnaryIO(self, p, a, invoke, on_call))
         except BaseException as exc:
-            obs.error(exc)
-            raise
-        obs.finish(grpc.StatusCode.OK)
-        return response
-
-    async def _unary_attempts(
-        self,
-        p: Prepared,
-        invoke: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any],
-        on_call: Callable[[Any], None],
-    ) -> Any:
-        obs = p.obs
-        attempts = attempts_of(p.plan)
-        tried: set[str] = set()
-        attempt = 0
-        while True:
-            try:
-                rt, address, done = self.acquire(p, tried, attempt)
-                sub = self.subchannel(address)
-            except LocalFailure as exc:
-                observe_failure(p, exc)
-                raise _error(exc.status) from None
-            begun = begin_attempt(p, rt, address, done)
-            if begun is None:
-                raise _error(DEADLINE)
-            timeout, md = begun
-            call = invoke(sub, timeout, md)
-            on_call(call)
-            try:
-                response = await call
-            except grpc.aio.AioRpcError as err:
-                code = err.code()
-                done(code)
-                delay = None
-                if attempt + 1 < attempts and should_retry(p.plan.decider, code):
-                    delay = self.backoff_delay(p, attempt + 1)
-                if obs is not None:
-                    obs.attempt_done(code, retried=delay is not None)
-                if delay is not None:
-                    await asyncio.sleep(delay)
-                    attempt += 1
-                    continue
+            err = self.failed(p, exc)
+            if err is exc:
                 raise
-            except BaseException:
-                call.cancel()
-                done(grpc.StatusCode.CANCELLED)
-                raise
-            done(grpc.StatusCode.OK)
-            if obs is not None:
-                obs.attempt_done(grpc.StatusCode.OK)
-            return response
+            raise err from None
+        return self.unary_answer(p, result)
 
     def streaming(
         self, p: Prepared, start: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any]
     ) -> Any:
         """Start a call with a streaming side (one attempt, no retries)."""
-        obs = p.obs
-        try:
-            try:
-                rt, address, done = self.acquire(p, set(), 0)
-                sub = self.subchannel(address)
-            except LocalFailure as exc:
-                observe_failure(p, exc)
-                raise _error(exc.status) from None
-            begun = begin_attempt(p, rt, address, done)
-            if begun is None:
-                raise _error(DEADLINE)
-            timeout, md = begun
-            try:
-                call = start(sub, timeout, md)
-            except BaseException:
-                done(grpc.StatusCode.CANCELLED)
-                raise
-        except BaseException as exc:
-            if obs is not None:
-                obs.error(exc)
-            raise
+        a, t, call = self.start_stream(p, start)
 
         async def finish() -> None:
             # The stream's status (or its cancellation) ends its span.
             details = None
             try:
                 code = await call.code()
-                if obs is not None:
+                if p.obs is not None:
                     details = await call.details()
             except BaseException:
                 code = grpc.StatusCode.CANCELLED
-            done(code)
-            if obs is not None:
-                obs.finish(code, details)
+            self.stream_ended(p, a, t, code, details)
 
         self.spawn(finish())
         return call
+
+
+class _UnaryIO:
+    """The asyncio I/O of one unary-response call's attempts (pymesh.call.AsyncIO)."""
+
+    __slots__ = ("a", "ch", "invoke", "on_call", "p")
+
+    def __init__(
+        self,
+        ch: MeshAioChannel,
+        p: Prepared,
+        a: Attempts,
+        invoke: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any],
+        on_call: Callable[[Any], None],
+    ) -> None:
+        self.ch = ch
+        self.p = p
+        self.a = a
+        self.invoke = invoke
+        self.on_call = on_call
+
+    async def send(self, t: Ticket) -> Reply:
+        begun = self.ch.begin(self.p, self.a, t)
+        if begun is None:
+            return reply_of(self.a, t, grpc.StatusCode.DEADLINE_EXCEEDED, None, _error(DEADLINE))
+        call = self.invoke(*begun)
+        self.on_call(call)
+        try:
+            response = await call
+        except grpc.aio.AioRpcError as err:
+            return reply_of(self.a, t, err.code(), None, err)
+        except BaseException:
+            call.cancel()
+            raise
+        return Reply(response, grpc_status=0)
+
+    def start(self, t: Ticket) -> asyncio.Future[Reply]:
+        return asyncio.ensure_future(self.send(t))
+
+    def collect(self, t: Ticket) -> Reply:
+        task: asyncio.Future[Reply] = t.handle  # type: ignore[assignment]
+        return task.result()
+
+    async def discard(self, t: Ticket) -> None:
+        return None
+
+    async def cancel(self, t: Ticket) -> None:
+        t.handle.cancel()  # type: ignore[attr-defined]  # send() cancels its call
+        obs = self.p.obs
+        if obs is not None:
+            obs.attempt_done(grpc.StatusCode.CANCELLED, attempt=t.trace)
 
 
 class _MeshCall(
@@ -608,7 +591,7 @@ class _StreamUnary(_MultiCallable, grpc.aio.StreamUnaryMultiCallable):  # type: 
                 mesh_call.set_call(call)
                 return await call
             requests = request_iterator
-            if attempts_of(p.plan) > 1:
+            if ch.new_attempts(p).limit > 1:
                 requests = await _buffer(request_iterator)  # replayed by a retry
 
             def invoke(sub: grpc.aio.Channel, t: float | None, md: OutMetadata) -> Any:

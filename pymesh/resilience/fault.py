@@ -38,7 +38,6 @@ __all__ = [
     "NO_FAULT",
     "FaultDecision",
     "FaultInjector",
-    "merge_fault",
 ]
 
 DELAY_HEADER = "x-envoy-fault-delay-request"
@@ -185,23 +184,3 @@ class FaultInjector:
     def exit(self) -> None:
         """A faulted request ended."""
         self.active -= 1
-
-
-def merge_fault(
-    listener_filter_config: FaultConfig | None,
-    route_override: FaultConfig | None = None,
-    *,
-    vhost_override: FaultConfig | None = None,
-    cluster_override: FaultConfig | None = None,
-) -> FaultConfig | None:
-    """The fault config in effect for a request: the most specific typed_per_filter_config
-    entry for the fault filter wins outright (weighted cluster > route > virtual host),
-    else the filter's own config. Envoy does not merge fields across levels.
-
-    The overrides are the values of ``typed_per_filter_config[filter_name]`` at each level
-    (None when the level has no entry).
-    """
-    for config in (cluster_override, route_override, vhost_override):
-        if config is not None:
-            return config
-    return listener_filter_config

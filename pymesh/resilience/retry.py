@@ -1,4 +1,4 @@
-"""Retry decisions with Envoy's semantics, backoff, and the tenacity loop.
+"""Retry decisions with Envoy's semantics and back-off (the loop is pymesh.call's).
 
 :class:`RetryDecider` is built once per :class:`~pymesh.xds.resources.route.RetryPolicy`
 (the conditions are precomputed into lookup tables) and is immutable, so one instance is
@@ -28,27 +28,15 @@ The overall route timeout is never retried: the caller's deadline stops the loop
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
-
-import tenacity
+from collections.abc import Mapping
 
 from pymesh.resilience._headers import header_matches, headers_match
 from pymesh.resilience.outcome import Outcome
 from pymesh.xds.resources.route import RetryPolicy
 
-__all__ = [
-    "GRPC_RETRY_ON",
-    "HTTP_RETRY_ON",
-    "RetryDecider",
-    "jittered_backoff",
-    "make_async_retrying",
-    "make_retrying",
-    "outcome_of",
-]
+__all__ = ["GRPC_RETRY_ON", "RetryDecider", "jittered_backoff"]
 
 #: gRPC condition name → grpc-status code (x-envoy-retry-grpc-on).
 GRPC_RETRY_ON: Mapping[str, int] = {
@@ -58,22 +46,6 @@ GRPC_RETRY_ON: Mapping[str, int] = {
     "internal": 13,
     "unavailable": 14,
 }
-
-#: The HTTP conditions (x-envoy-retry-on) this module understands.
-HTTP_RETRY_ON = frozenset(
-    {
-        "5xx",
-        "gateway-error",
-        "reset",
-        "reset-before-request",
-        "connect-failure",
-        "refused-stream",
-        "retriable-4xx",
-        "retriable-status-codes",
-        "retriable-headers",
-        "envoy-ratelimited",
-    }
-)
 
 _GATEWAY_ERRORS = (502, 503, 504)
 # Conditions decided from a response (as opposed to a failure without one).
@@ -264,113 +236,3 @@ class RetryDecider:
             if delay is not None:
                 return delay
         return self.backoff_delay(attempt, rng)
-
-
-def outcome_of(value: object) -> Outcome | None:
-    """The Outcome an attempt's result or exception carries: the value itself, or its
-    ``outcome`` attribute."""
-    if isinstance(value, Outcome):
-        return value
-    carried = getattr(value, "outcome", None)
-    return carried if isinstance(carried, Outcome) else None
-
-
-def _last_outcome(rs: tenacity.RetryCallState) -> Outcome | None:
-    fut = rs.outcome
-    if fut is None:
-        return None
-    return outcome_of(fut.exception() if fut.failed else fut.result())
-
-
-def _give_up(rs: tenacity.RetryCallState) -> Any:
-    """On exhaustion, hand back what the last attempt produced (as Envoy forwards the
-    last response), or raise its exception."""
-    fut = rs.outcome
-    assert fut is not None
-    if fut.failed:
-        exc = fut.exception()
-        assert exc is not None
-        raise exc
-    return fut.result()
-
-
-def _policy_parts(
-    decider: RetryDecider,
-    attempts: int | None,
-    deadline: float | None,
-    clock: Callable[[], float],
-    rng: random.Random | None,
-) -> dict[str, Any]:
-    max_attempts = decider.num_retries + 1 if attempts is None else attempts
-    jitter = rng if rng is not None else random.Random()
-
-    def retry(rs: tenacity.RetryCallState) -> bool:
-        outcome = _last_outcome(rs)
-        return outcome is not None and decider.should_retry(outcome) is not None
-
-    def wait(rs: tenacity.RetryCallState) -> float:
-        return decider.next_delay(rs.attempt_number, _last_outcome(rs), jitter)
-
-    def stop(rs: tenacity.RetryCallState) -> bool:
-        if rs.attempt_number >= max_attempts:
-            return True
-        # tenacity computes the wait before asking stop: do not start a retry whose
-        # back-off alone would run past the overall deadline.
-        return deadline is not None and clock() + rs.upcoming_sleep >= deadline
-
-    return {
-        "retry": retry,
-        "wait": wait,
-        "stop": stop,
-        "reraise": True,
-        "retry_error_callback": _give_up,
-    }
-
-
-def make_retrying(
-    decider: RetryDecider,
-    *,
-    attempts: int | None = None,
-    deadline: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    rng: random.Random | None = None,
-    before_sleep: Callable[[tenacity.RetryCallState], None] | None = None,
-) -> tenacity.Retrying:
-    """A :class:`tenacity.Retrying` running Envoy's retry loop for one request.
-
-    Intended use is the call form, ``retrying(send_once)``: ``send_once`` returns the
-    attempt's result, which is an :class:`Outcome` or carries one as ``.outcome``;
-    exceptions carrying ``.outcome`` are retried by the same rules, any other exception
-    propagates at once. When retries are exhausted the last result is returned (or the
-    last exception raised), never a ``tenacity.RetryError``.
-
-    ``attempts`` defaults to ``num_retries + 1``; ``deadline`` is an absolute time on
-    ``clock`` (the overall request deadline): a retry whose back-off would reach it is
-    not started. The iteration form (``for attempt in retrying: with attempt:``) only
-    sees exceptions, since tenacity records None as the result of a ``with`` block.
-    """
-    return tenacity.Retrying(
-        sleep=sleep,
-        before_sleep=before_sleep,
-        **_policy_parts(decider, attempts, deadline, clock, rng),
-    )
-
-
-def make_async_retrying(
-    decider: RetryDecider,
-    *,
-    attempts: int | None = None,
-    deadline: float | None = None,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    rng: random.Random | None = None,
-    before_sleep: Callable[[tenacity.RetryCallState], None] | None = None,
-) -> tenacity.AsyncRetrying:
-    """The asyncio twin of :func:`make_retrying`: ``await retrying(send_once)`` where
-    ``send_once`` is an async function."""
-    return tenacity.AsyncRetrying(
-        sleep=sleep,
-        before_sleep=before_sleep,
-        **_policy_parts(decider, attempts, deadline, clock, rng),
-    )

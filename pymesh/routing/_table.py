@@ -8,16 +8,21 @@ from itertools import accumulate
 from typing import Any
 
 from pymesh.errors import ResourceInvalid
+from pymesh.resilience.fault import FaultInjector
+from pymesh.resilience.retry import RetryDecider
 from pymesh.routing._domains import DomainIndex, DomainKind
 from pymesh.routing._headers import HeaderMutation
 from pymesh.routing._match import PATH, PREFIX, CompiledMatch
 from pymesh.routing._request import RequestInfo
+from pymesh.xds.resources.fault import FaultConfig
 from pymesh.xds.resources.route import (
     ClusterWeight,
     DirectResponseAction,
     HeaderOps,
+    HedgePolicy,
     NonForwardingAction,
     RedirectAction,
+    RetryPolicy,
     Route,
     RouteAction,
     RouteConfiguration,
@@ -25,6 +30,29 @@ from pymesh.xds.resources.route import (
 )
 
 Action = RouteAction | DirectResponseAction | RedirectAction
+#: Fault injectors of one table, one per FaultConfig object (a virtual host's override is
+#: shared by its routes, and so is its max_active_faults count). Compile-time only.
+Injectors = dict[int, tuple[FaultConfig, FaultInjector]]
+
+
+def _injector(injectors: Injectors, config: FaultConfig) -> FaultInjector:
+    hit = injectors.get(id(config))
+    if hit is None:
+        hit = injectors[id(config)] = (config, FaultInjector(config))
+    return hit[1]
+
+
+def _fault_overrides(
+    injectors: Injectors, levels: list[dict[str, object] | None]
+) -> dict[str, FaultInjector]:
+    """Filter name -> the injector of the most specific FaultConfig override among
+    ``levels`` (weighted cluster, route, virtual host: Envoy's order)."""
+    out: dict[str, FaultInjector] = {}
+    for per_filter in reversed(levels):  # least specific first; more specific overwrite
+        for name, config in (per_filter or {}).items():
+            if isinstance(config, FaultConfig):
+                out[name] = _injector(injectors, config)
+    return out
 
 
 class CompiledRoute:
@@ -35,18 +63,29 @@ class CompiledRoute:
         "cluster",
         "cluster_header",
         "cumulative",
+        "decider",
         "decision",
+        "faults",
+        "hedge",
         "index",
         "match",
         "plain",
         "request_mutations",
         "response_mutations",
+        "retry",
         "route",
         "total_weight",
         "weights",
     )
 
-    def __init__(self, rc: RouteConfiguration, vh: VirtualHost, index: int, route: Route) -> None:
+    def __init__(
+        self,
+        rc: RouteConfiguration,
+        vh: VirtualHost,
+        index: int,
+        route: Route,
+        injectors: Injectors | None = None,
+    ) -> None:
         action = route.action
         assert not isinstance(action, NonForwardingAction)
         self.index = index
@@ -88,6 +127,30 @@ class CompiledRoute:
             resp.append(HeaderMutation.response(levels))
         self.request_mutations = tuple(req)
         self.response_mutations = tuple(resp)
+        # The per-route runtime, compiled with the table rather than looked up per request:
+        # the effective retry and hedge policies (the route's, else the virtual host's),
+        # the retry decider (None: no retries), and per weighted cluster the fault filter
+        # overrides (filter name -> injector).
+        self.retry: RetryPolicy | None = None
+        self.hedge: HedgePolicy | None = None
+        self.decider: RetryDecider | None = None
+        if isinstance(action, RouteAction):
+            self.retry = action.retry_policy or vh.retry_policy
+            self.hedge = action.hedge_policy or vh.hedge_policy
+            if self.retry is not None and self.retry.num_retries > 0:
+                self.decider = RetryDecider(self.retry)
+        inj: Injectors = {} if injectors is None else injectors
+        self.faults: tuple[dict[str, FaultInjector], ...] = tuple(
+            _fault_overrides(
+                inj,
+                [
+                    cw.typed_per_filter_config if cw is not None else None,
+                    route.typed_per_filter_config,
+                    vh.typed_per_filter_config,
+                ],
+            )
+            for cw in (self.weights or (None,))
+        )
         #: Set by the virtual host for a route to one named cluster: the decision it
         #: gives every request it takes (shared; decisions are never modified).
         self.decision: RouteDecision | None = None
@@ -112,11 +175,14 @@ class CompiledVirtualHost:
 
     __slots__ = ("all_routes", "entries", "routes", "virtual_host")
 
-    def __init__(self, rc: RouteConfiguration, vh: VirtualHost) -> None:
+    def __init__(
+        self, rc: RouteConfiguration, vh: VirtualHost, injectors: Injectors | None = None
+    ) -> None:
         self.virtual_host = vh
+        inj: Injectors = {} if injectors is None else injectors
         # NonForwardingAction is a server-side action: a client treats the route as absent.
         self.all_routes: tuple[CompiledRoute | None, ...] = tuple(
-            None if isinstance(r.action, NonForwardingAction) else CompiledRoute(rc, vh, i, r)
+            None if isinstance(r.action, NonForwardingAction) else CompiledRoute(rc, vh, i, r, inj)
             for i, r in enumerate(vh.routes)
         )
         self.routes = tuple(r for r in self.all_routes if r is not None)
@@ -209,11 +275,11 @@ class RouteDecision:
     """
 
     __slots__ = (
-        "_compiled",
         "_weight_index",
         "action",
         "cluster",
         "cluster_weight",
+        "compiled",
         "route",
         "route_index",
         "virtual_host",
@@ -233,16 +299,23 @@ class RouteDecision:
         self.action: Action = compiled.action
         self.cluster = cluster
         self.cluster_weight = cluster_weight
-        self._compiled = compiled
+        #: The matched route's compiled runtime (retry decider, policies, fault overrides).
+        self.compiled = compiled
         self._weight_index = weight_index
 
     @property
     def request_mutation(self) -> HeaderMutation:
-        return self._compiled.request_mutations[self._weight_index]
+        return self.compiled.request_mutations[self._weight_index]
+
+    @property
+    def fault_overrides(self) -> dict[str, FaultInjector]:
+        """Fault filter name -> injector of the most specific override for this decision
+        (weighted cluster, route, virtual host); empty when none."""
+        return self.compiled.faults[self._weight_index]
 
     @property
     def response_mutation(self) -> HeaderMutation:
-        return self._compiled.response_mutations[self._weight_index]
+        return self.compiled.response_mutations[self._weight_index]
 
     def __repr__(self) -> str:
         return (
@@ -289,19 +362,29 @@ class RouteTable:
     hosts or weighted clusters summing to 0) and share it between threads.
     """
 
-    __slots__ = ("_by_path", "_domains", "route_config")
+    __slots__ = ("_by_path", "_domains", "_listener_faults", "route_config")
 
     def __init__(self, rc: RouteConfiguration, domains: DomainIndex[CompiledVirtualHost]) -> None:
         self.route_config = rc
         self._domains = domains
+        self._listener_faults: tuple[FaultConfig, FaultInjector] | None = None
         #: path_decision's memo: (authority, bare path) -> decision or _VARIES.
         self._by_path: dict[tuple[str, str], RouteDecision | object] = {}
 
     @classmethod
     def compile(cls, rc: RouteConfiguration) -> RouteTable:
         """Compile ``rc``; everything a request needs is computed here."""
-        entries = [(vh.domains, CompiledVirtualHost(rc, vh)) for vh in rc.virtual_hosts]
+        injectors: Injectors = {}
+        entries = [(vh.domains, CompiledVirtualHost(rc, vh, injectors)) for vh in rc.virtual_hosts]
         return cls(rc, DomainIndex(rc.name, entries))
+
+    def listener_fault(self, config: FaultConfig) -> FaultInjector:
+        """The injector of the listener's own fault filter config, made once per table
+        (a new table comes with every listener config) and shared by its requests."""
+        hit = self._listener_faults
+        if hit is None or hit[0] is not config:
+            hit = self._listener_faults = (config, FaultInjector(config))
+        return hit[1]
 
     def find_virtual_host(
         self, authority: str

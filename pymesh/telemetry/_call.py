@@ -19,32 +19,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 if TYPE_CHECKING:
     from pymesh._upstream import ClusterRuntime
+    from pymesh.call import Plan
     from pymesh.telemetry._metrics import CallInstruments, Instruments
-    from pymesh.transports._plan import Plan
-    from pymesh.xds.resources.endpoint import ClusterLoadAssignment
 
 __all__ = ["CallObserver"]
 
 Attrs = dict[str, Any]
-
-# Endpoint address -> locality per ClusterLoadAssignment, built once per EDS update
-# (assignments are immutable and replaced, so their id with an identity check is a key).
-_LOCALITIES: dict[int, tuple[ClusterLoadAssignment, dict[str, str]]] = {}
-
-
-def _locality(rt: ClusterRuntime, address: str) -> str | None:
-    cla = rt.endpoints
-    if cla is None:
-        return None
-    hit = _LOCALITIES.get(id(cla))
-    if hit is None or hit[0] is not cla:
-        if len(_LOCALITIES) > 1024:
-            _LOCALITIES.clear()
-        by_address = {
-            ep.address: str(loc.locality) for loc in cla.localities for ep in loc.endpoints
-        }
-        hit = _LOCALITIES[id(cla)] = (cla, by_address)
-    return hit[1].get(address)
 
 
 class Attempt:
@@ -175,7 +155,7 @@ class CallObserver:
             "network.peer.address": host,
             "network.peer.port": port,
         }
-        locality = _locality(rt, address)
+        locality = rt.localities.get(address)  # compiled with the EDS update
         if locality is not None:
             attrs["pymesh.locality"] = locality
         if n:

@@ -142,16 +142,18 @@ class RpcObserver(CallObserver):
         error: BaseException | None = None,
         *,
         retried: bool = False,
+        attempt: Any = None,
     ) -> None:
         """The attempt ended with ``code`` (None: an exception, ``error``); ``retried``
-        when the retry policy sends another attempt because of it."""
+        when the retry policy sends another attempt because of it; ``attempt``: the
+        handle of a detached (hedged) attempt, else the current one ends."""
         if code is None and error is not None:
             code = _code_error(error)
             if code is not None:
                 error = None  # a status, not an exception of the client
         reason = retry_reason(code) if retried and code is not None else None
         if code is None:
-            self._end_attempt({}, {}, True, error, reason)
+            self._end_attempt({}, {}, True, error, reason, attempt)
             return
         self._end_attempt(
             {"grpc.status": code.name},
@@ -159,6 +161,7 @@ class RpcObserver(CallObserver):
             code.value[0] != 0,
             error,
             reason,
+            attempt,
         )
 
     def finish(self, code: grpc.StatusCode | None, details: str | None = None) -> None:

@@ -1,34 +1,41 @@
 """httpx transports that route every request through the mesh.
 
-``MeshTransport`` (sync) and ``AsyncMeshTransport`` (asyncio) share every decision
-(:mod:`pymesh.transports._plan` routes, :mod:`pymesh.transports._attempts` picks,
-counts and retries); they differ only in waiting and I/O. Each keeps one httpcore
-connection pool per endpoint, sized by the cluster's circuit breakers.
+``MeshTransport`` (sync) and ``AsyncMeshTransport`` (asyncio) are drivers of the call
+engine (:mod:`pymesh.call`: plan, admission, attempts, hedging), which also drives the
+gRPC channels: they only do the I/O and map httpcore's answer or exception to a Reply.
+Each keeps one httpcore connection pool per endpoint, sized by the circuit breakers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import typing
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
+from collections.abc import AsyncIterator, Iterator, Mapping
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
 import httpcore
 import httpx
 
 from pymesh._mesh import ListenerState, Mesh
 from pymesh._upstream import ClusterRuntime
-from pymesh.resilience import Outcome
+from pymesh.call import (
+    Attempts,
+    LocalReply,
+    Plan,
+    Reply,
+    Ticket,
+    plan_by_path,
+    plan_request,
+    run_async,
+    run_sync,
+)
 from pymesh.routing import RequestInfo
 from pymesh.telemetry import RequestObserver, observe_request
-from pymesh.transports._attempts import Attempts, Try
 from pymesh.transports._conn_limits import AsyncLimitedBackend, LimitedBackend
 from pymesh.transports._exceptions import failure_outcome, map_httpcore_exceptions, to_httpx
-from pymesh.transports._hedging import Race, Verdict
-from pymesh.transports._plan import LocalReply, Plan, plan_by_path, plan_request
 from pymesh.transports._pool import AsyncEndpointPool
 from pymesh.transports._tls import (
     AsyncMeshTlsBackend,
@@ -55,103 +62,85 @@ _HEDGE_THREADS = 256  # sync hedging: attempts in flight at once, over all reque
 _LOST = CancelledError("lost the hedging race")
 
 
-def _hedge_done(
-    obs: RequestObserver,
-    race: Race[typing.Any],
-    handle: object,
-    status: int | None,
-    error: BaseException | None,
-) -> None:
-    """End one hedged attempt's telemetry (its span runs beside the others')."""
-    retried = race.retried and error is not _LOST
-    reason = race.attempts.retry_reason if retried else None
-    obs.attempt_done(status, error, reason, attempt=race.spans.pop(handle, None))
+def _failure(exc: Exception) -> Reply:
+    return Reply(failure=failure_outcome(exc), error=exc)
 
 
-def _launch(
-    race: Race[typing.Any], plan: Plan, request: httpx.Request, obs: RequestObserver | None
-) -> tuple[Try, httpcore.Request] | httpx.Response | None:
-    """Hedging: the attempt to start now (its Try and upstream request), the caller's
-    answer when an attempt cannot start and none is in flight, or None (nothing due)."""
-    if not race.launch_due(time.monotonic()):
-        return None
-    t = race.attempts.start()
-    if isinstance(t, LocalReply):
-        return None if race.inflight else _local_response(t, request)
-    trace = obs.attempt(t.runtime, t.endpoint) if obs is not None else None
-    return t, _upstream_request(plan, request, t.endpoint, t.deadline, trace)
+def _answer(a: Attempts, resp: httpcore.Response) -> Reply:
+    return Reply(resp, resp.status, None, _header_map(resp.headers) if a.needs_headers else None)
 
 
-def _settle(
-    race: Race[typing.Any],
-    request: httpx.Request,
-    obs: RequestObserver | None,
-    handle: object,
-    t: Try,
-    exc: BaseException | None,
-    resp: httpcore.Response | None,
-) -> Verdict | httpx.Response:
-    """Hedging: one finished attempt (an answer ``resp`` or a failure ``exc``) settled.
-    Returns the caller's answer when this failure is the last word (a local 504 or the
-    raised error), else the verdict; the transport wraps or closes ``resp``."""
-    attempts = race.attempts
-    if resp is not None:
-        headers = _header_map(resp.headers) if attempts.needs_headers else None
-        verdict = race.answered(t, resp.status, headers)
+def _attempt_ended(obs: RequestObserver, t: Ticket, reason: str | None) -> None:
+    """Telemetry of one settled attempt (a hedged one ends with its own handle)."""
+    reply = t.reply
+    assert reply is not None
+    status = reply.status if reply.failure is None else None
+    obs.attempt_done(status, reply.error, reason, attempt=t.trace)  # type: ignore[arg-type]
+
+
+class _IO:
+    """What the sync and async httpx I/O share: building an attempt's upstream request
+    and reading a hedged attempt's end (pymesh.call.SyncIO / AsyncIO)."""
+
+    __slots__ = ("a", "obs", "plan", "request", "transport")
+
+    def __init__(
+        self,
+        transport: typing.Any,
+        a: Attempts,
+        plan: Plan,
+        request: httpx.Request,
+        obs: RequestObserver | None,
+    ) -> None:
+        self.transport = transport
+        self.a = a
+        self.plan = plan
+        self.request = request
+        self.obs = obs
+
+    def upstream(self, t: Ticket) -> tuple[ClusterRuntime, Endpoint, httpcore.Request]:
+        """Attempt ``t``'s cluster, endpoint and upstream request (with its trace
+        context, when traced)."""
+        obs = self.obs
+        rt, ep = t.runtime, t.endpoint
+        assert rt is not None and ep is not None
+        trace = None
         if obs is not None:
-            _hedge_done(obs, race, handle, resp.status, None)
-        return verdict
-    assert exc is not None
-    if not isinstance(exc, _UPSTREAM_ERRORS):
-        attempts.abandon(t)
+            trace = obs.attempt(rt, ep)
+            if self.a.hedging:  # attempts run side by side: each ends with its own handle
+                t.trace = obs.detach_attempt()
+        return rt, ep, _upstream_request(self.plan, self.request, ep, t.deadline, trace)
+
+    def collect(self, t: Ticket) -> Reply:
+        fut: typing.Any = t.handle  # a concurrent or an asyncio future
+        exc = fut.exception()
+        if exc is None:
+            return _answer(self.a, fut.result())
+        if isinstance(exc, _UPSTREAM_ERRORS):
+            return _failure(exc)
         raise exc
-    outcome = failure_outcome(exc)
-    verdict = race.failed(t, outcome)
-    if obs is not None:
-        _hedge_done(obs, race, handle, None, exc)
-    if verdict is Verdict.LAST:
-        return _last_failure(attempts, request, t, exc, outcome)
-    return verdict
+
+    def lost(self, t: Ticket) -> None:
+        if self.obs is not None:
+            self.obs.attempt_done(None, _LOST, None, attempt=t.trace)  # type: ignore[arg-type]
 
 
-def _last_failure(
-    attempts: Attempts, request: httpx.Request, t: Try, exc: Exception, outcome: Outcome
-) -> httpx.Response:
-    """A failed attempt that is the request's last word: Envoy's local 504 when a timeout
-    of the route's fired (route, per-try or per-try idle), else the error, raised as
-    httpx's own exception."""
-    if outcome.timeout:
-        local = attempts.timed_out(t, _idle_timeout_fired(attempts.plan, request, exc))
+def _finish(a: Attempts, request: httpx.Request, result: Ticket | LocalReply) -> httpx.Response:
+    """The engine's answer when it is no upstream response: a local reply, or a last
+    failure (Envoy's local 504 when a timeout of the route's fired, else httpx's own
+    error raised)."""
+    if isinstance(result, LocalReply):
+        return _local_response(result, request)
+    reply = result.reply
+    assert reply is not None and reply.failure is not None
+    failure = reply.failure
+    exc = reply.error
+    assert isinstance(exc, Exception)
+    if failure.timeout:
+        local = a.timed_out(result, _idle_timeout_fired(a.plan, request, exc))
         if local is not None:
             return _local_response(local, request)
     raise to_httpx(exc) from exc
-
-
-def _failed(
-    attempts: Attempts,
-    request: httpx.Request,
-    obs: RequestObserver | None,
-    t: Try,
-    exc: Exception,
-) -> httpx.Response | None:
-    """An attempt failed before a response: None when it is retried, else the caller's
-    answer (or the error raised)."""
-    outcome = failure_outcome(exc)
-    retry = attempts.failed(t, outcome)
-    if obs is not None:
-        obs.attempt_done(None, exc, attempts.retry_reason if retry else None)
-    return None if retry else _last_failure(attempts, request, t, exc, outcome)
-
-
-def _answered(
-    attempts: Attempts, obs: RequestObserver | None, t: Try, resp: httpcore.Response
-) -> bool:
-    """An attempt got response headers: True when it is dropped and retried."""
-    headers = _header_map(resp.headers) if attempts.needs_headers else None
-    retry = attempts.answered(t, resp.status, headers)
-    if obs is not None:
-        obs.attempt_done(resp.status, None, attempts.retry_reason if retry else None)
-    return retry
 
 
 def _close_abandoned(fut: Future[httpcore.Response]) -> None:
@@ -557,6 +546,38 @@ class _Base:
             caller_timeout,
         )
 
+    def _attempts(
+        self,
+        plan: Plan,
+        state: ListenerState,
+        request: httpx.Request,
+        obs: RequestObserver | None,
+    ) -> Attempts:
+        """The engine's attempts of one request (only buffered bodies are retried)."""
+        return Attempts(
+            plan,
+            state,
+            self.mesh.rng,
+            replayable=_is_replayable(request),
+            on_end=None if obs is None else functools.partial(_attempt_ended, obs),
+        )
+
+    @staticmethod
+    def _answer(
+        a: Attempts,
+        request: httpx.Request,
+        result: Ticket | LocalReply,
+        stream: type[_SyncStream] | type[_AsyncStream],
+    ) -> httpx.Response:
+        """The httpx response for the engine's answer; an upstream body is wrapped in
+        ``stream``, which gives the attempt's slot back when the body is closed."""
+        reply = result.reply if type(result) is Ticket else None
+        if reply is None or reply.failure is not None:  # local, or a last failure
+            return _finish(a, request, result)
+        resp: typing.Any = reply.value
+        body = stream(resp.stream, result.release)  # type: ignore[union-attr]
+        return _response(a.plan, request, resp, body)
+
     def _mirror_targets(
         self, plan: Plan, state: ListenerState, request: httpx.Request
     ) -> list[tuple[ClusterRuntime, Endpoint]]:
@@ -681,89 +702,16 @@ class MeshTransport(_Base, httpx.BaseTransport):
         request: httpx.Request,
         obs: RequestObserver | None = None,
     ) -> httpx.Response:
-        attempts = Attempts(plan, state, self.mesh.rng, replayable=_is_replayable(request))
-        if attempts.hedging:
-            return self._send_hedged(plan, request, attempts, obs)
-        while True:
-            t = attempts.start()
-            if isinstance(t, LocalReply):
-                return _local_response(t, request)
-            trace_headers = obs.attempt(t.runtime, t.endpoint) if obs is not None else None
-            try:
-                resp = self._pool(t.runtime, t.endpoint).handle_request(
-                    _upstream_request(plan, request, t.endpoint, t.deadline, trace_headers)
-                )
-            except _UPSTREAM_ERRORS as exc:
-                answer = _failed(attempts, request, obs, t, exc)
-                if answer is not None:
-                    return answer
-            except BaseException:
-                t.state.on_finish()
-                t.release()
-                raise
-            else:
-                if not _answered(attempts, obs, t, resp):
-                    assert isinstance(resp.stream, Iterable)  # (the ABC: a cached C check)
-                    return _response(plan, request, resp, _SyncStream(resp.stream, t.release))
-                resp.close()
-            delay = attempts.backoff()
-            if delay is None:
-                return _local_response(attempts.deadline_exceeded(), request)
-            if delay > 0:
-                time.sleep(delay)
+        a = self._attempts(plan, state, request, obs)
+        result = run_sync(a, _SyncIO(self, a, plan, request, obs))
+        return self._answer(a, request, result, _SyncStream)
 
-    def _send_hedged(
-        self,
-        plan: Plan,
-        request: httpx.Request,
-        attempts: Attempts,
-        obs: RequestObserver | None,
-    ) -> httpx.Response:
-        """Hedging (pymesh.transports._hedging): attempts run on worker threads so a
-        per-try timeout can start another while the first keeps going. A losing attempt
-        cannot be interrupted mid-read in a thread: it is abandoned (its slot given back
-        now) and its response closed, with its connection, when it arrives."""
+    def hedger(self) -> ThreadPoolExecutor:
+        """Sync hedging: attempts run on worker threads, so a per-try timeout can start
+        another while the first keeps going."""
         if self._hedger is None:
             self._hedger = ThreadPoolExecutor(_HEDGE_THREADS, thread_name_prefix="pymesh-hedge")
-        executor = self._hedger
-        race: Race[Future[httpcore.Response]] = Race(attempts)
-        try:
-            while True:
-                launch = _launch(race, plan, request, obs)
-                if isinstance(launch, httpx.Response):
-                    return launch
-                if launch is not None:
-                    t, req = launch
-                    fut = executor.submit(self._pool(t.runtime, t.endpoint).handle_request, req)
-                    race.started(fut, t, obs)
-                wake = race.wake_in(time.monotonic())
-                if not race.inflight:
-                    time.sleep(wake or 0.0)  # only a back-off before the next attempt
-                    continue
-                done, _ = wait_futures(race.inflight, timeout=wake, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    t = race.inflight.pop(fut)
-                    exc = fut.exception()
-                    resp = fut.result() if exc is None else None
-                    out = _settle(race, request, obs, fut, t, exc, resp)
-                    if isinstance(out, httpx.Response):
-                        return out
-                    if resp is not None:
-                        if out is Verdict.WIN:
-                            assert isinstance(resp.stream, Iterable)
-                            stream = _SyncStream(resp.stream, t.release)
-                            return _response(plan, request, resp, stream)
-                        resp.close()
-                    if out is Verdict.DEADLINE:
-                        return _local_response(attempts.deadline_exceeded(), request)
-                race.fire_timers(time.monotonic())
-        finally:
-            for fut, t in race.inflight.items():
-                attempts.abandon(t)
-                fut.cancel()
-                fut.add_done_callback(_close_abandoned)
-                if obs is not None:
-                    _hedge_done(obs, race, fut, None, _LOST)
+        return self._hedger
 
     def close(self) -> None:
         if self._shadow is not None:
@@ -869,88 +817,9 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         request: httpx.Request,
         obs: RequestObserver | None = None,
     ) -> httpx.Response:
-        attempts = Attempts(plan, state, self.mesh.rng, replayable=_is_replayable(request))
-        if attempts.hedging:
-            return await self._send_hedged(plan, request, attempts, obs)
-        while True:
-            t = attempts.start()
-            if isinstance(t, LocalReply):
-                return _local_response(t, request)
-            trace_headers = obs.attempt(t.runtime, t.endpoint) if obs is not None else None
-            try:
-                resp = await self._pool(t.runtime, t.endpoint).handle_async_request(
-                    _upstream_request(plan, request, t.endpoint, t.deadline, trace_headers)
-                )
-            except _UPSTREAM_ERRORS as exc:
-                answer = _failed(attempts, request, obs, t, exc)
-                if answer is not None:
-                    return answer
-            except BaseException:
-                t.state.on_finish()
-                t.release()
-                raise
-            else:
-                if not _answered(attempts, obs, t, resp):
-                    assert isinstance(resp.stream, AsyncIterable)
-                    return _response(plan, request, resp, _AsyncStream(resp.stream, t.release))
-                await resp.aclose()
-            delay = attempts.backoff()
-            if delay is None:
-                return _local_response(attempts.deadline_exceeded(), request)
-            if delay > 0:
-                await asyncio.sleep(delay)
-
-    async def _send_hedged(
-        self,
-        plan: Plan,
-        request: httpx.Request,
-        attempts: Attempts,
-        obs: RequestObserver | None,
-    ) -> httpx.Response:
-        """Hedging (pymesh.transports._hedging): each attempt is a task; the losers are
-        cancelled (httpcore closes their connections)."""
-        race: Race[asyncio.Task[httpcore.Response]] = Race(attempts)
-        try:
-            while True:
-                launch = _launch(race, plan, request, obs)
-                if isinstance(launch, httpx.Response):
-                    return launch
-                if launch is not None:
-                    t, req = launch
-                    pool = self._pool(t.runtime, t.endpoint)
-                    race.started(asyncio.ensure_future(pool.handle_async_request(req)), t, obs)
-                wake = race.wake_in(time.monotonic())
-                if not race.inflight:
-                    await asyncio.sleep(wake or 0.0)  # only a back-off before the next attempt
-                    continue
-                done, _ = await asyncio.wait(
-                    race.inflight, timeout=wake, return_when=FIRST_COMPLETED
-                )
-                for task in done:
-                    t = race.inflight.pop(task)
-                    exc = task.exception()
-                    resp = task.result() if exc is None else None
-                    out = _settle(race, request, obs, task, t, exc, resp)
-                    if isinstance(out, httpx.Response):
-                        return out
-                    if resp is not None:
-                        if out is Verdict.WIN:
-                            assert isinstance(resp.stream, AsyncIterable)
-                            stream = _AsyncStream(resp.stream, t.release)
-                            return _response(plan, request, resp, stream)
-                        await resp.aclose()
-                    if out is Verdict.DEADLINE:
-                        return _local_response(attempts.deadline_exceeded(), request)
-                race.fire_timers(time.monotonic())
-        finally:
-            for task, t in race.inflight.items():
-                attempts.abandon(t)
-                if obs is not None:
-                    _hedge_done(obs, race, task, None, _LOST)
-                if task.done() and not task.cancelled() and task.exception() is None:
-                    await task.result().aclose()
-                else:
-                    task.cancel()
+        a = self._attempts(plan, state, request, obs)
+        result = await run_async(a, _AsyncIO(self, a, plan, request, obs))
+        return self._answer(a, request, result, _AsyncStream)
 
     async def aclose(self) -> None:
         for task in list(self._shadow_tasks):
@@ -959,3 +828,72 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         for pool in pools.values():
             await pool.aclose()
         await self._direct.aclose()
+
+
+class _SyncIO(_IO):
+    """MeshTransport's I/O of one request's attempts."""
+
+    __slots__ = ()
+    transport: MeshTransport
+
+    def send(self, t: Ticket) -> Reply:
+        rt, ep = t.runtime, t.endpoint
+        assert rt is not None and ep is not None
+        obs = self.obs
+        trace = obs.attempt(rt, ep) if obs is not None else None
+        req = _upstream_request(self.plan, self.request, ep, t.deadline, trace)
+        try:
+            resp = self.transport._pool(rt, ep).handle_request(req)
+        except _UPSTREAM_ERRORS as exc:
+            return _failure(exc)
+        a = self.a
+        return Reply(
+            resp, resp.status, None, _header_map(resp.headers) if a.needs_headers else None
+        )
+
+    def start(self, t: Ticket) -> Future[httpcore.Response]:
+        rt, ep, req = self.upstream(t)
+        return self.transport.hedger().submit(self.transport._pool(rt, ep).handle_request, req)
+
+    def discard(self, t: Ticket) -> None:
+        assert t.reply is not None
+        t.reply.value.close()  # type: ignore[attr-defined]
+
+    def cancel(self, t: Ticket) -> None:
+        # A thread cannot be interrupted mid-read: the attempt is abandoned (its slot
+        # already given back) and its response, with its connection, closed on arrival.
+        fut: Future[httpcore.Response] = t.handle  # type: ignore[assignment]
+        fut.cancel()
+        fut.add_done_callback(_close_abandoned)
+        self.lost(t)
+
+
+class _AsyncIO(_IO):
+    """AsyncMeshTransport's I/O of one request's attempts."""
+
+    __slots__ = ()
+    transport: AsyncMeshTransport
+
+    async def send(self, t: Ticket) -> Reply:
+        rt, ep, req = self.upstream(t)
+        try:
+            resp = await self.transport._pool(rt, ep).handle_async_request(req)
+        except _UPSTREAM_ERRORS as exc:
+            return _failure(exc)
+        return _answer(self.a, resp)
+
+    def start(self, t: Ticket) -> asyncio.Future[httpcore.Response]:
+        rt, ep, req = self.upstream(t)
+        return asyncio.ensure_future(self.transport._pool(rt, ep).handle_async_request(req))
+
+    async def discard(self, t: Ticket) -> None:
+        assert t.reply is not None
+        await t.reply.value.aclose()  # type: ignore[attr-defined]
+
+    async def cancel(self, t: Ticket) -> None:
+        task: asyncio.Future[httpcore.Response] = t.handle  # type: ignore[assignment]
+        self.lost(t)
+        if task.done() and not task.cancelled() and task.exception() is None:
+            await task.result().aclose()
+        else:
+            task.cancel()  # httpcore closes its connection

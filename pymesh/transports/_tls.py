@@ -48,10 +48,7 @@ def tls_lookup(mesh: Mesh, rt: ClusterRuntime) -> TlsLookup:
     """A function giving ``rt``'s current client TLS state (None: plaintext)."""
 
     def lookup() -> ClientTls | None:
-        cluster = rt.cluster
-        if cluster is None or cluster.tls is None:
-            return None
-        return mesh.security.client(rt.name, cluster.tls)
+        return rt.client_tls(mesh.security)
 
     return lookup
 

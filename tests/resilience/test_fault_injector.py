@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from pymesh.resilience import NO_FAULT, FaultDecision, FaultInjector, merge_fault
+from pymesh.resilience import NO_FAULT, FaultDecision, FaultInjector
 from pymesh.xds.resources.fault import FaultAbort, FaultConfig, FaultDelay
 from pymesh.xds.resources.matchers import FractionalPercent, HeaderMatcher, StringMatcher
 
@@ -191,16 +191,3 @@ def test_max_active_faults() -> None:
     )
     assert no_match.decide({}, 0) == NO_FAULT
     assert no_match.overflow == 0
-
-
-def test_merge_fault_most_specific_wins() -> None:
-    listener = FaultConfig(abort=FaultAbort(FractionalPercent(1), http_status=500))
-    vhost = FaultConfig(abort=FaultAbort(FractionalPercent(2), http_status=501))
-    route = FaultConfig(abort=FaultAbort(FractionalPercent(3), http_status=502))
-    cluster = FaultConfig(abort=FaultAbort(FractionalPercent(4), http_status=503))
-    assert merge_fault(listener) is listener
-    assert merge_fault(None) is None
-    assert merge_fault(listener, vhost_override=vhost) is vhost
-    assert merge_fault(listener, route, vhost_override=vhost) is route
-    assert merge_fault(listener, route, vhost_override=vhost, cluster_override=cluster) is cluster
-    assert merge_fault(None, route) is route

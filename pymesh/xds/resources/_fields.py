@@ -710,7 +710,9 @@ TABLE: dict[str, dict[str, Field]] = {
             "them, and are ignored as Envoy ignores them"
         ),
         "num_retries": H("default 1"),
-        "per_try_timeout": H("0 → None. gRPC channels ignore it, as grpcio does"),
+        "per_try_timeout": H(
+            "0 → None. Each attempt's deadline, for httpx and gRPC alike (the call engine)"
+        ),
         "per_try_idle_timeout": H("httpx transports; gRPC channels ignore it"),
         "retry_priority": W("retry priority plugins are not supported"),
         "retry_host_predicate": H(
@@ -750,7 +752,9 @@ TABLE: dict[str, dict[str, Field]] = {
     "envoy.config.route.v3.HedgePolicy": {
         "initial_requests": H("must be ≥ 1 (else NACK); above 1 → Warn (Envoy does not either)"),
         "additional_request_chance": W("not implemented (Envoy does not either)"),
-        "hedge_on_per_try_timeout": H("httpx transports; gRPC channels do not hedge"),
+        "hedge_on_per_try_timeout": H(
+            "httpx and gRPC alike (the call engine): Envoy's router semantics"
+        ),
     },
     "envoy.config.route.v3.DirectResponseAction": {
         "status": H("must be in [200, 600), else NACK"),

@@ -1,9 +1,11 @@
-"""Sans-I/O request planning shared by the sync and async transports (and gRPC).
+"""Planning: route + weighted cluster, shared by every driver (httpx, gRPC; sync, async).
 
 ``Planner.plan`` turns a request and a listener state into either a local answer
 (404, direct response, redirect, fault abort, 503) or a :class:`Plan`: the chosen
 cluster, rewritten path/headers, deadlines, and the retry policy. The transports
-only add the waiting and the I/O.
+only add the waiting and the I/O. The per-route runtime (retry decider, effective retry
+and hedge policies, fault injectors) was compiled with the route table
+(:class:`pymesh.routing.RouteDecision.compiled`), not looked up per request.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 from pymesh._mesh import ListenerState
 from pymesh._upstream import ClusterRuntime
@@ -26,7 +27,6 @@ from pymesh.routing import (
     rewrite_path,
 )
 from pymesh.routing._request import strip_query_and_fragment
-from pymesh.xds.resources.fault import FaultConfig
 from pymesh.xds.resources.route import (
     DirectResponseAction,
     HedgePolicy,
@@ -73,64 +73,17 @@ class Plan:
     hedge: HedgePolicy | None = None
 
 
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-class _PerConfig(Generic[_K, _V]):
-    """One derived object per frozen config object (deciders, fault injectors), found by
-    identity: configs are shared by every request of a route, so this runs once per
-    config, not per request. Bounded; a rebuilt config simply gets a new entry."""
-
-    def __init__(self, factory: Callable[[_K], _V], limit: int = 4096) -> None:
-        self._factory = factory
-        self._limit = limit
-        self._map: dict[int, tuple[_K, _V]] = {}
-
-    def __call__(self, config: _K) -> _V:
-        hit = self._map.get(id(config))
-        if hit is not None and hit[0] is config:
-            return hit[1]
-        value = self._factory(config)
-        if len(self._map) > self._limit:
-            self._map.clear()
-        self._map[id(config)] = (config, value)
-        return value
-
-
-#: The retry decider of a RetryPolicy.
-decider_for: _PerConfig[RetryPolicy, RetryDecider] = _PerConfig(RetryDecider)
-#: The fault injector (and its max_active_faults counter) of a fault filter config.
-injector_for: _PerConfig[FaultConfig, FaultInjector] = _PerConfig(FaultInjector)
-
-
-def _decider(retry: RetryPolicy | None, info: RequestInfo) -> RetryDecider | None:
-    """The retry decider, or None when this request may not be retried (no policy, no
-    retries, or retriable_request_headers that the request does not match)."""
-    if retry is None or retry.num_retries <= 0:
-        return None
-    decider = decider_for(retry)
-    if retry.retriable_request_headers and not decider.request_is_retriable(info.headers):
-        return None
-    return decider
-
-
-def _fault_config(state: ListenerState, decision: RouteDecision) -> FaultConfig | None:
-    """The listener's fault filter config, overridden per route/cluster/vhost (Envoy order)."""
+def _fault(state: ListenerState, decision: RouteDecision) -> FaultInjector | None:
+    """The fault injector of the listener's fault filter for this decision: the most
+    specific override (weighted cluster, route, virtual host; compiled with the route
+    table), else the listener's own config."""
     name = state.fault_filter_name
     if name is None:
         return None
-    cw = decision.cluster_weight
-    for per_filter in (
-        cw.typed_per_filter_config if cw is not None else None,
-        decision.route.typed_per_filter_config,
-        decision.virtual_host.typed_per_filter_config,
-    ):
-        if per_filter:
-            override = per_filter.get(name)
-            if isinstance(override, FaultConfig):
-                return override
-    return state.fault
+    override = decision.fault_overrides.get(name)
+    if override is not None:
+        return override
+    return state.table.listener_fault(state.fault) if state.fault is not None else None
 
 
 def not_found(listener: str, authority: str, path: str) -> LocalReply:
@@ -176,6 +129,43 @@ def _deadline(
     return time.monotonic() + timeout + fault_delay, True
 
 
+def _build(
+    decision: RouteDecision,
+    runtime: ClusterRuntime,
+    path: str,
+    headers: list[tuple[str, str]] | None,
+    authority: str,
+    hash_key: int | None,
+    caller_timeout: float | None,
+    fault_delay: float,
+    retriable: bool,
+) -> Plan:
+    """The Plan of a routed request: :func:`plan_by_path` and :func:`plan_request` both
+    end here, so the two can never disagree on what a route means."""
+    action = decision.action
+    assert isinstance(action, RouteAction)
+    compiled = decision.compiled
+    cluster_name = decision.cluster
+    assert cluster_name is not None
+    deadline, route_binding = _deadline(action, caller_timeout, fault_delay)
+    return Plan(
+        decision,
+        action,
+        cluster_name,
+        runtime,
+        path,
+        headers,
+        authority,
+        hash_key,
+        deadline,
+        compiled.retry,
+        compiled.decider if retriable else None,
+        fault_delay,
+        route_binding,
+        compiled.hedge,
+    )
+
+
 def plan_by_path(
     state: ListenerState, authority: str, path: str, caller_timeout: float | None
 ) -> Plan | None:
@@ -193,31 +183,10 @@ def plan_by_path(
     decision = state.table.path_decision(authority, strip_query_and_fragment(path))
     if decision is None:
         return None
-    action = decision.action
-    assert isinstance(action, RouteAction)  # path decisions are routes to a cluster
-    retry = action.retry_policy or decision.virtual_host.retry_policy
-    cluster_name = decision.cluster
-    assert cluster_name is not None
-    runtime = state.clusters.get(cluster_name)
+    runtime = state.clusters.get(decision.cluster)  # type: ignore[arg-type]
     if runtime is None or runtime.error is not None:
         return None  # plan_request answers why
-    deadline, route_binding = _deadline(action, caller_timeout, 0.0)
-    return Plan(
-        decision,
-        action,
-        cluster_name,
-        runtime,
-        path,
-        None,
-        authority,
-        None,
-        deadline,
-        retry,
-        decider_for(retry) if retry is not None and retry.num_retries > 0 else None,
-        0.0,
-        route_binding,
-        action.hedge_policy or decision.virtual_host.hedge_policy,
-    )
+    return _build(decision, runtime, path, None, authority, None, caller_timeout, 0.0, True)
 
 
 def plan_request(
@@ -238,9 +207,9 @@ def plan_request(
         return not_found(listener, info.authority, info.path)
     action = decision.action
     fault_delay = 0.0
-    fault = _fault_config(state, decision)
-    if fault is not None:
-        fd = injector_for(fault).decide(info.headers, rng.getrandbits(64), cluster=decision.cluster)
+    injector = _fault(state, decision)
+    if injector is not None:
+        fd = injector.decide(info.headers, rng.getrandbits(64), cluster=decision.cluster)
         if fd.delay:
             fault_delay = fd.delay
         if fd.abort_http is not None or fd.abort_grpc is not None:
@@ -288,23 +257,14 @@ def plan_request(
     path = info.path
     if action.prefix_rewrite is not None or action.regex_rewrite is not None:
         path = rewrite_path(decision, path)
-    deadline, route_binding = _deadline(action, caller_timeout, fault_delay)
-    retry = action.retry_policy or decision.virtual_host.retry_policy
-    return Plan(
-        decision=decision,
-        action=action,
-        cluster_name=cluster_name,
-        runtime=runtime,
-        path=path,
-        headers=edited,
-        authority=authority,
-        hash_key=(
-            compute_hash(action.hash_policies, info, channel_id) if action.hash_policies else None
-        ),
-        deadline=deadline,
-        retry=retry,
-        decider=_decider(retry, info),
-        fault_delay=fault_delay,
-        route_timeout_binding=route_binding,
-        hedge=action.hedge_policy or decision.virtual_host.hedge_policy,
+    # retriable_request_headers: a request that matches none of them is sent once.
+    decider = decision.compiled.decider
+    retriable = decider is None or (
+        not decider.policy.retriable_request_headers or decider.request_is_retriable(info.headers)
+    )
+    hash_key = (
+        compute_hash(action.hash_policies, info, channel_id) if action.hash_policies else None
+    )
+    return _build(
+        decision, runtime, path, edited, authority, hash_key, caller_timeout, fault_delay, retriable
     )

@@ -1,0 +1,209 @@
+"""Admission: the cluster's pick, which enforces drops and breakers and hands out a ticket.
+
+Modelled on grpc-go's clusterimpl picker: one pick step enforces EDS ``drop_overloads``
+and the circuit breaker, and returns a handle (:class:`Ticket`) whose :meth:`Ticket.done`
+records everything the attempt's end means (load state for least-request / peak EWMA,
+the outlier detector's result) and gives the breaker slot back. No driver can forget any
+of it, and no driver writes it again.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Container
+
+from pymesh._upstream import ClusterRuntime
+from pymesh.lb import EndpointState
+from pymesh.resilience import CircuitBreaker, Outcome
+from pymesh.xds.resources.endpoint import Endpoint
+
+__all__ = ["Refused", "Ticket", "admit"]
+
+#: A refused admission: (Envoy response flag, why), e.g. ("DO", "dropped by ...").
+Refused = tuple[str, str]
+
+
+class Ticket:
+    """One admitted attempt: where it goes, what it holds, and when it must end.
+
+    ``load`` is the endpoint's load state (least request, peak EWMA). ``runtime``,
+    ``endpoint`` and ``load`` are None for an attempt that picks no endpoint
+    (the interceptor, which cannot choose the destination of the channel it wraps).
+    """
+
+    # No __slots__: the fields most attempts never change are class-level defaults, so
+    # admitting an attempt sets only what it knows (the request path allocates little).
+
+    #: Whether :meth:`done` ran (the outcome is recorded once), and the slot was given back.
+    ended = False
+    _released = False
+    #: This attempt's deadline (monotonic): the call's, or sooner with a per-try timeout.
+    deadline: float | None = None
+    #: Hedging: when the (soft) per-try timeout fires; None when not hedging.
+    hedge_at: float | None = None
+    #: Hedging: the per-try timeout fired and was recorded (a hedge may be in flight).
+    hedged = False
+    #: The driver's answer for this attempt (set when it ends), and its handle on the
+    #: attempt while it runs beside others (hedging: future, task).
+    reply: Reply | None = None
+    handle: object = None
+    #: The driver's telemetry handle of this attempt (hedged attempts run side by side).
+    trace: object = None
+    #: Driver hook run once when the slot is given back (gRPC: sub-channel accounting).
+    on_release: Callable[[], None] | None = None
+    #: Only peak EWMA reads attempt timings: the other policies skip the clock.
+    _timed = False
+    started = 0.0
+
+    def __init__(
+        self,
+        runtime: ClusterRuntime | None,
+        endpoint: Endpoint | None,
+        load: EndpointState | None,
+        breaker: CircuitBreaker | None,
+        is_retry: bool,
+    ) -> None:
+        self.runtime = runtime
+        self.endpoint = endpoint
+        self.load = load
+        self._breaker = breaker
+        self._is_retry = is_retry
+        if endpoint is None:
+            self.address = ""
+            return
+        self.address = endpoint.address
+        cluster = runtime.cluster if runtime is not None else None
+        if cluster is not None and cluster.lb_policy.name == "peak_ewma":
+            self._timed = True
+            self.started = now = time.monotonic()
+            load.on_start(now)  # type: ignore[union-attr]
+        elif load is not None:
+            load.on_start_untimed()
+
+    def __repr__(self) -> str:
+        return f"<Ticket {self.address or '-'} retry={self._is_retry} ended={self.ended}>"
+
+    def done(self, outcome: Outcome | None, failed: bool = False, release: bool = True) -> None:
+        """The attempt ended with ``outcome`` (None: nothing reads it). Records the load
+        state (``failed``: a penalised latency sample, see EndpointState.on_failure), the
+        outlier result (unless a hedge already counted this attempt's timeout) and, with
+        ``release``, gives the slot back. Idempotent."""
+        if self.ended:
+            if release:
+                self.release()
+            return
+        self.ended = True
+        load = self.load
+        if load is not None:
+            if not self._timed:
+                load.on_finish()
+            else:
+                now = time.monotonic()
+                if failed:
+                    load.on_failure(now - self.started, now)
+                else:
+                    load.on_finish(now - self.started, now)
+        rt = self.runtime
+        if outcome is not None and rt is not None and not self.hedged:
+            outlier = rt.outlier
+            if outlier is not None:
+                outlier.record(self.address, outcome)
+        if release:
+            self.release()
+
+    def abandon(self) -> None:
+        """The attempt is given up without an outcome (cancelled, lost a hedging race,
+        or the driver raised): end its load accounting and free its slot."""
+        self.done(None)
+
+    def release(self) -> None:
+        """Give back the breaker slot (idempotent): when the response body is done."""
+        if self._released:
+            return
+        self._released = True
+        breaker = self._breaker
+        if breaker is not None:
+            if self._is_retry:
+                breaker.release_retry()
+            else:
+                breaker.release_request()
+        hook = self.on_release
+        if hook is not None:
+            hook()
+
+
+class Reply:
+    """A driver's answer for one attempt, in the terms the engine reads.
+
+    ``failure`` is set (an Outcome.failure) when no response came; otherwise ``status``
+    (HTTP) and/or ``grpc_status`` describe the response and ``headers`` its headers
+    (only filled when the engine asks, :attr:`Attempts.needs_headers`). ``value`` is the
+    protocol's own answer (httpcore response, gRPC result) and ``error`` the exception
+    to raise if this reply becomes the caller's.
+    """
+
+    __slots__ = ("error", "failure", "grpc_status", "headers", "status", "value")
+
+    def __init__(
+        self,
+        value: object = None,
+        status: int | None = None,
+        grpc_status: int | None = None,
+        headers: object = None,
+        failure: Outcome | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self.value = value
+        self.status = status
+        self.grpc_status = grpc_status
+        self.headers = headers
+        self.failure = failure
+        self.error = error
+
+    def __repr__(self) -> str:
+        if self.failure is not None:
+            return f"<Reply failure {self.error!r}>"
+        return f"<Reply status={self.status} grpc_status={self.grpc_status}>"
+
+
+def admit(
+    rt: ClusterRuntime,
+    hash_key: int | None,
+    rng: random.Random,
+    is_retry: bool,
+    retry_slot: CircuitBreaker | None,
+    exclude: Container[str] = frozenset(),
+    tries: int = 1,
+) -> Ticket | Refused:
+    """The cluster's pick: drops (first attempts only, as gRPC's xds_cluster_impl and
+    Envoy), endpoint choice (``exclude`` re-picked up to ``tries`` times), then the
+    breaker: a first attempt takes a request slot here; a retry brings the retry slot it
+    took when the retry was decided (``retry_slot``)."""
+    picker = rt.picker
+    if picker is None:
+        return ("UH", "no healthy upstream")
+    if not is_retry and picker.has_drops:
+        category = picker.drop_category(rng.random())
+        if category is not None:
+            return ("DO", f"dropped by drop_overloads ({category})")
+    if exclude:
+        ep = picker.pick(hash_key, exclude, host_selection_retry_max_attempts=tries)
+    else:
+        ep = picker.pick(hash_key)
+    if ep is None:
+        return ("UH", "no healthy upstream")
+    if is_retry:
+        breaker = retry_slot
+    else:
+        breaker = rt.breaker
+        if breaker is not None:
+            cluster = rt.cluster
+            if not breaker.try_acquire_request(cluster is not None and not cluster.http2):
+                limit = (
+                    "max_requests"
+                    if breaker.active_requests >= breaker.thresholds.max_requests
+                    else "max_pending_requests"
+                )
+                return ("UO", f"upstream overflow (circuit breaker {limit})")
+    return Ticket(rt, ep, rt.states.get_or_create(ep.address), breaker, is_retry)

@@ -1,0 +1,233 @@
+"""The call engine on its own (sans-I/O): admission, retry decisions and the hedging
+step loop, driven by a scripted driver. What real drivers do end to end is
+test_parity_matrix.py; this pins the engine's bookkeeping where no backend can show it
+(slots given back when a driver raises, the steps a hedged call yields)."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import pytest
+
+from pymesh._upstream import ClusterRuntime
+from pymesh.call import (
+    Abandon,
+    Attempts,
+    Launch,
+    LocalReply,
+    Plan,
+    Reply,
+    Ticket,
+    Wait,
+    run_sync,
+    steps,
+)
+from pymesh.resilience import Outcome, RetryDecider
+from pymesh.xds.dependencies import ClusterConfig
+from pymesh.xds.resources.cluster import CircuitBreakers, Cluster
+from pymesh.xds.resources.endpoint import (
+    ClusterLoadAssignment,
+    DropOverload,
+    Endpoint,
+    Locality,
+    LocalityEndpoints,
+)
+from pymesh.xds.resources.route import HedgePolicy, RetryBackOff, RetryPolicy, RouteAction
+
+FAST = RetryBackOff(0.001, 0.002)
+
+
+def _runtime(
+    ports: tuple[int, ...] = (1, 2), *, breakers: CircuitBreakers | None = None, drop_ppm: int = 0
+) -> ClusterRuntime:
+    drops = (DropOverload("throttle", drop_ppm),) if drop_ppm else ()
+    cla = ClusterLoadAssignment(
+        "c",
+        (LocalityEndpoints(Locality(), tuple(Endpoint("127.0.0.1", p) for p in ports)),),
+        drops,
+    )
+    cluster = Cluster("c", circuit_breakers=breakers or CircuitBreakers())
+    rt = ClusterRuntime("c", random.Random(1))
+    rt.update(ClusterConfig("c", cluster, cla))
+    return rt
+
+
+def _plan(
+    rt: ClusterRuntime,
+    retry: RetryPolicy | None = None,
+    *,
+    deadline: float | None = None,
+    hedge: HedgePolicy | None = None,
+) -> Plan:
+    decider = RetryDecider(retry) if retry is not None and retry.num_retries else None
+    action = RouteAction(cluster="c")
+    return Plan(
+        None,  # type: ignore[arg-type]  # the engine never reads the route decision
+        action,
+        "c",
+        rt,
+        "/",
+        None,
+        "svc",
+        None,
+        deadline,
+        retry,
+        decider,
+        hedge=hedge,
+    )
+
+
+def _attempts(plan: Plan) -> Attempts:
+    return Attempts(plan, None, random.Random(3))  # type: ignore[arg-type]
+
+
+class Scripted:
+    """A driver whose answers are scripted: each ``send`` pops the next reply (or
+    raises the next exception)."""
+
+    def __init__(self, *answers: Reply | BaseException) -> None:
+        self.answers = list(answers)
+        self.sent: list[str] = []
+
+    def send(self, t: Ticket) -> Reply:
+        self.sent.append(t.address)
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def start(self, t: Ticket) -> Any:
+        raise AssertionError("not hedging")
+
+    collect = start
+
+    def discard(self, t: Ticket) -> None:
+        return None
+
+    def cancel(self, t: Ticket) -> None:
+        return None
+
+
+def _unavailable() -> Reply:
+    return Reply(None, 503)
+
+
+def _slots(rt: ClusterRuntime) -> tuple[int, int]:
+    assert rt.breaker is not None
+    return rt.breaker.active_requests, rt.breaker.active_retries
+
+
+def test_drop_overloads_answer_locally_before_any_pick() -> None:
+    rt = _runtime(drop_ppm=1_000_000)
+    io = Scripted()
+    result = run_sync(_attempts(_plan(rt)), io)
+    assert isinstance(result, LocalReply) and result.flags == "DO"
+    assert io.sent == [] and _slots(rt) == (0, 0)
+
+
+def test_breaker_overflow_answers_locally() -> None:
+    rt = _runtime(breakers=CircuitBreakers(max_requests=0))
+    result = run_sync(_attempts(_plan(rt)), Scripted())
+    assert isinstance(result, LocalReply) and result.flags == "UO"
+
+
+def test_retry_refused_by_max_retries_is_the_upstreams_own_answer() -> None:
+    rt = _runtime(breakers=CircuitBreakers(max_retries=0))
+    retry = RetryPolicy(frozenset({"5xx"}), num_retries=3, back_off=FAST)
+    first = _unavailable()
+    io = Scripted(first)
+    result = run_sync(_attempts(_plan(rt, retry)), io)
+    assert isinstance(result, Ticket) and result.reply is first
+    assert len(io.sent) == 1
+    result.release()  # the driver gives the winner's slot back with its body
+    assert _slots(rt) == (0, 0)
+    assert rt.breaker is not None and rt.breaker.overflow.retries == 1
+
+
+def test_retries_go_to_another_host_and_give_every_slot_back() -> None:
+    rt = _runtime()
+    retry = RetryPolicy(
+        frozenset({"5xx"}),
+        num_retries=2,
+        back_off=FAST,
+        retry_host_predicates=("previous_hosts",),
+        host_selection_retry_max_attempts=5,
+    )
+    ok = Reply(None, 200)
+    io = Scripted(_unavailable(), ok)
+    result = run_sync(_attempts(_plan(rt, retry)), io)
+    assert isinstance(result, Ticket) and result.reply is ok
+    assert len(set(io.sent)) == 2  # the retry went elsewhere
+    result.release()
+    assert _slots(rt) == (0, 0)
+    assert all(s.active_requests == 0 for s in rt.states.values())
+
+
+@pytest.mark.parametrize("retry", [None, RetryPolicy(frozenset({"5xx"}), 2, back_off=FAST)])
+def test_a_driver_error_gives_back_what_the_attempt_held(retry: RetryPolicy | None) -> None:
+    rt = _runtime()
+    with pytest.raises(KeyboardInterrupt):
+        run_sync(_attempts(_plan(rt, retry)), Scripted(KeyboardInterrupt()))
+    assert _slots(rt) == (0, 0)
+    assert all(s.active_requests == 0 for s in rt.states.values())
+
+
+def test_no_room_for_the_backoff_is_a_local_504_and_frees_the_retry_slot() -> None:
+    rt = _runtime()
+    retry = RetryPolicy(frozenset({"5xx"}), 3, back_off=RetryBackOff(5.0, 5.0))
+    plan = _plan(rt, retry, deadline=time.monotonic() + 0.5)
+    a = _attempts(plan)
+    a.rng = random.Random(0)  # a back-off of several seconds, past the deadline
+    result = run_sync(a, Scripted(_unavailable()))
+    assert isinstance(result, LocalReply) and result.status == 504 and result.flags == "UT"
+    assert _slots(rt) == (0, 0)
+
+
+def test_one_retry_policy_classifies_http_statuses_and_grpc_codes() -> None:
+    decider = RetryDecider(RetryPolicy(frozenset({"5xx", "unavailable"}), 1))
+    assert decider.should_retry(Outcome.response(503)) == "5xx"
+    assert decider.should_retry(Outcome.response(None, grpc_status=14)) == "unavailable"
+    # A44: a gRPC status is not an HTTP one: "5xx" alone never retries a gRPC code.
+    only_http = RetryDecider(RetryPolicy(frozenset({"5xx"}), 1))
+    assert only_http.should_retry(Outcome.response(None, grpc_status=14)) is None
+    assert only_http.should_retry(Outcome.failure(timeout=True)) == "5xx"  # per-try timeout
+
+
+def test_hedging_keeps_the_first_attempt_and_cancels_the_hedge() -> None:
+    rt = _runtime()
+    retry = RetryPolicy(frozenset({"5xx"}), 1, per_try_timeout=0.01, back_off=FAST)
+    a = _attempts(_plan(rt, retry, hedge=HedgePolicy(hedge_on_per_try_timeout=True)))
+    assert a.hedging
+    gen = steps(a)
+    step = next(gen)
+    assert isinstance(step, Launch)
+    first = step.ticket
+    launched = [first]
+    deadline = time.monotonic() + 30
+    # Nothing answers: the per-try timeout fires, and after the back-off a hedge starts.
+    while len(launched) < 2:
+        assert time.monotonic() < deadline
+        if isinstance(step, Wait):
+            assert step.timeout is not None  # it wakes for the timer, not only answers
+            time.sleep(step.timeout)  # the driver waits for an answer that does not come
+            step = gen.send([])
+        else:  # a back-off to sleep, or the launch just recorded
+            if isinstance(step, float):
+                time.sleep(step)
+            step = gen.send(None)
+        if isinstance(step, Launch):
+            launched.append(step.ticket)
+    assert first.hedged and _slots(rt) == (1, 1)
+    # The first attempt answers: it wins and the hedge in flight is abandoned.
+    step = gen.send(None)
+    assert isinstance(step, Wait)
+    ok = Reply(None, 200)
+    step = gen.send([(first, ok)])
+    assert isinstance(step, Abandon) and step.tickets == (launched[1],)
+    with pytest.raises(StopIteration) as stop:
+        gen.send(None)
+    assert stop.value.value is first and first.reply is ok
+    first.release()
+    assert _slots(rt) == (0, 0)

@@ -1,0 +1,409 @@
+"""The parity matrix: every resilience scenario through all four drivers of the call
+engine (httpx sync, httpx async, gRPC sync, gRPC aio), against real backends on
+127.0.0.1 and pymesh's own control plane, with ONE expected outcome per scenario.
+
+An outcome is protocol-neutral: ``ok`` (HTTP 200 / gRPC OK), ``unavailable`` (503 /
+UNAVAILABLE), ``timeout`` (504 / DEADLINE_EXCEEDED); whether pymesh answered itself
+(``local``); which host answered; how many requests each host saw; and that every
+circuit-breaker slot was given back. Two cases are regressions of gRPC diverging from
+httpx before the engine was shared: EDS drop_overloads at 100 % (gRPC reached the
+backend) and a retry refused by max_retries (gRPC answered "pymesh: upstream overflow"
+instead of the upstream's own status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+import pymesh
+import pymesh.grpc
+from pymesh.server import ControlPlane
+from pymesh.testing import bootstrap_for
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from _edit import edited_mesh
+
+METHOD = "/pymesh.parity.Svc/Call"
+HTTP_PORT = 9080
+GRPC_PORT = 50051
+
+
+class Host:
+    """One backend serving both HTTP (any path) and gRPC (``METHOD``, raw bytes).
+
+    ``fail``: answer 503 / UNAVAILABLE. ``delays``: seconds to wait before answering the
+    first, second... request (then none); a waiting request ends early when the client
+    goes away (gRPC) or the host closes. Answers name the host and the request number.
+    """
+
+    def __init__(self, name: str, *, fail: bool = False, delays: tuple[float, ...] = ()):
+        self.name = name
+        self.fail = fail
+        self.delays = list(delays)
+        self.hits = 0
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                n, delay = host._arrive()
+                host._closing.wait(delay)
+                status = 503 if host.fail else 200
+                body = f"{host.name}:{n}".encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the client gave up on this attempt
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http.daemon_threads = True
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+
+        def call(request: bytes, context: grpc.ServicerContext) -> bytes:
+            n, delay = host._arrive()
+            gone = threading.Event()
+            context.add_callback(gone.set)
+            deadline = time.monotonic() + delay
+            while not gone.is_set() and not host._closing.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                gone.wait(min(left, 0.05))
+            if host.fail:
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"{host.name}:{n}")
+            return f"{host.name}:{n}".encode()
+
+        handler = grpc.method_handlers_generic_handler(
+            "pymesh.parity.Svc", {"Call": grpc.unary_unary_rpc_method_handler(call)}
+        )
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(16))
+        self._grpc.add_generic_rpc_handlers((handler,))
+        self._grpc_port = self._grpc.add_insecure_port("127.0.0.1:0")
+        self._grpc.start()
+
+    def _arrive(self) -> tuple[int, float]:
+        with self._lock:
+            self.hits += 1
+            delay = self.delays.pop(0) if self.delays else 0.0
+            return self.hits, delay
+
+    def address(self, protocol: str) -> str:
+        port = self._http.server_address[1] if protocol == "http" else self._grpc_port
+        return f"127.0.0.1:{port}"
+
+    def close(self) -> None:
+        self._closing.set()
+        self._http.shutdown()
+        self._http.server_close()
+        self._grpc.stop(0).wait(10)
+
+
+@dataclass(frozen=True)
+class Result:
+    """One call's outcome in protocol-neutral terms."""
+
+    kind: str  # ok | unavailable | timeout | other:<status>
+    local: bool  # pymesh answered without an upstream answer
+    host: str  # the host named in the answer ("" for a local answer)
+
+
+def _http_result(r: httpx.Response) -> Result:
+    kind = {200: "ok", 503: "unavailable", 504: "timeout"}.get(r.status_code, f"other:{r}")
+    local = "x-pymesh-local-reply" in r.headers
+    return Result(kind, local, "" if local else r.text.partition(":")[0])
+
+
+_GRPC_KINDS = {
+    grpc.StatusCode.OK: "ok",
+    grpc.StatusCode.UNAVAILABLE: "unavailable",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "timeout",
+}
+
+
+def _grpc_result(code: grpc.StatusCode, text: str) -> Result:
+    kind = _GRPC_KINDS.get(code, f"other:{code.name}")
+    # pymesh's own answers say "pymesh: ..." (or are the fault filter's); a deadline
+    # that grpcio enforces on the attempt is the client's own, too.
+    local = text.startswith("pymesh") or text == "fault filter abort"
+    local = local or code is grpc.StatusCode.DEADLINE_EXCEEDED
+    return Result(kind, local, "" if local else text.partition(":")[0])
+
+
+# -- the four drivers ----------------------------------------------------------------
+
+
+def _httpx_sync(mesh: pymesh.Mesh, n: int) -> list[Result]:
+    with httpx.Client(transport=pymesh.MeshTransport(mesh), timeout=20) as client:
+        return [_http_result(client.get(f"http://svc:{HTTP_PORT}/")) for _ in range(n)]
+
+
+def _httpx_async(mesh: pymesh.Mesh, n: int) -> list[Result]:
+    async def run() -> list[Result]:
+        transport = pymesh.AsyncMeshTransport(mesh)
+        async with httpx.AsyncClient(transport=transport, timeout=20) as client:
+            return [_http_result(await client.get(f"http://svc:{HTTP_PORT}/")) for _ in range(n)]
+
+    return asyncio.run(run())
+
+
+def _grpc_sync(mesh: pymesh.Mesh, n: int) -> list[Result]:
+    out = []
+    with pymesh.grpc.insecure_channel(f"xds:///svc:{GRPC_PORT}", mesh) as ch:
+        call = ch.unary_unary(METHOD)
+        for _ in range(n):
+            try:
+                out.append(_grpc_result(grpc.StatusCode.OK, call(b"", timeout=20).decode()))
+            except grpc.RpcError as err:
+                out.append(_grpc_result(err.code(), err.details() or ""))
+    return out
+
+
+def _grpc_aio(mesh: pymesh.Mesh, n: int) -> list[Result]:
+    async def run() -> list[Result]:
+        out = []
+        async with pymesh.grpc.aio.insecure_channel(f"xds:///svc:{GRPC_PORT}", mesh) as ch:
+            call = ch.unary_unary(METHOD)
+            for _ in range(n):
+                try:
+                    reply = await call(b"", timeout=20)
+                    out.append(_grpc_result(grpc.StatusCode.OK, reply.decode()))
+                except grpc.aio.AioRpcError as err:
+                    out.append(_grpc_result(err.code(), err.details() or ""))
+        return out
+
+    return asyncio.run(run())
+
+
+DRIVERS: dict[str, tuple[str, Callable[[pymesh.Mesh, int], list[Result]]]] = {
+    "httpx-sync": ("http", _httpx_sync),
+    "httpx-async": ("http", _httpx_async),
+    "grpc-sync": ("grpc", _grpc_sync),
+    "grpc-aio": ("grpc", _grpc_aio),
+}
+
+
+# -- the scenarios -------------------------------------------------------------------
+
+
+def _route(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+    def edit(rc: Any) -> None:
+        for vh in rc.virtual_hosts:
+            for r in vh.routes:
+                fn(r.route)
+
+    return edit
+
+
+def _drop_all(cla: Any) -> None:
+    drop = cla.policy.drop_overloads.add(category="throttle")
+    drop.drop_percentage.numerator = 100  # denominator HUNDRED (the default)
+
+
+def _budget_none(cluster: Any) -> None:
+    budget = cluster.circuit_breakers.thresholds[0].retry_budget
+    budget.budget_percent.value = 0.0
+    budget.min_retry_concurrency.value = 0
+
+
+def _hedge(action: Any) -> None:
+    action.hedge_policy.hedge_on_per_try_timeout = True
+
+
+def _stream_cap(action: Any) -> None:
+    # gRPC ignores the route timeout (A31): its cap is max_stream_duration.
+    action.max_stream_duration.max_stream_duration.FromMilliseconds(300)
+
+
+_RETRY = {"attempts": 3, "on": "5xx,unavailable"}
+
+
+@dataclass
+class Scenario:
+    hosts: dict[str, dict[str, Any]]  # name -> Host options
+    routes: list[dict[str, Any]] = field(default_factory=lambda: [{}])
+    policy: dict[str, Any] = field(default_factory=dict)
+    route_edit: Callable[[Any], None] | None = None
+    cluster_edit: Callable[[Any], None] | None = None
+    endpoints_edit: Callable[[Any], None] | None = None
+    calls: int = 1
+    expect: Result | None = None  # every call's outcome
+    last: tuple[int, Result] | None = None  # the last N calls' outcome
+    hits: dict[str, int] = field(default_factory=dict)
+    check: Callable[[list[Result], dict[str, Host]], None] | None = None
+
+
+def _retried_elsewhere(results: list[Result], hosts: dict[str, Host]) -> None:
+    # Every call succeeds on the good host; the failing one was tried and retried away.
+    assert results == [Result("ok", False, "good")] * len(results)
+    assert hosts["good"].hits == len(results)
+    assert 1 <= hosts["bad"].hits <= len(results)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    # Regression: gRPC sent the call to the backend.
+    "local drop": Scenario(
+        {"a": {}},
+        endpoints_edit=_drop_all,
+        expect=Result("unavailable", True, ""),
+        hits={"a": 0},
+    ),
+    "breaker overflow": Scenario(
+        {"a": {}},
+        policy={"circuit_breakers": {"max_requests": 0}},
+        expect=Result("unavailable", True, ""),
+        hits={"a": 0},
+    ),
+    # Regression: gRPC answered "pymesh: upstream overflow" instead of a's own answer.
+    "retry overflow": Scenario(
+        {"a": {"fail": True}},
+        routes=[{"retries": _RETRY}],
+        policy={"circuit_breakers": {"max_retries": 0}},
+        expect=Result("unavailable", False, "a"),
+        hits={"a": 1},
+    ),
+    "per-try timeout": Scenario(
+        {"a": {"delays": (5.0, 5.0)}},
+        routes=[
+            {"timeout": "15s", "retries": {"attempts": 1, "on": "5xx", "per_try_timeout": "300ms"}}
+        ],
+        expect=Result("timeout", True, ""),
+        hits={"a": 2},
+    ),
+    # The first attempt answers after 1 s, past its 300 ms per-try timeout; the hedge
+    # started then would take 5 s: only hedging (the first attempt not cancelled) gets
+    # the first one's answer; a plain retry would time out twice.
+    "hedging": Scenario(
+        {"a": {"delays": (1.0, 5.0)}},
+        routes=[
+            {"timeout": "15s", "retries": {"attempts": 1, "on": "5xx", "per_try_timeout": "300ms"}}
+        ],
+        route_edit=_route(_hedge),
+        expect=Result("ok", False, "a"),
+        hits={"a": 2},
+    ),
+    "retry on another host": Scenario(
+        {"bad": {"fail": True}, "good": {}},
+        routes=[{"retries": {"attempts": 1, "on": "5xx,unavailable"}}],
+        calls=6,
+        check=_retried_elsewhere,
+    ),
+    "outlier ejection": Scenario(
+        {"bad": {"fail": True}, "good": {}},
+        policy={
+            "outlier_detection": {
+                "consecutive_5xx": 2,
+                "interval": "60s",
+                "base_ejection_time": "60s",
+                "max_ejection_percent": 50,
+            }
+        },
+        calls=16,
+        last=(10, Result("ok", False, "good")),
+        hits={"bad": 2},
+    ),
+    "fault abort": Scenario(
+        {"a": {}},
+        routes=[{"fault": {"abort": {"status": 503, "percent": 100}}}],
+        expect=Result("unavailable", True, ""),
+        hits={"a": 0},
+    ),
+    "fault delay": Scenario(
+        {"a": {}},
+        routes=[{"fault": {"delay": {"fixed": "200ms", "percent": 100}}}],
+        expect=Result("ok", False, "a"),
+        hits={"a": 1},
+    ),
+    "retry budget": Scenario(
+        {"a": {"fail": True}},
+        routes=[{"retries": _RETRY}],
+        policy={"circuit_breakers": {"max_retries": 3}},
+        cluster_edit=_budget_none,
+        expect=Result("unavailable", False, "a"),
+        hits={"a": 1},
+    ),
+    "route timeout": Scenario(
+        {"a": {"delays": (5.0,)}},
+        routes=[{"timeout": "300ms"}],
+        route_edit=_route(_stream_cap),
+        expect=Result("timeout", True, ""),
+        hits={"a": 1},
+    ),
+}
+
+
+@pytest.fixture
+def control_plane() -> Iterator[ControlPlane]:
+    with ControlPlane() as cp:
+        yield cp
+
+
+@pytest.mark.parametrize("driver", list(DRIVERS))
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_parity(
+    scenario: str, driver: str, control_plane: ControlPlane, request: pytest.FixtureRequest
+) -> None:
+    sc = SCENARIOS[scenario]
+    protocol, run = DRIVERS[driver]
+    hosts = {name: Host(name, **opts) for name, opts in sc.hosts.items()}
+    try:
+        config = {
+            "services": {
+                "svc": {
+                    "port": HTTP_PORT if protocol == "http" else GRPC_PORT,
+                    "protocol": protocol,
+                    "endpoints": [h.address(protocol) for h in hosts.values()],
+                    "routes": sc.routes,
+                    "traffic_policy": sc.policy,
+                }
+            }
+        }
+        control_plane.set_snapshot(
+            edited_mesh(
+                config, route=sc.route_edit, cluster=sc.cluster_edit, endpoints=sc.endpoints_edit
+            )
+        )
+        boot = bootstrap_for(control_plane, node_id=f"parity/{request.node.name}")
+        with pymesh.Mesh(boot, seed=7) as mesh:
+            started = time.monotonic()
+            results = run(mesh, sc.calls)
+            elapsed = time.monotonic() - started
+            runtimes = mesh.clusters()
+        if sc.expect is not None:
+            assert results == [sc.expect] * sc.calls
+        if sc.last is not None:
+            n, expected = sc.last
+            assert results[-n:] == [expected] * n
+        if sc.check is not None:
+            sc.check(results, hosts)
+        assert {name: hosts[name].hits for name in sc.hits} == sc.hits
+        if scenario == "fault delay":
+            assert elapsed >= 0.2  # the delay was served (a lower bound cannot flake)
+        # Every slot taken was given back (hedged losers and retries included).
+        for rt in runtimes.values():
+            breaker = rt.breaker
+            assert breaker is not None
+            assert (breaker.active_requests, breaker.active_retries) == (0, 0), rt.name
+    finally:
+        for h in hosts.values():
+            h.close()
