@@ -279,6 +279,48 @@ def run_status_admin(*, admin: str, as_json: bool, timeout: float) -> int:
     return 0
 
 
+def run_status_csds(*, csds: str, as_json: bool, timeout: float) -> int:
+    """``pymesh status --csds ADDR``: FetchClientStatus from a CSDS server and print every
+    resource with its client status, version and error. Exit code 1 when the server
+    cannot be asked, or any resource is NACKed or does not exist."""
+    import grpc
+    from envoy.admin.v3 import config_dump_shared_pb2
+    from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
+    from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
+
+    with grpc.insecure_channel(csds) as channel:
+        stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
+        try:
+            response = stub.FetchClientStatus(csds_pb2.ClientStatusRequest(), timeout=timeout)
+        except grpc.RpcError as e:
+            print(
+                f"pymesh: cannot ask CSDS at {csds}: {e.code().name}: {e.details()}; fix: "
+                "check the address (the process's Mesh.start_csds() port) and that it runs",
+                file=sys.stderr,
+            )
+            return 1
+    if as_json:
+        print(json.dumps(json_format.MessageToDict(response), indent=2))
+    bad = 0
+    for config in response.config:
+        table = Table(title=f"CSDS: node {config.node.id}")
+        for col in ("type", "name", "version", "client status", "error"):
+            table.add_column(col)
+        for x in config.generic_xds_configs:
+            status = config_dump_shared_pb2.ClientResourceStatus.Name(x.client_status)
+            bad += status in ("NACKED", "DOES_NOT_EXIST")
+            table.add_row(
+                x.type_url.rsplit(".", 1)[-1],
+                x.name,
+                x.version_info,
+                status,
+                x.error_state.details,
+            )
+        if not as_json:
+            Console().print(table)
+    return 1 if bad else 0
+
+
 def run_status(
     *, bootstrap: str | None, hosts: Sequence[str], as_json: bool, timeout: float
 ) -> int:

@@ -124,6 +124,7 @@ class Mesh:
         # Observability hooks: observable metrics read this mesh's counters; an admin
         # server starts by itself when PYMESH_ADMIN_PORT is set (docs/observability.md).
         self._admin: AdminServer | None = None
+        self._csds: tuple[Any, int] | None = None  # (grpc.Server, port) once started
         telemetry.register(self)
         if admin_port is not None:
             self.start_admin(admin_port)
@@ -157,6 +158,8 @@ class Mesh:
         self._client.close()
         if self._admin is not None:
             self._admin.close()
+        if self._csds is not None:
+            self._csds[0].stop(grace=None)
         self.security.close()
 
     # -- listener state ------------------------------------------------------------
@@ -403,6 +406,42 @@ class Mesh:
             if self._admin is None:
                 self._admin = AdminServer(self, port=port, host=host)
         return self._admin
+
+    def start_csds(self, port: int = 0, host: str = "127.0.0.1") -> int:
+        """Start (once) a gRPC server with the ``ClientStatusDiscoveryService`` (CSDS,
+        gRFC A40) for this mesh: every resource with its status and body. Returns the
+        port (``port=0``: any free one). Localhost only by default; closed with the mesh.
+        ``pymesh status --csds HOST:PORT`` reads it."""
+        from concurrent import futures
+
+        import grpc
+        from envoy.service.status.v3 import csds_pb2_grpc
+
+        from pymesh.telemetry._csds import CsdsServicer, client_config_proto
+
+        with self._lock:
+            if self._csds is None:
+                servicer = CsdsServicer(
+                    lambda: client_config_proto(
+                        self._client.config_dump(bodies=True)["resources"],
+                        self.bootstrap,
+                        bodies=True,
+                    )
+                )
+                server = grpc.server(
+                    futures.ThreadPoolExecutor(2, thread_name_prefix="pymesh-csds"),
+                    options=[("grpc.so_reuseport", 0)],
+                )
+                csds_pb2_grpc.add_ClientStatusDiscoveryServiceServicer_to_server(servicer, server)
+                bound = server.add_insecure_port(f"{host}:{port}")
+                if not bound:
+                    raise MeshError(
+                        f"cannot serve CSDS on {host}:{port} (the port is in use?); "
+                        "pick another port, or 0 for any free one"
+                    )
+                server.start()
+                self._csds = (server, bound)
+            return self._csds[1]
 
     def server_ssl_context(self, instance_name: str = "default") -> ssl.SSLContext:
         """An mTLS server context from bootstrap certificate provider ``instance_name``.

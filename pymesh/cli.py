@@ -57,8 +57,15 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pymesh._explain_cli import run_status, run_status_admin
+    from pymesh._explain_cli import run_status, run_status_admin, run_status_csds
 
+    if args.csds is not None:
+        if args.host or args.admin is not None:
+            raise MeshError(
+                f"status --csds {args.csds}: drop the hosts and --admin; fix: CSDS shows "
+                "every resource of the process it asks"
+            )
+        return run_status_csds(csds=args.csds, as_json=args.json, timeout=args.timeout)
     if args.admin is not None:
         if args.host:
             raise MeshError(
@@ -151,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin",
         metavar="HOST:PORT",
         help="read a running pymesh process's admin server instead of a bootstrap",
+    )
+    p.add_argument(
+        "--csds",
+        metavar="HOST:PORT",
+        help="ask a CSDS server (ClientStatusDiscoveryService, e.g. Mesh.start_csds()) "
+        "for every resource and its status",
     )
     p.set_defaults(func=_status)
     return parser

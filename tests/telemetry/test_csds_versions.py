@@ -148,3 +148,33 @@ def test_warn_once_per_version_and_nacked_version_in_csds(
     with urllib.request.urlopen(f"http://{admin.address}/config_dump", timeout=10) as r:
         served = json.loads(r.read())["client_config"]
     assert _rds_entry(served, REVIEWS)["error_state"] == state
+
+    # The real CSDS service (gRFC A40), with resource bodies: the NACKed route config's
+    # body is the last good version (2), its error_state the rejected one (3).
+    import grpc
+    from envoy.admin.v3 import config_dump_shared_pb2
+    from envoy.config.route.v3 import route_pb2
+    from envoy.service.status.v3 import csds_pb2_grpc
+
+    from pymesh._explain_cli import run_status_csds
+
+    port = mesh.start_csds()
+    assert mesh.start_csds() == port  # once
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = csds_pb2_grpc.ClientStatusDiscoveryServiceStub(channel)
+        response = stub.FetchClientStatus(csds_pb2.ClientStatusRequest(), timeout=TIMEOUT)
+    [config] = response.config
+    assert config.node.id == mesh.node_id
+    [entry] = [
+        c for c in config.generic_xds_configs if c.type_url == ROUTE_TYPE and c.name == REVIEWS
+    ]
+    assert config_dump_shared_pb2.ClientResourceStatus.Name(entry.client_status) == "NACKED"
+    assert entry.version_info == "2" and entry.error_state.version_info == "3"
+    body = route_pb2.RouteConfiguration()
+    assert entry.xds_config.Unpack(body)
+    [header] = [h for h in body.response_headers_to_add if h.header.key == "x-rc"]
+    assert header.header.value == "2"
+    listeners = [c for c in config.generic_xds_configs if c.type_url == LISTENER_TYPE]
+    assert listeners and all(c.xds_config.type_url for c in listeners)
+    # `pymesh status --csds` reads it, and exits 1: a resource is NACKED.
+    assert run_status_csds(csds=f"127.0.0.1:{port}", as_json=False, timeout=TIMEOUT) == 1

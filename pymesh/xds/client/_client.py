@@ -148,6 +148,7 @@ class _Resource:
     error_version: str | None = None
     error_time: datetime.datetime | None = None
     timer: asyncio.TimerHandle | None = None
+    raw: tuple[str, bytes] | None = None  # the accepted value's Any (type URL, bytes): CSDS
 
 
 #: A decoded resource: ``(name, value, None)`` or ``(name or "", None, error)``.
@@ -374,11 +375,14 @@ class XdsClient:
         assert self._loop is not None
         return self._loop
 
-    def config_dump(self) -> dict[str, Any]:
-        """A JSON-able, CSDS-like view: every resource with version, status and error."""
+    def config_dump(self, *, bodies: bool = False) -> dict[str, Any]:
+        """A JSON-able, CSDS-like view: every resource with version, status and error.
+
+        ``bodies`` adds each accepted resource's ``raw`` ``(type_url, bytes)`` (for CSDS;
+        not JSON-able)."""
         if self._loop is None or self._closed:
-            return self._dump()
-        return self._call(self._dump)
+            return self._dump(bodies)
+        return self._call(lambda: self._dump(bodies))
 
     # ----------------------------------------------------------------- loop hops
 
@@ -609,7 +613,7 @@ class XdsClient:
         ones, and apply ``resource_errors`` (TP3/A88). Returns every name the response
         speaks of, and the NACK lines."""
         type_url = ts.type_url
-        valid: dict[str, tuple[Any, str]] = {}
+        valid: dict[str, tuple[Any, str, tuple[str, bytes]]] = {}
         errors: list[str] = []
         carried: set[str] = set()
         decoded: dict[tuple[str, bytes], _Decoded] = {}
@@ -625,7 +629,7 @@ class XdsClient:
             if name:
                 carried.add(name)
             if err is None:
-                valid[name] = (value, res_version)
+                valid[name] = (value, res_version, key)
                 continue
             errors.append(str(err.message))
             if name:
@@ -642,10 +646,11 @@ class XdsClient:
             else:
                 self._server_error(ts, name, re.error_detail, version)
         now = _now()
-        for name, (value, res_version) in valid.items():
+        for name, (value, res_version, raw) in valid.items():
             res = ts.resources.get(name)
             if res is None:
                 continue  # not subscribed (any more): ignore, as Envoy does
+            res.raw = raw
             if res.timer is not None:
                 res.timer.cancel()
                 res.timer = None
@@ -757,7 +762,7 @@ class XdsClient:
             )
             return
         log.warning("xDS server deleted %s %r (%s)", ts.type_url, name, why)
-        res.value, res.has_value = None, False
+        res.value, res.has_value, res.raw = None, False, None
         # A rejected version of a resource the server no longer has is moot.
         res.last_error = res.error_version = res.error_time = None
         self._does_not_exist(res)
@@ -925,24 +930,25 @@ class XdsClient:
 
     # ----------------------------------------------------------------- dump
 
-    def _dump(self) -> dict[str, Any]:
+    def _dump(self, bodies: bool = False) -> dict[str, Any]:
         resources = []
         types = {}
         for type_url, ts in self._types.items():
             types[type_url] = {"version_info": ts.version_info, "nonce": ts.nonce}
             for res in ts.resources.values():
-                resources.append(
-                    {
-                        "type_url": type_url,
-                        "name": res.name,
-                        "version": res.version,
-                        "status": res.status,
-                        "update_time": _iso(res.update_time),
-                        "last_error": res.last_error,
-                        "error_version": res.error_version,
-                        "error_time": _iso(res.error_time),
-                    }
-                )
+                row: dict[str, Any] = {
+                    "type_url": type_url,
+                    "name": res.name,
+                    "version": res.version,
+                    "status": res.status,
+                    "update_time": _iso(res.update_time),
+                    "last_error": res.last_error,
+                    "error_version": res.error_version,
+                    "error_time": _iso(res.error_time),
+                }
+                if bodies and res.has_value:
+                    row["raw"] = res.raw
+                resources.append(row)
         return {
             "node_id": self.node_id,
             "server_uri": self.server.server_uri,

@@ -113,17 +113,17 @@ class FederatedXdsClient:
     def does_not_exist_error(self, type_url: str, name: str) -> ResourceDoesNotExistError:
         return self.default.does_not_exist_error(type_url, name)
 
-    def config_dump(self) -> dict[str, Any]:
+    def config_dump(self, *, bodies: bool = False) -> dict[str, Any]:
         """The top-level client's dump; every other client's resources are added to its
         ``resources`` (each row names its ``server_uri``), and ``federation`` lists them."""
-        dump = self.default.config_dump()
+        dump = self.default.config_dump(bodies=bodies)
         for row in dump["resources"]:
             row["server_uri"] = dump["server_uri"]
         others = []
         for client in self.clients[1:]:
             if client._thread is None:
                 continue  # never used
-            d = client.config_dump()
+            d = client.config_dump(bodies=bodies)
             for row in d["resources"]:
                 row["server_uri"] = d["server_uri"]
                 dump["resources"].append(row)
