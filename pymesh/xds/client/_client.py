@@ -480,7 +480,7 @@ class XdsClient:
     def _build_request(self, ts: _TypeState) -> Any:
         """The request owed for ``ts``, as written now; starts its resources' timers."""
         if self._send_kind == _DELTA:
-            return self._build_delta_request(ts)
+            return self._written(ts, self._delta_request(ts))
         names = frozenset(ts.resources)
         req = discovery_pb2.DiscoveryRequest(
             type_url=ts.type_url,
@@ -488,6 +488,13 @@ class XdsClient:
             response_nonce=ts.nonce,
             resource_names=sorted(names),
         )
+        if ts.type_url in _FULL_STATE_TYPES:
+            ts.sent.record(names)
+        return self._written(ts, req)
+
+    def _written(self, ts: _TypeState, req: Any) -> Any:
+        """What every request of either protocol carries and starts: the owed NACK, the
+        node on a stream's first request, the count, the does-not-exist timers."""
         if ts.pending_error is not None:
             req.error_detail.CopyFrom(ts.pending_error)
             ts.pending_error = None
@@ -495,13 +502,11 @@ class XdsClient:
             req.node.CopyFrom(self._node_proto)
             self._node_sent = True
         ts.dirty = False
-        if ts.type_url in _FULL_STATE_TYPES:
-            ts.sent.record(names)
         self.stats.requests[ts.type_url] = self.stats.requests.get(ts.type_url, 0) + 1
         self._start_timers(ts)
         return req
 
-    def _build_delta_request(self, ts: _TypeState) -> discovery_pb2.DeltaDiscoveryRequest:
+    def _delta_request(self, ts: _TypeState) -> discovery_pb2.DeltaDiscoveryRequest:
         """Delta: the subscription change since the server last heard, plus the ACK/NACK
         of the last response; a stream's first request of a type names every resource
         and the versions already held (initial_resource_versions)."""
@@ -521,15 +526,6 @@ class XdsClient:
         if ts.ack_owed:
             req.response_nonce = ts.nonce
             ts.ack_owed = False
-        if ts.pending_error is not None:
-            req.error_detail.CopyFrom(ts.pending_error)
-            ts.pending_error = None
-        if not self._node_sent:
-            req.node.CopyFrom(self._node_proto)
-            self._node_sent = True
-        ts.dirty = False
-        self.stats.requests[ts.type_url] = self.stats.requests.get(ts.type_url, 0) + 1
-        self._start_timers(ts)
         return req
 
     def _start_timers(self, ts: _TypeState) -> None:
