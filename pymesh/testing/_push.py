@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,14 +55,36 @@ def push_snapshot(
     listeners = list(snapshot.get(LISTENER_TYPE))
     slots = [mesh.slot(name) for name in listeners]
     # Each type the snapshot holds is (eventually) subscribed by a mesh that uses it, and
-    # the xDS client ACKs only after its watchers ran: an ACK of every type at this
-    # version means the listener state already reflects it.
+    # the xDS client ACKs only after its watchers ran. An ACK of a type at this version
+    # is not enough alone: the server pushes every type at once, so e.g. EDS at the new
+    # version may be ACKed for the old subscription before the new clusters (and their
+    # endpoints) are subscribed. So wait, too, until nothing the mesh subscribes is still
+    # awaited and every resource it holds is at this version.
+    deadline = time.monotonic() + timeout
     for type_url in _TYPES:
         if snapshot.get(type_url):
-            control_plane.wait_for_ack(type_url, snapshot.version, timeout, mesh.node_id)
+            left = max(0.0, deadline - time.monotonic())
+            control_plane.wait_for_ack(type_url, snapshot.version, left, mesh.node_id)
+    while not _settled(mesh, snapshot.version):
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"the mesh did not settle on version {snapshot.version!r} within {timeout}s"
+            )
+        time.sleep(0.005)  # polls the mesh's own state; the wait is bounded above
     for slot in slots:
-        mesh.wait_state(slot, timeout)
+        mesh.wait_state(slot, max(0.0, deadline - time.monotonic()))
     return snapshot
+
+
+def _settled(mesh: Mesh, version: str) -> bool:
+    """Every resource the mesh subscribes is ACKed at ``version`` (a listener state is
+    published before its last piece is ACKed), or is known not to exist."""
+    for r in mesh.config_dump()["resources"]:
+        if r["status"] == "REQUESTED":
+            return False
+        if r["status"] == "ACKED" and r["version"] != version:
+            return False
+    return True
 
 
 def push_mesh(
