@@ -1,9 +1,16 @@
-"""Jittered exponential backoff for ADS stream retries (gRPC's connection-backoff spec)."""
+"""Jittered exponential backoff for ADS stream retries (gRPC's connection-backoff spec).
+
+The curve is tenacity's ``wait_exponential`` (base × multiplier^(n-1), capped); gRPC's
+spec adds a ±20 % jitter on top, which tenacity's strategies (full or additive jitter)
+do not express, so it is applied here.
+"""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+
+import tenacity
 
 
 @dataclass(slots=True)
@@ -19,15 +26,21 @@ class Backoff:
     maximum: float = 120.0
     jitter: float = 0.2
     rng: random.Random = field(default_factory=random.Random)
-    _current: float = field(default=0.0, init=False)
+    _wait: tenacity.wait_exponential = field(init=False, repr=False)
+    _state: tenacity.RetryCallState = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._current = self.base
+        self._wait = tenacity.wait_exponential(
+            multiplier=self.base, exp_base=self.multiplier, max=self.maximum
+        )
+        # The only thing tenacity's wait reads from a retry state is the attempt number.
+        self._state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        self.reset()
 
     def next_delay(self) -> float:
-        delay = self._current * (1 + self.rng.uniform(-self.jitter, self.jitter))
-        self._current = min(self._current * self.multiplier, self.maximum)
+        delay = self._wait(self._state) * (1 + self.rng.uniform(-self.jitter, self.jitter))
+        self._state.attempt_number += 1
         return max(0.0, delay)
 
     def reset(self) -> None:
-        self._current = self.base
+        self._state.attempt_number = 1
