@@ -1,8 +1,10 @@
-"""The ADS client (state of the world): one stream, every resource type, one thread.
+"""The ADS client: one stream (state of the world, or delta with the server feature
+``xds_delta``) for every resource type, one thread, fallback across ``xds_servers``.
 
 A daemon thread named ``pymesh-xds`` runs an asyncio loop that owns the grpc.aio ADS
 stream and *all* client state; public methods called from other threads hop onto that
-loop, and watcher callbacks run serially on it. Protocol rules followed:
+loop, and watcher callbacks run serially on it (a federated client's other servers'
+clients run on the same loop). Protocol rules followed:
 
 - Envoy's xDS protocol doc: per type ``version_info`` + ``nonce``; ACK carries the new
   version, NACK the previous one plus ``error_detail``; LDS/CDS are full state, so a
@@ -22,6 +24,10 @@ loop, and watcher callbacks run serially on it. Protocol rules followed:
   again.
 - gRFC A57: cached resources survive stream failures; the client reconnects with
   jittered exponential backoff and re-subscribes with its last versions (no nonce).
+- gRFC A71: the first reachable server of ``xds_servers`` in order; back to a
+  higher-priority one as soon as it connects, the cache serving throughout.
+- Delta (incremental) ADS: subscribe/unsubscribe diffs, per-resource versions,
+  ``removed_resources`` as deletion, ``initial_resource_versions`` on reconnect.
 - gRFC A53: ``ignore_resource_deletion`` in server_features keeps deleted resources.
 - gRFC A88: an invalid update for a cached resource keeps serving the last good value
   and reports the error to watchers; the rejected version, its error and time are kept
@@ -630,9 +636,9 @@ class XdsClient:
             errors.append(str(err.message))
             if name:
                 self._mark_invalid(ts, name, err, res_version)
-        # SotW: the last response's resources; delta: only what changed is sent, so the
-        # cache keeps what it had.
-        ts.decoded = decoded if self._send_kind == _SOTW else {**ts.decoded, **decoded}
+        # Only the last response's resources are remembered: bounded by one response
+        # (SotW re-sends everything, so that is all that can repeat; delta sends changes).
+        ts.decoded = decoded
         not_found: list[str] = []
         for re in resource_errors:
             name = re.resource_name.name
