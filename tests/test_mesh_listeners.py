@@ -116,3 +116,24 @@ def test_portless_host_resolves_with_one_subscription_left(
     listeners = {r["name"] for r in dump["resources"] if r["type_url"] == LDS}
     assert listeners == {"reviews:80"}  # the portless name is no longer subscribed
     assert set(dump["listeners_in_use"]) == {"reviews:80"}
+
+
+def test_with_ignore_resource_deletion_a_deleted_listener_and_cluster_keep_serving(
+    control_plane: ControlPlane, echo_backend: EchoBackend
+) -> None:
+    from pymesh.testing import bootstrap_for, push_mesh
+
+    bootstrap = bootstrap_for(control_plane, "ignore-deletions")
+    bootstrap["xds_servers"][0]["server_features"].append("ignore_resource_deletion")
+    with pymesh.Mesh(bootstrap=bootstrap, seed=1) as mesh:
+        push_mesh(control_plane, mesh, _reviews(echo_backend))
+        with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+            assert client.get("http://reviews:9080/a").status_code == 200
+            # The control plane drops everything (a bad push): listener and cluster gone.
+            control_plane.set_snapshot(Snapshot.of("empty"))
+            control_plane.wait_for_ack(LISTENER_TYPE, "empty", 30, mesh.node_id)
+            control_plane.wait_for_ack(CLUSTER_TYPE, "empty", 30, mesh.node_id)
+            assert client.get("http://reviews:9080/b").status_code == 200
+        assert mesh.xds_stats.deletions_ignored >= 2  # the listener and the cluster
+        statuses = {(r["type_url"], r["status"]) for r in mesh.config_dump()["resources"]}
+        assert (LDS, "ACKED") in statuses and (CLUSTER_TYPE, "ACKED") in statuses
