@@ -344,30 +344,68 @@ class _MeshCall(
     """One mesh call in every grpc.aio shape; delegates to the current attempt's call.
 
     ``_task`` ends with the response (unary-response calls) or with the underlying call
-    once it is started (streaming calls).
+    once it is started (streaming calls). A unary-response call starts when it is made,
+    as in grpc.aio, except that a caller awaiting it at once runs it in its own task (the
+    common ``await stub.Method(request)``): no task of its own and one event-loop round
+    trip less per call.
     """
 
     def __init__(self, streaming: bool) -> None:
         self._streaming = streaming
         self._call: Any = None
-        self._task: asyncio.Task[Any] | None = None
+        self._task: asyncio.Future[Any] | None = None
         self._callbacks: list[Callable[[Any], None]] = []
+        #: A unary-response call not started yet; its runner task once started alone.
+        self._coro: Any = None
+        self._runner: asyncio.Task[Any] | None = None
 
     def start(self, coro: Any) -> _MeshCall:
-        self._task = asyncio.ensure_future(coro)
-        if not self._streaming:
-            self._task.add_done_callback(self._run_callbacks)
+        if self._streaming:
+            self._task = asyncio.ensure_future(coro)
+            return self
+        loop = asyncio.get_running_loop()
+        self._coro = coro
+        self._task = loop.create_future()  # the call's end, whoever runs it
+        loop.call_soon(self._kick)
         return self
+
+    def _kick(self) -> None:
+        """Start the call in a task of its own, unless a caller is already running it."""
+        coro, self._coro = self._coro, None
+        if coro is not None:
+            self._runner = asyncio.ensure_future(self._drive(coro))
+
+    async def _drive(self, coro: Any) -> Any:
+        """Run the call; its end also settles ``_task`` (for callbacks and accessors)."""
+        fut = self.task
+        try:
+            result = await coro
+        except asyncio.CancelledError:
+            self._ended(fut.cancel())
+            raise
+        except BaseException as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # the awaiter or the runner task reports it, not this
+            self._ended()
+            raise
+        if not fut.done():
+            fut.set_result(result)
+        self._ended()
+        return result
+
+    def _ended(self, *_: object) -> None:
+        # Done callbacks run as the call ends, before its awaiter resumes (as they did
+        # when every call was a task).
+        callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb(self)
 
     def set_call(self, call: Any) -> None:
         self._call = call
 
-    def _run_callbacks(self, _task: Any) -> None:
-        for cb in self._callbacks:
-            cb(self)
-
     @property
-    def task(self) -> asyncio.Task[Any]:
+    def task(self) -> asyncio.Future[Any]:
         assert self._task is not None
         return self._task
 
@@ -389,7 +427,12 @@ class _MeshCall(
     def __await__(self) -> Generator[Any, None, Any]:
         if self._streaming:
             return self._await_stream().__await__()
-        return self.task.__await__()
+        coro, self._coro = self._coro, None
+        if coro is not None:  # awaited before it started: run it here
+            return self._drive(coro).__await__()
+        if self._runner is not None:
+            return self._runner.__await__()
+        return asyncio.shield(self.task).__await__()  # awaited again, after its end
 
     async def _await_stream(self) -> Any:
         call = await self._underlying()
@@ -469,6 +512,14 @@ class _MeshCall(
     def cancel(self) -> bool:
         call = self._call
         cancelled = call.cancel() if call is not None else False
+        coro, self._coro = self._coro, None
+        if coro is not None:  # never started
+            coro.close()
+            self._ended(self.task.cancel())
+            return True
+        runner = self._runner
+        if runner is not None:
+            runner.cancel()
         return bool(self.task.cancel() or cancelled)
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
