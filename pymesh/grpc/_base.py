@@ -20,8 +20,11 @@ from pymesh.grpc._core import (
     DEADLINE,
     LocalStatus,
     Metadata,
+    grpc_deadline,
     local_status,
+    outgoing_metadata,
     parse_target,
+    plan_call,
     remaining,
     status_code,
 )
@@ -224,6 +227,34 @@ class MeshChannelBase(Generic[SubT]):
     def avoid(self) -> frozenset[str] | set[str]:
         """Addresses whose sub-channel is in TRANSIENT_FAILURE."""
         return frozenset()
+
+    def plan_on(
+        self,
+        state: ListenerState,
+        method: str,
+        timeout: float | None,
+        metadata: Metadata | None,
+        start: float,
+    ) -> tuple[float, Prepared | LocalStatus]:
+        """Plan a call on the listener's ``state`` (the sync and aio channels' shared
+        step): the seconds to wait first (a fault delay; A33: it counts against the
+        call's deadline, so it is cut there and the call then fails DEADLINE_EXCEEDED),
+        then the Prepared call, or the LocalStatus to fail it with."""
+        if state is not self._seen:
+            self.collect(state)
+        plan = plan_call(self.mesh, state, self.authority, method, metadata, self.channel_id)
+        if isinstance(plan, LocalStatus):
+            delay = plan.delay
+            if delay and timeout is not None and delay >= timeout:
+                return max(timeout, 0.0), DEADLINE
+            return delay, plan
+        deadline = grpc_deadline(plan, state, timeout, start)
+        delay = plan.fault_delay
+        if delay:
+            left = remaining(deadline)
+            if left is not None and delay >= left:
+                return max(left, 0.0), DEADLINE
+        return delay, Prepared(plan, state, deadline, outgoing_metadata(plan, metadata))
 
     def new_attempts(self, p: Prepared, *, replayable: bool = True, hedge: bool = True) -> Attempts:
         """The engine's attempts of one call: A44's 5-attempt cap, sub-channels in

@@ -30,10 +30,6 @@ from pymesh.grpc._core import (
     DEADLINE,
     LocalStatus,
     Metadata,
-    grpc_deadline,
-    outgoing_metadata,
-    plan_call,
-    remaining,
 )
 from pymesh.grpc._local import LocalRpcError
 
@@ -228,28 +224,14 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
                 raise LocalRpcError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
             if state is None:
                 return None
-        if state is not self._seen:
-            self.collect(state)
-        plan = plan_call(self.mesh, state, self.authority, method, metadata, self.channel_id)
-        if isinstance(plan, LocalStatus):
-            if plan.delay:
-                if not wait:
-                    return MUST_WAIT
-                if timeout is not None and plan.delay >= timeout:
-                    time.sleep(max(timeout, 0.0))
-                    raise _local(DEADLINE)
-                time.sleep(plan.delay)
-            raise _local(plan)
-        deadline = grpc_deadline(plan, state, timeout, start)
-        if plan.fault_delay:  # A33: the delay counts against the call's deadline
+        delay, out = self.plan_on(state, method, timeout, metadata, start)
+        if delay:
             if not wait:
                 return MUST_WAIT
-            left = remaining(deadline)
-            if left is not None and plan.fault_delay >= left:
-                time.sleep(max(left, 0.0))
-                raise _local(DEADLINE)
-            time.sleep(plan.fault_delay)
-        return Prepared(plan, state, deadline, outgoing_metadata(plan, metadata))
+            time.sleep(delay)
+        if isinstance(out, LocalStatus):
+            raise _local(out)
+        return out
 
     def prepare_call(
         self, method: str, timeout: float | None, metadata: Metadata | None, wait: bool = True

@@ -34,10 +34,6 @@ from pymesh.grpc._core import (
     DEADLINE,
     LocalStatus,
     Metadata,
-    grpc_deadline,
-    outgoing_metadata,
-    plan_call,
-    remaining,
 )
 
 __all__ = ["MeshAioChannel", "insecure_channel", "secure_channel"]
@@ -191,56 +187,37 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
 
     # -- the call path ------------------------------------------------------------------
 
-    async def prepare(
-        self, method: str, timeout: float | None, metadata: Metadata | None
-    ) -> Prepared | None:
-        """Plan a call; None means passthrough. Raises AioRpcError for a local status."""
-        start = time.monotonic()
-        slot = self._slot
-        state = slot.state
-        if state is None:
-            try:
-                state = await self.mesh.wait_state_async(slot, timeout)
-            except MeshError as exc:
-                raise _error(LocalStatus(grpc.StatusCode.UNAVAILABLE, str(exc))) from None
-            if state is None:
-                return None
-        if state is not self._seen:
-            self.collect(state)
-        plan = plan_call(self.mesh, state, self.authority, method, metadata, self.channel_id)
-        if isinstance(plan, LocalStatus):
-            if plan.delay:
-                if timeout is not None and plan.delay >= timeout:
-                    await asyncio.sleep(max(timeout, 0.0))
-                    raise _error(DEADLINE)
-                await asyncio.sleep(plan.delay)
-            raise _error(plan)
-        deadline = grpc_deadline(plan, state, timeout, start)
-        if plan.fault_delay:  # A33: the delay counts against the call's deadline
-            left = remaining(deadline)
-            if left is not None and plan.fault_delay >= left:
-                await asyncio.sleep(max(left, 0.0))
-                raise _error(DEADLINE)
-            await asyncio.sleep(plan.fault_delay)
-        return Prepared(plan, state, deadline, outgoing_metadata(plan, metadata))
-
     async def prepare_call(
         self, method: str, timeout: float | None, metadata: Metadata | None
     ) -> Prepared | None:
-        """:meth:`prepare` for a call this channel makes: the Prepared carries the call's
-        telemetry observer (a local status or passthrough ends or drops it here)."""
+        """Plan a call this channel makes; None means passthrough. Raises AioRpcError for
+        a local status. The Prepared carries the call's telemetry observer (a local
+        status or passthrough ends or drops it here)."""
+        start = time.monotonic()
         obs = self.observe(method)
-        if obs is None:
-            return await self.prepare(method, timeout, metadata)
         try:
-            p = await self.prepare(method, timeout, metadata)
+            slot = self._slot
+            state = slot.state
+            if state is None:
+                try:
+                    state = await self.mesh.wait_state_async(slot, timeout)
+                except MeshError as exc:
+                    raise _error(LocalStatus(grpc.StatusCode.UNAVAILABLE, str(exc))) from None
+                if state is None:
+                    return None
+            delay, out = self.plan_on(state, method, timeout, metadata, start)
+            if delay:
+                await asyncio.sleep(delay)
+            if isinstance(out, LocalStatus):
+                raise _error(out)
         except BaseException as exc:
-            obs.error(exc)
+            if obs is not None:
+                obs.error(exc)
             raise
-        if p is not None:
-            obs.planned(p.plan)
-            p.obs = obs
-        return p
+        if obs is not None:
+            obs.planned(out.plan)
+            out.obs = obs
+        return out
 
     def local_error(self, status: LocalStatus) -> grpc.aio.AioRpcError:
         return _error(status)
