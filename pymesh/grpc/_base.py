@@ -34,6 +34,8 @@ from pymesh.security import ClientTls
 from pymesh.telemetry._rpc import RpcObserver, observe_rpc
 
 OutMetadata = Metadata | None
+Serializer = Callable[[Any], bytes] | None
+Deserializer = Callable[[bytes], Any] | None
 #: A per-try timeout: the attempt's own deadline (sooner than the call's) passed.
 _PER_TRY = Outcome.failure(timeout=True)
 _DEADLINE_CODE = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
@@ -148,6 +150,47 @@ class MeshChannelBase(Generic[SubT]):
             f"<pymesh.grpc.{type(self).__name__} {self.target} subchannels={len(self._subs)}"
             f"{' closed' if self._closed else ''}>"
         )
+
+    #: The channel's multi-callable classes (set by the sync and aio modules).
+    _kinds: dict[str, type] = {}
+
+    # -- grpc.Channel / grpc.aio.Channel: a multi-callable of each kind --------------------
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._kinds["unary_unary"](self, method, request_serializer, response_deserializer)
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._kinds["unary_stream"](self, method, request_serializer, response_deserializer)
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._kinds["stream_unary"](self, method, request_serializer, response_deserializer)
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._kinds["stream_stream"](self, method, request_serializer, response_deserializer)
 
     # Implemented by the sync / aio channel.
     def _new_channel(self, address: str) -> SubT:

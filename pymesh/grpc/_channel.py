@@ -21,9 +21,11 @@ from pymesh._mesh import Mesh
 from pymesh.call import Attempts, Reply, Ticket, run_sync
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
+    Deserializer,
     MeshChannelBase,
     OutMetadata,
     Prepared,
+    Serializer,
     reply_of,
 )
 from pymesh.grpc._core import (
@@ -32,9 +34,6 @@ from pymesh.grpc._core import (
     Metadata,
 )
 from pymesh.grpc._local import LocalRpcError
-
-Serializer = Callable[[Any], bytes] | None
-Deserializer = Callable[[bytes], Any] | None
 
 _TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
@@ -71,42 +70,6 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         self._executor: futures.ThreadPoolExecutor | None = None
 
     # -- grpc.Channel -----------------------------------------------------------------
-
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryUnary:
-        return _UnaryUnary(self, method, request_serializer, response_deserializer)
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryStream:
-        return _UnaryStream(self, method, request_serializer, response_deserializer)
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamUnary:
-        return _StreamUnary(self, method, request_serializer, response_deserializer)
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamStream:
-        return _StreamStream(self, method, request_serializer, response_deserializer)
 
     def subscribe(
         self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False
@@ -672,3 +635,11 @@ class _FutureCall(grpc.Future, grpc.Call):  # type: ignore[misc]
             return False
         self._fut.add_done_callback(lambda _f: callback())
         return True
+
+
+MeshChannel._kinds = {
+    "unary_unary": _UnaryUnary,
+    "unary_stream": _UnaryStream,
+    "stream_unary": _StreamUnary,
+    "stream_stream": _StreamStream,
+}

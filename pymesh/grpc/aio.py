@@ -25,9 +25,11 @@ from pymesh._mesh import Mesh
 from pymesh.call import Attempts, Reply, Ticket, run_async
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
+    Deserializer,
     MeshChannelBase,
     OutMetadata,
     Prepared,
+    Serializer,
     reply_of,
 )
 from pymesh.grpc._core import (
@@ -38,8 +40,6 @@ from pymesh.grpc._core import (
 
 __all__ = ["MeshAioChannel", "insecure_channel", "secure_channel"]
 
-Serializer = Callable[[Any], bytes] | None
-Deserializer = Callable[[bytes], Any] | None
 _TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 _READY = grpc.ChannelConnectivity.READY
 
@@ -70,42 +70,6 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         self._failing: set[str] = set()
 
     # -- grpc.aio.Channel ---------------------------------------------------------------
-
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryUnary:
-        return _UnaryUnary(self, method, request_serializer, response_deserializer)
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryStream:
-        return _UnaryStream(self, method, request_serializer, response_deserializer)
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamUnary:
-        return _StreamUnary(self, method, request_serializer, response_deserializer)
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamStream:
-        return _StreamStream(self, method, request_serializer, response_deserializer)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """READY once the listener has a config; IDLE before; TRANSIENT_FAILURE on error."""
@@ -697,6 +661,14 @@ class _StreamStream(_Streaming, grpc.aio.StreamStreamMultiCallable):  # type: ig
         kw = {"credentials": credentials, "wait_for_ready": wait_for_ready}
         kw["compression"] = compression
         return self._call(request_iterator, timeout, metadata, kw)
+
+
+MeshAioChannel._kinds = {
+    "unary_unary": _UnaryUnary,
+    "unary_stream": _UnaryStream,
+    "stream_unary": _StreamUnary,
+    "stream_stream": _StreamStream,
+}
 
 
 def insecure_channel(
