@@ -20,8 +20,11 @@ from pymesh.grpc._core import (
     DEADLINE,
     LocalStatus,
     Metadata,
+    grpc_deadline,
     local_status,
+    outgoing_metadata,
     parse_target,
+    plan_call,
     remaining,
     status_code,
 )
@@ -31,6 +34,8 @@ from pymesh.security import ClientTls
 from pymesh.telemetry._rpc import RpcObserver, observe_rpc
 
 OutMetadata = Metadata | None
+Serializer = Callable[[Any], bytes] | None
+Deserializer = Callable[[bytes], Any] | None
 #: A per-try timeout: the attempt's own deadline (sooner than the call's) passed.
 _PER_TRY = Outcome.failure(timeout=True)
 _DEADLINE_CODE = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
@@ -146,6 +151,47 @@ class MeshChannelBase(Generic[SubT]):
             f"{' closed' if self._closed else ''}>"
         )
 
+    #: The channel's multi-callable classes (set by the sync and aio modules).
+    _kinds: dict[str, type] = {}
+
+    # -- grpc.Channel / grpc.aio.Channel: a multi-callable of each kind --------------------
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._kinds["unary_unary"](self, method, request_serializer, response_deserializer)
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._kinds["unary_stream"](self, method, request_serializer, response_deserializer)
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._kinds["stream_unary"](self, method, request_serializer, response_deserializer)
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Deserializer = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        return self._kinds["stream_stream"](self, method, request_serializer, response_deserializer)
+
     # Implemented by the sync / aio channel.
     def _new_channel(self, address: str) -> SubT:
         raise NotImplementedError
@@ -224,6 +270,34 @@ class MeshChannelBase(Generic[SubT]):
     def avoid(self) -> frozenset[str] | set[str]:
         """Addresses whose sub-channel is in TRANSIENT_FAILURE."""
         return frozenset()
+
+    def plan_on(
+        self,
+        state: ListenerState,
+        method: str,
+        timeout: float | None,
+        metadata: Metadata | None,
+        start: float,
+    ) -> tuple[float, Prepared | LocalStatus]:
+        """Plan a call on the listener's ``state`` (the sync and aio channels' shared
+        step): the seconds to wait first (a fault delay; A33: it counts against the
+        call's deadline, so it is cut there and the call then fails DEADLINE_EXCEEDED),
+        then the Prepared call, or the LocalStatus to fail it with."""
+        if state is not self._seen:
+            self.collect(state)
+        plan = plan_call(self.mesh, state, self.authority, method, metadata, self.channel_id)
+        if isinstance(plan, LocalStatus):
+            delay = plan.delay
+            if delay and timeout is not None and delay >= timeout:
+                return max(timeout, 0.0), DEADLINE
+            return delay, plan
+        deadline = grpc_deadline(plan, state, timeout, start)
+        delay = plan.fault_delay
+        if delay:
+            left = remaining(deadline)
+            if left is not None and delay >= left:
+                return max(left, 0.0), DEADLINE
+        return delay, Prepared(plan, state, deadline, outgoing_metadata(plan, metadata))
 
     def new_attempts(self, p: Prepared, *, replayable: bool = True, hedge: bool = True) -> Attempts:
         """The engine's attempts of one call: A44's 5-attempt cap, sub-channels in

@@ -21,24 +21,19 @@ from pymesh._mesh import Mesh
 from pymesh.call import Attempts, Reply, Ticket, run_sync
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
+    Deserializer,
     MeshChannelBase,
     OutMetadata,
     Prepared,
+    Serializer,
     reply_of,
 )
 from pymesh.grpc._core import (
     DEADLINE,
     LocalStatus,
     Metadata,
-    grpc_deadline,
-    outgoing_metadata,
-    plan_call,
-    remaining,
 )
 from pymesh.grpc._local import LocalRpcError
-
-Serializer = Callable[[Any], bytes] | None
-Deserializer = Callable[[bytes], Any] | None
 
 _TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
@@ -75,42 +70,6 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         self._executor: futures.ThreadPoolExecutor | None = None
 
     # -- grpc.Channel -----------------------------------------------------------------
-
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryUnary:
-        return _UnaryUnary(self, method, request_serializer, response_deserializer)
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryStream:
-        return _UnaryStream(self, method, request_serializer, response_deserializer)
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamUnary:
-        return _StreamUnary(self, method, request_serializer, response_deserializer)
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamStream:
-        return _StreamStream(self, method, request_serializer, response_deserializer)
 
     def subscribe(
         self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False
@@ -228,28 +187,14 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
                 raise LocalRpcError(grpc.StatusCode.UNAVAILABLE, str(exc)) from None
             if state is None:
                 return None
-        if state is not self._seen:
-            self.collect(state)
-        plan = plan_call(self.mesh, state, self.authority, method, metadata, self.channel_id)
-        if isinstance(plan, LocalStatus):
-            if plan.delay:
-                if not wait:
-                    return MUST_WAIT
-                if timeout is not None and plan.delay >= timeout:
-                    time.sleep(max(timeout, 0.0))
-                    raise _local(DEADLINE)
-                time.sleep(plan.delay)
-            raise _local(plan)
-        deadline = grpc_deadline(plan, state, timeout, start)
-        if plan.fault_delay:  # A33: the delay counts against the call's deadline
+        delay, out = self.plan_on(state, method, timeout, metadata, start)
+        if delay:
             if not wait:
                 return MUST_WAIT
-            left = remaining(deadline)
-            if left is not None and plan.fault_delay >= left:
-                time.sleep(max(left, 0.0))
-                raise _local(DEADLINE)
-            time.sleep(plan.fault_delay)
-        return Prepared(plan, state, deadline, outgoing_metadata(plan, metadata))
+            time.sleep(delay)
+        if isinstance(out, LocalStatus):
+            raise _local(out)
+        return out
 
     def prepare_call(
         self, method: str, timeout: float | None, metadata: Metadata | None, wait: bool = True
@@ -690,3 +635,11 @@ class _FutureCall(grpc.Future, grpc.Call):  # type: ignore[misc]
             return False
         self._fut.add_done_callback(lambda _f: callback())
         return True
+
+
+MeshChannel._kinds = {
+    "unary_unary": _UnaryUnary,
+    "unary_stream": _UnaryStream,
+    "stream_unary": _StreamUnary,
+    "stream_stream": _StreamStream,
+}

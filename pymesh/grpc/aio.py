@@ -25,25 +25,21 @@ from pymesh._mesh import Mesh
 from pymesh.call import Attempts, Reply, Ticket, run_async
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
+    Deserializer,
     MeshChannelBase,
     OutMetadata,
     Prepared,
+    Serializer,
     reply_of,
 )
 from pymesh.grpc._core import (
     DEADLINE,
     LocalStatus,
     Metadata,
-    grpc_deadline,
-    outgoing_metadata,
-    plan_call,
-    remaining,
 )
 
 __all__ = ["MeshAioChannel", "insecure_channel", "secure_channel"]
 
-Serializer = Callable[[Any], bytes] | None
-Deserializer = Callable[[bytes], Any] | None
 _TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 _READY = grpc.ChannelConnectivity.READY
 
@@ -74,42 +70,6 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         self._failing: set[str] = set()
 
     # -- grpc.aio.Channel ---------------------------------------------------------------
-
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryUnary:
-        return _UnaryUnary(self, method, request_serializer, response_deserializer)
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _UnaryStream:
-        return _UnaryStream(self, method, request_serializer, response_deserializer)
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamUnary:
-        return _StreamUnary(self, method, request_serializer, response_deserializer)
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Serializer = None,
-        response_deserializer: Deserializer = None,
-        _registered_method: bool | None = False,
-    ) -> _StreamStream:
-        return _StreamStream(self, method, request_serializer, response_deserializer)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """READY once the listener has a config; IDLE before; TRANSIENT_FAILURE on error."""
@@ -191,56 +151,37 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
 
     # -- the call path ------------------------------------------------------------------
 
-    async def prepare(
-        self, method: str, timeout: float | None, metadata: Metadata | None
-    ) -> Prepared | None:
-        """Plan a call; None means passthrough. Raises AioRpcError for a local status."""
-        start = time.monotonic()
-        slot = self._slot
-        state = slot.state
-        if state is None:
-            try:
-                state = await self.mesh.wait_state_async(slot, timeout)
-            except MeshError as exc:
-                raise _error(LocalStatus(grpc.StatusCode.UNAVAILABLE, str(exc))) from None
-            if state is None:
-                return None
-        if state is not self._seen:
-            self.collect(state)
-        plan = plan_call(self.mesh, state, self.authority, method, metadata, self.channel_id)
-        if isinstance(plan, LocalStatus):
-            if plan.delay:
-                if timeout is not None and plan.delay >= timeout:
-                    await asyncio.sleep(max(timeout, 0.0))
-                    raise _error(DEADLINE)
-                await asyncio.sleep(plan.delay)
-            raise _error(plan)
-        deadline = grpc_deadline(plan, state, timeout, start)
-        if plan.fault_delay:  # A33: the delay counts against the call's deadline
-            left = remaining(deadline)
-            if left is not None and plan.fault_delay >= left:
-                await asyncio.sleep(max(left, 0.0))
-                raise _error(DEADLINE)
-            await asyncio.sleep(plan.fault_delay)
-        return Prepared(plan, state, deadline, outgoing_metadata(plan, metadata))
-
     async def prepare_call(
         self, method: str, timeout: float | None, metadata: Metadata | None
     ) -> Prepared | None:
-        """:meth:`prepare` for a call this channel makes: the Prepared carries the call's
-        telemetry observer (a local status or passthrough ends or drops it here)."""
+        """Plan a call this channel makes; None means passthrough. Raises AioRpcError for
+        a local status. The Prepared carries the call's telemetry observer (a local
+        status or passthrough ends or drops it here)."""
+        start = time.monotonic()
         obs = self.observe(method)
-        if obs is None:
-            return await self.prepare(method, timeout, metadata)
         try:
-            p = await self.prepare(method, timeout, metadata)
+            slot = self._slot
+            state = slot.state
+            if state is None:
+                try:
+                    state = await self.mesh.wait_state_async(slot, timeout)
+                except MeshError as exc:
+                    raise _error(LocalStatus(grpc.StatusCode.UNAVAILABLE, str(exc))) from None
+                if state is None:
+                    return None
+            delay, out = self.plan_on(state, method, timeout, metadata, start)
+            if delay:
+                await asyncio.sleep(delay)
+            if isinstance(out, LocalStatus):
+                raise _error(out)
         except BaseException as exc:
-            obs.error(exc)
+            if obs is not None:
+                obs.error(exc)
             raise
-        if p is not None:
-            obs.planned(p.plan)
-            p.obs = obs
-        return p
+        if obs is not None:
+            obs.planned(out.plan)
+            out.obs = obs
+        return out
 
     def local_error(self, status: LocalStatus) -> grpc.aio.AioRpcError:
         return _error(status)
@@ -344,30 +285,68 @@ class _MeshCall(
     """One mesh call in every grpc.aio shape; delegates to the current attempt's call.
 
     ``_task`` ends with the response (unary-response calls) or with the underlying call
-    once it is started (streaming calls).
+    once it is started (streaming calls). A unary-response call starts when it is made,
+    as in grpc.aio, except that a caller awaiting it at once runs it in its own task (the
+    common ``await stub.Method(request)``): no task of its own and one event-loop round
+    trip less per call.
     """
 
     def __init__(self, streaming: bool) -> None:
         self._streaming = streaming
         self._call: Any = None
-        self._task: asyncio.Task[Any] | None = None
+        self._task: asyncio.Future[Any] | None = None
         self._callbacks: list[Callable[[Any], None]] = []
+        #: A unary-response call not started yet; its runner task once started alone.
+        self._coro: Any = None
+        self._runner: asyncio.Task[Any] | None = None
 
     def start(self, coro: Any) -> _MeshCall:
-        self._task = asyncio.ensure_future(coro)
-        if not self._streaming:
-            self._task.add_done_callback(self._run_callbacks)
+        if self._streaming:
+            self._task = asyncio.ensure_future(coro)
+            return self
+        loop = asyncio.get_running_loop()
+        self._coro = coro
+        self._task = loop.create_future()  # the call's end, whoever runs it
+        loop.call_soon(self._kick)
         return self
+
+    def _kick(self) -> None:
+        """Start the call in a task of its own, unless a caller is already running it."""
+        coro, self._coro = self._coro, None
+        if coro is not None:
+            self._runner = asyncio.ensure_future(self._drive(coro))
+
+    async def _drive(self, coro: Any) -> Any:
+        """Run the call; its end also settles ``_task`` (for callbacks and accessors)."""
+        fut = self.task
+        try:
+            result = await coro
+        except asyncio.CancelledError:
+            self._ended(fut.cancel())
+            raise
+        except BaseException as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # the awaiter or the runner task reports it, not this
+            self._ended()
+            raise
+        if not fut.done():
+            fut.set_result(result)
+        self._ended()
+        return result
+
+    def _ended(self, *_: object) -> None:
+        # Done callbacks run as the call ends, before its awaiter resumes (as they did
+        # when every call was a task).
+        callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb(self)
 
     def set_call(self, call: Any) -> None:
         self._call = call
 
-    def _run_callbacks(self, _task: Any) -> None:
-        for cb in self._callbacks:
-            cb(self)
-
     @property
-    def task(self) -> asyncio.Task[Any]:
+    def task(self) -> asyncio.Future[Any]:
         assert self._task is not None
         return self._task
 
@@ -389,7 +368,12 @@ class _MeshCall(
     def __await__(self) -> Generator[Any, None, Any]:
         if self._streaming:
             return self._await_stream().__await__()
-        return self.task.__await__()
+        coro, self._coro = self._coro, None
+        if coro is not None:  # awaited before it started: run it here
+            return self._drive(coro).__await__()
+        if self._runner is not None:
+            return self._runner.__await__()
+        return asyncio.shield(self.task).__await__()  # awaited again, after its end
 
     async def _await_stream(self) -> Any:
         call = await self._underlying()
@@ -469,6 +453,14 @@ class _MeshCall(
     def cancel(self) -> bool:
         call = self._call
         cancelled = call.cancel() if call is not None else False
+        coro, self._coro = self._coro, None
+        if coro is not None:  # never started
+            coro.close()
+            self._ended(self.task.cancel())
+            return True
+        runner = self._runner
+        if runner is not None:
+            runner.cancel()
         return bool(self.task.cancel() or cancelled)
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
@@ -669,6 +661,14 @@ class _StreamStream(_Streaming, grpc.aio.StreamStreamMultiCallable):  # type: ig
         kw = {"credentials": credentials, "wait_for_ready": wait_for_ready}
         kw["compression"] = compression
         return self._call(request_iterator, timeout, metadata, kw)
+
+
+MeshAioChannel._kinds = {
+    "unary_unary": _UnaryUnary,
+    "unary_stream": _UnaryStream,
+    "stream_unary": _StreamUnary,
+    "stream_stream": _StreamStream,
+}
 
 
 def insecure_channel(

@@ -145,3 +145,32 @@ async def test_unknown_listener_passes_through(cp: ControlPlane, make_mesh: Make
             assert await ch.unary_unary(ECHO)(b"d", timeout=30) == b"a:d"
             replies = [r async for r in ch.unary_stream(SPLIT)(b"2", timeout=30)]
             assert replies == [b"a:0", b"a:1"]
+
+
+async def test_unary_call_starts_when_made_whether_or_not_it_is_awaited(
+    cp: ControlPlane, make_mesh: MakeMesh
+) -> None:
+    """A call awaited at once runs in the caller's task; one never awaited still runs
+    (grpc.aio calls start when made), and callbacks, accessors and cancel() work either
+    way."""
+    with Backend("a") as a:
+        serve(cp, echo_service(endpoints=[a.address]))
+        async with pymesh.grpc.aio.insecure_channel(TARGET, make_mesh()) as ch:
+            echo = ch.unary_unary(ECHO)
+            ended: list[object] = []
+            background = echo(b"bg", timeout=10)  # never awaited itself
+            background.add_done_callback(ended.append)
+            assert await background.code() is grpc.StatusCode.OK
+            assert ended == [background] and background.done()
+            inline = echo(b"in", timeout=10)
+            inline.add_done_callback(ended.append)
+            assert await inline == b"a:in"
+            assert await inline == b"a:in"  # a second await gives the same answer
+            assert ended == [background, inline]
+            assert ("x-backend", "a") in list(await inline.trailing_metadata())
+            cancelled = ch.unary_unary(HANG)(b"", timeout=30)
+            assert cancelled.cancel()  # before it started: it never reaches the backend
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            assert cancelled.cancelled()
+    assert a.calls == {"Echo": 2}
