@@ -24,6 +24,7 @@ from pymesh.errors import (
     ResourceDoesNotExistError,
     UnknownHostError,
 )
+from pymesh.resilience.fault import FaultInjector
 from pymesh.routing import RouteTable
 from pymesh.security import MeshSecurity
 from pymesh.telemetry._csds import client_config
@@ -33,7 +34,6 @@ from pymesh.xds.client._client import DEFAULT_MAX_MESSAGE_BYTES
 from pymesh.xds.client._federation import FederatedXdsClient
 from pymesh.xds.dependencies import XdsConfig
 from pymesh.xds.resources._warnings import counts_dump
-from pymesh.xds.resources.fault import FaultConfig
 from pymesh.xds.resources.listener import FAULT_TYPE
 
 if TYPE_CHECKING:
@@ -54,7 +54,9 @@ class ListenerState:
     config: XdsConfig
     table: RouteTable
     clusters: Mapping[str, ClusterRuntime]
-    fault: FaultConfig | None  # the listener's HTTPFault filter config, if any
+    #: The listener's own HTTPFault filter, built with the state and shared by its
+    #: requests (routes may override it by filter name).
+    fault: FaultInjector | None
     fault_filter_name: str | None
 
 
@@ -223,11 +225,11 @@ class Mesh:
                 runtime = self._cluster(name)
                 runtime.update(cc)
                 clusters[name] = runtime
-            fault: FaultConfig | None = None
+            fault: FaultInjector | None = None
             fault_name: str | None = None
             for f in config.listener.http_filters:
                 if f.type_name == FAULT_TYPE:
-                    fault, fault_name = f.config, f.name
+                    fault, fault_name = FaultInjector(f.config), f.name
             slot.state = ListenerState(
                 config=config,
                 table=RouteTable.compile(config.route_config),

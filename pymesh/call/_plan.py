@@ -83,7 +83,7 @@ def _fault(state: ListenerState, decision: RouteDecision) -> FaultInjector | Non
     override = decision.fault_overrides.get(name)
     if override is not None:
         return override
-    return state.table.listener_fault(state.fault) if state.fault is not None else None
+    return state.fault
 
 
 def not_found(listener: str, authority: str, path: str) -> LocalReply:

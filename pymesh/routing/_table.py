@@ -362,12 +362,11 @@ class RouteTable:
     hosts or weighted clusters summing to 0) and share it between threads.
     """
 
-    __slots__ = ("_by_path", "_domains", "_listener_faults", "route_config")
+    __slots__ = ("_by_path", "_domains", "route_config")
 
     def __init__(self, rc: RouteConfiguration, domains: DomainIndex[CompiledVirtualHost]) -> None:
         self.route_config = rc
         self._domains = domains
-        self._listener_faults: tuple[FaultConfig, FaultInjector] | None = None
         #: path_decision's memo: (authority, bare path) -> decision or _VARIES.
         self._by_path: dict[tuple[str, str], RouteDecision | object] = {}
 
@@ -377,14 +376,6 @@ class RouteTable:
         injectors: Injectors = {}
         entries = [(vh.domains, CompiledVirtualHost(rc, vh, injectors)) for vh in rc.virtual_hosts]
         return cls(rc, DomainIndex(rc.name, entries))
-
-    def listener_fault(self, config: FaultConfig) -> FaultInjector:
-        """The injector of the listener's own fault filter config, made once per table
-        (a new table comes with every listener config) and shared by its requests."""
-        hit = self._listener_faults
-        if hit is None or hit[0] is not config:
-            hit = self._listener_faults = (config, FaultInjector(config))
-        return hit[1]
 
     def find_virtual_host(
         self, authority: str

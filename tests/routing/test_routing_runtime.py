@@ -56,8 +56,6 @@ def test_fault_overrides_most_specific_wins_and_injectors_are_shared() -> None:
     assert v1 is not None and v2 is not None
     assert table.select(req("/v"), 5).fault_overrides[F] is v1.fault_overrides[F]  # type: ignore[union-attr]
     assert v2.fault_overrides[F] is not v1.fault_overrides[F]
-    listener = _fault(418)
-    assert table.listener_fault(listener) is table.listener_fault(listener)
 
 
 def test_retry_and_hedge_policies_fall_back_to_the_virtual_host() -> None:

@@ -676,10 +676,39 @@ def test_unknown_retry_on_tokens_are_warned_and_ignored(
 
 
 def test_retry_on_names_match_the_retry_decider() -> None:
-    """The parser's list of implemented conditions is the retry decider's."""
-    from pymesh.resilience.retry import GRPC_RETRY_ON, HTTP_RETRY_ON
+    """The parser's list of implemented conditions is the retry decider's: each name it
+    keeps makes the decider retry something it otherwise would not, and the gRPC names
+    are the decider's own table."""
+    from pymesh.resilience.outcome import Outcome
+    from pymesh.resilience.retry import GRPC_RETRY_ON, RetryDecider
+    from pymesh.xds.resources.matchers import HeaderMatcher
+    from pymesh.xds.resources.route import RetryPolicy
 
-    assert RETRY_ON_HTTP == HTTP_RETRY_ON
+    outcomes = [
+        Outcome.failure(connect_failure=True),
+        Outcome.failure(reset=True),
+        Outcome.failure(refused_stream=True),
+        Outcome.response(500, {}),
+        Outcome.response(503, {}),
+        Outcome.response(409, {}),
+        Outcome.response(418, {}),
+        Outcome.response(200, {"x-retry": "1"}),
+        Outcome.response(429, {"x-envoy-ratelimited": "true"}),
+    ]
+
+    def retried(on: frozenset[str]) -> set[int]:
+        decider = RetryDecider(
+            RetryPolicy(
+                retry_on=on,
+                retriable_status_codes=frozenset({418}),
+                retriable_headers=(HeaderMatcher("x-retry", present_match=True),),
+            )
+        )
+        return {i for i, o in enumerate(outcomes) if decider.should_retry(o) is not None}
+
+    assert retried(frozenset()) == set()
+    for name in sorted(RETRY_ON_HTTP):
+        assert retried(frozenset({name})), f"{name!r} is parsed but the decider ignores it"
     assert frozenset(GRPC_RETRY_ON) == RETRY_ON_GRPC
 
 
