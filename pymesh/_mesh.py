@@ -110,8 +110,9 @@ class Mesh:
         self._closed = False
         self._lock = threading.Lock()  # guards slot/cluster creation, not the request path
         self._slots: dict[str, ListenerSlot] = {}
-        #: authority -> its slot, so requests skip the listener-name template (bounded).
-        self._slot_of: dict[str, ListenerSlot] = {}
+        #: authority (or (xds authority, authority)) -> its slot, so requests skip the
+        #: listener-name template (bounded).
+        self._slot_of: dict[str | tuple[str, str], ListenerSlot] = {}
         self._clusters: dict[str, ClusterRuntime] = {}
         #: Certificate providers and TLS contexts (mTLS from xDS; docs/security.md).
         self.security = MeshSecurity(self.bootstrap, self.node_id)
@@ -177,13 +178,14 @@ class Mesh:
 
         ``xds_authority`` names a bootstrap ``authorities`` entry (federation); an
         unknown one is a BootstrapError naming it."""
-        if xds_authority is not None:
-            return self._slot_named(self.listener_name(authority, xds_authority))
-        slot = self._slot_of.get(authority)
+        key: str | tuple[str, str] = (
+            authority if xds_authority is None else (xds_authority, authority)
+        )
+        slot = self._slot_of.get(key)
         if slot is not None:
             return slot
-        slot = self._slot_named(self.listener_name(authority))
-        self._remember(authority, slot)
+        slot = self._slot_named(self.listener_name(authority, xds_authority))
+        self._remember(key, slot)
         return slot
 
     def _slot_named(self, name: str) -> ListenerSlot:
@@ -204,7 +206,7 @@ class Mesh:
                 )
         return slot
 
-    def _remember(self, authority: str, slot: ListenerSlot) -> None:
+    def _remember(self, authority: str | tuple[str, str], slot: ListenerSlot) -> None:
         if len(self._slot_of) >= _SLOT_MEMO_LIMIT:
             self._slot_of.clear()  # a bound for clients that make up host names
         self._slot_of[authority] = slot
@@ -313,12 +315,13 @@ class Mesh:
         timeout: float | None,
         *,
         passthrough: bool | None = None,
+        xds_authority: str | None = None,
     ) -> ListenerState | None:
         """:meth:`wait_state`, with ``alternate`` as a second name for the same host
         (``host:80`` for a URL whose default port the HTTP client dropped: Istio names
         that listener with the port). Both names go out in one request; whichever the
         control plane has is kept and the other subscription is dropped."""
-        alt = self._alias_of(slot, alternate)
+        alt = self._alias_of(slot, alternate, xds_authority)
         if alt is None:
             return self.wait_state(slot, timeout, passthrough=passthrough)
         state = self.wait_state(slot, timeout, passthrough=True)
@@ -334,9 +337,10 @@ class Mesh:
         timeout: float | None,
         *,
         passthrough: bool | None = None,
+        xds_authority: str | None = None,
     ) -> ListenerState | None:
         """The asyncio twin of :meth:`wait_listener`."""
-        alt = self._alias_of(slot, alternate)
+        alt = self._alias_of(slot, alternate, xds_authority)
         if alt is None:
             return await self.wait_state_async(slot, timeout, passthrough=passthrough)
         state = await self.wait_state_async(slot, timeout, passthrough=True)
@@ -345,11 +349,13 @@ class Mesh:
         self._keep_existing(slot, alt)
         return state
 
-    def _alias_of(self, slot: ListenerSlot, alternate: str | None) -> ListenerSlot | None:
+    def _alias_of(
+        self, slot: ListenerSlot, alternate: str | None, xds_authority: str | None
+    ) -> ListenerSlot | None:
         """The slot for ``alternate``, subscribed now beside ``slot``, or None."""
         if alternate is None or slot.state is not None:
             return None
-        alt = self.slot(alternate)
+        alt = self.slot(alternate, xds_authority)
         return None if alt is slot else alt
 
     def _keep_existing(self, slot: ListenerSlot, alt: ListenerSlot) -> None:

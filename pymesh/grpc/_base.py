@@ -23,7 +23,7 @@ from pymesh.grpc._core import (
     grpc_deadline,
     local_status,
     outgoing_metadata,
-    parse_target,
+    parse_xds_target,
     plan_call,
     remaining,
     status_code,
@@ -125,7 +125,7 @@ class MeshChannelBase(Generic[SubT]):
     ) -> None:
         self.target = target
         self.mesh = mesh
-        self.authority = parse_target(target)
+        self.xds_authority, self.authority = parse_xds_target(target)
         self._credentials = credentials
         # gRPC sends the target's authority upstream; TLS verifies against it too
         # (unless the caller set an authority of their own).
@@ -136,7 +136,9 @@ class MeshChannelBase(Generic[SubT]):
         self._compression = compression
         # A42: the io.grpc.channel_id hash policy hashes a random per-channel number.
         self.channel_id = mesh.rng.getrandbits(64)
-        self._slot = mesh.slot(self.authority)  # subscribe now, not on the first call
+        # Subscribe now, not on the first call; xds://authority/ names a federation
+        # authority (gRFC A47) whose servers and listener template apply.
+        self._slot = mesh.slot(self.authority, self.xds_authority)
         self._lock = threading.Lock()  # sub-channel creation and cleanup only
         self._subs: dict[str, SubT] = {}
         self._inflight: dict[str, int] = {}

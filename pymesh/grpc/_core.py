@@ -39,24 +39,24 @@ def status_code(value: int) -> grpc.StatusCode:
     return _CODES.get(value, grpc.StatusCode.UNKNOWN)
 
 
-def parse_target(target: str) -> str:
-    """The authority of an ``xds:///name`` (or ``xds://authority/name``) target.
-
-    The listener is looked up from it with :meth:`Mesh.listener_name`, and it is the
-    ``:authority`` used for virtual-host matching, as in grpcio's xDS resolver.
-    """
+def parse_xds_target(target: str) -> tuple[str | None, str]:
+    """``(xds_authority, name)`` of an ``xds:///name`` or ``xds://xds_authority/name``
+    target. The listener is looked up from ``name`` (:meth:`Mesh.listener_name`, with
+    the federation authority's template when there is one, gRFC A47), and ``name`` is
+    the ``:authority`` used for virtual-host matching, as in grpcio's xDS resolver."""
     if not target.startswith("xds:"):
         raise ValueError(
             f"pymesh.grpc needs an xds: target such as 'xds:///svc:50051'; got {target!r}"
         )
     rest = target[4:]
+    authority = ""
     if rest.startswith("//"):
-        _, _, name = rest[2:].partition("/")
+        authority, _, name = rest[2:].partition("/")
     else:
         name = rest.lstrip("/")
     if not name:
         raise ValueError(f"xds target {target!r} names no service")
-    return name
+    return authority or None, name
 
 
 @dataclass(frozen=True, slots=True)

@@ -525,9 +525,12 @@ def _finished(obs: RequestObserver, response: httpx.Response) -> httpx.Response:
 class _Base:
     """What both transports share: the mesh, passthrough, and routing one request."""
 
-    def __init__(self, mesh: Mesh, *, passthrough: bool | None) -> None:
+    def __init__(self, mesh: Mesh, *, passthrough: bool | None, xds_authority: str | None) -> None:
         self.mesh = mesh
         self.passthrough = mesh.passthrough if passthrough is None else passthrough
+        #: A bootstrap ``authorities`` entry whose servers and listener template name
+        #: this transport's hosts (gRFC A47 federation; httpx's ``xds://authority/``).
+        self.xds_authority = xds_authority
         self._requests = 0
 
     def _plan(self, state: ListenerState, request: httpx.Request) -> Plan | LocalReply:
@@ -619,10 +622,14 @@ class MeshTransport(_Base, httpx.BaseTransport):
 
     The URL authority names the xDS listener; hosts the control plane does not know
     go directly (unless ``passthrough=False``, or the Mesh's own setting).
+    ``xds_authority`` takes listeners from that bootstrap authority (federation), as a
+    gRPC target ``xds://<xds_authority>/host`` does.
     """
 
-    def __init__(self, mesh: Mesh, *, passthrough: bool | None = None) -> None:
-        super().__init__(mesh, passthrough=passthrough)
+    def __init__(
+        self, mesh: Mesh, *, passthrough: bool | None = None, xds_authority: str | None = None
+    ) -> None:
+        super().__init__(mesh, passthrough=passthrough, xds_authority=xds_authority)
         self._pools: dict[str, httpcore.ConnectionPool] = {}
         self._direct = httpx.HTTPTransport()
         self._shadow: ThreadPoolExecutor | None = None
@@ -633,7 +640,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         mesh = self.mesh
-        slot = mesh.slot(request.url.netloc.decode("ascii"))
+        slot = mesh.slot(request.url.netloc.decode("ascii"), self.xds_authority)
         state = slot.state
         if state is None:
             state = mesh.wait_listener(
@@ -641,6 +648,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 _default_port_authority(request),
                 _caller_timeout(request),
                 passthrough=self.passthrough,
+                xds_authority=self.xds_authority,
             )
             if state is None:
                 return self._direct.handle_request(request)
@@ -727,8 +735,10 @@ class MeshTransport(_Base, httpx.BaseTransport):
 class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
     """The asyncio twin of :class:`MeshTransport` (never blocks the event loop)."""
 
-    def __init__(self, mesh: Mesh, *, passthrough: bool | None = None) -> None:
-        super().__init__(mesh, passthrough=passthrough)
+    def __init__(
+        self, mesh: Mesh, *, passthrough: bool | None = None, xds_authority: str | None = None
+    ) -> None:
+        super().__init__(mesh, passthrough=passthrough, xds_authority=xds_authority)
         self._pools: dict[str, _AsyncPool] = {}
         self._direct = httpx.AsyncHTTPTransport()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
@@ -738,7 +748,7 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         mesh = self.mesh
-        slot = mesh.slot(request.url.netloc.decode("ascii"))
+        slot = mesh.slot(request.url.netloc.decode("ascii"), self.xds_authority)
         state = slot.state
         if state is None:
             state = await mesh.wait_listener_async(
@@ -746,6 +756,7 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 _default_port_authority(request),
                 _caller_timeout(request),
                 passthrough=self.passthrough,
+                xds_authority=self.xds_authority,
             )
             if state is None:
                 return await self._direct.handle_async_request(request)

@@ -5,6 +5,7 @@ side by side with the top-level servers' plain names."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent import futures
 from typing import Any
 
 import httpx
@@ -28,35 +29,64 @@ def _xdstp(authority: str, type_url: str, name: str) -> str:
     return f"xdstp://{authority}/{type_url.rsplit('/', 1)[-1]}/{name}"
 
 
-def _federated(authority: str, backend: EchoBackend) -> Snapshot:
-    """``reviews:9080`` with every resource renamed into ``authority``'s xdstp names."""
+def _federated(authority: str, config: dict[str, Any]) -> Snapshot:
+    """``compile_mesh(config)`` with every resource renamed into ``authority``'s xdstp
+    names (listeners, their RDS names, routes' clusters, EDS service names)."""
     from envoy.extensions.filters.network.http_connection_manager.v3 import (
         http_connection_manager_pb2 as hcm_pb2,
     )
 
-    snap = compile_mesh({"services": {"reviews": {"port": 9080, "endpoints": [backend.address]}}})
-    [lis] = snap.get(LISTENER_TYPE).values()
-    [rc] = snap.get(ROUTE_TYPE).values()
-    [cluster] = snap.get(CLUSTER_TYPE).values()
-    [cla] = snap.get(ENDPOINT_TYPE).values()
-    rc_name = _xdstp(authority, ROUTE_TYPE, rc.name)
-    cluster_name = _xdstp(authority, CLUSTER_TYPE, cluster.name)
-    eds_name = _xdstp(authority, ENDPOINT_TYPE, cla.cluster_name)
-    lis.name = _xdstp(authority, LISTENER_TYPE, lis.name)
-    hcm = hcm_pb2.HttpConnectionManager()
-    lis.api_listener.api_listener.Unpack(hcm)
-    hcm.rds.route_config_name = rc_name
-    lis.api_listener.api_listener.Pack(hcm)
-    rc.name = rc_name
-    for vh in rc.virtual_hosts:
-        for route in vh.routes:
-            route.route.cluster = cluster_name
-    cluster.name = cluster_name
-    cluster.eds_cluster_config.service_name = eds_name
-    cla.cluster_name = eds_name
+    snap = compile_mesh(config)
+    listeners, routes = list(snap.get(LISTENER_TYPE).values()), list(snap.get(ROUTE_TYPE).values())
+    clusters = list(snap.get(CLUSTER_TYPE).values())
+    endpoints = list(snap.get(ENDPOINT_TYPE).values())
+    for lis in listeners:
+        lis.name = _xdstp(authority, LISTENER_TYPE, lis.name)
+        hcm = hcm_pb2.HttpConnectionManager()
+        lis.api_listener.api_listener.Unpack(hcm)
+        hcm.rds.route_config_name = _xdstp(authority, ROUTE_TYPE, hcm.rds.route_config_name)
+        lis.api_listener.api_listener.Pack(hcm)
+    for rc in routes:
+        rc.name = _xdstp(authority, ROUTE_TYPE, rc.name)
+        for vh in rc.virtual_hosts:
+            for route in vh.routes:
+                route.route.cluster = _xdstp(authority, CLUSTER_TYPE, route.route.cluster)
+    for cluster in clusters:
+        eds = cluster.eds_cluster_config.service_name or cluster.name
+        cluster.name = _xdstp(authority, CLUSTER_TYPE, cluster.name)
+        cluster.eds_cluster_config.service_name = _xdstp(authority, ENDPOINT_TYPE, eds)
+    for cla in endpoints:
+        cla.cluster_name = _xdstp(authority, ENDPOINT_TYPE, cla.cluster_name)
     return Snapshot.of(
-        f"{authority}-1", listeners=[lis], routes=[rc], clusters=[cluster], endpoints=[cla]
+        f"{authority}-1", listeners=listeners, routes=routes, clusters=clusters, endpoints=endpoints
     )
+
+
+def _services(http: EchoBackend, grpc_backend: str) -> dict[str, Any]:
+    return {
+        "services": {
+            "reviews": {"port": 9080, "endpoints": [http.address]},
+            "echo": {"port": 50051, "protocol": "grpc", "endpoints": [grpc_backend]},
+        }
+    }
+
+
+class GrpcEcho:
+    """A real gRPC server whose unary ``/fed.Echo/Echo`` answers with its name."""
+
+    def __init__(self, name: str) -> None:
+        import grpc
+
+        handler = grpc.method_handlers_generic_handler(
+            "fed.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda r, c: name.encode())}
+        )
+        self.server = grpc.server(futures.ThreadPoolExecutor(2))
+        self.server.add_generic_rpc_handlers((handler,))
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def close(self) -> None:
+        self.server.stop(0)
 
 
 @pytest.fixture
@@ -73,59 +103,68 @@ def test_two_authorities_on_two_servers_from_one_mesh(
     planes: tuple[ControlPlane, ControlPlane],
 ) -> None:
     a, b = planes
-    with EchoBackend("from-a") as ea, EchoBackend("from-b") as eb, EchoBackend("plain") as ep:
-        a.set_snapshot(_federated("a.example", ea))
-        b.set_snapshot(_federated("b.example", eb))
-        bootstrap = {
-            # Plain names go to the top-level servers (here: a's server too).
-            "xds_servers": [_server(a)],
-            "node": {"id": "federated"},
-            "authorities": {
-                "a.example": {},  # no servers of its own: the top-level ones
-                "b.example": {"xds_servers": [_server(b)]},
-            },
-        }
-        with pymesh.Mesh(bootstrap=bootstrap, seed=1) as mesh:
-            states = {}
-            for authority in ("a.example", "b.example"):
-                slot = mesh.slot("reviews:9080", xds_authority=authority)
-                state = mesh.wait_state(slot, 30)
-                assert state is not None
-                states[authority] = state
-            # Each listener's routes, clusters and endpoints came from its own server.
-            for authority, backend in (("a.example", ea), ("b.example", eb)):
-                [cc] = states[authority].config.clusters.values()
-                assert cc.name.startswith(f"xdstp://{authority}/")
-                assert cc.endpoints is not None
-                [ep_] = [e for loc in cc.endpoints.localities for e in loc.endpoints]
-                assert ep_.address == backend.address
-            # One stream per server: b's client is a second one, on the same thread.
-            dump = mesh.config_dump()
-            servers = {r["server_uri"] for r in dump["resources"]}
-            assert servers == {a.address, b.address}
-            assert [f["server_uri"] for f in dump["federation"]] == [b.address]
-            # Plain names still work beside them, from the top-level server.
+    ga, gb = GrpcEcho("grpc-a"), GrpcEcho("grpc-b")
+    try:
+        with EchoBackend("from-a") as ea, EchoBackend("from-b") as eb, EchoBackend("plain") as ep:
+            plain = compile_mesh({"services": {"plain": {"port": 80, "endpoints": [ep.address]}}})
+            fed_a = _federated("a.example", _services(ea, ga.address))
             a.set_snapshot(
                 Snapshot.of(
-                    "mixed",
+                    "a-1",
                     **{
-                        k: [*_federated("a.example", ea).get(t).values(), *plain.get(t).values()]
-                        for k, t, plain in [
-                            (k, t, compile_mesh(
-                                {"services": {"plain": {"port": 80, "endpoints": [ep.address]}}}
-                            ))
-                            for k, t in (
-                                ("listeners", LISTENER_TYPE),
-                                ("routes", ROUTE_TYPE),
-                                ("clusters", CLUSTER_TYPE),
-                                ("endpoints", ENDPOINT_TYPE),
-                            )
-                        ]
+                        kind: [*fed_a.get(t).values(), *plain.get(t).values()] for kind, t in _KINDS
                     },
                 )
-            )  # fmt: skip
-            with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
-                assert client.get("http://plain:80/", timeout=30).headers["x-backend"] == "plain"
+            )
+            b.set_snapshot(_federated("b.example", _services(eb, gb.address)))
+            bootstrap = {
+                # Plain names go to the top-level servers (here: a's server too).
+                "xds_servers": [_server(a)],
+                "node": {"id": "federated"},
+                "authorities": {
+                    "a.example": {},  # no servers of its own: the top-level ones
+                    "b.example": {"xds_servers": [_server(b)]},
+                },
+            }
+            with pymesh.Mesh(bootstrap=bootstrap, seed=1) as mesh:
+                # httpx: a transport per authority, the same host name on each.
+                for authority, backend in (("a.example", "from-a"), ("b.example", "from-b")):
+                    transport = pymesh.MeshTransport(mesh, xds_authority=authority)
+                    with httpx.Client(transport=transport) as client:
+                        resp = client.get("http://reviews:9080/", timeout=30)
+                    assert resp.headers["x-backend"] == backend
+                # gRPC: xds://authority/target, as grpcio spells it.
+                for authority, backend in (("a.example", b"grpc-a"), ("b.example", b"grpc-b")):
+                    channel = pymesh.grpc.insecure_channel(f"xds://{authority}/echo:50051", mesh)
+                    with channel:
+                        assert channel.unary_unary("/fed.Echo/Echo")(b"", timeout=30) == backend
+                # Plain names beside them, from the top-level server.
+                with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+                    assert (
+                        client.get("http://plain:80/", timeout=30).headers["x-backend"] == "plain"
+                    )
+                # One stream per server: b's client is a second one, on the same thread.
+                dump = mesh.config_dump()
+                by_server = {
+                    (r["server_uri"], r["name"].split("/")[2])
+                    for r in dump["resources"]
+                    if r["name"].startswith("xdstp://")
+                }
+                assert (b.address, "b.example") in by_server
+                assert (a.address, "a.example") in by_server
+                assert not any(s == a.address and n == "b.example" for s, n in by_server)
+                assert [f["server_uri"] for f in dump["federation"]] == [b.address]
+    finally:
+        ga.close()
+        gb.close()
+
+
+_KINDS = (
+    ("listeners", LISTENER_TYPE),
+    ("routes", ROUTE_TYPE),
+    ("clusters", CLUSTER_TYPE),
+    ("endpoints", ENDPOINT_TYPE),
+)
 
 
 def test_unknown_xds_authority_is_a_typed_error(
