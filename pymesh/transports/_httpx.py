@@ -522,6 +522,21 @@ def _finished(obs: RequestObserver, response: httpx.Response) -> httpx.Response:
     return response
 
 
+def _passthrough_failed(
+    exc: httpx.ConnectError, request: httpx.Request, listener: str
+) -> httpx.ConnectError:
+    """httpx's own error for a passthrough that could not connect, saying that the mesh
+    did not route it: a typo in a host or port otherwise reads as a network problem."""
+    host = request.url.netloc.decode("ascii")
+    return httpx.ConnectError(
+        f"{exc} (pymesh: the control plane has no listener {listener!r}, so {host} was "
+        "sent directly, outside the mesh; check the host and port, and what the mesh "
+        f"knows with `pymesh status {host}`; Mesh(passthrough=False) makes unknown hosts "
+        "an UnknownHostError instead)",
+        request=request,
+    )
+
+
 class _Base:
     """What both transports share: the mesh, passthrough, and routing one request."""
 
@@ -651,7 +666,10 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 xds_authority=self.xds_authority,
             )
             if state is None:
-                return self._direct.handle_request(request)
+                try:
+                    return self._direct.handle_request(request)
+                except httpx.ConnectError as exc:
+                    raise _passthrough_failed(exc, request, slot.name) from exc
         obs = _observe(request, state)
         if obs is None:
             return self._routed(state, request, None)
@@ -759,7 +777,10 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 xds_authority=self.xds_authority,
             )
             if state is None:
-                return await self._direct.handle_async_request(request)
+                try:
+                    return await self._direct.handle_async_request(request)
+                except httpx.ConnectError as exc:
+                    raise _passthrough_failed(exc, request, slot.name) from exc
         obs = _observe(request, state)
         if obs is None:
             return await self._routed(state, request, None)

@@ -204,3 +204,29 @@ def test_default_port_finds_the_istio_style_listener(
         for url in ("http://reviews/a", "http://reviews:80/b"):
             resp = client.get(url)
             assert resp.headers["x-backend"] == echo_backend.name, url
+
+
+def test_a_failed_passthrough_says_the_mesh_did_not_route_it(
+    mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
+) -> None:
+    import socket
+
+    push_mesh(_service([echo_backend]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"  # closed again: refused
+    with (
+        httpx.Client(transport=pymesh.MeshTransport(mesh)) as client,
+        pytest.raises(httpx.ConnectError) as info,
+    ):
+        client.get(f"http://{dead}/x", timeout=30)
+    message = str(info.value)
+    assert f"no listener '{dead}'" in message and f"pymesh status {dead}" in message
+
+    async def run() -> str:
+        async with httpx.AsyncClient(transport=pymesh.AsyncMeshTransport(mesh)) as ac:
+            with pytest.raises(httpx.ConnectError) as ainfo:
+                await ac.get(f"http://{dead}/x", timeout=30)
+        return str(ainfo.value)
+
+    assert "outside the mesh" in asyncio.run(run())
