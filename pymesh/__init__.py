@@ -21,6 +21,7 @@ from pymesh.errors import (
     TlsConfigError,
     UnknownHostError,
     UpstreamOverflowError,
+    XdsDataError,
     XdsStreamError,
 )
 from pymesh.transports import AsyncMeshTransport, MeshTransport
@@ -45,6 +46,7 @@ __all__ = [
     "TlsConfigError",
     "UnknownHostError",
     "UpstreamOverflowError",
+    "XdsDataError",
     "XdsStreamError",
     "__version__",
     "grpc",

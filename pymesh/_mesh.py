@@ -23,6 +23,7 @@ from pymesh.errors import (
     MeshError,
     ResourceDoesNotExistError,
     UnknownHostError,
+    XdsDataError,
 )
 from pymesh.resilience.fault import FaultInjector
 from pymesh.routing import RouteTable
@@ -249,14 +250,18 @@ class Mesh:
 
     def _on_listener_error(self, slot: ListenerSlot, _name: str, error: MeshError) -> None:
         slot.error = error
-        if isinstance(error, ResourceDoesNotExistError):
-            # The server has no such resource (deleted, or never had it): requests stop
+        if isinstance(error, (ResourceDoesNotExistError, XdsDataError)):
+            # The server has no such resource (deleted, or never had it), or its cached
+            # value was dropped on a data error (fail_on_data_errors): requests stop
             # using the last config. Only a listener that never had one is an unknown
             # host that may pass through; a deleted listener or a missing route
             # configuration fails requests with this typed error.
             slot.state = None
             slot.does_not_exist = (
-                error.type_url == LDS and error.resource_name == slot.name and not slot.had_state
+                isinstance(error, ResourceDoesNotExistError)
+                and error.type_url == LDS
+                and error.resource_name == slot.name
+                and not slot.had_state
             )
         self._settle(slot)
 

@@ -47,6 +47,7 @@ _SERVER_FEATURE_IGNORE_RESOURCE_DELETION = "ignore_resource_deletion"
 #: pymesh's own server feature: speak incremental (delta) ADS to this server. gRPC
 #: ignores server features it does not know, so the same bootstrap still works there.
 _SERVER_FEATURE_DELTA = "xds_delta"
+_SERVER_FEATURE_FAIL_ON_DATA_ERRORS = "fail_on_data_errors"
 _LISTENER_TYPE_NAME = "envoy.config.listener.v3.Listener"
 # RFC 3986 pchar minus '%': what gRPC leaves unescaped when it percent-encodes a path.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
@@ -74,6 +75,12 @@ class XdsServer:
     def ignore_resource_deletion(self) -> bool:
         """gRFC A53: keep resources the server stops sending instead of deleting them."""
         return _SERVER_FEATURE_IGNORE_RESOURCE_DELETION in self.server_features
+
+    @property
+    def fail_on_data_errors(self) -> bool:
+        """gRFC A88: a NACKed (or PERMISSION_DENIED) update of a cached resource drops
+        the cached value instead of keeping it serving."""
+        return _SERVER_FEATURE_FAIL_ON_DATA_ERRORS in self.server_features
 
     @property
     def delta(self) -> bool:

@@ -21,6 +21,7 @@ __all__ = [
     "TlsConfigError",
     "UnknownHostError",
     "UpstreamOverflowError",
+    "XdsDataError",
     "XdsStreamError",
 ]
 
@@ -105,6 +106,13 @@ class ResourceDoesNotExistError(MeshError):
     ) -> None:
         self.type_url = type_url
         super().__init__(message, node_id=node_id, resource_name=resource_name)
+
+
+class XdsDataError(MeshError):
+    """An xDS resource the client had was replaced by one it rejected (NACK) or the
+    server refused (PERMISSION_DENIED), and the server feature ``fail_on_data_errors``
+    (gRFC A88) says to drop the cached value rather than keep serving it. Requests that
+    need the resource fail with this error, naming it."""
 
 
 class XdsStreamError(MeshError):

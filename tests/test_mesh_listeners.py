@@ -137,3 +137,40 @@ def test_with_ignore_resource_deletion_a_deleted_listener_and_cluster_keep_servi
         assert mesh.xds_stats.deletions_ignored >= 2  # the listener and the cluster
         statuses = {(r["type_url"], r["status"]) for r in mesh.config_dump()["resources"]}
         assert (LDS, "ACKED") in statuses and (CLUSTER_TYPE, "ACKED") in statuses
+
+
+def test_fail_on_data_errors_drops_a_nacked_route_configuration(
+    control_plane: ControlPlane, echo_backend: EchoBackend
+) -> None:
+    # gRFC A88: with the server feature, a NACKed update of a cached resource drops it
+    # (requests fail with XdsDataError naming it); without it, the last good one serves
+    # (tests/telemetry/test_csds_versions.py shows that side).
+    from pymesh.server import ROUTE_TYPE
+    from pymesh.testing import bootstrap_for, push_mesh
+
+    bootstrap = bootstrap_for(control_plane, "fail-on-data-errors")
+    bootstrap["xds_servers"][0]["server_features"].append("fail_on_data_errors")
+    with pymesh.Mesh(bootstrap=bootstrap, seed=1) as mesh:
+        good = push_mesh(control_plane, mesh, _reviews(echo_backend))
+        with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+            assert client.get("http://reviews:9080/a").status_code == 200
+            routes = []
+            for rc in good.get(ROUTE_TYPE).values():
+                bad = type(rc)()
+                bad.CopyFrom(rc)
+                bad.virtual_hosts[0].routes[0].match.safe_regex.regex = "(unclosed"
+                routes.append(bad)
+            control_plane.cache.set_snapshot(
+                Snapshot.of(
+                    "bad",
+                    listeners=good.get(LISTENER_TYPE).values(),
+                    routes=routes,
+                    clusters=good.get(CLUSTER_TYPE).values(),
+                    endpoints=good.get(ENDPOINT_TYPE).values(),
+                )
+            )
+            nack = control_plane.wait_for_nack(ROUTE_TYPE, 30, mesh.node_id)
+            assert nack.version == "bad"
+            with pytest.raises(pymesh.XdsDataError) as info:
+                client.get("http://reviews:9080/b")
+        assert info.value.resource_name == "reviews:9080" and "safe_regex" in str(info.value)

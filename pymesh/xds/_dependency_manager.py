@@ -20,7 +20,7 @@ from typing import Any
 
 import dns.asyncresolver
 
-from pymesh.errors import MeshError
+from pymesh.errors import MeshError, XdsDataError
 from pymesh.xds.client import CDS, EDS, LDS, RDS, XdsClient
 from pymesh.xds.client._dns import DnsResolutionError, resolve_cluster
 from pymesh.xds.client._federation import FederatedXdsClient
@@ -169,11 +169,11 @@ class _ListenerWatch:
             w.value, w.state, w.error = value, "ok", ""
         elif state == "error":
             assert error is not None
-            if w.state == "ok":
+            if w.state == "ok" and not isinstance(error, XdsDataError):
                 # gRFC A88: an error with a last good value keeps the value serving.
                 log.warning("xDS %s %r: %s (keeping the last good value)", type_url, name, error)
                 return
-            w.state, w.error = "error", error.message
+            w.value, w.state, w.error = None, "error", error.message
         else:
             w.value, w.state, w.error = None, "missing", ""
         listener_ok = type_url == RDS and self.watches[(LDS, self.name)].state == "ok"

@@ -60,6 +60,7 @@ from pymesh.errors import (
     MeshError,
     ResourceDoesNotExistError,
     ResourceInvalid,
+    XdsDataError,
     XdsStreamError,
 )
 from pymesh.xds.client._answered import SentRequests
@@ -92,6 +93,7 @@ _TYPE_ORDER = (LDS, RDS, CDS, EDS)
 _FULL_STATE_TYPES = frozenset({LDS, CDS})
 _INVALID_ARGUMENT = 3
 _NOT_FOUND = 5
+_PERMISSION_DENIED = 7
 #: The protocol of the current stream (per server: bootstrap server feature xds_delta).
 _SOTW, _DELTA = "sotw", "delta"
 #: Default cap on one ADS response (gRPC's own default is 4 MiB, which an Istio-sized
@@ -728,13 +730,14 @@ class XdsClient:
         res.last_error = err.message
         res.error_version = version
         res.error_time = _now()
-        self._notify(res, "on_error", err)
+        self._data_error(res, err)
 
     def _server_error(
         self, ts: _TypeState, name: str, status: status_pb2.Status, version: str
     ) -> None:
-        """A ``resource_errors`` entry other than NOT_FOUND (gRFC A88 data error): a
-        cached value keeps serving; watchers hear the server's reason."""
+        """A ``resource_errors`` entry other than NOT_FOUND (gRFC A88): PERMISSION_DENIED
+        is a data error, any other code a transient one; a cached value keeps serving
+        unless ``fail_on_data_errors`` drops it (data errors only)."""
         res = ts.resources.get(name)
         if res is None:
             return
@@ -743,7 +746,20 @@ class XdsClient:
             res.timer = None
         message = f"xDS server error for {name!r}: code {status.code}: {status.message}"
         res.last_error, res.error_version, res.error_time = message, version, _now()
-        self._notify(res, "on_error", self._error(message, name))
+        err = self._error(message, name)
+        if status.code == _PERMISSION_DENIED:
+            self._data_error(res, err)
+        else:
+            self._notify(res, "on_error", err)
+
+    def _data_error(self, res: _Resource, err: MeshError) -> None:
+        """Tell watchers of a data error; with the server feature ``fail_on_data_errors``
+        (gRFC A88) a cached value is dropped first, so they stop using it."""
+        if res.has_value and self.server.fail_on_data_errors:
+            log.warning("xDS %r: dropping the cached value (fail_on_data_errors)", res.name)
+            res.value, res.has_value, res.raw = None, False, None
+            err = XdsDataError(err.message, node_id=self.node_id, resource_name=res.name)
+        self._notify(res, "on_error", err)
 
     def _absent(self, ts: _TypeState, name: str, why: str) -> None:
         """The server provably does not have subscribed resource ``name``."""
