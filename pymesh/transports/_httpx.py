@@ -109,7 +109,7 @@ class _IO:
             trace = obs.attempt(rt, ep)
             if self.a.hedging:  # attempts run side by side: each ends with its own handle
                 t.trace = obs.detach_attempt()
-        return rt, ep, _upstream_request(self.plan, self.request, ep, t.deadline, trace)
+        return rt, ep, _upstream_request(self.plan, self.request, rt, ep, t.deadline, trace)
 
     def collect(self, t: Ticket) -> Reply:
         fut: typing.Any = t.handle  # a concurrent or an asyncio future
@@ -280,11 +280,15 @@ def _is_replayable(request: httpx.Request) -> bool:
 
 
 def _ops_timeout(
-    request: httpx.Request, deadline: float | None, idle: float | None = None
+    request: httpx.Request,
+    deadline: float | None,
+    idle: float | None = None,
+    connect: float | None = None,
 ) -> dict[str, float | None]:
     """The caller's per-operation timeouts, each capped by the time left to the deadline;
     ``idle`` (the route's per_try_idle_timeout) caps the read timeout, which is httpcore's
-    wait between two reads of the response: Envoy's "no progress for this long"."""
+    wait between two reads of the response: Envoy's "no progress for this long";
+    ``connect`` (the cluster's connect_timeout) caps the connect timeout."""
     caller = request.extensions.get("timeout") or {}
     if deadline is None:
         out = dict(caller)
@@ -307,6 +311,9 @@ def _ops_timeout(
     if idle is not None:
         read = out.get("read")
         out["read"] = idle if read is None or idle < read else read
+    if connect is not None:
+        current = out.get("connect")
+        out["connect"] = connect if current is None or connect < current else current
     return out
 
 
@@ -343,23 +350,25 @@ def _outgoing_headers(
 def _upstream_request(
     plan: Plan,
     request: httpx.Request,
+    rt: ClusterRuntime,
     ep: Endpoint,
     deadline: float | None,
     trace_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> httpcore.Request:
     """The attempt's httpcore request; ``trace_headers`` (traceparent...) replace any of
-    the same name the caller set."""
+    the same name the caller set. The endpoint's cluster ``rt`` bounds the connect
+    (Envoy's connect_timeout, default 5 s)."""
     headers = _outgoing_headers(plan, request, ep)
     if trace_headers:
         names = {k for k, _ in trace_headers}
         headers = [(k, v) for k, v in headers if k.lower() not in names]
         headers.extend(trace_headers)
-    extensions = request.extensions
+    extensions = dict(request.extensions)
     retry = plan.retry
     idle = retry.per_try_idle_timeout if retry is not None else None
-    if deadline is not None or extensions or idle is not None:
-        extensions = dict(extensions)
-        extensions["timeout"] = _ops_timeout(request, deadline, idle)
+    cluster = rt.cluster
+    connect = cluster.connect_timeout if cluster is not None else None
+    extensions["timeout"] = _ops_timeout(request, deadline, idle, connect)
     return core_request(
         request.method.encode("ascii"),
         b"http",
@@ -873,7 +882,7 @@ class _SyncIO(_IO):
         assert rt is not None and ep is not None
         obs = self.obs
         trace = obs.attempt(rt, ep) if obs is not None else None
-        req = _upstream_request(self.plan, self.request, ep, t.deadline, trace)
+        req = _upstream_request(self.plan, self.request, rt, ep, t.deadline, trace)
         try:
             resp = self.transport._pool(rt, ep).handle_request(req)
         except _UPSTREAM_ERRORS as exc:

@@ -390,3 +390,48 @@ async def test_cluster_idle_timeout_closes_idle_connections(
                 assert (await ac.get("http://reviews:9080/")).status_code == 200
     peers = [r.peer for r in echo_backend.requests]
     assert peers[0] == peers[1] and peers[2] == peers[3] and peers[1] != peers[2]
+
+
+def test_connect_timeout_bounds_a_connect_that_never_completes_and_is_retried(
+    mesh: pymesh.Mesh, control_plane: Any, echo_backend: EchoBackend
+) -> None:
+    """Cluster connect_timeout (Envoy's, default 5 s): an endpoint whose accept backlog
+    is full never completes the handshake; each attempt to it gives up after the
+    cluster's 300 ms and the retry goes to the other host."""
+    import socket
+
+    from _edit import edited_mesh
+
+    from pymesh.testing import push_snapshot
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    filler = socket.create_connection(hole.getsockname())  # fills the backlog of 0
+    address = f"127.0.0.1:{hole.getsockname()[1]}"
+    try:
+        config = {
+            "services": {
+                "svc": {
+                    "port": 80,
+                    "endpoints": [address, echo_backend.address],
+                    "routes": [{"retries": {"attempts": 2, "on": "connect-failure"}}],
+                    "traffic_policy": {"lb": "ROUND_ROBIN"},
+                }
+            }
+        }
+
+        def short_connect(cluster: Any) -> None:
+            cluster.connect_timeout.FromMilliseconds(300)
+
+        push_snapshot(control_plane, mesh, edited_mesh(config, cluster=short_connect))
+        with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
+            for _ in range(4):  # round robin: at least two start on the black hole
+                t0 = time.monotonic()
+                resp = client.get("http://svc/", timeout=30)
+                assert resp.status_code == 200
+                assert resp.headers["x-backend"] == echo_backend.name
+                assert time.monotonic() - t0 < 10  # not httpx's 30 s, nor Envoy's 5 s x 2
+    finally:
+        filler.close()
+        hole.close()

@@ -819,9 +819,10 @@ TABLE: dict[str, dict[str, Field]] = {
         ),
         "cluster_type": H("only the aggregate cluster; other custom types → NACK"),
         "eds_cluster_config": H(),
-        "connect_timeout": W(
-            "parsed (default 5 s, must be > 0) but not applied yet: connects use the "
-            "caller's httpx/grpc timeouts (" + _WAITS_ENGINE + ")"
+        "connect_timeout": H(
+            "default 5 s, must be > 0. httpx transports: caps each attempt's connect (a "
+            "timed-out connect is a connect failure, retried as Envoy does); gRPC "
+            "sub-channels connect with grpcio's own minimum (20 s)"
         ),
         "per_connection_buffer_limit_bytes": I("no buffer limit on a client connection"),
         "lb_policy": H(
