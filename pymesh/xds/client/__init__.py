@@ -1,4 +1,6 @@
-"""The xDS client: ADS (state of the world) stream, watchers, cache, backoff, timers."""
+"""The xDS client: ADS streams (state of the world or delta), watchers, cache, backoff,
+timers, fallback across servers (gRFC A71) and federation by authority (gRFC A47,
+``_federation.FederatedXdsClient``, which a Mesh uses)."""
 
 from pymesh.xds.client._backoff import Backoff
 from pymesh.xds.client._client import (
