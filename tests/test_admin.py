@@ -155,7 +155,7 @@ def _with_unsupported(config: dict[str, Any], version: str, timeout_ms: int = 25
     """The compiled mesh with cluster fields pymesh warns about (parsed, not applied)."""
 
     def edit(cluster: Any) -> None:
-        cluster.connect_timeout.FromMilliseconds(timeout_ms)
+        cluster.health_checks.add().timeout.FromMilliseconds(timeout_ms)
         cluster.lrs_server.self.SetInParent()
 
     snap = edited_mesh(config, cluster=edit)
@@ -174,16 +174,16 @@ def test_unsupported_fields_are_counted_in_dump_stats_and_status(
     with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
         assert client.get("http://reviews:9080/").status_code == 200  # still served
     rows = {(r["type"], r["field"]): r["count"] for r in mesh.config_dump()["unsupported_fields"]}
-    assert rows == {("Cluster", "connect_timeout"): 1, ("Cluster", "lrs_server"): 1}
+    assert rows == {("Cluster", "health_checks"): 1, ("Cluster", "lrs_server"): 1}
 
     # The same bytes again under a new version are not decoded again: no new count.
     push_snapshot(control_plane, mesh, _with_unsupported(_config(echo_backend), "w1b"))
     rows = {(r["type"], r["field"]): r["count"] for r in mesh.config_dump()["unsupported_fields"]}
-    assert rows == {("Cluster", "connect_timeout"): 1, ("Cluster", "lrs_server"): 1}
+    assert rows == {("Cluster", "health_checks"): 1, ("Cluster", "lrs_server"): 1}
     # A changed cluster that still sets the fields warns (and counts) again, once.
     push_snapshot(control_plane, mesh, _with_unsupported(_config(echo_backend), "w2", 300))
     rows = {(r["type"], r["field"]): r["count"] for r in mesh.config_dump()["unsupported_fields"]}
-    assert rows == {("Cluster", "connect_timeout"): 2, ("Cluster", "lrs_server"): 2}
+    assert rows == {("Cluster", "health_checks"): 2, ("Cluster", "lrs_server"): 2}
 
     mesh.start_admin()
     status, body = _get(mesh, "/stats")
@@ -191,7 +191,7 @@ def test_unsupported_fields_are_counted_in_dump_stats_and_status(
     assert "# TYPE pymesh_xds_client_unsupported_fields_total counter" in body
     assert (
         'pymesh_xds_client_unsupported_fields_total{pymesh_xds_resource_type="Cluster",'
-        'pymesh_xds_field="connect_timeout"} 2' in body.splitlines()
+        'pymesh_xds_field="health_checks"} 2' in body.splitlines()
     )
     status, body = _get(mesh, "/config_dump")
     assert {"type": "Cluster", "field": "lrs_server", "count": 2} in json.loads(body)[
@@ -202,4 +202,4 @@ def test_unsupported_fields_are_counted_in_dump_stats_and_status(
     render_status(console, mesh.config_dump())
     text = console.export_text()
     assert "unsupported xDS fields" in text
-    assert "connect_timeout" in text and "lrs_server" in text
+    assert "health_checks" in text and "lrs_server" in text

@@ -91,7 +91,7 @@ def test_unsupported_field_warnings_are_a_counter(
     from pymesh.testing import push_snapshot
 
     def edit(cluster: Any) -> None:
-        cluster.connect_timeout.FromMilliseconds(250)
+        cluster.health_checks.add().timeout.FromMilliseconds(250)  # warned: not implemented
 
     snap = edited_mesh(_reviews(echo_backend), cluster=edit)
     snap = Snapshot.of(
@@ -107,7 +107,7 @@ def test_unsupported_field_warnings_are_a_counter(
     before = _value(
         otel,
         "pymesh.xds_client.unsupported_fields",
-        **{"pymesh.xds.resource_type": "Cluster", "pymesh.xds.field": "connect_timeout"},
+        **{"pymesh.xds.resource_type": "Cluster", "pymesh.xds.field": "health_checks"},
     )
     push_snapshot(control_plane, mesh, snap)
     with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
@@ -115,7 +115,7 @@ def test_unsupported_field_warnings_are_a_counter(
     after = _value(
         otel,
         "pymesh.xds_client.unsupported_fields",
-        **{"pymesh.xds.resource_type": "Cluster", "pymesh.xds.field": "connect_timeout"},
+        **{"pymesh.xds.resource_type": "Cluster", "pymesh.xds.field": "health_checks"},
     )
     # Process-wide and monotonic: this mesh's accepted version added exactly one.
     assert after - before == 1
