@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -21,26 +22,25 @@ TIMEOUT = 20.0
 _END = object()
 
 
-class AdsClient:
-    """One ADS stream; ``send`` requests, ``recv`` responses (bounded waits, no sleeps)."""
+class _Stream:
+    """One ADS stream fed by a queue: what the SotW and delta clients share."""
 
-    def __init__(self, address: str, node_id: str = "test-node") -> None:
+    def __init__(self, address: str, node_id: str, method: str) -> None:
         self.node_id = node_id
         self.channel = grpc.insecure_channel(address)
         self._out: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._in: queue.SimpleQueue[object] = queue.SimpleQueue()
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        self._call = stub.StreamAggregatedResources(self._requests())
+        self._call = getattr(stub, method)(self._requests())
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self._first = True
 
-    def _requests(self) -> Iterator[discovery_pb2.DiscoveryRequest]:
+    def _requests(self) -> Iterator[object]:
         while True:
             item = self._out.get()
             if item is _END:
                 return
-            assert isinstance(item, discovery_pb2.DiscoveryRequest)
             yield item
 
     def _read(self) -> None:
@@ -50,6 +50,28 @@ class AdsClient:
         except grpc.RpcError as e:
             self._in.put(e)
         self._in.put(_END)
+
+    def _put(self, req: Any, error: str | None) -> None:
+        """Queue ``req``: the node only on the first request (like real clients), and
+        ``error`` as a NACK's error_detail."""
+        if self._first:
+            req.node.CopyFrom(base_pb2.Node(id=self.node_id, cluster="test"))
+            self._first = False
+        if error is not None:
+            req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
+        self._out.put(req)
+
+    def close(self) -> None:
+        self._out.put(_END)
+        self._call.cancel()
+        self.channel.close()
+
+
+class AdsClient(_Stream):
+    """One ADS stream; ``send`` requests, ``recv`` responses (bounded waits, no sleeps)."""
+
+    def __init__(self, address: str, node_id: str = "test-node") -> None:
+        super().__init__(address, node_id, "StreamAggregatedResources")
 
     def send(
         self,
@@ -66,12 +88,7 @@ class AdsClient:
             version_info=version,
             response_nonce=nonce,
         )
-        if self._first:  # like real clients: the node only on the first request
-            req.node.CopyFrom(base_pb2.Node(id=self.node_id, cluster="test"))
-            self._first = False
-        if error is not None:
-            req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
-        self._out.put(req)
+        self._put(req, error)
 
     def ack(self, resp: discovery_pb2.DiscoveryResponse, names: tuple[str, ...] = ()) -> None:
         self.send(resp.type_url, names, version=resp.version_info, nonce=resp.nonce)
@@ -88,40 +105,12 @@ class AdsClient:
             if not isinstance(item, discovery_pb2.DiscoveryResponse):
                 return item
 
-    def close(self) -> None:
-        self._out.put(_END)
-        self._call.cancel()
-        self.channel.close()
 
-
-class DeltaClient:
+class DeltaClient(_Stream):
     """One delta ADS stream (``DeltaAggregatedResources``); same shape as AdsClient."""
 
     def __init__(self, address: str, node_id: str = "test-node") -> None:
-        self.node_id = node_id
-        self.channel = grpc.insecure_channel(address)
-        self._out: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._in: queue.SimpleQueue[object] = queue.SimpleQueue()
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        self._call = stub.DeltaAggregatedResources(self._requests())
-        threading.Thread(target=self._read, daemon=True).start()
-        self._first = True
-
-    def _requests(self) -> Iterator[discovery_pb2.DeltaDiscoveryRequest]:
-        while True:
-            item = self._out.get()
-            if item is _END:
-                return
-            assert isinstance(item, discovery_pb2.DeltaDiscoveryRequest)
-            yield item
-
-    def _read(self) -> None:
-        try:
-            for resp in self._call:
-                self._in.put(resp)
-        except grpc.RpcError as e:
-            self._in.put(e)
-        self._in.put(_END)
+        super().__init__(address, node_id, "DeltaAggregatedResources")
 
     def send(
         self,
@@ -140,12 +129,7 @@ class DeltaClient:
             response_nonce=nonce,
             initial_resource_versions=initial or {},
         )
-        if self._first:
-            req.node.CopyFrom(base_pb2.Node(id=self.node_id, cluster="test"))
-            self._first = False
-        if error is not None:
-            req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
-        self._out.put(req)
+        self._put(req, error)
 
     def ack(self, resp: discovery_pb2.DeltaDiscoveryResponse) -> None:
         self.send(resp.type_url, nonce=resp.nonce)
@@ -154,11 +138,6 @@ class DeltaClient:
         item = self._in.get(timeout=timeout)
         assert isinstance(item, discovery_pb2.DeltaDiscoveryResponse), item
         return item
-
-    def close(self) -> None:
-        self._out.put(_END)
-        self._call.cancel()
-        self.channel.close()
 
 
 def delta_view(resp: discovery_pb2.DeltaDiscoveryResponse) -> tuple[dict[str, str], list[str]]:
