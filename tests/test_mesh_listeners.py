@@ -123,8 +123,9 @@ def test_with_ignore_resource_deletion_a_deleted_listener_and_cluster_keep_servi
 ) -> None:
     from pymesh.testing import bootstrap_for, push_mesh
 
-    bootstrap = bootstrap_for(control_plane, "ignore-deletions")
-    bootstrap["xds_servers"][0]["server_features"].append("ignore_resource_deletion")
+    bootstrap = bootstrap_for(
+        control_plane, "ignore-deletions", features=("ignore_resource_deletion",)
+    )
     with pymesh.Mesh(bootstrap=bootstrap, seed=1) as mesh:
         push_mesh(control_plane, mesh, _reviews(echo_backend))
         with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:
@@ -148,8 +149,9 @@ def test_fail_on_data_errors_drops_a_nacked_route_configuration(
     from pymesh.server import ROUTE_TYPE
     from pymesh.testing import bootstrap_for, push_mesh
 
-    bootstrap = bootstrap_for(control_plane, "fail-on-data-errors")
-    bootstrap["xds_servers"][0]["server_features"].append("fail_on_data_errors")
+    bootstrap = bootstrap_for(
+        control_plane, "fail-on-data-errors", features=("fail_on_data_errors",)
+    )
     with pymesh.Mesh(bootstrap=bootstrap, seed=1) as mesh:
         good = push_mesh(control_plane, mesh, _reviews(echo_backend))
         with httpx.Client(transport=pymesh.MeshTransport(mesh)) as client:

@@ -22,14 +22,22 @@ __all__ = ["bootstrap_for", "push_mesh", "push_snapshot"]
 _TYPES = (LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE)
 
 
-def bootstrap_for(control_plane: ControlPlane, node_id: str = "pymesh-test") -> dict[str, Any]:
-    """A gRPC-format bootstrap dict pointing at ``control_plane`` (insecure, xDS v3)."""
+def bootstrap_for(
+    control_plane: ControlPlane | str,
+    node_id: str = "pymesh-test",
+    *,
+    features: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """A gRPC-format bootstrap dict pointing at ``control_plane`` (a ControlPlane, or a
+    ``host:port`` such as a ``pymesh serve`` process's), insecure, xDS v3 plus
+    ``features`` (e.g. ``xds_delta``, ``ignore_resource_deletion``)."""
+    address = control_plane if isinstance(control_plane, str) else control_plane.address
     return {
         "xds_servers": [
             {
-                "server_uri": control_plane.address,
+                "server_uri": address,
                 "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"],
+                "server_features": ["xds_v3", *features],
             }
         ],
         "node": {"id": node_id},

@@ -21,22 +21,9 @@ from google.protobuf import any_pb2
 
 import pymesh
 from pymesh.server import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, compile_mesh
-from pymesh.testing import EchoBackend
+from pymesh.testing import EchoBackend, bootstrap_for
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def _bootstrap(address: str, node: str) -> dict[str, Any]:
-    return {
-        "xds_servers": [
-            {
-                "server_uri": address,
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"],
-            }
-        ],
-        "node": {"id": node},
-    }
 
 
 def _service(*backends: EchoBackend, port: int = 9080) -> dict[str, Any]:
@@ -67,7 +54,7 @@ def test_control_plane_killed_and_restarted_under_load(
     address = cp.match[1]
     port = int(address.rsplit(":", 1)[1])
     with (
-        pymesh.Mesh(bootstrap=_bootstrap(address, "chaos-restart"), seed=1) as mesh,
+        pymesh.Mesh(bootstrap=bootstrap_for(address, "chaos-restart"), seed=1) as mesh,
         httpx.Client(transport=pymesh.MeshTransport(mesh, passthrough=False)) as client,
     ):
         assert client.get("http://reviews:9080/warm", timeout=30).status_code == 200
@@ -119,7 +106,7 @@ def test_hostile_control_plane_changes_nothing_that_serves(
     good = _resources(_service(*backends))
     try:
         mesh = pymesh.Mesh(
-            bootstrap=_bootstrap(server.address, "chaos-hostile"),
+            bootstrap=bootstrap_for(server.address, "chaos-hostile"),
             seed=1,
             passthrough=False,
             xds_max_message_bytes=256 * 1024,
@@ -214,7 +201,7 @@ def _first_requests_from_8_threads(address: str, passthrough: bool) -> None:
     names resolve nowhere)."""
     node = f"first-requests-{passthrough}"
     with (
-        pymesh.Mesh(bootstrap=_bootstrap(address, node), seed=1) as mesh,
+        pymesh.Mesh(bootstrap=bootstrap_for(address, node), seed=1) as mesh,
         httpx.Client(transport=pymesh.MeshTransport(mesh, passthrough=passthrough)) as c,
     ):
         results: list[str] = []

@@ -19,7 +19,7 @@ from pymesh.server import (
     Snapshot,
     compile_mesh,
 )
-from pymesh.testing import EchoBackend
+from pymesh.testing import EchoBackend, bootstrap_for
 from pymesh.xds.client import LDS
 
 
@@ -29,17 +29,8 @@ def _reviews(*backends: EchoBackend) -> Snapshot:
     )
 
 
-def _bootstrap(cp: ControlPlane) -> dict[str, Any]:
-    return {
-        "xds_servers": [
-            {
-                "server_uri": cp.address,
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3", "xds_delta"],
-            }
-        ],
-        "node": {"id": "delta-client"},
-    }
+def _delta_bootstrap(cp: ControlPlane) -> dict[str, Any]:
+    return bootstrap_for(cp, "delta-client", features=("xds_delta",))
 
 
 @pytest.fixture
@@ -56,7 +47,9 @@ def test_delta_client_routes_follows_edits_and_deletions(backends: list[EchoBack
         snap = _reviews(b0)
         cp.set_snapshot(snap)
         with (
-            pymesh.Mesh(bootstrap=_bootstrap(cp), seed=1) as mesh,
+            pymesh.Mesh(
+                bootstrap=bootstrap_for(cp, "delta-client", features=("xds_delta",)), seed=1
+            ) as mesh,
             httpx.Client(transport=pymesh.MeshTransport(mesh)) as client,
         ):
             assert client.get("http://reviews:9080/", timeout=30).headers["x-backend"] == "d0"
@@ -100,7 +93,9 @@ def test_delta_reconnect_resends_nothing_the_client_has(backends: list[EchoBacke
         port = cp.port
         cp.set_snapshot(_reviews(backends[0]))
         with (
-            pymesh.Mesh(bootstrap=_bootstrap(cp), seed=1) as mesh,
+            pymesh.Mesh(
+                bootstrap=bootstrap_for(cp, "delta-client", features=("xds_delta",)), seed=1
+            ) as mesh,
             httpx.Client(transport=pymesh.MeshTransport(mesh)) as client,
         ):
             assert client.get("http://reviews:9080/", timeout=30).status_code == 200
