@@ -811,8 +811,7 @@ class XdsClient:
                         log.warning("xDS: a higher-priority server is reachable; leaving %s",
                                     self.server.server_uri)  # fmt: skip
                         stream.cancel()
-                        await asyncio.wait({stream})  # its own finally closes the call
-                        self._stream_up = False
+                        await asyncio.wait({stream})  # its finally closes the call
                         self._cancel_timers()  # the new stream restarts them on its requests
                         continue  # to the better server at once, keeping the cache
                     received = stream.result()
