@@ -44,9 +44,6 @@ class SentRequests:
         self._entries: list[_Entry] = []
         self._limit = max(2, limit)
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def reset(self) -> None:
         """A new stream: the server knows nothing of earlier requests."""
         self._entries.clear()

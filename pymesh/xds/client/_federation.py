@@ -103,12 +103,8 @@ class FederatedXdsClient:
 
     @property
     def stats(self) -> XdsClientStats:
-        """The top-level servers' client's counters (see :meth:`all_stats`)."""
+        """The top-level servers' client's counters (each client keeps its own)."""
         return self.default.stats
-
-    def all_stats(self) -> dict[str, XdsClientStats]:
-        """Counters per client, keyed by its current server URI."""
-        return {c.server.server_uri: c.stats for c in self.clients}
 
     def does_not_exist_error(self, type_url: str, name: str) -> ResourceDoesNotExistError:
         return self.default.does_not_exist_error(type_url, name)
