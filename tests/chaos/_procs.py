@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -152,11 +151,3 @@ class Traffic:
             target = self.ok + more
             ok = self._progress.wait_for(lambda: self.ok >= target or self.failures, timeout)
         assert ok and not self.failures, f"traffic stalled or failed: {self.failures}"
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Poll ``check`` (cheap, state-reading) until true; the bound is generous."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)

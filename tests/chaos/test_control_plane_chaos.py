@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from _ads_server import AdsServer
-from _procs import Traffic, control_plane, wait_until, write_mesh
+from _polling import wait_until
+from _procs import Traffic, control_plane, write_mesh
 from google.protobuf import any_pb2
 
 import pymesh

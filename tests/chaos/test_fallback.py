@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from _procs import Traffic, wait_until
+from _polling import wait_until
+from _procs import Traffic
 
 import pymesh
 from pymesh.server import ControlPlane, compile_mesh

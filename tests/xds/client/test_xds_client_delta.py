@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _polling import wait_until
 
 import pymesh
 from pymesh.server import (
@@ -105,7 +106,12 @@ def test_delta_reconnect_resends_nothing_the_client_has(backends: list[EchoBacke
             cp.stop()
             with ControlPlane(port=port) as again:
                 again.set_snapshot(_reviews(backends[0]))
-                _wait(lambda: mesh.xds_stats.streams_started > streams and mesh.xds_stats.connected)
+                wait_until(
+                    lambda: (
+                        mesh.xds_stats.streams_started > streams and mesh.xds_stats.connected == 1
+                    ),
+                    "the mesh to reconnect",
+                )
                 assert client.get("http://reviews:9080/", timeout=30).status_code == 200
                 # An edit after the reconnect: its answer comes after whatever the new
                 # server sent for the stream's first requests.
@@ -119,12 +125,3 @@ def test_delta_reconnect_resends_nothing_the_client_has(backends: list[EchoBacke
             assert {t: n - updates.get(t, 0) for t, n in mesh.xds_stats.updates.items()} == {
                 t: int(t == ENDPOINT_TYPE) for t in updates
             }
-
-
-def _wait(check: Any, timeout: float = 60.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
