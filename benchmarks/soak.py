@@ -29,33 +29,13 @@ from typing import Any
 
 import httpx
 import yaml
+from _procs import echo_backend, rss_mb
 
 import pymesh
-
-_BACKEND = """
-import sys
-from pymesh.testing import EchoBackend
-print(EchoBackend(sys.argv[1]).start().address, flush=True)
-sys.stdin.read()
-"""
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-def child(args: list[str]) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
 
 
 def mesh_file(path: Path, backends: list[str], turn: int) -> None:
@@ -124,7 +104,7 @@ def main() -> None:
         try:
             backends = []
             for i in range(3):
-                proc, address = child([sys.executable, "-c", _BACKEND, f"b{i}"])
+                proc, address = echo_backend(f"b{i}")
                 children.append(proc)
                 backends.append(address)
             path = Path(tmp) / "mesh.yaml"
@@ -171,7 +151,7 @@ def run(args: Any, address: str, path: Path, backends: list[str]) -> dict[str, A
         def watch_warmup() -> None:
             while not counts.finished.is_set():
                 if counts.done >= warm.target and not rss_warm:
-                    rss_warm.append(rss_mb())
+                    rss_warm.append(rss_mb()[0])
                 time.sleep(0.05)
 
         t0 = time.perf_counter()
@@ -197,7 +177,7 @@ def run(args: Any, address: str, path: Path, backends: list[str]) -> dict[str, A
         for t in helpers:
             t.join()
         elapsed = time.perf_counter() - t0
-        rss_end = rss_mb()
+        rss_end = rss_mb()[0]
         updates = (
             mesh.xds_stats.updates.get(
                 "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", 0

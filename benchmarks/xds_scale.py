@@ -36,23 +36,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _procs import echo_backend, rss_mb
 from _stats import pct
 
 import pymesh
 from pymesh.xds.client import EDS
 
 HERE = Path(__file__).resolve().parent
-
-
-def rss_mb() -> tuple[float, float]:
-    """(current RSS, peak RSS) of this process in MB."""
-    fields = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(value.split()[0]) / 1024
-    return fields["VmRSS"], fields["VmHWM"]
 
 
 class GcPauses:
@@ -124,14 +114,6 @@ def start_server(mode: str, services: int, backend: str) -> tuple[subprocess.Pop
     )  # fmt: skip
     assert proc.stdout is not None
     return proc, int(proc.stdout.readline())
-
-
-_BACKEND = """
-import sys, threading
-from pymesh.testing import EchoBackend
-print(EchoBackend("warm").start().address, flush=True)
-sys.stdin.read()
-"""
 
 
 def run(mode: str, services: int, eds_endpoints: int, backend: str) -> dict[str, Any]:
@@ -244,11 +226,7 @@ def main() -> None:
     args = p.parse_args()
     modes = ["pymesh", "chatty"] if args.mode == "both" else [args.mode]
     # The backend runs in its own process, so its threads do not compete for our GIL.
-    backend = subprocess.Popen(
-        [sys.executable, "-c", _BACKEND], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert backend.stdout is not None
-    address = backend.stdout.readline().strip()
+    backend, address = echo_backend("warm")
     try:
         for mode in modes:
             print(json.dumps(run(mode, args.services, args.eds_endpoints, address), indent=1))
