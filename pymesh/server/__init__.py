@@ -152,6 +152,12 @@ class ControlPlane:
         snapshot.consistent()
         self.cache.set_snapshot(snapshot, node_id)
 
+    def type_version(self, version: str, type_url: str, node_id: str | None = None) -> str:
+        """The version_info streams send ``type_url`` at while snapshot ``version`` is
+        served: ``version``, or an earlier snapshot's when this one left the type unchanged
+        (then the type is not resent)."""
+        return self.cache.type_version(version, type_url, node_id)
+
     @property
     def acks(self) -> list[AckRecord]:
         """Every ACK received so far (a copy)."""
@@ -175,6 +181,9 @@ class ControlPlane:
     ) -> AckRecord:
         """Block until a client ACKs ``version`` of ``type_url`` (from ``node_id`` if given).
 
+        ``version`` is a snapshot's: when that snapshot left ``type_url`` as it was, the ACK
+        of the version it was last sent at counts (:meth:`type_version`).
+
         With ``not_found``, only an ACK of a response that reported exactly those names as
         NOT_FOUND counts. Raises TimeoutError, mentioning NACKs seen meanwhile, when none
         arrives in time.
@@ -183,11 +192,14 @@ class ControlPlane:
         missing = None if not_found is None else frozenset(not_found)
 
         def ready() -> bool:
+            # A type the snapshot did not change is not sent again: its ACK is of the
+            # version it was sent at (see Served).
+            sent_at = {version, self.cache.type_version(version, type_url, node_id)}
             found[:] = [
                 a
                 for a in self._records.acks
                 if a.type_url == type_url
-                and a.version == version
+                and a.version in sent_at
                 and (node_id is None or a.node_id == node_id)
                 and (missing is None or a.not_found == missing)
             ]

@@ -33,7 +33,13 @@ from google.protobuf import any_pb2  # type: ignore[import-untyped, unused-ignor
 from google.rpc import code_pb2, status_pb2
 
 from pymesh.server.cache import SnapshotCache
-from pymesh.server.snapshot import CLUSTER_TYPE, LISTENER_TYPE, Snapshot
+from pymesh.server.snapshot import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    Snapshot,
+)
 
 __all__ = ["AckRecord", "AdsServicer", "NackRecord", "SotwStream", "not_found"]
 
@@ -161,33 +167,47 @@ class SotwStream:
         st.names = names - {"*"}
         return self._maybe_respond(url, st)
 
-    def on_change(self) -> list[discovery_pb2.DiscoveryResponse]:
-        """The node's snapshot may have changed: responses for every type that needs one."""
-        out = []
-        for url, st in self.types.items():
-            resp = self._maybe_respond(url, st)
+    def on_change(self) -> Iterator[discovery_pb2.DiscoveryResponse]:
+        """The node's snapshot may have changed: responses for every type it changed.
+
+        In the order Envoy's xDS protocol doc asks of a server (CDS, EDS, LDS, RDS, then
+        the rest), one at a time: a type's response is built only when the one before it
+        was sent, so the type that changed goes out first and is not held up by working
+        out that the others did not."""
+        for url in sorted(self.types, key=_push_order):
+            resp = self._maybe_respond(url, self.types[url])
             if resp is not None:
-                out.append(resp)
-        return out
+                yield resp
 
     def _maybe_respond(self, url: str, st: _TypeState) -> discovery_pb2.DiscoveryResponse | None:
-        snap = self.cache.get_snapshot(self.node_id)
-        if snap is None:
+        served = self.cache.served(self.node_id)
+        if served is None:
             return None
         subscription = (st.wildcard, st.names)
-        if st.sent_version == snap.version and st.sent_subscription == subscription:
+        if st.sent_subscription == subscription and st.sent_version == served.type_version(url):
             return None  # nothing new for this client: ACK/NACK of the current state
+        snap = served.snapshot
+        version = served.type_version(url)
         resources = _select(snap, url, None if st.wildcard else st.names)
-        st.sent_version, st.sent_subscription = snap.version, subscription
+        st.sent_version, st.sent_subscription = version, subscription
         st.sent_not_found = frozenset(n for n in st.names if n not in snap.get(url))
         st.nonce = str(next(self.nonces))
         return discovery_pb2.DiscoveryResponse(
-            version_info=snap.version,
+            version_info=version,
             resources=resources,
             type_url=url,
             nonce=st.nonce,
             resource_errors=not_found(st.sent_not_found, url),
         )
+
+
+#: Envoy's recommended push order (xDS protocol doc, "eventual consistency
+#: considerations"): clusters before their endpoints, both before listeners and routes.
+_PUSH_ORDER = {CLUSTER_TYPE: 0, ENDPOINT_TYPE: 1, LISTENER_TYPE: 2, ROUTE_TYPE: 3}
+
+
+def _push_order(url: str) -> int:
+    return _PUSH_ORDER.get(url, len(_PUSH_ORDER))
 
 
 def _select(snap: Snapshot, url: str, names: frozenset[str] | None) -> list[any_pb2.Any]:
@@ -204,7 +224,7 @@ class _Protocol(Protocol):
 
     def on_request(self, req: Any) -> Any | None: ...
 
-    def on_change(self) -> list[Any]: ...
+    def on_change(self) -> Iterable[Any]: ...
 
 
 _END = object()

@@ -75,6 +75,9 @@ class Snapshot:
     _versions: dict[str, Mapping[str, str]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _digests: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # Non-empty once consistent() passed (a list: the dataclass is frozen).
+    _checked: list[bool] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @classmethod
     def of(
@@ -137,13 +140,27 @@ class Snapshot:
             self._versions[type_url] = done
         return done
 
+    def type_digest(self, type_url: str) -> bytes:
+        """A hash of every resource of one type (names and bytes): equal digests, equal
+        content. Lets the server tell which types a new snapshot really changed."""
+        done = self._digests.get(type_url)
+        if done is None:
+            h = hashlib.sha256()
+            for name, a in self.packed(type_url).items():
+                h.update(len(name).to_bytes(4, "big") + name.encode())
+                h.update(len(a.value).to_bytes(8, "big") + a.value)
+            done = self._digests[type_url] = h.digest()
+        return done
+
     def consistent(self) -> None:
         """Raise :class:`SnapshotInconsistent` naming the first dangling reference.
 
         Checked: a listener's RDS route config, a route's clusters (single and weighted),
         an EDS cluster's ClusterLoadAssignment (by ``eds_cluster_config.service_name``, or
-        the cluster name when that is empty).
+        the cluster name when that is empty). Checked once per snapshot.
         """
+        if self._checked:
+            return
         routes, clusters, endpoints = (
             self.get(ROUTE_TYPE),
             self.get(CLUSTER_TYPE),
@@ -171,6 +188,7 @@ class Snapshot:
                     raise SnapshotInconsistent(
                         f"EDS cluster {name!r} needs endpoints {eds!r}, which are missing"
                     )
+        self._checked.append(True)
 
 
 def _listener_hcms(lis: listener_pb2.Listener) -> list[hcm_pb2.HttpConnectionManager]:

@@ -73,7 +73,7 @@ def push_snapshot(
         if snapshot.get(type_url):
             left = max(0.0, deadline - time.monotonic())
             control_plane.wait_for_ack(type_url, snapshot.version, left, mesh.node_id)
-    while not _settled(mesh, snapshot.version):
+    while not _settled(control_plane, mesh, snapshot.version):
         if time.monotonic() >= deadline:
             raise TimeoutError(
                 f"the mesh did not settle on version {snapshot.version!r} within {timeout}s"
@@ -84,13 +84,17 @@ def push_snapshot(
     return snapshot
 
 
-def _settled(mesh: Mesh, version: str) -> bool:
-    """Every resource the mesh subscribes is ACKed at ``version`` (a listener state is
+def _settled(control_plane: ControlPlane, mesh: Mesh, version: str) -> bool:
+    """Every resource the mesh subscribes is ACKed at ``version`` (or, for a type that
+    snapshot left unchanged, the version that type was sent at; a listener state is
     published before its last piece is ACKed), or is known not to exist."""
     for r in mesh.config_dump()["resources"]:
         if r["status"] == "REQUESTED":
             return False
-        if r["status"] == "ACKED" and r["version"] != version:
+        if r["status"] == "ACKED" and r["version"] not in (
+            version,
+            control_plane.type_version(version, r["type_url"], mesh.node_id),
+        ):
             return False
     return True
 

@@ -167,11 +167,23 @@ def errors_of(
     return {e.resource_name.name: e.error_detail.code for e in resp.resource_errors}
 
 
-def simple_snapshot(version: str, *route_names: str) -> Snapshot:
-    """Listeners ``name`` → RDS ``name``, each route config with no routes."""
+def stamped_snapshot(version: str, *route_names: str) -> Snapshot:
+    """:func:`simple_snapshot` whose content changes with the version."""
+    return simple_snapshot(version, *route_names, stamped=True)
+
+
+def simple_snapshot(version: str, *route_names: str, stamped: bool = False) -> Snapshot:
+    """Listeners ``name`` → RDS ``name``, each route config with no routes.
+
+    ``stamped``: the version is in each resource too (listener stat_prefix, virtual host
+    name), so two versions differ in content; a state-of-the-world server resends only
+    the types a snapshot changed. Otherwise the content depends on the names alone.
+    """
+    tag = f"v{version}" if stamped else ""
     listeners = [
         listener_pb2.Listener(
             name=n,
+            stat_prefix=tag,
             api_listener=api_listener_pb2.ApiListener(api_listener=_pack_hcm(n)),
         )
         for n in route_names
@@ -179,7 +191,7 @@ def simple_snapshot(version: str, *route_names: str) -> Snapshot:
     routes = [
         route_pb2.RouteConfiguration(
             name=n,
-            virtual_hosts=[route_components_pb2.VirtualHost(name=n, domains=["*"])],
+            virtual_hosts=[route_components_pb2.VirtualHost(name=n + tag, domains=["*"])],
         )
         for n in route_names
     ]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from _server_helpers import TIMEOUT, AdsClient, errors_of, names_of, simple_snapshot
+from _server_helpers import TIMEOUT, AdsClient, errors_of, names_of, stamped_snapshot
 
 from pymesh.server import (
     CLUSTER_TYPE,
@@ -18,6 +18,7 @@ from pymesh.server import (
     ROUTE_TYPE,
     ControlPlane,
     NackRecord,
+    Snapshot,
 )
 
 
@@ -41,7 +42,7 @@ def test_address_and_port(cp: ControlPlane) -> None:
 
 
 def test_wildcard_lds_gets_all_and_ack_is_recorded(cp: ControlPlane, client: AdsClient) -> None:
-    cp.set_snapshot(simple_snapshot("1", "a:80", "b:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80", "b:80"))
     client.send(LISTENER_TYPE)
     resp = client.recv()
     assert resp.version_info == "1"
@@ -55,12 +56,12 @@ def test_wildcard_lds_gets_all_and_ack_is_recorded(cp: ControlPlane, client: Ads
 
 
 def test_ack_does_not_resend_and_change_is_pushed(cp: ControlPlane, client: AdsClient) -> None:
-    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80"))
     client.send(LISTENER_TYPE)
     first = client.recv()
     client.ack(first)
     cp.wait_for_ack(LISTENER_TYPE, "1", TIMEOUT)
-    cp.set_snapshot(simple_snapshot("2", "a:80", "c:80"))
+    cp.set_snapshot(stamped_snapshot("2", "a:80", "c:80"))
     # Had the server answered the ACK, that (version 1) response would come first.
     pushed = client.recv()
     assert pushed.version_info == "2"
@@ -69,7 +70,7 @@ def test_ack_does_not_resend_and_change_is_pushed(cp: ControlPlane, client: AdsC
 
 
 def test_named_subscription_only_gets_named(cp: ControlPlane, client: AdsClient) -> None:
-    cp.set_snapshot(simple_snapshot("1", "a:80", "b:80", "c:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80", "b:80", "c:80"))
     client.send(ROUTE_TYPE, ["b:80"])
     resp = client.recv()
     assert names_of(resp) == ["b:80"]
@@ -82,7 +83,7 @@ def test_named_subscription_only_gets_named(cp: ControlPlane, client: AdsClient)
 
 
 def test_empty_rds_subscription_is_not_wildcard(cp: ControlPlane, client: AdsClient) -> None:
-    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80"))
     client.send(ROUTE_TYPE, [])
     assert names_of(client.recv()) == []
     client.send(LISTENER_TYPE, [])
@@ -90,19 +91,19 @@ def test_empty_rds_subscription_is_not_wildcard(cp: ControlPlane, client: AdsCli
 
 
 def test_explicit_star_is_wildcard(cp: ControlPlane, client: AdsClient) -> None:
-    cp.set_snapshot(simple_snapshot("1", "a:80", "b:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80", "b:80"))
     client.send(ROUTE_TYPE, ["*"])
     assert names_of(client.recv()) == ["a:80", "b:80"]
 
 
 def test_nack_is_recorded_and_not_resent(cp: ControlPlane, client: AdsClient) -> None:
-    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80"))
     client.send(LISTENER_TYPE)
     resp = client.recv()
     client.send(LISTENER_TYPE, version="", nonce=resp.nonce, error="bad listener a:80")
     nack = cp.wait_for_nack(LISTENER_TYPE, TIMEOUT)
     assert nack.message == "bad listener a:80"
-    cp.set_snapshot(simple_snapshot("2", "a:80"))
+    cp.set_snapshot(stamped_snapshot("2", "a:80"))
     # The NACKed version is not resent: the next response is the new version.
     assert client.recv().version_info == "2"
     assert cp.nacks == [
@@ -112,10 +113,10 @@ def test_nack_is_recorded_and_not_resent(cp: ControlPlane, client: AdsClient) ->
 
 
 def test_stale_nonce_is_ignored(cp: ControlPlane, client: AdsClient) -> None:
-    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80"))
     client.send(LISTENER_TYPE)
     old = client.recv()
-    cp.set_snapshot(simple_snapshot("2", "a:80"))
+    cp.set_snapshot(stamped_snapshot("2", "a:80"))
     new = client.recv()
     client.send(LISTENER_TYPE, version="1", nonce=old.nonce)  # answers the old response
     client.ack(new)
@@ -124,8 +125,8 @@ def test_stale_nonce_is_ignored(cp: ControlPlane, client: AdsClient) -> None:
 
 
 def test_per_node_snapshots(cp: ControlPlane) -> None:
-    cp.set_snapshot(simple_snapshot("default", "d:80"))
-    cp.set_snapshot(simple_snapshot("special", "s:80"), node_id="envoy")
+    cp.set_snapshot(stamped_snapshot("default", "d:80"))
+    cp.set_snapshot(stamped_snapshot("special", "s:80"), node_id="envoy")
     a, b = AdsClient(cp.address, "envoy"), AdsClient(cp.address, "other")
     try:
         a.send(LISTENER_TYPE)
@@ -138,9 +139,9 @@ def test_per_node_snapshots(cp: ControlPlane) -> None:
         assert cp.wait_for_ack(LISTENER_TYPE, "special", TIMEOUT, node_id="envoy")
         assert cp.wait_for_ack(LISTENER_TYPE, "default", TIMEOUT, node_id="other")
         # Changing the default does not touch the node with its own snapshot.
-        cp.set_snapshot(simple_snapshot("default2", "d:80"))
+        cp.set_snapshot(stamped_snapshot("default2", "d:80"))
         assert b.recv().version_info == "default2"
-        cp.set_snapshot(simple_snapshot("special2", "s:80"), node_id="envoy")
+        cp.set_snapshot(stamped_snapshot("special2", "s:80"), node_id="envoy")
         assert a.recv().version_info == "special2"
     finally:
         a.close()
@@ -151,12 +152,12 @@ def test_request_before_any_snapshot_waits_for_one(cp: ControlPlane, client: Ads
     client.send(LISTENER_TYPE)
     with pytest.raises(queue.Empty):
         client.recv(timeout=0.3)  # nothing to send yet (a bounded check, not a sync point)
-    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80"))
     assert client.recv().version_info == "1"
 
 
 def test_disconnect_then_new_stream(cp: ControlPlane) -> None:
-    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80"))
     for _ in range(3):  # streams end cleanly and free their worker
         c = AdsClient(cp.address)
         c.send(LISTENER_TYPE)
@@ -172,7 +173,7 @@ def test_disconnect_then_new_stream(cp: ControlPlane) -> None:
 
 def test_stop_ends_open_streams() -> None:
     cp = ControlPlane().start()
-    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80"))
     c = AdsClient(cp.address)
     c.send(LISTENER_TYPE)
     assert c.recv().version_info == "1"
@@ -194,7 +195,7 @@ def test_inconsistent_snapshot_is_refused(cp: ControlPlane) -> None:
 
     from pymesh.server import Snapshot, SnapshotInconsistent
 
-    snap = simple_snapshot("1", "a:80")
+    snap = stamped_snapshot("1", "a:80")
     broken = Snapshot.of("2", listeners=list(snap.get(LISTENER_TYPE).values()))
     assert isinstance(next(iter(broken.get(LISTENER_TYPE).values())), listener_pb2.Listener)
     with pytest.raises(SnapshotInconsistent, match="route config 'a:80'"):
@@ -202,7 +203,7 @@ def test_inconsistent_snapshot_is_refused(cp: ControlPlane) -> None:
 
 
 def test_nonce_from_a_previous_stream_is_not_stale(cp: ControlPlane) -> None:
-    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80"))
     c = AdsClient(cp.address)
     try:
         # A reconnecting client may echo the last nonce it saw on its old stream.
@@ -213,7 +214,7 @@ def test_nonce_from_a_previous_stream_is_not_stale(cp: ControlPlane) -> None:
 
 
 def test_many_concurrent_streams(cp: ControlPlane) -> None:
-    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80"))
     clients = [AdsClient(cp.address, f"n{i}") for i in range(20)]
     try:
         for c in clients:
@@ -222,7 +223,7 @@ def test_many_concurrent_streams(cp: ControlPlane) -> None:
             c.ack(c.recv())
         for i in range(20):
             cp.wait_for_ack(LISTENER_TYPE, "1", TIMEOUT, node_id=f"n{i}")
-        cp.set_snapshot(simple_snapshot("2", "a:80"))
+        cp.set_snapshot(stamped_snapshot("2", "a:80"))
         assert {c.recv().version_info for c in clients} == {"2"}
     finally:
         for c in clients:
@@ -233,7 +234,7 @@ def test_many_concurrent_streams(cp: ControlPlane) -> None:
 def test_subscribed_but_unknown_names_are_not_found(
     cp: ControlPlane, client: AdsClient, type_url: str
 ) -> None:
-    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80"))
     known = "a:80" if type_url in (LISTENER_TYPE, ROUTE_TYPE) else None
     names = ["ghost", "zombie", *([known] if known else [])]
     client.send(type_url, names)
@@ -246,19 +247,54 @@ def test_subscribed_but_unknown_names_are_not_found(
     # Reported again in the next response for the type: SotW responses are whole.
     client.ack(resp, tuple(names))
     cp.wait_for_ack(type_url, "1", TIMEOUT)
-    cp.set_snapshot(simple_snapshot("2", "a:80", "ghost"))
-    pushed = client.recv()
-    assert pushed.version_info == "2"
+    cp.set_snapshot(stamped_snapshot("2", "a:80", "ghost"))
     if type_url in (LISTENER_TYPE, ROUTE_TYPE):
+        pushed = client.recv()
+        assert pushed.version_info == "2"
         assert errors_of(pushed) == {"zombie": 5}
-    else:
-        assert errors_of(pushed) == {"ghost": 5, "zombie": 5}
+        return
+    # Snapshot 2 has no clusters or endpoints either: that type is not sent again (the
+    # client holds version 1's content, which is 2's), and its ACK of 1 stands for 2.
+    # The stream handles the change before a later request, so the next response is the
+    # answer to that request.
+    client.send(LISTENER_TYPE, ["a:80"])
+    assert client.recv().type_url == LISTENER_TYPE
+    assert cp.type_version("2", type_url) == "1"
+    assert cp.wait_for_ack(type_url, "2", TIMEOUT).version == "1"
+
+
+def test_only_the_types_a_snapshot_changes_are_sent_again_in_push_order(
+    cp: ControlPlane, client: AdsClient
+) -> None:
+    """An endpoint change is one EDS response, not every listener and route again; what
+    changed goes out clusters first, then endpoints, listeners, routes (Envoy's order)."""
+    cp.set_snapshot(stamped_snapshot("1", "a:80"))
+    client.send(LISTENER_TYPE)
+    client.ack(client.recv())
+    client.send(ROUTE_TYPE, ["a:80"])
+    client.ack(client.recv(), ("a:80",))
+    cp.wait_for_ack(ROUTE_TYPE, "1", TIMEOUT)
+    # Same listeners, new route content: only RDS goes out.
+    same_listeners = stamped_snapshot("1", "a:80").get(LISTENER_TYPE).values()
+    routes = stamped_snapshot("2", "a:80").get(ROUTE_TYPE).values()
+    cp.set_snapshot(Snapshot.of("2", listeners=same_listeners, routes=routes))
+    pushed = client.recv()
+    assert (pushed.type_url, pushed.version_info) == (ROUTE_TYPE, "2")
+    client.ack(pushed, ("a:80",))
+    assert cp.wait_for_ack(LISTENER_TYPE, "2", TIMEOUT).version == "1"
+    # Both change: the listener is sent first although routes changed too.
+    cp.set_snapshot(stamped_snapshot("3", "a:80"))
+    first, second = client.recv(), client.recv()
+    assert [(r.type_url, r.version_info) for r in (first, second)] == [
+        (LISTENER_TYPE, "3"),
+        (ROUTE_TYPE, "3"),
+    ]
 
 
 def test_wildcard_reports_no_errors_but_explicit_names_beside_it_do(
     cp: ControlPlane, client: AdsClient
 ) -> None:
-    cp.set_snapshot(simple_snapshot("1", "a:80"))
+    cp.set_snapshot(stamped_snapshot("1", "a:80"))
     client.send(LISTENER_TYPE)
     resp = client.recv()
     assert (names_of(resp), errors_of(resp)) == (["a:80"], {})
@@ -273,8 +309,8 @@ def test_control_planes_share_one_loop_that_outlives_them() -> None:
     still use; all run on one ``pymesh-control-plane`` thread."""
     first, second = ControlPlane().start(), ControlPlane().start()
     try:
-        first.set_snapshot(simple_snapshot("1", "a:80"))
-        second.set_snapshot(simple_snapshot("1", "a:80"))
+        first.set_snapshot(stamped_snapshot("1", "a:80"))
+        second.set_snapshot(stamped_snapshot("1", "a:80"))
         a, b = AdsClient(first.address), AdsClient(second.address)
         try:
             a.send(LISTENER_TYPE)
@@ -283,14 +319,14 @@ def test_control_planes_share_one_loop_that_outlives_them() -> None:
             first.stop()  # while a's stream is open
             a.wait_closed()
             with ControlPlane() as third:
-                third.set_snapshot(simple_snapshot("3", "a:80"))
+                third.set_snapshot(stamped_snapshot("3", "a:80"))
                 c = AdsClient(third.address)
                 try:
                     c.send(LISTENER_TYPE)
                     assert c.recv().version_info == "3"
                 finally:
                     c.close()
-            second.set_snapshot(simple_snapshot("2", "a:80"))
+            second.set_snapshot(stamped_snapshot("2", "a:80"))
             assert b.recv().version_info == "2"
             loops = [t for t in threading.enumerate() if t.name == "pymesh-control-plane"]
             assert len(loops) == 1
