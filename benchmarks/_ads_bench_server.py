@@ -89,7 +89,10 @@ def main() -> None:
             cmd = line.split()
             if cmd and cmd[0] == "eds":
                 new = compile_mesh(mesh_config(args.services, args.backend, int(cmd[1])))
-                new.packed(ENDPOINT_TYPE)  # packing is the server's cost, not the send's
+                new.packed(
+                    ENDPOINT_TYPE
+                )  # packing and checking are the server's cost, not the send's
+                new.consistent()
                 sent = time.time()
                 cp.set_snapshot(new)
                 print(f"sent {sent}", flush=True)

@@ -46,7 +46,6 @@ import contextlib
 import datetime
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -55,6 +54,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
+from pymesh._gil import pause
 from pymesh.bootstrap import Bootstrap, XdsServer
 from pymesh.errors import (
     MeshClosedError,
@@ -622,9 +622,8 @@ class XdsClient:
         errors: list[str] = []
         carried: set[str] = set()
         decoded: dict[tuple[str, bytes], _Decoded] = {}
-        pause = _GilPause()
         for any_msg, res_version in items:
-            pause()
+            pause()  # let requests run (see pymesh._gil)
             key = (any_msg.type_url, any_msg.value)
             result = ts.decoded.get(key)
             if result is None:
@@ -979,31 +978,6 @@ class XdsClient:
             "types": types,
             "resources": resources,
         }
-
-
-class _GilPause:
-    """Lets request threads run during a long decode-and-apply.
-
-    CPython hands the GIL to a waiting thread only every 5 ms (the switch interval), and
-    a request needs it several times (after each socket call), so a big response applied
-    in one go held requests up ~6 ms each (benchmarks/xds_scale.py, 3 000 services). A
-    brief release every 0.5 ms of work brings that to ~1 ms, for some ready time.
-    """
-
-    __slots__ = ("_next",)
-
-    def __init__(self) -> None:
-        self._next = time.perf_counter() + _GIL_SLICE
-
-    def __call__(self) -> None:
-        now = time.perf_counter()
-        if now >= self._next:
-            time.sleep(0)  # releases the GIL; a waiting request thread takes it
-            self._next = time.perf_counter() + _GIL_SLICE
-
-
-#: Seconds of decode-and-apply work between two GIL releases (see _GilPause).
-_GIL_SLICE = 0.0005
 
 
 def _is_oversize(e: grpc.aio.AioRpcError) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +43,33 @@ class Endpoint:
     @property
     def usable(self) -> bool:
         return self.health in USABLE_HEALTH
+
+
+def _fast_endpoint() -> Any:
+    """``Endpoint(host, port, health, weight, hostname)`` at half the cost: the parser
+    builds one per endpoint of every EDS update (10 000 in one update), and a frozen
+    dataclass's ``__init__`` pays a generic ``object.__setattr__`` per field. This sets
+    the slots directly; the field list is checked here, so a new field cannot be missed."""
+    names = ("host", "port", "health", "weight", "hostname", "address")
+    assert Endpoint.__slots__ == names, "update _fast_endpoint with Endpoint's fields"
+    new = object.__new__
+    host, port, health, weight, hostname, address = (getattr(Endpoint, n).__set__ for n in names)
+
+    def make(h: str, p: int, he: HealthStatus, w: int, hn: str) -> Endpoint:
+        e = new(Endpoint)
+        host(e, h)
+        port(e, p)
+        health(e, he)
+        weight(e, w)
+        hostname(e, hn)
+        address(e, f"[{h}]:{p}" if ":" in h else f"{h}:{p}")
+        return e
+
+    return make
+
+
+#: Builds an :class:`Endpoint` from all five fields (see :func:`_fast_endpoint`).
+make_endpoint: Callable[[str, int, HealthStatus, int, str], Endpoint] = _fast_endpoint()
 
 
 @dataclass(frozen=True, slots=True)

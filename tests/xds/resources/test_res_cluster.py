@@ -548,3 +548,20 @@ def test_degraded_endpoints_are_warned(monkeypatch: pytest.MonkeyPatch) -> None:
             "issue 14",
         )
     ]
+
+
+@pytest.mark.parametrize("where", [0, 6, 11])
+def test_one_endpoint_with_a_warned_field_among_plain_ones_is_named(
+    monkeypatch: pytest.MonkeyPatch, where: int
+) -> None:
+    """The field table is asked once for a whole endpoint list (merged); a warned field on
+    any one endpoint still gets its own warning with that endpoint's path."""
+    from pymesh.xds.resources import parse_cluster_load_assignment
+
+    m = cla("c", *range(8000, 8012))
+    m.endpoints[0].lb_endpoints[where].endpoint.additional_addresses.add()
+    seen: list[str] = []
+    monkeypatch.setattr(_warnings, "report", lambda kind, name, path, note="": seen.append(path))
+    out = parse_cluster_load_assignment(m)
+    assert len(out.localities[0].endpoints) == 12
+    assert seen == [f"endpoints[0].lb_endpoints[{where}].endpoint.additional_addresses"]
