@@ -33,7 +33,8 @@ from typing import Any
 from cryptography import x509
 
 from pymesh.errors import PermissionDeniedError
-from pymesh.routing._match import header_test, string_test
+from pymesh.routing._domains import DomainIndex
+from pymesh.routing._match import CompiledMatch, header_test, string_test
 from pymesh.routing._request import RequestInfo
 from pymesh.telemetry._providers import instruments
 from pymesh.xds.resources.listener import HttpFilter
@@ -58,6 +59,7 @@ from pymesh.xds.resources.rbac import (
     RequestedServerNameRule,
     UrlPathRule,
 )
+from pymesh.xds.resources.route import RouteConfiguration
 
 __all__ = [
     "PeerCertificate",
@@ -65,6 +67,7 @@ __all__ = [
     "RbacDecision",
     "RbacEngine",
     "RbacRequest",
+    "RbacRoutes",
 ]
 
 logger = logging.getLogger("pymesh.security.rbac")
@@ -388,6 +391,10 @@ class RbacAuthorizer:
             record_denial(decision, req, protocol)
         return decision
 
+    def authorizer_for(self, request: RequestInfo) -> RbacAuthorizer:
+        """Itself: without a route configuration every request gets this chain."""
+        return self
+
     def __repr__(self) -> str:
         return f"RbacAuthorizer({list(self._engines)!r})"
 
@@ -418,3 +425,43 @@ def record_denial(decision: RbacDecision, req: RbacRequest, protocol: str) -> No
                 "pymesh.rbac.policy": decision.policy or "",
             },
         )
+
+
+class RbacRoutes:
+    """Per-route RBAC for a server's route configuration (A39/A41 overrides).
+
+    Each route's authorizer is the listener's chain with the route's
+    ``typed_per_filter_config`` applied (the route's entry over its virtual host's),
+    built once here. :meth:`authorizer_for` selects the virtual host by authority and
+    the first matching route, as Envoy; None when no route matches.
+    """
+
+    __slots__ = ("_index", "base")
+
+    def __init__(self, route_config: RouteConfiguration, base: RbacAuthorizer) -> None:
+        self.base = base
+        entries: list[tuple[tuple[str, ...], tuple[tuple[CompiledMatch, RbacAuthorizer], ...]]]
+        entries = []
+        for vh in route_config.virtual_hosts:
+            vh_auth = base.with_overrides(vh.typed_per_filter_config)
+            routes = tuple(
+                (
+                    CompiledMatch(r.match),
+                    vh_auth.with_overrides(r.typed_per_filter_config)
+                    if r.typed_per_filter_config
+                    else vh_auth,
+                )
+                for r in vh.routes
+            )
+            entries.append((vh.domains, routes))
+        self._index = DomainIndex(route_config.name, entries)
+
+    def authorizer_for(self, request: RequestInfo) -> RbacAuthorizer | None:
+        found = self._index.find(request.authority)
+        if found is None:
+            return None
+        bare = request.bare_path
+        for match, auth in found[0]:
+            if match.matches(request, bare, 0):
+                return auth
+        return None
