@@ -41,6 +41,7 @@ from envoy.config.listener.v3 import listener_pb2  # noqa: F401
 from envoy.config.route.v3 import route_pb2  # noqa: F401
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as _aggregate_pb2  # noqa: F401
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
@@ -172,6 +173,8 @@ STATEFUL_SESSION_PER_ROUTE = (
 )
 COOKIE_SESSION_STATE = "envoy.extensions.http.stateful_session.cookie.v3.CookieBasedSessionState"
 FILTER_CONFIG = "envoy.config.route.v3.FilterConfig"
+RBAC = "envoy.extensions.filters.http.rbac.v3.RBAC"
+RBAC_PER_ROUTE = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 LB_POLICY_TYPES = (
     _PFX_LB + "round_robin.v3.RoundRobin",
@@ -184,7 +187,7 @@ LB_POLICY_TYPES = (
     "xds.type.v3.TypedStruct",
     "udpa.type.v1.TypedStruct",
 )
-PER_FILTER_TYPES = (FAULT, FILTER_CONFIG, STATEFUL_SESSION_PER_ROUTE)
+PER_FILTER_TYPES = (FAULT, FILTER_CONFIG, STATEFUL_SESSION_PER_ROUTE, RBAC_PER_ROUTE)
 
 _HEADER_OPS = {
     "request_headers_to_add": H(_HEADER_OPS_NOTE),
@@ -193,8 +196,9 @@ _HEADER_OPS = {
     "response_headers_to_remove": H("lower-cased; ':'-prefixed names and host → NACK"),
 }
 _TYPED_PER_FILTER = H(
-    "HTTPFault (also in a FilterConfig) overrides the fault filter; StatefulSessionPerRoute "
-    "is parsed (the filter itself is Warn). Other types → Warn, kept as None",
+    "HTTPFault (also in a FilterConfig) overrides the fault filter; RBACPerRoute replaces "
+    "the RBAC filter's config; StatefulSessionPerRoute is parsed (the filter itself is "
+    "Warn). Other types → Warn, kept as None",
     any_types=PER_FILTER_TYPES,
 )
 
@@ -206,6 +210,14 @@ ROOTS: tuple[tuple[str, str], ...] = (
     ("Cluster (CDS)", "envoy.config.cluster.v3.Cluster"),
     ("ClusterLoadAssignment (EDS)", "envoy.config.endpoint.v3.ClusterLoadAssignment"),
 )
+
+_RBAC_PEER = (
+    "must be unset: RBAC's remote_ip is the connection's peer address, as direct_remote_ip "
+    "(gRFC A41 NACKs the listener)"
+)
+_RBAC_METADATA = "envoy.type.matcher.v3.MetadataMatcher@rbac"
+_RBAC_NEVER = "not evaluated: Envoy metadata is always empty on pymesh (gRFC A41)"
+_RBAC_GRPC_GO = "not supported (grpc-go NACKs it too)"
 
 _LISTENER_INERT = "an api listener has no socket (as in gRPC); " + _SERVER_SIDE
 
@@ -282,7 +294,8 @@ TABLE: dict[str, dict[str, Field]] = {
         "add_proxy_protocol_connection_state": W(_NOT_ENVOY_CLIENT),
         "scheme_header_transformation": W(_NOT_ENVOY_CLIENT),
         "forward_client_cert_matcher": I(_SERVER_SIDE),
-        "original_ip_detection_extensions": I(_SERVER_SIDE),
+        "original_ip_detection_extensions": N(_RBAC_PEER),
+        "xff_num_trusted_hops": N(_RBAC_PEER),
         "proxy_100_continue": I(_SERVER_SIDE),
         "represent_ipv4_remote_address_as_ipv4_mapped_ipv6": I(_SERVER_SIDE),
         "stream_error_on_invalid_http_message": I(_SERVER_SIDE),
@@ -299,7 +312,6 @@ TABLE: dict[str, dict[str, Field]] = {
                 "codec_type",
                 "access_log",
                 "use_remote_address",
-                "xff_num_trusted_hops",
                 "skip_xff_append",
                 "via",
                 "generate_request_id",
@@ -362,10 +374,11 @@ TABLE: dict[str, dict[str, Field]] = {
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
         "name": H("must be non-empty and unique"),
         "typed_config": H(
-            "Router and HTTPFault are honoured; StatefulSession (cookie) is parsed and Warn. "
+            "Router, HTTPFault and RBAC (enforced by pymesh's servers) are honoured; "
+            "StatefulSession (cookie) is parsed and Warn. "
             "Another type → NACK, unless is_optional (then skipped with a Warn). "
             "A TypedStruct custom filter → NACK",
-            any_types=(ROUTER, FAULT, STATEFUL_SESSION),
+            any_types=(ROUTER, FAULT, STATEFUL_SESSION, RBAC),
         ),
         "config_discovery": N("filter config discovery (ECDS); Warn and skip if is_optional"),
         "is_optional": H("an optional filter of an unknown type is skipped with a Warn"),
@@ -427,11 +440,108 @@ TABLE: dict[str, dict[str, Field]] = {
     },
     FILTER_CONFIG: {
         "config": H(
-            "HTTPFault or StatefulSessionPerRoute; another type → Warn, kept as None",
-            any_types=(FAULT, STATEFUL_SESSION_PER_ROUTE),
+            "HTTPFault, RBACPerRoute or StatefulSessionPerRoute; another type → Warn, kept as None",
+            any_types=(FAULT, STATEFUL_SESSION_PER_ROUTE, RBAC_PER_ROUTE),
         ),
         "is_optional": H("an unknown type is a Warn either way (never a NACK)"),
         "disabled": W("the override is dropped (None); per-route disabling is not supported"),
+    },
+    # ---------------------------------------------------------------- RBAC (A41)
+    RBAC: {
+        "rules": H("→ RbacConfig.rules; unset: nothing is enforced"),
+        "rules_stat_prefix": I(_STATS),
+        "matcher": N("the xDS matcher API is not supported; use rules (with rules → NACK too)"),
+        "shadow_rules": W("shadow rules are not evaluated (gRFC A41)"),
+        "shadow_matcher": W("shadow rules are not evaluated (gRFC A41)"),
+        "shadow_rules_stat_prefix": I(_STATS),
+        "track_per_rule_stats": I(_STATS),
+    },
+    RBAC_PER_ROUTE: {
+        "rbac": H("replaces the filter's config on the route; unset: RBAC is off for it"),
+    },
+    "envoy.config.rbac.v3.RBAC": {
+        "action": H(
+            values={
+                "ALLOW": (Status.HONOURED, "only requests matching a policy pass"),
+                "DENY": (Status.HONOURED, "requests matching a policy are denied"),
+                "LOG": (
+                    Status.HONOURED,
+                    "the rules are ignored, as if RBAC were not configured (gRFC A41)",
+                ),
+            }
+        ),
+        "policies": H("matched in name order (Envoy's ordered map); the first match is reported"),
+        "audit_logging_options": H(),
+    },
+    "envoy.config.rbac.v3.RBAC.AuditLoggingOptions": {
+        "audit_condition": W("pymesh has no audit loggers; denials are logged and counted"),
+        "logger_configs": H(),
+    },
+    "envoy.config.rbac.v3.RBAC.AuditLoggingOptions.AuditLoggerConfig": {
+        "audit_logger": I("no audit logger is supported: NACK unless is_optional (gRFC A59)"),
+        "is_optional": H("an optional logger is skipped with a Warn"),
+    },
+    "envoy.config.rbac.v3.Policy": {
+        "permissions": H("at least one; any matching permission"),
+        "principals": H("at least one; any matching principal"),
+        "condition": N("CEL conditions are not supported (gRFC A41)"),
+        "checked_condition": N("CEL conditions are not supported (gRFC A41)"),
+        "cel_config": I("used only with a CEL condition (which is NACKed)"),
+    },
+    "envoy.config.rbac.v3.Permission": {
+        "and_rules": H("at least one rule"),
+        "or_rules": H("at least one rule"),
+        "any": H(),
+        "header": H(
+            "also :method, :path, :authority (host is :authority); :scheme and grpc-* → "
+            "NACK (gRFC A41)"
+        ),
+        "url_path": H("the path without query (gRPC: the full method name)"),
+        "destination_ip": H("the connection's local address"),
+        "destination_port": H("the connection's local port"),
+        "destination_port_range": H("[start, end) of the local port"),
+        "metadata": H(_RBAC_NEVER + "; matches only when inverted", sub=_RBAC_METADATA),
+        "not_rule": H(),
+        "requested_server_name": H("matched against the empty string (gRFC A41)"),
+        "matcher": N(_RBAC_GRPC_GO),
+        "uri_template": N(_RBAC_GRPC_GO),
+        "sourced_metadata": N(_RBAC_GRPC_GO),
+    },
+    "envoy.config.rbac.v3.Permission.Set": {"rules": H()},
+    "envoy.config.rbac.v3.Principal": {
+        "and_ids": H("at least one id"),
+        "or_ids": H("at least one id"),
+        "any": H(),
+        "authenticated": H(),
+        "source_ip": H("the connection's peer address (gRFC A41)"),
+        "direct_remote_ip": H("the connection's peer address"),
+        "remote_ip": H("the connection's peer address (no XFF trust, gRFC A41)"),
+        "header": H("as Permission.header"),
+        "url_path": H("as Permission.url_path"),
+        "metadata": H(_RBAC_NEVER + "; matches only when inverted", sub=_RBAC_METADATA),
+        "filter_state": N(_RBAC_GRPC_GO),
+        "not_id": H(),
+        "sourced_metadata": N(_RBAC_GRPC_GO),
+        "custom": N(_RBAC_GRPC_GO),
+    },
+    "envoy.config.rbac.v3.Principal.Set": {"ids": H()},
+    "envoy.config.rbac.v3.Principal.Authenticated": {
+        "principal_name": H(
+            "the peer certificate's URI SANs, else DNS SANs, else subject (RFC 2253), else "
+            '"" (gRFC A41); unset: any TLS connection'
+        ),
+    },
+    "envoy.config.core.v3.CidrRange": {
+        "address_prefix": H("an IPv4 or IPv6 address, else NACK"),
+        "prefix_len": H("unset = 0; above the address length → NACK"),
+    },
+    "envoy.type.matcher.v3.PathMatcher": {"path": H("required")},
+    "envoy.type.v3.Int32Range": {"start": H(), "end": H()},
+    _RBAC_METADATA: {
+        "filter": I(_RBAC_NEVER),
+        "path": I(_RBAC_NEVER),
+        "value": I(_RBAC_NEVER),
+        "invert": H("inverted, the matcher always matches"),
     },
     # ---------------------------------------------------------------- fault
     FAULT: {

@@ -15,6 +15,7 @@ FAULT_TYPE = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 class HttpFilter:
     """One entry of HCM http_filters. ``config`` is the parsed filter config
     (:class:`~pymesh.xds.resources.fault.FaultConfig`,
+    :class:`~pymesh.xds.resources.rbac.RbacConfig`,
     :class:`~pymesh.xds.resources.session.StatefulSession`) or None for the router."""
 
     name: str

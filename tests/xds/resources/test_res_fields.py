@@ -506,6 +506,7 @@ def _kitchen_sink_listeners() -> list[Any]:
     session.session_state.name = "cookie"
     session.session_state.typed_config.Pack(state)
     h.http_filters.add(name="session").typed_config.Pack(session)
+    h.http_filters.add(name="rbac").typed_config.Pack(_kitchen_sink_rbac())
     h.http_filters.append(router)
     h.common_http_protocol_options.max_stream_duration.FromSeconds(5)
     h2 = hcm()
@@ -537,6 +538,31 @@ def _kitchen_sink_server_listener() -> Any:
     return lis
 
 
+def _kitchen_sink_rbac() -> Any:
+    """An RBAC filter config using every RBAC message pymesh parses."""
+    from envoy.config.rbac.v3 import rbac_pb2 as config_rbac_pb2
+    from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+
+    r = rbac_pb2.RBAC()
+    r.rules.action = config_rbac_pb2.RBAC.DENY
+    lc = r.rules.audit_logging_options.logger_configs.add(is_optional=True)
+    lc.audit_logger.name = "stdout"
+    p = r.rules.policies["p"]
+    perm = p.permissions.add()
+    rules = perm.and_rules.rules
+    rules.add().url_path.path.exact = "/x"
+    rules.add().destination_ip.address_prefix = "10.0.0.0"
+    rng = rules.add().destination_port_range
+    rng.start, rng.end = 1, 2
+    rules.add().not_rule.metadata.invert = True
+    rules.add().header.name = ":method"
+    princ = p.principals.add()
+    ids = princ.or_ids.ids
+    ids.add().authenticated.principal_name.exact = "spiffe://x"
+    ids.add().source_ip.address_prefix = "::1"
+    return r
+
+
 def _kitchen_sink_routes() -> Any:
     from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
     from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
@@ -560,6 +586,9 @@ def _kitchen_sink_routes() -> Any:
     cw.typed_per_filter_config["session"].Pack(
         stateful_session_pb2.StatefulSessionPerRoute(disabled=True)
     )
+    from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+
+    cw.typed_per_filter_config["rbac"].Pack(rbac_pb2.RBACPerRoute(rbac=_kitchen_sink_rbac()))
     a.regex_rewrite.pattern.regex = "^/x"
     a.regex_rewrite.substitution = "/"
     a.hash_policy.add().header.header_name = "x-user"

@@ -1,0 +1,287 @@
+"""ASGI servers in the mesh: xDS-delivered RBAC (gRFC A41) on each request.
+
+:class:`RbacMiddleware` wraps any ASGI app. For each HTTP (or WebSocket) request it builds
+what RBAC reads: method, path, headers, authority, the connection's addresses and the
+peer's *verified* client certificate, and answers ``403 RBAC: access denied`` (Envoy's
+reply) when the policies deny it, before the app sees the request. Denials are logged
+with the policy name and counted (``pymesh.server.rbac.denied``).
+
+The client certificate comes from the ASGI TLS extension (``scope["extensions"]["tls"]
+["client_cert_chain"]``, PEM). uvicorn and hypercorn do not fill that extension
+themselves; :func:`uvicorn_config` runs uvicorn with a protocol class that does (from the
+connection's ``ssl_object``) and with the mesh's mTLS :class:`ssl.SSLContext`
+(``mesh.server_ssl_context()``: client certificates required, rotated from the bootstrap
+certificate providers)::
+
+    import pymesh, uvicorn
+    from pymesh.asgi import RbacMiddleware, uvicorn_config
+
+    mesh = pymesh.Mesh.from_env()
+    app = RbacMiddleware(my_app, rbac=authorizer)  # or a callable returning the current one
+    uvicorn.Server(uvicorn_config(app, ssl_context=mesh.server_ssl_context(),
+                                  host="0.0.0.0", port=8443)).run()
+
+A request on a TLS connection without the TLS extension (a server that does not provide
+it) is refused with 500 and an error log, never evaluated without the peer's identity:
+a DENY policy on an identity must not be bypassed by a missing certificate.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from pymesh.routing._request import RequestInfo
+from pymesh.security._rbac import (
+    PeerCertificate,
+    RbacAuthorizer,
+    RbacDecision,
+    RbacRequest,
+    RbacRoutes,
+)
+
+__all__ = [
+    "PeerCertificate",
+    "RbacAuthorizer",
+    "RbacDecision",
+    "RbacMiddleware",
+    "RbacRoutes",
+    "RbacSource",
+    "peer_certificate_from_pem",
+    "rbac_request",
+    "tls_extension",
+    "uvicorn_config",
+    "uvicorn_protocol",
+]
+
+logger = logging.getLogger("pymesh.asgi")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: What the middleware evaluates: one chain for every request, or per-route chains.
+RbacSource = RbacAuthorizer | RbacRoutes
+
+#: Hop-by-hop headers are not present for RBAC (gRFC A41, RFC 7230 §6.1).
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"}
+)
+
+_DENIED_BODY = b"RBAC: access denied"
+_CERT_CACHE_MAX = 1024
+_cert_cache: dict[str, PeerCertificate] = {}
+
+
+def peer_certificate_from_pem(pem: str) -> PeerCertificate:
+    """The RBAC view of a PEM certificate (cached: a client sends the same one on
+    every request of its connection, and usually on every connection)."""
+    cert = _cert_cache.get(pem)
+    if cert is None:
+        if len(_cert_cache) >= _CERT_CACHE_MAX:
+            _cert_cache.clear()  # bounded; a rotation storm only costs re-parsing
+        cert = _cert_cache[pem] = PeerCertificate.from_der(ssl.PEM_cert_to_DER_cert(pem))
+    return cert
+
+
+def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any] | None:
+    """The ASGI TLS extension dict for a connection's completed handshake (None without
+    TLS). Python exposes only the peer's leaf certificate, so ``client_cert_chain`` holds
+    that one certificate (verified against the server context's roots)."""
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    chain = [ssl.DER_cert_to_PEM_cert(der)] if der else []
+    name = peer_certificate_from_pem(chain[0]).subject if chain else None
+    version = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}.get(ssl_object.version() or "")
+    return {
+        "server_cert": None,
+        "client_cert_chain": chain,
+        "client_cert_name": name,
+        "client_cert_error": None,
+        "tls_version": version,
+        "cipher_suite": None,
+    }
+
+
+def _addr(value: Any) -> tuple[str, int]:
+    if isinstance(value, (list, tuple)) and len(value) >= 2:
+        return str(value[0]), int(value[1] or 0)
+    return "", 0
+
+
+def _latin1(b: bytes | str) -> str:
+    return b.decode("latin-1") if isinstance(b, bytes) else b
+
+
+class _MissingTls(Exception):
+    pass
+
+
+def rbac_request(scope: Scope) -> RbacRequest:
+    """What RBAC reads from an ASGI ``http`` / ``websocket`` scope."""
+    headers: dict[str, str] = {}
+    repeated: dict[str, list[str]] | None = None
+    authority = ""
+    for raw_name, raw_value in scope.get("headers") or ():
+        name = _latin1(raw_name).lower()
+        value = _latin1(raw_value)
+        if name in HOP_BY_HOP:
+            continue
+        if name in ("host", ":authority"):
+            authority = value
+            continue
+        prev = headers.get(name)
+        if prev is None:
+            headers[name] = value
+        else:
+            # A41: a repeated header is its values joined with "," (no spaces); Envoy
+            # also matches value by value (RequestInfo.repeated).
+            headers[name] = prev + "," + value
+            if repeated is None:
+                repeated = {}
+            repeated.setdefault(name, [prev]).append(value)
+    raw_path = scope.get("raw_path")
+    path = _latin1(raw_path) if raw_path else scope.get("path", "/")
+    query = scope.get("query_string") or b""
+    if query:
+        path = f"{path}?{_latin1(query)}"
+    method = scope.get("method", "GET")
+    scheme = scope.get("scheme", "http")
+    tls = scheme in ("https", "wss")
+    cert: PeerCertificate | None = None
+    if tls:
+        ext = (scope.get("extensions") or {}).get("tls")
+        if ext is None:
+            raise _MissingTls
+        chain = ext.get("client_cert_chain") or ()
+        if chain:
+            cert = peer_certificate_from_pem(_latin1(chain[0]))
+    peer_ip, _peer_port = _addr(scope.get("client"))
+    local_ip, local_port = _addr(scope.get("server"))
+    return RbacRequest(
+        RequestInfo(method, authority, path, headers, repeated=repeated),
+        peer_address=peer_ip,
+        local_address=local_ip,
+        local_port=local_port,
+        tls=tls,
+        peer_certificate=cert,
+    )
+
+
+async def _reply(scope: Scope, send: Send, status: int, body: bytes) -> None:
+    if scope["type"] == "websocket":
+        # Closing before accept makes the server answer the handshake with 403.
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RbacMiddleware:
+    """Apply RBAC to every HTTP and WebSocket request before ``app`` sees it.
+
+    ``rbac`` is an :class:`~pymesh.security._rbac.RbacAuthorizer` (one chain for every
+    request), an :class:`~pymesh.security._rbac.RbacRoutes` (per-route overrides from a
+    server route configuration), or a callable returning the current one (read per
+    request, so a new config from xDS applies to the next request; None: the config has
+    not arrived and requests are refused with 503, fail closed).
+
+    Denied: ``403 RBAC: access denied`` (WebSocket: closed before accept). No route in
+    the route configuration: 404, as Envoy. Other scope types (lifespan) pass through.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        rbac: RbacSource | Callable[[], RbacSource | None],
+        *,
+        resource_name: str | None = None,
+    ) -> None:
+        self.app = app
+        self.resource_name = resource_name
+        if isinstance(rbac, (RbacAuthorizer, RbacRoutes)):
+            fixed: RbacSource = rbac
+            self._source: Callable[[], RbacSource | None] = lambda: fixed
+        else:
+            self._source = rbac
+        self._warned_tls = False
+
+    def decide(self, scope: Scope) -> RbacDecision | int:
+        """The decision for one scope, or an HTTP status for a local reply
+        (404: no route, 500: no TLS info, 503: no config yet)."""
+        source = self._source()
+        if source is None:
+            return 503
+        try:
+            req = rbac_request(scope)
+        except _MissingTls:
+            if not self._warned_tls:
+                self._warned_tls = True
+                logger.error(
+                    "RBAC: a TLS request carries no ASGI TLS extension "
+                    '(scope["extensions"]["tls"]), so the client certificate is unknown; '
+                    "refusing requests with 500. Run uvicorn with "
+                    "pymesh.asgi.uvicorn_config(...) or a server that provides the extension"
+                )
+            return 500
+        auth = source.authorizer_for(req.request)
+        if auth is None:
+            return 404
+        return auth.check(req, protocol="http")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        decision = self.decide(scope)
+        if isinstance(decision, int):
+            body = {
+                404: b"no route",
+                500: b"RBAC: the server does not provide the client certificate",
+                503: b"RBAC: no authorization config yet",
+            }[decision]
+            await _reply(scope, send, decision, body)
+            return
+        if not decision.allowed:
+            await _reply(scope, send, 403, _DENIED_BODY)
+            return
+        await self.app(scope, receive, send)
+
+
+# ---- uvicorn ---------------------------------------------------------------------------
+
+
+def uvicorn_protocol(kind: str = "h11") -> type[Any]:
+    """A uvicorn HTTP protocol class (``"h11"`` or ``"httptools"``) that puts the ASGI
+    TLS extension (the client certificate) into every scope of a TLS connection."""
+    from pymesh import _uvicorn
+
+    return _uvicorn.protocol(kind)
+
+
+def uvicorn_config(
+    app: ASGIApp, *, ssl_context: ssl.SSLContext, http: str = "h11", **kwargs: Any
+) -> Any:
+    """A ``uvicorn.Config`` serving ``app`` over ``ssl_context`` (e.g.
+    ``mesh.server_ssl_context()``) with the TLS extension in each scope.
+
+    Uses uvicorn's ``ssl_context_factory`` and ``http`` protocol-class options
+    (uvicorn >= 0.55). ``kwargs`` go to ``uvicorn.Config`` (host, port, log_level, ...).
+    """
+    from pymesh import _uvicorn
+
+    return _uvicorn.config(app, ssl_context=ssl_context, http=http, **kwargs)
