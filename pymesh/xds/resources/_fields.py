@@ -1356,18 +1356,24 @@ TABLE: dict[str, dict[str, Field]] = {
     },
     "envoy.config.listener.v3.FilterChainMatch": {
         "destination_port": H("set: the chain never matches (A36: needs use_original_dst)"),
-        "prefix_ranges": H("the destination IP: the longest prefix wins"),
+        "prefix_ranges": H(
+            "the destination IP: the longest prefix wins",
+            sub="envoy.config.core.v3.CidrRange@filter_chain_match",
+        ),
         "address_suffix": W("not a gRPC matcher; ignored"),
         "suffix_len": W("not a gRPC matcher; ignored"),
         "direct_source_prefix_ranges": W("not a gRPC matcher; ignored"),
         "source_type": H(values=ok("ANY", "SAME_IP_OR_LOOPBACK", "EXTERNAL")),
-        "source_prefix_ranges": H("the peer IP: the longest prefix wins"),
+        "source_prefix_ranges": H(
+            "the peer IP: the longest prefix wins",
+            sub="envoy.config.core.v3.CidrRange@filter_chain_match",
+        ),
         "source_ports": H("an exact peer port beats none"),
         "server_names": H("set: the chain never matches (A36: needs listener filters)"),
         "transport_protocol": H("raw_buffer or empty match; another value never matches"),
         "application_protocols": H("set: the chain never matches (A36)"),
     },
-    "envoy.config.core.v3.CidrRange": {
+    "envoy.config.core.v3.CidrRange@filter_chain_match": {
         "address_prefix": H("an IP literal; low bits beyond prefix_len are ignored"),
         "prefix_len": H("clamped to 32 / 128; absent = 0 (A36)"),
     },

@@ -55,7 +55,7 @@ _SOURCE_TYPES: dict[int, SourceType] = {0: "ANY", 1: "SAME_IP_OR_LOOPBACK", 2: "
 
 
 def _cidr(ctx: Ctx, msg: Any, path: str) -> IpNetwork:
-    ctx.check(msg, path, "envoy.config.core.v3.CidrRange")
+    ctx.check(msg, path, "envoy.config.core.v3.CidrRange@filter_chain_match")
     try:
         ip = ipaddress.ip_address(msg.address_prefix)
     except ValueError:
