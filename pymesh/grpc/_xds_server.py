@@ -33,15 +33,14 @@ from pymesh._mesh import Mesh
 from pymesh.errors import BootstrapError, MeshError, ResourceInvalid, TlsConfigError, XdsDataError
 from pymesh.routing import RouteTable
 from pymesh.routing._request import RequestInfo
+from pymesh.security._rbac import PeerCertificate, RbacAuthorizer, RbacRequest
 from pymesh.security.providers import FileWatcherProvider
 from pymesh.security.san import Sans, peer_sans, san_matches
 from pymesh.xds.client import LDS, RDS
 from pymesh.xds.resources.route import (
     NonForwardingAction,
-    Route,
     RouteAction,
     RouteConfiguration,
-    VirtualHost,
 )
 from pymesh.xds.resources.server_listener import (
     Connection,
@@ -83,9 +82,9 @@ class ServingConfig:
     """Everything a call on the port needs, built once per Listener / RDS update."""
 
     listener: ServerListener
-    #: Per chain (by identity): the compiled route table, or None while its RDS resource
-    #: is missing or invalid (calls on that chain fail with UNAVAILABLE, A36).
-    tables: Mapping[int, RouteTable | None]
+    #: Per chain (by identity): the compiled routes and RBAC, or None while its RDS
+    #: resource is missing or invalid (calls on that chain fail with UNAVAILABLE, A36).
+    tables: Mapping[int, ServerRoutes | None]
     security: SecurityKey
     listen_ip: str
 
@@ -272,14 +271,14 @@ class XdsPort:
             return
         try:
             security = _chain_security(lis)
-            tables: dict[int, RouteTable | None] = {}
+            tables: dict[int, ServerRoutes | None] = {}
             for c in lis.chains():
                 rc = (
                     c.hcm.route_config
                     if c.hcm.route_config is not None
                     else (self._routes.get(c.hcm.rds_name or ""))
                 )
-                tables[id(c)] = server_table(rc) if rc is not None else None
+                tables[id(c)] = ServerRoutes(rc, c, lis.name) if rc is not None else None
             if security is not None:
                 self._check_providers(security)
         except MeshError as e:
@@ -423,20 +422,37 @@ NON_FORWARDING = "\x00non_forwarding_action"
 _STAND_IN = RouteAction(cluster=NON_FORWARDING)
 
 
-def server_table(rc: RouteConfiguration) -> RouteTable:
-    """``rc`` compiled for a server: routes with non_forwarding_action match (A36)."""
+class ServerRoutes:
+    """A chain's route configuration compiled for a server, with each route's RBAC.
 
-    def route(r: Route) -> Route:
-        if isinstance(r.action, NonForwardingAction):
-            return dataclasses.replace(r, action=_STAND_IN)
-        return r
+    pymesh's route table is built for clients (which skip ``non_forwarding_action``
+    routes), so the server compiles those as routes to :data:`NON_FORWARDING`. Each
+    route's RBAC authorizer is the chain's RBAC filters with the route's (else its
+    virtual host's) ``typed_per_filter_config`` overrides (A39/A41), built here once.
+    """
 
-    def vhost(vh: VirtualHost) -> VirtualHost:
-        return dataclasses.replace(vh, routes=tuple(route(r) for r in vh.routes))
+    __slots__ = ("authorizers", "route_config", "table")
 
-    return RouteTable.compile(
-        dataclasses.replace(rc, virtual_hosts=tuple(vhost(v) for v in rc.virtual_hosts))
-    )
+    def __init__(self, rc: RouteConfiguration, chain: FilterChain, resource_name: str) -> None:
+        self.route_config = rc
+        base = RbacAuthorizer.from_http_filters(chain.hcm.http_filters, resource_name=resource_name)
+        #: id(compiled Route) -> its authorizer; the routes are kept alive by the table.
+        self.authorizers: dict[int, RbacAuthorizer] = {}
+        vhosts = []
+        for vh in rc.virtual_hosts:
+            vh_auth = base.with_overrides(vh.typed_per_filter_config)
+            routes = []
+            for r in vh.routes:
+                if isinstance(r.action, NonForwardingAction):
+                    r = dataclasses.replace(r, action=_STAND_IN)
+                routes.append(r)
+                self.authorizers[id(r)] = (
+                    vh_auth.with_overrides(r.typed_per_filter_config)
+                    if r.typed_per_filter_config
+                    else vh_auth
+                )
+            vhosts.append(dataclasses.replace(vh, routes=tuple(routes)))
+        self.table = RouteTable.compile(dataclasses.replace(rc, virtual_hosts=tuple(vhosts)))
 
 
 _NOT_SERVING = Denied(
@@ -444,6 +460,7 @@ _NOT_SERVING = Denied(
 )
 _PEM_CACHE_LIMIT = 1024
 _pem_sans: dict[bytes, Sans] = {}
+_pem_certs: dict[bytes, PeerCertificate] = {}
 _rng = random.Random()
 
 
@@ -491,8 +508,8 @@ def authorize(
     denied = _check_tls(chain, context)
     if denied is not None:
         return denied
-    table = config.tables.get(id(chain))
-    if table is None:
+    routes = config.tables.get(id(chain))
+    if routes is None:
         return Denied(
             grpc.StatusCode.UNAVAILABLE,
             f"RouteConfiguration {chain.hcm.rds_name!r} is not available (gRFC A36)",
@@ -503,7 +520,7 @@ def authorize(
             prev = headers.get(k)
             headers[k] = v if prev is None else f"{prev},{v}"
     req = RequestInfo("POST", authority, method, headers, is_grpc=True, source_ip=src_ip)
-    decision = table.select(req, _rng.getrandbits(64))
+    decision = routes.table.select(req, _rng.getrandbits(64))
     if decision is None:
         return Denied(grpc.StatusCode.UNAVAILABLE, f"no route matches {method}")
     if decision.cluster != NON_FORWARDING:
@@ -511,7 +528,42 @@ def authorize(
             grpc.StatusCode.UNAVAILABLE,
             f"route {decision.route.name!r} has no non_forwarding_action (gRFC A36)",
         )
+    auth = routes.authorizers.get(id(decision.route))
+    if auth is not None and auth.enforcing:
+        tls = _is_tls(context)
+        rbac_req = RbacRequest(
+            req,
+            peer_address=src_ip,
+            local_address=config.listen_ip,
+            local_port=config.listener.port,
+            tls=tls,
+            peer_certificate=_certificate(context) if tls else None,
+        )
+        verdict = auth.check(rbac_req, protocol="grpc")
+        if not verdict.allowed:
+            return Denied(
+                grpc.StatusCode.PERMISSION_DENIED, verdict.error(config.listener.name).message
+            )
     return None
+
+
+def _is_tls(context: Any) -> bool:
+    kind = context.auth_context().get("transport_security_type")
+    return bool(kind) and kind[0] == b"ssl"
+
+
+def _certificate(context: Any) -> PeerCertificate | None:
+    pems = context.auth_context().get("x509_pem_cert")
+    if not pems:
+        return None
+    pem = pems[0]
+    cert = _pem_certs.get(pem)
+    if cert is None:
+        cert = PeerCertificate.from_der(ssl.PEM_cert_to_DER_cert(pem.decode("ascii")))
+        if len(_pem_certs) >= _PEM_CACHE_LIMIT:
+            _pem_certs.clear()
+        _pem_certs[pem] = cert
+    return cert
 
 
 def _check_tls(chain: FilterChain, context: Any) -> Denied | None:

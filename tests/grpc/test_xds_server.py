@@ -246,6 +246,74 @@ def test_route_without_non_forwarding_action_fails_calls_unavailable(
     assert "non_forwarding_action" in (info.value.details() or "")
 
 
+POLICIES = [
+    {
+        "name": "client-echo",
+        "action": "ALLOW",
+        "rules": [
+            {
+                "from": [{"source": {"principals": ["cluster.local/ns/default/sa/client"]}}],
+                "to": [{"operation": {"paths": ["/pymesh.test.Echo/*"]}}],
+            }
+        ],
+    },
+    {"name": "no-who", "action": "DENY", "rules": [{"to": [{"operation": {"paths": ["*/Who"]}}]}]},
+]
+
+
+def test_rbac_allows_and_denies_per_policy(
+    cp: ControlPlane,
+    pki: Pki,
+    client_files: dict[str, str],
+    tmp_path: Path,
+    xds_server: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, port, modes = xds_server()
+    server.start()
+    serve(cp, mesh_file(port, authorization=POLICIES))
+    modes.wait(True)
+    intruder = pki.write(tmp_path / "intruder", pki.issue("intruder"))
+    caplog.set_level("INFO", logger="pymesh.security.rbac")
+    with mtls_channel(pki, client_files, port) as ch:
+        assert ch.unary_unary(ECHO)(b"ok", timeout=10) == b"echo:ok"
+        with pytest.raises(grpc.RpcError) as denied:
+            ch.unary_unary(WHO)(b"", timeout=10)
+    assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "no-who" in (denied.value.details() or "")
+    with mtls_channel(pki, intruder, port) as ch, pytest.raises(grpc.RpcError) as unknown:
+        ch.unary_unary(ECHO)(b"x", timeout=10)
+    assert unknown.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "no allow policy" in (unknown.value.details() or "")
+    logged = [r.getMessage() for r in caplog.records if r.name == "pymesh.security.rbac"]
+    assert any("no-who" in m and "grpc" in m for m in logged)
+    assert any(SPIFFE + "intruder" in m for m in logged)
+
+
+def test_san_matchers_on_the_chain_refuse_other_clients(
+    cp: ControlPlane, pki: Pki, client_files: dict[str, str], tmp_path: Path, xds_server: Any
+) -> None:
+    """A DownstreamTlsContext's match_subject_alt_names (Envoy's server-side check)."""
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    server, port, modes = xds_server()
+    server.start()
+    lis = inbound_listener(compile_mesh(mesh_file(port), "t"))
+    d = tls_pb2.DownstreamTlsContext()
+    lis.filter_chains[0].transport_socket.typed_config.Unpack(d)
+    d.common_tls_context.validation_context.match_subject_alt_names.add(exact=SPIFFE + "client")
+    lis.filter_chains[0].transport_socket.typed_config.Pack(d)
+    cp.set_snapshot(Snapshot.of(listeners=[lis]))
+    modes.wait(True)
+    with mtls_channel(pki, client_files, port) as ch:
+        assert ch.unary_unary(ECHO)(b"me", timeout=10) == b"echo:me"
+    other = pki.write(tmp_path / "other", pki.issue("other"))
+    with mtls_channel(pki, other, port) as ch, pytest.raises(grpc.RpcError) as info:
+        ch.unary_unary(ECHO)(b"x", timeout=10)
+    assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert SPIFFE + "other" in (info.value.details() or "")
+
+
 def test_bootstrap_without_server_template_is_an_error(cp: ControlPlane) -> None:
     with pymesh.Mesh(bootstrap_for(cp)) as mesh:
         s = pymesh.grpc.server(mesh=mesh)
@@ -283,13 +351,14 @@ def test_aio_server_mtls(
                     {
                         "Echo": grpc.unary_unary_rpc_method_handler(echo),
                         "Split": grpc.unary_stream_rpc_method_handler(split),
+                        "Who": grpc.unary_unary_rpc_method_handler(echo),
                     },
                 ),
             )
         )
         port = server.add_xds_port("127.0.0.1:0")
         await server.start()
-        serve(cp, mesh_file(port))
+        serve(cp, mesh_file(port, authorization=POLICIES))
         await asyncio.get_running_loop().run_in_executor(None, modes.wait, True)
         key = Path(client_files["private_key_file"]).read_bytes()
         cert = Path(client_files["certificate_file"]).read_bytes()
@@ -299,6 +368,9 @@ def test_aio_server_mtls(
             assert reply == b"aio:hi"
             got = [m async for m in ch.unary_stream(f"/{SERVICE}/Split")(b"3", timeout=10)]
             assert got == [b"0", b"1", b"2"]
+            with pytest.raises(grpc.RpcError) as denied:
+                await ch.unary_unary(WHO)(b"", timeout=10)
+            assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
         async with grpc.aio.secure_channel(
             f"127.0.0.1:{port}", grpc.ssl_channel_credentials(pki.ca_pem)
         ) as ch:
