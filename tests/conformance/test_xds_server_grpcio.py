@@ -57,7 +57,8 @@ POLICIES = [
 ]
 
 # Runs in a fresh interpreter: GRPC_XDS_BOOTSTRAP must be set before grpc initialises.
-# argv: a JSON list of [label, target, method]; prints {label: reply or status name}.
+# argv: a JSON list of [label, target, method(, wait_for_ready)]; prints {label: reply or
+# status name}.
 CLIENT = """
 import json, sys
 import grpc, grpc.experimental
@@ -66,10 +67,11 @@ creds = grpc.xds_channel_credentials(
     fallback_credentials=grpc.experimental.insecure_channel_credentials()
 )
 out = {}
-for label, target, method in json.loads(sys.argv[1]):
+for label, target, method, *wait in json.loads(sys.argv[1]):
     with grpc.secure_channel("xds:///" + target, creds) as channel:
         try:
-            out[label] = channel.unary_unary(method)(b"hi", timeout=30).decode()
+            call = channel.unary_unary(method)
+            out[label] = call(b"hi", timeout=30, wait_for_ready=bool(wait)).decode()
         except grpc.RpcError as e:
             out[label] = e.code().name
 print(json.dumps(out))
@@ -346,3 +348,84 @@ def test_server_certificate_rotation_under_steady_calls_fails_no_call(world: Wor
     result = json.loads(out.strip().splitlines()[-1])
     assert result["failed"] == []
     assert result["ok"] >= 100
+
+
+# grpcio's own xDS server (gRFC A36), for the same Listener: fixed port (it does not take
+# port 0), xDS server credentials, the same handlers.
+GRPCIO_SERVER = """
+import sys
+from concurrent import futures
+import grpc
+
+def echo(req, ctx):
+    sans = ctx.auth_context().get("x509_subject_alternative_name", [])
+    return b",".join(s for s in sans if s.startswith(b"spiffe://"))
+
+h = grpc.unary_unary_rpc_method_handler(echo)
+server = grpc.server(futures.ThreadPoolExecutor(4), xds=True)
+server.add_generic_rpc_handlers(
+    (grpc.method_handlers_generic_handler("pymesh.test.Echo", {"Echo": h, "Admin": h}),)
+)
+creds = grpc.xds_server_credentials(grpc.insecure_server_credentials())
+server.add_secure_port("127.0.0.1:" + sys.argv[1], creds)
+server.start()
+sys.stdin.read()  # until the test closes stdin
+server.stop(None)
+"""
+
+
+def test_grpcio_own_xds_server_accepts_the_inbound_listener(tmp_path: Path, pki: Pki) -> None:
+    """The mesh file's server Listener is one grpcio's xDS server applies: zero NACKs,
+    mTLS with the client's identity, the same RBAC decisions."""
+    from pymesh.server import LISTENER_TYPE, ControlPlane, compile_mesh
+    from pymesh.testing.envoy import free_port
+
+    port = free_port()
+    server_files = pki.write(tmp_path / "server", pki.issue("echo"))
+    with ControlPlane() as cp:
+        snap = compile_mesh(
+            {
+                "services": {
+                    "echo": {
+                        "port": port,
+                        "protocol": "grpc",
+                        "endpoints": [f"127.0.0.1:{port}"],
+                        "traffic_policy": {"tls": {"mode": "ISTIO_MUTUAL"}},
+                        "inbound": {
+                            "mtls": "STRICT",
+                            "authorization": POLICIES,
+                            "listener_name_template": "grpc/server?address=%s",
+                        },
+                    }
+                }
+            },
+            "test",
+        )
+        cp.set_snapshot(snap)
+        boot = cp.client_bootstrap("grpcio-server")
+        boot["certificate_providers"] = {"default": file_watcher(server_files)}
+        boot["server_listener_resource_name_template"] = "grpc/server?address=%s"
+        server_boot = tmp_path / "server-bootstrap.json"
+        server_boot.write_text(json.dumps(boot))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", GRPCIO_SERVER, str(port)],
+            env={**os.environ, "GRPC_XDS_BOOTSTRAP": str(server_boot)},
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            client_files = pki.write(tmp_path / "client", pki.issue("client"))
+            cboot = cp.client_bootstrap("grpcio-client")
+            cboot["certificate_providers"] = {"default": file_watcher(client_files)}
+            path = tmp_path / "client-bootstrap.json"
+            path.write_text(json.dumps(cboot))
+            env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(path)}
+            target = f"echo:{port}"
+            seen = run_client(env, [["echo", target, ECHO, 1], ["admin", target, ADMIN]])
+        finally:
+            _, err = proc.communicate(input="", timeout=60)  # EOF on stdin stops it
+        assert seen == {"echo": SPIFFE + "client", "admin": "PERMISSION_DENIED"}, err[-3000:]
+        assert cp.nacks == []
+        acked = {a.type_url for a in cp.acks if a.node_id == "grpcio-server"}
+        assert LISTENER_TYPE in acked
