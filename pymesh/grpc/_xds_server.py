@@ -164,21 +164,34 @@ class XdsPort:
         self._lds_watcher = _Watcher(self, LDS)
         self._serving = False
         self._closed = False
-        self._error_logged: str | None = None
+        self._config_errors: str | None = None  # A36 configuration error logging
+        self._last_error: str | None = None  # the last not-serving reason reported
+        self._watching = False
 
     def __repr__(self) -> str:
         state = "serving" if self.config is not None else "not serving"
         return f"<XdsPort {self.address} listener={self.listener_name!r} {state}>"
 
     def start(self) -> None:
-        self.mesh._client.watch(LDS, self.listener_name, self._lds_watcher)
+        if not self._watching and not self._closed:
+            self._watching = True
+            self.mesh._client.watch(LDS, self.listener_name, self._lds_watcher)
 
     def close(self) -> None:
+        """Stop watching (the RDS watches are the xDS thread's to drop) and free the port."""
+        if self._closed:
+            return
         self._closed = True
-        self.mesh._client.cancel_watch(LDS, self.listener_name, self._lds_watcher)
-        for name, w in list(self._rds_watchers.items()):
-            self.mesh._client.cancel_watch(RDS, name, w)
-        self._rds_watchers.clear()
+        if self._watching and not self.mesh.closed:
+            client = self.mesh._client
+            client.cancel_watch(LDS, self.listener_name, self._lds_watcher)
+
+            def drop_routes() -> None:
+                for name, w in list(self._rds_watchers.items()):
+                    client.cancel_watch(RDS, name, w)
+                self._rds_watchers.clear()
+
+            client.submit(drop_routes)
         self._sock.close()
 
     # ------------------------------------------------------------ xDS events (xDS thread)
@@ -316,17 +329,18 @@ class XdsPort:
         text = "; ".join(problems) or None
         if text is not None:
             log.warning("xDS server %s: calls will fail with UNAVAILABLE: %s", self.address, text)
-        elif self._error_logged is not None:
+        elif self._config_errors is not None:
             log.warning("xDS server %s: configuration errors resolved", self.address)
-        self._error_logged = text
+        self._config_errors = text
 
     def _not_serving(self, error: MeshError) -> None:
         was = self.config is not None or self._serving
         self.config = None
         self._on_change(None)
-        if was or self._error_logged != str(error):
+        self._config_errors = None
+        if was or self._last_error != str(error):
             self._serving = False
-            self._error_logged = str(error)
+            self._last_error = str(error)
             log.warning("xDS server %s: not serving: %s", self.address, error)
             self._notify(False, error)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
+from _polling import wait_until
 from _sec_helpers import SPIFFE, Pki, file_watcher
 from envoy.config.listener.v3 import listener_pb2
 
@@ -312,6 +313,45 @@ def test_san_matchers_on_the_chain_refuse_other_clients(
         ch.unary_unary(ECHO)(b"x", timeout=10)
     assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
     assert SPIFFE + "other" in (info.value.details() or "")
+
+
+def test_rds_route_configuration_is_followed(cp: ControlPlane, xds_server: Any) -> None:
+    """A chain's HCM may name its routes by RDS: the port serves once they arrive, and a
+    new RouteConfiguration applies to the next call without rebinding."""
+    from envoy.config.route.v3 import route_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+
+    server, port, modes = xds_server()
+    server.start()
+    lis = inbound_listener(compile_mesh(mesh_file(port, mtls="DISABLE"), "t"))
+    hcm = hcm_pb2.HttpConnectionManager()
+    lis.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    rc = route_pb2.RouteConfiguration()
+    rc.CopyFrom(hcm.route_config)
+    rc.name = "inbound-routes"
+    hcm.ClearField("route_config")
+    hcm.rds.route_config_name = "inbound-routes"
+    hcm.rds.config_source.ads.SetInParent()
+    lis.filter_chains[0].filters[0].typed_config.Pack(hcm)
+    cp.set_snapshot(Snapshot.of(listeners=[lis], routes=[rc]))
+    modes.wait(True)
+    bound = server._ports[0].server
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        assert ch.unary_unary(ECHO)(b"r", timeout=10) == b"echo:r"
+        rc.virtual_hosts[0].routes[0].match.prefix = "/other.Service/"
+        cp.set_snapshot(Snapshot.of(listeners=[lis], routes=[rc]))
+
+        def refused() -> bool:
+            try:
+                ch.unary_unary(ECHO)(b"r", timeout=10)
+            except grpc.RpcError as e:
+                return e.code() is grpc.StatusCode.UNAVAILABLE and "no route" in (e.details() or "")
+            return False
+
+        wait_until(refused, "the new RouteConfiguration")
+    assert server._ports[0].server is bound
 
 
 def test_bootstrap_without_server_template_is_an_error(cp: ControlPlane) -> None:
