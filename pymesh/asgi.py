@@ -151,13 +151,16 @@ def rbac_request(scope: Scope) -> RbacRequest:
     if query:
         path = f"{path}?{_latin1(query)}"
     method = scope.get("method", "GET")
-    scheme = scope.get("scheme", "http")
-    tls = scheme in ("https", "wss")
+    # The TLS extension, not the scheme, says whether the connection is TLS: a proxy-
+    # headers middleware (uvicorn's is on by default) rewrites the scheme from
+    # X-Forwarded-Proto, which the caller controls.
+    ext = (scope.get("extensions") or {}).get("tls")
+    tls = ext is not None
     cert: PeerCertificate | None = None
-    if tls:
-        ext = (scope.get("extensions") or {}).get("tls")
-        if ext is None:
+    if ext is None:
+        if scope.get("scheme") in ("https", "wss"):
             raise _MissingTls
+    else:
         chain = ext.get("client_cert_chain") or ()
         if chain:
             cert = peer_certificate_from_pem(_latin1(chain[0]))
@@ -280,7 +283,9 @@ def uvicorn_config(
     ``mesh.server_ssl_context()``) with the TLS extension in each scope.
 
     Uses uvicorn's ``ssl_context_factory`` and ``http`` protocol-class options
-    (uvicorn >= 0.55). ``kwargs`` go to ``uvicorn.Config`` (host, port, log_level, ...).
+    (uvicorn >= 0.55). ``kwargs`` go to ``uvicorn.Config`` (host, port, log_level, ...);
+    ``proxy_headers`` defaults to False here: RBAC's peer address must be the
+    connection's (gRFC A41), not one a caller wrote into X-Forwarded-For.
     """
     from pymesh import _uvicorn
 
