@@ -129,3 +129,12 @@ def test_mesh_yaml_serves_and_prints_its_bootstrap(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def test_asgi_rbac_mtls_and_policy() -> None:
+    out = _run(str(EXAMPLES / "asgi_rbac.py"))
+    assert "frontend GET  -> 200" in out, out
+    assert "frontend POST -> 200" in out, out
+    assert "batch GET     -> 200" in out, out
+    assert "batch POST    -> 403 'RBAC: access denied'" in out, out
+    assert "no client certificate -> TLS handshake refused" in out, out
