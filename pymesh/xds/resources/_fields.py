@@ -205,6 +205,7 @@ _TYPED_PER_FILTER = H(
 #: The messages pymesh parses from a DiscoveryResponse, in the order docs list them.
 ROOTS: tuple[tuple[str, str], ...] = (
     ("Listener (LDS)", "envoy.config.listener.v3.Listener"),
+    ("Server Listener (LDS, gRFC A36)", "envoy.config.listener.v3.Listener@server"),
     ("RouteConfiguration (RDS)", "envoy.config.route.v3.RouteConfiguration"),
     ("Cluster (CDS)", "envoy.config.cluster.v3.Cluster"),
     ("ClusterLoadAssignment (EDS)", "envoy.config.endpoint.v3.ClusterLoadAssignment"),
@@ -1274,6 +1275,144 @@ TABLE: dict[str, dict[str, Field]] = {
     "udpa.type.v1.TypedStruct": {
         "type_url": H("pymesh.lb.v1.PeakEwma; another type is skipped"),
         "value": H('decay_time (seconds or "2.5s", default 10 s); the struct → params'),
+    },
+    # ---------------------------------------------------------------- server Listener (A36)
+    "envoy.config.listener.v3.Listener@server": {
+        "name": H("must be non-empty; the server's template name for its address"),
+        "address": H(
+            "required; the server serves only when it equals its listening address",
+            sub="envoy.config.core.v3.Address@listener",
+        ),
+        "filter_chains": H("matched per connection, most specific first; overlaps → NACK"),
+        "default_filter_chain": H("used when no chain matches; none → the call is refused"),
+        "listener_filters": N("listener filters are not supported (gRFC A36)"),
+        "use_original_dst": H("true → NACK (gRFC A36)"),
+        "api_listener": I("its absence makes this a server Listener"),
+        "filter_chain_matcher": N(
+            "the matcher API is not supported; use filter_chain_match (ignoring it would "
+            "pick other chains)"
+        ),
+        "fcds_config": N("filter chain discovery is not supported"),
+        "additional_addresses": W("only address is compared with the listening address"),
+        "stat_prefix": I(_STATS),
+        "metadata": I(_METADATA),
+        "traffic_direction": I("informational"),
+        "access_log": W("access logs are not written by pymesh servers"),
+        **{
+            f: W("a socket or Envoy listener option grpcio does not expose")
+            for f in (
+                "per_connection_buffer_limit_bytes",
+                "deprecated_v1",
+                "drain_type",
+                "listener_filters_timeout",
+                "continue_on_listener_filters_timeout",
+                "transparent",
+                "freebind",
+                "socket_options",
+                "tcp_fast_open_queue_length",
+                "udp_listener_config",
+                "connection_balance_config",
+                "reuse_port",
+                "enable_reuse_port",
+                "tcp_backlog_size",
+                "max_connections_to_accept_per_socket_event",
+                "bind_to_port",
+                "internal_listener",
+                "enable_mptcp",
+                "ignore_global_conn_limit",
+                "bypass_overload_manager",
+            )
+        },
+    },
+    "envoy.config.core.v3.Address@listener": {
+        "socket_address": H(sub="envoy.config.core.v3.SocketAddress@listener"),
+        "pipe": N("a gRPC server listens on TCP"),
+        "envoy_internal_address": N("a gRPC server listens on TCP"),
+    },
+    "envoy.config.core.v3.SocketAddress@listener": {
+        "protocol": H(
+            values={
+                "TCP": (Status.HONOURED, ""),
+                "UDP": (Status.NACKED, "a gRPC server listens on TCP"),
+            }
+        ),
+        "address": H("compared with the listening IP"),
+        "port_value": H("compared with the listening port"),
+        "named_port": N("port_value is required"),
+        "resolver_name": I("the address is an IP literal"),
+        "ipv4_compat": W("a listening-socket option grpcio does not expose"),
+        "network_namespace_filepath": W(_NOT_ENVOY_CLIENT),
+    },
+    "envoy.config.listener.v3.FilterChain": {
+        "filter_chain_match": H(),
+        "filters": H("unique names, exactly one HttpConnectionManager, last (A36)"),
+        "transport_socket": H(
+            "absent: plaintext", sub="envoy.config.core.v3.TransportSocket@server"
+        ),
+        "name": H("shown in logs"),
+        "use_proxy_proto": N("the PROXY protocol is not supported"),
+        "metadata": I(_METADATA),
+        "transport_socket_connect_timeout": W("grpcio's handshake timeout applies"),
+    },
+    "envoy.config.listener.v3.FilterChainMatch": {
+        "destination_port": H("set: the chain never matches (A36: needs use_original_dst)"),
+        "prefix_ranges": H(
+            "the destination IP: the longest prefix wins",
+            sub="envoy.config.core.v3.CidrRange@filter_chain_match",
+        ),
+        "address_suffix": W("not a gRPC matcher; ignored"),
+        "suffix_len": W("not a gRPC matcher; ignored"),
+        "direct_source_prefix_ranges": W("not a gRPC matcher; ignored"),
+        "source_type": H(values=ok("ANY", "SAME_IP_OR_LOOPBACK", "EXTERNAL")),
+        "source_prefix_ranges": H(
+            "the peer IP: the longest prefix wins",
+            sub="envoy.config.core.v3.CidrRange@filter_chain_match",
+        ),
+        "source_ports": H("an exact peer port beats none"),
+        "server_names": H("set: the chain never matches (A36: needs listener filters)"),
+        "transport_protocol": H("raw_buffer or empty match; another value never matches"),
+        "application_protocols": H("set: the chain never matches (A36)"),
+    },
+    "envoy.config.core.v3.CidrRange@filter_chain_match": {
+        "address_prefix": H("an IP literal; low bits beyond prefix_len are ignored"),
+        "prefix_len": H("clamped to 32 / 128; absent = 0 (A36)"),
+    },
+    "envoy.config.listener.v3.Filter": {
+        "name": H("unique in the chain"),
+        "typed_config": H("an HttpConnectionManager, else NACK", any_types=(HCM,)),
+        "config_discovery": N("filter config discovery (ECDS) is not supported"),
+    },
+    "envoy.config.core.v3.TransportSocket@server": {
+        "name": H("raw_buffer without typed_config: plaintext"),
+        "typed_config": H(
+            "DownstreamTlsContext or RawBuffer; another type → NACK",
+            any_types=(
+                "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
+            ),
+        ),
+    },
+    "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": {
+        "common_tls_context": H(
+            "the certificate from tls_certificate_provider_instance (required; "
+            "tls_certificates → NACK), client roots from a provider instance"
+        ),
+        "require_client_certificate": H("true: mutual TLS (needs a validation context, else NACK)"),
+        "require_sni": H("true → NACK (gRFC A29)"),
+        "ocsp_staple_policy": H(
+            values={
+                "LENIENT_STAPLING": (Status.HONOURED, ""),
+                "STRICT_STAPLING": (Status.NACKED, "only LENIENT_STAPLING (gRFC A29)"),
+                "MUST_STAPLE": (Status.NACKED, "only LENIENT_STAPLING (gRFC A29)"),
+            }
+        ),
+        "session_ticket_keys": W("grpcio manages TLS sessions"),
+        "session_ticket_keys_sds_secret_config": W("grpcio manages TLS sessions"),
+        "disable_stateless_session_resumption": W("grpcio manages TLS sessions"),
+        "disable_stateful_session_resumption": W("grpcio manages TLS sessions"),
+        "session_timeout": W("grpcio manages TLS sessions"),
+        "full_scan_certs_on_sni_mismatch": I("one certificate per chain"),
+        "prefer_client_ciphers": W("grpcio's cipher preference applies"),
     },
     # ---------------------------------------------------------------- TLS
     "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext": {

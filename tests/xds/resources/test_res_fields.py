@@ -30,6 +30,7 @@ from pymesh.xds.resources import (
     parse_route_configuration,
 )
 from pymesh.xds.resources._fields import TABLE, Status, check_table, walk
+from pymesh.xds.resources.listener import parse_lds_listener
 
 CLUSTER = "envoy.config.cluster.v3.Cluster"
 
@@ -515,7 +516,26 @@ def _kitchen_sink_listeners() -> list[Any]:
     f2.abort.http_status = 503
     h2.http_filters.insert(0, h2.http_filters[0].__class__(name="fault"))
     h2.http_filters[0].typed_config.Pack(f2)
-    return [listener(h), listener(h2, name="other:80")]
+    return [listener(h), listener(h2, name="other:80"), _kitchen_sink_server_listener()]
+
+
+def _kitchen_sink_server_listener() -> Any:
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    lis = listener_pb2.Listener(name="grpc/server?a=127.0.0.1:1")
+    lis.address.socket_address.address = "127.0.0.1"
+    lis.address.socket_address.port_value = 1
+    fc = lis.filter_chains.add(name="fc")
+    fc.filter_chain_match.prefix_ranges.add(address_prefix="127.0.0.0").prefix_len.value = 8
+    fc.filters.add(name="hcm").typed_config.Pack(hcm())
+    d = tls_pb2.DownstreamTlsContext()
+    d.common_tls_context.tls_certificate_provider_instance.instance_name = "default"
+    d.common_tls_context.validation_context.ca_certificate_provider_instance.instance_name = "d"
+    d.require_client_certificate.value = True
+    fc.transport_socket.name = "tls"
+    fc.transport_socket.typed_config.Pack(d)
+    return lis
 
 
 def _kitchen_sink_rbac() -> Any:
@@ -736,7 +756,7 @@ def test_every_table_entry_is_consulted_by_a_parser(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(_common, "_PLAIN", Consulted())
     monkeypatch.setattr(_parse_endpoint, "_PLAIN_TYPES", [])
     for lis in _kitchen_sink_listeners():
-        parse_listener(lis)
+        parse_lds_listener(lis)
     parse_route_configuration(_kitchen_sink_routes())
     for c in _kitchen_sink_clusters():
         parse_cluster(c)
