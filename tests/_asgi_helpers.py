@@ -41,10 +41,12 @@ class App:
 class UvicornThread:
     """uvicorn serving ``app`` on 127.0.0.1 (port 0) in a thread."""
 
-    def __init__(self, app: Any, ssl_context: ssl.SSLContext) -> None:
+    def __init__(
+        self, app: Any, ssl_context: ssl.SSLContext, sock: socket.socket | None = None
+    ) -> None:
         import uvicorn
 
-        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock = sock if sock is not None else socket.create_server(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
         config = uvicorn_config(app, ssl_context=ssl_context, log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
