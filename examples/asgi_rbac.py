@@ -1,19 +1,21 @@
-"""An ASGI service in the mesh: mTLS from the bootstrap's certificate provider, RBAC per request.
+"""An ASGI service in the mesh: mTLS and RBAC from the control plane, enforced per request.
 
 Run: python examples/asgi_rbac.py        (needs uvicorn: pip install '.[examples]')
 
 It makes a small SPIFFE PKI (a CA, the server ``sa/orders``, callers ``sa/frontend`` and
-``sa/batch``), serves an ASGI app with uvicorn behind ``mesh.server_ssl_context()``
-(client certificates required, rotated from the provider) and
-``pymesh.asgi.RbacMiddleware`` with the policy "everyone in the trust domain may GET,
-only the frontend may POST", then calls it with each identity and without one.
+``sa/batch``) and starts pymesh's embedded control plane with a mesh file whose
+``inbound`` section says: STRICT mTLS, everyone in the trust domain may GET, only the
+frontend may POST (Istio AuthorizationPolicy vocabulary). The server side is an ASGI app
+under uvicorn with ``pymesh.asgi.XdsListener``: its server Listener (gRFC A36) gives the
+TLS context (client certificates required, rotated from the bootstrap's certificate
+providers) and the RBAC filters that ``RbacMiddleware`` applies to each request. Then
+the policy changes on the control plane and the next requests follow it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-import socket
 import ssl
 import tempfile
 import threading
@@ -29,20 +31,50 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import pymesh
-from pymesh.asgi import RbacMiddleware, uvicorn_config
-from pymesh.security import RbacAuthorizer
-from pymesh.server import ControlPlane
+from pymesh.asgi import RbacMiddleware, XdsListener, uvicorn_config
+from pymesh.server import ControlPlane, compile_mesh
 from pymesh.testing import bootstrap_for
-from pymesh.xds.resources.matchers import HeaderMatcher, StringMatcher
-from pymesh.xds.resources.rbac import (
-    AuthenticatedRule,
-    HeaderRule,
-    RbacConfig,
-    RbacPolicy,
-    RbacRules,
-)
 
 TRUST_DOMAIN = "spiffe://cluster.local/ns/shop/sa/"
+TEMPLATE = "xds.istio.io/grpc/lds/inbound/%s"  # istiod's server Listener names
+
+
+def mesh_file(port: int, batch_may_post: bool) -> dict[str, Any]:
+    """The control plane's config (the same dict as a mesh file, docs/mesh-file.md)."""
+    writers = ["cluster.local/ns/shop/sa/frontend"]
+    if batch_may_post:
+        writers.append("cluster.local/ns/shop/sa/batch")
+    return {
+        "services": {
+            "orders": {
+                "port": port,
+                "endpoints": [f"127.0.0.1:{port}"],
+                "inbound": {
+                    "mtls": "STRICT",
+                    "authorization": [
+                        {
+                            "name": "writers",
+                            "rules": [
+                                {
+                                    "from": [{"source": {"principals": writers}}],
+                                    "to": [{"operation": {"methods": ["POST"]}}],
+                                }
+                            ],
+                        },
+                        {
+                            "name": "mesh-reads",
+                            "rules": [
+                                {
+                                    "from": [{"source": {"principals": ["cluster.local/*"]}}],
+                                    "to": [{"operation": {"methods": ["GET"]}}],
+                                }
+                            ],
+                        },
+                    ],
+                },
+            }
+        }
+    }
 
 
 class Pki:
@@ -99,31 +131,6 @@ async def orders_app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"orders: ok"})
 
 
-def policy() -> RbacAuthorizer:
-    """Everyone in the trust domain may GET; only the frontend may POST."""
-    method = lambda m: HeaderRule(HeaderMatcher(":method", StringMatcher("exact", m)))  # noqa: E731
-    rules = RbacRules(
-        "ALLOW",
-        (
-            (
-                "frontend-writes",
-                RbacPolicy(
-                    (method("POST"),),
-                    (AuthenticatedRule(StringMatcher("exact", TRUST_DOMAIN + "frontend")),),
-                ),
-            ),
-            (
-                "mesh-reads",
-                RbacPolicy(
-                    (method("GET"),),
-                    (AuthenticatedRule(StringMatcher("prefix", TRUST_DOMAIN)),),
-                ),
-            ),
-        ),
-    )
-    return RbacAuthorizer.from_config(RbacConfig(rules))
-
-
 def client(pki: Pki, service: str | None) -> httpx.Client:
     ctx = ssl.create_default_context(cafile=str(pki.ca_file))
     ctx.check_hostname = False  # mesh identity is the SPIFFE SAN, not a host name
@@ -136,25 +143,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, ControlPlane(port=0) as cp:
         pki = Pki(Path(tmp))
         cert_file, key_file = pki.issue("orders")
-        bootstrap = bootstrap_for(cp, "asgi-rbac-example")
-        bootstrap["certificate_providers"] = {
-            "default": {
-                "plugin_name": "file_watcher",
-                "config": {
-                    "certificate_file": cert_file,
-                    "private_key_file": key_file,
-                    "ca_certificate_file": str(pki.ca_file),
-                    "refresh_interval": "60s",
-                },
-            }
+        provider = {
+            "plugin_name": "file_watcher",
+            "config": {
+                "certificate_file": cert_file,
+                "private_key_file": key_file,
+                "ca_certificate_file": str(pki.ca_file),
+                "refresh_interval": "60s",
+            },
         }
+        bootstrap = bootstrap_for(cp, "asgi-rbac-example")
+        # What istio-agent writes: the workload certificate and the roots.
+        bootstrap["certificate_providers"] = {"default": provider, "ROOTCA": provider}
+        bootstrap["server_listener_resource_name_template"] = TEMPLATE
         with pymesh.Mesh(bootstrap=bootstrap) as mesh:
-            sock = socket.create_server(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            app = RbacMiddleware(orders_app, policy())
+            listener = XdsListener(mesh, "127.0.0.1:0")  # port 0: a free port, reserved
+            cp.set_snapshot(compile_mesh(mesh_file(listener.port, False), "v1"))
             server = uvicorn.Server(
-                uvicorn_config(app, ssl_context=mesh.server_ssl_context(), log_level="warning")
+                uvicorn_config(
+                    RbacMiddleware(orders_app, listener),
+                    ssl_context=listener.ssl_context(),  # waits for the Listener
+                    log_level="warning",
+                )
             )
+            sock = listener.socket()
             thread = threading.Thread(
                 target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True
             )
@@ -163,7 +175,7 @@ def main() -> None:
                 if not thread.is_alive():
                     raise SystemExit("uvicorn did not start")
                 time.sleep(0.01)
-            url = f"https://127.0.0.1:{port}/orders"
+            url = f"https://127.0.0.1:{listener.port}/orders"
             try:
                 with client(pki, "frontend") as c:
                     print(f"frontend GET  -> {c.get(url).status_code}")
@@ -172,6 +184,14 @@ def main() -> None:
                     print(f"batch GET     -> {c.get(url).status_code}")
                     r = c.post(url, content=b"{}")
                     print(f"batch POST    -> {r.status_code} {r.text!r}")
+                    # The control plane now lets batch write too; no restart.
+                    cp.set_snapshot(compile_mesh(mesh_file(listener.port, True), "v2"))
+                    deadline = time.monotonic() + 30
+                    while (status := c.post(url, content=b"{}").status_code) != 200:
+                        if time.monotonic() > deadline:
+                            break
+                        time.sleep(0.05)
+                    print(f"batch POST after the policy update -> {status}")
                 with client(pki, None) as c:
                     try:
                         c.get(url)
@@ -182,6 +202,7 @@ def main() -> None:
                 server.should_exit = True
                 thread.join(10)
                 sock.close()
+                listener.close()
 
 
 if __name__ == "__main__":

@@ -137,4 +137,5 @@ def test_asgi_rbac_mtls_and_policy() -> None:
     assert "frontend POST -> 200" in out, out
     assert "batch GET     -> 200" in out, out
     assert "batch POST    -> 403 'RBAC: access denied'" in out, out
+    assert "batch POST after the policy update -> 200" in out, out
     assert "no client certificate -> TLS handshake refused" in out, out
