@@ -188,15 +188,16 @@ def main() -> None:
         assert serving.wait(30), "the server did not get its Listener"
         print(f"orders serving on 127.0.0.1:{port}: {server.ports[0].listener_name}")
 
+        # One client mesh per workload identity (each its own bootstrap and certificate).
+        clients = {c: mesh_for(cp, files[c], f"{c}-client") for c in ("frontend", "batch")}
         for caller, method in (("frontend", "Place"), ("frontend", "Delete"), ("batch", "Place")):
-            with mesh_for(cp, files[caller], f"{caller}-client") as mesh:
-                target = f"xds:///orders:{port}"
-                with pymesh.grpc.insecure_channel(target, mesh=mesh) as channel:
-                    call = channel.unary_unary(f"/shop.Orders/{method}")
-                    try:
-                        reply = call(b"", timeout=20).decode()
-                    except grpc.RpcError as e:
-                        reply = f"{e.code().name}: {e.details()}"
+            target = f"xds:///orders:{port}"
+            with pymesh.grpc.insecure_channel(target, mesh=clients[caller]) as channel:
+                call = channel.unary_unary(f"/shop.Orders/{method}")
+                try:
+                    reply = call(b"", timeout=20).decode()
+                except grpc.RpcError as e:
+                    reply = f"{e.code().name}: {e.details()}"
             print(f"{caller:8} {method:6} -> {reply}")
 
         ca_pem = Path(files["orders"]["ca_certificate_file"]).read_bytes()
@@ -209,7 +210,8 @@ def main() -> None:
             except grpc.RpcError as e:
                 print(f"no client certificate -> {e.code().name}")
         server.stop(None).wait(10)
-        server_mesh.close()
+        for mesh in (*clients.values(), server_mesh):
+            mesh.close()
 
 
 if __name__ == "__main__":

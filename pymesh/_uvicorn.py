@@ -71,6 +71,9 @@ def protocol(kind: str) -> type[Any]:
 
 def config(app: Any, *, ssl_context: ssl.SSLContext, http: str = "h11", **kwargs: Any) -> Any:
     uvicorn = _import_uvicorn()
+    # uvicorn trusts X-Forwarded-For/-Proto from 127.0.0.1 by default; a mesh server's
+    # RBAC needs the connection's own peer address and scheme.
+    kwargs.setdefault("proxy_headers", False)
     return uvicorn.Config(
         app,
         http=protocol(http),

@@ -29,18 +29,30 @@ a DENY policy on an identity must not be bypassed by a missing certificate.
 from __future__ import annotations
 
 import logging
+import random
+import socket
 import ssl
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pymesh.errors import MeshError
 from pymesh.routing._request import RequestInfo
 from pymesh.security._rbac import (
+    ALLOWED,
     PeerCertificate,
     RbacAuthorizer,
     RbacDecision,
     RbacRequest,
     RbacRoutes,
 )
+from pymesh.security.san import san_matches
+from pymesh.xds.resources.server_listener import Connection
+from pymesh.xds.resources.tls import SanType
+
+if TYPE_CHECKING:
+    from pymesh._mesh import Mesh
+    from pymesh.grpc._xds_server import ServingConfig
 
 __all__ = [
     "PeerCertificate",
@@ -151,21 +163,25 @@ def rbac_request(scope: Scope) -> RbacRequest:
     if query:
         path = f"{path}?{_latin1(query)}"
     method = scope.get("method", "GET")
-    scheme = scope.get("scheme", "http")
-    tls = scheme in ("https", "wss")
+    # The TLS extension, not the scheme, says whether the connection is TLS: a proxy-
+    # headers middleware (uvicorn's is on by default) rewrites the scheme from
+    # X-Forwarded-Proto, which the caller controls.
+    ext = (scope.get("extensions") or {}).get("tls")
+    tls = ext is not None
     cert: PeerCertificate | None = None
-    if tls:
-        ext = (scope.get("extensions") or {}).get("tls")
-        if ext is None:
+    if ext is None:
+        if scope.get("scheme") in ("https", "wss"):
             raise _MissingTls
+    else:
         chain = ext.get("client_cert_chain") or ()
         if chain:
             cert = peer_certificate_from_pem(_latin1(chain[0]))
-    peer_ip, _peer_port = _addr(scope.get("client"))
+    peer_ip, peer_port = _addr(scope.get("client"))
     local_ip, local_port = _addr(scope.get("server"))
     return RbacRequest(
         RequestInfo(method, authority, path, headers, repeated=repeated),
         peer_address=peer_ip,
+        peer_port=peer_port,
         local_address=local_ip,
         local_port=local_port,
         tls=tls,
@@ -194,11 +210,13 @@ async def _reply(scope: Scope, send: Send, status: int, body: bytes) -> None:
 class RbacMiddleware:
     """Apply RBAC to every HTTP and WebSocket request before ``app`` sees it.
 
-    ``rbac`` is an :class:`~pymesh.security._rbac.RbacAuthorizer` (one chain for every
-    request), an :class:`~pymesh.security._rbac.RbacRoutes` (per-route overrides from a
-    server route configuration), or a callable returning the current one (read per
-    request, so a new config from xDS applies to the next request; None: the config has
-    not arrived and requests are refused with 503, fail closed).
+    ``rbac`` is an :class:`XdsListener` (the server Listener for the address, from the
+    mesh: filter chains, routes and their RBAC filters, updated by xDS), an
+    :class:`~pymesh.security._rbac.RbacAuthorizer` (one chain for every request), an
+    :class:`~pymesh.security._rbac.RbacRoutes` (per-route overrides from a server route
+    configuration), or a callable returning the current one (read per request, so a new
+    config applies to the next request; None: the config has not arrived and requests
+    are refused with 503, fail closed).
 
     Denied: ``403 RBAC: access denied`` (WebSocket: closed before accept). No route in
     the route configuration: 404, as Envoy. Other scope types (lifespan) pass through.
@@ -207,22 +225,22 @@ class RbacMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        rbac: RbacSource | Callable[[], RbacSource | None],
+        rbac: RbacSource | XdsListener | Callable[[], RbacSource | XdsListener | None],
         *,
         resource_name: str | None = None,
     ) -> None:
         self.app = app
         self.resource_name = resource_name
-        if isinstance(rbac, (RbacAuthorizer, RbacRoutes)):
-            fixed: RbacSource = rbac
-            self._source: Callable[[], RbacSource | None] = lambda: fixed
+        if isinstance(rbac, (RbacAuthorizer, RbacRoutes, XdsListener)):
+            fixed: RbacSource | XdsListener = rbac
+            self._source: Callable[[], RbacSource | XdsListener | None] = lambda: fixed
         else:
             self._source = rbac
         self._warned_tls = False
 
     def decide(self, scope: Scope) -> RbacDecision | int:
         """The decision for one scope, or an HTTP status for a local reply
-        (404: no route, 500: no TLS info, 503: no config yet)."""
+        (404: no route, 500: no TLS info, 503: no config yet or not serving)."""
         source = self._source()
         if source is None:
             return 503
@@ -238,10 +256,7 @@ class RbacMiddleware:
                     "pymesh.asgi.uvicorn_config(...) or a server that provides the extension"
                 )
             return 500
-        auth = source.authorizer_for(req.request)
-        if auth is None:
-            return 404
-        return auth.check(req, protocol="http")
+        return authorize(source, req)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -262,6 +277,136 @@ class RbacMiddleware:
         await self.app(scope, receive, send)
 
 
+def authorize(source: RbacSource | XdsListener, req: RbacRequest) -> RbacDecision | int:
+    """RBAC for one request from ``source``; an int is the status of a local reply."""
+    if isinstance(source, XdsListener):
+        return source.authorize(req)
+    auth = source.authorizer_for(req.request)
+    if auth is None:
+        return 404
+    return auth.check(req, protocol="http")
+
+
+class XdsListener:
+    """The server Listener of one listening address, from the mesh (gRFC A36), for HTTP
+    servers: ``pymesh.asgi.RbacMiddleware(app, XdsListener(mesh, "0.0.0.0:8443"))``.
+
+    It watches the Listener named by the bootstrap's
+    ``server_listener_resource_name_template`` with ``%s`` = ``IP:PORT`` (port 0: a free
+    port is reserved; :attr:`port` says which) and the RouteConfigurations its chains
+    name, and keeps the latest valid config (one attribute, read per request). Per
+    request, as a gRPC xDS server: the filter chain for the connection (none: 503), its
+    TLS requirements (a plaintext request on a TLS chain, or a client certificate
+    outside the chain's SAN matchers: 403), the route (none: 404; not a
+    ``non_forwarding_action``: 503) and the route's RBAC filters (with overrides).
+    Before the first valid Listener, and while the Listener is unusable: 503.
+
+    :meth:`socket` gives a listening socket on the reserved port for the HTTP server;
+    :meth:`ssl_context` the mesh's mTLS context for the Listener's DownstreamTlsContext.
+    """
+
+    def __init__(self, mesh: Mesh, address: str) -> None:
+        from pymesh.grpc._xds_server import XdsPort
+
+        self._serving = threading.Event()
+        self.config: ServingConfig | None = None
+        self._mesh = mesh
+        self._port = XdsPort(mesh, address, self._on_change)
+        self.address: str = self._port.address
+        self.port: int = self._port.port
+        self.listener_name: str = self._port.listener_name
+        self._port.start()
+
+    def _on_change(self, config: ServingConfig | None) -> None:
+        # Called on the xDS thread; requests read self.config without a lock.
+        self.config = config
+        if config is None:
+            self._serving.clear()
+        else:
+            self._serving.set()
+
+    def wait_serving(self, timeout: float = 30.0) -> ServingConfig:
+        """Block until a valid Listener (and its routes) arrived; MeshError on timeout."""
+        if not self._serving.wait(timeout):
+            raise MeshError(
+                f"no valid server Listener {self.listener_name!r} for {self.address} within "
+                f"{timeout:g}s (see the pymesh.grpc.server log for why)",
+                resource_name=self.listener_name,
+            )
+        config = self.config
+        assert config is not None
+        return config
+
+    def socket(self, backlog: int = 1024) -> socket.socket:
+        """A listening TCP socket on this address (SO_REUSEPORT beside the reservation)."""
+        ip = self._port.ip
+        sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((ip, self.port))
+        sock.listen(backlog)
+        return sock
+
+    def ssl_context(self, timeout: float = 30.0) -> ssl.SSLContext | None:
+        """The mesh's mTLS server context for the Listener's DownstreamTlsContext (its
+        identity and validation certificate provider instances; client certificates are
+        required), or None for a plaintext Listener. Waits for the Listener."""
+        security = self.wait_serving(timeout).security
+        if security is None:
+            return None
+        roots = security.validation.instance_name if security.validation else None
+        return self._mesh.server_ssl_context(security.identity.instance_name, roots)
+
+    def authorize(self, req: RbacRequest) -> RbacDecision | int:
+        from pymesh.grpc._xds_server import NON_FORWARDING
+
+        config = self.config
+        if config is None:
+            return 503
+        chain = config.listener.select(
+            Connection(config.listen_ip, req.peer_address, req.peer_port)
+        )
+        if chain is None:
+            return 503
+        tls = chain.tls
+        if tls is not None:
+            if not req.tls:
+                return 403
+            if tls.san_matchers and not _sans_match(tls.san_matchers, req.peer_certificate):
+                return 403
+        routes = config.tables.get(id(chain))
+        if routes is None:
+            return 503
+        decision = routes.table.select(req.request, _rng.getrandbits(64))
+        if decision is None:
+            return 404
+        if decision.cluster != NON_FORWARDING:
+            return 503
+        auth = routes.authorizers.get(id(decision.route))
+        if auth is None or not auth.enforcing:
+            return ALLOWED
+        return auth.check(req, protocol="http")
+
+    def close(self) -> None:
+        """Stop watching and release the reserved port."""
+        self._port.close()
+
+    def __repr__(self) -> str:
+        state = "serving" if self.config is not None else "not serving"
+        return f"<XdsListener {self.address} {self.listener_name!r} {state}>"
+
+
+def _sans_match(matchers: Any, cert: PeerCertificate | None) -> bool:
+    if cert is None:
+        return False
+    sans: list[tuple[SanType, str]] = [("URI", u) for u in cert.uri_sans]
+    sans += [("DNS", d) for d in cert.dns_sans]
+    return any(san_matches(m, t, v) for t, v in sans for m in matchers)
+
+
+_rng = random.Random()
+
+
 # ---- uvicorn ---------------------------------------------------------------------------
 
 
@@ -280,7 +425,9 @@ def uvicorn_config(
     ``mesh.server_ssl_context()``) with the TLS extension in each scope.
 
     Uses uvicorn's ``ssl_context_factory`` and ``http`` protocol-class options
-    (uvicorn >= 0.55). ``kwargs`` go to ``uvicorn.Config`` (host, port, log_level, ...).
+    (uvicorn >= 0.55). ``kwargs`` go to ``uvicorn.Config`` (host, port, log_level, ...);
+    ``proxy_headers`` defaults to False here: RBAC's peer address must be the
+    connection's (gRFC A41), not one a caller wrote into X-Forwarded-For.
     """
     from pymesh import _uvicorn
 

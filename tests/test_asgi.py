@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from _asgi_helpers import APP_BODY, App, UvicornThread, client_context, server_context
 from _sec_helpers import SPIFFE, Pki
 
-from pymesh.asgi import RbacMiddleware, rbac_request, tls_extension, uvicorn_config
+from pymesh.asgi import RbacMiddleware, rbac_request, tls_extension
 from pymesh.security._rbac import RbacAuthorizer, RbacRoutes
 from pymesh.xds.resources.matchers import HeaderMatcher, StringMatcher
 from pymesh.xds.resources.rbac import (
@@ -33,28 +30,7 @@ from pymesh.xds.resources.route import (
     VirtualHost,
 )
 
-APP_BODY = b"hello from the app"
 FRONT = SPIFFE + "frontend"
-
-
-class App:
-    """A tiny ASGI app that counts the requests it saw."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        self.calls += 1
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": APP_BODY})
 
 
 def allow_only(identity: str, *, name: str = "rbac") -> RbacAuthorizer:
@@ -168,6 +144,15 @@ async def test_identity_from_tls_extension(pki: Pki) -> None:
     assert app.calls == 1
 
 
+async def test_tls_is_the_extension_not_the_scheme(pki: Pki) -> None:
+    # A proxy-headers middleware may rewrite the scheme from X-Forwarded-Proto; the
+    # identity still comes from the connection's TLS extension.
+    app = App()
+    mw = RbacMiddleware(app, allow_only(FRONT))
+    ext = {"client_cert_chain": [pki.issue("frontend").cert_pem.decode()]}
+    assert await run(mw, scope(scheme="http", tls=ext)) == (200, APP_BODY)
+
+
 async def test_tls_without_extension_fails_closed(caplog: pytest.LogCaptureFixture) -> None:
     app = App()
     mw = RbacMiddleware(app, deny_post())  # would allow a GET
@@ -242,56 +227,9 @@ def test_tls_extension_none_without_tls() -> None:
 # ---- real uvicorn ----------------------------------------------------------------------
 
 
-class UvicornThread:
-    """uvicorn serving ``app`` on 127.0.0.1 (port 0) in a thread."""
-
-    def __init__(self, app: Any, ssl_context: ssl.SSLContext) -> None:
-        import uvicorn
-
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
-        config = uvicorn_config(app, ssl_context=ssl_context, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])), daemon=True
-        )
-        self.thread.start()
-
-    def wait_started(self) -> None:
-        import time
-
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)  # polling a flag, not a synchronisation by sleep
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        self.sock.close()
-
-
 @pytest.fixture
 def server_files(pki: Pki, tmp_path: Path) -> dict[str, str]:
     return pki.write(tmp_path / "server", pki.issue("orders"))
-
-
-def server_context(files: dict[str, str]) -> ssl.SSLContext:
-    from pymesh.security import FileWatcherProvider, ServerTls
-
-    return ServerTls(FileWatcherProvider("default", files)).ssl_context()
-
-
-def client_context(pki: Pki, tmp_path: Path, service: str | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cadata=pki.ca_pem.decode())
-    ctx.check_hostname = False
-    if service is not None:
-        leaf = pki.issue(service)
-        chain = tmp_path / f"{service}.pem"
-        chain.write_bytes(leaf.key_pem + leaf.cert_pem)
-        ctx.load_cert_chain(str(chain))
-    return ctx
 
 
 @pytest.fixture

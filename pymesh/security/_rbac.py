@@ -134,6 +134,7 @@ class RbacRequest:
         "local_port",
         "peer_address",
         "peer_certificate",
+        "peer_port",
         "request",
         "tls",
     )
@@ -143,6 +144,7 @@ class RbacRequest:
         request: RequestInfo,
         *,
         peer_address: str = "",
+        peer_port: int = 0,
         local_address: str = "",
         local_port: int = 0,
         tls: bool = False,
@@ -150,6 +152,7 @@ class RbacRequest:
     ) -> None:
         self.request = request
         self.peer_address = peer_address
+        self.peer_port = peer_port
         self.local_address = local_address
         self.local_port = local_port
         self.tls = tls
