@@ -69,6 +69,14 @@ class Modes:
             if s == serving:
                 return err
 
+    def wait_error(self, text: str, timeout: float = 30.0) -> MeshError:
+        """The first not-serving error mentioning ``text`` (earlier ones, such as the
+        Listener not existing before the control plane has it, are skipped)."""
+        while True:
+            _, s, err = self.q.get(timeout=timeout)
+            if not s and err is not None and text in str(err):
+                return err
+
 
 @pytest.fixture
 def server_files(pki: Pki, tmp_path: Path) -> dict[str, str]:
@@ -210,8 +218,8 @@ def test_listener_for_another_address_is_not_served(cp: ControlPlane, xds_server
     lis = inbound_listener(snap)
     lis.address.socket_address.port_value = port + 1 if port < 65535 else port - 1
     cp.set_snapshot(Snapshot.of(listeners=[lis]))
-    err = modes.wait(False)
-    assert err is not None and "listening address" in str(err)
+    err = modes.wait_error("listening address")
+    assert str(port) in str(err)
 
 
 def inbound_listener(snap: Snapshot) -> listener_pb2.Listener:
@@ -352,6 +360,17 @@ def test_rds_route_configuration_is_followed(cp: ControlPlane, xds_server: Any) 
 
         wait_until(refused, "the new RouteConfiguration")
     assert server._ports[0].server is bound
+
+
+def test_unknown_certificate_provider_is_not_served(cp: ControlPlane, xds_server: Any) -> None:
+    server, port, modes = xds_server()
+    server.start()
+    config = mesh_file(port)
+    config["services"]["echo"]["inbound"]["certificate_provider"] = "vault"
+    serve(cp, config)
+    err = modes.wait_error("'vault'")
+    assert "certificate_providers" in str(err)
+    assert server.ports[0].config is None
 
 
 def test_bootstrap_without_server_template_is_an_error(cp: ControlPlane) -> None:
