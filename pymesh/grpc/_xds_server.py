@@ -87,6 +87,22 @@ class ServingConfig:
     tables: Mapping[int, ServerRoutes | None]
     security: SecurityKey
     listen_ip: str
+    #: context.peer() -> (source IP, its chain): a connection's calls share the answer
+    #: (bounded; a racing writer stores the same value, so no lock).
+    by_peer: dict[str, tuple[str, FilterChain | None]] = dataclasses.field(default_factory=dict)
+
+    def chain_for(self, peer: str) -> tuple[str, FilterChain | None]:
+        hit = self.by_peer.get(peer)
+        if hit is None:
+            src_ip, src_port = parse_peer(peer)
+            hit = (src_ip, self.listener.select(Connection(self.listen_ip, src_ip, src_port)))
+            if len(self.by_peer) >= _PEER_MEMO_LIMIT:
+                self.by_peer.clear()
+            self.by_peer[peer] = hit
+        return hit
+
+
+_PEER_MEMO_LIMIT = 4096
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -515,8 +531,7 @@ def authorize(
     let it through, else the status to end it with."""
     if config is None:
         return _NOT_SERVING
-    src_ip, src_port = parse_peer(context.peer())
-    chain = config.listener.select(Connection(config.listen_ip, src_ip, src_port))
+    src_ip, chain = config.chain_for(context.peer())
     if chain is None:
         return Denied(grpc.StatusCode.UNAVAILABLE, "no filter chain matches this connection")
     denied = _check_tls(chain, context)
