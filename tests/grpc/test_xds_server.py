@@ -439,3 +439,45 @@ def test_aio_server_mtls(
         assert await server.wait_for_termination(5)
 
     asyncio.run(main())
+
+
+def test_aio_server_follows_deletion_and_security_changes(
+    cp: ControlPlane, pki: Pki, client_files: dict[str, str], server_mesh: pymesh.Mesh
+) -> None:
+    async def main() -> None:
+        modes = Modes()
+        server = pymesh.grpc.aio.server(mesh=server_mesh, on_serving_mode=modes, drain_grace=0)
+
+        async def echo(req: bytes, _ctx: Any) -> bytes:
+            return b"aio:" + req
+
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+                ),
+            )
+        )
+        port = server.add_xds_port("127.0.0.1:0")
+        await server.start()
+        loop = asyncio.get_running_loop()
+        serve(cp, mesh_file(port, mtls="DISABLE"))
+        await loop.run_in_executor(None, modes.wait, True)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            assert await ch.unary_unary(ECHO)(b"1", timeout=10, wait_for_ready=True) == b"aio:1"
+        cp.set_snapshot(Snapshot.of())
+        await loop.run_in_executor(None, modes.wait, False)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            with pytest.raises(grpc.RpcError):
+                await ch.unary_unary(ECHO)(b"2", timeout=3)
+        serve(cp, mesh_file(port))  # back, now with STRICT mTLS
+        await loop.run_in_executor(None, modes.wait, True)
+        key = Path(client_files["private_key_file"]).read_bytes()
+        cert = Path(client_files["certificate_file"]).read_bytes()
+        creds = grpc.ssl_channel_credentials(pki.ca_pem, key, cert)
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+            reply = await ch.unary_unary(ECHO)(b"3", timeout=30, wait_for_ready=True)
+            assert reply == b"aio:3"
+        await server.stop(None)
+
+    asyncio.run(main())
