@@ -9,10 +9,16 @@ plaintext connection). The matchers used are those whose inputs both sides see a
 
 from __future__ import annotations
 
+import ipaddress
 import random
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
+from _sec_helpers import SPIFFE, Pki
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2 as config_pb2
@@ -22,13 +28,17 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from google.protobuf import wrappers_pb2
 
+from pymesh.routing._match import string_test
 from pymesh.routing._request import RequestInfo
-from pymesh.security._rbac import RbacAuthorizer, RbacRequest
+from pymesh.security._rbac import PeerCertificate, RbacAuthorizer, RbacRequest
 from pymesh.server import ControlPlane, Snapshot
 from pymesh.testing.envoy import free_port, start_envoy
 from pymesh.xds.resources._common import Ctx
 from pymesh.xds.resources._parse_rbac import rbac_config
+from pymesh.xds.resources.matchers import StringMatcher
 
 SEED = 41
 POLICY_SETS = 24
@@ -213,3 +223,122 @@ def test_envoy_and_pymesh_rbac_agree() -> None:
     assert not disagreements, "\n".join(disagreements[:5])
     # The random configs exercise both outcomes.
     assert counts["allowed"] > 10 and counts["denied"] > 10, counts
+
+
+# ---- authenticated.principal_name over mTLS -------------------------------------------
+
+
+def _tls_listener(name: str, port: int, rbac: Any, files: dict[str, str]) -> Any:
+    lis = envoy_listener(name, port, rbac)
+    dtc = tls_pb2.DownstreamTlsContext(
+        require_client_certificate=wrappers_pb2.BoolValue(value=True),
+        common_tls_context=tls_pb2.CommonTlsContext(
+            tls_certificates=[
+                common_pb2.TlsCertificate(
+                    certificate_chain={"filename": files["certificate_file"]},
+                    private_key={"filename": files["private_key_file"]},
+                )
+            ],
+            validation_context=common_pb2.CertificateValidationContext(
+                trusted_ca={"filename": files["ca_certificate_file"]}
+            ),
+        ),
+    )
+    ts = lis.filter_chains[0].transport_socket
+    ts.name = "envoy.transport_sockets.tls"
+    ts.typed_config.Pack(dtc)
+    return lis
+
+
+def _principal_name(kind: str, value: str) -> Any:
+    r = rbac_pb2.RBAC()
+    r.rules.action = config_pb2.RBAC.ALLOW
+    pol = r.rules.policies["p"]
+    pol.permissions.add(any=True)
+    setattr(pol.principals.add().authenticated.principal_name, kind, value)
+    return r
+
+
+def test_authenticated_principal_name_agrees_with_envoy(pki: Pki, tmp_path: Path) -> None:
+    """principal_name against URI SANs, DNS SANs and the subject (RFC 2253): pymesh follows
+    gRFC A41's order; Envoy 1.40 matches any of the three (pinned here)."""
+    uri = x509.UniformResourceIdentifier(SPIFFE + "frontend")
+    dns = x509.DNSName("front.shop")
+    cn_o = [(NameOID.COMMON_NAME, "frontend"), (NameOID.ORGANIZATION_NAME, "Shop")]
+    certs = {
+        "uri": pki.issue_custom([uri], cn_o),
+        "uri+dns": pki.issue_custom([uri, dns], cn_o),
+        "dns": pki.issue_custom([dns], cn_o),
+        "subject": pki.issue_custom([], cn_o),
+        "ip-only": pki.issue_custom([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], cn_o),
+    }
+    matchers = [
+        ("exact", SPIFFE + "frontend"),
+        ("prefix", "spiffe://"),
+        ("exact", "front.shop"),
+        ("suffix", ".shop"),
+        ("exact", "CN=frontend,O=Shop"),
+        ("exact", "O=Shop,CN=frontend"),
+        ("contains", "CN=frontend"),
+        ("exact", ""),
+    ]
+    server = pki.write(tmp_path / "envoy", pki.issue("envoy"))
+    ports = [free_port() for _ in matchers]
+    configs = [_principal_name(k, v) for k, v in matchers]
+    listeners = [
+        _tls_listener(f"tls-{i}", p, c, server)
+        for i, (p, c) in enumerate(zip(ports, configs, strict=True))
+    ]
+    seen: dict[tuple[str, str, str], tuple[bool, bool]] = {}
+    peer_views: dict[str, PeerCertificate] = {}
+    with ControlPlane(port=0) as cp:
+        cp.set_snapshot(Snapshot.of("v1", listeners=listeners), "envoy")
+        with start_envoy(cp.port, "envoy") as envoy:
+            envoy.wait_listening(ports)
+            for cert_name, leaf in certs.items():
+                chain = tmp_path / f"{cert_name}.pem"
+                chain.write_bytes(leaf.key_pem + leaf.cert_pem)
+                ctx = ssl.create_default_context(cadata=pki.ca_pem.decode())
+                ctx.check_hostname = False
+                ctx.load_cert_chain(str(chain))
+                peer = PeerCertificate.from_der(ssl.PEM_cert_to_DER_cert(leaf.cert_pem.decode()))
+                peer_views[cert_name] = peer
+                with httpx.Client(verify=ctx, timeout=20) as c:
+                    for (kind, value), port, cfg in zip(matchers, ports, configs, strict=True):
+                        r = c.get(f"https://127.0.0.1:{port}/")
+                        assert r.status_code in (200, 403), (r.status_code, r.text)
+                        auth = RbacAuthorizer.from_config(rbac_config(Ctx("L", "l"), cfg, ""))
+                        view = RbacRequest(
+                            RequestInfo("GET", "x", "/", {}),
+                            peer_address="127.0.0.1",
+                            local_address="127.0.0.1",
+                            local_port=port,
+                            tls=True,
+                            peer_certificate=peer,
+                        )
+                        seen[(cert_name, kind, value)] = (
+                            r.status_code == 200,
+                            auth.decide(view).allowed,
+                        )
+    # Measured on Envoy 1.40: principal_name matches when a URI SAN, a DNS SAN *or* the
+    # subject matches. gRFC A41 (and grpc-go, and pymesh) try DNS SANs only when there is
+    # no URI SAN, and the subject only when there is neither. Both models, checked:
+    differ: dict[tuple[str, str, str], tuple[bool, bool]] = {}
+    for (cert_name, kind, value), (envoy_allows, ours) in seen.items():
+        peer = peer_views[cert_name]
+        test = string_test(StringMatcher.make(kind, value))  # type: ignore[arg-type]
+        anyof = any(map(test, peer.uri_sans)) or any(map(test, peer.dns_sans)) or test(peer.subject)
+        assert envoy_allows == anyof, (cert_name, kind, value)
+        if envoy_allows != ours:
+            differ[(cert_name, kind, value)] = (envoy_allows, ours)
+            # Only where A41's order excludes what Envoy also reads.
+            assert peer.uri_sans or peer.dns_sans, (cert_name, kind, value)
+    # With a single kind of identity (URI only matchers on URI certs, a subject-only cert,
+    # "" on any cert) Envoy and A41 agree.
+    assert all(k[0] not in ("subject", "ip-only") for k in differ), differ
+    assert seen[("uri+dns", "exact", "front.shop")] == (True, False)  # A41: URI SANs win
+    assert seen[("uri", "exact", SPIFFE + "frontend")] == (True, True)
+    assert seen[("dns", "exact", "front.shop")] == (True, True)
+    assert seen[("subject", "exact", "O=Shop,CN=frontend")] == (True, True)  # RFC 2253 order
+    assert seen[("subject", "exact", "CN=frontend,O=Shop")] == (False, False)
+    assert seen[("uri", "exact", "")] == (False, False)
