@@ -324,3 +324,44 @@ def test_server_certificate_rotation_under_steady_requests(pki: Pki, tmp_path: P
     failures = [r for r in results if r != 200]
     assert failures == [], failures[:5]
     assert app.calls == len(results)
+
+
+class WsApp:
+    """Accepts a WebSocket and sends back the caller's SPIFFE id from the TLS extension."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "websocket"
+        await receive()  # websocket.connect
+        self.accepted += 1
+        await send({"type": "websocket.accept"})
+        chain = scope["extensions"]["tls"]["client_cert_chain"]
+        await send({"type": "websocket.send", "text": "hello " + str(len(chain))})
+        await send({"type": "websocket.close", "code": 1000})
+
+
+def test_uvicorn_websocket_gets_the_identity_too(
+    pki: Pki, server_files: dict[str, str], tmp_path: Path
+) -> None:
+    """uvicorn builds a separate protocol for upgraded connections; it is wrapped too."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    app = WsApp()
+    srv = UvicornThread(RbacMiddleware(app, allow_only(FRONT)), server_context(server_files))
+    srv.wait_started()
+    try:
+        url = f"wss://127.0.0.1:{srv.port}/stream"
+        with connect(url, ssl=client_context(pki, tmp_path, "frontend"), open_timeout=20) as ws:
+            assert ws.recv(timeout=20) == "hello 1"
+        with (
+            pytest.raises(InvalidStatus) as denied,
+            connect(url, ssl=client_context(pki, tmp_path, "batch"), open_timeout=20),
+        ):
+            pass
+        assert denied.value.response.status_code == 403
+        assert app.accepted == 1
+    finally:
+        srv.stop()
