@@ -22,7 +22,13 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pymesh.asgi import HOP_BY_HOP, XdsListener, authorize, peer_certificate_from_pem
+from pymesh.asgi import (
+    HOP_BY_HOP,
+    LOCAL_REPLIES,
+    XdsListener,
+    authorize,
+    peer_certificate_from_pem,
+)
 from pymesh.routing._request import RequestInfo
 from pymesh.security._rbac import (
     PeerCertificate,
@@ -45,12 +51,6 @@ _STATUS = {
     404: "404 Not Found",
     500: "500 Internal Server Error",
     503: "503 Service Unavailable",
-}
-_BODY = {
-    403: b"RBAC: access denied",
-    404: b"no route",
-    500: b"RBAC: the server does not provide the client certificate",
-    503: b"RBAC: no authorization config yet",
 }
 
 
@@ -156,14 +156,12 @@ class RbacMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         decision = self.decide(environ)
-        status: int | None = None
         if isinstance(decision, int):
-            status = decision
+            status, body = decision, LOCAL_REPLIES[decision]
         elif not decision.allowed:
-            status = 403
-        if status is None:
+            status, body = 403, b"RBAC: access denied"
+        else:
             return self.app(environ, start_response)
-        body = _BODY[status]
         start_response(
             _STATUS[status],
             [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
