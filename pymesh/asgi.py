@@ -85,6 +85,14 @@ HOP_BY_HOP = frozenset(
 )
 
 _DENIED_BODY = b"RBAC: access denied"
+
+#: Bodies of the local replies other than an RBAC denial (shared with pymesh.wsgi).
+LOCAL_REPLIES: dict[int, bytes] = {
+    403: b"the connection does not meet the listener's TLS requirements",
+    404: b"no route",
+    500: b"RBAC: the server does not provide the client certificate",
+    503: b"not serving: no valid server Listener or route configuration yet",
+}
 _CERT_CACHE_MAX = 1024
 _cert_cache: dict[str, PeerCertificate] = {}
 
@@ -264,12 +272,7 @@ class RbacMiddleware:
             return
         decision = self.decide(scope)
         if isinstance(decision, int):
-            body = {
-                404: b"no route",
-                500: b"RBAC: the server does not provide the client certificate",
-                503: b"RBAC: no authorization config yet",
-            }[decision]
-            await _reply(scope, send, decision, body)
+            await _reply(scope, send, decision, LOCAL_REPLIES[decision])
             return
         if not decision.allowed:
             await _reply(scope, send, 403, _DENIED_BODY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from _asgi_helpers import APP_BODY, App, UvicornThread, client_context, server_context
+from _polling import wait_until
 from _sec_helpers import SPIFFE, Pki
 
 from pymesh.asgi import RbacMiddleware, rbac_request, tls_extension
@@ -260,3 +262,106 @@ def test_uvicorn_mtls_identity_reaches_rbac(
     ):
         c.get(url)
     assert app.calls == 1
+
+
+def test_server_certificate_rotation_under_steady_requests(pki: Pki, tmp_path: Path) -> None:
+    """New connections get the rotated certificate; no request fails meanwhile."""
+    import threading
+
+    from _sec_helpers import atomic_write
+
+    from pymesh.security import FileWatcherProvider, ServerTls, peer_sans
+
+    files = pki.write(tmp_path / "server", pki.issue("orders"))
+    provider = FileWatcherProvider("default", files)
+    app = App()
+    srv = UvicornThread(RbacMiddleware(app, allow_only(FRONT)), ServerTls(provider).ssl_context())
+    srv.wait_started()
+    url = f"https://127.0.0.1:{srv.port}/orders"
+    ctx = client_context(pki, tmp_path, "frontend")
+    stop = threading.Event()
+    results: list[int | str] = []
+
+    def steady() -> None:
+        while not stop.is_set():
+            # A new client every few requests: new connections, new handshakes.
+            with httpx.Client(verify=ctx, timeout=20) as c:
+                for _ in range(3):
+                    try:
+                        results.append(c.get(url).status_code)
+                    except httpx.HTTPError as e:
+                        results.append(repr(e))
+
+    def served_sans() -> tuple[tuple[str, str], ...]:
+        with (
+            socket.create_connection(("127.0.0.1", srv.port), timeout=20) as raw,
+            ctx.wrap_socket(raw) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+            assert der is not None
+            return peer_sans(der)
+
+    worker = threading.Thread(target=steady, daemon=True)
+    worker.start()
+    try:
+        assert ("URI", SPIFFE + "orders") in served_sans()
+        wait_until(lambda: len(results) >= 20, "steady requests before the rotation")
+        new = pki.issue("orders-v2")
+        atomic_write(Path(files["private_key_file"]), new.key_pem)
+        atomic_write(Path(files["certificate_file"]), new.cert_pem)
+        provider.refresh()
+        wait_until(
+            lambda: ("URI", SPIFFE + "orders-v2") in served_sans(),
+            "a new connection to see the rotated certificate",
+        )
+        before = len(results)
+        wait_until(lambda: len(results) >= before + 20, "steady requests after the rotation")
+    finally:
+        stop.set()
+        worker.join(30)
+        srv.stop()
+        provider.close()
+    failures = [r for r in results if r != 200]
+    assert failures == [], failures[:5]
+    assert app.calls == len(results)
+
+
+class WsApp:
+    """Accepts a WebSocket and sends back the caller's SPIFFE id from the TLS extension."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "websocket"
+        await receive()  # websocket.connect
+        self.accepted += 1
+        await send({"type": "websocket.accept"})
+        chain = scope["extensions"]["tls"]["client_cert_chain"]
+        await send({"type": "websocket.send", "text": "hello " + str(len(chain))})
+        await send({"type": "websocket.close", "code": 1000})
+
+
+def test_uvicorn_websocket_gets_the_identity_too(
+    pki: Pki, server_files: dict[str, str], tmp_path: Path
+) -> None:
+    """uvicorn builds a separate protocol for upgraded connections; it is wrapped too."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    app = WsApp()
+    srv = UvicornThread(RbacMiddleware(app, allow_only(FRONT)), server_context(server_files))
+    srv.wait_started()
+    try:
+        url = f"wss://127.0.0.1:{srv.port}/stream"
+        with connect(url, ssl=client_context(pki, tmp_path, "frontend"), open_timeout=20) as ws:
+            assert ws.recv(timeout=20) == "hello 1"
+        with (
+            pytest.raises(InvalidStatus) as denied,
+            connect(url, ssl=client_context(pki, tmp_path, "batch"), open_timeout=20),
+        ):
+            pass
+        assert denied.value.response.status_code == 403
+        assert app.accepted == 1
+    finally:
+        srv.stop()

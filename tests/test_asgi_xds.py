@@ -128,3 +128,53 @@ def test_no_listener_yet_is_503(mesh: pymesh.Mesh) -> None:
             listener.wait_serving(timeout=0.2)
     finally:
         listener.close()
+
+
+async def test_listener_tls_requirement(cp: ControlPlane, mesh: pymesh.Mesh, pki: Pki) -> None:
+    """A plaintext request on a STRICT (TLS) chain is refused with 403 before RBAC; the
+    same request with the caller's certificate reaches RBAC and the app."""
+    import asyncio
+
+    listener = XdsListener(mesh, "127.0.0.1:0")
+    try:
+        cp.set_snapshot(compile_mesh(mesh_file(listener.port, ["frontend"]), "v1"))
+        await asyncio.to_thread(listener.wait_serving)
+        app = App()
+        mw = RbacMiddleware(app, listener)
+
+        def scope(tls: dict[str, Any] | None) -> dict[str, Any]:
+            s: dict[str, Any] = {
+                "type": "http",
+                "method": "GET",
+                "path": "/orders",
+                "headers": [(b"host", b"orders")],
+                "client": ("127.0.0.1", 5000),
+                "server": ("127.0.0.1", listener.port),
+                "scheme": "https" if tls is not None else "http",
+            }
+            if tls is not None:
+                s["extensions"] = {"tls": tls}
+            return s
+
+        async def status_of(s: dict[str, Any]) -> tuple[int, bytes]:
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request"}
+
+            async def send(m: dict[str, Any]) -> None:
+                sent.append(m)
+
+            await mw(s, receive, send)
+            return sent[0]["status"], sent[1].get("body", b"")
+
+        status, body = await status_of(scope(None))
+        assert status == 403 and b"TLS requirements" in body
+        assert app.calls == 0
+        front = {"client_cert_chain": [pki.issue("frontend").cert_pem.decode()]}
+        assert await status_of(scope(front)) == (200, APP_BODY)
+        batch = {"client_cert_chain": [pki.issue("batch").cert_pem.decode()]}
+        assert await status_of(scope(batch)) == (403, b"RBAC: access denied")
+        assert app.calls == 1
+    finally:
+        listener.close()
