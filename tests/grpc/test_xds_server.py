@@ -8,6 +8,7 @@ ControlPlane; clients are plain grpcio channels with and without client certific
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import sys
 from collections.abc import Callable, Iterator
@@ -154,7 +155,11 @@ def test_mtls_serves_once_the_listener_arrives_and_sees_the_client_identity(
     with mtls_channel(pki, client_files, port) as ch:
         assert ch.unary_unary(ECHO)(b"hi", timeout=10) == b"echo:hi"
         assert ch.unary_unary(WHO)(b"", timeout=10) == (SPIFFE + "client").encode()
-    assert server.ports[0].listener_name == TEMPLATE.replace("%s", f"127.0.0.1:{port}")
+    name = TEMPLATE.replace("%s", f"127.0.0.1:{port}")
+    assert server.ports[0].listener_name == name
+    # The server's Listener is part of the mesh's CSDS-like dump, ACKed.
+    dump = json.dumps(server.mesh.config_dump())
+    assert name in dump
 
 
 def test_client_without_certificate_is_refused(cp: ControlPlane, pki: Pki, xds_server: Any) -> None:
