@@ -26,10 +26,12 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 
 from pymesh._mesh import Mesh
+from pymesh.bootstrap import _PATH_SAFE
 from pymesh.errors import BootstrapError, MeshError, ResourceInvalid, TlsConfigError, XdsDataError
 from pymesh.routing import RouteTable
 from pymesh.routing._request import RequestInfo
@@ -169,7 +171,13 @@ class XdsPort:
         self.ip = ip
         self.port: int = self._sock.getsockname()[1]
         self.address = join_host_port(ip, self.port)
-        self.listener_name = template.replace("%s", self.address)
+        # gRFC A47: in an xdstp: template the address is percent-encoded (as for clients).
+        target = (
+            quote(self.address, safe=_PATH_SAFE)
+            if template.startswith("xdstp:")
+            else (self.address)
+        )
+        self.listener_name = template.replace("%s", target)
         self.mesh = mesh
         self.config: ServingConfig | None = None
         self._on_change = on_change
