@@ -378,6 +378,46 @@ def test_unknown_certificate_provider_is_not_served(cp: ControlPlane, xds_server
     assert server.ports[0].config is None
 
 
+def test_rbac_per_route_override(cp: ControlPlane, xds_server: Any) -> None:
+    """A route's RBACPerRoute replaces the listener's RBAC filter config for its calls."""
+    from envoy.config.rbac.v3 import rbac_pb2
+    from envoy.config.route.v3 import route_components_pb2
+    from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+
+    server, port, modes = xds_server()
+    server.start()
+    # The listener's filter: an ALLOW policy without rules allows nothing.
+    config = mesh_file(port, mtls="DISABLE", authorization=[{"action": "ALLOW"}])
+    lis = inbound_listener(compile_mesh(config, "t"))
+    hcm = hcm_pb2.HttpConnectionManager()
+    lis.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    vh = hcm.route_config.virtual_hosts[0]
+    echo = route_components_pb2.Route(name="echo")
+    echo.match.path = ECHO
+    echo.non_forwarding_action.SetInParent()
+    anyone = rbac_pb2.Policy(
+        permissions=[rbac_pb2.Permission(any=True)], principals=[rbac_pb2.Principal(any=True)]
+    )
+    per_route = rbac_filter_pb2.RBACPerRoute(
+        rbac=rbac_filter_pb2.RBAC(
+            rules=rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies={"anyone": anyone})
+        )
+    )
+    echo.typed_per_filter_config["envoy.filters.http.rbac.allow"].Pack(per_route)
+    vh.routes.insert(0, echo)
+    lis.filter_chains[0].filters[0].typed_config.Pack(hcm)
+    cp.set_snapshot(Snapshot.of(listeners=[lis]))
+    modes.wait(True)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        assert ch.unary_unary(ECHO)(b"per-route", timeout=10) == b"echo:per-route"
+        with pytest.raises(grpc.RpcError) as info:
+            ch.unary_unary(WHO)(b"", timeout=10)
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
 def test_bootstrap_without_server_template_is_an_error(cp: ControlPlane) -> None:
     with pymesh.Mesh(bootstrap_for(cp)) as mesh:
         s = pymesh.grpc.server(mesh=mesh)
