@@ -64,6 +64,8 @@ class _Port:
     insecure: bool = False
     server: Any = None  # the grpcio server bound to the port now
     key: object = None  # the security it was bound with
+    #: Replaced or unbound grpcio servers still draining (stop() shortens their grace).
+    draining: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -257,15 +259,19 @@ class XdsServer(_Base, grpc.Server):  # type: ignore[misc]
             else:
                 key = self._key(port, cfg)
                 if old is not None and port.key == key:
-                    return  # same transport security: the new config is already published
+                    # Same transport security: the new config is already published.
+                    port.xds.mark_serving(cfg)
+                    return
                 try:
                     creds = self._credentials(port, key)
                     port.server, port.key = self._bind(port, creds), key
+                    port.xds.mark_serving(cfg)
                 except Exception as e:  # grpcio could not bind or start: say so, keep going
                     port.server, port.key = None, None
                     _bind_failed(port, e)
             if old is not None:
                 old.stop(self.drain_grace)
+                port.draining = [*port.draining[-7:], old]
 
     def _bind(self, port: _Port, creds: grpc.ServerCredentials | None) -> grpc.Server:
         server = grpc.server(
@@ -297,6 +303,9 @@ class XdsServer(_Base, grpc.Server):  # type: ignore[misc]
                 if p.server is not None:
                     events.append(p.server.stop(grace))
                     p.server = None
+                # A smaller grace stops the draining ones sooner (grpcio's stop()).
+                events.extend(old.stop(grace) for old in p.draining)
+                p.draining = []
             p.xds.close()
         done = self._done
 
@@ -439,15 +448,18 @@ class AioXdsServer(_Base, grpc.aio.Server):  # type: ignore[misc]
                     return  # superseded by a newer update, which is queued
                 key = self._key(port, cfg)
                 if old is not None and port.key == key:
+                    port.xds.mark_serving(cfg)
                     return
                 try:
                     creds = self._credentials(port, key)
                     port.server, port.key = await self._bind(port, creds), key
+                    port.xds.mark_serving(cfg)
                 except Exception as e:
                     port.server, port.key = None, None
                     _bind_failed(port, e)
             if old is not None:
                 self._drain(old)
+                port.draining = [*port.draining[-7:], old]
 
     def _drain(self, server: grpc.aio.Server) -> None:
         assert self._loop is not None
@@ -483,6 +495,8 @@ class AioXdsServer(_Base, grpc.aio.Server):  # type: ignore[misc]
             if p.server is not None:
                 servers.append(p.server)
                 p.server = None
+            servers.extend(p.draining)  # a smaller grace stops them sooner
+            p.draining = []
             p.xds.close()
         await asyncio.gather(*(s.stop(grace) for s in servers))
         if self._done is not None:

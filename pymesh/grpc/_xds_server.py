@@ -323,12 +323,17 @@ class XdsPort:
             return
         cfg = ServingConfig(lis, tables, security, self.ip)
         self.config = cfg
-        self._on_change(cfg)
         self._log_route_errors(cfg)
-        if not self._serving:
-            self._serving = True
-            log.info("xDS server %s: serving (Listener %r)", self.address, lis.name)
-            self._notify(True, None)
+        self._on_change(cfg)  # the server binds grpcio, then calls mark_serving()
+
+    def mark_serving(self, cfg: ServingConfig) -> None:
+        """The server listens with ``cfg``: report "serving" if that is news. Called by
+        the server once grpcio is bound (on the xDS thread, or an aio server's loop)."""
+        if self._serving or self._closed or cfg is not self.config:
+            return
+        self._serving = True
+        log.info("xDS server %s: serving (Listener %r)", self.address, cfg.listener.name)
+        self._notify(True, None)
 
     def _check_providers(self, tls: DownstreamTls) -> None:
         self.mesh.security.provider(tls.identity.instance_name)
