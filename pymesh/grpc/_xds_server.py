@@ -36,7 +36,6 @@ from pymesh.errors import BootstrapError, MeshError, ResourceInvalid, TlsConfigE
 from pymesh.routing import RouteTable
 from pymesh.routing._request import RequestInfo
 from pymesh.security._rbac import PeerCertificate, RbacAuthorizer, RbacRequest
-from pymesh.security.providers import FileWatcherProvider
 from pymesh.security.san import Sans, peer_sans, san_matches
 from pymesh.xds.client import LDS, RDS
 from pymesh.xds.resources.route import (
@@ -447,13 +446,6 @@ def server_credentials(mesh: Mesh, tls: DownstreamTls) -> grpc.ServerCredentials
     return grpc.dynamic_ssl_server_credentials(
         config(), fetch, require_client_authentication=tls.require_client_certificate
     )
-
-
-def providers_of(mesh: Mesh, tls: DownstreamTls) -> list[FileWatcherProvider]:
-    out = [mesh.security.provider(tls.identity.instance_name)]
-    if tls.validation is not None:
-        out.append(mesh.security.provider(tls.validation.instance_name))
-    return out
 
 
 # ---------------------------------------------------------------- per call
