@@ -156,7 +156,7 @@ class XdsPort:
         template = mesh.bootstrap.server_listener_resource_name_template
         if not template:
             raise BootstrapError(
-                "bootstrap",
+                mesh.bootstrap.source,
                 "server_listener_resource_name_template",
                 "an xDS server needs it (gRFC A36), e.g. "
                 '"grpc/server?xds.resource.listening_address=%s"',
