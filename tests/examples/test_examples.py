@@ -92,7 +92,7 @@ def test_docs_name_every_example_with_its_install_and_command() -> None:
         assert install in ("pip install .", "pip install '.[examples]'"), file
         assert f"examples/{file.split('` / `')[-1]}" in run, (file, run)
     needs_extra = {file for file, install, _ in rows if install != "pip install ."}
-    assert needs_extra == {"grpc_stub.py", "fixtures_test.py"}
+    assert needs_extra == {"grpc_stub.py", "fixtures_test.py", "asgi_rbac.py"}
 
 
 def test_examples_extra_has_what_those_examples_import() -> None:
@@ -103,8 +103,8 @@ def test_examples_extra_has_what_those_examples_import() -> None:
         name = re.split(r"[<>=\[; ]", req, maxsplit=1)[0]
         extra = re.search(r"extra == ['\"](\w+)['\"]", req)
         by_extra.setdefault(extra[1] if extra else "", set()).add(name)
-    assert by_extra["examples"] == {"grpcio-tools", "pytest"}
-    assert not by_extra[""] & {"grpcio-tools", "pytest"}  # the plain install lacks them
+    assert by_extra["examples"] == {"grpcio-tools", "pytest", "uvicorn"}
+    assert not by_extra[""] & {"grpcio-tools", "pytest", "uvicorn"}  # not in the plain install
 
 
 def test_mesh_yaml_serves_and_prints_its_bootstrap(tmp_path: Path) -> None:
