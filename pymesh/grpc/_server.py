@@ -29,13 +29,13 @@ from pymesh._mesh import Mesh
 from pymesh.errors import MeshError
 from pymesh.grpc._xds_server import (
     Denied,
-    SecurityKey,
     ServingConfig,
     ServingModeCallback,
     XdsPort,
     authorize,
     server_credentials,
 )
+from pymesh.xds.resources.server_listener import DownstreamTls
 
 log = logging.getLogger("pymesh.grpc.server")
 
@@ -136,23 +136,38 @@ class _Base:
         """The xDS ports (their ``config`` is None while not serving)."""
         return [p.xds for p in self._ports]
 
-    def _security(
-        self, port: _Port, cfg: ServingConfig
-    ) -> tuple[object, grpc.ServerCredentials | None]:
+    @staticmethod
+    def _key(port: _Port, cfg: ServingConfig) -> object:
+        """What grpcio fixes when binding: a new key means a new grpcio server."""
         if port.insecure:
-            return "insecure", None
+            return "insecure"
         if port.credentials is not None:
-            return "fixed", port.credentials
-        key: SecurityKey = cfg.security
+            return "fixed"
+        return cfg.security
+
+    def _credentials(self, port: _Port, key: object) -> grpc.ServerCredentials | None:
+        if port.insecure:
+            return None
+        if port.credentials is not None:
+            return port.credentials
         if key is None:
-            return None, None
-        return key, server_credentials(self.mesh, key)
+            return None
+        assert isinstance(key, DownstreamTls)
+        return server_credentials(self.mesh, key)
 
     def _changed(self, port: _Port, cfg: ServingConfig | None) -> None:
         raise NotImplementedError
 
     def _interceptor(self, port: _Port) -> Any:
         raise NotImplementedError
+
+
+def _bind_failed(port: _Port, exc: Exception) -> None:
+    error = exc if isinstance(exc, MeshError) else MeshError(f"grpcio: {exc}")
+    log.error("xDS server %s: cannot serve: %s", port.xds.address, error)
+    port.xds.config = None
+    port.xds._serving = False
+    port.xds._notify(False, error)
 
 
 def _check(xds: XdsPort, details: Any, context: Any) -> Denied | None:
@@ -240,17 +255,15 @@ class XdsServer(_Base, grpc.Server):  # type: ignore[misc]
             if cfg is None:
                 port.server, port.key = None, None
             else:
-                try:
-                    key, creds = self._security(port, cfg)
-                except MeshError as e:
-                    log.warning("xDS server %s: cannot build credentials: %s", port.xds.address, e)
-                    port.server, port.key = None, None
-                    if old is not None:
-                        old.stop(self.drain_grace)
-                    return
+                key = self._key(port, cfg)
                 if old is not None and port.key == key:
                     return  # same transport security: the new config is already published
-                port.server, port.key = self._bind(port, creds), key
+                try:
+                    creds = self._credentials(port, key)
+                    port.server, port.key = self._bind(port, creds), key
+                except Exception as e:  # grpcio could not bind or start: say so, keep going
+                    port.server, port.key = None, None
+                    _bind_failed(port, e)
             if old is not None:
                 old.stop(self.drain_grace)
 
@@ -424,18 +437,15 @@ class AioXdsServer(_Base, grpc.aio.Server):  # type: ignore[misc]
             else:
                 if cfg is not port.xds.config:
                     return  # superseded by a newer update, which is queued
-                try:
-                    key, creds = self._security(port, cfg)
-                except MeshError as e:
-                    log.warning("xDS server %s: cannot build credentials: %s", port.xds.address, e)
-                    key, creds = None, None
-                    port.server, port.key = None, None
-                    if old is not None:
-                        self._drain(old)
-                    return
+                key = self._key(port, cfg)
                 if old is not None and port.key == key:
                     return
-                port.server, port.key = await self._bind(port, creds), key
+                try:
+                    creds = self._credentials(port, key)
+                    port.server, port.key = await self._bind(port, creds), key
+                except Exception as e:
+                    port.server, port.key = None, None
+                    _bind_failed(port, e)
             if old is not None:
                 self._drain(old)
 

@@ -26,10 +26,12 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 
 from pymesh._mesh import Mesh
+from pymesh.bootstrap import _PATH_SAFE
 from pymesh.errors import BootstrapError, MeshError, ResourceInvalid, TlsConfigError, XdsDataError
 from pymesh.routing import RouteTable
 from pymesh.routing._request import RequestInfo
@@ -87,6 +89,22 @@ class ServingConfig:
     tables: Mapping[int, ServerRoutes | None]
     security: SecurityKey
     listen_ip: str
+    #: context.peer() -> (source IP, its chain): a connection's calls share the answer
+    #: (bounded; a racing writer stores the same value, so no lock).
+    by_peer: dict[str, tuple[str, FilterChain | None]] = dataclasses.field(default_factory=dict)
+
+    def chain_for(self, peer: str) -> tuple[str, FilterChain | None]:
+        hit = self.by_peer.get(peer)
+        if hit is None:
+            src_ip, src_port = parse_peer(peer)
+            hit = (src_ip, self.listener.select(Connection(self.listen_ip, src_ip, src_port)))
+            if len(self.by_peer) >= _PEER_MEMO_LIMIT:
+                self.by_peer.clear()
+            self.by_peer[peer] = hit
+        return hit
+
+
+_PEER_MEMO_LIMIT = 4096
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -153,7 +171,13 @@ class XdsPort:
         self.ip = ip
         self.port: int = self._sock.getsockname()[1]
         self.address = join_host_port(ip, self.port)
-        self.listener_name = template.replace("%s", self.address)
+        # gRFC A47: in an xdstp: template the address is percent-encoded (as for clients).
+        target = (
+            quote(self.address, safe=_PATH_SAFE)
+            if template.startswith("xdstp:")
+            else (self.address)
+        )
+        self.listener_name = template.replace("%s", target)
         self.mesh = mesh
         self.config: ServingConfig | None = None
         self._on_change = on_change
@@ -164,21 +188,34 @@ class XdsPort:
         self._lds_watcher = _Watcher(self, LDS)
         self._serving = False
         self._closed = False
-        self._error_logged: str | None = None
+        self._config_errors: str | None = None  # A36 configuration error logging
+        self._last_error: str | None = None  # the last not-serving reason reported
+        self._watching = False
 
     def __repr__(self) -> str:
         state = "serving" if self.config is not None else "not serving"
         return f"<XdsPort {self.address} listener={self.listener_name!r} {state}>"
 
     def start(self) -> None:
-        self.mesh._client.watch(LDS, self.listener_name, self._lds_watcher)
+        if not self._watching and not self._closed:
+            self._watching = True
+            self.mesh._client.watch(LDS, self.listener_name, self._lds_watcher)
 
     def close(self) -> None:
+        """Stop watching (the RDS watches are the xDS thread's to drop) and free the port."""
+        if self._closed:
+            return
         self._closed = True
-        self.mesh._client.cancel_watch(LDS, self.listener_name, self._lds_watcher)
-        for name, w in list(self._rds_watchers.items()):
-            self.mesh._client.cancel_watch(RDS, name, w)
-        self._rds_watchers.clear()
+        if self._watching and not self.mesh.closed:
+            client = self.mesh._client
+            client.cancel_watch(LDS, self.listener_name, self._lds_watcher)
+
+            def drop_routes() -> None:
+                for name, w in list(self._rds_watchers.items()):
+                    client.cancel_watch(RDS, name, w)
+                self._rds_watchers.clear()
+
+            client.submit(drop_routes)
         self._sock.close()
 
     # ------------------------------------------------------------ xDS events (xDS thread)
@@ -316,17 +353,18 @@ class XdsPort:
         text = "; ".join(problems) or None
         if text is not None:
             log.warning("xDS server %s: calls will fail with UNAVAILABLE: %s", self.address, text)
-        elif self._error_logged is not None:
+        elif self._config_errors is not None:
             log.warning("xDS server %s: configuration errors resolved", self.address)
-        self._error_logged = text
+        self._config_errors = text
 
     def _not_serving(self, error: MeshError) -> None:
         was = self.config is not None or self._serving
         self.config = None
         self._on_change(None)
-        if was or self._error_logged != str(error):
+        self._config_errors = None
+        if was or self._last_error != str(error):
             self._serving = False
-            self._error_logged = str(error)
+            self._last_error = str(error)
             log.warning("xDS server %s: not serving: %s", self.address, error)
             self._notify(False, error)
 
@@ -501,8 +539,7 @@ def authorize(
     let it through, else the status to end it with."""
     if config is None:
         return _NOT_SERVING
-    src_ip, src_port = parse_peer(context.peer())
-    chain = config.listener.select(Connection(config.listen_ip, src_ip, src_port))
+    src_ip, chain = config.chain_for(context.peer())
     if chain is None:
         return Denied(grpc.StatusCode.UNAVAILABLE, "no filter chain matches this connection")
     denied = _check_tls(chain, context)

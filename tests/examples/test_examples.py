@@ -65,6 +65,15 @@ def test_istio_bootstrap() -> None:
     assert "-> 200 from reviews-v1" in out
 
 
+def test_grpc_server_rbac() -> None:
+    out = _run(str(EXAMPLES / "grpc_server_rbac.py"))
+    assert re.search(r"orders serving on 127\.0\.0\.1:\d+: xds\.istio\.io/grpc/lds/inbound/", out)
+    assert "frontend Place  -> order placed for frontend" in out
+    assert "frontend Delete -> PERMISSION_DENIED" in out and "no-deletes" in out
+    assert "batch    Place  -> PERMISSION_DENIED: RBAC: request matched no allow policy" in out
+    assert "no client certificate -> UNAVAILABLE" in out
+
+
 @pytest.mark.timeout(120)
 def test_fixtures_example_passes_under_pytest() -> None:
     out = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES / "fixtures_test.py"))

@@ -8,6 +8,7 @@ ControlPlane; clients are plain grpcio channels with and without client certific
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+from _polling import wait_until
 from _sec_helpers import SPIFFE, Pki, file_watcher
 from envoy.config.listener.v3 import listener_pb2
 
@@ -66,6 +68,14 @@ class Modes:
         while True:
             _, s, err = self.q.get(timeout=timeout)
             if s == serving:
+                return err
+
+    def wait_error(self, text: str, timeout: float = 30.0) -> MeshError:
+        """The first not-serving error mentioning ``text`` (earlier ones, such as the
+        Listener not existing before the control plane has it, are skipped)."""
+        while True:
+            _, s, err = self.q.get(timeout=timeout)
+            if not s and err is not None and text in str(err):
                 return err
 
 
@@ -145,7 +155,11 @@ def test_mtls_serves_once_the_listener_arrives_and_sees_the_client_identity(
     with mtls_channel(pki, client_files, port) as ch:
         assert ch.unary_unary(ECHO)(b"hi", timeout=10) == b"echo:hi"
         assert ch.unary_unary(WHO)(b"", timeout=10) == (SPIFFE + "client").encode()
-    assert server.ports[0].listener_name == TEMPLATE.replace("%s", f"127.0.0.1:{port}")
+    name = TEMPLATE.replace("%s", f"127.0.0.1:{port}")
+    assert server.ports[0].listener_name == name
+    # The server's Listener is part of the mesh's CSDS-like dump, ACKed.
+    dump = json.dumps(server.mesh.config_dump())
+    assert name in dump
 
 
 def test_client_without_certificate_is_refused(cp: ControlPlane, pki: Pki, xds_server: Any) -> None:
@@ -209,8 +223,8 @@ def test_listener_for_another_address_is_not_served(cp: ControlPlane, xds_server
     lis = inbound_listener(snap)
     lis.address.socket_address.port_value = port + 1 if port < 65535 else port - 1
     cp.set_snapshot(Snapshot.of(listeners=[lis]))
-    err = modes.wait(False)
-    assert err is not None and "listening address" in str(err)
+    err = modes.wait_error("listening address")
+    assert str(port) in str(err)
 
 
 def inbound_listener(snap: Snapshot) -> listener_pb2.Listener:
@@ -314,6 +328,96 @@ def test_san_matchers_on_the_chain_refuse_other_clients(
     assert SPIFFE + "other" in (info.value.details() or "")
 
 
+def test_rds_route_configuration_is_followed(cp: ControlPlane, xds_server: Any) -> None:
+    """A chain's HCM may name its routes by RDS: the port serves once they arrive, and a
+    new RouteConfiguration applies to the next call without rebinding."""
+    from envoy.config.route.v3 import route_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+
+    server, port, modes = xds_server()
+    server.start()
+    lis = inbound_listener(compile_mesh(mesh_file(port, mtls="DISABLE"), "t"))
+    hcm = hcm_pb2.HttpConnectionManager()
+    lis.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    rc = route_pb2.RouteConfiguration()
+    rc.CopyFrom(hcm.route_config)
+    rc.name = "inbound-routes"
+    hcm.ClearField("route_config")
+    hcm.rds.route_config_name = "inbound-routes"
+    hcm.rds.config_source.ads.SetInParent()
+    lis.filter_chains[0].filters[0].typed_config.Pack(hcm)
+    cp.set_snapshot(Snapshot.of(listeners=[lis], routes=[rc]))
+    modes.wait(True)
+    bound = server._ports[0].server
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        assert ch.unary_unary(ECHO)(b"r", timeout=10) == b"echo:r"
+        rc.virtual_hosts[0].routes[0].match.prefix = "/other.Service/"
+        cp.set_snapshot(Snapshot.of(listeners=[lis], routes=[rc]))
+
+        def refused() -> bool:
+            try:
+                ch.unary_unary(ECHO)(b"r", timeout=10)
+            except grpc.RpcError as e:
+                return e.code() is grpc.StatusCode.UNAVAILABLE and "no route" in (e.details() or "")
+            return False
+
+        wait_until(refused, "the new RouteConfiguration")
+    assert server._ports[0].server is bound
+
+
+def test_unknown_certificate_provider_is_not_served(cp: ControlPlane, xds_server: Any) -> None:
+    server, port, modes = xds_server()
+    server.start()
+    config = mesh_file(port)
+    config["services"]["echo"]["inbound"]["certificate_provider"] = "vault"
+    serve(cp, config)
+    err = modes.wait_error("'vault'")
+    assert "certificate_providers" in str(err)
+    assert server.ports[0].config is None
+
+
+def test_rbac_per_route_override(cp: ControlPlane, xds_server: Any) -> None:
+    """A route's RBACPerRoute replaces the listener's RBAC filter config for its calls."""
+    from envoy.config.rbac.v3 import rbac_pb2
+    from envoy.config.route.v3 import route_components_pb2
+    from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+
+    server, port, modes = xds_server()
+    server.start()
+    # The listener's filter: an ALLOW policy without rules allows nothing.
+    config = mesh_file(port, mtls="DISABLE", authorization=[{"action": "ALLOW"}])
+    lis = inbound_listener(compile_mesh(config, "t"))
+    hcm = hcm_pb2.HttpConnectionManager()
+    lis.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    vh = hcm.route_config.virtual_hosts[0]
+    echo = route_components_pb2.Route(name="echo")
+    echo.match.path = ECHO
+    echo.non_forwarding_action.SetInParent()
+    anyone = rbac_pb2.Policy(
+        permissions=[rbac_pb2.Permission(any=True)], principals=[rbac_pb2.Principal(any=True)]
+    )
+    per_route = rbac_filter_pb2.RBACPerRoute(
+        rbac=rbac_filter_pb2.RBAC(
+            rules=rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies={"anyone": anyone})
+        )
+    )
+    echo.typed_per_filter_config["envoy.filters.http.rbac.allow"].Pack(per_route)
+    vh.routes.insert(0, echo)
+    lis.filter_chains[0].filters[0].typed_config.Pack(hcm)
+    cp.set_snapshot(Snapshot.of(listeners=[lis]))
+    modes.wait(True)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        assert ch.unary_unary(ECHO)(b"per-route", timeout=10) == b"echo:per-route"
+        with pytest.raises(grpc.RpcError) as info:
+            ch.unary_unary(WHO)(b"", timeout=10)
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
 def test_bootstrap_without_server_template_is_an_error(cp: ControlPlane) -> None:
     with pymesh.Mesh(bootstrap_for(cp)) as mesh:
         s = pymesh.grpc.server(mesh=mesh)
@@ -378,5 +482,47 @@ def test_aio_server_mtls(
                 await ch.unary_unary(ECHO)(b"no cert", timeout=10)
         await server.stop(None)
         assert await server.wait_for_termination(5)
+
+    asyncio.run(main())
+
+
+def test_aio_server_follows_deletion_and_security_changes(
+    cp: ControlPlane, pki: Pki, client_files: dict[str, str], server_mesh: pymesh.Mesh
+) -> None:
+    async def main() -> None:
+        modes = Modes()
+        server = pymesh.grpc.aio.server(mesh=server_mesh, on_serving_mode=modes, drain_grace=0)
+
+        async def echo(req: bytes, _ctx: Any) -> bytes:
+            return b"aio:" + req
+
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+                ),
+            )
+        )
+        port = server.add_xds_port("127.0.0.1:0")
+        await server.start()
+        loop = asyncio.get_running_loop()
+        serve(cp, mesh_file(port, mtls="DISABLE"))
+        await loop.run_in_executor(None, modes.wait, True)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            assert await ch.unary_unary(ECHO)(b"1", timeout=10, wait_for_ready=True) == b"aio:1"
+        cp.set_snapshot(Snapshot.of())
+        await loop.run_in_executor(None, modes.wait, False)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            with pytest.raises(grpc.RpcError):
+                await ch.unary_unary(ECHO)(b"2", timeout=3)
+        serve(cp, mesh_file(port))  # back, now with STRICT mTLS
+        await loop.run_in_executor(None, modes.wait, True)
+        key = Path(client_files["private_key_file"]).read_bytes()
+        cert = Path(client_files["certificate_file"]).read_bytes()
+        creds = grpc.ssl_channel_credentials(pki.ca_pem, key, cert)
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
+            reply = await ch.unary_unary(ECHO)(b"3", timeout=30, wait_for_ready=True)
+            assert reply == b"aio:3"
+        await server.stop(None)
 
     asyncio.run(main())
