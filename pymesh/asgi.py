@@ -187,7 +187,10 @@ def rbac_request(scope: Scope) -> RbacRequest:
     else:
         chain = ext.get("client_cert_chain") or ()
         if chain:
-            cert = peer_certificate_from_pem(_latin1(chain[0]))
+            try:
+                cert = peer_certificate_from_pem(_latin1(chain[0]))
+            except ValueError:  # not a certificate: refuse rather than guess
+                raise _MissingTls from None
     peer_ip, peer_port = _addr(scope.get("client"))
     local_ip, local_port = _addr(scope.get("server"))
     return RbacRequest(
