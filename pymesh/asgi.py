@@ -1,4 +1,4 @@
-"""ASGI servers in the mesh: xDS-delivered RBAC (gRFC A41) on each request.
+"""ASGI servers in the mesh: xDS-delivered mTLS and RBAC (gRFC A36, A41) on each request.
 
 :class:`RbacMiddleware` wraps any ASGI app. For each HTTP (or WebSocket) request it builds
 what RBAC reads: method, path, headers, authority, the connection's addresses and the
@@ -6,20 +6,24 @@ peer's *verified* client certificate, and answers ``403 RBAC: access denied`` (E
 reply) when the policies deny it, before the app sees the request. Denials are logged
 with the policy name and counted (``pymesh.server.rbac.denied``).
 
+Where the policies come from: :class:`XdsListener` follows the mesh's server Listener for
+the listening address (filter chains, DownstreamTlsContext, routes and their RBAC
+filters), so the control plane decides and its updates apply to the next request.
+
 The client certificate comes from the ASGI TLS extension (``scope["extensions"]["tls"]
 ["client_cert_chain"]``, PEM). uvicorn and hypercorn do not fill that extension
-themselves; :func:`uvicorn_config` runs uvicorn with a protocol class that does (from the
-connection's ``ssl_object``) and with the mesh's mTLS :class:`ssl.SSLContext`
-(``mesh.server_ssl_context()``: client certificates required, rotated from the bootstrap
-certificate providers)::
+themselves; :func:`uvicorn_config` runs uvicorn with protocol classes that do (from the
+connection's ``ssl_object``) and with the mesh's mTLS :class:`ssl.SSLContext` (client
+certificates required, rotated from the bootstrap certificate providers)::
 
-    import pymesh, uvicorn
-    from pymesh.asgi import RbacMiddleware, uvicorn_config
+    import asyncio, pymesh, uvicorn
+    from pymesh.asgi import RbacMiddleware, XdsListener, uvicorn_config
 
     mesh = pymesh.Mesh.from_env()
-    app = RbacMiddleware(my_app, rbac=authorizer)  # or a callable returning the current one
-    uvicorn.Server(uvicorn_config(app, ssl_context=mesh.server_ssl_context(),
-                                  host="0.0.0.0", port=8443)).run()
+    listener = XdsListener(mesh, "0.0.0.0:8443")
+    config = uvicorn_config(RbacMiddleware(my_app, listener),
+                            ssl_context=listener.ssl_context())
+    asyncio.run(uvicorn.Server(config).serve(sockets=[listener.socket()]))
 
 A request on a TLS connection without the TLS extension (a server that does not provide
 it) is refused with 500 and an error log, never evaluated without the peer's identity:
@@ -183,7 +187,10 @@ def rbac_request(scope: Scope) -> RbacRequest:
     else:
         chain = ext.get("client_cert_chain") or ()
         if chain:
-            cert = peer_certificate_from_pem(_latin1(chain[0]))
+            try:
+                cert = peer_certificate_from_pem(_latin1(chain[0]))
+            except ValueError:  # not a certificate: refuse rather than guess
+                raise _MissingTls from None
     peer_ip, peer_port = _addr(scope.get("client"))
     local_ip, local_port = _addr(scope.get("server"))
     return RbacRequest(

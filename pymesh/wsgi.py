@@ -101,7 +101,10 @@ def rbac_request(environ: Mapping[str, Any], cert_key: str = "SSL_CLIENT_CERT") 
             text = str(pem)
             if "%" in text:
                 text = urllib.parse.unquote(text)
-            cert = peer_certificate_from_pem(text)
+            try:
+                cert = peer_certificate_from_pem(text)
+            except ValueError:  # not a certificate: refuse rather than guess
+                raise _MissingCert from None
     return RbacRequest(
         RequestInfo(str(environ.get("REQUEST_METHOD", "GET")), authority, path, headers),
         peer_address=str(environ.get("REMOTE_ADDR", "")),

@@ -143,6 +143,9 @@ async def test_identity_from_tls_extension(pki: Pki) -> None:
     assert (await run(mw, scope(scheme="https", tls={"client_cert_chain": []})))[0] == 403
     # Plaintext: not authenticated.
     assert (await run(mw, scope(scheme="http")))[0] == 403
+    # Not a certificate: refused, never evaluated without an identity.
+    bad = {"client_cert_chain": ["-----BEGIN CERTIFICATE-----\nnope\n"]}
+    assert (await run(mw, scope(scheme="https", tls=bad)))[0] == 500
     assert app.calls == 1
 
 

@@ -116,6 +116,8 @@ def test_allow_deny_and_fail_closed(pki: Pki) -> None:
     post = environ(**https, SSL_CLIENT_CERT=front, REQUEST_METHOD="POST")
     assert call(mw, post)[0] == "403 Forbidden"
     assert call(mw, environ(**https))[0] == "500 Internal Server Error"  # no certificate info
+    garbled = environ(**https, SSL_CLIENT_CERT="-----BEGIN CERTIFICATE-----\nnope\n")
+    assert call(mw, garbled)[0] == "500 Internal Server Error"
     assert call(mw, environ())[0] == "403 Forbidden"  # plaintext: not authenticated
     assert app.calls == 1
     anyone = RbacAuthorizer.from_config(

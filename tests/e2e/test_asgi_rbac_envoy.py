@@ -170,3 +170,100 @@ def test_wrong_or_absent_client_certificate_gets_no_app_byte(
             pass
     assert APP_BODY not in got and b"HTTP/1.1 200" not in got
     assert app.calls == 0
+
+
+def test_envoy_caller_against_a_server_configured_by_the_mesh(pki: Pki, tmp_path: Path) -> None:
+    """One control plane configures both sides: Envoy's client mTLS, and the ASGI server's
+    Listener (STRICT mTLS + authorization from a mesh file's inbound section)."""
+    from _sec_helpers import file_watcher
+
+    import pymesh
+    from pymesh.asgi import XdsListener
+    from pymesh.testing import bootstrap_for
+
+    server_files = pki.write(tmp_path / "server", pki.issue("orders"))
+    app = App()
+    envoy_port = free_port()
+    with ControlPlane(port=0) as cp:
+        boot = bootstrap_for(cp, node_id="asgi-server")
+        boot["certificate_providers"] = {
+            "default": file_watcher(server_files),
+            "ROOTCA": file_watcher(server_files),
+        }
+        boot["server_listener_resource_name_template"] = "xds.istio.io/grpc/lds/inbound/%s"
+        with pymesh.Mesh(boot) as mesh:
+            listener = XdsListener(mesh, "127.0.0.1:0")
+            try:
+                port = listener.port
+                snap = compile_mesh(
+                    {
+                        "services": {
+                            "orders": {
+                                "port": port,
+                                "endpoints": [f"127.0.0.1:{port}"],
+                                "inbound": {
+                                    "mtls": "STRICT",
+                                    "authorization": [
+                                        {
+                                            "name": "frontend-reads",
+                                            "rules": [
+                                                {
+                                                    "from": [
+                                                        {
+                                                            "source": {
+                                                                "principals": [
+                                                                    "cluster.local/ns/default/"
+                                                                    "sa/frontend"
+                                                                ]
+                                                            }
+                                                        }
+                                                    ],
+                                                    "to": [{"operation": {"methods": ["GET"]}}],
+                                                }
+                                            ],
+                                        }
+                                    ],
+                                },
+                            }
+                        }
+                    },
+                    "v1",
+                )
+                cp.set_snapshot(snap)  # every node: the server's inbound Listener
+                ctx = listener.ssl_context()
+                assert ctx is not None
+                srv = UvicornThread(RbacMiddleware(app, listener), ctx, sock=listener.socket())
+                srv.wait_started()
+                try:
+                    seen: dict[str, tuple[int, bytes]] = {}
+                    envoy_snaps = {
+                        who: envoy_snapshot(
+                            _with_client_cert(snap, pki.write(tmp_path / who, pki.issue(who)), who),
+                            {f"orders:{port}": envoy_port},
+                        )
+                        for who in ("frontend", "batch")
+                    }
+                    cp.set_snapshot(envoy_snaps["frontend"], "envoy")
+                    with start_envoy(cp.port, "envoy") as envoy:
+                        for who in ("frontend", "batch"):
+                            cp.set_snapshot(envoy_snaps[who], "envoy")
+                            cp.wait_for_ack(CLUSTER_TYPE, who, 30, "envoy")
+                            envoy.wait_listening([envoy_port])
+                            with httpx.Client(
+                                base_url=f"http://127.0.0.1:{envoy_port}",
+                                headers={"host": f"orders:{port}"},
+                                timeout=20,
+                            ) as via_envoy:
+                                r = via_envoy.get("/orders/1")
+                                seen[who] = (r.status_code, r.content)
+                                r = via_envoy.post("/orders", content=b"{}")
+                                seen[f"{who}-post"] = (r.status_code, r.content)
+                finally:
+                    srv.stop()
+            finally:
+                listener.close()
+    assert seen["frontend"] == (200, APP_BODY)
+    assert seen["frontend-post"] == (403, b"RBAC: access denied")
+    assert seen["batch"] == (403, b"RBAC: access denied")
+    assert seen["batch-post"] == (403, b"RBAC: access denied")
+    assert app.calls == 1

@@ -113,7 +113,7 @@ def test_examples_extra_has_what_those_examples_import() -> None:
         extra = re.search(r"extra == ['\"](\w+)['\"]", req)
         by_extra.setdefault(extra[1] if extra else "", set()).add(name)
     assert by_extra["examples"] == {"grpcio-tools", "pytest", "uvicorn"}
-    assert not by_extra[""] & {"grpcio-tools", "pytest"}  # the plain install lacks them
+    assert not by_extra[""] & {"grpcio-tools", "pytest", "uvicorn"}  # not in the plain install
 
 
 def test_mesh_yaml_serves_and_prints_its_bootstrap(tmp_path: Path) -> None:
