@@ -456,14 +456,17 @@ class Mesh:
                 self._csds = (server, bound)
             return self._csds[1]
 
-    def server_ssl_context(self, instance_name: str = "default") -> ssl.SSLContext:
+    def server_ssl_context(
+        self, instance_name: str = "default", roots_instance: str | None = None
+    ) -> ssl.SSLContext:
         """An mTLS server context from bootstrap certificate provider ``instance_name``.
 
-        It requires and verifies client certificates, and follows rotations: each
-        handshake switches to the provider's current certificates (``sni_callback``),
-        so one context serves for the process's life. Raises TlsConfigError.
+        It requires and verifies client certificates (against ``roots_instance``'s CA,
+        by default the same provider's), and follows rotations: each handshake switches
+        to the providers' current certificates (``sni_callback``), so one context serves
+        for the process's life. Raises TlsConfigError.
         """
-        return self.security.server(instance_name).ssl_context()
+        return self.security.server(instance_name, roots_instance).ssl_context()
 
     @property
     def admin(self) -> AdminServer | None:

@@ -16,6 +16,7 @@ __all__ = [
     "MeshError",
     "NoHealthyUpstreamError",
     "NoRouteError",
+    "PermissionDeniedError",
     "ResourceDoesNotExistError",
     "ResourceInvalid",
     "TlsConfigError",
@@ -150,6 +151,30 @@ class FaultAbortError(MeshError):
         self.http_status = http_status
         self.grpc_status = grpc_status
         super().__init__(message)
+
+
+class PermissionDeniedError(MeshError):
+    """An RBAC policy (gRFC A41, Envoy's RBAC filter) denied the request on a pymesh server.
+
+    ``policy`` names the DENY policy that matched (None when an ALLOW filter matched no
+    policy), ``filter_name`` the RBAC http filter. Servers answer gRPC calls with
+    ``grpc_status`` (7, PERMISSION_DENIED) and HTTP requests with ``http_status`` (403).
+    """
+
+    grpc_status = 7  # grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        policy: str | None,
+        filter_name: str,
+        resource_name: str | None = None,
+    ) -> None:
+        self.policy = policy
+        self.filter_name = filter_name
+        super().__init__(message, resource_name=resource_name)
 
 
 class ConfigTimeoutError(MeshError):

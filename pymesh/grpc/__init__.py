@@ -10,7 +10,8 @@ See docs/grpc.md for what is supported and how it differs from grpcio's own xDS 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent import futures
 from typing import Any
 
 import grpc
@@ -20,14 +21,18 @@ from pymesh.grpc import aio
 from pymesh.grpc._channel import MeshChannel
 from pymesh.grpc._interceptor import MeshInterceptor
 from pymesh.grpc._local import LocalRpcError
+from pymesh.grpc._server import DEFAULT_DRAIN_GRACE, XdsServer
+from pymesh.grpc._xds_server import ServingModeCallback
 
 __all__ = [
     "LocalRpcError",
     "MeshChannel",
     "MeshInterceptor",
+    "XdsServer",
     "aio",
     "insecure_channel",
     "secure_channel",
+    "server",
 ]
 
 
@@ -57,4 +62,46 @@ def secure_channel(
     """
     return MeshChannel(
         target, mesh, credentials=credentials, options=options, compression=compression
+    )
+
+
+def server(
+    thread_pool: futures.Executor | None = None,
+    *,
+    mesh: Mesh,
+    handlers: Sequence[Any] | None = None,
+    interceptors: Sequence[Any] | None = None,
+    options: Sequence[tuple[str, Any]] | None = None,
+    maximum_concurrent_rpcs: int | None = None,
+    compression: grpc.Compression | None = None,
+    on_serving_mode: ServingModeCallback | None = None,
+    drain_grace: float = DEFAULT_DRAIN_GRACE,
+) -> XdsServer:
+    """An xDS-driven ``grpc.Server`` (gRFC A36), like ``grpc.server(..., xds=True)``.
+
+    ::
+
+        server = pymesh.grpc.server(mesh=mesh)
+        reviews_pb2_grpc.add_ReviewsServicer_to_server(Reviews(), server)
+        port = server.add_xds_port("0.0.0.0:50051")
+        server.start()
+
+    Each port serves only once the Listener named by the bootstrap's
+    ``server_listener_resource_name_template`` (``%s`` → ``IP:PORT``) is received and
+    valid; a bad update keeps the last good one, a deleted Listener stops the port.
+    ``on_serving_mode(address, serving, error)`` is told each change. TLS and client
+    certificates come from the Listener's DownstreamTlsContext; each call must match a
+    route with ``non_forwarding_action`` (else UNAVAILABLE). ``drain_grace``: seconds
+    in-flight calls get when the port's server is replaced or stopped (A36: 10 min).
+    """
+    return XdsServer(
+        mesh,
+        thread_pool,
+        handlers=handlers,
+        interceptors=interceptors,
+        options=options,
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+        compression=compression,
+        on_serving_mode=on_serving_mode,
+        drain_grace=drain_grace,
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -37,8 +37,10 @@ from pymesh.grpc._core import (
     LocalStatus,
     Metadata,
 )
+from pymesh.grpc._server import DEFAULT_DRAIN_GRACE, AioXdsServer
+from pymesh.grpc._xds_server import ServingModeCallback
 
-__all__ = ["MeshAioChannel", "insecure_channel", "secure_channel"]
+__all__ = ["AioXdsServer", "MeshAioChannel", "insecure_channel", "secure_channel", "server"]
 
 _TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 _READY = grpc.ChannelConnectivity.READY
@@ -691,4 +693,32 @@ def secure_channel(
     """Like :func:`insecure_channel`, with ``credentials`` on every sub-channel."""
     return MeshAioChannel(
         target, mesh, credentials=credentials, options=options, compression=compression
+    )
+
+
+def server(
+    *,
+    mesh: Mesh,
+    handlers: Sequence[Any] | None = None,
+    interceptors: Sequence[Any] | None = None,
+    options: Sequence[tuple[str, Any]] | None = None,
+    maximum_concurrent_rpcs: int | None = None,
+    compression: grpc.Compression | None = None,
+    on_serving_mode: ServingModeCallback | None = None,
+    drain_grace: float = DEFAULT_DRAIN_GRACE,
+) -> AioXdsServer:
+    """An xDS-driven ``grpc.aio.Server`` (gRFC A36); see :func:`pymesh.grpc.server`.
+
+    ``interceptors`` are ``grpc.aio.ServerInterceptor``; ``await server.start()`` in the
+    loop that serves.
+    """
+    return AioXdsServer(
+        mesh,
+        handlers=handlers,
+        interceptors=interceptors,
+        options=options,
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+        compression=compression,
+        on_serving_mode=on_serving_mode,
+        drain_grace=drain_grace,
     )

@@ -110,13 +110,26 @@ class MeshSecurity:
                 c = self._clients.setdefault(key, c)
         return c
 
-    def server(self, instance_name: str = "default") -> ServerTls:
-        """Server-side TLS (mTLS) from provider ``instance_name``."""
-        s = self._servers.get(instance_name)
+    def server(
+        self, instance_name: str = "default", roots_instance: str | None = None
+    ) -> ServerTls:
+        """Server-side TLS (mTLS) from provider ``instance_name``; client certificates
+        are verified with ``roots_instance``'s CA (default: the same provider's)."""
+        key = (
+            instance_name
+            if roots_instance in (None, instance_name)
+            else (f"{instance_name}|{roots_instance}")
+        )
+        s = self._servers.get(key)
         if s is None:
-            s = ServerTls(self.provider(instance_name), node_id=self.node_id)
+            roots = (
+                self.provider(roots_instance)
+                if roots_instance not in (None, instance_name)
+                else None
+            )
+            s = ServerTls(self.provider(instance_name), roots=roots, node_id=self.node_id)
             with self._lock:
-                s = self._servers.setdefault(instance_name, s)
+                s = self._servers.setdefault(key, s)
         return s
 
     def close(self) -> None:
@@ -239,42 +252,58 @@ class ClientTls:
 
 
 class ServerTls:
-    """Server-side mTLS from one provider: requires and verifies client certificates.
+    """Server-side mTLS: requires and verifies client certificates.
 
+    The certificate and key come from ``provider``; the roots that verify clients from
+    ``roots`` (a DownstreamTlsContext's validation instance), else from ``provider``.
     :meth:`ssl_context` returns one context that keeps serving current material: its
     ``sni_callback`` (called on every handshake, SNI or not) switches the connection to
-    the context of the provider's current generation.
+    the context of the providers' current generations.
     """
 
-    def __init__(self, provider: FileWatcherProvider, *, node_id: str | None = None) -> None:
-        if not (provider.has_identity and provider.has_roots):
+    def __init__(
+        self,
+        provider: FileWatcherProvider,
+        *,
+        roots: FileWatcherProvider | None = None,
+        node_id: str | None = None,
+    ) -> None:
+        ca = roots if roots is not None else provider
+        if not (provider.has_identity and ca.has_roots):
             raise TlsConfigError(
-                f"certificate provider {provider.name!r}: serving mTLS needs "
-                "certificate_file, private_key_file and ca_certificate_file",
+                f"certificate provider {provider.name!r}"
+                + (f" (roots: {ca.name!r})" if roots is not None else "")
+                + ": serving mTLS needs certificate_file, private_key_file and "
+                "ca_certificate_file",
                 node_id=node_id,
             )
         self.provider = provider
+        self.roots = roots
         self._built: _Built | None = None
         self._lock = threading.Lock()
         self._front: ssl.SSLContext | None = None
 
+    def _materials(self) -> tuple[CertificateMaterial, CertificateMaterial | None]:
+        return self.provider.material(), (self.roots.material() if self.roots is not None else None)
+
     def current(self) -> ssl.SSLContext:
-        """A context for the provider's current generation."""
-        m = self.provider.material()
+        """A context for the providers' current generations."""
+        m, r = self._materials()
+        gens = (m.generation,) if r is None else (m.generation, r.generation)
         built = self._built
-        if built is not None and built.generations == (m.generation,):
+        if built is not None and built.generations == gens:
             return built.context
         with self._lock:
             built = self._built
-            if built is None or built.generations != (m.generation,):
-                built = _Built((m.generation,), _server_context(m))
+            if built is None or built.generations != gens:
+                built = _Built(gens, _server_context(m, r))
                 self._built = built
         return built.context
 
     def ssl_context(self) -> ssl.SSLContext:
         """One context for a server socket that follows rotations (see class docs)."""
         if self._front is None:
-            front = _server_context(self.provider.material())
+            front = _server_context(*self._materials())
 
             def swap(sslobj: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _c: object) -> None:
                 sslobj.context = self.current()
@@ -284,10 +313,13 @@ class ServerTls:
         return self._front
 
 
-def _server_context(m: CertificateMaterial) -> ssl.SSLContext:
-    assert m.chain_file is not None and m.ca_certificates is not None
+def _server_context(
+    m: CertificateMaterial, roots: CertificateMaterial | None = None
+) -> ssl.SSLContext:
+    ca = (roots if roots is not None else m).ca_certificates
+    assert m.chain_file is not None and ca is not None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_cert_chain(m.chain_file)
-    ctx.load_verify_locations(cadata=m.ca_certificates.decode("ascii"))
+    ctx.load_verify_locations(cadata=ca.decode("ascii"))
     return ctx

@@ -39,6 +39,10 @@ Schema (every key is optional unless marked; unknown keys are errors)::
           circuit_breakers: {max_connections: 100, max_requests: 100,
                              max_pending_requests: 100, max_retries: 3}
           tls: {mode: ISTIO_MUTUAL} # or DISABLE; optional subject_alt_names: [...], sni
+        inbound:                    # the server side: gRFC A36 Listeners (see _inbound.py)
+          mtls: STRICT              # or DISABLE
+          authorization: [{action: ALLOW, rules: [{from: [{source: {principals: [...]}}],
+                                                   to: [{operation: {paths: [...]}}]}]}]
     raw:                            # Envoy resources in proto-JSON form, appended as-is
       listeners: []
       routes: []
@@ -97,6 +101,7 @@ from google.protobuf.message import Message  # type: ignore[import-untyped, unus
 
 from pymesh._durations import json_duration_seconds
 from pymesh.errors import ConfigFileError
+from pymesh.server._inbound import compile_inbound
 from pymesh.server.snapshot import Snapshot, SnapshotInconsistent
 
 __all__ = [
@@ -464,7 +469,15 @@ def _compile(data: object, ctx: _Ctx) -> Snapshot:
 
 
 _TOP = "<top>"
-_SERVICE_KEYS = ("port", "protocol", "endpoints", "versions", "routes", "traffic_policy")
+_SERVICE_KEYS = (
+    "port",
+    "protocol",
+    "endpoints",
+    "versions",
+    "routes",
+    "traffic_policy",
+    "inbound",
+)
 
 
 def _compile_service(
@@ -515,6 +528,17 @@ def _compile_service(
             name=authority, api_listener=api_listener_pb2.ApiListener(api_listener=_pack(hcm))
         )
     )
+    if "inbound" in s:  # the server side (gRFC A36 Listeners): pymesh/server/_inbound.py
+        out.listeners.extend(
+            compile_inbound(
+                ctx,
+                info.name,
+                s["inbound"],
+                f"{where}.inbound",
+                [(e.ip, e.port) for e in all_eps],
+                lambda v, w: _address(ctx, v, info.port, w),
+            )
+        )
 
 
 # ---------------------------------------------------------------------------- endpoints

@@ -62,7 +62,7 @@ class Instruments:
     plugin work for pymesh channels; ``retries`` is shared by both.
     """
 
-    __slots__ = ("grpc", "http", "retries")
+    __slots__ = ("grpc", "http", "rbac_denied", "retries")
 
     def __init__(self, meter: Meter) -> None:
         self.http = CallInstruments(
@@ -106,6 +106,12 @@ class Instruments:
         self.retries = meter.create_counter(
             "pymesh.client.retries", "{retry}", "Retries decided, by retry_on reason."
         )
+        self.rbac_denied = meter.create_counter(
+            RBAC_DENIED,
+            "{request}",
+            "Requests and calls a pymesh server's RBAC filter denied (gRFC A41), by "
+            "protocol, filter, action and matching policy.",
+        )
         meter.create_observable_counter(
             UNSUPPORTED_FIELDS,
             [_observe_unsupported_fields],
@@ -120,6 +126,9 @@ class Instruments:
             else:
                 meter.create_observable_gauge(spec.name, [callback], spec.unit, spec.description)
 
+
+#: Denials by the server-side RBAC filters (pymesh.security._rbac).
+RBAC_DENIED = "pymesh.server.rbac.denied"
 
 #: The counted warnings of the xDS resource parsers (pymesh.xds.resources._warnings).
 UNSUPPORTED_FIELDS = "pymesh.xds_client.unsupported_fields"

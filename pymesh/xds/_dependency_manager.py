@@ -20,7 +20,7 @@ from typing import Any
 
 import dns.asyncresolver
 
-from pymesh.errors import MeshError, XdsDataError
+from pymesh.errors import MeshError, ResourceInvalid, XdsDataError
 from pymesh.xds.client import CDS, EDS, LDS, RDS, XdsClient
 from pymesh.xds.client._dns import DnsResolutionError, resolve_cluster
 from pymesh.xds.client._federation import FederatedXdsClient
@@ -165,6 +165,16 @@ class _ListenerWatch:
         w = self.watches.get((type_url, name))
         if w is None:
             return
+        if state == "ok" and type_url == LDS and not isinstance(value, Listener):
+            # A server-side Listener (gRFC A36) has no api_listener: useless to a client.
+            state, error = (
+                "error",
+                ResourceInvalid(
+                    name,
+                    "api_listener",
+                    "a client needs an api_listener; this is a server Listener",
+                ),
+            )
         if state == "ok":
             w.value, w.state, w.error = value, "ok", ""
         elif state == "error":

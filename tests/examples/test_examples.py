@@ -65,6 +65,15 @@ def test_istio_bootstrap() -> None:
     assert "-> 200 from reviews-v1" in out
 
 
+def test_grpc_server_rbac() -> None:
+    out = _run(str(EXAMPLES / "grpc_server_rbac.py"))
+    assert re.search(r"orders serving on 127\.0\.0\.1:\d+: xds\.istio\.io/grpc/lds/inbound/", out)
+    assert "frontend Place  -> order placed for frontend" in out
+    assert "frontend Delete -> PERMISSION_DENIED" in out and "no-deletes" in out
+    assert "batch    Place  -> PERMISSION_DENIED: RBAC: request matched no allow policy" in out
+    assert "no client certificate -> UNAVAILABLE" in out
+
+
 @pytest.mark.timeout(120)
 def test_fixtures_example_passes_under_pytest() -> None:
     out = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES / "fixtures_test.py"))
@@ -92,7 +101,7 @@ def test_docs_name_every_example_with_its_install_and_command() -> None:
         assert install in ("pip install .", "pip install '.[examples]'"), file
         assert f"examples/{file.split('` / `')[-1]}" in run, (file, run)
     needs_extra = {file for file, install, _ in rows if install != "pip install ."}
-    assert needs_extra == {"grpc_stub.py", "fixtures_test.py"}
+    assert needs_extra == {"grpc_stub.py", "fixtures_test.py", "asgi_rbac.py"}
 
 
 def test_examples_extra_has_what_those_examples_import() -> None:
@@ -103,8 +112,8 @@ def test_examples_extra_has_what_those_examples_import() -> None:
         name = re.split(r"[<>=\[; ]", req, maxsplit=1)[0]
         extra = re.search(r"extra == ['\"](\w+)['\"]", req)
         by_extra.setdefault(extra[1] if extra else "", set()).add(name)
-    assert by_extra["examples"] == {"grpcio-tools", "pytest"}
-    assert not by_extra[""] & {"grpcio-tools", "pytest"}  # the plain install lacks them
+    assert by_extra["examples"] == {"grpcio-tools", "pytest", "uvicorn"}
+    assert not by_extra[""] & {"grpcio-tools", "pytest", "uvicorn"}  # not in the plain install
 
 
 def test_mesh_yaml_serves_and_prints_its_bootstrap(tmp_path: Path) -> None:
@@ -129,3 +138,13 @@ def test_mesh_yaml_serves_and_prints_its_bootstrap(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def test_asgi_rbac_mtls_and_policy() -> None:
+    out = _run(str(EXAMPLES / "asgi_rbac.py"))
+    assert "frontend GET  -> 200" in out, out
+    assert "frontend POST -> 200" in out, out
+    assert "batch GET     -> 200" in out, out
+    assert "batch POST    -> 403 'RBAC: access denied'" in out, out
+    assert "batch POST after the policy update -> 200" in out, out
+    assert "no client certificate -> TLS handshake refused" in out, out

@@ -84,6 +84,20 @@ class Pki:
         )
         return Leaf(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
+    def issue_custom(
+        self, sans: list[x509.GeneralName], subject: list[tuple[x509.ObjectIdentifier, str]]
+    ) -> Leaf:
+        """A leaf with exactly these SANs (none: no SAN extension) and subject RDNs."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(oid, value) for oid, value in subject])
+        b = self._builder(name, key.public_key()).add_extension(
+            x509.BasicConstraints(ca=False, path_length=None), True
+        )
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = b.sign(self._key, hashes.SHA256())
+        return Leaf(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
     def write(self, directory: Path, leaf: Leaf, prefix: str = "") -> dict[str, str]:
         """Write cert/key/ca atomically (os.replace); returns file_watcher config paths."""
         directory.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,7 @@ from pymesh.errors import (
     XdsDataError,
     XdsStreamError,
 )
+from pymesh.server._runner import _on_loop_error as on_loop_error
 from pymesh.xds.client._answered import SentRequests
 from pymesh.xds.client._backoff import Backoff
 from pymesh.xds.client._transport import channel_factory, node_to_proto
@@ -298,6 +299,9 @@ class XdsClient:
 
             def run() -> None:
                 asyncio.set_event_loop(loop)
+                # Several meshes (each its own loop) share grpc.aio's completion queue: a
+                # completion for a loop that already closed must not print a traceback here.
+                loop.set_exception_handler(on_loop_error)
                 self._main = loop.create_task(self._run())
                 loop.call_soon(ready.set)
                 try:

@@ -23,7 +23,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from pymesh.errors import ResourceInvalid
 from pymesh.xds.resources.cluster import parse_cluster
 from pymesh.xds.resources.endpoint import parse_cluster_load_assignment
-from pymesh.xds.resources.listener import parse_listener
+from pymesh.xds.resources.listener import parse_lds_listener, parse_listener
 from pymesh.xds.resources.route import parse_route_configuration
 
 __all__ = [
@@ -49,7 +49,7 @@ RESOURCE_WRAPPER_TYPE = _PREFIX + "envoy.service.discovery.v3.Resource"
 
 # type URL → (message class, name field, parser)
 _TYPES: dict[str, tuple[Any, str, Callable[[Any], object]]] = {
-    LISTENER_TYPE: (listener_pb2.Listener, "name", parse_listener),
+    LISTENER_TYPE: (listener_pb2.Listener, "name", parse_lds_listener),
     ROUTE_TYPE: (route_pb2.RouteConfiguration, "name", parse_route_configuration),
     CLUSTER_TYPE: (cluster_pb2.Cluster, "name", parse_cluster),
     ENDPOINT_TYPE: (

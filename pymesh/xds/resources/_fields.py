@@ -41,6 +41,7 @@ from envoy.config.listener.v3 import listener_pb2  # noqa: F401
 from envoy.config.route.v3 import route_pb2  # noqa: F401
 from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as _aggregate_pb2  # noqa: F401
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
@@ -172,6 +173,8 @@ STATEFUL_SESSION_PER_ROUTE = (
 )
 COOKIE_SESSION_STATE = "envoy.extensions.http.stateful_session.cookie.v3.CookieBasedSessionState"
 FILTER_CONFIG = "envoy.config.route.v3.FilterConfig"
+RBAC = "envoy.extensions.filters.http.rbac.v3.RBAC"
+RBAC_PER_ROUTE = "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 LB_POLICY_TYPES = (
     _PFX_LB + "round_robin.v3.RoundRobin",
@@ -184,7 +187,7 @@ LB_POLICY_TYPES = (
     "xds.type.v3.TypedStruct",
     "udpa.type.v1.TypedStruct",
 )
-PER_FILTER_TYPES = (FAULT, FILTER_CONFIG, STATEFUL_SESSION_PER_ROUTE)
+PER_FILTER_TYPES = (FAULT, FILTER_CONFIG, STATEFUL_SESSION_PER_ROUTE, RBAC_PER_ROUTE)
 
 _HEADER_OPS = {
     "request_headers_to_add": H(_HEADER_OPS_NOTE),
@@ -193,18 +196,28 @@ _HEADER_OPS = {
     "response_headers_to_remove": H("lower-cased; ':'-prefixed names and host → NACK"),
 }
 _TYPED_PER_FILTER = H(
-    "HTTPFault (also in a FilterConfig) overrides the fault filter; StatefulSessionPerRoute "
-    "is parsed (the filter itself is Warn). Other types → Warn, kept as None",
+    "HTTPFault (also in a FilterConfig) overrides the fault filter; RBACPerRoute replaces "
+    "the RBAC filter's config; StatefulSessionPerRoute is parsed (the filter itself is "
+    "Warn). Other types → Warn, kept as None",
     any_types=PER_FILTER_TYPES,
 )
 
 #: The messages pymesh parses from a DiscoveryResponse, in the order docs list them.
 ROOTS: tuple[tuple[str, str], ...] = (
     ("Listener (LDS)", "envoy.config.listener.v3.Listener"),
+    ("Server Listener (LDS, gRFC A36)", "envoy.config.listener.v3.Listener@server"),
     ("RouteConfiguration (RDS)", "envoy.config.route.v3.RouteConfiguration"),
     ("Cluster (CDS)", "envoy.config.cluster.v3.Cluster"),
     ("ClusterLoadAssignment (EDS)", "envoy.config.endpoint.v3.ClusterLoadAssignment"),
 )
+
+_RBAC_PEER = (
+    "must be unset: RBAC's remote_ip is the connection's peer address, as direct_remote_ip "
+    "(gRFC A41 NACKs the listener)"
+)
+_RBAC_METADATA = "envoy.type.matcher.v3.MetadataMatcher@rbac"
+_RBAC_NEVER = "not evaluated: Envoy metadata is always empty on pymesh (gRFC A41)"
+_RBAC_GRPC_GO = "not supported (grpc-go NACKs it too)"
 
 _LISTENER_INERT = "an api listener has no socket (as in gRPC); " + _SERVER_SIDE
 
@@ -281,7 +294,8 @@ TABLE: dict[str, dict[str, Field]] = {
         "add_proxy_protocol_connection_state": W(_NOT_ENVOY_CLIENT),
         "scheme_header_transformation": W(_NOT_ENVOY_CLIENT),
         "forward_client_cert_matcher": I(_SERVER_SIDE),
-        "original_ip_detection_extensions": I(_SERVER_SIDE),
+        "original_ip_detection_extensions": N(_RBAC_PEER),
+        "xff_num_trusted_hops": N(_RBAC_PEER),
         "proxy_100_continue": I(_SERVER_SIDE),
         "represent_ipv4_remote_address_as_ipv4_mapped_ipv6": I(_SERVER_SIDE),
         "stream_error_on_invalid_http_message": I(_SERVER_SIDE),
@@ -298,7 +312,6 @@ TABLE: dict[str, dict[str, Field]] = {
                 "codec_type",
                 "access_log",
                 "use_remote_address",
-                "xff_num_trusted_hops",
                 "skip_xff_append",
                 "via",
                 "generate_request_id",
@@ -361,10 +374,11 @@ TABLE: dict[str, dict[str, Field]] = {
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
         "name": H("must be non-empty and unique"),
         "typed_config": H(
-            "Router and HTTPFault are honoured; StatefulSession (cookie) is parsed and Warn. "
+            "Router, HTTPFault and RBAC (enforced by pymesh's servers) are honoured; "
+            "StatefulSession (cookie) is parsed and Warn. "
             "Another type → NACK, unless is_optional (then skipped with a Warn). "
             "A TypedStruct custom filter → NACK",
-            any_types=(ROUTER, FAULT, STATEFUL_SESSION),
+            any_types=(ROUTER, FAULT, STATEFUL_SESSION, RBAC),
         ),
         "config_discovery": N("filter config discovery (ECDS); Warn and skip if is_optional"),
         "is_optional": H("an optional filter of an unknown type is skipped with a Warn"),
@@ -426,11 +440,108 @@ TABLE: dict[str, dict[str, Field]] = {
     },
     FILTER_CONFIG: {
         "config": H(
-            "HTTPFault or StatefulSessionPerRoute; another type → Warn, kept as None",
-            any_types=(FAULT, STATEFUL_SESSION_PER_ROUTE),
+            "HTTPFault, RBACPerRoute or StatefulSessionPerRoute; another type → Warn, kept as None",
+            any_types=(FAULT, STATEFUL_SESSION_PER_ROUTE, RBAC_PER_ROUTE),
         ),
         "is_optional": H("an unknown type is a Warn either way (never a NACK)"),
         "disabled": W("the override is dropped (None); per-route disabling is not supported"),
+    },
+    # ---------------------------------------------------------------- RBAC (A41)
+    RBAC: {
+        "rules": H("→ RbacConfig.rules; unset: nothing is enforced"),
+        "rules_stat_prefix": I(_STATS),
+        "matcher": N("the xDS matcher API is not supported; use rules (with rules → NACK too)"),
+        "shadow_rules": W("shadow rules are not evaluated (gRFC A41)"),
+        "shadow_matcher": W("shadow rules are not evaluated (gRFC A41)"),
+        "shadow_rules_stat_prefix": I(_STATS),
+        "track_per_rule_stats": I(_STATS),
+    },
+    RBAC_PER_ROUTE: {
+        "rbac": H("replaces the filter's config on the route; unset: RBAC is off for it"),
+    },
+    "envoy.config.rbac.v3.RBAC": {
+        "action": H(
+            values={
+                "ALLOW": (Status.HONOURED, "only requests matching a policy pass"),
+                "DENY": (Status.HONOURED, "requests matching a policy are denied"),
+                "LOG": (
+                    Status.HONOURED,
+                    "the rules are ignored, as if RBAC were not configured (gRFC A41)",
+                ),
+            }
+        ),
+        "policies": H("matched in name order (Envoy's ordered map); the first match is reported"),
+        "audit_logging_options": H(),
+    },
+    "envoy.config.rbac.v3.RBAC.AuditLoggingOptions": {
+        "audit_condition": W("pymesh has no audit loggers; denials are logged and counted"),
+        "logger_configs": H(),
+    },
+    "envoy.config.rbac.v3.RBAC.AuditLoggingOptions.AuditLoggerConfig": {
+        "audit_logger": I("no audit logger is supported: NACK unless is_optional (gRFC A59)"),
+        "is_optional": H("an optional logger is skipped with a Warn"),
+    },
+    "envoy.config.rbac.v3.Policy": {
+        "permissions": H("at least one; any matching permission"),
+        "principals": H("at least one; any matching principal"),
+        "condition": N("CEL conditions are not supported (gRFC A41)"),
+        "checked_condition": N("CEL conditions are not supported (gRFC A41)"),
+        "cel_config": I("used only with a CEL condition (which is NACKed)"),
+    },
+    "envoy.config.rbac.v3.Permission": {
+        "and_rules": H("at least one rule"),
+        "or_rules": H("at least one rule"),
+        "any": H(),
+        "header": H(
+            "also :method, :path, :authority (host is :authority); :scheme and grpc-* → "
+            "NACK (gRFC A41)"
+        ),
+        "url_path": H("the path without query (gRPC: the full method name)"),
+        "destination_ip": H("the connection's local address"),
+        "destination_port": H("the connection's local port"),
+        "destination_port_range": H("[start, end) of the local port"),
+        "metadata": H(_RBAC_NEVER + "; matches only when inverted", sub=_RBAC_METADATA),
+        "not_rule": H(),
+        "requested_server_name": H("matched against the empty string (gRFC A41)"),
+        "matcher": N(_RBAC_GRPC_GO),
+        "uri_template": N(_RBAC_GRPC_GO),
+        "sourced_metadata": N(_RBAC_GRPC_GO),
+    },
+    "envoy.config.rbac.v3.Permission.Set": {"rules": H()},
+    "envoy.config.rbac.v3.Principal": {
+        "and_ids": H("at least one id"),
+        "or_ids": H("at least one id"),
+        "any": H(),
+        "authenticated": H(),
+        "source_ip": H("the connection's peer address (gRFC A41)"),
+        "direct_remote_ip": H("the connection's peer address"),
+        "remote_ip": H("the connection's peer address (no XFF trust, gRFC A41)"),
+        "header": H("as Permission.header"),
+        "url_path": H("as Permission.url_path"),
+        "metadata": H(_RBAC_NEVER + "; matches only when inverted", sub=_RBAC_METADATA),
+        "filter_state": N(_RBAC_GRPC_GO),
+        "not_id": H(),
+        "sourced_metadata": N(_RBAC_GRPC_GO),
+        "custom": N(_RBAC_GRPC_GO),
+    },
+    "envoy.config.rbac.v3.Principal.Set": {"ids": H()},
+    "envoy.config.rbac.v3.Principal.Authenticated": {
+        "principal_name": H(
+            "the peer certificate's URI SANs, else DNS SANs, else subject (RFC 2253), else "
+            '"" (gRFC A41); unset: any TLS connection'
+        ),
+    },
+    "envoy.config.core.v3.CidrRange": {
+        "address_prefix": H("an IPv4 or IPv6 address, else NACK"),
+        "prefix_len": H("unset = 0; above the address length → NACK"),
+    },
+    "envoy.type.matcher.v3.PathMatcher": {"path": H("required")},
+    "envoy.type.v3.Int32Range": {"start": H(), "end": H()},
+    _RBAC_METADATA: {
+        "filter": I(_RBAC_NEVER),
+        "path": I(_RBAC_NEVER),
+        "value": I(_RBAC_NEVER),
+        "invert": H("inverted, the matcher always matches"),
     },
     # ---------------------------------------------------------------- fault
     FAULT: {
@@ -1164,6 +1275,144 @@ TABLE: dict[str, dict[str, Field]] = {
     "udpa.type.v1.TypedStruct": {
         "type_url": H("pymesh.lb.v1.PeakEwma; another type is skipped"),
         "value": H('decay_time (seconds or "2.5s", default 10 s); the struct → params'),
+    },
+    # ---------------------------------------------------------------- server Listener (A36)
+    "envoy.config.listener.v3.Listener@server": {
+        "name": H("must be non-empty; the server's template name for its address"),
+        "address": H(
+            "required; the server serves only when it equals its listening address",
+            sub="envoy.config.core.v3.Address@listener",
+        ),
+        "filter_chains": H("matched per connection, most specific first; overlaps → NACK"),
+        "default_filter_chain": H("used when no chain matches; none → the call is refused"),
+        "listener_filters": N("listener filters are not supported (gRFC A36)"),
+        "use_original_dst": H("true → NACK (gRFC A36)"),
+        "api_listener": I("its absence makes this a server Listener"),
+        "filter_chain_matcher": N(
+            "the matcher API is not supported; use filter_chain_match (ignoring it would "
+            "pick other chains)"
+        ),
+        "fcds_config": N("filter chain discovery is not supported"),
+        "additional_addresses": W("only address is compared with the listening address"),
+        "stat_prefix": I(_STATS),
+        "metadata": I(_METADATA),
+        "traffic_direction": I("informational"),
+        "access_log": W("access logs are not written by pymesh servers"),
+        **{
+            f: W("a socket or Envoy listener option grpcio does not expose")
+            for f in (
+                "per_connection_buffer_limit_bytes",
+                "deprecated_v1",
+                "drain_type",
+                "listener_filters_timeout",
+                "continue_on_listener_filters_timeout",
+                "transparent",
+                "freebind",
+                "socket_options",
+                "tcp_fast_open_queue_length",
+                "udp_listener_config",
+                "connection_balance_config",
+                "reuse_port",
+                "enable_reuse_port",
+                "tcp_backlog_size",
+                "max_connections_to_accept_per_socket_event",
+                "bind_to_port",
+                "internal_listener",
+                "enable_mptcp",
+                "ignore_global_conn_limit",
+                "bypass_overload_manager",
+            )
+        },
+    },
+    "envoy.config.core.v3.Address@listener": {
+        "socket_address": H(sub="envoy.config.core.v3.SocketAddress@listener"),
+        "pipe": N("a gRPC server listens on TCP"),
+        "envoy_internal_address": N("a gRPC server listens on TCP"),
+    },
+    "envoy.config.core.v3.SocketAddress@listener": {
+        "protocol": H(
+            values={
+                "TCP": (Status.HONOURED, ""),
+                "UDP": (Status.NACKED, "a gRPC server listens on TCP"),
+            }
+        ),
+        "address": H("compared with the listening IP"),
+        "port_value": H("compared with the listening port"),
+        "named_port": N("port_value is required"),
+        "resolver_name": I("the address is an IP literal"),
+        "ipv4_compat": W("a listening-socket option grpcio does not expose"),
+        "network_namespace_filepath": W(_NOT_ENVOY_CLIENT),
+    },
+    "envoy.config.listener.v3.FilterChain": {
+        "filter_chain_match": H(),
+        "filters": H("unique names, exactly one HttpConnectionManager, last (A36)"),
+        "transport_socket": H(
+            "absent: plaintext", sub="envoy.config.core.v3.TransportSocket@server"
+        ),
+        "name": H("shown in logs"),
+        "use_proxy_proto": N("the PROXY protocol is not supported"),
+        "metadata": I(_METADATA),
+        "transport_socket_connect_timeout": W("grpcio's handshake timeout applies"),
+    },
+    "envoy.config.listener.v3.FilterChainMatch": {
+        "destination_port": H("set: the chain never matches (A36: needs use_original_dst)"),
+        "prefix_ranges": H(
+            "the destination IP: the longest prefix wins",
+            sub="envoy.config.core.v3.CidrRange@filter_chain_match",
+        ),
+        "address_suffix": W("not a gRPC matcher; ignored"),
+        "suffix_len": W("not a gRPC matcher; ignored"),
+        "direct_source_prefix_ranges": W("not a gRPC matcher; ignored"),
+        "source_type": H(values=ok("ANY", "SAME_IP_OR_LOOPBACK", "EXTERNAL")),
+        "source_prefix_ranges": H(
+            "the peer IP: the longest prefix wins",
+            sub="envoy.config.core.v3.CidrRange@filter_chain_match",
+        ),
+        "source_ports": H("an exact peer port beats none"),
+        "server_names": H("set: the chain never matches (A36: needs listener filters)"),
+        "transport_protocol": H("raw_buffer or empty match; another value never matches"),
+        "application_protocols": H("set: the chain never matches (A36)"),
+    },
+    "envoy.config.core.v3.CidrRange@filter_chain_match": {
+        "address_prefix": H("an IP literal; low bits beyond prefix_len are ignored"),
+        "prefix_len": H("clamped to 32 / 128; absent = 0 (A36)"),
+    },
+    "envoy.config.listener.v3.Filter": {
+        "name": H("unique in the chain"),
+        "typed_config": H("an HttpConnectionManager, else NACK", any_types=(HCM,)),
+        "config_discovery": N("filter config discovery (ECDS) is not supported"),
+    },
+    "envoy.config.core.v3.TransportSocket@server": {
+        "name": H("raw_buffer without typed_config: plaintext"),
+        "typed_config": H(
+            "DownstreamTlsContext or RawBuffer; another type → NACK",
+            any_types=(
+                "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
+            ),
+        ),
+    },
+    "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": {
+        "common_tls_context": H(
+            "the certificate from tls_certificate_provider_instance (required; "
+            "tls_certificates → NACK), client roots from a provider instance"
+        ),
+        "require_client_certificate": H("true: mutual TLS (needs a validation context, else NACK)"),
+        "require_sni": H("true → NACK (gRFC A29)"),
+        "ocsp_staple_policy": H(
+            values={
+                "LENIENT_STAPLING": (Status.HONOURED, ""),
+                "STRICT_STAPLING": (Status.NACKED, "only LENIENT_STAPLING (gRFC A29)"),
+                "MUST_STAPLE": (Status.NACKED, "only LENIENT_STAPLING (gRFC A29)"),
+            }
+        ),
+        "session_ticket_keys": W("grpcio manages TLS sessions"),
+        "session_ticket_keys_sds_secret_config": W("grpcio manages TLS sessions"),
+        "disable_stateless_session_resumption": W("grpcio manages TLS sessions"),
+        "disable_stateful_session_resumption": W("grpcio manages TLS sessions"),
+        "session_timeout": W("grpcio manages TLS sessions"),
+        "full_scan_certs_on_sni_mismatch": I("one certificate per chain"),
+        "prefer_client_ciphers": W("grpcio's cipher preference applies"),
     },
     # ---------------------------------------------------------------- TLS
     "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext": {

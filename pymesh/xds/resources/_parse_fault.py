@@ -19,9 +19,11 @@ from pymesh.xds.resources._common import (
     wrapped,
 )
 from pymesh.xds.resources._parse_matchers import header_matcher
+from pymesh.xds.resources._parse_rbac import rbac_per_route_from_any
 from pymesh.xds.resources._parse_session import per_route_from_any
 from pymesh.xds.resources.fault import FaultAbort, FaultConfig, FaultDelay
 from pymesh.xds.resources.matchers import FractionalPercent
+from pymesh.xds.resources.rbac import RBAC_PER_ROUTE_TYPE
 from pymesh.xds.resources.session import STATEFUL_SESSION_PER_ROUTE_TYPE
 
 FAULT_TYPE = "envoy.extensions.filters.http.fault.v3.HTTPFault"
@@ -89,9 +91,10 @@ def fault_from_any(ctx: Ctx, any_msg: Any, path: str) -> FaultConfig:
 
 
 def typed_per_filter_config(ctx: Ctx, entries: Any, path: str) -> dict[str, Any]:
-    """typed_per_filter_config → {filter name: FaultConfig, StatefulSessionPerRoute or None}.
+    """typed_per_filter_config → {filter name: FaultConfig, RbacConfig,
+    StatefulSessionPerRoute or None}.
 
-    HTTPFault and StatefulSessionPerRoute overrides are parsed (also inside an
+    HTTPFault, RBACPerRoute and StatefulSessionPerRoute overrides are parsed (also inside an
     ``envoy.config.route.v3.FilterConfig`` wrapper); other types are kept as None and
     recorded as unsupported.
     """
@@ -112,6 +115,8 @@ def typed_per_filter_config(ctx: Ctx, entries: Any, path: str) -> dict[str, Any]
             tn = type_name(any_msg.type_url)
         if tn == FAULT_TYPE:
             out[name] = fault_from_any(ctx, any_msg, p)
+        elif tn == RBAC_PER_ROUTE_TYPE:
+            out[name] = rbac_per_route_from_any(ctx, any_msg, p)
         elif tn == STATEFUL_SESSION_PER_ROUTE_TYPE:
             out[name] = per_route_from_any(ctx, any_msg, p)
         else:

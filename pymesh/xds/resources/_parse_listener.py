@@ -21,8 +21,10 @@ from pymesh.xds.resources._common import (
     unpack,
 )
 from pymesh.xds.resources._parse_fault import fault_from_any
+from pymesh.xds.resources._parse_rbac import rbac_from_any
 from pymesh.xds.resources._parse_session import stateful_session_from_any
 from pymesh.xds.resources.listener import FAULT_TYPE, ROUTER_TYPE, HttpFilter, Listener
+from pymesh.xds.resources.rbac import RBAC_TYPE
 from pymesh.xds.resources.session import STATEFUL_SESSION_TYPE
 
 HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -57,6 +59,11 @@ def _http_filter(ctx: Ctx, msg: Any, path: str) -> HttpFilter | None:
         fault = fault_from_any(ctx, msg.typed_config, tp)
         ctx.check(msg, path)
         return HttpFilter(msg.name, tn, fault, optional)
+    if tn == RBAC_TYPE:
+        # gRFC A41: enforced by pymesh's servers (pymesh.security._rbac); a client ignores it.
+        rbac = rbac_from_any(ctx, msg.typed_config, tp)
+        ctx.check(msg, path)
+        return HttpFilter(msg.name, tn, rbac, optional)
     if tn == STATEFUL_SESSION_TYPE:
         # Parsed (Envoy and gRPC A55 support it); the field table warns that the
         # override-host routing is not applied yet.

@@ -15,6 +15,7 @@ FAULT_TYPE = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 class HttpFilter:
     """One entry of HCM http_filters. ``config`` is the parsed filter config
     (:class:`~pymesh.xds.resources.fault.FaultConfig`,
+    :class:`~pymesh.xds.resources.rbac.RbacConfig`,
     :class:`~pymesh.xds.resources.session.StatefulSession`) or None for the router."""
 
     name: str
@@ -49,3 +50,14 @@ def parse_listener(msg: Any) -> Listener:
     from pymesh.xds.resources._parse_listener import parse
 
     return parse(msg)
+
+
+def parse_lds_listener(msg: Any) -> Any:
+    """Parse any LDS resource: an api_listener (:func:`parse_listener`, a client's) or,
+    without one, a server's listening socket (gRFC A36,
+    :class:`~pymesh.xds.resources.server_listener.ServerListener`)."""
+    if msg.HasField("api_listener"):
+        return parse_listener(msg)
+    from pymesh.xds.resources._parse_server_listener import parse as parse_server
+
+    return parse_server(msg)

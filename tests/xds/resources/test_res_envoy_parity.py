@@ -475,3 +475,130 @@ def test_pymesh_own_nacks(tmp_path: Path, case: str, cluster: Any) -> None:
     ours_ok, ours_out = _pymesh_accepts(parse_cluster, cluster)
     assert envoy_ok, f"{case}: envoy said {envoy_out[-500:]}"
     assert not ours_ok and "MURMUR_HASH_2 is not supported" in ours_out, case
+
+
+# ---- RBAC filter (gRFC A41): Envoy's validation, and the rules gRPC adds -----------------
+
+
+def _rbac(mutate: Callable[[Any], None] | None = None, action: int = 0) -> Any:
+    from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+
+    r = rbac_pb2.RBAC()
+    r.rules.action = action
+    pol = r.rules.policies["p"]
+    pol.permissions.add(any=True)
+    pol.principals.add(any=True)
+    if mutate is not None:
+        mutate(r)
+    return _hcm_with(("envoy.filters.http.rbac", r))
+
+
+def _perm(r: Any) -> Any:
+    return r.rules.policies["p"].permissions[0]
+
+
+def _princ(r: Any) -> Any:
+    return r.rules.policies["p"].principals[0]
+
+
+def _header_name(name: str) -> Callable[[Any], None]:
+    def mutate(r: Any) -> None:
+        p = _perm(r)
+        p.ClearField("any")
+        p.header.name = name
+        p.header.present_match = True
+
+    return mutate
+
+
+def _no_permissions(r: Any) -> None:
+    del r.rules.policies["p"].permissions[:]
+
+
+def _no_principals(r: Any) -> None:
+    del r.rules.policies["p"].principals[:]
+
+
+def _empty_and(r: Any) -> None:
+    _perm(r).and_rules.SetInParent()
+
+
+def _no_rule(r: Any) -> None:
+    _perm(r).ClearField("any")
+
+
+def _port_too_big(r: Any) -> None:
+    _perm(r).destination_port = 70000
+
+
+def _rules_and_matcher(r: Any) -> None:
+    r.matcher.on_no_match.action.name = "allow"
+    r.matcher.on_no_match.action.typed_config.Pack(router_pb2.Router())
+
+
+def _shadow(r: Any) -> None:
+    r.shadow_rules.action = 1
+
+
+def _cel(r: Any) -> None:
+    r.rules.policies["p"].condition.const_expr.bool_value = True
+
+
+def _filter_state(r: Any) -> None:
+    p = _princ(r)
+    p.ClearField("any")
+    p.filter_state.key = "k"
+    p.filter_state.string_match.exact = "v"
+
+
+def _rich_rbac(r: Any) -> None:
+    p = _perm(r)
+    p.ClearField("any")
+    rules = p.and_rules.rules
+    rules.add().url_path.path.prefix = "/orders"
+    rules.add().destination_port = 8443
+    rules.add().not_rule.requested_server_name.exact = "x"
+    q = _princ(r)
+    q.ClearField("any")
+    ids = q.or_ids.ids
+    ids.add().authenticated.principal_name.exact = "spiffe://td/ns/a/sa/b"
+    ids.add().direct_remote_ip.address_prefix = "10.0.0.0"
+    ids[1].direct_remote_ip.prefix_len.value = 8
+
+
+def _xff(h: Any) -> Any:
+    h.xff_num_trusted_hops = 1
+    return h
+
+
+@pytest.mark.parametrize(
+    ("case", "hcm", "envoy_accepts", "pymesh_accepts"),
+    [
+        ("rbac allow any", _rbac(), True, True),
+        ("rbac rich policy", _rbac(_rich_rbac), True, True),
+        ("rbac deny", _rbac(action=1), True, True),
+        ("rbac log", _rbac(action=2), True, True),
+        ("rbac :authority header", _rbac(_header_name(":authority")), True, True),
+        ("rbac shadow rules (Warn)", _rbac(_shadow), True, True),
+        # Envoy's own validation, which pymesh repeats.
+        ("rbac no permissions", _rbac(_no_permissions), False, False),
+        ("rbac no principals", _rbac(_no_principals), False, False),
+        ("rbac empty and_rules", _rbac(_empty_and), False, False),
+        ("rbac permission without rule", _rbac(_no_rule), False, False),
+        ("rbac destination_port 70000", _rbac(_port_too_big), False, False),
+        ("rbac rules and matcher", _rbac(_rules_and_matcher), False, False),
+        # gRFC A41 / grpc-go rules: Envoy runs these, a gRPC server (and pymesh) NACKs.
+        ("rbac CEL condition (A41)", _rbac(_cel), True, False),
+        ("rbac grpc- header (A41)", _rbac(_header_name("grpc-timeout")), True, False),
+        ("rbac :scheme header (A41)", _rbac(_header_name(":scheme")), True, False),
+        ("rbac filter_state principal (grpc-go)", _rbac(_filter_state), True, False),
+        ("hcm xff_num_trusted_hops (A41)", _xff(_hcm_with()), True, False),
+    ],
+)
+def test_rbac_parity(
+    tmp_path: Path, case: str, hcm: Any, envoy_accepts: bool, pymesh_accepts: bool
+) -> None:
+    envoy_ok, envoy_out = _envoy_accepts(tmp_path, _hcm_bootstrap(hcm))
+    ours_ok, ours_out = _pymesh_accepts(parse_listener, _api_listener(hcm))
+    assert envoy_ok is envoy_accepts, f"{case}: envoy said {envoy_out[-500:]}"
+    assert ours_ok is pymesh_accepts, f"{case}: pymesh said {ours_out}"

@@ -30,6 +30,7 @@ from pymesh.xds.resources import (
     parse_route_configuration,
 )
 from pymesh.xds.resources._fields import TABLE, Status, check_table, walk
+from pymesh.xds.resources.listener import parse_lds_listener
 
 CLUSTER = "envoy.config.cluster.v3.Cluster"
 
@@ -505,6 +506,7 @@ def _kitchen_sink_listeners() -> list[Any]:
     session.session_state.name = "cookie"
     session.session_state.typed_config.Pack(state)
     h.http_filters.add(name="session").typed_config.Pack(session)
+    h.http_filters.add(name="rbac").typed_config.Pack(_kitchen_sink_rbac())
     h.http_filters.append(router)
     h.common_http_protocol_options.max_stream_duration.FromSeconds(5)
     h2 = hcm()
@@ -514,7 +516,51 @@ def _kitchen_sink_listeners() -> list[Any]:
     f2.abort.http_status = 503
     h2.http_filters.insert(0, h2.http_filters[0].__class__(name="fault"))
     h2.http_filters[0].typed_config.Pack(f2)
-    return [listener(h), listener(h2, name="other:80")]
+    return [listener(h), listener(h2, name="other:80"), _kitchen_sink_server_listener()]
+
+
+def _kitchen_sink_server_listener() -> Any:
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    lis = listener_pb2.Listener(name="grpc/server?a=127.0.0.1:1")
+    lis.address.socket_address.address = "127.0.0.1"
+    lis.address.socket_address.port_value = 1
+    fc = lis.filter_chains.add(name="fc")
+    fc.filter_chain_match.prefix_ranges.add(address_prefix="127.0.0.0").prefix_len.value = 8
+    fc.filters.add(name="hcm").typed_config.Pack(hcm())
+    d = tls_pb2.DownstreamTlsContext()
+    d.common_tls_context.tls_certificate_provider_instance.instance_name = "default"
+    d.common_tls_context.validation_context.ca_certificate_provider_instance.instance_name = "d"
+    d.require_client_certificate.value = True
+    fc.transport_socket.name = "tls"
+    fc.transport_socket.typed_config.Pack(d)
+    return lis
+
+
+def _kitchen_sink_rbac() -> Any:
+    """An RBAC filter config using every RBAC message pymesh parses."""
+    from envoy.config.rbac.v3 import rbac_pb2 as config_rbac_pb2
+    from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+
+    r = rbac_pb2.RBAC()
+    r.rules.action = config_rbac_pb2.RBAC.DENY
+    lc = r.rules.audit_logging_options.logger_configs.add(is_optional=True)
+    lc.audit_logger.name = "stdout"
+    p = r.rules.policies["p"]
+    perm = p.permissions.add()
+    rules = perm.and_rules.rules
+    rules.add().url_path.path.exact = "/x"
+    rules.add().destination_ip.address_prefix = "10.0.0.0"
+    rng = rules.add().destination_port_range
+    rng.start, rng.end = 1, 2
+    rules.add().not_rule.metadata.invert = True
+    rules.add().header.name = ":method"
+    princ = p.principals.add()
+    ids = princ.or_ids.ids
+    ids.add().authenticated.principal_name.exact = "spiffe://x"
+    ids.add().source_ip.address_prefix = "::1"
+    return r
 
 
 def _kitchen_sink_routes() -> Any:
@@ -540,6 +586,9 @@ def _kitchen_sink_routes() -> Any:
     cw.typed_per_filter_config["session"].Pack(
         stateful_session_pb2.StatefulSessionPerRoute(disabled=True)
     )
+    from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+
+    cw.typed_per_filter_config["rbac"].Pack(rbac_pb2.RBACPerRoute(rbac=_kitchen_sink_rbac()))
     a.regex_rewrite.pattern.regex = "^/x"
     a.regex_rewrite.substitution = "/"
     a.hash_policy.add().header.header_name = "x-user"
@@ -707,7 +756,7 @@ def test_every_table_entry_is_consulted_by_a_parser(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(_common, "_PLAIN", Consulted())
     monkeypatch.setattr(_parse_endpoint, "_PLAIN_TYPES", [])
     for lis in _kitchen_sink_listeners():
-        parse_listener(lis)
+        parse_lds_listener(lis)
     parse_route_configuration(_kitchen_sink_routes())
     for c in _kitchen_sink_clusters():
         parse_cluster(c)
