@@ -280,7 +280,11 @@ class _UnaryIO:
             value = self.invoke(*begun)
         except grpc.RpcError as err:
             code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+            if t.wants_load_report and isinstance(err, grpc.Call):
+                t.report_trailers(err.trailing_metadata())
             return reply_of(self.a, t, code, None, err)
+        if t.wants_load_report:  # weighted round robin's per-call ORCA report
+            t.report_trailers(value[1].trailing_metadata())
         return Reply(value, grpc_status=0)
 
     def start(self, t: Ticket) -> Any:
@@ -295,7 +299,11 @@ class _UnaryIO:
             response = fut.result()  # type: ignore[attr-defined]
         except grpc.RpcError as err:
             code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+            if t.wants_load_report and isinstance(err, grpc.Call):
+                t.report_trailers(err.trailing_metadata())
             return reply_of(self.a, t, code, None, err)
+        if t.wants_load_report:
+            t.report_trailers(fut.trailing_metadata())  # type: ignore[attr-defined]
         return Reply((response, fut), grpc_status=0)
 
     def discard(self, t: Ticket) -> None:

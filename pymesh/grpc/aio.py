@@ -252,7 +252,11 @@ class _UnaryIO:
         self.on_call(call)
         try:
             response = await call
+            if t.wants_load_report:  # weighted round robin's per-call ORCA report
+                t.report_trailers(await call.trailing_metadata())
         except grpc.aio.AioRpcError as err:
+            if t.wants_load_report:
+                t.report_trailers(err.trailing_metadata())
             return reply_of(self.a, t, err.code(), None, err)
         except BaseException:
             call.cancel()

@@ -1,0 +1,280 @@
+"""Client-side weighted round robin (gRFC A58) end to end: three real servers on
+127.0.0.1 report fixed utilizations through pymesh.orca (gRPC trailer, HTTP header), and
+pymesh's control plane serves their cluster with client_side_weighted_round_robin.
+
+grpcio's own xDS client and pymesh's four drivers must split calls in inverse proportion
+to the utilizations (qps is the same everywhere, so weight = qps / utilization), and a
+server whose utilization rises loses its share once a report of it has been seen and one
+weight update period has passed. Shares are counted over hundreds of calls made after a
+warm-up that covers the blackout period; tolerances are generous (the split itself is
+deterministic: gRPC's static stride scheduler).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+import pymesh
+import pymesh.grpc
+from pymesh import orca
+from pymesh.server import ControlPlane, compile_mesh
+from pymesh.testing import bootstrap_for
+
+METHOD = "/pymesh.wrr.Svc/Call"
+HTTP_PORT = 9080
+GRPC_PORT = 50051
+QPS = 100.0
+UTILIZATIONS = {"a": 0.2, "b": 0.4, "c": 0.8}
+# weight = qps / utilization: shares 4/7, 2/7, 1/7.
+EXPECTED = {"a": 4 / 7, "b": 2 / 7, "c": 1 / 7}
+TOLERANCE = 0.08  # absolute, per share
+BLACKOUT = 0.2  # seconds
+UPDATE = 0.1  # weight_update_period (A58's floor)
+COUNTED = 700
+
+
+class Host:
+    """A gRPC server (OrcaServerInterceptor) and an HTTP server (the header) reporting
+    ``application_utilization`` and a fixed qps; answers name the host."""
+
+    def __init__(self, name: str, utilization: float) -> None:
+        self.name = name
+        self.metrics = orca.ServerMetricsRecorder()
+        self.metrics.set_application_utilization(utilization)
+        self.metrics.set_qps(QPS)
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                body = host.name.encode()
+                self.send_response(200)
+                value = orca.load_metrics_header(host.metrics.snapshot())
+                assert value is not None
+                self.send_header(orca.ORCA_HEADER, value)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http.daemon_threads = True
+        futures.ThreadPoolExecutor(1).submit(self._http.serve_forever)
+
+        def call(request: bytes, context: grpc.ServicerContext) -> bytes:
+            return host.name.encode()
+
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(8), interceptors=[orca.OrcaServerInterceptor(self.metrics)]
+        )
+        self._grpc.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "pymesh.wrr.Svc", {"Call": grpc.unary_unary_rpc_method_handler(call)}
+                ),
+            )
+        )
+        self._grpc_port = self._grpc.add_insecure_port("127.0.0.1:0")
+        self._grpc.start()
+
+    def address(self, protocol: str) -> str:
+        port = self._http.server_address[1] if protocol == "http" else self._grpc_port
+        return f"127.0.0.1:{port}"
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+        self._grpc.stop(0).wait(10)
+
+
+@pytest.fixture
+def hosts() -> Iterator[dict[str, Host]]:
+    made = {name: Host(name, u) for name, u in UTILIZATIONS.items()}
+    try:
+        yield made
+    finally:
+        for h in made.values():
+            h.close()
+
+
+def _config(hosts: dict[str, Host], protocol: str) -> dict[str, Any]:
+    return {
+        "services": {
+            "svc": {
+                "port": HTTP_PORT if protocol == "http" else GRPC_PORT,
+                "protocol": protocol,
+                "endpoints": [h.address(protocol) for h in hosts.values()],
+                "traffic_policy": {
+                    "lb": "CLIENT_SIDE_WEIGHTED_ROUND_ROBIN",
+                    "weighted_round_robin": {
+                        "blackout_period": f"{int(BLACKOUT * 1000)}ms",
+                        "weight_update_period": f"{int(UPDATE * 1000)}ms",
+                    },
+                },
+            }
+        }
+    }
+
+
+def _shares(names: list[str]) -> dict[str, float]:
+    counts = collections.Counter(names)
+    return {n: counts[n] / len(names) for n in EXPECTED}
+
+
+def _assert_split(names: list[str], expected: dict[str, float] = EXPECTED) -> None:
+    shares = _shares(names)
+    for n, want in expected.items():
+        assert abs(shares[n] - want) <= TOLERANCE, (shares, expected)
+
+
+# -- pymesh's drivers: call(n) makes n calls and returns the answering hosts ----------
+
+
+Caller = Callable[[int], list[str]]
+
+
+def _run_phases(call: Caller, hosts: dict[str, Host]) -> None:
+    """Warm up past the blackout, count the split; then a turns busy and, after calls
+    for one blackout + update period (reports of a's new load arrive with them), the
+    split follows."""
+    deadline = time.monotonic() + BLACKOUT + 3 * UPDATE
+    while time.monotonic() < deadline:
+        call(10)
+    _assert_split(call(COUNTED))
+    # a turns busy: utilization 0.2 → 1.6 (weights 500, 250, 125 → 62.5, 250, 125).
+    hosts["a"].metrics.set_application_utilization(1.6)
+    deadline = time.monotonic() + BLACKOUT + 3 * UPDATE
+    while time.monotonic() < deadline:
+        call(10)
+    _assert_split(call(COUNTED), {"a": 1 / 7, "b": 4 / 7, "c": 2 / 7})
+
+
+def _mesh(cp: ControlPlane, hosts: dict[str, Host], protocol: str, node: str) -> pymesh.Mesh:
+    cp.set_snapshot(compile_mesh(_config(hosts, protocol)))
+    return pymesh.Mesh(bootstrap_for(cp, node_id=node), seed=11)
+
+
+def test_pymesh_grpc_sync_splits_by_load(hosts: dict[str, Host]) -> None:
+    with (
+        ControlPlane() as cp,
+        _mesh(cp, hosts, "grpc", "wrr-grpc-sync") as mesh,
+        pymesh.grpc.insecure_channel(f"xds:///svc:{GRPC_PORT}", mesh) as ch,
+    ):
+        stub = ch.unary_unary(METHOD)
+
+        def call(n: int) -> list[str]:
+            return [stub(b"", timeout=30).decode() for _ in range(n)]
+
+        _run_phases(call, hosts)
+
+
+def test_pymesh_grpc_aio_splits_by_load(hosts: dict[str, Host]) -> None:
+    async def run() -> None:
+        with ControlPlane() as cp, _mesh(cp, hosts, "grpc", "wrr-grpc-aio") as mesh:
+            async with pymesh.grpc.aio.insecure_channel(f"xds:///svc:{GRPC_PORT}", mesh) as ch:
+                stub = ch.unary_unary(METHOD)
+                names: list[str] = []
+                deadline = time.monotonic() + BLACKOUT + 3 * UPDATE
+                while time.monotonic() < deadline:
+                    await stub(b"", timeout=30)
+                for _ in range(COUNTED):
+                    names.append((await stub(b"", timeout=30)).decode())
+                _assert_split(names)
+
+    asyncio.run(run())
+
+
+def test_pymesh_httpx_sync_splits_by_load(hosts: dict[str, Host]) -> None:
+    with (
+        ControlPlane() as cp,
+        _mesh(cp, hosts, "http", "wrr-httpx-sync") as mesh,
+        httpx.Client(transport=pymesh.MeshTransport(mesh), timeout=30) as client,
+    ):
+
+        def call(n: int) -> list[str]:
+            return [client.get(f"http://svc:{HTTP_PORT}/").text for _ in range(n)]
+
+        _run_phases(call, hosts)
+
+
+def test_pymesh_httpx_async_splits_by_load(hosts: dict[str, Host]) -> None:
+    async def run() -> None:
+        with ControlPlane() as cp, _mesh(cp, hosts, "http", "wrr-httpx-async") as mesh:
+            transport = pymesh.AsyncMeshTransport(mesh)
+            async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+                url = f"http://svc:{HTTP_PORT}/"
+                deadline = time.monotonic() + BLACKOUT + 3 * UPDATE
+                while time.monotonic() < deadline:
+                    await client.get(url)
+                _assert_split([(await client.get(url)).text for _ in range(COUNTED)])
+
+    asyncio.run(run())
+
+
+# -- grpcio's own xDS client ---------------------------------------------------------
+
+# A fresh interpreter: GRPC_XDS_BOOTSTRAP must be set before grpc initialises.
+GRPCIO_CLIENT = """
+import collections, json, sys, time
+import grpc
+
+warmup, counted = float(sys.argv[2]), int(sys.argv[3])
+with grpc.insecure_channel("xds:///svc:" + sys.argv[4]) as channel:
+    call = channel.unary_unary(sys.argv[1])
+    deadline = time.monotonic() + warmup
+    while time.monotonic() < deadline:
+        call(b"", timeout=30, wait_for_ready=True)
+    seen = collections.Counter(
+        call(b"", timeout=30, wait_for_ready=True).decode() for _ in range(counted)
+    )
+print(json.dumps(dict(seen)))
+"""
+
+
+def test_grpcio_native_wrr_splits_by_load(hosts: dict[str, Host], tmp_path: Path) -> None:
+    with ControlPlane() as cp:
+        snap = compile_mesh(_config(hosts, "grpc"))
+        cp.set_snapshot(snap)
+        boot = tmp_path / "bootstrap.json"
+        boot.write_text(json.dumps(bootstrap_for(cp, node_id="wrr-grpcio")))
+        env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(boot)}
+        # grpcio reads the -bin trailer itself; its warm-up covers the blackout period
+        # and the first connections.
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                GRPCIO_CLIENT,
+                METHOD,
+                str(BLACKOUT + 1.0),
+                str(COUNTED),
+                str(GRPC_PORT),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        seen: dict[str, int] = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert cp.nacks == []
+    names = [n for n, k in seen.items() for _ in range(k)]
+    _assert_split(names)
