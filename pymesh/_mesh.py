@@ -160,6 +160,8 @@ class Mesh:
             self._settle(slot)
         self._sweeper.close()
         self._client.close()
+        for runtime in self.clusters().values():
+            runtime.states.close()  # ORCA out-of-band streams
         if self._admin is not None:
             self._admin.close()
         if self._csds is not None:

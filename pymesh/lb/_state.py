@@ -241,6 +241,13 @@ class EndpointStates(Mapping[str, EndpointState]):
         for state in list(self._states.values()):
             state.decay_time = decay_time
 
+    def close(self) -> None:
+        """Stop the endpoints' background work (weighted round robin's ORCA
+        out-of-band streams)."""
+        for state in list(self._states.values()):
+            if state.orca is not None:
+                state.orca.stop_oob()
+
     def retain(self, addresses: set[str] | frozenset[str]) -> None:
         """Forget endpoints that are gone (call after an EDS update)."""
         for address in [a for a in self._states if a not in addresses]:

@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -52,7 +53,7 @@ class Host:
     """A gRPC server (OrcaServerInterceptor) and an HTTP server (the header) reporting
     ``application_utilization`` and a fixed qps; answers name the host."""
 
-    def __init__(self, name: str, utilization: float) -> None:
+    def __init__(self, name: str, utilization: float, *, oob: bool = False) -> None:
         self.name = name
         self.metrics = orca.ServerMetricsRecorder()
         self.metrics.set_application_utilization(utilization)
@@ -82,9 +83,11 @@ class Host:
         def call(request: bytes, context: grpc.ServicerContext) -> bytes:
             return host.name.encode()
 
-        self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(8), interceptors=[orca.OrcaServerInterceptor(self.metrics)]
-        )
+        # ``oob``: reports only on the OpenRcaService stream, none per call.
+        interceptors = [] if oob else [orca.OrcaServerInterceptor(self.metrics)]
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(8), interceptors=interceptors)
+        if oob:
+            orca.OrcaService(self.metrics, min_report_interval=0.05).add_to_server(self._grpc)
         self._grpc.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
@@ -115,7 +118,13 @@ def hosts() -> Iterator[dict[str, Host]]:
             h.close()
 
 
-def _config(hosts: dict[str, Host], protocol: str) -> dict[str, Any]:
+def _config(hosts: dict[str, Host], protocol: str, oob: bool = False) -> dict[str, Any]:
+    wrr = {
+        "blackout_period": f"{int(BLACKOUT * 1000)}ms",
+        "weight_update_period": f"{int(UPDATE * 1000)}ms",
+    }
+    if oob:
+        wrr.update(enable_oob_load_report=True, oob_reporting_period="50ms")  # type: ignore[arg-type]
     return {
         "services": {
             "svc": {
@@ -124,10 +133,7 @@ def _config(hosts: dict[str, Host], protocol: str) -> dict[str, Any]:
                 "endpoints": [h.address(protocol) for h in hosts.values()],
                 "traffic_policy": {
                     "lb": "CLIENT_SIDE_WEIGHTED_ROUND_ROBIN",
-                    "weighted_round_robin": {
-                        "blackout_period": f"{int(BLACKOUT * 1000)}ms",
-                        "weight_update_period": f"{int(UPDATE * 1000)}ms",
-                    },
+                    "weighted_round_robin": wrr,
                 },
             }
         }
@@ -167,8 +173,10 @@ def _run_phases(call: Caller, hosts: dict[str, Host]) -> None:
     _assert_split(call(COUNTED), {"a": 1 / 7, "b": 4 / 7, "c": 2 / 7})
 
 
-def _mesh(cp: ControlPlane, hosts: dict[str, Host], protocol: str, node: str) -> pymesh.Mesh:
-    cp.set_snapshot(compile_mesh(_config(hosts, protocol)))
+def _mesh(
+    cp: ControlPlane, hosts: dict[str, Host], protocol: str, node: str, oob: bool = False
+) -> pymesh.Mesh:
+    cp.set_snapshot(compile_mesh(_config(hosts, protocol, oob)))
     return pymesh.Mesh(bootstrap_for(cp, node_id=node), seed=11)
 
 
@@ -184,6 +192,33 @@ def test_pymesh_grpc_sync_splits_by_load(hosts: dict[str, Host]) -> None:
             return [stub(b"", timeout=30).decode() for _ in range(n)]
 
         _run_phases(call, hosts)
+
+
+def test_pymesh_out_of_band_reports_split_by_load() -> None:
+    """enable_oob_load_report: the servers send no per-call reports, only the
+    OpenRcaService stream (one per endpoint, opened by pymesh's picker)."""
+    hosts = {name: Host(name, u, oob=True) for name, u in UTILIZATIONS.items()}
+    try:
+        with (
+            ControlPlane() as cp,
+            _mesh(cp, hosts, "grpc", "wrr-oob", oob=True) as mesh,
+            pymesh.grpc.insecure_channel(f"xds:///svc:{GRPC_PORT}", mesh) as ch,
+        ):
+            stub = ch.unary_unary(METHOD)
+
+            def call(n: int) -> list[str]:
+                return [stub(b"", timeout=30).decode() for _ in range(n)]
+
+            _run_phases(call, hosts)
+            streams = [t for t in threading.enumerate() if t.name.startswith("pymesh-orca-oob")]
+            assert len(streams) >= 3
+        # Closing the mesh ends its streams.
+        for t in streams:
+            t.join(20)
+        assert not any(t.is_alive() for t in streams)
+    finally:
+        for h in hosts.values():
+            h.close()
 
 
 def test_pymesh_grpc_aio_splits_by_load(hosts: dict[str, Host]) -> None:
