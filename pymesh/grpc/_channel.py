@@ -246,6 +246,8 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         def ended() -> None:
             # Runs once the call terminates (status, cancel or deadline); for a stream
             # that is when it finishes, so its span covers the whole stream.
+            if t.wants_load_report:  # weighted round robin's per-call ORCA report
+                t.report_trailers(call.trailing_metadata())
             self.stream_ended(p, a, t, call.code(), call.details())
 
         if not call.add_callback(ended):

@@ -217,6 +217,8 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
                 code = await call.code()
                 if p.obs is not None:
                     details = await call.details()
+                if t.wants_load_report:  # weighted round robin's per-call ORCA report
+                    t.report_trailers(await call.trailing_metadata())
             except BaseException:
                 code = grpc.StatusCode.CANCELLED
             self.stream_ended(p, a, t, code, details)

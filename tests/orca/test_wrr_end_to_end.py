@@ -37,6 +37,7 @@ from pymesh.server import ControlPlane, compile_mesh
 from pymesh.testing import bootstrap_for
 
 METHOD = "/pymesh.wrr.Svc/Call"
+STREAM = "/pymesh.wrr.Svc/Stream"
 HTTP_PORT = 9080
 GRPC_PORT = 50051
 QPS = 100.0
@@ -83,6 +84,9 @@ class Host:
         def call(request: bytes, context: grpc.ServicerContext) -> bytes:
             return host.name.encode()
 
+        def stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+            yield host.name.encode()
+
         # ``oob``: reports only on the OpenRcaService stream, none per call.
         interceptors = [] if oob else [orca.OrcaServerInterceptor(self.metrics)]
         self._grpc = grpc.server(futures.ThreadPoolExecutor(8), interceptors=interceptors)
@@ -91,7 +95,11 @@ class Host:
         self._grpc.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
-                    "pymesh.wrr.Svc", {"Call": grpc.unary_unary_rpc_method_handler(call)}
+                    "pymesh.wrr.Svc",
+                    {
+                        "Call": grpc.unary_unary_rpc_method_handler(call),
+                        "Stream": grpc.unary_stream_rpc_method_handler(stream),
+                    },
                 ),
             )
         )
@@ -190,6 +198,29 @@ def test_pymesh_grpc_sync_splits_by_load(hosts: dict[str, Host]) -> None:
 
         def call(n: int) -> list[str]:
             return [stub(b"", timeout=30).decode() for _ in range(n)]
+
+        _run_phases(call, hosts)
+
+
+def test_pymesh_grpc_futures_and_streams_split_by_load(hosts: dict[str, Host]) -> None:
+    """The calls that bypass the attempt loop (a single-attempt ``future()``, a
+    server-streaming call) report their trailers too."""
+    with (
+        ControlPlane() as cp,
+        _mesh(cp, hosts, "grpc", "wrr-grpc-streams") as mesh,
+        pymesh.grpc.insecure_channel(f"xds:///svc:{GRPC_PORT}", mesh) as ch,
+    ):
+        unary = ch.unary_unary(METHOD)
+        streaming = ch.unary_stream(STREAM)
+
+        def call(n: int) -> list[str]:
+            out = []
+            for i in range(n):
+                if i % 2:
+                    out.append(unary.future(b"", timeout=30).result().decode())
+                else:
+                    out.extend(m.decode() for m in streaming(b"", timeout=30))
+            return out
 
         _run_phases(call, hosts)
 
