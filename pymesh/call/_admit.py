@@ -17,7 +17,7 @@ from pymesh._upstream import ClusterRuntime
 from pymesh.lb import EndpointState
 from pymesh.resilience import CircuitBreaker, Outcome
 from pymesh.xds.resources.endpoint import Endpoint
-from pymesh.xds.resources.orca import parse_header, parse_serialized
+from pymesh.xds.resources.orca import REPORT_BASE64, REPORT_SERIALIZED, REPORT_TEXT
 
 __all__ = ["Refused", "Ticket", "admit"]
 
@@ -27,7 +27,7 @@ Refused = tuple[str, str]
 # ORCA per-call reports (gRFC A51; Envoy's header forms): the key and how it is encoded.
 _ORCA_BIN = "endpoint-load-metrics-bin"
 _ORCA_TEXT = "endpoint-load-metrics"
-_SERIALIZED, _BASE64, _TEXT = 0, 1, 2
+_SERIALIZED, _BASE64, _TEXT = REPORT_SERIALIZED, REPORT_BASE64, REPORT_TEXT
 
 
 class Ticket:
@@ -135,10 +135,7 @@ class Ticket:
         load = self.load
         if self._load_report is not None and load is not None and load.orca is not None:
             value, kind = self._load_report
-            if kind == _SERIALIZED and isinstance(value, bytes):
-                load.orca.on_report(parse_serialized(value))
-            else:
-                load.orca.on_report(parse_header(value, kind == _BASE64))
+            load.orca.on_raw_report(value, kind)
         if load is not None:
             if not self._timed:
                 load.on_finish()

@@ -34,7 +34,7 @@ from xds.service.orca.v3 import orca_pb2
 from pymesh.lb._state import EndpointState
 from pymesh.xds.resources.cluster import WrrConfig
 from pymesh.xds.resources.endpoint import Endpoint
-from pymesh.xds.resources.orca import LoadReport, parse_serialized
+from pymesh.xds.resources.orca import LoadReport, parse_raw, parse_serialized
 
 __all__ = ["ClientSideWrr", "EndpointWeight", "OobStream", "StaticStride", "weight_from_report"]
 
@@ -74,6 +74,7 @@ class EndpointWeight:
 
     __slots__ = (
         "__weakref__",
+        "_last",
         "_lock",
         "_oob",
         "_users",
@@ -89,19 +90,37 @@ class EndpointWeight:
         self._lock = threading.Lock()
         self._oob: OobStream | None = None
         self._users = 0
+        # The last raw per-call report and its weight, one tuple (read and replaced
+        # whole, so never torn): a server's metrics change far less often than it
+        # answers, so most reports repeat the previous one exactly.
+        self._last: tuple[str | bytes, int, float] = ("", -1, 0.0)
         self.value = 0.0
         #: When the first report of the current run of reports came (None: no run).
         self.non_empty_since: float | None = None
         self.last_update = 0.0
 
+    def on_raw_report(self, value: str | bytes, kind: int) -> None:
+        """Fold in a per-call report as the driver found it (see
+        :func:`pymesh.xds.resources.orca.parse_raw`); one equal to the last is not parsed
+        again."""
+        last = self._last
+        if last[1] == kind and last[0] == value:
+            weight = last[2]
+        else:
+            report = parse_raw(value, kind)
+            weight = 0.0 if report is None else weight_from_report(report, self.config)
+            self._last = (value, kind, weight)
+        self._set(weight, time.monotonic())
+
     def on_report(self, report: LoadReport | None, now: float | None = None) -> None:
         """Fold in one report (None: it did not parse; ignored, as a weight of 0)."""
         if report is None:
             return
-        weight = weight_from_report(report, self.config)
+        self._set(weight_from_report(report, self.config), time.monotonic() if now is None else now)
+
+    def _set(self, weight: float, now: float) -> None:
         if weight <= 0:
             return
-        now = time.monotonic() if now is None else now
         if self.non_empty_since is None:
             self.non_empty_since = now
         self.last_update = now

@@ -15,7 +15,13 @@ from pymesh.lb import EndpointStates
 from pymesh.lb._wrr import ClientSideWrr, EndpointWeight, StaticStride, weight_from_report
 from pymesh.xds.resources.cluster import WrrConfig
 from pymesh.xds.resources.endpoint import Endpoint
-from pymesh.xds.resources.orca import LoadReport, parse_header, parse_serialized
+from pymesh.xds.resources.orca import (
+    REPORT_SERIALIZED,
+    REPORT_TEXT,
+    LoadReport,
+    parse_header,
+    parse_serialized,
+)
 
 
 def test_weight_formula_prefers_application_utilization() -> None:
@@ -122,3 +128,19 @@ def test_report_forms() -> None:
     ):
         assert parse_header(bad) is None, bad
     assert parse_serialized(b"\xff\xff") is None
+
+
+def test_raw_reports_are_parsed_once_per_value() -> None:
+    w = EndpointWeight(WrrConfig(blackout_period=0))
+    text = "TEXT application_utilization:0.5, rps_fractional:100"
+    w.on_raw_report(text, REPORT_TEXT)
+    assert w.current(w.last_update) == 200
+    w.on_raw_report(text, REPORT_TEXT)  # the same value: the memo, same weight
+    assert w.value == 200
+    w.on_raw_report("TEXT application_utilization:0.25, rps_fractional:100", REPORT_TEXT)
+    assert w.value == 400
+    msg = orca_load_report_pb2.OrcaLoadReport(cpu_utilization=0.5, rps_fractional=10)
+    w.on_raw_report(msg.SerializeToString(), REPORT_SERIALIZED)
+    assert w.value == 20
+    w.on_raw_report("TEXT nonsense", REPORT_TEXT)  # ignored
+    assert w.value == 20

@@ -22,7 +22,20 @@ from google.protobuf import json_format  # type: ignore[import-untyped, unused-i
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
 from xds.data.orca.v3 import orca_load_report_pb2
 
-__all__ = ["LoadReport", "from_message", "parse_header", "parse_serialized"]
+__all__ = [
+    "REPORT_BASE64",
+    "REPORT_SERIALIZED",
+    "REPORT_TEXT",
+    "LoadReport",
+    "from_message",
+    "parse_header",
+    "parse_raw",
+    "parse_serialized",
+]
+
+#: How a raw report is encoded: a serialized message (gRPC ``-bin`` trailer), base64 of
+#: one (HTTP ``endpoint-load-metrics-bin``), or Envoy's ``endpoint-load-metrics`` forms.
+REPORT_SERIALIZED, REPORT_BASE64, REPORT_TEXT = 0, 1, 2
 
 _EMPTY: Mapping[str, float] = MappingProxyType({})
 _TEXT_FIELDS = {
@@ -146,3 +159,10 @@ def parse_header(value: str | bytes, binary: bool = False) -> LoadReport | None:
     except (binascii.Error, ValueError, json_format.ParseError):
         return None
     return None
+
+
+def parse_raw(value: str | bytes, kind: int) -> LoadReport | None:
+    """A raw report as a driver found it (``kind``: one of the ``REPORT_*`` encodings)."""
+    if kind == REPORT_SERIALIZED and isinstance(value, bytes):
+        return parse_serialized(value)
+    return parse_header(value, kind == REPORT_BASE64)
