@@ -35,6 +35,7 @@ import pymesh.grpc
 from pymesh import orca
 from pymesh.server import ControlPlane, compile_mesh
 from pymesh.testing import bootstrap_for
+from pymesh.testing.envoy import ENVOY_NODE, envoy_snapshot, free_port, start_envoy
 
 METHOD = "/pymesh.wrr.Svc/Call"
 STREAM = "/pymesh.wrr.Svc/Stream"
@@ -56,6 +57,8 @@ class Host:
 
     def __init__(self, name: str, utilization: float, *, oob: bool = False) -> None:
         self.name = name
+        #: The header form the HTTP server sends (Envoy reads all three).
+        self.fmt: orca.HeaderFormat = "BIN"
         self.metrics = orca.ServerMetricsRecorder()
         self.metrics.set_application_utilization(utilization)
         self.metrics.set_qps(QPS)
@@ -70,7 +73,7 @@ class Host:
             def do_GET(self) -> None:
                 body = host.name.encode()
                 self.send_response(200)
-                value = orca.load_metrics_header(host.metrics.snapshot())
+                value = orca.load_metrics_header(host.metrics.snapshot(), host.fmt)
                 assert value is not None
                 self.send_header(orca.ORCA_HEADER, value)
                 self.send_header("content-length", str(len(body)))
@@ -343,4 +346,29 @@ def test_grpcio_native_wrr_splits_by_load(hosts: dict[str, Host], tmp_path: Path
         seen: dict[str, int] = json.loads(proc.stdout.strip().splitlines()[-1])
         assert cp.nacks == []
     names = [n for n, k in seen.items() for _ in range(k)]
+    _assert_split(names)
+
+
+# -- Envoy as the client: it parses what pymesh.orca servers send ----------------------
+
+
+def test_envoy_wrr_reads_pymesh_orca_headers(hosts: dict[str, Host]) -> None:
+    """Envoy's client_side_weighted_round_robin, fed by the three header forms pymesh.orca
+    writes (one per host): the split shows Envoy parsed every one of them."""
+    for host, fmt in zip(hosts.values(), ("BIN", "TEXT", "JSON"), strict=True):
+        host.fmt = fmt  # type: ignore[assignment]
+    port = free_port()
+    with ControlPlane() as cp:
+        snap = compile_mesh(_config(hosts, "http"))
+        cp.set_snapshot(snap)
+        cp.set_snapshot(envoy_snapshot(snap, {f"svc:{HTTP_PORT}": port}), node_id=ENVOY_NODE)
+        with start_envoy(cp.port) as envoy, httpx.Client(timeout=30) as client:
+            envoy.wait_listening([port], 60)
+            url = f"http://127.0.0.1:{port}/"
+            headers = {"host": f"svc:{HTTP_PORT}"}
+            deadline = time.monotonic() + BLACKOUT + 1.0
+            while time.monotonic() < deadline:
+                assert client.get(url, headers=headers).status_code == 200
+            names = [client.get(url, headers=headers).text for _ in range(COUNTED)]
+        assert cp.nacks == []
     _assert_split(names)
