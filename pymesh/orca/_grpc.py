@@ -17,7 +17,6 @@ method is registered by name with the messages' own (de)serializers.
 from __future__ import annotations
 
 import asyncio
-import base64
 import inspect
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -31,6 +30,7 @@ from xds.service.orca.v3 import orca_pb2
 from pymesh.orca._metrics import (
     CallMetricsRecorder,
     ServerMetricsRecorder,
+    encode,
     enter_call,
     leave_call,
     server_metrics_recorder,
@@ -57,16 +57,18 @@ DEFAULT_MIN_REPORT_INTERVAL = 30.0
 
 
 def _trail(context: Any, server: ServerMetricsRecorder, call: CallMetricsRecorder) -> None:
-    metrics = server.snapshot().overlay(call.snapshot())
-    if metrics.is_empty():
+    if call.empty():
+        enc = server.encoded()  # the common case: cached until the server's metrics change
+    else:
+        enc = encode(server.snapshot().overlay(call.snapshot())) or None
+    if enc is None:
         return  # nothing recorded: no trailer (as grpc-go)
+    data, text = enc
     existing = tuple(context.trailing_metadata() or ())
-    data = metrics.serialize()
     # The same report twice: grpc clients read the -bin trailer (A51), but gRPC's C core
     # keeps it from the application, so grpcio (pymesh's own gRPC driver) cannot see it;
     # Envoy's text form of it (``BIN <base64>``) reaches every client, and Envoy reads
     # either.
-    text = "BIN " + base64.b64encode(data).decode("ascii")
     context.set_trailing_metadata((*existing, (ORCA_TRAILER, data), (ORCA_HEADER, text)))
 
 

@@ -102,7 +102,12 @@ class OrcaMiddleware:
 
         async def send_with_report(message: Message) -> None:
             if message.get("type") == "http.response.start":
-                value = load_metrics_header(server.snapshot().overlay(rec.snapshot()), fmt)
+                value: str | None
+                if fmt == "BIN" and rec.empty():
+                    enc = server.encoded()  # cached until the server's metrics change
+                    value = None if enc is None else enc[1]
+                else:
+                    value = load_metrics_header(server.snapshot().overlay(rec.snapshot()), fmt)
                 if value is not None:
                     header = (b"endpoint-load-metrics", value.encode())
                     headers = [*message.get("headers", ()), header]

@@ -12,6 +12,7 @@ write), so readers on other threads take no lock and never see a half-updated ma
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import math
 from collections.abc import Mapping
@@ -107,6 +108,14 @@ class ServerMetrics:
         return bytes(self.to_proto().SerializeToString())
 
 
+def encode(metrics: ServerMetrics) -> tuple[bytes, str] | tuple[()]:
+    """The serialized report and Envoy's ``BIN <base64>`` text form; ``()`` when empty."""
+    if metrics.is_empty():
+        return ()
+    data = metrics.serialize()
+    return data, "BIN " + base64.b64encode(data).decode("ascii")
+
+
 def _check(name: str, value: float, upper: float | None = None) -> float:
     v = float(value)
     if math.isnan(v) or math.isinf(v) or v < 0 or (upper is not None and v > upper):
@@ -122,12 +131,19 @@ class _Recorder:
         "_app",
         "_cost",
         "_cpu",
+        "_encoded",
         "_eps",
         "_mem",
         "_named",
         "_qps",
         "_util",
     )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Any change drops the cached encoding (setters are rare, reports are per call).
+        object.__setattr__(self, name, value)
+        if name != "_encoded":
+            object.__setattr__(self, "_encoded", None)
 
     def __init__(self) -> None:
         self._cpu = -1.0
@@ -138,6 +154,7 @@ class _Recorder:
         self._util: Mapping[str, float] = _EMPTY
         self._cost: Mapping[str, float] = _EMPTY
         self._named: Mapping[str, float] = _EMPTY
+        self._encoded: tuple[bytes, str] | tuple[()] | None = None
 
     def set_cpu_utilization(self, value: float) -> None:
         """CPU utilization: a fraction of the CPU available (>= 0; may exceed 1 when a
@@ -192,6 +209,27 @@ class _Recorder:
 
     def delete_named_metric(self, name: str) -> None:
         self._named = {k: v for k, v in self._named.items() if k != name}
+
+    def empty(self) -> bool:
+        """Whether nothing is recorded (cheaper than ``snapshot().is_empty()``)."""
+        return (
+            self._cpu < 0
+            and self._mem < 0
+            and self._app < 0
+            and self._qps < 0
+            and self._eps < 0
+            and not self._util
+            and not self._cost
+            and not self._named
+        )
+
+    def encoded(self) -> tuple[bytes, str] | None:
+        """The serialized report and its ``BIN <base64>`` text form, cached until the
+        next change; None when nothing is recorded."""
+        enc = self._encoded
+        if enc is None:
+            enc = self._encoded = encode(self.snapshot())
+        return enc or None
 
     def snapshot(self) -> ServerMetrics:
         """The metrics recorded so far, as one immutable :class:`ServerMetrics`."""

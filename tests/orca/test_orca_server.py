@@ -293,9 +293,40 @@ def test_recorder_rejects_bad_values() -> None:
         rec.set_qps(-1)
     with pytest.raises(ValueError, match="finite"):
         rec.set_named_metric("x", float("nan"))
+    assert rec.encoded() is None  # nothing recorded
     rec.set_cpu_utilization(1.5)  # above 1 is allowed (a process over its share)
+    first = rec.encoded()
+    assert first is not None and rec.encoded() is first  # cached
+    rec.set_qps(3)
+    second = rec.encoded()
+    assert second is not None and second != first  # a change drops the cache
+    assert Report.FromString(second[0]).rps_fractional == 3
+    rec.delete_qps()
     rec.set_utilization("disk", 0.5)
     rec.delete_cpu_utilization()
     rec.delete_utilization("disk")
     assert rec.snapshot().is_empty()
     assert orca.server_metrics_recorder() is orca.server_metrics_recorder()
+
+
+def test_asgi_middleware_server_metrics_only() -> None:
+    async def quiet(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    server = orca.ServerMetricsRecorder()
+
+    async def run() -> list[httpx.Response]:
+        app = orca.OrcaMiddleware(quiet, server)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            first = await client.get("/")  # nothing recorded: no header
+            server.set_application_utilization(0.4)
+            return [first, await client.get("/")]
+
+    first, second = asyncio.run(run())
+    assert orca.ORCA_HEADER not in first.headers
+    value = second.headers[orca.ORCA_HEADER]
+    assert Report.FromString(base64.b64decode(value[4:])).application_utilization == 0.4
