@@ -532,6 +532,10 @@ def _cluster_dump(rt: ClusterRuntime) -> dict[str, Any]:
                         "active_requests": st.active_requests if st is not None else 0,
                     }
                 )
+                if st is not None and st.orca is not None:
+                    # Weighted round robin: the weight in use now (0: none yet, in its
+                    # blackout, or expired; the endpoint then gets the mean).
+                    endpoints[-1]["orca_weight"] = st.orca.current(time.monotonic())
     return {
         "error": rt.error,
         "lb_policy": rt.cluster.lb_policy.name if rt.cluster else None,

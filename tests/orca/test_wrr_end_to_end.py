@@ -203,6 +203,10 @@ def test_pymesh_grpc_sync_splits_by_load(hosts: dict[str, Host]) -> None:
             return [stub(b"", timeout=30).decode() for _ in range(n)]
 
         _run_phases(call, hosts)
+        # The weights in use show in config_dump (a: 100 / 1.6, b: 100 / 0.4, c: 100 / 0.8).
+        (dump,) = mesh.config_dump()["clusters_in_use"].values()
+        weights = sorted(round(ep["orca_weight"], 1) for ep in dump["endpoints"])
+        assert weights == [62.5, 125.0, 250.0]
 
 
 def test_pymesh_grpc_futures_and_streams_split_by_load(hosts: dict[str, Host]) -> None:
