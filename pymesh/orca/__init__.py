@@ -18,8 +18,9 @@ and a server sends it:
   ``endpoint-load-metrics-bin`` trailer;
 * gRPC, out of band: ``orca.OrcaService().add_to_server(server)`` serves
   ``xds.service.orca.v3.OpenRcaService``;
-* HTTP: ``app = orca.OrcaMiddleware(app)`` (ASGI) adds Envoy's ``endpoint-load-metrics``
-  response header; :func:`load_metrics_header` formats it for any other server.
+* HTTP: ``app = orca.OrcaMiddleware(app)`` (ASGI) or ``orca.OrcaWsgiMiddleware(app)``
+  (WSGI) adds Envoy's ``endpoint-load-metrics`` response header;
+  :func:`load_metrics_header` formats it for any other server.
 
 pymesh's client-side weighted round robin (Envoy's ``client_side_weighted_round_robin``,
 gRFC A58) and grpcio's ``weighted_round_robin`` read these reports.
@@ -34,7 +35,12 @@ from pymesh.orca._grpc import (
     OrcaServerInterceptor,
     OrcaService,
 )
-from pymesh.orca._http import HeaderFormat, OrcaMiddleware, load_metrics_header
+from pymesh.orca._http import (
+    HeaderFormat,
+    OrcaMiddleware,
+    OrcaWsgiMiddleware,
+    load_metrics_header,
+)
 from pymesh.orca._metrics import (
     CallMetricsRecorder,
     ServerMetrics,
@@ -54,6 +60,7 @@ __all__ = [
     "OrcaMiddleware",
     "OrcaServerInterceptor",
     "OrcaService",
+    "OrcaWsgiMiddleware",
     "ServerMetrics",
     "ServerMetricsRecorder",
     "call_metrics_recorder",

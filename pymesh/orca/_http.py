@@ -12,7 +12,7 @@ pymesh's client reads all of them, as Envoy.
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Literal
 
 from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
@@ -26,7 +26,13 @@ from pymesh.orca._metrics import (
     server_metrics_recorder,
 )
 
-__all__ = ["ORCA_HEADER", "HeaderFormat", "OrcaMiddleware", "load_metrics_header"]
+__all__ = [
+    "ORCA_HEADER",
+    "HeaderFormat",
+    "OrcaMiddleware",
+    "OrcaWsgiMiddleware",
+    "load_metrics_header",
+]
 
 HeaderFormat = Literal["BIN", "TEXT", "JSON"]
 
@@ -102,12 +108,7 @@ class OrcaMiddleware:
 
         async def send_with_report(message: Message) -> None:
             if message.get("type") == "http.response.start":
-                value: str | None
-                if fmt == "BIN" and rec.empty():
-                    enc = server.encoded()  # cached until the server's metrics change
-                    value = None if enc is None else enc[1]
-                else:
-                    value = load_metrics_header(server.snapshot().overlay(rec.snapshot()), fmt)
+                value = _header_for(server, rec, fmt)
                 if value is not None:
                     header = (b"endpoint-load-metrics", value.encode())
                     headers = [*message.get("headers", ()), header]
@@ -116,5 +117,53 @@ class OrcaMiddleware:
 
         try:
             await self.app(scope, receive, send_with_report)
+        finally:
+            leave_call(token)
+
+
+def _header_for(server: ServerMetricsRecorder, rec: Any, fmt: HeaderFormat) -> str | None:
+    if fmt == "BIN" and rec.empty():
+        enc = server.encoded()  # cached until the server's metrics change
+        return None if enc is None else enc[1]
+    return load_metrics_header(server.snapshot().overlay(rec.snapshot()), fmt)
+
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class OrcaWsgiMiddleware:
+    """WSGI middleware: as :class:`OrcaMiddleware`, for WSGI apps (Flask, Django, ...).
+
+    The handler's :func:`~pymesh.orca.call_metrics_recorder` is current while the app
+    runs until it returns its body iterable (a generator body that records later is not
+    reported: the header left with ``start_response``).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        recorder: ServerMetricsRecorder | None = None,
+        *,
+        fmt: HeaderFormat = "BIN",
+    ) -> None:
+        if fmt not in ("BIN", "TEXT", "JSON"):
+            raise ValueError(f"unknown ORCA header format {fmt!r}; use BIN, TEXT or JSON")
+        self.app = app
+        self.recorder = recorder if recorder is not None else server_metrics_recorder()
+        self.fmt: HeaderFormat = fmt
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        rec, token = enter_call()
+        server, fmt = self.recorder, self.fmt
+
+        def start_with_report(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+            value = _header_for(server, rec, fmt)
+            if value is not None:
+                headers = [*headers, (ORCA_HEADER, value)]
+            return start_response(status, headers, *exc)
+
+        try:
+            return self.app(environ, start_with_report)
         finally:
             leave_call(token)

@@ -16,6 +16,7 @@ import asyncio
 import collections
 import json
 import os
+import socketserver
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
 import httpx
@@ -376,3 +378,73 @@ def test_envoy_wrr_reads_pymesh_orca_headers(hosts: dict[str, Host]) -> None:
             names = [client.get(url, headers=headers).text for _ in range(COUNTED)]
         assert cp.nacks == []
     _assert_split(names)
+
+
+# -- WSGI servers behind OrcaWsgiMiddleware ---------------------------------------------
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+class WsgiHost:
+    """A WSGI app on wsgiref (a real socket) whose load the middleware reports; the app
+    itself records a per-call metric."""
+
+    def __init__(self, name: str, utilization: float) -> None:
+        self.name = name
+        self.metrics = orca.ServerMetricsRecorder()
+        self.metrics.set_qps(QPS)
+
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            rec = orca.call_metrics_recorder()
+            assert rec is not None
+            rec.set_application_utilization(utilization)  # the call's own value
+            start_response("200 OK", [("content-type", "text/plain")])
+            return [name.encode()]
+
+        self._server = make_server(
+            "127.0.0.1",
+            0,
+            orca.OrcaWsgiMiddleware(app, self.metrics, fmt="TEXT"),
+            server_class=_ThreadingWSGIServer,
+            handler_class=_Quiet,
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def address(self, protocol: str) -> str:
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+def test_wsgi_middleware_feeds_pymesh_wrr() -> None:
+    hosts = {name: WsgiHost(name, u) for name, u in UTILIZATIONS.items()}
+    try:
+        with httpx.Client(timeout=30) as plain:
+            r = plain.get(f"http://{hosts['a'].address('http')}/")
+            assert r.headers[orca.ORCA_HEADER] == (
+                "TEXT application_utilization:0.2, rps_fractional:100.0"
+            )
+        with (
+            ControlPlane() as cp,
+            _mesh(cp, hosts, "http", "wrr-wsgi") as mesh,  # type: ignore[arg-type]  # duck-typed hosts
+            httpx.Client(transport=pymesh.MeshTransport(mesh), timeout=30) as client,
+        ):
+            url = f"http://svc:{HTTP_PORT}/"
+            deadline = time.monotonic() + BLACKOUT + 3 * UPDATE
+            while time.monotonic() < deadline:
+                client.get(url)
+            _assert_split([client.get(url).text for _ in range(COUNTED)])
+    finally:
+        for h in hosts.values():
+            h.close()
