@@ -324,15 +324,14 @@ print(json.dumps(dict(seen)))
 """
 
 
-def test_grpcio_native_wrr_splits_by_load(hosts: dict[str, Host], tmp_path: Path) -> None:
+def _grpcio_split(hosts: dict[str, Host], tmp_path: Path, oob: bool) -> dict[str, int]:
     with ControlPlane() as cp:
-        snap = compile_mesh(_config(hosts, "grpc"))
+        snap = compile_mesh(_config(hosts, "grpc", oob))
         cp.set_snapshot(snap)
         boot = tmp_path / "bootstrap.json"
         boot.write_text(json.dumps(bootstrap_for(cp, node_id="wrr-grpcio")))
         env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(boot)}
-        # grpcio reads the -bin trailer itself; its warm-up covers the blackout period
-        # and the first connections.
+        # The warm-up covers the blackout period and the first connections.
         proc = subprocess.run(
             [
                 sys.executable,
@@ -351,8 +350,25 @@ def test_grpcio_native_wrr_splits_by_load(hosts: dict[str, Host], tmp_path: Path
         assert proc.returncode == 0, proc.stderr[-4000:]
         seen: dict[str, int] = json.loads(proc.stdout.strip().splitlines()[-1])
         assert cp.nacks == []
-    names = [n for n, k in seen.items() for _ in range(k)]
-    _assert_split(names)
+    return seen
+
+
+def test_grpcio_native_wrr_splits_by_load(hosts: dict[str, Host], tmp_path: Path) -> None:
+    """grpcio reads the per-call -bin trailer itself (its weighted_round_robin)."""
+    seen = _grpcio_split(hosts, tmp_path, oob=False)
+    _assert_split([n for n, k in seen.items() for _ in range(k)])
+
+
+def test_grpcio_native_wrr_reads_pymesh_oob_service(tmp_path: Path) -> None:
+    """enable_oob_load_report: grpcio opens OpenRcaService streams to pymesh's
+    OrcaService (the servers send no per-call reports)."""
+    hosts = {name: Host(name, u, oob=True) for name, u in UTILIZATIONS.items()}
+    try:
+        seen = _grpcio_split(hosts, tmp_path, oob=True)
+    finally:
+        for h in hosts.values():
+            h.close()
+    _assert_split([n for n, k in seen.items() for _ in range(k)])
 
 
 # -- Envoy as the client: it parses what pymesh.orca servers send ----------------------
