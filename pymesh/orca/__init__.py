@@ -43,6 +43,7 @@ from pymesh.orca._http import (
 )
 from pymesh.orca._metrics import (
     CallMetricsRecorder,
+    OrcaMetricError,
     ServerMetrics,
     ServerMetricsRecorder,
     call_metrics_recorder,
@@ -57,6 +58,7 @@ __all__ = [
     "AsyncOrcaServerInterceptor",
     "CallMetricsRecorder",
     "HeaderFormat",
+    "OrcaMetricError",
     "OrcaMiddleware",
     "OrcaServerInterceptor",
     "OrcaService",

@@ -29,6 +29,7 @@ from xds.service.orca.v3 import orca_pb2
 
 from pymesh.orca._metrics import (
     CallMetricsRecorder,
+    OrcaMetricError,
     ServerMetricsRecorder,
     encode,
     enter_call,
@@ -246,7 +247,7 @@ class OrcaService:
         min_report_interval: float = DEFAULT_MIN_REPORT_INTERVAL,
     ) -> None:
         if not min_report_interval > 0:
-            raise ValueError(f"min_report_interval must be > 0, got {min_report_interval!r}")
+            raise OrcaMetricError(f"min_report_interval must be > 0, got {min_report_interval!r}")
         self.recorder = recorder if recorder is not None else server_metrics_recorder()
         self.min_report_interval = float(min_report_interval)
 

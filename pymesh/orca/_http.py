@@ -19,6 +19,7 @@ from google.protobuf import json_format  # type: ignore[import-untyped, unused-i
 
 from pymesh.orca._grpc import ORCA_HEADER
 from pymesh.orca._metrics import (
+    OrcaMetricError,
     ServerMetrics,
     ServerMetricsRecorder,
     enter_call,
@@ -71,7 +72,7 @@ def load_metrics_header(metrics: ServerMetrics, fmt: HeaderFormat = "BIN") -> st
     if fmt == "JSON":
         body = json_format.MessageToJson(metrics.to_proto(), indent=None)
         return "JSON " + str(body)
-    raise ValueError(f"unknown ORCA header format {fmt!r}; use BIN, TEXT or JSON")
+    raise OrcaMetricError(f"unknown ORCA header format {fmt!r}; use BIN, TEXT or JSON")
 
 
 class OrcaMiddleware:
@@ -94,7 +95,7 @@ class OrcaMiddleware:
         fmt: HeaderFormat = "BIN",
     ) -> None:
         if fmt not in ("BIN", "TEXT", "JSON"):
-            raise ValueError(f"unknown ORCA header format {fmt!r}; use BIN, TEXT or JSON")
+            raise OrcaMetricError(f"unknown ORCA header format {fmt!r}; use BIN, TEXT or JSON")
         self.app = app
         self.recorder = recorder if recorder is not None else server_metrics_recorder()
         self.fmt: HeaderFormat = fmt
@@ -148,7 +149,7 @@ class OrcaWsgiMiddleware:
         fmt: HeaderFormat = "BIN",
     ) -> None:
         if fmt not in ("BIN", "TEXT", "JSON"):
-            raise ValueError(f"unknown ORCA header format {fmt!r}; use BIN, TEXT or JSON")
+            raise OrcaMetricError(f"unknown ORCA header format {fmt!r}; use BIN, TEXT or JSON")
         self.app = app
         self.recorder = recorder if recorder is not None else server_metrics_recorder()
         self.fmt: HeaderFormat = fmt

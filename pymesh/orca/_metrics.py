@@ -22,8 +22,11 @@ from typing import Any
 
 from xds.data.orca.v3 import orca_load_report_pb2
 
+from pymesh.errors import MeshError
+
 __all__ = [
     "CallMetricsRecorder",
+    "OrcaMetricError",
     "ServerMetrics",
     "ServerMetricsRecorder",
     "call_metrics_recorder",
@@ -31,6 +34,12 @@ __all__ = [
 ]
 
 _EMPTY: Mapping[str, float] = MappingProxyType({})
+
+
+class OrcaMetricError(MeshError, ValueError):
+    """An ORCA setting is invalid: a metric value given to a recorder (NaN, infinite,
+    negative, or a utilization above 1), a header format, a reporting interval. The
+    message names it and what it must be. Also a ``ValueError``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +129,7 @@ def _check(name: str, value: float, upper: float | None = None) -> float:
     v = float(value)
     if math.isnan(v) or math.isinf(v) or v < 0 or (upper is not None and v > upper):
         bound = f"between 0 and {upper}" if upper is not None else "a finite number >= 0"
-        raise ValueError(f"ORCA {name} must be {bound}, got {value!r}")
+        raise OrcaMetricError(f"ORCA {name} must be {bound}, got {value!r}")
     return v
 
 
@@ -186,7 +195,7 @@ class _Recorder:
         """One entry of the report's ``named_metrics`` map (any finite value)."""
         v = float(value)
         if math.isnan(v) or math.isinf(v):
-            raise ValueError(f"ORCA named_metrics[{name!r}] must be finite, got {value!r}")
+            raise OrcaMetricError(f"ORCA named_metrics[{name!r}] must be finite, got {value!r}")
         self._named = {**self._named, name: v}
 
     def delete_cpu_utilization(self) -> None:
@@ -273,7 +282,7 @@ class CallMetricsRecorder(_Recorder):
         """One entry of the report's ``request_cost`` map (the cost of this request)."""
         v = float(value)
         if math.isnan(v) or math.isinf(v):
-            raise ValueError(f"ORCA request_cost[{name!r}] must be finite, got {value!r}")
+            raise OrcaMetricError(f"ORCA request_cost[{name!r}] must be finite, got {value!r}")
         self._cost = {**self._cost, name: v}
 
 

@@ -287,7 +287,7 @@ def test_asgi_middleware_header_formats_envoy_parses() -> None:
 
 def test_recorder_rejects_bad_values() -> None:
     rec = orca.ServerMetricsRecorder()
-    with pytest.raises(ValueError, match="mem_utilization must be between 0 and 1"):
+    with pytest.raises(orca.OrcaMetricError, match="mem_utilization must be between 0 and 1"):
         rec.set_memory_utilization(1.5)
     with pytest.raises(ValueError, match="qps"):
         rec.set_qps(-1)
