@@ -1,5 +1,6 @@
 """Load-balancing quality when one endpoint turns slow: round robin vs least request vs
-peak EWMA, on real backends (one process serving 11 loopback endpoints).
+peak EWMA vs client-side weighted round robin (ORCA, gRFC A58), on real backends (one
+process serving 11 loopback endpoints).
 
 Each endpoint answers after ``--latency`` ms; for the middle half of the run one of them
 answers 10x slower. A request succeeds when it completes within ``--timeout`` ms. Reports
@@ -17,6 +18,12 @@ simulated endpoints and client (deterministic per seed, no machine noise). Peak 
 pymesh's own policy, selected through ``load_balancing_policy`` with a TypedStruct of
 type ``type.googleapis.com/pymesh.lb.v1.PeakEwma`` and ``--decay-time`` (default 10 s,
 the policy's own default; earlier runs used 2 s, which probes a slow host more often).
+
+``WRR`` is ``client_side_weighted_round_robin`` fed by per-call ORCA reports: each host
+reports, in Envoy's ``endpoint-load-metrics`` header, its request rate and its mean
+requests in flight over the last second (Little's law: what a server can measure of
+itself), so weight = qps / utilization = 1 / mean latency. Blackout 1 s and weight
+update 100 ms (``--wrr-blackout``), not the 10 s / 1 s defaults: the whole run is ~8 s.
 """
 
 from __future__ import annotations
@@ -49,13 +56,14 @@ from pymesh.server import (
     compile_mesh,
 )
 from pymesh.testing import bootstrap_for
-from pymesh.xds.resources.cluster import Cluster, LbPolicy
+from pymesh.xds.resources.cluster import Cluster, LbPolicy, WrrConfig
 from pymesh.xds.resources.endpoint import (
     ClusterLoadAssignment,
     Endpoint,
     Locality,
     LocalityEndpoints,
 )
+from pymesh.xds.resources.orca import LoadReport
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -65,16 +73,26 @@ from _upstream import loopback_hosts  # noqa: E402
 # A tiny asyncio upstream: N loopback hosts on one port; host 0 turns slow on /__slow/on.
 UPSTREAM = textwrap.dedent(
     """
-    import asyncio, socket, sys
+    import asyncio, collections, socket, sys, time
     n, latency = int(sys.argv[1]), float(sys.argv[2])
     slow = {"on": False}
-    def ok(index):
+    def ok(index, orca):
         body = str(index).encode()
-        head = b"HTTP/1.1 200 OK\\r\\ncontent-length: %d\\r\\n\\r\\n" % len(body)
+        head = b"HTTP/1.1 200 OK\\r\\ncontent-length: %d\\r\\n%s\\r\\n" % (len(body), orca)
         return head + body
 
     def handler(index):
-        answer = ok(index)  # the body names the host, so the client can tell who served
+        done = collections.deque()  # (end, seconds) of the last second's requests
+
+        def report(now):
+            # ORCA: rate and mean in-flight (busy seconds per second) over the last 1 s.
+            while done and done[0][0] < now - 1.0:
+                done.popleft()
+            busy = sum(d for _, d in done)
+            if not done or busy <= 0:
+                return b""
+            fields = b"application_utilization:%.6f, rps_fractional:%d" % (busy, len(done))
+            return b"endpoint-load-metrics: TEXT " + fields + b"\\r\\n"
 
         async def handle(reader, writer):
             try:
@@ -83,8 +101,12 @@ UPSTREAM = textwrap.dedent(
                     if b"/__slow/" in head[:40]:
                         slow["on"] = b"/__slow/on" in head[:40]
                     delay = latency * (10 if index == 0 and slow["on"] else 1)
+                    start = time.monotonic()
                     await asyncio.sleep(delay)
-                    writer.write(answer)
+                    now = time.monotonic()
+                    done.append((now, now - start))
+                    # The body names the host, so the client can tell who served.
+                    writer.write(ok(index, report(now)))
             except (asyncio.IncompleteReadError, ConnectionError):
                 pass
             finally:
@@ -104,7 +126,7 @@ UPSTREAM = textwrap.dedent(
     """
 )
 
-POLICIES = ["ROUND_ROBIN", "LEAST_REQUEST", "PEAK_EWMA"]
+POLICIES = ["ROUND_ROBIN", "LEAST_REQUEST", "PEAK_EWMA", "WRR"]
 
 
 def _peak_ewma(cluster: cluster_pb2.Cluster, decay_time: float) -> None:
@@ -119,15 +141,26 @@ def _peak_ewma(cluster: cluster_pb2.Cluster, decay_time: float) -> None:
     policy.typed_extension_config.typed_config.Pack(ts)
 
 
-def snapshot(port: int, n: int, policy: str, decay_time: float) -> Snapshot:
-    lb = "ROUND_ROBIN" if policy == "PEAK_EWMA" else policy
+def _traffic_policy(policy: str, blackout: float) -> dict[str, Any]:
+    if policy == "WRR":
+        return {
+            "lb": "CLIENT_SIDE_WEIGHTED_ROUND_ROBIN",
+            "weighted_round_robin": {
+                "blackout_period": f"{int(blackout * 1000)}ms",
+                "weight_update_period": "100ms",
+            },
+        }
+    return {"lb": "ROUND_ROBIN" if policy == "PEAK_EWMA" else policy}
+
+
+def snapshot(port: int, n: int, policy: str, decay_time: float, blackout: float) -> Snapshot:
     snap = compile_mesh(
         {
             "services": {
                 "svc": {
                     "port": 8080,
                     "endpoints": [f"{h}:{port}" for h in loopback_hosts(n)],
-                    "traffic_policy": {"lb": lb},
+                    "traffic_policy": _traffic_policy(policy, blackout),
                 }
             }
         }
@@ -247,7 +280,13 @@ class _Sim:
         self.now = 0.0
         self.states = EndpointStates(clock=self.clock)
         name = "peak_ewma" if policy == "PEAK_EWMA" else policy.lower()
-        lb = LbPolicy(name=name, decay_time=args.decay_time)  # type: ignore[arg-type]
+        wrr = None
+        if policy == "WRR":
+            name = "client_side_weighted_round_robin"
+            wrr = WrrConfig(blackout_period=args.wrr_blackout, weight_update_period=0.1)
+        lb = LbPolicy(name=name, decay_time=args.decay_time, wrr=wrr)  # type: ignore[arg-type]
+        # WRR: each host's last second of (end, latency), for its simulated ORCA report.
+        self.done: list[list[tuple[float, float]]] = [[] for _ in range(args.endpoints)]
         self.hosts = tuple(Endpoint(h, 8080) for h in loopback_hosts(args.endpoints))
         cla = ClusterLoadAssignment("svc", (LocalityEndpoints(Locality(), self.hosts),))
         self.picker = build_picker(
@@ -263,6 +302,15 @@ class _Sim:
     def clock(self) -> float:
         return self.now
 
+    def report(self, i: int, now: float, took: float) -> LoadReport:
+        """Host ``i``'s ORCA report, as the live upstream makes it: rate and mean
+        in-flight over the last second."""
+        done = self.done[i]
+        done.append((now, took))
+        while done and done[0][0] < now - 1.0:
+            done.pop(0)
+        return LoadReport(application_utilization=sum(d for _, d in done), qps=len(done))
+
     def phase(self, total: int, slow: bool) -> list[Result]:
         """``total`` requests; host 0 is 10x slower for the middle half when ``slow``."""
         events: list[tuple[float, int, int, float, bool]] = []  # end, seq, host, start, slow
@@ -276,7 +324,10 @@ class _Sim:
                     break
                 end, _, i, started, phase = heapq.heappop(events)
                 self.now = t = end
-                self.states[self.hosts[i].address].on_finish(end - started, end)
+                state = self.states[self.hosts[i].address]
+                state.on_finish(end - started, end)
+                if state.orca is not None:
+                    state.orca.on_report(self.report(i, end, end - started), end)
                 out.append(Result(end - started, i, phase, started))
             if issued == total:
                 continue
@@ -318,6 +369,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=80.0, help="ms: success within this")
     ap.add_argument(
         "--decay-time", type=float, default=10.0, help="peak EWMA decay_time, s (policy default)"
+    )
+    ap.add_argument(
+        "--wrr-blackout", type=float, default=1.0, help="WRR blackout_period, s (default 10 s)"
     )
     ap.add_argument(
         "--cold", action="store_true", help="no slow phase in the warm-up: a first slowdown"
@@ -362,7 +416,9 @@ def live(policies: list[str], args: argparse.Namespace) -> list[tuple[str, list[
             bootstrap = bootstrap_for(cp, "lb-quality")
             for _ in range(args.repeat):
                 for policy in policies:
-                    cp.set_snapshot(snapshot(port, args.endpoints, policy, args.decay_time))
+                    cp.set_snapshot(
+                        snapshot(port, args.endpoints, policy, args.decay_time, args.wrr_blackout)
+                    )
                     runs.append((policy, run_policy(bootstrap, slow_ctl, args)))
     finally:
         upstream.kill()

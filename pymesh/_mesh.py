@@ -160,6 +160,8 @@ class Mesh:
             self._settle(slot)
         self._sweeper.close()
         self._client.close()
+        for runtime in self.clusters().values():
+            runtime.states.close()  # ORCA out-of-band streams
         if self._admin is not None:
             self._admin.close()
         if self._csds is not None:
@@ -533,6 +535,10 @@ def _cluster_dump(rt: ClusterRuntime) -> dict[str, Any]:
                         "active_requests": st.active_requests if st is not None else 0,
                     }
                 )
+                if st is not None and st.orca is not None:
+                    # Weighted round robin: the weight in use now (0: none yet, in its
+                    # blackout, or expired; the endpoint then gets the mean).
+                    endpoints[-1]["orca_weight"] = st.orca.current(time.monotonic())
     return {
         "error": rt.error,
         "lb_policy": rt.cluster.lb_policy.name if rt.cluster else None,

@@ -11,17 +11,23 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 
 from pymesh._upstream import ClusterRuntime
 from pymesh.lb import EndpointState
 from pymesh.resilience import CircuitBreaker, Outcome
 from pymesh.xds.resources.endpoint import Endpoint
+from pymesh.xds.resources.orca import REPORT_BASE64, REPORT_SERIALIZED, REPORT_TEXT
 
 __all__ = ["Refused", "Ticket", "admit"]
 
 #: A refused admission: (Envoy response flag, why), e.g. ("DO", "dropped by ...").
 Refused = tuple[str, str]
+
+# ORCA per-call reports (gRFC A51; Envoy's header forms): the key and how it is encoded.
+_ORCA_BIN = "endpoint-load-metrics-bin"
+_ORCA_TEXT = "endpoint-load-metrics"
+_SERIALIZED, _BASE64, _TEXT = REPORT_SERIALIZED, REPORT_BASE64, REPORT_TEXT
 
 
 class Ticket:
@@ -55,6 +61,11 @@ class Ticket:
     #: Only peak EWMA reads attempt timings: the other policies skip the clock.
     _timed = False
     started = 0.0
+    #: Client-side weighted round robin from per-call reports: the driver hands the
+    #: attempt's ORCA trailer / header to :meth:`report_trailers` / :meth:`report_headers`
+    #: (only when this is set), and :meth:`done` folds it into the endpoint's weight.
+    wants_load_report = False
+    _load_report: tuple[str | bytes, int] | None = None
 
     def __init__(
         self,
@@ -80,9 +91,36 @@ class Ticket:
             load.on_start(now)  # type: ignore[union-attr]
         elif load is not None:
             load.on_start_untimed()
+            if load.orca is not None and cluster is not None:
+                wrr = cluster.lb_policy.wrr
+                if wrr is not None and not wrr.enable_oob_load_report:
+                    self.wants_load_report = True
 
     def __repr__(self) -> str:
         return f"<Ticket {self.address or '-'} retry={self._is_retry} ended={self.ended}>"
+
+    def report_trailers(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
+        """gRPC: keep the ORCA report in the attempt's trailing metadata, if any (the
+        ``-bin`` trailer where the gRPC library shows it, else Envoy's text form)."""
+        for key, value in metadata or ():
+            if key == _ORCA_BIN:
+                self._load_report = (value, _SERIALIZED)
+                return
+            if key == _ORCA_TEXT:
+                self._load_report = (value, _TEXT)
+
+    def report_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """HTTP: keep the ORCA report in the response headers, if any (Envoy's order:
+        ``endpoint-load-metrics-bin`` first, then ``endpoint-load-metrics``)."""
+        for key, value in headers:
+            if len(key) < 21:
+                continue
+            name = key.lower()
+            if name == b"endpoint-load-metrics-bin":
+                self._load_report = (value, _BASE64)
+                return
+            if name == b"endpoint-load-metrics":
+                self._load_report = (value, _TEXT)
 
     def done(self, outcome: Outcome | None, failed: bool = False, release: bool = True) -> None:
         """The attempt ended with ``outcome`` (None: nothing reads it). Records the load
@@ -95,6 +133,9 @@ class Ticket:
             return
         self.ended = True
         load = self.load
+        if self._load_report is not None and load is not None and load.orca is not None:
+            value, kind = self._load_report
+            load.orca.on_raw_report(value, kind)
         if load is not None:
             if not self._timed:
                 load.on_finish()

@@ -246,6 +246,8 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         def ended() -> None:
             # Runs once the call terminates (status, cancel or deadline); for a stream
             # that is when it finishes, so its span covers the whole stream.
+            if t.wants_load_report:  # weighted round robin's per-call ORCA report
+                t.report_trailers(call.trailing_metadata())
             self.stream_ended(p, a, t, call.code(), call.details())
 
         if not call.add_callback(ended):
@@ -280,7 +282,11 @@ class _UnaryIO:
             value = self.invoke(*begun)
         except grpc.RpcError as err:
             code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+            if t.wants_load_report and isinstance(err, grpc.Call):
+                t.report_trailers(err.trailing_metadata())
             return reply_of(self.a, t, code, None, err)
+        if t.wants_load_report:  # weighted round robin's per-call ORCA report
+            t.report_trailers(value[1].trailing_metadata())
         return Reply(value, grpc_status=0)
 
     def start(self, t: Ticket) -> Any:
@@ -295,7 +301,11 @@ class _UnaryIO:
             response = fut.result()  # type: ignore[attr-defined]
         except grpc.RpcError as err:
             code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+            if t.wants_load_report and isinstance(err, grpc.Call):
+                t.report_trailers(err.trailing_metadata())
             return reply_of(self.a, t, code, None, err)
+        if t.wants_load_report:
+            t.report_trailers(fut.trailing_metadata())  # type: ignore[attr-defined]
         return Reply((response, fut), grpc_status=0)
 
     def discard(self, t: Ticket) -> None:

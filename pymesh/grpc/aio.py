@@ -219,6 +219,8 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
                 code = await call.code()
                 if p.obs is not None:
                     details = await call.details()
+                if t.wants_load_report:  # weighted round robin's per-call ORCA report
+                    t.report_trailers(await call.trailing_metadata())
             except BaseException:
                 code = grpc.StatusCode.CANCELLED
             self.stream_ended(p, a, t, code, details)
@@ -254,7 +256,11 @@ class _UnaryIO:
         self.on_call(call)
         try:
             response = await call
+            if t.wants_load_report:  # weighted round robin's per-call ORCA report
+                t.report_trailers(await call.trailing_metadata())
         except grpc.aio.AioRpcError as err:
+            if t.wants_load_report:
+                t.report_trailers(err.trailing_metadata())
             return reply_of(self.a, t, err.code(), None, err)
         except BaseException:
             call.cancel()

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from pymesh.lb._edf import Edf
 from pymesh.lb._state import EndpointState, EndpointStates
+from pymesh.lb._wrr import ClientSideWrr
 from pymesh.xds.resources.cluster import LbPolicy
 from pymesh.xds.resources.endpoint import Endpoint
 
@@ -238,4 +239,6 @@ def make_chooser(
         return LeastRequest(hosts, per_host, policy, rng)
     if name == "peak_ewma":
         return PeakEwma(hosts, per_host, rng, clock)
+    if name == "client_side_weighted_round_robin" and policy.wrr is not None:
+        return ClientSideWrr(hosts, per_host, policy.wrr, rng, clock)
     raise ValueError(f"no host chooser for lb policy {name!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 #: Default decay window of the peak-EWMA latency estimate (seconds), as Finagle/Linkerd.
 DEFAULT_DECAY_TIME = 10.0
@@ -51,6 +52,7 @@ class EndpointState:
         "decay_time",
         "ewma_latency",
         "last_update",
+        "orca",
     )
 
     def __init__(
@@ -76,6 +78,9 @@ class EndpointState:
         # srtt + 4 * rttvar is overdue; see overdue().
         self._srtt = 0.0
         self._rttvar = 0.0
+        #: Client-side weighted round robin: the endpoint's weight from its ORCA reports
+        #: (a pymesh.lb._wrr.EndpointWeight), set by that policy's picker; else None.
+        self.orca: Any = None
 
     def on_start(self, now: float | None = None) -> None:
         """A request to this endpoint started (at ``now``, default: :attr:`clock`)."""
@@ -235,6 +240,13 @@ class EndpointStates(Mapping[str, EndpointState]):
         self.decay_time = decay_time
         for state in list(self._states.values()):
             state.decay_time = decay_time
+
+    def close(self) -> None:
+        """Stop the endpoints' background work (weighted round robin's ORCA
+        out-of-band streams)."""
+        for state in list(self._states.values()):
+            if state.orca is not None:
+                state.orca.stop_oob()
 
     def retain(self, addresses: set[str] | frozenset[str]) -> None:
         """Forget endpoints that are gone (call after an EDS update)."""

@@ -32,6 +32,11 @@ Schema (every key is optional unless marked; unknown keys are errors)::
           - split: {v1: 90, v2: 10}
         traffic_policy:
           lb: ROUND_ROBIN           # LEAST_REQUEST | RANDOM | RING_HASH | MAGLEV
+                                    # | CLIENT_SIDE_WEIGHTED_ROUND_ROBIN (ORCA, gRFC A58)
+          weighted_round_robin: {blackout_period: 10s, weight_update_period: 1s,
+                                 weight_expiration_period: 3m, error_utilization_penalty: 1,
+                                 enable_oob_load_report: false, oob_reporting_period: 10s,
+                                 metric_names_for_computing_utilization: []}
                                     # (see docs/mesh-file.md for what gRPC gets)
           hash_on: {header: x-user} # or {cookie: name} | {query: name} | {source_ip: true}
           outlier_detection: {consecutive_5xx: 5, interval: 10s, base_ejection_time: 30s,
@@ -85,6 +90,9 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3 import (
+    client_side_weighted_round_robin_pb2 as cswrr_pb2,
+)
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
 from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
 from envoy.extensions.load_balancing_policies.random.v3 import random_pb2
@@ -126,7 +134,20 @@ _SECONDS = re.compile(r"^\s*-?\d+(?:\.\d+)?s\s*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|m|h)?\s*$")
 _UNITS = {"us": 1e-6, "ms": 1e-3, "m": 60.0, "h": 3600.0, None: 1.0}
 _HOST = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-_LB = ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV")
+_CSWRR = "CLIENT_SIDE_WEIGHTED_ROUND_ROBIN"
+_LB = ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV", _CSWRR)
+_WRR_DURATIONS = (
+    "blackout_period",
+    "weight_expiration_period",
+    "weight_update_period",
+    "oob_reporting_period",
+)
+_WRR_KEYS = (
+    *_WRR_DURATIONS,
+    "enable_oob_load_report",
+    "error_utilization_penalty",
+    "metric_names_for_computing_utilization",
+)
 # Policies gRPC accepts in the lb_policy enum; the others go in load_balancing_policy as a
 # list whose first entry Envoy (and pymesh) use, followed by a close match for clients
 # without it (gRPC takes the first policy it supports).
@@ -656,10 +677,43 @@ class _Policy:
     outlier: outlier_detection_pb2.OutlierDetection | None = None
     breakers: circuit_breaker_pb2.CircuitBreakers | None = None
     tls: tls_pb2.UpstreamTlsContext | None = None
+    wrr: cswrr_pb2.ClientSideWeightedRoundRobin | None = None
 
 
-_POLICY_KEYS = ("lb", "hash_on", "outlier_detection", "circuit_breakers", "tls")
+_POLICY_KEYS = (
+    "lb",
+    "hash_on",
+    "outlier_detection",
+    "circuit_breakers",
+    "tls",
+    "weighted_round_robin",
+)
 _BREAKER_KEYS = ("max_connections", "max_requests", "max_pending_requests", "max_retries")
+
+
+def _wrr(ctx: _Ctx, value: object, where: str) -> cswrr_pb2.ClientSideWeightedRoundRobin:
+    spec = ctx.mapping(value, where, _WRR_KEYS)
+    msg = cswrr_pb2.ClientSideWeightedRoundRobin()
+    for key in _WRR_DURATIONS:
+        if key in spec:
+            getattr(msg, key).CopyFrom(ctx.duration(spec[key], f"{where}.{key}"))
+    if "enable_oob_load_report" in spec:
+        flag = ctx.typed(
+            spec["enable_oob_load_report"], bool, f"{where}.enable_oob_load_report", "true or false"
+        )
+        msg.enable_oob_load_report.value = flag
+    if "error_utilization_penalty" in spec:
+        v = spec["error_utilization_penalty"]
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            ctx.fail(f"{where}.error_utilization_penalty", f"expected a number >= 0; got {v!r}")
+        msg.error_utilization_penalty.value = float(v)
+    if "metric_names_for_computing_utilization" in spec:
+        w = f"{where}.metric_names_for_computing_utilization"
+        names = ctx.typed(
+            spec["metric_names_for_computing_utilization"], list, w, "a list of names"
+        )
+        msg.metric_names_for_computing_utilization.extend(str(n) for n in names)
+    return msg
 
 
 def _traffic_policy(ctx: _Ctx, info: _ServiceInfo, value: object, where: str) -> _Policy:
@@ -669,6 +723,10 @@ def _traffic_policy(ctx: _Ctx, info: _ServiceInfo, value: object, where: str) ->
         if tp["lb"] not in _LB:
             ctx.fail(f"{where}.lb", f"unknown lb {tp['lb']!r}; use one of {', '.join(_LB)}")
         pol.lb = tp["lb"]
+    if pol.lb == _CSWRR:
+        pol.wrr = _wrr(ctx, tp.get("weighted_round_robin"), f"{where}.weighted_round_robin")
+    elif "weighted_round_robin" in tp:
+        ctx.fail(f"{where}.weighted_round_robin", f"weighted_round_robin needs lb: {_CSWRR}")
     if "hash_on" in tp:
         if tp.get("lb") not in ("RING_HASH", "MAGLEV"):
             ctx.fail(f"{where}.hash_on", "hash_on needs lb: RING_HASH or MAGLEV")
@@ -770,6 +828,15 @@ def _cluster(name: str, protocol: str, pol: _Policy) -> cluster_pb2.Cluster:
             service_name=name,
         ),
     )
+    if pol.wrr is not None:
+        # grpcio's xDS client maps this to its weighted_round_robin (A58); round robin
+        # after it for clients without the policy.
+        ext = c.load_balancing_policy.policies.add().typed_extension_config
+        ext.name = "envoy.load_balancing_policies.client_side_weighted_round_robin"
+        ext.typed_config.CopyFrom(_pack(pol.wrr))
+        ext = c.load_balancing_policy.policies.add().typed_extension_config
+        ext.name = "envoy.load_balancing_policies.round_robin"
+        ext.typed_config.CopyFrom(_pack(round_robin_pb2.RoundRobin()))
     for name_, factory in _LB_LIST.get(pol.lb, ()):
         ext = c.load_balancing_policy.policies.add().typed_extension_config
         ext.name = name_

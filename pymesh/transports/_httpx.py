@@ -66,7 +66,9 @@ def _failure(exc: Exception) -> Reply:
     return Reply(failure=failure_outcome(exc), error=exc)
 
 
-def _answer(a: Attempts, resp: httpcore.Response) -> Reply:
+def _answer(a: Attempts, resp: httpcore.Response, t: Ticket | None = None) -> Reply:
+    if t is not None and t.wants_load_report:
+        t.report_headers(resp.headers)  # weighted round robin's per-call ORCA report
     return Reply(resp, resp.status, None, _header_map(resp.headers) if a.needs_headers else None)
 
 
@@ -115,7 +117,7 @@ class _IO:
         fut: typing.Any = t.handle  # a concurrent or an asyncio future
         exc = fut.exception()
         if exc is None:
-            return _answer(self.a, fut.result())
+            return _answer(self.a, fut.result(), t)
         if isinstance(exc, _UPSTREAM_ERRORS):
             return _failure(exc)
         raise exc
@@ -887,6 +889,8 @@ class _SyncIO(_IO):
             resp = self.transport._pool(rt, ep).handle_request(req)
         except _UPSTREAM_ERRORS as exc:
             return _failure(exc)
+        if t.wants_load_report:
+            t.report_headers(resp.headers)  # weighted round robin's per-call ORCA report
         a = self.a
         return Reply(
             resp, resp.status, None, _header_map(resp.headers) if a.needs_headers else None
@@ -921,7 +925,7 @@ class _AsyncIO(_IO):
             resp = await self.transport._pool(rt, ep).handle_async_request(req)
         except _UPSTREAM_ERRORS as exc:
             return _failure(exc)
-        return _answer(self.a, resp)
+        return _answer(self.a, resp, t)
 
     def start(self, t: Ticket) -> asyncio.Future[httpcore.Response]:
         rt, ep, req = self.upstream(t)

@@ -30,6 +30,7 @@ import pytest
 
 import pymesh
 import pymesh.grpc
+from pymesh import orca
 from pymesh.server import ControlPlane
 from pymesh.testing import bootstrap_for
 
@@ -50,8 +51,21 @@ class Host:
     goes away (gRPC) or the host closes. Answers name the host and the request number.
     """
 
-    def __init__(self, name: str, *, fail: bool = False, delays: tuple[float, ...] = ()):
+    def __init__(
+        self,
+        name: str,
+        *,
+        fail: bool = False,
+        delays: tuple[float, ...] = (),
+        utilization: float | None = None,
+    ):
         self.name = name
+        # ``utilization``: the host reports ORCA load (pymesh.orca), qps 100 and this
+        # application utilization, in the gRPC trailer and the HTTP header.
+        self.metrics = orca.ServerMetricsRecorder()
+        if utilization is not None:
+            self.metrics.set_application_utilization(utilization)
+            self.metrics.set_qps(100)
         self.fail = fail
         self.delays = list(delays)
         self.hits = 0
@@ -70,6 +84,9 @@ class Host:
                 body = f"{host.name}:{n}".encode()
                 try:
                     self.send_response(status)
+                    report = orca.load_metrics_header(host.metrics.snapshot())
+                    if report is not None:
+                        self.send_header(orca.ORCA_HEADER, report)
                     self.send_header("content-length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
@@ -97,7 +114,9 @@ class Host:
         handler = grpc.method_handlers_generic_handler(
             "pymesh.parity.Svc", {"Call": grpc.unary_unary_rpc_method_handler(call)}
         )
-        self._grpc = grpc.server(futures.ThreadPoolExecutor(16))
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(16), interceptors=[orca.OrcaServerInterceptor(self.metrics)]
+        )
         self._grpc.add_generic_rpc_handlers((handler,))
         self._grpc_port = self._grpc.add_insecure_port("127.0.0.1:0")
         self._grpc.start()
@@ -260,6 +279,16 @@ def _retried_elsewhere(results: list[Result], hosts: dict[str, Host]) -> None:
     assert 1 <= hosts["bad"].hits <= len(results)
 
 
+def _weighted_by_load(results: list[Result], hosts: dict[str, Host]) -> None:
+    # ORCA weights 100/0.2 = 500 and 100/0.8 = 125: 80 % / 20 % once the weights apply
+    # (one update period, 100 ms, after the first reports; before, round robin). The last
+    # 300 calls come well after that on any machine (each call reports).
+    last = results[-300:]
+    assert all(r.kind == "ok" for r in results)
+    light = sum(1 for r in last if r.host == "light") / len(last)
+    assert 0.65 <= light <= 0.95, light
+
+
 SCENARIOS: dict[str, Scenario] = {
     # Regression: gRPC sent the call to the backend.
     "local drop": Scenario(
@@ -341,6 +370,15 @@ SCENARIOS: dict[str, Scenario] = {
         cluster_edit=_budget_none,
         expect=Result("unavailable", False, "a"),
         hits={"a": 1},
+    ),
+    "weighted round robin (ORCA)": Scenario(
+        {"light": {"utilization": 0.2}, "heavy": {"utilization": 0.8}},
+        policy={
+            "lb": "CLIENT_SIDE_WEIGHTED_ROUND_ROBIN",
+            "weighted_round_robin": {"blackout_period": "0s", "weight_update_period": "100ms"},
+        },
+        calls=2000,
+        check=_weighted_by_load,
     ),
     "route timeout": Scenario(
         {"a": {"delays": (5.0,)}},

@@ -148,3 +148,12 @@ def test_asgi_rbac_mtls_and_policy() -> None:
     assert "batch POST    -> 403 'RBAC: access denied'" in out, out
     assert "batch POST after the policy update -> 200" in out, out
     assert "no client certificate -> TLS handshake refused" in out, out
+
+
+def test_orca_wrr() -> None:
+    out = _run(str(EXAMPLES / "orca_wrr.py"))
+    m = re.search(r"320 calls: \{'a': (\d+), 'b': (\d+), 'c': (\d+)\}", out)
+    assert m, out
+    a, b, c = int(m[1]), int(m[2]), int(m[3])
+    # Weights 10 : 4 : 2 -> 200, 80, 40 of 320 (generous bounds).
+    assert a + b + c == 320 and 170 <= a <= 230 and 55 <= b <= 105 and 20 <= c <= 60, out

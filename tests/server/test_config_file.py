@@ -503,6 +503,11 @@ def test_example_mesh_file_compiles() -> None:
         ("LEAST_REQUEST", cluster_pb2.Cluster.ROUND_ROBIN, ["least_request", "round_robin"]),
         ("RANDOM", cluster_pb2.Cluster.ROUND_ROBIN, ["random", "round_robin"]),
         ("MAGLEV", cluster_pb2.Cluster.ROUND_ROBIN, ["maglev", "ring_hash"]),
+        (
+            "CLIENT_SIDE_WEIGHTED_ROUND_ROBIN",
+            cluster_pb2.Cluster.ROUND_ROBIN,
+            ["client_side_weighted_round_robin", "round_robin"],
+        ),
     ],
 )
 def test_lb_policy_forms(lb: str, enum: int, policies: list[str]) -> None:
@@ -515,6 +520,39 @@ def test_lb_policy_forms(lb: str, enum: int, policies: list[str]) -> None:
     for p in c.load_balancing_policy.policies:
         short = p.typed_extension_config.name.rsplit(".", 1)[1]
         assert f".{short}.v3." in p.typed_extension_config.typed_config.type_url
+
+
+def test_weighted_round_robin_options() -> None:
+    from envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3 import (
+        client_side_weighted_round_robin_pb2 as cswrr_pb2,
+    )
+
+    tp = {
+        "lb": "CLIENT_SIDE_WEIGHTED_ROUND_ROBIN",
+        "weighted_round_robin": {
+            "blackout_period": "1s",
+            "weight_update_period": "100ms",
+            "error_utilization_penalty": 2,
+            "enable_oob_load_report": True,
+            "metric_names_for_computing_utilization": ["named_metrics.gpu"],
+        },
+    }
+    snap = compile_mesh({"services": {"a": {"port": 80, "traffic_policy": tp}}})
+    c = snap.get(CLUSTER_TYPE)["outbound|80||a"]
+    msg = cswrr_pb2.ClientSideWeightedRoundRobin()
+    c.load_balancing_policy.policies[0].typed_extension_config.typed_config.Unpack(msg)
+    assert msg.blackout_period.ToMilliseconds() == 1000
+    assert msg.weight_update_period.ToMilliseconds() == 100
+    assert msg.error_utilization_penalty.value == 2.0
+    assert msg.enable_oob_load_report.value is True
+    assert list(msg.metric_names_for_computing_utilization) == ["named_metrics.gpu"]
+    with pytest.raises(ConfigFileError, match="needs lb: CLIENT_SIDE_WEIGHTED_ROUND_ROBIN"):
+        compile_mesh(
+            {"services": {"a": {"port": 80, "traffic_policy": {"weighted_round_robin": {}}}}}
+        )
+    bad = {**tp, "weighted_round_robin": {"error_utilization_penalty": -1}}
+    with pytest.raises(ConfigFileError, match="error_utilization_penalty"):
+        compile_mesh({"services": {"a": {"port": 80, "traffic_policy": bad}}})
 
 
 def test_shared_endpoints_appear_once_in_the_service_cluster() -> None:

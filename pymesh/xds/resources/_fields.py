@@ -48,6 +48,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
     http_connection_manager_pb2,
 )
 from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2  # noqa: F401
+from envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3 import (  # noqa: F401
+    client_side_weighted_round_robin_pb2,
+)
 from envoy.extensions.load_balancing_policies.least_request.v3 import (  # noqa: F401
     least_request_pb2,
 )
@@ -165,6 +168,7 @@ _NOT_ENVOY_CLIENT = "not implemented; pymesh behaves as if it were unset"
 _WAITS_ENGINE = "waits for the call engine, issue 14"
 
 _PFX_LB = "envoy.extensions.load_balancing_policies."
+_CSWRR = "client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin"
 ROUTER = "envoy.extensions.filters.http.router.v3.Router"
 FAULT = "envoy.extensions.filters.http.fault.v3.HTTPFault"
 STATEFUL_SESSION = "envoy.extensions.filters.http.stateful_session.v3.StatefulSession"
@@ -184,6 +188,7 @@ LB_POLICY_TYPES = (
     _PFX_LB + "maglev.v3.Maglev",
     _PFX_LB + "pick_first.v3.PickFirst",
     _PFX_LB + "wrr_locality.v3.WrrLocality",
+    _PFX_LB + _CSWRR,
     "xds.type.v3.TypedStruct",
     "udpa.type.v1.TypedStruct",
 )
@@ -1208,8 +1213,8 @@ TABLE: dict[str, dict[str, Field]] = {
     },
     "envoy.config.cluster.v3.LoadBalancingPolicy": {
         "policies": H(
-            "the first supported entry wins; unsupported entries before it (e.g. "
-            "client_side_weighted_round_robin) → Warn naming their type; none supported → NACK"
+            "the first supported entry wins; unsupported entries before it "
+            "→ Warn naming their type; none supported → NACK"
         ),
     },
     "envoy.config.cluster.v3.LoadBalancingPolicy.Policy": {
@@ -1219,7 +1224,8 @@ TABLE: dict[str, dict[str, Field]] = {
         "name": I("the typed_config's type decides"),
         "typed_config": H(
             "round_robin, least_request, random, ring_hash, maglev, pick_first, wrr_locality "
-            "(not nested) and pymesh.lb.v1.PeakEwma in a TypedStruct; other types are skipped",
+            "(not nested), client_side_weighted_round_robin and pymesh.lb.v1.PeakEwma in a "
+            "TypedStruct; other types are skipped",
             any_types=LB_POLICY_TYPES,
         ),
     },
@@ -1267,6 +1273,23 @@ TABLE: dict[str, dict[str, Field]] = {
     },
     _PFX_LB + "wrr_locality.v3.WrrLocality": {
         "endpoint_picking_policy": H("its policy is used, with locality_weighted=True"),
+    },
+    _PFX_LB + _CSWRR: {
+        "enable_oob_load_report": H(
+            "default false: weights from per-call reports (gRPC trailer "
+            "endpoint-load-metrics-bin, HTTP header endpoint-load-metrics); true: one "
+            "OpenRcaService stream per endpoint (plaintext gRPC to the endpoint's address)"
+        ),
+        "oob_reporting_period": H("default 10 s"),
+        "blackout_period": H("default 10 s (gRFC A58)"),
+        "weight_expiration_period": H("default 3 min"),
+        "weight_update_period": H("default 1 s; below 100 ms → 100 ms (gRFC A58)"),
+        "error_utilization_penalty": H("default 1.0; negative → NACK"),
+        "metric_names_for_computing_utilization": H(
+            "used when application_utilization is unset: the largest of these metrics "
+            "(named_metrics.<n>, utilization.<n>, <map>.* ...), else cpu_utilization"
+        ),
+        "slow_start_config": W("slow start is not implemented for this policy"),
     },
     "xds.type.v3.TypedStruct": {
         "type_url": H("pymesh.lb.v1.PeakEwma; another type is skipped"),
@@ -1604,6 +1627,7 @@ LEAF_TYPES = frozenset(
         "google.protobuf.Int32Value",
         "google.protobuf.Int64Value",
         "google.protobuf.DoubleValue",
+        "google.protobuf.FloatValue",
         "google.protobuf.StringValue",
         "google.protobuf.Struct",
     }

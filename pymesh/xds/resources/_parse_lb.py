@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3 import (
+    client_side_weighted_round_robin_pb2 as cswrr_pb2,
+)
 from envoy.extensions.load_balancing_policies.least_request.v3 import least_request_pb2
 from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
 from envoy.extensions.load_balancing_policies.pick_first.v3 import pick_first_pb2
@@ -15,8 +18,8 @@ from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_localit
 from udpa.type.v1 import typed_struct_pb2 as udpa_typed_struct_pb2
 from xds.type.v3 import typed_struct_pb2
 
-from pymesh.xds.resources._common import Ctx, join, type_name, unpack, wrapped
-from pymesh.xds.resources.cluster import PEAK_EWMA_TYPE, LbPolicy
+from pymesh.xds.resources._common import Ctx, join, opt_duration, type_name, unpack, wrapped
+from pymesh.xds.resources.cluster import PEAK_EWMA_TYPE, LbPolicy, WrrConfig
 
 MAX_RING_SIZE = 8 * 1024 * 1024
 MAX_MAGLEV_TABLE = 5_000_011
@@ -35,6 +38,9 @@ _RING_HASH = _PFX + "ring_hash.v3.RingHash"
 _MAGLEV = _PFX + "maglev.v3.Maglev"
 _PICK_FIRST = _PFX + "pick_first.v3.PickFirst"
 _WRR_LOCALITY = _PFX + "wrr_locality.v3.WrrLocality"
+_CSWRR = _PFX + "client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin"
+#: gRFC A58: a weight_update_period below this is raised to it.
+MIN_WEIGHT_UPDATE_PERIOD = 0.1
 _TYPED_STRUCTS = {
     "xds.type.v3.TypedStruct": typed_struct_pb2.TypedStruct,
     "udpa.type.v1.TypedStruct": udpa_typed_struct_pb2.TypedStruct,
@@ -162,6 +168,33 @@ def _typed_struct(ctx: Ctx, any_msg: Any, path: str) -> LbPolicy | None:
     return LbPolicy(name="peak_ewma", decay_time=decay, params=params)
 
 
+def _cswrr(ctx: Ctx, msg: Any, path: str) -> LbPolicy:
+    """ClientSideWeightedRoundRobin with Envoy's / gRPC's defaults (gRFC A58)."""
+    ctx.check(msg, path)
+
+    def period(name: str, default: float) -> float:
+        value = opt_duration(ctx, msg, name, path)
+        return default if value is None else value
+
+    penalty = float(wrapped(msg, "error_utilization_penalty", 1.0))
+    if penalty < 0:
+        ctx.fail(
+            join(path, "error_utilization_penalty"),
+            f"error_utilization_penalty must be >= 0, got {penalty}",
+        )
+    update = period("weight_update_period", 1.0)
+    config = WrrConfig(
+        enable_oob_load_report=bool(wrapped(msg, "enable_oob_load_report", False)),
+        oob_reporting_period=period("oob_reporting_period", 10.0),
+        blackout_period=period("blackout_period", 10.0),
+        weight_expiration_period=period("weight_expiration_period", 180.0),
+        weight_update_period=max(update, MIN_WEIGHT_UPDATE_PERIOD),
+        error_utilization_penalty=penalty,
+        metric_names_for_computing_utilization=tuple(msg.metric_names_for_computing_utilization),
+    )
+    return LbPolicy(name="client_side_weighted_round_robin", wrr=config)
+
+
 def _one_policy(ctx: Ctx, ext: Any, path: str, nested: bool) -> LbPolicy | None:
     """One typed_extension_config; None when the type is not supported (try the next)."""
     any_msg = ext.typed_config
@@ -191,6 +224,8 @@ def _one_policy(ctx: Ctx, ext: Any, path: str, nested: bool) -> LbPolicy | None:
         mg = unpack(ctx, any_msg, maglev_pb2.Maglev, path)
         ctx.check(mg, path)
         return LbPolicy(name="maglev", table_size=_table_size(ctx, mg, path))
+    if tn == _CSWRR:
+        return _cswrr(ctx, unpack(ctx, any_msg, cswrr_pb2.ClientSideWeightedRoundRobin, path), path)
     if tn == _WRR_LOCALITY and not nested:
         wl = unpack(ctx, any_msg, wrr_locality_pb2.WrrLocality, path)
         ctx.check(wl, path)
@@ -233,6 +268,7 @@ def policy_list(ctx: Ctx, msg: Any, path: str, nested: bool = False) -> LbPolicy
         join(path, "policies"),
         f"no supported load balancing policy in [{', '.join(tn for _, tn in skipped)}]; "
         "supported: round_robin, "
-        "least_request, random, ring_hash, maglev, pick_first, wrr_locality and "
+        "least_request, random, ring_hash, maglev, pick_first, wrr_locality, "
+        "client_side_weighted_round_robin and "
         f"{PEAK_EWMA_TYPE} (in a TypedStruct)",
     )

@@ -18,10 +18,27 @@ LbPolicyName = Literal[
     "maglev",
     "pick_first",
     "peak_ewma",
+    "client_side_weighted_round_robin",
 ]
 
 #: Type URL of pymesh's own latency-aware balancer, usable in load_balancing_policy.
 PEAK_EWMA_TYPE = "pymesh.lb.v1.PeakEwma"
+
+
+@dataclass(frozen=True, slots=True)
+class WrrConfig:
+    """Envoy's ``ClientSideWeightedRoundRobin`` (gRFC A58), defaults applied (seconds).
+
+    ``weight_update_period`` is at least 0.1 s (A58 raises smaller values).
+    """
+
+    enable_oob_load_report: bool = False
+    oob_reporting_period: float = 10.0
+    blackout_period: float = 10.0
+    weight_expiration_period: float = 180.0
+    weight_update_period: float = 1.0
+    error_utilization_penalty: float = 1.0
+    metric_names_for_computing_utilization: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +59,7 @@ class LbPolicy:
     table_size: int = 65537  # maglev
     locality_weighted: bool = False
     decay_time: float = 10.0  # peak_ewma (seconds)
+    wrr: WrrConfig | None = None  # client_side_weighted_round_robin
     params: dict[str, Any] = field(default_factory=dict, compare=False)
 
 

@@ -18,6 +18,7 @@ from envoy.extensions.load_balancing_policies.pick_first.v3 import pick_first_pb
 from envoy.extensions.load_balancing_policies.random.v3 import random_pb2
 from envoy.extensions.load_balancing_policies.ring_hash.v3 import ring_hash_pb2
 from envoy.extensions.load_balancing_policies.round_robin.v3 import round_robin_pb2
+from envoy.extensions.load_balancing_policies.subset.v3 import subset_pb2
 from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_locality_pb2
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
@@ -32,6 +33,7 @@ from pymesh.xds.resources.cluster import (
     LbPolicy,
     OutlierDetection,
     RetryBudget,
+    WrrConfig,
     parse_cluster,
 )
 from pymesh.xds.resources.tls import CertificateProviderInstance, SanMatcher, UpstreamTls
@@ -210,7 +212,7 @@ def _policies(*msgs: Any) -> Any:
 
 
 def test_load_balancing_policy_first_supported_wins() -> None:
-    out = parse(_policies(cswrr_pb2.ClientSideWeightedRoundRobin(), random_pb2.Random()))
+    out = parse(_policies(subset_pb2.Subset(), random_pb2.Random()))
     assert out.lb_policy.name == "random"
     # The skipped policy is not dropped silently: a counted warning names it.
     assert out.unsupported == (
@@ -267,9 +269,33 @@ def test_no_supported_lb_policy_nacks() -> None:
     other = typed_struct_pb2.TypedStruct(type_url="type.googleapis.com/acme.Lb")
     invalid(
         parse,
-        _policies(cswrr_pb2.ClientSideWeightedRoundRobin(), other),
+        _policies(subset_pb2.Subset(), other),
         "load_balancing_policy.policies",
-        reason="ClientSideWeightedRoundRobin",
+        reason="Subset",
+    )
+
+
+def test_client_side_weighted_round_robin() -> None:
+    lb = parse(_policies(cswrr_pb2.ClientSideWeightedRoundRobin())).lb_policy
+    # Envoy's and gRFC A58's defaults.
+    assert lb == LbPolicy("client_side_weighted_round_robin", wrr=WrrConfig())
+    assert lb.wrr == WrrConfig(False, 10.0, 10.0, 180.0, 1.0, 1.0, ())
+    msg = cswrr_pb2.ClientSideWeightedRoundRobin(metric_names_for_computing_utilization=["a"])
+    msg.enable_oob_load_report.value = True
+    msg.oob_reporting_period.FromMilliseconds(500)
+    msg.blackout_period.FromMilliseconds(0)
+    msg.weight_expiration_period.FromSeconds(60)
+    msg.weight_update_period.FromMilliseconds(20)  # below A58's floor of 100 ms
+    msg.error_utilization_penalty.value = 2.5
+    wrr = parse(_policies(msg)).lb_policy.wrr
+    assert wrr == WrrConfig(True, 0.5, 0.0, 60.0, 0.1, 2.5, ("a",))
+    bad = cswrr_pb2.ClientSideWeightedRoundRobin()
+    bad.error_utilization_penalty.value = -1
+    invalid(
+        parse,
+        _policies(bad),
+        "load_balancing_policy.policies[0].typed_extension_config.typed_config"
+        ".error_utilization_penalty",
     )
 
 

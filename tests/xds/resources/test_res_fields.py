@@ -621,6 +621,9 @@ def _kitchen_sink_routes() -> Any:
 def _kitchen_sink_clusters() -> list[Any]:
     from envoy.config.cluster.v3 import cluster_pb2
     from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+    from envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3 import (
+        client_side_weighted_round_robin_pb2 as cswrr_pb2,
+    )
     from envoy.extensions.load_balancing_policies.maglev.v3 import maglev_pb2
     from envoy.extensions.load_balancing_policies.pick_first.v3 import pick_first_pb2
     from envoy.extensions.load_balancing_policies.random.v3 import random_pb2
@@ -704,6 +707,7 @@ def _kitchen_sink_clusters() -> list[Any]:
             wl,
             peak,
             udpa_peak,
+            cswrr_pb2.ClientSideWeightedRoundRobin(),
         )
     ):
         c = eds_cluster(f"policy{i}")
