@@ -40,6 +40,7 @@ class ClusterRuntime:
         "cluster",
         "endpoints",
         "error",
+        "grpc_picker",
         "leaf_clusters",
         "localities",
         "name",
@@ -59,6 +60,9 @@ class ClusterRuntime:
         self.error: str | None = None
         self.states = EndpointStates()
         self.picker: Picker | None = None
+        #: The picker gRPC calls use: ``picker`` itself unless some endpoint is DEGRADED,
+        #: which gRPC (A27) does not use while Envoy (HTTP) has a degraded tier for it.
+        self.grpc_picker: Picker | None = None
         self.breaker: CircuitBreaker | None = None
         self.outlier: OutlierDetector | None = None
         self.addresses: frozenset[str] = frozenset()
@@ -120,12 +124,26 @@ class ClusterRuntime:
 
     def _rebuild(self) -> None:
         if self.cluster is None or self.endpoints is None:
-            self.picker = None
+            self.picker = self.grpc_picker = None
             return
         ejected = self.outlier.ejected if self.outlier is not None else frozenset()
-        self.picker = build_picker(
+        picker = build_picker(
             self.cluster, self.endpoints, states=self.states, ejected=ejected, rng=self.rng
         )
+        grpc_picker = picker
+        if any(e.health == "DEGRADED" for e in self.endpoints.endpoints):
+            grpc_picker = build_picker(
+                self.cluster,
+                self.endpoints,
+                states=self.states,
+                ejected=ejected,
+                rng=self.rng,
+                degraded_tier=False,
+            )
+        # gRPC's first: a request reading ``picker`` never finds a stale ``grpc_picker``
+        # newer than it (both are whole pickers either way).
+        self.grpc_picker = grpc_picker
+        self.picker = picker
 
     def sweep(self, now: float) -> None:
         """Run the outlier detector's interval sweep when it is due."""

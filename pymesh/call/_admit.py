@@ -175,12 +175,14 @@ def admit(
     retry_slot: CircuitBreaker | None,
     exclude: Container[str] = frozenset(),
     tries: int = 1,
+    grpc: bool = False,
 ) -> Ticket | Refused:
     """The cluster's pick: drops (first attempts only, as gRPC's xds_cluster_impl and
     Envoy), endpoint choice (``exclude`` re-picked up to ``tries`` times), then the
     breaker: a first attempt takes a request slot here; a retry brings the retry slot it
-    took when the retry was decided (``retry_slot``)."""
-    picker = rt.picker
+    took when the retry was decided (``retry_slot``). ``grpc``: a gRPC call, which
+    follows the gRFCs where they differ from Envoy (DEGRADED endpoints unused, A27)."""
+    picker = rt.grpc_picker if grpc else rt.picker
     if picker is None:
         return ("UH", "no healthy upstream")
     if not is_retry and picker.has_drops:

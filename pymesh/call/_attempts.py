@@ -58,6 +58,9 @@ class Attempts:
     hedging = False
     #: False: attempts pick no endpoint (the interceptor cannot choose one).
     pick = True
+    #: A gRPC call: picks follow the gRFCs where they differ from Envoy (A27: DEGRADED
+    #: endpoints are not used).
+    grpc = False
     _exclude = False  # previous_hosts
     _retry_slot: CircuitBreaker | None = None  # taken for the retry decided
     _pending = False  # a retry was decided and has not started yet
@@ -75,6 +78,7 @@ class Attempts:
         pick: bool = True,
         hedge: bool = True,
         on_end: Callable[[Ticket, str | None], None] | None = None,
+        grpc: bool = False,
     ) -> None:
         self.plan = plan
         #: The listener's routing state (aggregate clusters resolve their leaf in it).
@@ -88,6 +92,8 @@ class Attempts:
             self.on_end = on_end
         if not pick:
             self.pick = False
+        if grpc:
+            self.grpc = True
         retry = plan.retry
         if decider is None or retry is None or not replayable:
             return  # no retries (a body that cannot be rewound is sent once): common
@@ -125,7 +131,7 @@ class Attempts:
                 rt = leaf
             avoid = self._avoid() if self._avoid is not None else None
             if not self._exclude and not avoid:  # the common case
-                admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot)
+                admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot, grpc=self.grpc)
             else:
                 exclude: Container[str] = self.tried if self._exclude else frozenset()
                 tries = 1
@@ -134,7 +140,9 @@ class Attempts:
                 if avoid:
                     exclude = set(exclude) | set(avoid)  # type: ignore[call-overload]
                     tries = max(tries, 2 * len(avoid) + 2)  # type: ignore[arg-type]
-                admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot, exclude, tries)
+                admitted = admit(
+                    rt, plan.hash_key, self.rng, is_retry, retry_slot, exclude, tries, self.grpc
+                )
             if type(admitted) is tuple:
                 return self._give_back(retry_slot, *admitted)
             t = admitted  # type: ignore[assignment]

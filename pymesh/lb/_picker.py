@@ -11,12 +11,17 @@ Order of decisions for a pick, following Envoy's LoadBalancerBase / ZoneAwareLoa
 3. The policy picks within that list (:mod:`pymesh.lb._policies`); ring hash and maglev
    instead build one table per priority from normalized weights (:mod:`pymesh.lb._hashing`).
 
-"Healthy" means EDS health HEALTHY or UNKNOWN and not outlier-ejected.
+"Healthy" means EDS health HEALTHY or UNKNOWN and not outlier-ejected; "degraded" means
+EDS health DEGRADED and not ejected. Envoy's degraded tier (HTTP): a priority's degraded
+hosts take the share of its load that healthy hosts cannot (see
+:mod:`pymesh.lb._priority`); the host list is then the level's degraded hosts (by
+locality with ``locality_weighted``). Ring hash and maglev, as Envoy, build their tables
+over healthy hosts only. ``degraded_tier=False`` (gRPC, A27: only HEALTHY and UNKNOWN
+endpoints are used) counts DEGRADED hosts as unhealthy.
 """
 
 from __future__ import annotations
 
-import itertools
 import random
 import time
 from collections.abc import Callable, Container
@@ -52,6 +57,7 @@ class _LocalityHosts:
     weight: int  # 0 when unset (no traffic under locality weighting, as Envoy)
     hosts: tuple[Endpoint, ...]
     healthy: tuple[Endpoint, ...]
+    degraded: tuple[Endpoint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +65,12 @@ class _Level:
     hosts: tuple[Endpoint, ...]  # EDS order
     healthy: tuple[Endpoint, ...]
     localities: tuple[_LocalityHosts, ...]  # sorted by (region, zone, sub_zone), as Envoy
+    degraded: tuple[Endpoint, ...] = ()
 
 
-def _levels(cla: ClusterLoadAssignment, ejected: Container[str]) -> list[_Level]:
+def _levels(
+    cla: ClusterLoadAssignment, ejected: Container[str], degraded_tier: bool = True
+) -> list[_Level]:
     if not cla.localities:
         return []
     top = max(loc.priority for loc in cla.localities)
@@ -80,13 +89,29 @@ def _levels(cla: ClusterLoadAssignment, ejected: Container[str]) -> list[_Level]
         def usable(e: Endpoint) -> bool:
             return e.usable and e.address not in ejected
 
+        def degraded(e: Endpoint) -> bool:
+            return degraded_tier and e.health == "DEGRADED" and e.address not in ejected
+
         localities = tuple(
-            _LocalityHosts(locality, weight, tuple(members), tuple(e for e in members if usable(e)))
+            _LocalityHosts(
+                locality,
+                weight,
+                tuple(members),
+                tuple(e for e in members if usable(e)),
+                tuple(e for e in members if degraded(e)),
+            )
             for locality, (weight, members) in sorted(
                 by_locality.items(), key=lambda kv: (kv[0].region, kv[0].zone, kv[0].sub_zone)
             )
         )
-        levels.append(_Level(tuple(hosts), tuple(e for e in hosts if usable(e)), localities))
+        levels.append(
+            _Level(
+                tuple(hosts),
+                tuple(e for e in hosts if usable(e)),
+                localities,
+                tuple(e for e in hosts if degraded(e)),
+            )
+        )
     return levels
 
 
@@ -96,7 +121,16 @@ def _levels(cla: ClusterLoadAssignment, ejected: Container[str]) -> list[_Level]
 class _LevelChooser:
     """Host choice inside one priority for the non-hashing policies."""
 
-    __slots__ = ("_all", "_healthy", "_locality_choosers", "_locality_edf", "_panic")
+    __slots__ = (
+        "_all",
+        "_degraded",
+        "_degraded_choosers",
+        "_degraded_edf",
+        "_healthy",
+        "_locality_choosers",
+        "_locality_edf",
+        "_panic",
+    )
 
     def __init__(
         self,
@@ -110,20 +144,19 @@ class _LevelChooser:
         self._panic = panic
         self._all = make(level.hosts) if panic else EMPTY
         self._healthy = make(level.healthy)
+        self._degraded = make(level.degraded) if level.degraded and not panic else EMPTY
         self._locality_edf: Edf | None = None
         self._locality_choosers: tuple[HostChooser, ...] = ()
+        self._degraded_edf: Edf | None = None
+        self._degraded_choosers: tuple[HostChooser, ...] = ()
         if policy.locality_weighted and not panic:
-            weights = []
-            choosers = []
-            for loc in level.localities:
-                if not loc.hosts or not loc.healthy or loc.weight <= 0:
-                    continue
-                ratio = len(loc.healthy) / len(loc.hosts)
-                weights.append(loc.weight * min(1.0, overprovisioning_factor / 100.0 * ratio))
-                choosers.append(make(loc.healthy))
-            if weights:
-                self._locality_edf = Edf.randomized(weights, rng)
-                self._locality_choosers = tuple(choosers)
+            self._locality_edf, self._locality_choosers = _locality_schedule(
+                level, False, overprovisioning_factor, make, rng
+            )
+            if level.degraded:
+                self._degraded_edf, self._degraded_choosers = _locality_schedule(
+                    level, True, overprovisioning_factor, make, rng
+                )
 
     def direct(self) -> Callable[[], Endpoint | None] | None:
         """The host chooser's own ``choose`` when nothing else is decided at this level
@@ -142,6 +175,40 @@ class _LevelChooser:
                 return self._locality_choosers[i].choose()
         return self._healthy.choose()
 
+    def choose_degraded(self) -> Endpoint | None:
+        """A host of the level's degraded tier (Envoy's HostAvailability::Degraded)."""
+        if self._panic:
+            return self._all.choose()
+        edf = self._degraded_edf
+        if edf is not None:
+            i = edf.pick()
+            if i is not None:
+                return self._degraded_choosers[i].choose()
+        return self._degraded.choose()
+
+
+def _locality_schedule(
+    level: _Level,
+    degraded: bool,
+    overprovisioning_factor: int,
+    make: Callable[[tuple[Endpoint, ...]], HostChooser],
+    rng: random.Random,
+) -> tuple[Edf | None, tuple[HostChooser, ...]]:
+    """Envoy's locality EDF for the healthy (or degraded) hosts of a level: effective
+    weight ``locality_weight * min(1, factor/100 * usable/total)``."""
+    weights = []
+    choosers = []
+    for loc in level.localities:
+        members = loc.degraded if degraded else loc.healthy
+        if not loc.hosts or not members or loc.weight <= 0:
+            continue
+        ratio = len(members) / len(loc.hosts)
+        weights.append(loc.weight * min(1.0, overprovisioning_factor / 100.0 * ratio))
+        choosers.append(make(members))
+    if not weights:
+        return None, ()
+    return Edf.randomized(weights, rng), tuple(choosers)
+
 
 class _Selector:
     def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
@@ -154,26 +221,37 @@ class _Selector:
 
 
 class _PrioritySelector(_Selector):
-    __slots__ = ("_cumulative", "_levels", "_rng")
+    __slots__ = ("_cumulative", "_levels", "_rng", "_single")
 
     def __init__(
         self, levels: tuple[_LevelChooser, ...], plan: PriorityPlan, rng: random.Random
     ) -> None:
         self._levels = levels
-        self._cumulative = tuple(itertools.accumulate(plan.loads))
+        self._cumulative = plan.cumulative()
         self._rng = rng
+        # One level whose degraded hosts take no load: no priority to choose.
+        self._single = len(levels) == 1 and not any(plan.degraded_loads)
 
     def direct(self) -> Callable[[], Endpoint | None] | None:
-        return self._levels[0].direct() if len(self._levels) == 1 else None
+        return self._levels[0].direct() if self._single else None
 
     def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
         levels = self._levels
         if not levels:
             return None
-        if len(levels) == 1:
+        if self._single:
             return levels[0].choose()
         p = choose_priority(self._cumulative, self._rng.getrandbits(64))
-        return levels[p].choose()
+        n = len(levels)
+        return levels[p].choose() if p < n else levels[p - n].choose_degraded()
+
+    def choose_at(self, priority: int, degraded: bool) -> Endpoint | None:
+        """A host of ``priority`` (its degraded tier when ``degraded``), the priority
+        being chosen by someone else (an aggregate cluster)."""
+        if priority >= len(self._levels):
+            return None
+        level = self._levels[priority]
+        return level.choose_degraded() if degraded else level.choose()
 
 
 class _HashSelector(_Selector):
@@ -188,14 +266,17 @@ class _HashSelector(_Selector):
         rng: random.Random,
     ) -> None:
         self._levels = levels
-        self._cumulative = tuple(itertools.accumulate(plan.loads))
+        self._cumulative = plan.cumulative()
         self._rng = rng
 
     def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
         if not self._levels:
             return None
         h = self._rng.getrandbits(64) if hash_key is None else hash_key & _U64
-        p = choose_priority(self._cumulative, h) if len(self._levels) > 1 else 0
+        # Degraded loads select a level too (index n + i), whose table, as Envoy's, holds
+        # only its healthy hosts (all of them in panic).
+        n = len(self._levels)
+        p = choose_priority(self._cumulative, h) % n if n > 1 else 0
         table, hosts = self._levels[p]
         i = table.choose(h, attempt)
         return None if i is None else hosts[i]
@@ -349,6 +430,7 @@ def build_picker(
     rng: random.Random | None = None,
     clock: Callable[[], float] = time.monotonic,
     weighted_priority_health: bool = False,
+    degraded_tier: bool = True,
 ) -> Picker:
     """Build the picker for ``cluster`` over ``cla``.
 
@@ -356,10 +438,12 @@ def build_picker(
     every random choice (seed it in tests). ``clock``: monotonic seconds for peak EWMA.
     ``weighted_priority_health``: Envoy's CLA policy flag of that name (priority health
     from endpoint weights instead of host counts; default off as in Envoy).
+    ``degraded_tier``: Envoy's degraded tier for DEGRADED endpoints (HTTP); False counts
+    them as unhealthy (gRPC, A27).
     """
     rng = rng if rng is not None else random.Random()
     policy = cluster.lb_policy
-    levels = _levels(cla, ejected)
+    levels = _levels(cla, ejected, degraded_tier)
     factor = cla.overprovisioning_factor
     plan = plan_priorities(
         [
@@ -368,6 +452,8 @@ def build_picker(
                 len(lv.healthy),
                 sum(e.weight for e in lv.hosts),
                 sum(e.weight for e in lv.healthy),
+                len(lv.degraded),
+                sum(e.weight for e in lv.degraded),
             )
             for lv in levels
         ],
@@ -407,5 +493,5 @@ def build_picker(
             plan,
             rng,
         )
-    healthy = any(lv.healthy for lv in levels)
+    healthy = any(lv.healthy or lv.degraded for lv in levels)
     return Picker(cluster.name, policy.name, plan, drops, selector, healthy)

@@ -251,6 +251,8 @@ class Scenario:
     last: tuple[int, Result] | None = None  # the last N calls' outcome
     hits: dict[str, int] = field(default_factory=dict)
     check: Callable[[list[Result], dict[str, Host]], None] | None = None
+    #: Where HTTP (Envoy's rules) and gRPC (the gRFCs') differ: called with the protocol.
+    protocol_check: Callable[[str, list[Result], dict[str, Host]], None] | None = None
 
 
 def _retried_elsewhere(results: list[Result], hosts: dict[str, Host]) -> None:
@@ -258,6 +260,22 @@ def _retried_elsewhere(results: list[Result], hosts: dict[str, Host]) -> None:
     assert results == [Result("ok", False, "good")] * len(results)
     assert hosts["good"].hits == len(results)
     assert 1 <= hosts["bad"].hits <= len(results)
+
+
+def _second_degraded(cla: Any) -> None:
+    cla.endpoints[0].lb_endpoints[1].health_status = 5  # DEGRADED
+
+
+def _degraded_tier(protocol: str, results: list[Result], hosts: dict[str, Host]) -> None:
+    assert all(r.kind == "ok" and not r.local for r in results)
+    if protocol == "http":
+        # Envoy: health 70 (1 of 2 healthy, factor 1.4), degraded availability 70: the
+        # degraded host takes the 30 % the healthy one cannot (binomial, 40 calls).
+        assert 1 <= hosts["deg"].hits <= 30
+        assert hosts["ok"].hits == len(results) - hosts["deg"].hits
+    else:
+        # gRPC (A27): only HEALTHY and UNKNOWN endpoints are used.
+        assert (hosts["ok"].hits, hosts["deg"].hits) == (len(results), 0)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -342,6 +360,12 @@ SCENARIOS: dict[str, Scenario] = {
         expect=Result("unavailable", False, "a"),
         hits={"a": 1},
     ),
+    "degraded tier": Scenario(
+        {"ok": {}, "deg": {}},
+        endpoints_edit=_second_degraded,
+        calls=40,
+        protocol_check=_degraded_tier,
+    ),
     "route timeout": Scenario(
         {"a": {"delays": (5.0,)}},
         routes=[{"timeout": "300ms"}],
@@ -396,6 +420,8 @@ def test_parity(
             assert results[-n:] == [expected] * n
         if sc.check is not None:
             sc.check(results, hosts)
+        if sc.protocol_check is not None:
+            sc.protocol_check(protocol, results, hosts)
         assert {name: hosts[name].hits for name in sc.hits} == sc.hits
         if scenario == "fault delay":
             assert elapsed >= 0.2  # the delay was served (a lower bound cannot flake)

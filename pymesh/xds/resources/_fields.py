@@ -1298,8 +1298,9 @@ TABLE: dict[str, dict[str, Field]] = {
                 "DRAINING": (Status.HONOURED, "not used"),
                 "TIMEOUT": (Status.HONOURED, "not used"),
                 "DEGRADED": (
-                    Status.WARNED,
-                    "treated as unhealthy; Envoy's degraded tier " + _WAITS_ENGINE,
+                    Status.HONOURED,
+                    "HTTP: Envoy's degraded tier (used for the load healthy hosts cannot "
+                    "take); gRPC: not used (A27)",
                 ),
             }
         ),

@@ -527,9 +527,8 @@ def test_murmur_hash_2_is_nacked_at_parse_time() -> None:
         assert parse(c).lb_policy.hash_function == "XX_HASH"
 
 
-def test_degraded_endpoints_are_warned(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DEGRADED is treated as unhealthy until the degraded tier exists: a counted warning
-    names the field; other health states are quiet."""
+def test_degraded_endpoints_are_kept_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DEGRADED is honoured (Envoy's degraded tier for HTTP; unused on gRPC): no warning."""
     from pymesh.xds.resources import parse_cluster_load_assignment
 
     m = cla("c", 8080, 8081)
@@ -541,10 +540,4 @@ def test_degraded_endpoints_are_warned(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     out = parse_cluster_load_assignment(m)
     assert [e.health for e in out.localities[0].endpoints] == ["DEGRADED", "UNHEALTHY"]
-    assert seen == [
-        (
-            "endpoints[0].lb_endpoints[0].health_status",
-            "DEGRADED: treated as unhealthy; Envoy's degraded tier waits for the call engine, "
-            "issue 14",
-        )
-    ]
+    assert seen == []

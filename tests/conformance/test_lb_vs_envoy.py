@@ -1,0 +1,141 @@
+"""Load-balancing tiers compared with the real Envoy under the same xDS config.
+
+One control plane serves Envoy (a socket listener) and pymesh (the api_listener) the same
+clusters and endpoints; each backend counts the requests it gets, first through Envoy,
+then (counts reset) through pymesh, and both must show the same distribution: the same
+hosts never used, the same hosts taking everything, and shares within binomial bounds
+of Envoy's priority-load arithmetic where the split is random.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from _peers import envoy_snapshot, free_port, start_envoy
+
+import pymesh
+from pymesh.server import ROUTE_TYPE, ControlPlane, Snapshot
+from pymesh.testing import EchoBackend, bootstrap_for
+
+
+class Pair:
+    """One control plane serving Envoy (socket listener) and pymesh (api_listener)."""
+
+    def __init__(self) -> None:
+        self.cp = ControlPlane().start()
+        self.envoy_port = free_port()
+        self.envoy: Any = None
+        self.mesh = pymesh.Mesh(bootstrap=bootstrap_for(self.cp, "pymesh-lb"), seed=11)
+
+    def serve(self, snap: Snapshot) -> None:
+        self.cp.set_snapshot(snap)
+        self.cp.set_snapshot(envoy_snapshot(snap, {"reviews:9080": self.envoy_port}), "envoy")
+        if self.envoy is None:
+            self.envoy = start_envoy(self.cp.port, "envoy")
+        self.envoy.wait_listening([self.envoy_port])
+        self.cp.wait_for_ack(ROUTE_TYPE, snap.version, 30, "envoy")
+
+    def clients(self) -> dict[str, httpx.Client]:
+        return {
+            "envoy": httpx.Client(
+                base_url=f"http://127.0.0.1:{self.envoy_port}",
+                headers={"host": "reviews:9080"},
+                timeout=20,
+            ),
+            "pymesh": httpx.Client(
+                base_url="http://reviews:9080",
+                transport=pymesh.MeshTransport(self.mesh),
+                timeout=20,
+            ),
+        }
+
+    def counts(self, backends: dict[str, EchoBackend], n: int) -> dict[str, dict[str, int]]:
+        """Requests each backend took out of ``n``, through Envoy and through pymesh."""
+        out = {}
+        for who, client in self.clients().items():
+            for b in backends.values():
+                b.reset()
+            with client:
+                for _ in range(n):
+                    assert client.get("/lb").status_code == 200
+            out[who] = {name: b.request_count for name, b in backends.items()}
+        return out
+
+    def close(self) -> None:
+        self.mesh.close()
+        if self.envoy is not None:
+            self.envoy.stop()
+        self.cp.stop()
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    p = Pair()
+    yield p
+    p.close()
+
+
+def _compile(config: dict[str, Any]) -> Snapshot:
+    from pymesh.server import compile_mesh
+
+    return compile_mesh(config)
+
+
+def _service(endpoints: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"services": {"reviews": {"port": 9080, "endpoints": endpoints, **extra}}}
+
+
+# name -> (priority, health)
+Layout = dict[str, tuple[int, str]]
+
+DEGRADED_CASES: dict[str, tuple[Layout, dict[str, float]]] = {
+    # 3 of 4 healthy: health min(100, 140*3/4) = 100, the degraded host takes nothing.
+    "healthy hosts suffice": (
+        {"h1": (0, "HEALTHY"), "h2": (0, "HEALTHY"), "h3": (0, "HEALTHY"), "d": (0, "DEGRADED")},
+        {"d": 0.0},
+    ),
+    # A healthy lower priority is preferred to a degraded higher one.
+    "healthy P1 before degraded P0": (
+        {"d1": (0, "DEGRADED"), "d2": (0, "DEGRADED"), "h": (1, "HEALTHY")},
+        {"h": 1.0},
+    ),
+    # Nothing healthy: the degraded host takes all (no panic: 50 % usable); the
+    # unhealthy one nothing. (Counting DEGRADED as unhealthy would panic onto both.)
+    "degraded takes what healthy cannot": (
+        {"d": (0, "DEGRADED"), "u": (0, "UNHEALTHY")},
+        {"d": 1.0, "u": 0.0},
+    ),
+    # health 70 and degraded 70 of one priority: 70 % healthy, 30 % degraded.
+    "split 70/30": ({"h": (0, "HEALTHY"), "d": (0, "DEGRADED")}, {"d": 0.3}),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGRADED_CASES))
+def test_degraded_tier_matches_envoy(pair: Pair, case: str) -> None:
+    layout, expected = DEGRADED_CASES[case]
+    backends = {name: EchoBackend(name).start() for name in layout}
+    try:
+        endpoints = [
+            {"address": backends[name].address, "priority": priority, "health": health}
+            for name, (priority, health) in layout.items()
+        ]
+        pair.serve(_compile(_service(endpoints)))
+        n = 300
+        seen = pair.counts(backends, n)
+        for who, counts in seen.items():
+            for name, share in expected.items():
+                if share in (0.0, 1.0):
+                    assert counts[name] == share * n, (who, counts)
+                else:
+                    # binomial(n, share): 6 standard deviations either side.
+                    sd = (n * share * (1 - share)) ** 0.5
+                    assert abs(counts[name] - share * n) < 6 * sd, (who, counts)
+        # The hosts never used are the same for both.
+        unused = {who: {k for k, v in counts.items() if v == 0} for who, counts in seen.items()}
+        assert unused["pymesh"] == unused["envoy"], seen
+    finally:
+        for b in backends.values():
+            b.close()
