@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pymesh.lb import EndpointStates, Picker, build_picker
+from pymesh.lb._aggregate import AggregatePicker
 from pymesh.resilience import CircuitBreaker, OutlierDetector
 from pymesh.xds.dependencies import ClusterConfig
 from pymesh.xds.resources.cluster import Cluster
@@ -36,6 +37,7 @@ class ClusterRuntime:
     __slots__ = (
         "_lock",
         "addresses",
+        "aggregate_pickers",
         "breaker",
         "cluster",
         "endpoints",
@@ -57,6 +59,10 @@ class ClusterRuntime:
         self.cluster: Cluster | None = None
         self.endpoints: ClusterLoadAssignment | None = None
         self.leaf_clusters: tuple[str, ...] = ()
+        #: An aggregate cluster's merged priority set, per protocol (True: gRPC), cached
+        #: by the request path (pymesh.call.aggregate_target) while its leaves' pickers
+        #: stay the same.
+        self.aggregate_pickers: dict[bool, AggregatePicker] = {}
         self.error: str | None = None
         self.states = EndpointStates()
         self.picker: Picker | None = None
@@ -79,6 +85,7 @@ class ClusterRuntime:
         with self._lock:
             self.error = cc.error
             self.leaf_clusters = cc.leaf_clusters
+            self.aggregate_pickers = {}
             if cc.cluster is None:
                 return
             old = self.cluster

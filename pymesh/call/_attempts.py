@@ -21,7 +21,9 @@ from collections.abc import Callable, Container
 
 from pymesh._mesh import ListenerState
 from pymesh.call._admit import Reply, Ticket, admit
-from pymesh.call._plan import LocalReply, Plan, target_runtime
+from pymesh.call._plan import LocalReply, Plan, aggregate_target
+from pymesh.lb import Picker
+from pymesh.lb._aggregate import LevelPicker
 from pymesh.resilience import CircuitBreaker, Outcome
 
 #: gRFC A44: at most 5 attempts, whatever the policy says.
@@ -124,14 +126,15 @@ class Attempts:
             t = Ticket(None, None, None, retry_slot, is_retry)
         else:
             rt = plan.runtime
-            if rt.leaf_clusters:  # an aggregate cluster: pick from its leaf
-                leaf = target_runtime(plan, self.listener)
-                if leaf is None:
+            picker: Picker | LevelPicker | None = rt.grpc_picker if self.grpc else None
+            if rt.leaf_clusters:  # an aggregate cluster: a level of its merged priority set
+                target = aggregate_target(plan, self.listener, self.grpc)
+                if target is None:
                     return self._give_back(retry_slot, "UH", "no healthy upstream")
-                rt = leaf
+                rt, picker = target
             avoid = self._avoid() if self._avoid is not None else None
             if not self._exclude and not avoid:  # the common case
-                admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot, grpc=self.grpc)
+                admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot, picker=picker)
             else:
                 exclude: Container[str] = self.tried if self._exclude else frozenset()
                 tries = 1
@@ -141,7 +144,7 @@ class Attempts:
                     exclude = set(exclude) | set(avoid)  # type: ignore[call-overload]
                     tries = max(tries, 2 * len(avoid) + 2)  # type: ignore[arg-type]
                 admitted = admit(
-                    rt, plan.hash_key, self.rng, is_retry, retry_slot, exclude, tries, self.grpc
+                    rt, plan.hash_key, self.rng, is_retry, retry_slot, exclude, tries, picker
                 )
             if type(admitted) is tuple:
                 return self._give_back(retry_slot, *admitted)

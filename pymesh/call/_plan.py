@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pymesh._mesh import ListenerState
 from pymesh._upstream import ClusterRuntime
+from pymesh.lb._aggregate import AggregatePicker, LevelPicker
 from pymesh.resilience import FaultInjector, RetryDecider
 from pymesh.routing import (
     RequestInfo,
@@ -95,25 +96,32 @@ def not_found(listener: str, authority: str, path: str) -> LocalReply:
     )
 
 
-def target_runtime(plan: Plan, state: ListenerState) -> ClusterRuntime | None:
-    """The cluster runtime to pick an endpoint from, or None when there is none with a
-    picker. An aggregate cluster resolves to its first leaf (priority order) that has a
-    healthy endpoint, else its first leaf with endpoints at all (which then decides, in
-    panic mode or with "no healthy upstream")."""
+def aggregate_target(
+    plan: Plan, state: ListenerState, grpc: bool = False
+) -> tuple[ClusterRuntime, LevelPicker] | None:
+    """For an aggregate cluster: the leaf runtime and the level of its picker to pick
+    from, chosen on the leaves' merged priority set (:mod:`pymesh.lb._aggregate`, as
+    Envoy's aggregate cluster); None when no leaf has endpoints.
+
+    The merged set is cached on the aggregate's runtime and rebuilt here, without a lock,
+    whenever a leaf's picker was replaced (two threads may both rebuild; either result is
+    whole and correct). ``grpc``: merge the leaves' gRPC pickers."""
     rt = plan.runtime
-    leaves = rt.leaf_clusters
-    if not leaves:
-        return rt if rt.picker is not None else None
-    fallback: ClusterRuntime | None = None
-    for leaf in leaves:
-        candidate = state.clusters.get(leaf)
-        if candidate is None or candidate.picker is None:
-            continue
-        if candidate.picker.healthy:
-            return candidate
-        if fallback is None:
-            fallback = candidate
-    return fallback
+    runtimes = [state.clusters.get(leaf) for leaf in rt.leaf_clusters]
+    pickers = tuple(None if r is None else (r.grpc_picker if grpc else r.picker) for r in runtimes)
+    merged = rt.aggregate_pickers.get(grpc)
+    if merged is None or merged.leaves != pickers:
+        cluster = rt.cluster
+        threshold = cluster.healthy_panic_threshold if cluster is not None else 50.0
+        merged = AggregatePicker(pickers, threshold, rt.rng)
+        rt.aggregate_pickers[grpc] = merged
+    choice = merged.choose()
+    if choice is None:
+        return None
+    i, level = choice
+    leaf_rt = runtimes[i]
+    assert leaf_rt is not None  # a leaf without a runtime has no picker, so no levels
+    return leaf_rt, level
 
 
 def _deadline(

@@ -214,6 +214,13 @@ class _Selector:
     def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
         raise NotImplementedError
 
+    def choose_at(
+        self, priority: int, degraded: bool, hash_key: int | None, attempt: int
+    ) -> Endpoint | None:
+        """A host of ``priority`` (its degraded tier when ``degraded``), the priority
+        being chosen by someone else (an aggregate cluster's merged priority set)."""
+        raise NotImplementedError
+
     def direct(self) -> Callable[[], Endpoint | None] | None:
         """A zero-argument chooser equivalent to ``choose`` (which ignores the hash key
         and attempt), or None when there is none."""
@@ -245,9 +252,9 @@ class _PrioritySelector(_Selector):
         n = len(levels)
         return levels[p].choose() if p < n else levels[p - n].choose_degraded()
 
-    def choose_at(self, priority: int, degraded: bool) -> Endpoint | None:
-        """A host of ``priority`` (its degraded tier when ``degraded``), the priority
-        being chosen by someone else (an aggregate cluster)."""
+    def choose_at(
+        self, priority: int, degraded: bool, hash_key: int | None, attempt: int
+    ) -> Endpoint | None:
         if priority >= len(self._levels):
             return None
         level = self._levels[priority]
@@ -281,6 +288,16 @@ class _HashSelector(_Selector):
         i = table.choose(h, attempt)
         return None if i is None else hosts[i]
 
+    def choose_at(
+        self, priority: int, degraded: bool, hash_key: int | None, attempt: int
+    ) -> Endpoint | None:
+        if priority >= len(self._levels):
+            return None
+        h = self._rng.getrandbits(64) if hash_key is None else hash_key & _U64
+        table, hosts = self._levels[priority]
+        i = table.choose(h, attempt)
+        return None if i is None else hosts[i]
+
 
 class _PickFirstSelector(_Selector):
     __slots__ = ("_candidates",)
@@ -291,6 +308,11 @@ class _PickFirstSelector(_Selector):
     def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
         c = self._candidates
         return c[attempt % len(c)] if c else None
+
+    def choose_at(
+        self, priority: int, degraded: bool, hash_key: int | None, attempt: int
+    ) -> Endpoint | None:
+        return self.choose(hash_key, attempt)
 
 
 def _hash_level(
@@ -340,6 +362,8 @@ class Picker:
         "cluster_name",
         "has_drops",
         "healthy",
+        "level_counts",
+        "overprovisioning_factor",
         "panic",
         "policy",
         "priority_loads",
@@ -353,10 +377,11 @@ class Picker:
         drops: tuple[tuple[str, float], ...],
         selector: _Selector,
         healthy: bool = True,
+        level_counts: tuple[LevelCounts, ...] = (),
+        overprovisioning_factor: int = 140,
     ) -> None:
         self.cluster_name = cluster_name
-        #: Whether any endpoint is healthy (not counting panic mode): an aggregate
-        #: cluster takes the first leaf that has one.
+        #: Whether any endpoint is healthy or degraded (not counting panic mode).
         self.healthy = healthy
         self.policy = policy
         #: Percent of requests per priority level (sums to 100).
@@ -367,6 +392,10 @@ class Picker:
         #: Whether the assignment has drop_overloads (skip :meth:`drop_category` if not).
         self.has_drops = bool(drops)
         self._selector = selector
+        #: Per priority level, its host counts: an aggregate cluster merges its leaves'
+        #: levels into one priority set (Envoy's AggregateClusterLoadBalancer).
+        self.level_counts = level_counts
+        self.overprovisioning_factor = overprovisioning_factor
         # One priority, no panic, no locality weights (most clusters): pick() calls the
         # host chooser itself instead of going through the levels.
         self._direct = selector.direct()
@@ -395,6 +424,28 @@ class Picker:
             return host
         for attempt in range(1, 1 + max(0, host_selection_retry_max_attempts)):
             host = selector.choose(hash_key, attempt)
+            if host is None or host.address not in exclude:
+                return host
+        return host
+
+    def pick_at(
+        self,
+        priority: int,
+        degraded: bool,
+        hash_key: int | None = None,
+        exclude: Container[str] = frozenset(),
+        *,
+        host_selection_retry_max_attempts: int = 1,
+    ) -> Endpoint | None:
+        """:meth:`pick` within one priority level (its degraded tier when ``degraded``):
+        an aggregate cluster chose the level, as Envoy's AggregateLoadBalancerContext
+        gives the leaf 100 % load on it. The level's own panic still applies."""
+        choose = self._selector.choose_at
+        host = choose(priority, degraded, hash_key, 0)
+        if host is None or not exclude or host.address not in exclude:
+            return host
+        for attempt in range(1, 1 + max(0, host_selection_retry_max_attempts)):
+            host = choose(priority, degraded, hash_key, attempt)
             if host is None or host.address not in exclude:
                 return host
         return host
@@ -445,18 +496,19 @@ def build_picker(
     policy = cluster.lb_policy
     levels = _levels(cla, ejected, degraded_tier)
     factor = cla.overprovisioning_factor
+    counts = tuple(
+        LevelCounts(
+            len(lv.hosts),
+            len(lv.healthy),
+            sum(e.weight for e in lv.hosts),
+            sum(e.weight for e in lv.healthy),
+            len(lv.degraded),
+            sum(e.weight for e in lv.degraded),
+        )
+        for lv in levels
+    )
     plan = plan_priorities(
-        [
-            LevelCounts(
-                len(lv.hosts),
-                len(lv.healthy),
-                sum(e.weight for e in lv.hosts),
-                sum(e.weight for e in lv.healthy),
-                len(lv.degraded),
-                sum(e.weight for e in lv.degraded),
-            )
-            for lv in levels
-        ],
+        counts,
         factor,
         cluster.healthy_panic_threshold,
         weighted_priority_health=weighted_priority_health,
@@ -494,4 +546,4 @@ def build_picker(
             rng,
         )
     healthy = any(lv.healthy or lv.degraded for lv in levels)
-    return Picker(cluster.name, policy.name, plan, drops, selector, healthy)
+    return Picker(cluster.name, policy.name, plan, drops, selector, healthy, counts, factor)

@@ -84,14 +84,19 @@ def plan_priorities(
     healthy_panic_threshold: float,
     *,
     weighted_priority_health: bool = False,
+    factors: Sequence[int] | None = None,
 ) -> PriorityPlan:
-    """Envoy's recalculatePerPriorityState + recalculatePerPriorityPanic for ``levels``."""
+    """Envoy's recalculatePerPriorityState + recalculatePerPriorityPanic for ``levels``.
+
+    ``factors``: a factor per level instead of ``overprovisioning_factor`` (an aggregate
+    cluster's merged levels keep the factor of the assignment each comes from)."""
     n = len(levels)
     if n == 0:
         return PriorityPlan((100,), (False,), (0,))
     health = []
     degraded = []
-    for lv in levels:
+    for i, lv in enumerate(levels):
+        factor = overprovisioning_factor if factors is None else factors[i]
         if weighted_priority_health:
             healthy, deg, total = lv.healthy_weight, lv.degraded_weight, lv.weight
         else:
@@ -100,8 +105,8 @@ def plan_priorities(
             health.append(0)
             degraded.append(0)
             continue
-        health.append(min(100, overprovisioning_factor * healthy // total))
-        degraded.append(min(100, overprovisioning_factor * deg // total))
+        health.append(min(100, factor * healthy // total))
+        degraded.append(min(100, factor * deg // total))
     normalized_total = min(100, sum(health) + sum(degraded))
     loads = [0] * n
     degraded_loads = [0] * n

@@ -251,6 +251,9 @@ class Scenario:
     last: tuple[int, Result] | None = None  # the last N calls' outcome
     hits: dict[str, int] = field(default_factory=dict)
     check: Callable[[list[Result], dict[str, Host]], None] | None = None
+    #: Leaf clusters (mesh-file versions: host names and EDS health) of an aggregate
+    #: cluster the route sends to, in order; None: one cluster over every host.
+    aggregate: dict[str, list[tuple[str, str]]] | None = None
     #: Where HTTP (Envoy's rules) and gRPC (the gRFCs') differ: called with the protocol.
     protocol_check: Callable[[str, list[Result], dict[str, Host]], None] | None = None
 
@@ -276,6 +279,43 @@ def _degraded_tier(protocol: str, results: list[Result], hosts: dict[str, Host])
     else:
         # gRPC (A27): only HEALTHY and UNKNOWN endpoints are used.
         assert (hosts["ok"].hits, hosts["deg"].hits) == (len(results), 0)
+
+
+def _aggregate_spill(results: list[Result], hosts: dict[str, Host]) -> None:
+    # One merged priority set: primary's P0 has health 70 (1 of 2 healthy), so about
+    # 30 % goes to the fallback leaf; "the first leaf with a healthy host" would send 0.
+    assert all(r.kind == "ok" and not r.local for r in results)
+    assert hosts["u"].hits == 0
+    assert 1 <= hosts["f"].hits <= 30
+    assert hosts["p"].hits + hosts["f"].hits == len(results)
+
+
+def _with_aggregate(snap: Any, leaves: list[str]) -> Any:
+    """``snap`` with every route sent to an aggregate cluster "agg" over ``leaves``."""
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+
+    from pymesh.server import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Snapshot
+
+    agg = cluster_pb2.Cluster(name="agg", lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
+    agg.cluster_type.name = "envoy.clusters.aggregate"
+    agg.cluster_type.typed_config.Pack(aggregate_pb2.ClusterConfig(clusters=leaves))
+    routes = []
+    for rc in snap.get(ROUTE_TYPE).values():
+        copy = type(rc)()
+        copy.CopyFrom(rc)
+        for vh in copy.virtual_hosts:
+            for route in vh.routes:
+                route.route.ClearField("weighted_clusters")
+                route.route.cluster = "agg"
+        routes.append(copy)
+    return Snapshot.of(
+        None,
+        listeners=snap.get(LISTENER_TYPE).values(),
+        routes=routes,
+        clusters=[*snap.get(CLUSTER_TYPE).values(), agg],
+        endpoints=snap.get(ENDPOINT_TYPE).values(),
+    )
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -366,6 +406,12 @@ SCENARIOS: dict[str, Scenario] = {
         calls=40,
         protocol_check=_degraded_tier,
     ),
+    "aggregate spill-over": Scenario(
+        {"p": {}, "u": {}, "f": {}},
+        aggregate={"primary": [("p", "HEALTHY"), ("u", "UNHEALTHY")], "fallback": [("f", "")]},
+        calls=40,
+        check=_aggregate_spill,
+    ),
     "route timeout": Scenario(
         {"a": {"delays": (5.0,)}},
         routes=[{"timeout": "300ms"}],
@@ -391,22 +437,34 @@ def test_parity(
     protocol, run = DRIVERS[driver]
     hosts = {name: Host(name, **opts) for name, opts in sc.hosts.items()}
     try:
-        config = {
-            "services": {
-                "svc": {
-                    "port": HTTP_PORT if protocol == "http" else GRPC_PORT,
-                    "protocol": protocol,
-                    "endpoints": [h.address(protocol) for h in hosts.values()],
-                    "routes": sc.routes,
-                    "traffic_policy": sc.policy,
-                }
-            }
+        port = HTTP_PORT if protocol == "http" else GRPC_PORT
+        svc: dict[str, Any] = {
+            "port": port,
+            "protocol": protocol,
+            "endpoints": [h.address(protocol) for h in hosts.values()],
+            "routes": sc.routes,
+            "traffic_policy": sc.policy,
         }
-        control_plane.set_snapshot(
-            edited_mesh(
-                config, route=sc.route_edit, cluster=sc.cluster_edit, endpoints=sc.endpoints_edit
-            )
+        if sc.aggregate is not None:
+            svc["endpoints"] = []
+            svc["versions"] = {
+                leaf: {
+                    "endpoints": [
+                        {"address": hosts[n].address(protocol), "health": health or "HEALTHY"}
+                        for n, health in members
+                    ]
+                }
+                for leaf, members in sc.aggregate.items()
+            }
+        snap = edited_mesh(
+            {"services": {"svc": svc}},
+            route=sc.route_edit,
+            cluster=sc.cluster_edit,
+            endpoints=sc.endpoints_edit,
         )
+        if sc.aggregate is not None:
+            snap = _with_aggregate(snap, [f"outbound|{port}|{v}|svc" for v in sc.aggregate])
+        control_plane.set_snapshot(snap)
         boot = bootstrap_for(control_plane, node_id=f"parity/{request.node.name}")
         with pymesh.Mesh(boot, seed=7) as mesh:
             started = time.monotonic()

@@ -88,6 +88,21 @@ def _service(endpoints: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return {"services": {"reviews": {"port": 9080, "endpoints": endpoints, **extra}}}
 
 
+def _same_distribution(seen: dict[str, dict[str, int]], expected: dict[str, float], n: int) -> None:
+    """Envoy and pymesh each match ``expected`` (share of ``n`` per backend: exact for
+    0 and 1, else within 6 binomial standard deviations), and leave the same hosts
+    unused."""
+    for who, counts in seen.items():
+        for name, share in expected.items():
+            if share in (0.0, 1.0):
+                assert counts[name] == share * n, (who, counts)
+            else:
+                sd = (n * share * (1 - share)) ** 0.5
+                assert abs(counts[name] - share * n) < 6 * sd, (who, counts)
+    unused = {who: {k for k, v in counts.items() if v == 0} for who, counts in seen.items()}
+    assert unused["pymesh"] == unused["envoy"], seen
+
+
 # name -> (priority, health)
 Layout = dict[str, tuple[int, str]]
 
@@ -123,19 +138,99 @@ def test_degraded_tier_matches_envoy(pair: Pair, case: str) -> None:
             for name, (priority, health) in layout.items()
         ]
         pair.serve(_compile(_service(endpoints)))
-        n = 300
-        seen = pair.counts(backends, n)
-        for who, counts in seen.items():
-            for name, share in expected.items():
-                if share in (0.0, 1.0):
-                    assert counts[name] == share * n, (who, counts)
-                else:
-                    # binomial(n, share): 6 standard deviations either side.
-                    sd = (n * share * (1 - share)) ** 0.5
-                    assert abs(counts[name] - share * n) < 6 * sd, (who, counts)
-        # The hosts never used are the same for both.
-        unused = {who: {k for k, v in counts.items() if v == 0} for who, counts in seen.items()}
-        assert unused["pymesh"] == unused["envoy"], seen
+        _same_distribution(pair.counts(backends, 300), expected, 300)
+    finally:
+        for b in backends.values():
+            b.close()
+
+
+# ------------------------------------------------------------------ aggregate clusters
+
+
+def _aggregate(leaves: dict[str, list[dict[str, Any]]]) -> Snapshot:
+    """reviews:9080 routed to an aggregate cluster over one leaf per ``leaves`` entry
+    (in order), each leaf a mesh-file version of the service."""
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+
+    from pymesh.server import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
+
+    snap = _compile(
+        {
+            "services": {
+                "reviews": {
+                    "port": 9080,
+                    "versions": {name: {"endpoints": eps} for name, eps in leaves.items()},
+                }
+            }
+        }
+    )
+    agg = cluster_pb2.Cluster(name="agg", lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
+    agg.connect_timeout.FromSeconds(5)
+    agg.cluster_type.name = "envoy.clusters.aggregate"
+    agg.cluster_type.typed_config.Pack(
+        aggregate_pb2.ClusterConfig(clusters=[f"outbound|9080|{v}|reviews" for v in leaves])
+    )
+    routes = []
+    for rc in snap.get(ROUTE_TYPE).values():
+        copy = type(rc)()
+        copy.CopyFrom(rc)
+        for route in copy.virtual_hosts[0].routes:
+            route.route.ClearField("weighted_clusters")
+            route.route.cluster = "agg"
+        routes.append(copy)
+    return Snapshot.of(
+        None,
+        listeners=snap.get(LISTENER_TYPE).values(),
+        routes=routes,
+        clusters=[*snap.get(CLUSTER_TYPE).values(), agg],
+        endpoints=snap.get(ENDPOINT_TYPE).values(),
+    )
+
+
+# leaf -> [(backend, health)]; expected shares as above.
+AGGREGATE_CASES: dict[str, tuple[dict[str, list[tuple[str, str]]], dict[str, float]]] = {
+    "first leaf healthy": (
+        {"primary": [("p", "HEALTHY")], "fallback": [("f", "HEALTHY")]},
+        {"p": 1.0, "f": 0.0},
+    ),
+    "first leaf unhealthy": (
+        {"primary": [("p", "UNHEALTHY")], "fallback": [("f", "HEALTHY")]},
+        {"p": 0.0, "f": 1.0},
+    ),
+    # The merged set: primary's P0 has health 70 (1 of 2), so 30 % spills to the next
+    # leaf; "the first leaf with a healthy endpoint" would send it all to primary.
+    "spill-over across leaves": (
+        {"primary": [("p", "HEALTHY"), ("u", "UNHEALTHY")], "fallback": [("f", "HEALTHY")]},
+        {"p": 0.7, "f": 0.3, "u": 0.0},
+    ),
+    # Healthy load first across the whole set: fallback's healthy 70 %, then primary's
+    # degraded host the remaining 30 %.
+    "degraded first leaf, half-healthy second": (
+        {
+            "primary": [("d", "DEGRADED"), ("u1", "UNHEALTHY")],
+            "fallback": [("f", "HEALTHY"), ("u2", "UNHEALTHY")],
+        },
+        {"d": 0.3, "f": 0.7, "u1": 0.0, "u2": 0.0},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(AGGREGATE_CASES))
+def test_aggregate_cluster_matches_envoy(pair: Pair, case: str) -> None:
+    leaves, expected = AGGREGATE_CASES[case]
+    names = [name for members in leaves.values() for name, _ in members]
+    backends = {name: EchoBackend(name).start() for name in names}
+    try:
+        pair.serve(
+            _aggregate(
+                {
+                    leaf: [{"address": backends[n].address, "health": h} for n, h in members]
+                    for leaf, members in leaves.items()
+                }
+            )
+        )
+        _same_distribution(pair.counts(backends, 300), expected, 300)
     finally:
         for b in backends.values():
             b.close()

@@ -907,10 +907,10 @@ TABLE: dict[str, dict[str, Field]] = {
         ),
     },
     "envoy.extensions.clusters.aggregate.v3.ClusterConfig": {
-        "clusters": W(
-            "parsed in order (empty list or name → NACK), but served as the first leaf with "
-            "a healthy endpoint, not Envoy's merged priority set (" + _WAITS_ENGINE + ")",
-            parsed=True,
+        "clusters": H(
+            "in order (empty list or name → NACK); nested aggregates flattened (A37); the "
+            "leaves' priority levels form one merged priority set, as Envoy's aggregate "
+            "cluster"
         ),
     },
     "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig": {
