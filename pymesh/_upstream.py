@@ -43,6 +43,7 @@ class ClusterRuntime:
         "endpoints",
         "error",
         "grpc_picker",
+        "joined",
         "leaf_clusters",
         "localities",
         "name",
@@ -72,6 +73,12 @@ class ClusterRuntime:
         self.breaker: CircuitBreaker | None = None
         self.outlier: OutlierDetector | None = None
         self.addresses: frozenset[str] = frozenset()
+        #: When each endpoint joined the cluster: address → monotonic time. Slow start
+        #: ramps endpoints up from then. As in Envoy (observed with 1.40: every host is
+        #: in slow start from its creation, those of the first assignment too, and a
+        #: changed Cluster resource re-creates them), the first assignment and a changed
+        #: Cluster set every endpoint's time to now. None until the first assignment.
+        self.joined: dict[str, float] | None = None
         #: Endpoint address -> its locality's name (telemetry), built with each EDS update.
         self.localities: dict[str, str] = {}
         self.next_sweep = 0.0
@@ -100,7 +107,16 @@ class ClusterRuntime:
             self.endpoints = cc.endpoints
             outlier = self.outlier
             if cc.endpoints is not None:
+                previous = self.addresses
                 self.addresses = frozenset(e.address for e in cc.endpoints.endpoints)
+                now = time.monotonic()
+                if self.joined is None or (old is not None and old != cc.cluster):
+                    self.joined = dict.fromkeys(self.addresses, now)
+                else:
+                    joined = {a: t for a, t in self.joined.items() if a in self.addresses}
+                    for a in self.addresses - previous:
+                        joined[a] = now
+                    self.joined = joined
                 self.localities = {
                     ep.address: str(loc.locality)
                     for loc in cc.endpoints.localities
@@ -134,8 +150,14 @@ class ClusterRuntime:
             self.picker = self.grpc_picker = None
             return
         ejected = self.outlier.ejected if self.outlier is not None else frozenset()
+        joined = self.joined
         picker = build_picker(
-            self.cluster, self.endpoints, states=self.states, ejected=ejected, rng=self.rng
+            self.cluster,
+            self.endpoints,
+            states=self.states,
+            ejected=ejected,
+            rng=self.rng,
+            joined=joined,
         )
         grpc_picker = picker
         if any(e.health == "DEGRADED" for e in self.endpoints.endpoints):
@@ -146,6 +168,7 @@ class ClusterRuntime:
                 ejected=ejected,
                 rng=self.rng,
                 degraded_tier=False,
+                joined=joined,
             )
         # gRPC's first: a request reading ``picker`` never finds a stale ``grpc_picker``
         # newer than it (both are whole pickers either way).
@@ -153,7 +176,14 @@ class ClusterRuntime:
         self.picker = picker
 
     def sweep(self, now: float) -> None:
-        """Run the outlier detector's interval sweep when it is due."""
+        """Rebuild the picker when its slow-start weights have moved on, and run the
+        outlier detector's interval sweep when it is due (the sweeper thread calls this
+        every 0.1 s, so the request path never recomputes weights)."""
+        picker = self.picker
+        if picker is not None and picker.refresh_at and now >= picker.refresh_at:
+            with self._lock:
+                if self.picker is picker:  # not rebuilt meanwhile
+                    self._rebuild()
         outlier = self.outlier
         if outlier is None:
             return

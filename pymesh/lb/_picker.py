@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 
 from pymesh.lb._edf import Edf
@@ -367,6 +367,7 @@ class Picker:
         "panic",
         "policy",
         "priority_loads",
+        "refresh_at",
     )
 
     def __init__(
@@ -396,6 +397,9 @@ class Picker:
         #: levels into one priority set (Envoy's AggregateClusterLoadBalancer).
         self.level_counts = level_counts
         self.overprovisioning_factor = overprovisioning_factor
+        #: Monotonic time at which slow-start weights have moved on and the picker should
+        #: be rebuilt (0.0: never; see :func:`build_picker`'s ``joined``).
+        self.refresh_at = 0.0
         # One priority, no panic, no locality weights (most clusters): pick() calls the
         # host chooser itself instead of going through the levels.
         self._direct = selector.direct()
@@ -482,6 +486,7 @@ def build_picker(
     clock: Callable[[], float] = time.monotonic,
     weighted_priority_health: bool = False,
     degraded_tier: bool = True,
+    joined: Mapping[str, float] | None = None,
 ) -> Picker:
     """Build the picker for ``cluster`` over ``cla``.
 
@@ -491,6 +496,11 @@ def build_picker(
     from endpoint weights instead of host counts; default off as in Envoy).
     ``degraded_tier``: Envoy's degraded tier for DEGRADED endpoints (HTTP); False counts
     them as unhealthy (gRPC, A27).
+    ``joined``: monotonic times at which endpoints joined the cluster after its first
+    assignment (address → time). With the policy's slow start, healthy ones still in the
+    window get Envoy's weight factor as of ``clock()``; the picker's ``refresh_at`` then
+    says when to rebuild it (the weights are fixed per picker, so the request path
+    computes nothing: see :meth:`pymesh._upstream.ClusterRuntime.sweep`).
     """
     rng = rng if rng is not None else random.Random()
     policy = cluster.lb_policy
@@ -519,6 +529,7 @@ def build_picker(
         if d.parts_per_million > 0
     )
     selector: _Selector
+    refresh_at = 0.0
     if policy.name == "pick_first":
         candidates = tuple(e for lv in levels for e in lv.healthy)
         if not candidates and panic_threshold_percent(cluster.healthy_panic_threshold) > 0:
@@ -533,9 +544,10 @@ def build_picker(
     else:
         if policy.name == "peak_ewma" and states.decay_time != policy.decay_time:
             states.set_decay_time(policy.decay_time)
+        ramp, refresh_at = _slow_start_ramp(policy, levels, joined, clock)
 
         def make(hosts: tuple[Endpoint, ...]) -> HostChooser:
-            return make_chooser(policy, hosts, states=states, rng=rng, clock=clock)
+            return make_chooser(policy, hosts, states=states, rng=rng, clock=clock, ramp=ramp)
 
         selector = _PrioritySelector(
             tuple(
@@ -546,4 +558,33 @@ def build_picker(
             rng,
         )
     healthy = any(lv.healthy or lv.degraded for lv in levels)
-    return Picker(cluster.name, policy.name, plan, drops, selector, healthy, counts, factor)
+    picker = Picker(cluster.name, policy.name, plan, drops, selector, healthy, counts, factor)
+    picker.refresh_at = refresh_at
+    return picker
+
+
+def _slow_start_ramp(
+    policy: LbPolicy,
+    levels: list[_Level],
+    joined: Mapping[str, float] | None,
+    clock: Callable[[], float],
+) -> tuple[dict[str, float] | None, float]:
+    """Slow-start weight factors (address → factor) of the healthy endpoints still in
+    their window, and when they next need recomputing (0.0: never)."""
+    slow = policy.slow_start
+    if slow is None or not joined or policy.name not in ("round_robin", "least_request"):
+        return None, 0.0
+    now = clock()
+    ramp: dict[str, float] = {}
+    ends = []
+    for lv in levels:
+        for e in lv.healthy:  # Envoy scales only healthy hosts
+            t = joined.get(e.address)
+            if t is not None and now - t < slow.window:
+                ramp[e.address] = slow.factor(now - t)
+                ends.append(t + slow.window)
+    if not ramp:
+        return None, 0.0
+    # Fine enough to follow the curve, coarse enough that rebuilds cost nothing.
+    step = max(0.1, min(1.0, slow.window / 50))
+    return ramp, min(now + step, min(ends))

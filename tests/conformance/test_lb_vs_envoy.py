@@ -9,6 +9,7 @@ of Envoy's priority-load arithmetic where the split is random.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -234,3 +235,63 @@ def test_aggregate_cluster_matches_envoy(pair: Pair, case: str) -> None:
     finally:
         for b in backends.values():
             b.close()
+
+
+# ------------------------------------------------------------------ slow start
+
+
+def _slow_start_shares(pair: Pair, window: int, aggression: float, gap: float) -> dict[str, Any]:
+    """Serve ``old`` alone, wait ``gap`` seconds (the semantics under test is a
+    wall-clock window), add ``new``, then count 400 requests through each side."""
+    from pymesh.server import ENDPOINT_TYPE
+    from pymesh.testing import push_snapshot
+    from tests._edit import edited_mesh
+
+    def slow(cluster: Any) -> None:
+        ss = cluster.round_robin_lb_config.slow_start_config
+        ss.slow_start_window.FromSeconds(window)
+        ss.aggression.default_value = aggression
+
+    backends = {name: EchoBackend(name).start() for name in ("old", "new")}
+    try:
+
+        def serve(names: list[str]) -> None:
+            snap = edited_mesh(_service([backends[n].address for n in names]), cluster=slow)
+            envoy = envoy_snapshot(snap, {"reviews:9080": pair.envoy_port})
+            pair.cp.set_snapshot(envoy, "envoy")
+            if pair.envoy is None:
+                pair.envoy = start_envoy(pair.cp.port, "envoy")
+            pair.envoy.wait_listening([pair.envoy_port])
+            pair.cp.wait_for_ack(ENDPOINT_TYPE, snap.version, 30, "envoy")
+            push_snapshot(pair.cp, pair.mesh, snap, timeout=30)
+
+        serve(["old"])
+        if gap:
+            time.sleep(gap)
+        serve(["old", "new"])
+        return pair.counts(backends, 400)
+    finally:
+        for b in backends.values():
+            b.close()
+
+
+def test_slow_start_endpoints_that_joined_together_share_equally_as_envoy(pair: Pair) -> None:
+    """A 120 s window: ``old`` (first assignment) and ``new`` (a second later) are both
+    in slow start at min_weight_percent, so they share equally: Envoy too ramps the
+    endpoints of the first assignment (observed with 1.40)."""
+    seen = _slow_start_shares(pair, 120, 1.0, 0.0)
+    for counts in seen.values():
+        assert abs(counts["new"] - 200) <= 10, seen
+
+
+def test_slow_start_of_an_endpoint_added_later_matches_envoy(pair: Pair) -> None:
+    """An 8 s window with aggression 0.2 (the weight stays at min_weight_percent for the
+    first 5 s of a window): ``old``'s window is over when ``new`` joins, so ``new``
+    starts at 10 % of ``old``'s weight and takes 1/11 of the requests."""
+    seen = _slow_start_shares(pair, 8, 0.2, 8.5)
+    n = 400
+    share = 1 / 11
+    sd = (n * share * (1 - share)) ** 0.5
+    for counts in seen.values():
+        assert abs(counts["new"] - share * n) < 6 * sd, seen
+        assert counts["old"] + counts["new"] == n

@@ -162,6 +162,10 @@ _METADATA = "metadata is not matched or used by pymesh"
 _HEADER_OPS_NOTE = "see HeaderValueOption"
 _NOT_ENVOY_CLIENT = "not implemented; pymesh behaves as if it were unset"
 _WAITS_ENGINE = "waits for the call engine, issue 14"
+_SLOW_START = (
+    "Envoy's formula; endpoints added after the cluster's first assignment ramp up "
+    "(weights refreshed about every window/50, at least every second)"
+)
 
 _PFX_LB = "envoy.extensions.load_balancing_policies."
 ROUTER = "envoy.extensions.filters.http.router.v3.Router"
@@ -874,7 +878,7 @@ TABLE: dict[str, dict[str, Field]] = {
         "maglev_lb_config": H(),
         "original_dst_lb_config": W("ORIGINAL_DST clusters are NACKed"),
         "least_request_lb_config": H(),
-        "round_robin_lb_config": W("slow start is not implemented yet (" + _WAITS_ENGINE + ")"),
+        "round_robin_lb_config": H(),
         "common_lb_config": H(),
         "transport_socket": H("UpstreamTlsContext or RawBuffer; another type → NACK"),
         "metadata": I(_METADATA),
@@ -916,7 +920,20 @@ TABLE: dict[str, dict[str, Field]] = {
     "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig": {
         "choice_count": H("default 2, must be ≥ 2"),
         "active_request_bias": H("default_value; default 1.0"),
-        "slow_start_config": W("slow start is not implemented yet (" + _WAITS_ENGINE + ")"),
+        "slow_start_config": H(_SLOW_START),
+    },
+    "envoy.config.cluster.v3.Cluster.RoundRobinLbConfig": {
+        "slow_start_config": H(_SLOW_START),
+    },
+    "envoy.config.cluster.v3.Cluster.SlowStartConfig": {
+        "slow_start_window": H("0 or unset: slow start is off"),
+        "aggression": H("default 1.0; ≤ 0 → Warn, 1.0 used (as Envoy)"),
+        "min_weight_percent": H("default 10 %"),
+    },
+    _PFX_LB + "common.v3.SlowStartConfig": {
+        "slow_start_window": H("0 or unset: slow start is off"),
+        "aggression": H("default 1.0; ≤ 0 → Warn, 1.0 used (as Envoy)"),
+        "min_weight_percent": H("default 10 %"),
     },
     "envoy.config.core.v3.RuntimeDouble": {
         "default_value": H("must be ≥ 0"),
@@ -1113,13 +1130,13 @@ TABLE: dict[str, dict[str, Field]] = {
         ),
     },
     _PFX_LB + "round_robin.v3.RoundRobin": {
-        "slow_start_config": W("slow start is not implemented yet (" + _WAITS_ENGINE + ")"),
+        "slow_start_config": H(_SLOW_START),
         "locality_lb_config": W("use wrr_locality or locality_weighted_lb_config"),
     },
     _PFX_LB + "least_request.v3.LeastRequest": {
         "choice_count": H("default 2, must be ≥ 2"),
         "active_request_bias": H("default 1.0"),
-        "slow_start_config": W("slow start is not implemented yet (" + _WAITS_ENGINE + ")"),
+        "slow_start_config": H(_SLOW_START),
         "locality_lb_config": W("use wrr_locality or locality_weighted_lb_config"),
         "enable_full_scan": W("N choices are sampled"),
         "selection_method": W("N choices are sampled"),

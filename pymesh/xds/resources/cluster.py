@@ -25,6 +25,28 @@ PEAK_EWMA_TYPE = "pymesh.lb.v1.PeakEwma"
 
 
 @dataclass(frozen=True, slots=True)
+class SlowStart:
+    """Envoy's SlowStartConfig (round robin and least request): an endpoint added after
+    the cluster's first assignment has its weight scaled by ``max(min_weight_percent/100,
+    time_factor ** (1/aggression))`` during ``window`` seconds, ``time_factor`` being the
+    time since it joined over the window."""
+
+    window: float  # seconds, > 0 (0 disables slow start and is parsed as None)
+    aggression: float = 1.0
+    min_weight_percent: float = 10.0
+
+    def factor(self, age: float) -> float:
+        """The weight multiplier of an endpoint that joined ``age`` seconds ago (Envoy's
+        applySlowStartFactor: the age counts at least 1 ms)."""
+        if age >= self.window:
+            return 1.0
+        time_factor = max(0.001, age) / self.window
+        if self.aggression != 1.0:
+            time_factor = time_factor ** (1.0 / self.aggression)
+        return max(time_factor, self.min_weight_percent / 100.0)
+
+
+@dataclass(frozen=True, slots=True)
 class LbPolicy:
     """The endpoint-picking policy (from lb_policy or load_balancing_policy).
 
@@ -42,6 +64,7 @@ class LbPolicy:
     table_size: int = 65537  # maglev
     locality_weighted: bool = False
     decay_time: float = 10.0  # peak_ewma (seconds)
+    slow_start: SlowStart | None = None  # round_robin, least_request
     params: dict[str, Any] = field(default_factory=dict, compare=False)
 
 

@@ -636,7 +636,18 @@ def _kitchen_sink_clusters() -> list[Any]:
     c = eds_cluster("lr")
     c.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
     c.least_request_lb_config.active_request_bias.default_value = 0.5
+    c.least_request_lb_config.slow_start_config.slow_start_window.FromSeconds(5)
     out.append(c)
+
+    c = eds_cluster("rr-slow")
+    ss = c.round_robin_lb_config.slow_start_config
+    ss.slow_start_window.FromSeconds(5)
+    ss.aggression.default_value = 2.0
+    ss.min_weight_percent.value = 20.0
+    out.append(c)
+
+    rr_slow = round_robin_pb2.RoundRobin()
+    rr_slow.slow_start_config.slow_start_window.FromSeconds(5)
 
     peak = typed_struct_pb2.TypedStruct(type_url="pymesh.lb.v1.PeakEwma")
     udpa_peak = udpa_ts_pb2.TypedStruct(type_url="pymesh.lb.v1.PeakEwma")
@@ -655,6 +666,7 @@ def _kitchen_sink_clusters() -> list[Any]:
             wl,
             peak,
             udpa_peak,
+            rr_slow,
         )
     ):
         c = eds_cluster(f"policy{i}")
