@@ -18,7 +18,7 @@ from pymesh.lb._aggregate import AggregatePicker
 from pymesh.resilience import CircuitBreaker, OutlierDetector
 from pymesh.xds.dependencies import ClusterConfig
 from pymesh.xds.resources.cluster import Cluster
-from pymesh.xds.resources.endpoint import ClusterLoadAssignment
+from pymesh.xds.resources.endpoint import ClusterLoadAssignment, Endpoint
 
 if TYPE_CHECKING:
     from pymesh.security import ClientTls, MeshSecurity
@@ -39,6 +39,7 @@ class ClusterRuntime:
         "addresses",
         "aggregate_pickers",
         "breaker",
+        "by_address",
         "cluster",
         "endpoints",
         "error",
@@ -73,6 +74,8 @@ class ClusterRuntime:
         self.breaker: CircuitBreaker | None = None
         self.outlier: OutlierDetector | None = None
         self.addresses: frozenset[str] = frozenset()
+        #: Endpoint address -> endpoint (a stateful session's override host).
+        self.by_address: dict[str, Endpoint] = {}
         #: When each endpoint joined the cluster: address → monotonic time. Slow start
         #: ramps endpoints up from then. As in Envoy (observed with 1.40: every host is
         #: in slow start from its creation, those of the first assignment too, and a
@@ -108,7 +111,8 @@ class ClusterRuntime:
             outlier = self.outlier
             if cc.endpoints is not None:
                 previous = self.addresses
-                self.addresses = frozenset(e.address for e in cc.endpoints.endpoints)
+                self.by_address = {e.address: e for e in cc.endpoints.endpoints}
+                self.addresses = frozenset(self.by_address)
                 now = time.monotonic()
                 if self.joined is None or (old is not None and old != cc.cluster):
                     self.joined = dict.fromkeys(self.addresses, now)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Container
 
 from pymesh._upstream import ClusterRuntime
+from pymesh.call._session import OverridePicker
 from pymesh.lb import EndpointState, Picker
 from pymesh.lb._aggregate import LevelPicker
 from pymesh.resilience import CircuitBreaker, Outcome
@@ -176,7 +177,7 @@ def admit(
     retry_slot: CircuitBreaker | None,
     exclude: Container[str] = frozenset(),
     tries: int = 1,
-    picker: Picker | LevelPicker | None = None,
+    picker: Picker | LevelPicker | OverridePicker | None = None,
 ) -> Ticket | Refused:
     """The cluster's pick: drops (first attempts only, as gRPC's xds_cluster_impl and
     Envoy), endpoint choice (``exclude`` re-picked up to ``tries`` times), then the

@@ -22,6 +22,7 @@ from collections.abc import Callable, Container
 from pymesh._mesh import ListenerState
 from pymesh.call._admit import Reply, Ticket, admit
 from pymesh.call._plan import LocalReply, Plan, aggregate_target
+from pymesh.call._session import OverridePicker, override_endpoint
 from pymesh.lb import Picker
 from pymesh.lb._aggregate import LevelPicker
 from pymesh.resilience import CircuitBreaker, Outcome
@@ -126,12 +127,23 @@ class Attempts:
             t = Ticket(None, None, None, retry_slot, is_retry)
         else:
             rt = plan.runtime
-            picker: Picker | LevelPicker | None = rt.grpc_picker if self.grpc else None
+            picker: Picker | LevelPicker | OverridePicker | None
+            picker = rt.grpc_picker if self.grpc else None
             if rt.leaf_clusters:  # an aggregate cluster: a level of its merged priority set
                 target = aggregate_target(plan, self.listener, self.grpc)
                 if target is None:
                     return self._give_back(retry_slot, "UH", "no healthy upstream")
                 rt, picker = target
+            session = plan.session
+            if session is not None and session.address is not None:
+                outlier = rt.outlier
+                ejected = outlier.ejected if outlier is not None else frozenset()
+                ep = override_endpoint(rt.by_address, ejected, session.address, self.grpc)
+                if ep is not None:
+                    picker = OverridePicker(ep, picker if picker is not None else rt.picker)
+                elif session.config.strict:
+                    why = f"stateful session endpoint {session.address} is not available"
+                    return self._give_back(retry_slot, "UH", why)
             avoid = self._avoid() if self._avoid is not None else None
             if not self._exclude and not avoid:  # the common case
                 admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot, picker=picker)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pymesh._mesh import ListenerState
 from pymesh._upstream import ClusterRuntime
+from pymesh.call._session import Session, read_session, session_config
 from pymesh.lb._aggregate import AggregatePicker, LevelPicker
 from pymesh.resilience import FaultInjector, RetryDecider
 from pymesh.routing import (
@@ -72,6 +73,8 @@ class Plan:
     route_timeout_binding: bool = False
     #: The route's (else the virtual host's) hedge policy.
     hedge: HedgePolicy | None = None
+    #: The request's stateful session (its cookie's endpoint), or None.
+    session: Session | None = None
 
 
 def _fault(state: ListenerState, decision: RouteDecision) -> FaultInjector | None:
@@ -186,8 +189,8 @@ def plan_by_path(
     ``path_decision`` says when), and no fault filter. The answer is the one
     plan_request gives.
     """
-    if state.fault_filter_name is not None:
-        return None
+    if state.fault_filter_name is not None or state.session_filter_name is not None:
+        return None  # the filters read the request's headers
     decision = state.table.path_decision(authority, strip_query_and_fragment(path))
     if decision is None:
         return None
@@ -273,6 +276,17 @@ def plan_request(
     hash_key = (
         compute_hash(action.hash_policies, info, channel_id) if action.hash_policies else None
     )
-    return _build(
+    plan = _build(
         decision, runtime, path, edited, authority, hash_key, caller_timeout, fault_delay, retriable
     )
+    if state.session_filter_name is not None:
+        config = session_config(decision, state.session_filter_name, state.session)
+        if config is not None:
+            repeated = info.repeated.get("cookie") if info.repeated else None
+            cookie = info.headers.get("cookie")
+            cookies = repeated if repeated is not None else ([cookie] if cookie else [])
+            # The original request path: Envoy's filter runs before the router rewrites.
+            plan.session = read_session(
+                config, info.path, [("cookie", c) for c in cookies], info.is_grpc
+            )
+    return plan

@@ -34,6 +34,7 @@ from pymesh.grpc._core import (
     Metadata,
 )
 from pymesh.grpc._local import LocalRpcError
+from pymesh.grpc._session import CookieCall, session_cookie
 
 _TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
@@ -281,6 +282,9 @@ class _UnaryIO:
         except grpc.RpcError as err:
             code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
             return reply_of(self.a, t, code, None, err)
+        cookie = session_cookie(self.p.plan, t) if self.p.plan.session is not None else None
+        if cookie is not None:  # A55: the caller learns its session's endpoint
+            value = (value[0], CookieCall(value[1], cookie))
         return Reply(value, grpc_status=0)
 
     def start(self, t: Ticket) -> Any:
@@ -296,6 +300,9 @@ class _UnaryIO:
         except grpc.RpcError as err:
             code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
             return reply_of(self.a, t, code, None, err)
+        cookie = session_cookie(self.p.plan, t) if self.p.plan.session is not None else None
+        if cookie is not None:
+            return Reply((response, CookieCall(fut, cookie)), grpc_status=0)
         return Reply((response, fut), grpc_status=0)
 
     def discard(self, t: Ticket) -> None:

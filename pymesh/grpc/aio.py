@@ -37,6 +37,7 @@ from pymesh.grpc._core import (
     LocalStatus,
     Metadata,
 )
+from pymesh.grpc._session import AioCookieCall, session_cookie
 
 __all__ = ["MeshAioChannel", "insecure_channel", "secure_channel"]
 
@@ -257,6 +258,10 @@ class _UnaryIO:
         except BaseException:
             call.cancel()
             raise
+        if self.p.plan.session is not None:
+            cookie = session_cookie(self.p.plan, t)
+            if cookie is not None:  # A55: the caller learns its session's endpoint
+                self.on_call(AioCookieCall(call, cookie))
         return Reply(response, grpc_status=0)
 
     def start(self, t: Ticket) -> asyncio.Future[Reply]:

@@ -491,3 +491,144 @@ def test_parity(
     finally:
         for h in hosts.values():
             h.close()
+
+
+# -- stateful session (cookie): Envoy's filter over HTTP, gRPC A55 in metadata ---------
+
+SESSION_COOKIE = "svc-session"
+
+
+def _session_filter(lis: Any) -> None:
+    from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+    from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2
+
+    state = cookie_pb2.CookieBasedSessionState()
+    state.cookie.name = SESSION_COOKIE
+    state.cookie.ttl.FromSeconds(60)
+    session = stateful_session_pb2.StatefulSession()
+    session.session_state.name = "envoy.http.stateful_session.cookie"
+    session.session_state.typed_config.Pack(state)
+    hcm = hcm_pb2.HttpConnectionManager()
+    lis.api_listener.api_listener.Unpack(hcm)
+    router = hcm.http_filters.pop()
+    hcm.http_filters.add(name="envoy.filters.http.stateful_session").typed_config.Pack(session)
+    hcm.http_filters.append(router)
+    lis.api_listener.api_listener.Pack(hcm)
+
+
+def _set_cookie(values: list[str]) -> str | None:
+    for v in values:
+        name, _, rest = v.split(";")[0].partition("=")
+        if name.strip() == SESSION_COOKIE:
+            return rest.strip().strip('"')
+    return None
+
+
+# Each driver: n calls, the first without a cookie, the others with the cookie the first
+# answer set; returns (host per call, whether each answer set a cookie).
+Sessions = Callable[[pymesh.Mesh, int], tuple[list[str], list[bool]]]
+
+
+def _session_http(asynchronous: bool) -> Sessions:
+    def run(mesh: pymesh.Mesh, n: int) -> tuple[list[str], list[bool]]:
+        async def go() -> tuple[list[str], list[bool]]:
+            hosts, sets = [], []
+            cookie: str | None = None
+            transport: Any = (
+                pymesh.AsyncMeshTransport(mesh) if asynchronous else pymesh.MeshTransport(mesh)
+            )
+            client: Any = (httpx.AsyncClient if asynchronous else httpx.Client)(
+                transport=transport, timeout=20
+            )
+            for _ in range(n):
+                headers = {"cookie": f'{SESSION_COOKIE}="{cookie}"'} if cookie else {}
+                client.cookies.clear()  # only the cookie this test sends
+                r = client.get(f"http://svc:{HTTP_PORT}/", headers=headers)
+                r = await r if asynchronous else r
+                got = _set_cookie(r.headers.get_list("set-cookie"))
+                cookie = cookie or got
+                hosts.append(r.text.partition(":")[0])
+                sets.append(got is not None)
+            await client.aclose() if asynchronous else client.close()
+            return hosts, sets
+
+        return asyncio.run(go())
+
+    return run
+
+
+def _session_grpc_sync(mesh: pymesh.Mesh, n: int) -> tuple[list[str], list[bool]]:
+    hosts, sets = [], []
+    cookie: str | None = None
+    with pymesh.grpc.insecure_channel(f"xds:///svc:{GRPC_PORT}", mesh) as ch:
+        call = ch.unary_unary(METHOD)
+        for _ in range(n):
+            md = (("cookie", f"{SESSION_COOKIE}={cookie}"),) if cookie else None
+            reply, c = call.with_call(b"", timeout=20, metadata=md)
+            got = _set_cookie([v for k, v in c.initial_metadata() if k == "set-cookie"])
+            cookie = cookie or got
+            hosts.append(reply.decode().partition(":")[0])
+            sets.append(got is not None)
+    return hosts, sets
+
+
+def _session_grpc_aio(mesh: pymesh.Mesh, n: int) -> tuple[list[str], list[bool]]:
+    async def go() -> tuple[list[str], list[bool]]:
+        hosts, sets = [], []
+        cookie: str | None = None
+        async with pymesh.grpc.aio.insecure_channel(f"xds:///svc:{GRPC_PORT}", mesh) as ch:
+            multi = ch.unary_unary(METHOD)
+            for _ in range(n):
+                md = (("cookie", f"{SESSION_COOKIE}={cookie}"),) if cookie else None
+                c = multi(b"", timeout=20, metadata=md)
+                reply = await c
+                initial = await c.initial_metadata()
+                got = _set_cookie([v for k, v in initial if k == "set-cookie"])
+                cookie = cookie or got
+                hosts.append(reply.decode().partition(":")[0])
+                sets.append(got is not None)
+        return hosts, sets
+
+    return asyncio.run(go())
+
+
+SESSION_DRIVERS: dict[str, tuple[str, Sessions]] = {
+    "httpx-sync": ("http", _session_http(False)),
+    "httpx-async": ("http", _session_http(True)),
+    "grpc-sync": ("grpc", _session_grpc_sync),
+    "grpc-aio": ("grpc", _session_grpc_aio),
+}
+
+
+@pytest.mark.parametrize("driver", list(SESSION_DRIVERS))
+def test_stateful_session_pins_calls_to_the_cookies_endpoint(
+    driver: str, control_plane: ControlPlane, request: pytest.FixtureRequest
+) -> None:
+    """The first call (no cookie) is load balanced and answered with a cookie naming its
+    endpoint; every later call carrying it goes to that endpoint (round robin would
+    alternate) and sets no new cookie."""
+    protocol, run = SESSION_DRIVERS[driver]
+    hosts = {name: Host(name) for name in ("a", "b", "c")}
+    try:
+        config = {
+            "services": {
+                "svc": {
+                    "port": HTTP_PORT if protocol == "http" else GRPC_PORT,
+                    "protocol": protocol,
+                    "endpoints": [h.address(protocol) for h in hosts.values()],
+                }
+            }
+        }
+        control_plane.set_snapshot(edited_mesh(config, listener=_session_filter))
+        boot = bootstrap_for(control_plane, node_id=f"parity/{request.node.name}")
+        with pymesh.Mesh(boot, seed=7) as mesh:
+            served, set_cookie = run(mesh, 8)
+        assert len(set(served)) == 1, served
+        assert set_cookie == [True] + [False] * 7
+        assert hosts[served[0]].hits == 8
+    finally:
+        for h in hosts.values():
+            h.close()

@@ -198,7 +198,8 @@ _HEADER_OPS = {
 }
 _TYPED_PER_FILTER = H(
     "HTTPFault (also in a FilterConfig) overrides the fault filter; StatefulSessionPerRoute "
-    "is parsed (the filter itself is Warn). Other types → Warn, kept as None",
+    "overrides the session filter (disabled, or another cookie). Other types → Warn, kept "
+    "as None",
     any_types=PER_FILTER_TYPES,
 )
 
@@ -365,7 +366,7 @@ TABLE: dict[str, dict[str, Field]] = {
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
         "name": H("must be non-empty and unique"),
         "typed_config": H(
-            "Router and HTTPFault are honoured; StatefulSession (cookie) is parsed and Warn. "
+            "Router, HTTPFault and StatefulSession (cookie) are honoured. "
             "Another type → NACK, unless is_optional (then skipped with a Warn). "
             "A TypedStruct custom filter → NACK",
             any_types=(ROUTER, FAULT, STATEFUL_SESSION),
@@ -399,13 +400,13 @@ TABLE: dict[str, dict[str, Field]] = {
         "max_requests_per_connection": I(_SERVER_SIDE),
     },
     STATEFUL_SESSION: {
-        "session_state": W(
-            "parsed → StatefulSession (cookie name, path, ttl); the override-host "
-            "routing " + _WAITS_ENGINE,
-            parsed=True,
+        "session_state": H(
+            "→ StatefulSession (cookie name, path, ttl): the cookie's endpoint is picked "
+            "when in the cluster and usable, else load balancing and a Set-Cookie (Envoy's "
+            "cookie format; gRPC A55 in metadata)",
             sub="envoy.config.core.v3.TypedExtensionConfig@session_state",
         ),
-        "strict": W("parsed; not applied (" + _WAITS_ENGINE + ")", parsed=True),
+        "strict": H("an unusable cookie endpoint → local 503 / UNAVAILABLE"),
         "stat_prefix": I(_STATS),
     },
     "envoy.config.core.v3.TypedExtensionConfig@session_state": {
@@ -420,7 +421,7 @@ TABLE: dict[str, dict[str, Field]] = {
     },
     "envoy.type.http.v3.Cookie": {
         "name": H("→ cookie_name; empty → NACK"),
-        "path": H("→ path (default /)"),
+        "path": H("→ path (empty or / : every request path)"),
         "ttl": H("→ ttl seconds (None when unset)"),
         "attributes": W("extra cookie attributes are not parsed"),
     },
@@ -964,7 +965,10 @@ TABLE: dict[str, dict[str, Field]] = {
         "ignore_new_hosts_until_first_hc": W("active health checking is not implemented"),
         "close_connections_on_host_set_change": W(_NOT_ENVOY_CLIENT),
         "consistent_hashing_lb_config": W(_NOT_ENVOY_CLIENT),
-        "override_host_status": W("host override (stateful sessions) waits for the call engine"),
+        "override_host_status": W(
+            "stateful sessions use the default statuses (HTTP: UNKNOWN, HEALTHY, DEGRADED, "
+            "as Envoy; gRPC: UNKNOWN, HEALTHY)"
+        ),
     },
     "envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig": {},
     "envoy.type.v3.Percent": {"value": H()},

@@ -42,10 +42,9 @@ def stateful_session(ctx: Ctx, msg: Any, path: str) -> StatefulSession:
         ctx.check(state.cookie, cp)
         cookie = SessionCookie(
             name=state.cookie.name,
-            path=state.cookie.path or "/",
+            path=state.cookie.path,
             ttl=opt_duration(ctx, state.cookie, "ttl", cp),
         )
-    # The table warns for session_state and strict: parsed, not applied yet.
     ctx.check(msg, path)
     return StatefulSession(cookie=cookie, strict=bool(msg.strict))
 

@@ -52,17 +52,15 @@ def reported(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return seen
 
 
-def test_cookie_session_filter_is_parsed_and_warned(reported: list[tuple[str, str]]) -> None:
+def test_cookie_session_filter_is_parsed_quietly(reported: list[tuple[str, str]]) -> None:
     out = parse_listener(_listener_with(_session(path="/api")))
     assert [f.type_name for f in out.http_filters] == [STATEFUL_SESSION_TYPE, ROUTER_TYPE]
     assert out.http_filters[0].config == StatefulSession(
         cookie=SessionCookie("global-session", "/api", 120.0)
     )
-    # Accepted, not NACKed; but the override-host routing is not applied yet, so the
-    # field is warned (counted) with the table's note.
-    assert out.unsupported == (f"{FILTER}.session_state",)
-    assert [p for p, _ in reported] == [f"{FILTER}.session_state"]
-    assert "waits for the call engine" in reported[0][1]
+    # Honoured (pymesh.call._session): no warning.
+    assert out.unsupported == ()
+    assert reported == []
 
 
 def test_strict_and_defaults(reported: list[tuple[str, str]]) -> None:
@@ -70,9 +68,9 @@ def test_strict_and_defaults(reported: list[tuple[str, str]]) -> None:
     s.strict = True
     out = parse_listener(_listener_with(s))
     assert out.http_filters[0].config == StatefulSession(
-        cookie=SessionCookie("global-session", "/", None), strict=True
+        cookie=SessionCookie("global-session", "", None), strict=True
     )
-    assert sorted(out.unsupported) == [f"{FILTER}.session_state", f"{FILTER}.strict"]
+    assert out.unsupported == ()
     # No session_state: a filter that does nothing (as in Envoy).
     out = parse_listener(_listener_with(ss_pb2.StatefulSession()))
     assert out.http_filters[0].config == StatefulSession()
@@ -115,6 +113,4 @@ def test_per_route_override(reported: list[tuple[str, str]]) -> None:
             session=StatefulSession(cookie=SessionCookie("vh-session", "/", 120.0))
         )
     }
-    assert out.unsupported == (
-        'virtual_hosts[0].typed_per_filter_config["session"].config.stateful_session.session_state',
-    )
+    assert out.unsupported == ()
