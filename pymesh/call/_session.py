@@ -10,11 +10,11 @@ instead), and the response sets the cookie to the endpoint that answered.
 Cookie values, as Envoy 1.40 writes and reads them: base64 of a small protobuf
 (``envoy.Cookie``: ``address`` = "ip:port", ``expires`` = Unix seconds, 0 = never;
 Envoy's source names its clock "monotonic", and 1.40 writes Unix time there) for
-HTTP; base64 of "ip:port" for gRPC (A55; Envoy reads that "old style" too, and a gRPC
-``ip:port;cluster`` value is read for its address). The Set-Cookie header is
-Envoy's: ``name="value"; Max-Age=ttl; Path=path; HttpOnly`` (Max-Age and Path only when
-set); gRPC's is ``name=value; HttpOnly; Path=path; Max-Age=ttl`` in the response's
-initial metadata.
+HTTP; for gRPC base64 of "ip:port;cluster" as grpcio writes it (A55's "ip:port" is read
+too, and so does Envoy as its "old style"; the cluster part is not used for routing).
+The Set-Cookie header is Envoy's: ``name="value"; Max-Age=ttl; Path=path; HttpOnly``
+(Max-Age and Path only when set); gRPC's is ``name=value; HttpOnly; Path=path;
+Max-Age=ttl`` in the response's initial metadata.
 """
 
 from __future__ import annotations
@@ -201,14 +201,16 @@ def http_set_cookie(session: Session, address: str, now: float | None = None) ->
     return out + "; HttpOnly"
 
 
-def grpc_set_cookie(session: Session, address: str) -> str | None:
-    """gRPC's (A55) set-cookie metadata value after the call went to ``address``; None
-    when the cookie already names it."""
+def grpc_set_cookie(session: Session, address: str, cluster: str = "") -> str | None:
+    """gRPC's set-cookie metadata value after the call went to ``address`` of the
+    route's ``cluster``; None when the cookie already names that endpoint. The value is
+    grpcio's (1.85): base64 of "ip:port;cluster" (A55's "ip:port" when no cluster)."""
     if session.address == address:
         return None
     cookie = session.config.cookie
     assert cookie is not None
-    parts = [f"{cookie.name}={base64.b64encode(address.encode()).decode('ascii')}", "HttpOnly"]
+    raw = f"{address};{cluster}" if cluster else address
+    parts = [f"{cookie.name}={base64.b64encode(raw.encode()).decode('ascii')}", "HttpOnly"]
     if cookie.path:
         parts.append(f"Path={cookie.path}")
     ttl = int(cookie.ttl or 0)

@@ -21,7 +21,7 @@ def session_cookie(plan: Plan, t: Ticket) -> str | None:
     session = plan.session
     if session is None:
         return None
-    return grpc_set_cookie(session, t.address)
+    return grpc_set_cookie(session, t.address, plan.cluster_name)
 
 
 class CookieCall:

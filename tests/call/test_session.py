@@ -84,10 +84,12 @@ def test_http_set_cookie_is_envoys_format_and_round_trips() -> None:
     assert decode_address(token) == "10.0.0.1:80"  # no expiry: valid forever
 
 
-def test_grpc_set_cookie_is_a55s_format() -> None:
-    value = grpc_set_cookie(_session(path="/svc", ttl=60.0), "10.0.0.1:80")
-    token = base64.b64encode(b"10.0.0.1:80").decode()
+def test_grpc_set_cookie_is_grpcios_format() -> None:
+    value = grpc_set_cookie(_session(path="/svc", ttl=60.0), "10.0.0.1:80", "outbound|50051||x")
+    token = base64.b64encode(b"10.0.0.1:80;outbound|50051||x").decode()
     assert value == f"s={token}; HttpOnly; Path=/svc; Max-Age=60"
+    bare = grpc_set_cookie(_session(path="", ttl=None), "10.0.0.1:80")
+    assert bare == f"s={base64.b64encode(b'10.0.0.1:80').decode()}; HttpOnly"
     assert grpc_set_cookie(_session(address="10.0.0.1:80"), "10.0.0.1:80") is None
 
 
