@@ -138,7 +138,9 @@ class Attempts:
             if session is not None and session.address is not None:
                 outlier = rt.outlier
                 ejected = outlier.ejected if outlier is not None else frozenset()
-                ep = override_endpoint(rt.by_address, ejected, session.address, self.grpc)
+                cluster = rt.cluster
+                statuses = cluster.override_host_status if cluster is not None else None
+                ep = override_endpoint(rt.by_address, ejected, session.address, self.grpc, statuses)
                 if ep is not None:
                     picker = OverridePicker(ep, picker if picker is not None else rt.picker)
                 elif session.config.strict:

@@ -198,6 +198,8 @@ def http_set_cookie(session: Session, address: str, now: float | None = None) ->
         out += f"; Max-Age={ttl}"
     if cookie.path:
         out += f"; Path={cookie.path}"
+    for name, value in cookie.attributes:
+        out += f"; {name}={value}" if value else f"; {name}"
     return out + "; HttpOnly"
 
 
@@ -252,11 +254,14 @@ def override_endpoint(
     ejected: Container[str],
     address: str,
     grpc: bool,
+    statuses: frozenset[str] | None = None,
 ) -> Endpoint | None:
     """The cluster's endpoint at ``address`` when a session may be sent there: its EDS
-    health among the override statuses and not outlier-ejected."""
+    health among the override statuses (the cluster's ``override_host_status``, else
+    the protocol's default) and not outlier-ejected."""
     ep = by_address.get(address)
     if ep is None or address in ejected:
         return None
-    statuses = GRPC_OVERRIDE_STATUSES if grpc else HTTP_OVERRIDE_STATUSES
+    if statuses is None:
+        statuses = GRPC_OVERRIDE_STATUSES if grpc else HTTP_OVERRIDE_STATUSES
     return ep if ep.health in statuses else None

@@ -118,3 +118,18 @@ def test_override_endpoint_statuses_and_ejection() -> None:
     assert override_endpoint(eps, (), "10.0.0.3:80", grpc=False) is None
     assert override_endpoint(eps, {"10.0.0.1:80"}, "10.0.0.1:80", grpc=False) is None
     assert override_endpoint(eps, (), "10.0.0.9:80", grpc=False) is None
+
+
+def test_cookie_attributes_follow_path_as_envoy() -> None:
+    cookie = SessionCookie("s", "/", 60.0, (("SameSite", "Strict"), ("Secure", "")))
+    value = http_set_cookie(Session(StatefulSession(cookie), None), "10.0.0.1:80", now=0)
+    assert value is not None
+    assert value.endswith("; Max-Age=60; Path=/; SameSite=Strict; Secure; HttpOnly")
+
+
+def test_the_clusters_override_host_status_replaces_the_default() -> None:
+    eps = {"10.0.0.2:80": Endpoint("10.0.0.2", 80, health="DEGRADED")}
+    healthy_only = frozenset({"HEALTHY"})
+    assert override_endpoint(eps, (), "10.0.0.2:80", False, healthy_only) is None
+    degraded_ok = frozenset({"DEGRADED"})
+    assert override_endpoint(eps, (), "10.0.0.2:80", True, degraded_ok) is not None

@@ -38,6 +38,8 @@ def _session(strict: bool) -> Any:
     state.cookie.name = COOKIE
     state.cookie.path = "/"
     state.cookie.ttl.FromSeconds(120)
+    state.cookie.attributes.add(name="SameSite", value="Strict")
+    state.cookie.attributes.add(name="Secure")
     s = stateful_session_pb2.StatefulSession(strict=strict)
     s.session_state.name = "envoy.http.stateful_session.cookie"
     s.session_state.typed_config.Pack(state)
@@ -50,10 +52,13 @@ def _with_filter(hcm: Any, session: Any) -> None:
     hcm.http_filters.append(router)
 
 
-def _snapshots(addresses: list[str], envoy_port: int, strict: bool) -> tuple[Snapshot, Snapshot]:
+def _snapshots(
+    endpoints: list[Any], envoy_port: int, strict: bool, statuses: tuple[int, ...] = ()
+) -> tuple[Snapshot, Snapshot]:
     """The mesh's snapshot (api_listener) and Envoy's (socket listener), both with the
-    stateful session filter before the router."""
-    snap = compile_mesh({"services": {"reviews": {"port": 9080, "endpoints": addresses}}})
+    stateful session filter before the router (``statuses``: the cluster's
+    override_host_status)."""
+    snap = compile_mesh({"services": {"reviews": {"port": 9080, "endpoints": endpoints}}})
     listeners = []
     for lis in snap.get(LISTENER_TYPE).values():
         copy = type(lis)()
@@ -68,12 +73,19 @@ def _snapshots(addresses: list[str], envoy_port: int, strict: bool) -> tuple[Sna
     envoy_lis.filter_chains[0].filters[0].typed_config.Unpack(hcm)
     _with_filter(hcm, _session(strict))
     envoy_lis.filter_chains[0].filters[0].typed_config.Pack(hcm)
+    clusters = []
+    for c in snap.get(CLUSTER_TYPE).values():
+        copy = type(c)()
+        copy.CopyFrom(c)
+        if statuses:
+            copy.common_lb_config.override_host_status.statuses.extend(statuses)
+        clusters.append(copy)
     rest = {
         "routes": snap.get(ROUTE_TYPE).values(),
-        "clusters": snap.get(CLUSTER_TYPE).values(),
+        "clusters": clusters,
         "endpoints": snap.get(ENDPOINT_TYPE).values(),
     }
-    version = f"{snap.version}-{'strict' if strict else 'lax'}"
+    version = f"{snap.version}-{'strict' if strict else 'lax'}-{statuses}"
     return (
         Snapshot.of(version, listeners=listeners, **rest),
         Snapshot.of(version, listeners=[envoy_lis], **rest),
@@ -86,12 +98,16 @@ class Pair:
         self.envoy_port = free_port()
         self.envoy: Any = None
         self.mesh = pymesh.Mesh(bootstrap=bootstrap_for(self.cp, "pymesh-session"), seed=3)
-        self.backends = [EchoBackend(f"b{i}").start() for i in range(3)]
+        self.backends = [EchoBackend(f"b{i}").start() for i in range(4)]
 
-    def serve(self, strict: bool = False) -> None:
-        mesh_snap, envoy_snap = _snapshots(
-            [b.address for b in self.backends], self.envoy_port, strict
-        )
+    def serve(
+        self, strict: bool = False, degraded: str = "", statuses: tuple[int, ...] = ()
+    ) -> None:
+        endpoints = [
+            {"address": b.address, "health": "DEGRADED" if b.name == degraded else "HEALTHY"}
+            for b in self.backends
+        ]
+        mesh_snap, envoy_snap = _snapshots(endpoints, self.envoy_port, strict, statuses)
         self.cp.set_snapshot(envoy_snap, "envoy")
         if self.envoy is None:
             self.envoy = start_envoy(self.cp.port, "envoy")
@@ -171,7 +187,7 @@ def test_a_cookie_names_the_endpoint_and_pins_the_session_as_envoy(pair: Pair) -
             }
     assert seen["envoy"] == {
         "named_is_served": True,
-        "attrs": ["Max-Age=120", "Path=/", "HttpOnly"],
+        "attrs": ["Max-Age=120", "Path=/", "SameSite=Strict", "Secure", "HttpOnly"],
         "pinned": True,
         "no_new_cookie": True,
     }
@@ -222,3 +238,28 @@ def test_unknown_endpoint_falls_back_and_strict_refuses_as_envoy(pair: Pair) -> 
             strict[who] = (_get(client, gone).status_code, _get(client).status_code)
     assert strict["envoy"] == (503, 200)  # strict: that endpoint or nothing
     assert strict["pymesh"] == strict["envoy"]
+
+
+@pytest.mark.parametrize(
+    ("statuses", "pinned"),
+    [((), True), ((1,), False)],  # default (UNKNOWN, HEALTHY, DEGRADED); HEALTHY only
+    ids=["default-statuses", "healthy-only"],
+)
+def test_override_host_status_decides_a_degraded_endpoint_as_envoy(
+    pair: Pair, statuses: tuple[int, ...], pinned: bool
+) -> None:
+    """A cookie naming a DEGRADED endpoint: Envoy's default override_host_status keeps
+    the session there; ``[HEALTHY]`` sends it elsewhere (the degraded endpoint then
+    takes no load: 3 healthy of 4 have health 100) with a new cookie."""
+    pair.serve(degraded="b0", statuses=statuses)
+    cookie = base64.b64encode(pair.address_of("b0").encode()).decode()  # old style
+    seen = {}
+    for who, client in pair.clients().items():
+        with client:
+            replies = [_get(client, cookie) for _ in range(6)]
+            seen[who] = (
+                {r.headers["x-backend"] == "b0" for r in replies},
+                {_cookie(r) is None for r in replies},
+            )
+    assert seen["envoy"] == ({pinned}, {pinned})
+    assert seen["pymesh"] == seen["envoy"]

@@ -419,11 +419,15 @@ TABLE: dict[str, dict[str, Field]] = {
     COOKIE_SESSION_STATE: {
         "cookie": H("required"),
     },
+    "envoy.type.http.v3.CookieAttribute": {
+        "name": H("must be non-empty"),
+        "value": H("empty: the attribute alone (e.g. Secure)"),
+    },
     "envoy.type.http.v3.Cookie": {
         "name": H("→ cookie_name; empty → NACK"),
         "path": H("→ path (empty or / : every request path)"),
         "ttl": H("→ ttl seconds (None when unset)"),
-        "attributes": W("extra cookie attributes are not parsed"),
+        "attributes": H("appended to Set-Cookie (HTTP) after Path, as Envoy"),
     },
     STATEFUL_SESSION_PER_ROUTE: {
         "disabled": H("→ StatefulSessionPerRoute(disabled=True)"),
@@ -965,13 +969,19 @@ TABLE: dict[str, dict[str, Field]] = {
         "ignore_new_hosts_until_first_hc": W("active health checking is not implemented"),
         "close_connections_on_host_set_change": W(_NOT_ENVOY_CLIENT),
         "consistent_hashing_lb_config": W(_NOT_ENVOY_CLIENT),
-        "override_host_status": W(
-            "stateful sessions use the default statuses (HTTP: UNKNOWN, HEALTHY, DEGRADED, "
-            "as Envoy; gRPC: UNKNOWN, HEALTHY)"
+        "override_host_status": H(
+            "statuses a stateful session's endpoint may have; unset: UNKNOWN, HEALTHY, "
+            "DEGRADED on HTTP (Envoy), UNKNOWN, HEALTHY on gRPC (A55)"
         ),
     },
     "envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig": {},
     "envoy.type.v3.Percent": {"value": H()},
+    "envoy.config.core.v3.HealthStatusSet": {
+        "statuses": H(
+            "unknown values → NACK",
+            values=ok("UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED"),
+        )
+    },
     "envoy.config.cluster.v3.CircuitBreakers": {
         "thresholds": H("the first DEFAULT-priority entry; HIGH and extra entries → Warn"),
         "per_host_thresholds": W("per-host limits are not enforced"),

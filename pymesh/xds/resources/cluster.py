@@ -126,6 +126,9 @@ class Cluster:
     outlier_detection: OutlierDetection | None = None
     tls: UpstreamTls | None = None
     healthy_panic_threshold: float = 50.0  # percent; 0 disables panic mode
+    #: common_lb_config.override_host_status: EDS health statuses a stateful session's
+    #: endpoint may have; None: the protocol's default (Envoy's / gRPC's).
+    override_host_status: frozenset[str] | None = None
     max_requests_per_connection: int | None = None
     http2: bool = False  # upstream speaks HTTP/2 (http2_protocol_options)
     dns_refresh_rate: float = 5.0

@@ -26,6 +26,8 @@ class SessionCookie:
     name: str
     path: str = ""  # "" and "/" cover every request path; Set-Cookie has Path only if set
     ttl: float | None = None  # seconds; None: a session cookie
+    #: Extra Set-Cookie attributes (name, value; value "" for a bare one like Secure).
+    attributes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

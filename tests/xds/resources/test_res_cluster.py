@@ -584,3 +584,10 @@ def test_slow_start_window_zero_is_off_and_bad_values_are_named(
     c.round_robin_lb_config.slow_start_config.aggression.default_value = -1.0
     assert parse(c).lb_policy.slow_start.aggression == 1.0  # type: ignore[union-attr]
     assert seen == ["round_robin_lb_config.slow_start_config.aggression"]
+
+
+def test_override_host_status_is_parsed() -> None:
+    c = eds_cluster()
+    assert parse(c).override_host_status is None
+    c.common_lb_config.override_host_status.statuses.extend([1, 5])  # HEALTHY, DEGRADED
+    assert parse(c).override_host_status == frozenset({"HEALTHY", "DEGRADED"})

@@ -501,6 +501,7 @@ def _kitchen_sink_listeners() -> list[Any]:
     h.http_filters.add(name="fault").typed_config.Pack(f)
     state = cookie_pb2.CookieBasedSessionState()
     state.cookie.name = "session"
+    state.cookie.attributes.add(name="SameSite", value="Strict")
     session = stateful_session_pb2.StatefulSession()
     session.session_state.name = "cookie"
     session.session_state.typed_config.Pack(state)
@@ -588,6 +589,7 @@ def _kitchen_sink_clusters() -> list[Any]:
     t.retry_budget.budget_percent.value = 10
     c.outlier_detection.consecutive_5xx.value = 3
     c.common_lb_config.healthy_panic_threshold.value = 10
+    c.common_lb_config.override_host_status.statuses.append(1)  # HEALTHY
     c.common_lb_config.locality_weighted_lb_config.SetInParent()
     c.http2_protocol_options.SetInParent()
     c.common_http_protocol_options.idle_timeout.FromSeconds(10)

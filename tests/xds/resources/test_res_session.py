@@ -11,6 +11,7 @@ from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_p
 from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2
 from envoy.extensions.http.stateful_session.header.v3 import header_pb2
 
+from pymesh.errors import ResourceInvalid
 from pymesh.xds.resources import _warnings, parse_listener, parse_route_configuration
 from pymesh.xds.resources.listener import ROUTER_TYPE
 from pymesh.xds.resources.session import (
@@ -114,3 +115,22 @@ def test_per_route_override(reported: list[tuple[str, str]]) -> None:
         )
     }
     assert out.unsupported == ()
+
+
+def test_cookie_attributes_are_parsed_and_a_nameless_one_is_nacked(
+    reported: list[tuple[str, str]],
+) -> None:
+    s = _session()
+    state = cookie_pb2.CookieBasedSessionState()
+    s.session_state.typed_config.Unpack(state)
+    state.cookie.attributes.add(name="SameSite", value="Lax")
+    state.cookie.attributes.add(name="Secure")
+    s.session_state.typed_config.Pack(state)
+    out = parse_listener(_listener_with(s))
+    cookie = out.http_filters[0].config.cookie
+    assert cookie.attributes == (("SameSite", "Lax"), ("Secure", ""))
+    assert reported == []
+    state.cookie.attributes.add(value="x")
+    s.session_state.typed_config.Pack(state)
+    with pytest.raises(ResourceInvalid, match=r"attributes\[2\]\.name"):
+        parse_listener(_listener_with(s))
