@@ -251,7 +251,8 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
 
         if not call.add_callback(ended):
             ended()
-        return call
+        cookie = session_cookie(p.plan, t) if p.plan.session is not None else None
+        return call if cookie is None else CookieCall(call, cookie)
 
 
 class _UnaryIO:

@@ -25,7 +25,8 @@ def session_cookie(plan: Plan, t: Ticket) -> str | None:
 
 
 class CookieCall:
-    """A sync grpc.Call (or future) whose initial metadata carries ``set-cookie``."""
+    """A sync grpc.Call (or future, or response stream) whose initial metadata carries
+    ``set-cookie``."""
 
     def __init__(self, call: Any, cookie: str) -> None:
         self._call = call
@@ -33,6 +34,12 @@ class CookieCall:
 
     def initial_metadata(self) -> tuple[Any, ...]:
         return (*(self._call.initial_metadata() or ()), ("set-cookie", self._cookie))
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._call)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._call, name)
@@ -53,6 +60,9 @@ class AioCookieCall:
 
     def __await__(self) -> Any:
         return self._call.__await__()
+
+    def __aiter__(self) -> Any:
+        return self._call.__aiter__()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._call, name)

@@ -223,7 +223,8 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             self.stream_ended(p, a, t, code, details)
 
         self.spawn(finish())
-        return call
+        cookie = session_cookie(p.plan, t) if p.plan.session is not None else None
+        return call if cookie is None else AioCookieCall(call, cookie)
 
 
 class _UnaryIO:
