@@ -135,7 +135,13 @@ class Attempts:
                     return self._give_back(retry_slot, "UH", "no healthy upstream")
                 rt, picker = target
             session = plan.session
-            if session is not None and session.address is not None:
+            # Envoy 1.40 (HTTP) ignores the override host of a request routed to an
+            # aggregate cluster; gRPC (A55) keeps it per leaf, where the pick landed.
+            if (
+                session is not None
+                and session.address is not None
+                and (self.grpc or not plan.runtime.leaf_clusters)
+            ):
                 outlier = rt.outlier
                 ejected = outlier.ejected if outlier is not None else frozenset()
                 cluster = rt.cluster

@@ -263,3 +263,71 @@ def test_override_host_status_decides_a_degraded_endpoint_as_envoy(
             )
     assert seen["envoy"] == ({pinned}, {pinned})
     assert seen["pymesh"] == seen["envoy"]
+
+
+def test_an_aggregate_cluster_ignores_the_cookie_as_envoy(pair: Pair) -> None:
+    """Envoy 1.40 does not pin a session routed to an aggregate cluster (the cookie is
+    still set): the same cookie through both spreads over the first leaf's endpoints."""
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+
+    b = pair.backends
+    snap = compile_mesh(
+        {
+            "services": {
+                "reviews": {
+                    "port": 9080,
+                    "versions": {
+                        "primary": {"endpoints": [b[0].address, b[1].address]},
+                        "fallback": {"endpoints": [b[2].address, b[3].address]},
+                    },
+                }
+            }
+        }
+    )
+    agg = cluster_pb2.Cluster(name="agg", lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
+    agg.cluster_type.name = "envoy.clusters.aggregate"
+    agg.cluster_type.typed_config.Pack(
+        aggregate_pb2.ClusterConfig(
+            clusters=["outbound|9080|primary|reviews", "outbound|9080|fallback|reviews"]
+        )
+    )
+    routes = []
+    for rc in snap.get(ROUTE_TYPE).values():
+        copy = type(rc)()
+        copy.CopyFrom(rc)
+        for route in copy.virtual_hosts[0].routes:
+            route.route.ClearField("weighted_clusters")
+            route.route.cluster = "agg"
+        routes.append(copy)
+    listeners = []
+    for lis in snap.get(LISTENER_TYPE).values():
+        copy = type(lis)()
+        copy.CopyFrom(lis)
+        hcm = hcm_pb2.HttpConnectionManager()
+        copy.api_listener.api_listener.Unpack(hcm)
+        _with_filter(hcm, _session(False))
+        copy.api_listener.api_listener.Pack(hcm)
+        listeners.append(copy)
+    envoy_lis = envoy_listener_for("reviews:9080", pair.envoy_port)
+    hcm = hcm_pb2.HttpConnectionManager()
+    envoy_lis.filter_chains[0].filters[0].typed_config.Unpack(hcm)
+    _with_filter(hcm, _session(False))
+    envoy_lis.filter_chains[0].filters[0].typed_config.Pack(hcm)
+    rest = {
+        "routes": routes,
+        "clusters": [*snap.get(CLUSTER_TYPE).values(), agg],
+        "endpoints": snap.get(ENDPOINT_TYPE).values(),
+    }
+    pair.cp.set_snapshot(Snapshot.of("agg", listeners=[envoy_lis], **rest), "envoy")
+    pair.envoy = start_envoy(pair.cp.port, "envoy")
+    pair.envoy.wait_listening([pair.envoy_port])
+    pair.cp.wait_for_ack(ROUTE_TYPE, "agg", 30, "envoy")
+    push_snapshot(pair.cp, pair.mesh, Snapshot.of("agg", listeners=listeners, **rest))
+    cookie = base64.b64encode(pair.address_of("b0").encode()).decode()
+    served = {}
+    for who, client in pair.clients().items():
+        with client:
+            served[who] = {_get(client, cookie).headers["x-backend"] for _ in range(8)}
+    assert served["envoy"] == {"b0", "b1"}  # round robin over the first leaf, not pinned
+    assert served["pymesh"] == served["envoy"]
