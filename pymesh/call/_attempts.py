@@ -62,7 +62,7 @@ class Attempts:
     #: False: attempts pick no endpoint (the interceptor cannot choose one).
     pick = True
     #: A gRPC call: picks follow the gRFCs where they differ from Envoy (A27: DEGRADED
-    #: endpoints are not used).
+    #: endpoints are not used; A55: a session's endpoint statuses and cookie format).
     grpc = False
     _exclude = False  # previous_hosts
     _retry_slot: CircuitBreaker | None = None  # taken for the retry decided
@@ -134,13 +134,16 @@ class Attempts:
                 if target is None:
                     return self._give_back(retry_slot, "UH", "no healthy upstream")
                 rt, picker = target
+            avoid = self._avoid() if self._avoid is not None else None
             session = plan.session
             # Envoy 1.40 (HTTP) ignores the override host of a request routed to an
-            # aggregate cluster; gRPC (A55) keeps it per leaf, where the pick landed.
+            # aggregate cluster; gRPC (A55) keeps it per leaf, where the pick landed,
+            # and not while its sub-channel is in TRANSIENT_FAILURE (``avoid``).
             if (
                 session is not None
                 and session.address is not None
                 and (self.grpc or not plan.runtime.leaf_clusters)
+                and not (avoid and session.address in avoid)
             ):
                 outlier = rt.outlier
                 ejected = outlier.ejected if outlier is not None else frozenset()
@@ -152,7 +155,6 @@ class Attempts:
                 elif session.config.strict:
                     why = f"stateful session endpoint {session.address} is not available"
                     return self._give_back(retry_slot, "UH", why)
-            avoid = self._avoid() if self._avoid is not None else None
             if not self._exclude and not avoid:  # the common case
                 admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot, picker=picker)
             else:
