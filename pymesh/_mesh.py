@@ -36,6 +36,7 @@ from pymesh.xds.client._federation import FederatedXdsClient
 from pymesh.xds.dependencies import XdsConfig
 from pymesh.xds.resources._warnings import counts_dump
 from pymesh.xds.resources.listener import FAULT_TYPE
+from pymesh.xds.resources.session import STATEFUL_SESSION_TYPE, StatefulSession
 
 if TYPE_CHECKING:
     from pymesh._admin import AdminServer
@@ -59,6 +60,10 @@ class ListenerState:
     #: requests (routes may override it by filter name).
     fault: FaultInjector | None
     fault_filter_name: str | None
+    #: The listener's stateful session filter (cookie) config and name (routes may
+    #: override it by that name); None when it has none.
+    session: StatefulSession | None = None
+    session_filter_name: str | None = None
 
 
 @dataclass(slots=True)
@@ -232,15 +237,21 @@ class Mesh:
                 clusters[name] = runtime
             fault: FaultInjector | None = None
             fault_name: str | None = None
+            session: StatefulSession | None = None
+            session_name: str | None = None
             for f in config.listener.http_filters:
                 if f.type_name == FAULT_TYPE:
                     fault, fault_name = FaultInjector(f.config), f.name
+                elif f.type_name == STATEFUL_SESSION_TYPE:
+                    session, session_name = f.config, f.name
             slot.state = ListenerState(
                 config=config,
                 table=RouteTable.compile(config.route_config),
                 clusters=clusters,
                 fault=fault,
                 fault_filter_name=fault_name,
+                session=session,
+                session_filter_name=session_name,
             )
             slot.error = None
             slot.does_not_exist = False

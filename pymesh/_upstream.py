@@ -14,10 +14,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pymesh.lb import EndpointStates, Picker, build_picker
+from pymesh.lb._aggregate import AggregatePicker
 from pymesh.resilience import CircuitBreaker, OutlierDetector
 from pymesh.xds.dependencies import ClusterConfig
 from pymesh.xds.resources.cluster import Cluster
-from pymesh.xds.resources.endpoint import ClusterLoadAssignment
+from pymesh.xds.resources.endpoint import ClusterLoadAssignment, Endpoint
 
 if TYPE_CHECKING:
     from pymesh.security import ClientTls, MeshSecurity
@@ -36,10 +37,14 @@ class ClusterRuntime:
     __slots__ = (
         "_lock",
         "addresses",
+        "aggregate_pickers",
         "breaker",
+        "by_address",
         "cluster",
         "endpoints",
         "error",
+        "grpc_picker",
+        "joined",
         "leaf_clusters",
         "localities",
         "name",
@@ -56,12 +61,27 @@ class ClusterRuntime:
         self.cluster: Cluster | None = None
         self.endpoints: ClusterLoadAssignment | None = None
         self.leaf_clusters: tuple[str, ...] = ()
+        #: An aggregate cluster's merged priority set, per protocol (True: gRPC), cached
+        #: by the request path (pymesh.call.aggregate_target) while its leaves' pickers
+        #: stay the same.
+        self.aggregate_pickers: dict[bool, AggregatePicker] = {}
         self.error: str | None = None
         self.states = EndpointStates()
         self.picker: Picker | None = None
+        #: The picker gRPC calls use: ``picker`` itself unless some endpoint is DEGRADED,
+        #: which gRPC (A27) does not use while Envoy (HTTP) has a degraded tier for it.
+        self.grpc_picker: Picker | None = None
         self.breaker: CircuitBreaker | None = None
         self.outlier: OutlierDetector | None = None
         self.addresses: frozenset[str] = frozenset()
+        #: Endpoint address -> endpoint (a stateful session's override host).
+        self.by_address: dict[str, Endpoint] = {}
+        #: When each endpoint joined the cluster: address → monotonic time. Slow start
+        #: ramps endpoints up from then. As in Envoy (observed with 1.40: every host is
+        #: in slow start from its creation, those of the first assignment too, and a
+        #: changed Cluster resource re-creates them), the first assignment and a changed
+        #: Cluster set every endpoint's time to now. None until the first assignment.
+        self.joined: dict[str, float] | None = None
         #: Endpoint address -> its locality's name (telemetry), built with each EDS update.
         self.localities: dict[str, str] = {}
         self.next_sweep = 0.0
@@ -75,6 +95,7 @@ class ClusterRuntime:
         with self._lock:
             self.error = cc.error
             self.leaf_clusters = cc.leaf_clusters
+            self.aggregate_pickers = {}
             if cc.cluster is None:
                 return
             old = self.cluster
@@ -89,7 +110,17 @@ class ClusterRuntime:
             self.endpoints = cc.endpoints
             outlier = self.outlier
             if cc.endpoints is not None:
-                self.addresses = frozenset(e.address for e in cc.endpoints.endpoints)
+                previous = self.addresses
+                self.by_address = {e.address: e for e in cc.endpoints.endpoints}
+                self.addresses = frozenset(self.by_address)
+                now = time.monotonic()
+                if self.joined is None or (old is not None and old != cc.cluster):
+                    self.joined = dict.fromkeys(self.addresses, now)
+                else:
+                    joined = {a: t for a, t in self.joined.items() if a in self.addresses}
+                    for a in self.addresses - previous:
+                        joined[a] = now
+                    self.joined = joined
                 self.localities = {
                     ep.address: str(loc.locality)
                     for loc in cc.endpoints.localities
@@ -120,15 +151,43 @@ class ClusterRuntime:
 
     def _rebuild(self) -> None:
         if self.cluster is None or self.endpoints is None:
-            self.picker = None
+            self.picker = self.grpc_picker = None
             return
         ejected = self.outlier.ejected if self.outlier is not None else frozenset()
-        self.picker = build_picker(
-            self.cluster, self.endpoints, states=self.states, ejected=ejected, rng=self.rng
+        joined = self.joined
+        picker = build_picker(
+            self.cluster,
+            self.endpoints,
+            states=self.states,
+            ejected=ejected,
+            rng=self.rng,
+            joined=joined,
         )
+        grpc_picker = picker
+        if any(e.health == "DEGRADED" for e in self.endpoints.endpoints):
+            grpc_picker = build_picker(
+                self.cluster,
+                self.endpoints,
+                states=self.states,
+                ejected=ejected,
+                rng=self.rng,
+                degraded_tier=False,
+                joined=joined,
+            )
+        # gRPC's first: a request reading ``picker`` never finds a stale ``grpc_picker``
+        # newer than it (both are whole pickers either way).
+        self.grpc_picker = grpc_picker
+        self.picker = picker
 
     def sweep(self, now: float) -> None:
-        """Run the outlier detector's interval sweep when it is due."""
+        """Rebuild the picker when its slow-start weights have moved on, and run the
+        outlier detector's interval sweep when it is due (the sweeper thread calls this
+        every 0.1 s, so the request path never recomputes weights)."""
+        picker = self.picker
+        if picker is not None and picker.refresh_at and now >= picker.refresh_at:
+            with self._lock:
+                if self.picker is picker:  # not rebuilt meanwhile
+                    self._rebuild()
         outlier = self.outlier
         if outlier is None:
             return

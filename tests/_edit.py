@@ -32,13 +32,15 @@ def edited_mesh(
     route: Callable[[Any], None] | None = None,
     cluster: Callable[[Any], None] | None = None,
     endpoints: Callable[[Any], None] | None = None,
+    listener: Callable[[Any], None] | None = None,
 ) -> Snapshot:
     """``compile_mesh(config)`` with ``route(rc)`` / ``cluster(c)`` / ``endpoints(cla)``
-    applied to copies of each RouteConfiguration / Cluster / ClusterLoadAssignment."""
+    / ``listener(lis)`` applied to copies of each RouteConfiguration / Cluster /
+    ClusterLoadAssignment / Listener."""
     snap = compile_mesh(config)
     return Snapshot.of(
         None,
-        listeners=snap.get(LISTENER_TYPE).values(),
+        listeners=_edited(snap.get(LISTENER_TYPE).values(), listener),
         routes=_edited(snap.get(ROUTE_TYPE).values(), route),
         clusters=_edited(snap.get(CLUSTER_TYPE).values(), cluster),
         endpoints=_edited(snap.get(ENDPOINT_TYPE).values(), endpoints),

@@ -47,3 +47,39 @@ def test_update_does_not_wait_for_the_detector_while_holding_its_own_lock() -> N
     assert updated.wait(10)
     assert rt.addresses == {"127.0.0.1:1000", "127.0.0.1:1001", "127.0.0.1:1002"}
     assert rt.picker is not None
+
+
+def test_slow_start_times_endpoints_from_when_they_joined_and_the_sweep_rebuilds() -> None:
+    """Slow start, as Envoy: every endpoint ramps from when it joined (the first
+    assignment's too); a changed Cluster restarts every window; the sweeper thread's
+    tick rebuilds the picker once the weights have moved on."""
+    from pymesh.xds.resources.cluster import LbPolicy, SlowStart
+
+    def config(*ports: int, window: float = 60.0) -> ClusterConfig:
+        cla = ClusterLoadAssignment(
+            "c",
+            (LocalityEndpoints(Locality(), tuple(Endpoint("127.0.0.1", p) for p in ports)),),
+        )
+        policy = LbPolicy(slow_start=SlowStart(window))
+        return ClusterConfig("c", Cluster("c", lb_policy=policy), cla)
+
+    rt = ClusterRuntime("c", random.Random(1))
+    rt.update(config(1000, 1001))
+    assert rt.joined is not None and set(rt.joined) == {"127.0.0.1:1000", "127.0.0.1:1001"}
+    first_joined = rt.joined["127.0.0.1:1000"]
+    rt.update(config(1000, 1001, 1002))
+    assert rt.joined is not None and rt.joined["127.0.0.1:1000"] == first_joined
+    assert rt.joined["127.0.0.1:1002"] >= first_joined
+    first = rt.picker
+    assert first is not None and first.refresh_at > 0.0
+    rt.sweep(first.refresh_at - 0.05)
+    assert rt.picker is first  # not due yet
+    rt.sweep(first.refresh_at)
+    assert rt.picker is not first
+    rt.update(config(1000, 1001))  # 1002 left: forgotten (back later, it is new again)
+    assert set(rt.joined) == {"127.0.0.1:1000", "127.0.0.1:1001"}
+    rt.joined = dict.fromkeys(rt.joined, -1.0)  # long ago
+    rt.update(config(1000, 1001))  # the same Cluster again: nothing restarts
+    assert set(rt.joined.values()) == {-1.0}
+    rt.update(config(1000, 1001, window=30.0))  # a changed Cluster: every window restarts
+    assert all(t >= first_joined for t in rt.joined.values())

@@ -19,10 +19,10 @@ from pymesh.call._attempts import GRPC_MAX_ATTEMPTS, Attempts, local
 from pymesh.call._plan import (
     LocalReply,
     Plan,
+    aggregate_target,
     not_found,
     plan_by_path,
     plan_request,
-    target_runtime,
 )
 from pymesh.call._steps import (
     Abandon,
@@ -53,6 +53,7 @@ __all__ = [
     "Ticket",
     "Wait",
     "admit",
+    "aggregate_target",
     "local",
     "not_found",
     "plan_by_path",
@@ -60,5 +61,4 @@ __all__ = [
     "run_async",
     "run_sync",
     "steps",
-    "target_runtime",
 ]

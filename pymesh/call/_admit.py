@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable, Container, Iterable
 
 from pymesh._upstream import ClusterRuntime
-from pymesh.lb import EndpointState
+from pymesh.call._session import OverridePicker
+from pymesh.lb import EndpointState, Picker
+from pymesh.lb._aggregate import LevelPicker
 from pymesh.resilience import CircuitBreaker, Outcome
 from pymesh.xds.resources.endpoint import Endpoint
 from pymesh.xds.resources.orca import REPORT_BASE64, REPORT_SERIALIZED, REPORT_TEXT
@@ -216,12 +218,15 @@ def admit(
     retry_slot: CircuitBreaker | None,
     exclude: Container[str] = frozenset(),
     tries: int = 1,
+    picker: Picker | LevelPicker | OverridePicker | None = None,
 ) -> Ticket | Refused:
     """The cluster's pick: drops (first attempts only, as gRPC's xds_cluster_impl and
     Envoy), endpoint choice (``exclude`` re-picked up to ``tries`` times), then the
     breaker: a first attempt takes a request slot here; a retry brings the retry slot it
-    took when the retry was decided (``retry_slot``)."""
-    picker = rt.picker
+    took when the retry was decided (``retry_slot``). ``picker``: what to pick with
+    instead of ``rt.picker`` (gRPC's picker, or the level an aggregate cluster chose)."""
+    if picker is None:
+        picker = rt.picker
     if picker is None:
         return ("UH", "no healthy upstream")
     if not is_retry and picker.has_drops:

@@ -21,7 +21,10 @@ from collections.abc import Callable, Container
 
 from pymesh._mesh import ListenerState
 from pymesh.call._admit import Reply, Ticket, admit
-from pymesh.call._plan import LocalReply, Plan, target_runtime
+from pymesh.call._plan import LocalReply, Plan, aggregate_target
+from pymesh.call._session import OverridePicker, override_endpoint
+from pymesh.lb import Picker
+from pymesh.lb._aggregate import LevelPicker
 from pymesh.resilience import CircuitBreaker, Outcome
 
 #: gRFC A44: at most 5 attempts, whatever the policy says.
@@ -58,6 +61,9 @@ class Attempts:
     hedging = False
     #: False: attempts pick no endpoint (the interceptor cannot choose one).
     pick = True
+    #: A gRPC call: picks follow the gRFCs where they differ from Envoy (A27: DEGRADED
+    #: endpoints are not used; A55: a session's endpoint statuses and cookie format).
+    grpc = False
     _exclude = False  # previous_hosts
     _retry_slot: CircuitBreaker | None = None  # taken for the retry decided
     _pending = False  # a retry was decided and has not started yet
@@ -75,6 +81,7 @@ class Attempts:
         pick: bool = True,
         hedge: bool = True,
         on_end: Callable[[Ticket, str | None], None] | None = None,
+        grpc: bool = False,
     ) -> None:
         self.plan = plan
         #: The listener's routing state (aggregate clusters resolve their leaf in it).
@@ -88,6 +95,8 @@ class Attempts:
             self.on_end = on_end
         if not pick:
             self.pick = False
+        if grpc:
+            self.grpc = True
         retry = plan.retry
         if decider is None or retry is None or not replayable:
             return  # no retries (a body that cannot be rewound is sent once): common
@@ -118,14 +127,36 @@ class Attempts:
             t = Ticket(None, None, None, retry_slot, is_retry)
         else:
             rt = plan.runtime
-            if rt.leaf_clusters:  # an aggregate cluster: pick from its leaf
-                leaf = target_runtime(plan, self.listener)
-                if leaf is None:
+            picker: Picker | LevelPicker | OverridePicker | None
+            picker = rt.grpc_picker if self.grpc else None
+            if rt.leaf_clusters:  # an aggregate cluster: a level of its merged priority set
+                target = aggregate_target(plan, self.listener, self.grpc)
+                if target is None:
                     return self._give_back(retry_slot, "UH", "no healthy upstream")
-                rt = leaf
+                rt, picker = target
             avoid = self._avoid() if self._avoid is not None else None
+            session = plan.session
+            # Envoy 1.40 (HTTP) ignores the override host of a request routed to an
+            # aggregate cluster; gRPC (A55) keeps it per leaf, where the pick landed,
+            # and not while its sub-channel is in TRANSIENT_FAILURE (``avoid``).
+            if (
+                session is not None
+                and session.address is not None
+                and (self.grpc or not plan.runtime.leaf_clusters)
+                and not (avoid and session.address in avoid)
+            ):
+                outlier = rt.outlier
+                ejected = outlier.ejected if outlier is not None else frozenset()
+                cluster = rt.cluster
+                statuses = cluster.override_host_status if cluster is not None else None
+                ep = override_endpoint(rt.by_address, ejected, session.address, self.grpc, statuses)
+                if ep is not None:
+                    picker = OverridePicker(ep, picker if picker is not None else rt.picker)
+                elif session.config.strict:
+                    why = f"stateful session endpoint {session.address} is not available"
+                    return self._give_back(retry_slot, "UH", why)
             if not self._exclude and not avoid:  # the common case
-                admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot)
+                admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot, picker=picker)
             else:
                 exclude: Container[str] = self.tried if self._exclude else frozenset()
                 tries = 1
@@ -134,7 +165,9 @@ class Attempts:
                 if avoid:
                     exclude = set(exclude) | set(avoid)  # type: ignore[call-overload]
                     tries = max(tries, 2 * len(avoid) + 2)  # type: ignore[arg-type]
-                admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot, exclude, tries)
+                admitted = admit(
+                    rt, plan.hash_key, self.rng, is_retry, retry_slot, exclude, tries, picker
+                )
             if type(admitted) is tuple:
                 return self._give_back(retry_slot, *admitted)
             t = admitted  # type: ignore[assignment]

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from pymesh._mesh import ListenerState
 from pymesh._upstream import ClusterRuntime
+from pymesh.call._session import Session, read_session, session_config
+from pymesh.lb._aggregate import AggregatePicker, LevelPicker
 from pymesh.resilience import FaultInjector, RetryDecider
 from pymesh.routing import (
     RequestInfo,
@@ -71,6 +73,8 @@ class Plan:
     route_timeout_binding: bool = False
     #: The route's (else the virtual host's) hedge policy.
     hedge: HedgePolicy | None = None
+    #: The request's stateful session (its cookie's endpoint), or None.
+    session: Session | None = None
 
 
 def _fault(state: ListenerState, decision: RouteDecision) -> FaultInjector | None:
@@ -95,25 +99,32 @@ def not_found(listener: str, authority: str, path: str) -> LocalReply:
     )
 
 
-def target_runtime(plan: Plan, state: ListenerState) -> ClusterRuntime | None:
-    """The cluster runtime to pick an endpoint from, or None when there is none with a
-    picker. An aggregate cluster resolves to its first leaf (priority order) that has a
-    healthy endpoint, else its first leaf with endpoints at all (which then decides, in
-    panic mode or with "no healthy upstream")."""
+def aggregate_target(
+    plan: Plan, state: ListenerState, grpc: bool = False
+) -> tuple[ClusterRuntime, LevelPicker] | None:
+    """For an aggregate cluster: the leaf runtime and the level of its picker to pick
+    from, chosen on the leaves' merged priority set (:mod:`pymesh.lb._aggregate`, as
+    Envoy's aggregate cluster); None when no leaf has endpoints.
+
+    The merged set is cached on the aggregate's runtime and rebuilt here, without a lock,
+    whenever a leaf's picker was replaced (two threads may both rebuild; either result is
+    whole and correct). ``grpc``: merge the leaves' gRPC pickers."""
     rt = plan.runtime
-    leaves = rt.leaf_clusters
-    if not leaves:
-        return rt if rt.picker is not None else None
-    fallback: ClusterRuntime | None = None
-    for leaf in leaves:
-        candidate = state.clusters.get(leaf)
-        if candidate is None or candidate.picker is None:
-            continue
-        if candidate.picker.healthy:
-            return candidate
-        if fallback is None:
-            fallback = candidate
-    return fallback
+    runtimes = [state.clusters.get(leaf) for leaf in rt.leaf_clusters]
+    pickers = tuple(None if r is None else (r.grpc_picker if grpc else r.picker) for r in runtimes)
+    merged = rt.aggregate_pickers.get(grpc)
+    if merged is None or merged.leaves != pickers:
+        cluster = rt.cluster
+        threshold = cluster.healthy_panic_threshold if cluster is not None else 50.0
+        merged = AggregatePicker(pickers, threshold, rt.rng)
+        rt.aggregate_pickers[grpc] = merged
+    choice = merged.choose()
+    if choice is None:
+        return None
+    i, level = choice
+    leaf_rt = runtimes[i]
+    assert leaf_rt is not None  # a leaf without a runtime has no picker, so no levels
+    return leaf_rt, level
 
 
 def _deadline(
@@ -178,8 +189,8 @@ def plan_by_path(
     ``path_decision`` says when), and no fault filter. The answer is the one
     plan_request gives.
     """
-    if state.fault_filter_name is not None:
-        return None
+    if state.fault_filter_name is not None or state.session_filter_name is not None:
+        return None  # the filters read the request's headers
     decision = state.table.path_decision(authority, strip_query_and_fragment(path))
     if decision is None:
         return None
@@ -265,6 +276,17 @@ def plan_request(
     hash_key = (
         compute_hash(action.hash_policies, info, channel_id) if action.hash_policies else None
     )
-    return _build(
+    plan = _build(
         decision, runtime, path, edited, authority, hash_key, caller_timeout, fault_delay, retriable
     )
+    if state.session_filter_name is not None:
+        config = session_config(decision, state.session_filter_name, state.session)
+        if config is not None:
+            repeated = info.repeated.get("cookie") if info.repeated else None
+            cookie = info.headers.get("cookie")
+            cookies = repeated if repeated is not None else ([cookie] if cookie else [])
+            # The original request path: Envoy's filter runs before the router rewrites.
+            plan.session = read_session(
+                config, info.path, [("cookie", c) for c in cookies], info.is_grpc
+            )
+    return plan

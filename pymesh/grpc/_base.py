@@ -314,6 +314,7 @@ class MeshChannelBase(Generic[SubT]):
             avoid=self.avoid,
             hedge=hedge,
             on_end=None if obs is None else functools.partial(_attempt_ended, obs),
+            grpc=True,
         )
 
     def local_error(self, status: LocalStatus) -> BaseException:

@@ -34,6 +34,7 @@ from pymesh.grpc._core import (
     Metadata,
 )
 from pymesh.grpc._local import LocalRpcError
+from pymesh.grpc._session import CookieCall, session_cookie
 
 _TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
@@ -252,7 +253,8 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
 
         if not call.add_callback(ended):
             ended()
-        return call
+        cookie = session_cookie(p.plan, t) if p.plan.session is not None else None
+        return call if cookie is None else CookieCall(call, cookie)
 
 
 class _UnaryIO:
@@ -287,6 +289,9 @@ class _UnaryIO:
             return reply_of(self.a, t, code, None, err)
         if t.wants_load_report:  # weighted round robin's per-call ORCA report
             t.report_trailers(value[1].trailing_metadata())
+        cookie = session_cookie(self.p.plan, t) if self.p.plan.session is not None else None
+        if cookie is not None:  # A55: the caller learns its session's endpoint
+            value = (value[0], CookieCall(value[1], cookie))
         return Reply(value, grpc_status=0)
 
     def start(self, t: Ticket) -> Any:
@@ -306,6 +311,9 @@ class _UnaryIO:
             return reply_of(self.a, t, code, None, err)
         if t.wants_load_report:
             t.report_trailers(fut.trailing_metadata())  # type: ignore[attr-defined]
+        cookie = session_cookie(self.p.plan, t) if self.p.plan.session is not None else None
+        if cookie is not None:
+            return Reply((response, CookieCall(fut, cookie)), grpc_status=0)
         return Reply((response, fut), grpc_status=0)
 
     def discard(self, t: Ticket) -> None:

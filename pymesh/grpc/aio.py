@@ -38,6 +38,7 @@ from pymesh.grpc._core import (
     Metadata,
 )
 from pymesh.grpc._server import DEFAULT_DRAIN_GRACE, AioXdsServer
+from pymesh.grpc._session import AioCookieCall, session_cookie
 from pymesh.grpc._xds_server import ServingModeCallback
 
 __all__ = ["AioXdsServer", "MeshAioChannel", "insecure_channel", "secure_channel", "server"]
@@ -226,7 +227,8 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             self.stream_ended(p, a, t, code, details)
 
         self.spawn(finish())
-        return call
+        cookie = session_cookie(p.plan, t) if p.plan.session is not None else None
+        return call if cookie is None else AioCookieCall(call, cookie)
 
 
 class _UnaryIO:
@@ -265,6 +267,10 @@ class _UnaryIO:
         except BaseException:
             call.cancel()
             raise
+        if self.p.plan.session is not None:
+            cookie = session_cookie(self.p.plan, t)
+            if cookie is not None:  # A55: the caller learns its session's endpoint
+                self.on_call(AioCookieCall(call, cookie))
         return Reply(response, grpc_status=0)
 
     def start(self, t: Ticket) -> asyncio.Future[Reply]:

@@ -11,15 +11,20 @@ Order of decisions for a pick, following Envoy's LoadBalancerBase / ZoneAwareLoa
 3. The policy picks within that list (:mod:`pymesh.lb._policies`); ring hash and maglev
    instead build one table per priority from normalized weights (:mod:`pymesh.lb._hashing`).
 
-"Healthy" means EDS health HEALTHY or UNKNOWN and not outlier-ejected.
+"Healthy" means EDS health HEALTHY or UNKNOWN and not outlier-ejected; "degraded" means
+EDS health DEGRADED and not ejected. Envoy's degraded tier (HTTP): a priority's degraded
+hosts take the share of its load that healthy hosts cannot (see
+:mod:`pymesh.lb._priority`); the host list is then the level's degraded hosts (by
+locality with ``locality_weighted``). Ring hash and maglev, as Envoy, build their tables
+over healthy hosts only. ``degraded_tier=False`` (gRPC, A27: only HEALTHY and UNKNOWN
+endpoints are used) counts DEGRADED hosts as unhealthy.
 """
 
 from __future__ import annotations
 
-import itertools
 import random
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 
 from pymesh.lb._edf import Edf
@@ -52,6 +57,7 @@ class _LocalityHosts:
     weight: int  # 0 when unset (no traffic under locality weighting, as Envoy)
     hosts: tuple[Endpoint, ...]
     healthy: tuple[Endpoint, ...]
+    degraded: tuple[Endpoint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +65,12 @@ class _Level:
     hosts: tuple[Endpoint, ...]  # EDS order
     healthy: tuple[Endpoint, ...]
     localities: tuple[_LocalityHosts, ...]  # sorted by (region, zone, sub_zone), as Envoy
+    degraded: tuple[Endpoint, ...] = ()
 
 
-def _levels(cla: ClusterLoadAssignment, ejected: Container[str]) -> list[_Level]:
+def _levels(
+    cla: ClusterLoadAssignment, ejected: Container[str], degraded_tier: bool = True
+) -> list[_Level]:
     if not cla.localities:
         return []
     top = max(loc.priority for loc in cla.localities)
@@ -80,13 +89,29 @@ def _levels(cla: ClusterLoadAssignment, ejected: Container[str]) -> list[_Level]
         def usable(e: Endpoint) -> bool:
             return e.usable and e.address not in ejected
 
+        def degraded(e: Endpoint) -> bool:
+            return degraded_tier and e.health == "DEGRADED" and e.address not in ejected
+
         localities = tuple(
-            _LocalityHosts(locality, weight, tuple(members), tuple(e for e in members if usable(e)))
+            _LocalityHosts(
+                locality,
+                weight,
+                tuple(members),
+                tuple(e for e in members if usable(e)),
+                tuple(e for e in members if degraded(e)),
+            )
             for locality, (weight, members) in sorted(
                 by_locality.items(), key=lambda kv: (kv[0].region, kv[0].zone, kv[0].sub_zone)
             )
         )
-        levels.append(_Level(tuple(hosts), tuple(e for e in hosts if usable(e)), localities))
+        levels.append(
+            _Level(
+                tuple(hosts),
+                tuple(e for e in hosts if usable(e)),
+                localities,
+                tuple(e for e in hosts if degraded(e)),
+            )
+        )
     return levels
 
 
@@ -96,7 +121,16 @@ def _levels(cla: ClusterLoadAssignment, ejected: Container[str]) -> list[_Level]
 class _LevelChooser:
     """Host choice inside one priority for the non-hashing policies."""
 
-    __slots__ = ("_all", "_healthy", "_locality_choosers", "_locality_edf", "_panic")
+    __slots__ = (
+        "_all",
+        "_degraded",
+        "_degraded_choosers",
+        "_degraded_edf",
+        "_healthy",
+        "_locality_choosers",
+        "_locality_edf",
+        "_panic",
+    )
 
     def __init__(
         self,
@@ -110,20 +144,19 @@ class _LevelChooser:
         self._panic = panic
         self._all = make(level.hosts) if panic else EMPTY
         self._healthy = make(level.healthy)
+        self._degraded = make(level.degraded) if level.degraded and not panic else EMPTY
         self._locality_edf: Edf | None = None
         self._locality_choosers: tuple[HostChooser, ...] = ()
+        self._degraded_edf: Edf | None = None
+        self._degraded_choosers: tuple[HostChooser, ...] = ()
         if policy.locality_weighted and not panic:
-            weights = []
-            choosers = []
-            for loc in level.localities:
-                if not loc.hosts or not loc.healthy or loc.weight <= 0:
-                    continue
-                ratio = len(loc.healthy) / len(loc.hosts)
-                weights.append(loc.weight * min(1.0, overprovisioning_factor / 100.0 * ratio))
-                choosers.append(make(loc.healthy))
-            if weights:
-                self._locality_edf = Edf.randomized(weights, rng)
-                self._locality_choosers = tuple(choosers)
+            self._locality_edf, self._locality_choosers = _locality_schedule(
+                level, False, overprovisioning_factor, make, rng
+            )
+            if level.degraded:
+                self._degraded_edf, self._degraded_choosers = _locality_schedule(
+                    level, True, overprovisioning_factor, make, rng
+                )
 
     def direct(self) -> Callable[[], Endpoint | None] | None:
         """The host chooser's own ``choose`` when nothing else is decided at this level
@@ -142,9 +175,50 @@ class _LevelChooser:
                 return self._locality_choosers[i].choose()
         return self._healthy.choose()
 
+    def choose_degraded(self) -> Endpoint | None:
+        """A host of the level's degraded tier (Envoy's HostAvailability::Degraded)."""
+        if self._panic:
+            return self._all.choose()
+        edf = self._degraded_edf
+        if edf is not None:
+            i = edf.pick()
+            if i is not None:
+                return self._degraded_choosers[i].choose()
+        return self._degraded.choose()
+
+
+def _locality_schedule(
+    level: _Level,
+    degraded: bool,
+    overprovisioning_factor: int,
+    make: Callable[[tuple[Endpoint, ...]], HostChooser],
+    rng: random.Random,
+) -> tuple[Edf | None, tuple[HostChooser, ...]]:
+    """Envoy's locality EDF for the healthy (or degraded) hosts of a level: effective
+    weight ``locality_weight * min(1, factor/100 * usable/total)``."""
+    weights = []
+    choosers = []
+    for loc in level.localities:
+        members = loc.degraded if degraded else loc.healthy
+        if not loc.hosts or not members or loc.weight <= 0:
+            continue
+        ratio = len(members) / len(loc.hosts)
+        weights.append(loc.weight * min(1.0, overprovisioning_factor / 100.0 * ratio))
+        choosers.append(make(members))
+    if not weights:
+        return None, ()
+    return Edf.randomized(weights, rng), tuple(choosers)
+
 
 class _Selector:
     def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
+        raise NotImplementedError
+
+    def choose_at(
+        self, priority: int, degraded: bool, hash_key: int | None, attempt: int
+    ) -> Endpoint | None:
+        """A host of ``priority`` (its degraded tier when ``degraded``), the priority
+        being chosen by someone else (an aggregate cluster's merged priority set)."""
         raise NotImplementedError
 
     def direct(self) -> Callable[[], Endpoint | None] | None:
@@ -154,26 +228,37 @@ class _Selector:
 
 
 class _PrioritySelector(_Selector):
-    __slots__ = ("_cumulative", "_levels", "_rng")
+    __slots__ = ("_cumulative", "_levels", "_rng", "_single")
 
     def __init__(
         self, levels: tuple[_LevelChooser, ...], plan: PriorityPlan, rng: random.Random
     ) -> None:
         self._levels = levels
-        self._cumulative = tuple(itertools.accumulate(plan.loads))
+        self._cumulative = plan.cumulative()
         self._rng = rng
+        # One level whose degraded hosts take no load: no priority to choose.
+        self._single = len(levels) == 1 and not any(plan.degraded_loads)
 
     def direct(self) -> Callable[[], Endpoint | None] | None:
-        return self._levels[0].direct() if len(self._levels) == 1 else None
+        return self._levels[0].direct() if self._single else None
 
     def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
         levels = self._levels
         if not levels:
             return None
-        if len(levels) == 1:
+        if self._single:
             return levels[0].choose()
         p = choose_priority(self._cumulative, self._rng.getrandbits(64))
-        return levels[p].choose()
+        n = len(levels)
+        return levels[p].choose() if p < n else levels[p - n].choose_degraded()
+
+    def choose_at(
+        self, priority: int, degraded: bool, hash_key: int | None, attempt: int
+    ) -> Endpoint | None:
+        if priority >= len(self._levels):
+            return None
+        level = self._levels[priority]
+        return level.choose_degraded() if degraded else level.choose()
 
 
 class _HashSelector(_Selector):
@@ -188,15 +273,28 @@ class _HashSelector(_Selector):
         rng: random.Random,
     ) -> None:
         self._levels = levels
-        self._cumulative = tuple(itertools.accumulate(plan.loads))
+        self._cumulative = plan.cumulative()
         self._rng = rng
 
     def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
         if not self._levels:
             return None
         h = self._rng.getrandbits(64) if hash_key is None else hash_key & _U64
-        p = choose_priority(self._cumulative, h) if len(self._levels) > 1 else 0
+        # Degraded loads select a level too (index n + i), whose table, as Envoy's, holds
+        # only its healthy hosts (all of them in panic).
+        n = len(self._levels)
+        p = choose_priority(self._cumulative, h) % n if n > 1 else 0
         table, hosts = self._levels[p]
+        i = table.choose(h, attempt)
+        return None if i is None else hosts[i]
+
+    def choose_at(
+        self, priority: int, degraded: bool, hash_key: int | None, attempt: int
+    ) -> Endpoint | None:
+        if priority >= len(self._levels):
+            return None
+        h = self._rng.getrandbits(64) if hash_key is None else hash_key & _U64
+        table, hosts = self._levels[priority]
         i = table.choose(h, attempt)
         return None if i is None else hosts[i]
 
@@ -210,6 +308,11 @@ class _PickFirstSelector(_Selector):
     def choose(self, hash_key: int | None, attempt: int) -> Endpoint | None:
         c = self._candidates
         return c[attempt % len(c)] if c else None
+
+    def choose_at(
+        self, priority: int, degraded: bool, hash_key: int | None, attempt: int
+    ) -> Endpoint | None:
+        return self.choose(hash_key, attempt)
 
 
 def _hash_level(
@@ -259,9 +362,12 @@ class Picker:
         "cluster_name",
         "has_drops",
         "healthy",
+        "level_counts",
+        "overprovisioning_factor",
         "panic",
         "policy",
         "priority_loads",
+        "refresh_at",
     )
 
     def __init__(
@@ -272,10 +378,11 @@ class Picker:
         drops: tuple[tuple[str, float], ...],
         selector: _Selector,
         healthy: bool = True,
+        level_counts: tuple[LevelCounts, ...] = (),
+        overprovisioning_factor: int = 140,
     ) -> None:
         self.cluster_name = cluster_name
-        #: Whether any endpoint is healthy (not counting panic mode): an aggregate
-        #: cluster takes the first leaf that has one.
+        #: Whether any endpoint is healthy or degraded (not counting panic mode).
         self.healthy = healthy
         self.policy = policy
         #: Percent of requests per priority level (sums to 100).
@@ -286,6 +393,13 @@ class Picker:
         #: Whether the assignment has drop_overloads (skip :meth:`drop_category` if not).
         self.has_drops = bool(drops)
         self._selector = selector
+        #: Per priority level, its host counts: an aggregate cluster merges its leaves'
+        #: levels into one priority set (Envoy's AggregateClusterLoadBalancer).
+        self.level_counts = level_counts
+        self.overprovisioning_factor = overprovisioning_factor
+        #: Monotonic time at which slow-start weights have moved on and the picker should
+        #: be rebuilt (0.0: never; see :func:`build_picker`'s ``joined``).
+        self.refresh_at = 0.0
         # One priority, no panic, no locality weights (most clusters): pick() calls the
         # host chooser itself instead of going through the levels.
         self._direct = selector.direct()
@@ -314,6 +428,28 @@ class Picker:
             return host
         for attempt in range(1, 1 + max(0, host_selection_retry_max_attempts)):
             host = selector.choose(hash_key, attempt)
+            if host is None or host.address not in exclude:
+                return host
+        return host
+
+    def pick_at(
+        self,
+        priority: int,
+        degraded: bool,
+        hash_key: int | None = None,
+        exclude: Container[str] = frozenset(),
+        *,
+        host_selection_retry_max_attempts: int = 1,
+    ) -> Endpoint | None:
+        """:meth:`pick` within one priority level (its degraded tier when ``degraded``):
+        an aggregate cluster chose the level, as Envoy's AggregateLoadBalancerContext
+        gives the leaf 100 % load on it. The level's own panic still applies."""
+        choose = self._selector.choose_at
+        host = choose(priority, degraded, hash_key, 0)
+        if host is None or not exclude or host.address not in exclude:
+            return host
+        for attempt in range(1, 1 + max(0, host_selection_retry_max_attempts)):
+            host = choose(priority, degraded, hash_key, attempt)
             if host is None or host.address not in exclude:
                 return host
         return host
@@ -349,6 +485,8 @@ def build_picker(
     rng: random.Random | None = None,
     clock: Callable[[], float] = time.monotonic,
     weighted_priority_health: bool = False,
+    degraded_tier: bool = True,
+    joined: Mapping[str, float] | None = None,
 ) -> Picker:
     """Build the picker for ``cluster`` over ``cla``.
 
@@ -356,21 +494,31 @@ def build_picker(
     every random choice (seed it in tests). ``clock``: monotonic seconds for peak EWMA.
     ``weighted_priority_health``: Envoy's CLA policy flag of that name (priority health
     from endpoint weights instead of host counts; default off as in Envoy).
+    ``degraded_tier``: Envoy's degraded tier for DEGRADED endpoints (HTTP); False counts
+    them as unhealthy (gRPC, A27).
+    ``joined``: monotonic times at which endpoints joined the cluster after its first
+    assignment (address → time). With the policy's slow start, healthy ones still in the
+    window get Envoy's weight factor as of ``clock()``; the picker's ``refresh_at`` then
+    says when to rebuild it (the weights are fixed per picker, so the request path
+    computes nothing: see :meth:`pymesh._upstream.ClusterRuntime.sweep`).
     """
     rng = rng if rng is not None else random.Random()
     policy = cluster.lb_policy
-    levels = _levels(cla, ejected)
+    levels = _levels(cla, ejected, degraded_tier)
     factor = cla.overprovisioning_factor
+    counts = tuple(
+        LevelCounts(
+            len(lv.hosts),
+            len(lv.healthy),
+            sum(e.weight for e in lv.hosts),
+            sum(e.weight for e in lv.healthy),
+            len(lv.degraded),
+            sum(e.weight for e in lv.degraded),
+        )
+        for lv in levels
+    )
     plan = plan_priorities(
-        [
-            LevelCounts(
-                len(lv.hosts),
-                len(lv.healthy),
-                sum(e.weight for e in lv.hosts),
-                sum(e.weight for e in lv.healthy),
-            )
-            for lv in levels
-        ],
+        counts,
         factor,
         cluster.healthy_panic_threshold,
         weighted_priority_health=weighted_priority_health,
@@ -381,6 +529,7 @@ def build_picker(
         if d.parts_per_million > 0
     )
     selector: _Selector
+    refresh_at = 0.0
     if policy.name == "pick_first":
         candidates = tuple(e for lv in levels for e in lv.healthy)
         if not candidates and panic_threshold_percent(cluster.healthy_panic_threshold) > 0:
@@ -395,9 +544,10 @@ def build_picker(
     else:
         if policy.name == "peak_ewma" and states.decay_time != policy.decay_time:
             states.set_decay_time(policy.decay_time)
+        ramp, refresh_at = _slow_start_ramp(policy, levels, joined, clock)
 
         def make(hosts: tuple[Endpoint, ...]) -> HostChooser:
-            return make_chooser(policy, hosts, states=states, rng=rng, clock=clock)
+            return make_chooser(policy, hosts, states=states, rng=rng, clock=clock, ramp=ramp)
 
         selector = _PrioritySelector(
             tuple(
@@ -407,5 +557,34 @@ def build_picker(
             plan,
             rng,
         )
-    healthy = any(lv.healthy for lv in levels)
-    return Picker(cluster.name, policy.name, plan, drops, selector, healthy)
+    healthy = any(lv.healthy or lv.degraded for lv in levels)
+    picker = Picker(cluster.name, policy.name, plan, drops, selector, healthy, counts, factor)
+    picker.refresh_at = refresh_at
+    return picker
+
+
+def _slow_start_ramp(
+    policy: LbPolicy,
+    levels: list[_Level],
+    joined: Mapping[str, float] | None,
+    clock: Callable[[], float],
+) -> tuple[dict[str, float] | None, float]:
+    """Slow-start weight factors (address → factor) of the healthy endpoints still in
+    their window, and when they next need recomputing (0.0: never)."""
+    slow = policy.slow_start
+    if slow is None or not joined or policy.name not in ("round_robin", "least_request"):
+        return None, 0.0
+    now = clock()
+    ramp: dict[str, float] = {}
+    ends = []
+    for lv in levels:
+        for e in lv.healthy:  # Envoy scales only healthy hosts
+            t = joined.get(e.address)
+            if t is not None and now - t < slow.window:
+                ramp[e.address] = slow.factor(now - t)
+                ends.append(t + slow.window)
+    if not ramp:
+        return None, 0.0
+    # Fine enough to follow the curve, coarse enough that rebuilds cost nothing.
+    step = max(0.1, min(1.0, slow.window / 50))
+    return ramp, min(now + step, min(ends))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from pymesh.lb._edf import Edf
@@ -76,13 +76,20 @@ class RoundRobin:
 
 
 class WeightedRoundRobin:
-    """EDF-scheduled weighted round robin (Envoy, when endpoint weights differ)."""
+    """EDF-scheduled weighted round robin (Envoy, when endpoint weights differ or some
+    endpoint is in slow start; ``ramp``: address → slow-start weight factor)."""
 
     __slots__ = ("_edf", "_hosts")
 
-    def __init__(self, hosts: tuple[Endpoint, ...], rng: random.Random) -> None:
+    def __init__(
+        self,
+        hosts: tuple[Endpoint, ...],
+        rng: random.Random,
+        ramp: Mapping[str, float] | None = None,
+    ) -> None:
         self._hosts = hosts
-        self._edf = Edf.randomized([float(h.weight) for h in hosts], rng)
+        r = ramp or {}
+        self._edf = Edf.randomized([h.weight * r.get(h.address, 1.0) for h in hosts], rng)
 
     def choose(self) -> Endpoint | None:
         i = self._edf.pick()
@@ -110,8 +117,9 @@ class LeastRequest:
     (Envoy samples with replacement; distinct never wastes a choice) and take the one
     with the fewest active requests, ties to the earlier sample. With no more hosts than
     choices every host is compared (Envoy's full scan), ties broken at random.
-    Unequal weights: EDF where a host re-enters the schedule with weight
-    ``weight / (active_requests + 1) ** active_request_bias``.
+    Unequal weights (or a host in slow start): EDF where a host re-enters the schedule
+    with weight ``weight / (active_requests + 1) ** active_request_bias``, times its
+    slow-start factor (``ramp``: address → factor).
     """
 
     __slots__ = ("_below", "_choices", "_edf", "_hosts", "_n", "_rng", "_states")
@@ -122,6 +130,7 @@ class LeastRequest:
         states: tuple[EndpointState, ...],
         policy: LbPolicy,
         rng: random.Random,
+        ramp: Mapping[str, float] | None = None,
     ) -> None:
         self._hosts = hosts
         self._states = states
@@ -130,11 +139,12 @@ class LeastRequest:
         self._below = _below(rng)
         self._choices = max(1, policy.choice_count)
         self._edf: Edf | None = None
-        if not _equal_weights(hosts):
+        if ramp or not _equal_weights(hosts):
             bias = policy.active_request_bias
+            base = [h.weight * (ramp or {}).get(h.address, 1.0) for h in hosts]
 
             def weight_of(i: int) -> float:
-                w = float(hosts[i].weight)
+                w = base[i]
                 if bias == 0.0:
                     return w
                 active = states[i].active_requests + 1
@@ -223,20 +233,26 @@ def make_chooser(
     states: EndpointStates,
     rng: random.Random,
     clock: Callable[[], float] = time.monotonic,
+    ramp: Mapping[str, float] | None = None,
 ) -> HostChooser:
-    """The chooser of ``policy.name`` over ``hosts`` (non-hashing policies only)."""
+    """The chooser of ``policy.name`` over ``hosts`` (non-hashing policies only).
+
+    ``ramp``: slow-start weight factors of the hosts in their window (address → factor
+    in (0, 1)); round robin and least request honour it, as Envoy."""
     if not hosts:
         return EMPTY
     name = policy.name
+    if ramp is not None:
+        ramp = {h.address: ramp[h.address] for h in hosts if h.address in ramp} or None
     if name == "round_robin":
-        if _equal_weights(hosts):
+        if ramp is None and _equal_weights(hosts):
             return RoundRobin(hosts, rng)
-        return WeightedRoundRobin(hosts, rng)
+        return WeightedRoundRobin(hosts, rng, ramp)
     if name == "random":
         return RandomChoice(hosts, rng)
     per_host = tuple(states.get_or_create(h.address) for h in hosts)
     if name == "least_request":
-        return LeastRequest(hosts, per_host, policy, rng)
+        return LeastRequest(hosts, per_host, policy, rng, ramp)
     if name == "peak_ewma":
         return PeakEwma(hosts, per_host, rng, clock)
     if name == "client_side_weighted_round_robin" and policy.wrr is not None:

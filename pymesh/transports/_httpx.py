@@ -32,6 +32,7 @@ from pymesh.call import (
     run_async,
     run_sync,
 )
+from pymesh.call._session import http_set_cookie
 from pymesh.routing import RequestInfo
 from pymesh.telemetry import RequestObserver, observe_request
 from pymesh.transports._conn_limits import AsyncLimitedBackend, LimitedBackend
@@ -410,8 +411,10 @@ def _response(
     request: httpx.Request,
     resp: httpcore.Response,
     stream: httpx.SyncByteStream | httpx.AsyncByteStream,
+    address: str = "",
 ) -> httpx.Response:
-    """The httpx response for an upstream one, with the route's response header edits."""
+    """The httpx response for an upstream one (from endpoint ``address``), with the
+    route's response header edits and a stateful session's Set-Cookie."""
     headers = resp.headers
     mutation = plan.decision.response_mutation
     if not mutation.empty:
@@ -419,6 +422,11 @@ def _response(
             [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers]
         )
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in edited]
+    session = plan.session
+    if session is not None:
+        cookie = http_set_cookie(session, address)
+        if cookie is not None:
+            headers = [*headers, (b"set-cookie", cookie.encode("latin-1"))]
     return httpx.Response(
         status_code=resp.status,
         headers=headers,
@@ -605,7 +613,7 @@ class _Base:
             return _finish(a, request, result)
         resp: typing.Any = reply.value
         body = stream(resp.stream, result.release)  # type: ignore[union-attr]
-        return _response(a.plan, request, resp, body)
+        return _response(a.plan, request, resp, body, result.address)  # type: ignore[union-attr]
 
     def _mirror_targets(
         self, plan: Plan, state: ListenerState, request: httpx.Request

@@ -270,6 +270,11 @@ class Scenario:
     last: tuple[int, Result] | None = None  # the last N calls' outcome
     hits: dict[str, int] = field(default_factory=dict)
     check: Callable[[list[Result], dict[str, Host]], None] | None = None
+    #: Leaf clusters (mesh-file versions: host names and EDS health) of an aggregate
+    #: cluster the route sends to, in order; None: one cluster over every host.
+    aggregate: dict[str, list[tuple[str, str]]] | None = None
+    #: Where HTTP (Envoy's rules) and gRPC (the gRFCs') differ: called with the protocol.
+    protocol_check: Callable[[str, list[Result], dict[str, Host]], None] | None = None
 
 
 def _retried_elsewhere(results: list[Result], hosts: dict[str, Host]) -> None:
@@ -287,6 +292,59 @@ def _weighted_by_load(results: list[Result], hosts: dict[str, Host]) -> None:
     assert all(r.kind == "ok" for r in results)
     light = sum(1 for r in last if r.host == "light") / len(last)
     assert 0.65 <= light <= 0.95, light
+
+
+def _second_degraded(cla: Any) -> None:
+    cla.endpoints[0].lb_endpoints[1].health_status = 5  # DEGRADED
+
+
+def _degraded_tier(protocol: str, results: list[Result], hosts: dict[str, Host]) -> None:
+    assert all(r.kind == "ok" and not r.local for r in results)
+    if protocol == "http":
+        # Envoy: health 70 (1 of 2 healthy, factor 1.4), degraded availability 70: the
+        # degraded host takes the 30 % the healthy one cannot (binomial, 40 calls).
+        assert 1 <= hosts["deg"].hits <= 30
+        assert hosts["ok"].hits == len(results) - hosts["deg"].hits
+    else:
+        # gRPC (A27): only HEALTHY and UNKNOWN endpoints are used.
+        assert (hosts["ok"].hits, hosts["deg"].hits) == (len(results), 0)
+
+
+def _aggregate_spill(results: list[Result], hosts: dict[str, Host]) -> None:
+    # One merged priority set: primary's P0 has health 70 (1 of 2 healthy), so about
+    # 30 % goes to the fallback leaf; "the first leaf with a healthy host" would send 0.
+    assert all(r.kind == "ok" and not r.local for r in results)
+    assert hosts["u"].hits == 0
+    assert 1 <= hosts["f"].hits <= 30
+    assert hosts["p"].hits + hosts["f"].hits == len(results)
+
+
+def _with_aggregate(snap: Any, leaves: list[str]) -> Any:
+    """``snap`` with every route sent to an aggregate cluster "agg" over ``leaves``."""
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
+
+    from pymesh.server import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Snapshot
+
+    agg = cluster_pb2.Cluster(name="agg", lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
+    agg.cluster_type.name = "envoy.clusters.aggregate"
+    agg.cluster_type.typed_config.Pack(aggregate_pb2.ClusterConfig(clusters=leaves))
+    routes = []
+    for rc in snap.get(ROUTE_TYPE).values():
+        copy = type(rc)()
+        copy.CopyFrom(rc)
+        for vh in copy.virtual_hosts:
+            for route in vh.routes:
+                route.route.ClearField("weighted_clusters")
+                route.route.cluster = "agg"
+        routes.append(copy)
+    return Snapshot.of(
+        None,
+        listeners=snap.get(LISTENER_TYPE).values(),
+        routes=routes,
+        clusters=[*snap.get(CLUSTER_TYPE).values(), agg],
+        endpoints=snap.get(ENDPOINT_TYPE).values(),
+    )
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -380,6 +438,18 @@ SCENARIOS: dict[str, Scenario] = {
         calls=2000,
         check=_weighted_by_load,
     ),
+    "degraded tier": Scenario(
+        {"ok": {}, "deg": {}},
+        endpoints_edit=_second_degraded,
+        calls=40,
+        protocol_check=_degraded_tier,
+    ),
+    "aggregate spill-over": Scenario(
+        {"p": {}, "u": {}, "f": {}},
+        aggregate={"primary": [("p", "HEALTHY"), ("u", "UNHEALTHY")], "fallback": [("f", "")]},
+        calls=40,
+        check=_aggregate_spill,
+    ),
     "route timeout": Scenario(
         {"a": {"delays": (5.0,)}},
         routes=[{"timeout": "300ms"}],
@@ -405,22 +475,34 @@ def test_parity(
     protocol, run = DRIVERS[driver]
     hosts = {name: Host(name, **opts) for name, opts in sc.hosts.items()}
     try:
-        config = {
-            "services": {
-                "svc": {
-                    "port": HTTP_PORT if protocol == "http" else GRPC_PORT,
-                    "protocol": protocol,
-                    "endpoints": [h.address(protocol) for h in hosts.values()],
-                    "routes": sc.routes,
-                    "traffic_policy": sc.policy,
-                }
-            }
+        port = HTTP_PORT if protocol == "http" else GRPC_PORT
+        svc: dict[str, Any] = {
+            "port": port,
+            "protocol": protocol,
+            "endpoints": [h.address(protocol) for h in hosts.values()],
+            "routes": sc.routes,
+            "traffic_policy": sc.policy,
         }
-        control_plane.set_snapshot(
-            edited_mesh(
-                config, route=sc.route_edit, cluster=sc.cluster_edit, endpoints=sc.endpoints_edit
-            )
+        if sc.aggregate is not None:
+            svc["endpoints"] = []
+            svc["versions"] = {
+                leaf: {
+                    "endpoints": [
+                        {"address": hosts[n].address(protocol), "health": health or "HEALTHY"}
+                        for n, health in members
+                    ]
+                }
+                for leaf, members in sc.aggregate.items()
+            }
+        snap = edited_mesh(
+            {"services": {"svc": svc}},
+            route=sc.route_edit,
+            cluster=sc.cluster_edit,
+            endpoints=sc.endpoints_edit,
         )
+        if sc.aggregate is not None:
+            snap = _with_aggregate(snap, [f"outbound|{port}|{v}|svc" for v in sc.aggregate])
+        control_plane.set_snapshot(snap)
         boot = bootstrap_for(control_plane, node_id=f"parity/{request.node.name}")
         with pymesh.Mesh(boot, seed=7) as mesh:
             started = time.monotonic()
@@ -434,6 +516,8 @@ def test_parity(
             assert results[-n:] == [expected] * n
         if sc.check is not None:
             sc.check(results, hosts)
+        if sc.protocol_check is not None:
+            sc.protocol_check(protocol, results, hosts)
         assert {name: hosts[name].hits for name in sc.hits} == sc.hits
         if scenario == "fault delay":
             assert elapsed >= 0.2  # the delay was served (a lower bound cannot flake)
@@ -442,6 +526,147 @@ def test_parity(
             breaker = rt.breaker
             assert breaker is not None
             assert (breaker.active_requests, breaker.active_retries) == (0, 0), rt.name
+    finally:
+        for h in hosts.values():
+            h.close()
+
+
+# -- stateful session (cookie): Envoy's filter over HTTP, gRPC A55 in metadata ---------
+
+SESSION_COOKIE = "svc-session"
+
+
+def _session_filter(lis: Any) -> None:
+    from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm_pb2,
+    )
+    from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2
+
+    state = cookie_pb2.CookieBasedSessionState()
+    state.cookie.name = SESSION_COOKIE
+    state.cookie.ttl.FromSeconds(60)
+    session = stateful_session_pb2.StatefulSession()
+    session.session_state.name = "envoy.http.stateful_session.cookie"
+    session.session_state.typed_config.Pack(state)
+    hcm = hcm_pb2.HttpConnectionManager()
+    lis.api_listener.api_listener.Unpack(hcm)
+    router = hcm.http_filters.pop()
+    hcm.http_filters.add(name="envoy.filters.http.stateful_session").typed_config.Pack(session)
+    hcm.http_filters.append(router)
+    lis.api_listener.api_listener.Pack(hcm)
+
+
+def _set_cookie(values: list[str]) -> str | None:
+    for v in values:
+        name, _, rest = v.split(";")[0].partition("=")
+        if name.strip() == SESSION_COOKIE:
+            return rest.strip().strip('"')
+    return None
+
+
+# Each driver: n calls, the first without a cookie, the others with the cookie the first
+# answer set; returns (host per call, whether each answer set a cookie).
+Sessions = Callable[[pymesh.Mesh, int], tuple[list[str], list[bool]]]
+
+
+def _session_http(asynchronous: bool) -> Sessions:
+    def run(mesh: pymesh.Mesh, n: int) -> tuple[list[str], list[bool]]:
+        async def go() -> tuple[list[str], list[bool]]:
+            hosts, sets = [], []
+            cookie: str | None = None
+            transport: Any = (
+                pymesh.AsyncMeshTransport(mesh) if asynchronous else pymesh.MeshTransport(mesh)
+            )
+            client: Any = (httpx.AsyncClient if asynchronous else httpx.Client)(
+                transport=transport, timeout=20
+            )
+            for _ in range(n):
+                headers = {"cookie": f'{SESSION_COOKIE}="{cookie}"'} if cookie else {}
+                client.cookies.clear()  # only the cookie this test sends
+                r = client.get(f"http://svc:{HTTP_PORT}/", headers=headers)
+                r = await r if asynchronous else r
+                got = _set_cookie(r.headers.get_list("set-cookie"))
+                cookie = cookie or got
+                hosts.append(r.text.partition(":")[0])
+                sets.append(got is not None)
+            await client.aclose() if asynchronous else client.close()
+            return hosts, sets
+
+        return asyncio.run(go())
+
+    return run
+
+
+def _session_grpc_sync(mesh: pymesh.Mesh, n: int) -> tuple[list[str], list[bool]]:
+    hosts, sets = [], []
+    cookie: str | None = None
+    with pymesh.grpc.insecure_channel(f"xds:///svc:{GRPC_PORT}", mesh) as ch:
+        call = ch.unary_unary(METHOD)
+        for _ in range(n):
+            md = (("cookie", f"{SESSION_COOKIE}={cookie}"),) if cookie else None
+            reply, c = call.with_call(b"", timeout=20, metadata=md)
+            got = _set_cookie([v for k, v in c.initial_metadata() if k == "set-cookie"])
+            cookie = cookie or got
+            hosts.append(reply.decode().partition(":")[0])
+            sets.append(got is not None)
+    return hosts, sets
+
+
+def _session_grpc_aio(mesh: pymesh.Mesh, n: int) -> tuple[list[str], list[bool]]:
+    async def go() -> tuple[list[str], list[bool]]:
+        hosts, sets = [], []
+        cookie: str | None = None
+        async with pymesh.grpc.aio.insecure_channel(f"xds:///svc:{GRPC_PORT}", mesh) as ch:
+            multi = ch.unary_unary(METHOD)
+            for _ in range(n):
+                md = (("cookie", f"{SESSION_COOKIE}={cookie}"),) if cookie else None
+                c = multi(b"", timeout=20, metadata=md)
+                reply = await c
+                initial = await c.initial_metadata()
+                got = _set_cookie([v for k, v in initial if k == "set-cookie"])
+                cookie = cookie or got
+                hosts.append(reply.decode().partition(":")[0])
+                sets.append(got is not None)
+        return hosts, sets
+
+    return asyncio.run(go())
+
+
+SESSION_DRIVERS: dict[str, tuple[str, Sessions]] = {
+    "httpx-sync": ("http", _session_http(False)),
+    "httpx-async": ("http", _session_http(True)),
+    "grpc-sync": ("grpc", _session_grpc_sync),
+    "grpc-aio": ("grpc", _session_grpc_aio),
+}
+
+
+@pytest.mark.parametrize("driver", list(SESSION_DRIVERS))
+def test_stateful_session_pins_calls_to_the_cookies_endpoint(
+    driver: str, control_plane: ControlPlane, request: pytest.FixtureRequest
+) -> None:
+    """The first call (no cookie) is load balanced and answered with a cookie naming its
+    endpoint; every later call carrying it goes to that endpoint (round robin would
+    alternate) and sets no new cookie."""
+    protocol, run = SESSION_DRIVERS[driver]
+    hosts = {name: Host(name) for name in ("a", "b", "c")}
+    try:
+        config = {
+            "services": {
+                "svc": {
+                    "port": HTTP_PORT if protocol == "http" else GRPC_PORT,
+                    "protocol": protocol,
+                    "endpoints": [h.address(protocol) for h in hosts.values()],
+                }
+            }
+        }
+        control_plane.set_snapshot(edited_mesh(config, listener=_session_filter))
+        boot = bootstrap_for(control_plane, node_id=f"parity/{request.node.name}")
+        with pymesh.Mesh(boot, seed=7) as mesh:
+            served, set_cookie = run(mesh, 8)
+        assert len(set(served)) == 1, served
+        assert set_cookie == [True] + [False] * 7
+        assert hosts[served[0]].hits == 8
     finally:
         for h in hosts.values():
             h.close()

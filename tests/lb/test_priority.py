@@ -89,3 +89,79 @@ def test_ejected_hosts_count_as_unhealthy() -> None:
     assert pk.priority_loads == (70, 30)
     assert {pk.pick().address for _ in range(500)} >= {"10.0.0.2:80", "10.1.0.1:80"}  # type: ignore[union-attr]
     assert "10.0.0.1:80" not in {pk.pick().address for _ in range(500)}  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------ the degraded tier
+
+
+def test_envoy_comment_example_healthy_and_degraded_loads() -> None:
+    # Envoy's recalculatePerPriorityState comment: health 10/20/10 and degraded 20/10/0
+    # give healthy loads 16/28/14 and degraded loads 28/14/0 (factor 100 here).
+    levels = [LevelCounts(10, 1, degraded=2), LevelCounts(10, 2, degraded=1), LevelCounts(10, 1)]
+    plan = plan_priorities(levels, 100, 0)
+    assert plan.loads == (16, 28, 14)
+    assert plan.degraded_loads == (28, 14, 0)
+
+
+def test_degraded_hosts_take_nothing_while_healthy_ones_suffice() -> None:
+    plan = plan_priorities([LevelCounts(4, 3, degraded=1)], 140, 50)
+    assert (plan.loads, plan.degraded_loads) == ((100,), (0,))
+
+
+def test_degraded_takes_what_healthy_cannot() -> None:
+    # 2 healthy, 8 degraded: health 28, degraded min(100, 112); total capped at 100.
+    plan = plan_priorities([LevelCounts(10, 2, degraded=8)], 140, 50)
+    assert (plan.loads, plan.degraded_loads, plan.panic) == ((28,), (72,), (False,))
+
+
+def test_healthy_lower_priority_before_degraded_higher_one() -> None:
+    plan = plan_priorities([LevelCounts(2, 0, degraded=2), LevelCounts(1, 1)], 140, 50)
+    assert (plan.loads, plan.degraded_loads) == ((0, 100), (0, 0))
+
+
+def test_panic_counts_healthy_plus_degraded() -> None:
+    # 1 degraded of 4 (25 % usable) panics; 2 of 4 (50 %) does not.
+    assert plan_priorities([LevelCounts(4, 0, degraded=1)], 140, 50).panic == (True,)
+    plan = plan_priorities([LevelCounts(4, 0, degraded=2)], 140, 50)
+    assert (plan.panic, plan.loads, plan.degraded_loads) == ((False,), (0,), (100,))
+
+
+def test_rounding_goes_to_first_degraded_level_without_healthy_ones() -> None:
+    # degraded availability 33 and 33 (factor 100, 1 of 3): 50 + 50 after normalizing 66.
+    plan = plan_priorities([LevelCounts(3, 0, degraded=1), LevelCounts(3, 0, degraded=1)], 100, 0)
+    assert sum(plan.loads) + sum(plan.degraded_loads) == 100
+    assert plan.degraded_loads[0] >= plan.degraded_loads[1]
+
+
+def test_picker_sends_degraded_share_to_degraded_hosts() -> None:
+    p0 = eps("10.0.0", 1, health="HEALTHY") + eps("10.0.1", 1, health="DEGRADED")
+    pk = picker(cla((p0, 0)), seed=3)
+    assert pk.priority_loads == (70,)
+    n = 20000
+    degraded = sum(pk.pick().host == "10.0.1.1" for _ in range(n))  # type: ignore[union-attr]
+    assert abs(degraded - 0.3 * n) < 6 * (n * 0.3 * 0.7) ** 0.5
+
+
+def test_degraded_tier_off_counts_degraded_as_unhealthy() -> None:
+    import random
+
+    from pymesh.lb import EndpointStates, build_picker
+    from pymesh.xds.resources.cluster import Cluster
+
+    p0 = eps("10.0.0", 1, health="HEALTHY") + eps("10.0.1", 1, health="DEGRADED")
+    pk = build_picker(
+        Cluster("c"),
+        cla((p0, 0)),
+        states=EndpointStates(),
+        rng=random.Random(1),
+        degraded_tier=False,
+    )
+    assert {pk.pick().host for _ in range(2000)} == {"10.0.0.1"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("policy", ["ring_hash", "maglev"])
+def test_hash_policies_choose_degraded_priority_but_hash_healthy_hosts(policy: str) -> None:
+    # As Envoy: the degraded load selects the level; its table holds its healthy hosts.
+    p0 = eps("10.0.0", 1, health="HEALTHY") + eps("10.0.1", 1, health="DEGRADED")
+    pk = picker(cla((p0, 0)), policy)
+    assert {pk.pick(h).host for h in range(0, 2**64, 2**58)} == {"10.0.0.1"}  # type: ignore[union-attr]

@@ -166,6 +166,10 @@ _METADATA = "metadata is not matched or used by pymesh"
 _HEADER_OPS_NOTE = "see HeaderValueOption"
 _NOT_ENVOY_CLIENT = "not implemented; pymesh behaves as if it were unset"
 _WAITS_ENGINE = "waits for the call engine, issue 14"
+_SLOW_START = (
+    "Envoy's formula; endpoints added after the cluster's first assignment ramp up "
+    "(weights refreshed about every window/50, at least every second)"
+)
 
 _PFX_LB = "envoy.extensions.load_balancing_policies."
 _CSWRR = "client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin"
@@ -202,8 +206,8 @@ _HEADER_OPS = {
 }
 _TYPED_PER_FILTER = H(
     "HTTPFault (also in a FilterConfig) overrides the fault filter; RBACPerRoute replaces "
-    "the RBAC filter's config; StatefulSessionPerRoute is parsed (the filter itself is "
-    "Warn). Other types → Warn, kept as None",
+    "the RBAC filter's config; StatefulSessionPerRoute overrides the session filter "
+    "(disabled, or another cookie). Other types → Warn, kept as None",
     any_types=PER_FILTER_TYPES,
 )
 
@@ -379,8 +383,8 @@ TABLE: dict[str, dict[str, Field]] = {
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {
         "name": H("must be non-empty and unique"),
         "typed_config": H(
-            "Router, HTTPFault and RBAC (enforced by pymesh's servers) are honoured; "
-            "StatefulSession (cookie) is parsed and Warn. "
+            "Router, HTTPFault, StatefulSession (cookie) and RBAC (enforced by pymesh's "
+            "servers) are honoured. "
             "Another type → NACK, unless is_optional (then skipped with a Warn). "
             "A TypedStruct custom filter → NACK",
             any_types=(ROUTER, FAULT, STATEFUL_SESSION, RBAC),
@@ -414,13 +418,13 @@ TABLE: dict[str, dict[str, Field]] = {
         "max_requests_per_connection": I(_SERVER_SIDE),
     },
     STATEFUL_SESSION: {
-        "session_state": W(
-            "parsed → StatefulSession (cookie name, path, ttl); the override-host "
-            "routing " + _WAITS_ENGINE,
-            parsed=True,
+        "session_state": H(
+            "→ StatefulSession (cookie name, path, ttl): the cookie's endpoint is picked "
+            "when in the cluster and usable, else load balancing and a Set-Cookie (Envoy's "
+            "cookie format; gRPC A55 in metadata)",
             sub="envoy.config.core.v3.TypedExtensionConfig@session_state",
         ),
-        "strict": W("parsed; not applied (" + _WAITS_ENGINE + ")", parsed=True),
+        "strict": H("an unusable cookie endpoint → local 503 / UNAVAILABLE"),
         "stat_prefix": I(_STATS),
     },
     "envoy.config.core.v3.TypedExtensionConfig@session_state": {
@@ -433,11 +437,15 @@ TABLE: dict[str, dict[str, Field]] = {
     COOKIE_SESSION_STATE: {
         "cookie": H("required"),
     },
+    "envoy.type.http.v3.CookieAttribute": {
+        "name": H("must be non-empty"),
+        "value": H("empty: the attribute alone (e.g. Secure)"),
+    },
     "envoy.type.http.v3.Cookie": {
         "name": H("→ cookie_name; empty → NACK"),
-        "path": H("→ path (default /)"),
+        "path": H("→ path (empty or / : every request path)"),
         "ttl": H("→ ttl seconds (None when unset)"),
-        "attributes": W("extra cookie attributes are not parsed"),
+        "attributes": H("appended to Set-Cookie (HTTP) after Path, as Envoy"),
     },
     STATEFUL_SESSION_PER_ROUTE: {
         "disabled": H("→ StatefulSessionPerRoute(disabled=True)"),
@@ -990,7 +998,7 @@ TABLE: dict[str, dict[str, Field]] = {
         "maglev_lb_config": H(),
         "original_dst_lb_config": W("ORIGINAL_DST clusters are NACKed"),
         "least_request_lb_config": H(),
-        "round_robin_lb_config": W("slow start is not implemented yet (" + _WAITS_ENGINE + ")"),
+        "round_robin_lb_config": H(),
         "common_lb_config": H(),
         "transport_socket": H("UpstreamTlsContext or RawBuffer; another type → NACK"),
         "metadata": I(_METADATA),
@@ -1023,16 +1031,29 @@ TABLE: dict[str, dict[str, Field]] = {
         ),
     },
     "envoy.extensions.clusters.aggregate.v3.ClusterConfig": {
-        "clusters": W(
-            "parsed in order (empty list or name → NACK), but served as the first leaf with "
-            "a healthy endpoint, not Envoy's merged priority set (" + _WAITS_ENGINE + ")",
-            parsed=True,
+        "clusters": H(
+            "in order (empty list or name → NACK); nested aggregates flattened (A37); the "
+            "leaves' priority levels form one merged priority set, as Envoy's aggregate "
+            "cluster"
         ),
     },
     "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig": {
         "choice_count": H("default 2, must be ≥ 2"),
         "active_request_bias": H("default_value; default 1.0"),
-        "slow_start_config": W("slow start is not implemented yet (" + _WAITS_ENGINE + ")"),
+        "slow_start_config": H(_SLOW_START),
+    },
+    "envoy.config.cluster.v3.Cluster.RoundRobinLbConfig": {
+        "slow_start_config": H(_SLOW_START),
+    },
+    "envoy.config.cluster.v3.Cluster.SlowStartConfig": {
+        "slow_start_window": H("0 or unset: slow start is off"),
+        "aggression": H("default 1.0; ≤ 0 → Warn, 1.0 used (as Envoy)"),
+        "min_weight_percent": H("default 10 %"),
+    },
+    _PFX_LB + "common.v3.SlowStartConfig": {
+        "slow_start_window": H("0 or unset: slow start is off"),
+        "aggression": H("default 1.0; ≤ 0 → Warn, 1.0 used (as Envoy)"),
+        "min_weight_percent": H("default 10 %"),
     },
     "envoy.config.core.v3.RuntimeDouble": {
         "default_value": H("must be ≥ 0"),
@@ -1063,10 +1084,19 @@ TABLE: dict[str, dict[str, Field]] = {
         "ignore_new_hosts_until_first_hc": W("active health checking is not implemented"),
         "close_connections_on_host_set_change": W(_NOT_ENVOY_CLIENT),
         "consistent_hashing_lb_config": W(_NOT_ENVOY_CLIENT),
-        "override_host_status": W("host override (stateful sessions) waits for the call engine"),
+        "override_host_status": H(
+            "statuses a stateful session's endpoint may have; unset: UNKNOWN, HEALTHY, "
+            "DEGRADED on HTTP (Envoy), UNKNOWN, HEALTHY on gRPC (A55)"
+        ),
     },
     "envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig": {},
     "envoy.type.v3.Percent": {"value": H()},
+    "envoy.config.core.v3.HealthStatusSet": {
+        "statuses": H(
+            "unknown values → NACK",
+            values=ok("UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED"),
+        )
+    },
     "envoy.config.cluster.v3.CircuitBreakers": {
         "thresholds": H("the first DEFAULT-priority entry; HIGH and extra entries → Warn"),
         "per_host_thresholds": W("per-host limits are not enforced"),
@@ -1230,13 +1260,13 @@ TABLE: dict[str, dict[str, Field]] = {
         ),
     },
     _PFX_LB + "round_robin.v3.RoundRobin": {
-        "slow_start_config": W("slow start is not implemented yet (" + _WAITS_ENGINE + ")"),
+        "slow_start_config": H(_SLOW_START),
         "locality_lb_config": W("use wrr_locality or locality_weighted_lb_config"),
     },
     _PFX_LB + "least_request.v3.LeastRequest": {
         "choice_count": H("default 2, must be ≥ 2"),
         "active_request_bias": H("default 1.0"),
-        "slow_start_config": W("slow start is not implemented yet (" + _WAITS_ENGINE + ")"),
+        "slow_start_config": H(_SLOW_START),
         "locality_lb_config": W("use wrr_locality or locality_weighted_lb_config"),
         "enable_full_scan": W("N choices are sampled"),
         "selection_method": W("N choices are sampled"),
@@ -1570,8 +1600,9 @@ TABLE: dict[str, dict[str, Field]] = {
                 "DRAINING": (Status.HONOURED, "not used"),
                 "TIMEOUT": (Status.HONOURED, "not used"),
                 "DEGRADED": (
-                    Status.WARNED,
-                    "treated as unhealthy; Envoy's degraded tier " + _WAITS_ENGINE,
+                    Status.HONOURED,
+                    "HTTP: Envoy's degraded tier (used for the load healthy hosts cannot "
+                    "take); gRPC: not used (A27)",
                 ),
             }
         ),

@@ -304,6 +304,21 @@ def _dns(ctx: Ctx, msg: Any) -> dict[str, Any]:
     }
 
 
+def _health_set(ctx: Ctx, msg: Any) -> frozenset[str]:
+    """envoy.config.core.v3.HealthStatusSet → status names (unknown values → NACK)."""
+    from envoy.config.core.v3 import health_check_pb2
+
+    path = "common_lb_config.override_host_status"
+    ctx.check(msg, path)
+    names = []
+    for i, value in enumerate(msg.statuses):
+        vd = health_check_pb2.HealthStatus.DESCRIPTOR.values_by_number.get(int(value))
+        if vd is None:
+            ctx.fail(f"{path}.statuses[{i}]", f"unknown health status {value}")
+        names.append(vd.name)
+    return frozenset(names)
+
+
 def parse(msg: Any) -> Cluster:
     ctx = Ctx("Cluster", msg.name)
     if not msg.name:
@@ -342,12 +357,15 @@ def parse(msg: Any) -> Cluster:
     if connect_timeout is not None and connect_timeout <= 0:
         ctx.fail("connect_timeout", "connect_timeout must be greater than 0")
     panic = 50.0
+    override_status: frozenset[str] | None = None
     if msg.HasField("common_lb_config"):
         clc = msg.common_lb_config
         if clc.HasField("healthy_panic_threshold"):
             panic = float(clc.healthy_panic_threshold.value)
             if not 0 <= panic <= 100:
                 ctx.fail("common_lb_config.healthy_panic_threshold", "must be in 0..100")
+        if clc.HasField("override_host_status"):
+            override_status = _health_set(ctx, clc.override_host_status)
         ctx.check(clc, "common_lb_config")
     http2, max_requests, idle_timeout = _http_options(ctx, msg)
     cb = (
@@ -375,6 +393,7 @@ def parse(msg: Any) -> Cluster:
         outlier_detection=od,
         tls=tls,
         healthy_panic_threshold=panic,
+        override_host_status=override_status,
         max_requests_per_connection=max_requests,
         http2=http2,
         idle_timeout=idle_timeout,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal
 
 from envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3 import (
@@ -18,8 +19,16 @@ from envoy.extensions.load_balancing_policies.wrr_locality.v3 import wrr_localit
 from udpa.type.v1 import typed_struct_pb2 as udpa_typed_struct_pb2
 from xds.type.v3 import typed_struct_pb2
 
-from pymesh.xds.resources._common import Ctx, join, opt_duration, type_name, unpack, wrapped
-from pymesh.xds.resources.cluster import PEAK_EWMA_TYPE, LbPolicy, WrrConfig
+from pymesh.xds.resources._common import (
+    Ctx,
+    duration,
+    join,
+    opt_duration,
+    type_name,
+    unpack,
+    wrapped,
+)
+from pymesh.xds.resources.cluster import PEAK_EWMA_TYPE, LbPolicy, SlowStart, WrrConfig
 
 MAX_RING_SIZE = 8 * 1024 * 1024
 MAX_MAGLEV_TABLE = 5_000_011
@@ -83,6 +92,34 @@ def _table_size(ctx: Ctx, msg: Any, path: str) -> int:
     return size
 
 
+def _slow_start(ctx: Ctx, owner: Any, path: str) -> dict[str, Any]:
+    """``owner.slow_start_config`` (the cluster's or the policy extension's) → the
+    ``slow_start`` keyword of LbPolicy; nothing when unset or its window is 0 (Envoy:
+    slow start is off)."""
+    if not owner.HasField("slow_start_config"):
+        return {}
+    p = join(path, "slow_start_config")
+    msg = owner.slow_start_config
+    ctx.check(msg, p)
+    window = duration(ctx, msg.slow_start_window, join(p, "slow_start_window"))
+    aggression = 1.0
+    if msg.HasField("aggression"):
+        ctx.check(msg.aggression, join(p, "aggression"))
+        aggression = float(msg.aggression.default_value)
+        if not aggression > 0 or math.isnan(aggression):
+            # Envoy accepts the value and uses 1.0 (logging an error): so do we, counted.
+            ctx.unsupported_field(join(p, "aggression"), "must be > 0; 1.0 is used, as Envoy")
+            aggression = 1.0
+    min_percent = 10.0
+    if msg.HasField("min_weight_percent"):
+        min_percent = float(msg.min_weight_percent.value)
+        if not 0.0 <= min_percent <= 100.0:
+            ctx.fail(join(p, "min_weight_percent"), f"must be in 0..100, got {min_percent}")
+    if window <= 0:
+        return {}
+    return {"slow_start": SlowStart(window, aggression, min_percent)}
+
+
 def _least_request(ctx: Ctx, msg: Any, path: str) -> dict[str, Any]:
     choice = int(wrapped(msg, "choice_count", 2))
     if choice < 2:
@@ -93,7 +130,7 @@ def _least_request(ctx: Ctx, msg: Any, path: str) -> dict[str, Any]:
         if bias < 0:
             ctx.fail(join(path, "active_request_bias"), "active_request_bias must be >= 0")
         ctx.check(msg.active_request_bias, join(path, "active_request_bias"))
-    return {"choice_count": choice, "active_request_bias": bias}
+    return {"choice_count": choice, "active_request_bias": bias, **_slow_start(ctx, msg, path)}
 
 
 def from_enum(ctx: Ctx, cluster: Any) -> LbPolicy:
@@ -110,6 +147,10 @@ def from_enum(ctx: Ctx, cluster: Any) -> LbPolicy:
         p = "least_request_lb_config"
         kw.update(_least_request(ctx, cluster.least_request_lb_config, p))
         ctx.check(cluster.least_request_lb_config, p)
+    elif name == "round_robin" and cluster.HasField("round_robin_lb_config"):
+        p = "round_robin_lb_config"
+        kw.update(_slow_start(ctx, cluster.round_robin_lb_config, p))
+        ctx.check(cluster.round_robin_lb_config, p)
     elif name == "ring_hash" and cluster.HasField("ring_hash_lb_config"):
         p = "ring_hash_lb_config"
         rh = cluster.ring_hash_lb_config
@@ -200,8 +241,9 @@ def _one_policy(ctx: Ctx, ext: Any, path: str, nested: bool) -> LbPolicy | None:
     any_msg = ext.typed_config
     tn = type_name(any_msg.type_url)
     if tn == _ROUND_ROBIN:
-        ctx.check(unpack(ctx, any_msg, round_robin_pb2.RoundRobin, path), path)
-        return LbPolicy(name="round_robin")
+        rr = unpack(ctx, any_msg, round_robin_pb2.RoundRobin, path)
+        ctx.check(rr, path)
+        return LbPolicy(name="round_robin", **_slow_start(ctx, rr, path))
     if tn == _RANDOM:
         ctx.check(unpack(ctx, any_msg, random_pb2.Random, path), path)
         return LbPolicy(name="random")

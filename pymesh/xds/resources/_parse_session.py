@@ -40,12 +40,19 @@ def stateful_session(ctx: Ctx, msg: Any, path: str) -> StatefulSession:
             ctx.fail(join(tp, "cookie.name"), "the session cookie needs a name")
         cp = join(tp, "cookie")
         ctx.check(state.cookie, cp)
+        attributes = []
+        for i, attr in enumerate(state.cookie.attributes):
+            ap = join(cp, f"attributes[{i}]")
+            ctx.check(attr, ap)
+            if not attr.name:
+                ctx.fail(join(ap, "name"), "a cookie attribute needs a name")
+            attributes.append((attr.name, attr.value))
         cookie = SessionCookie(
             name=state.cookie.name,
-            path=state.cookie.path or "/",
+            path=state.cookie.path,
             ttl=opt_duration(ctx, state.cookie, "ttl", cp),
+            attributes=tuple(attributes),
         )
-    # The table warns for session_state and strict: parsed, not applied yet.
     ctx.check(msg, path)
     return StatefulSession(cookie=cookie, strict=bool(msg.strict))
 

@@ -42,6 +42,28 @@ class WrrConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SlowStart:
+    """Envoy's SlowStartConfig (round robin and least request): an endpoint has its
+    weight scaled by ``max(min_weight_percent/100, time_factor ** (1/aggression))`` for
+    ``window`` seconds after it joined, ``time_factor`` being the time since it joined
+    over the window (Envoy 1.40 ramps the hosts of the first assignment too)."""
+
+    window: float  # seconds, > 0 (0 disables slow start and is parsed as None)
+    aggression: float = 1.0
+    min_weight_percent: float = 10.0
+
+    def factor(self, age: float) -> float:
+        """The weight multiplier of an endpoint that joined ``age`` seconds ago (Envoy's
+        applySlowStartFactor: the age counts at least 1 ms)."""
+        if age >= self.window:
+            return 1.0
+        time_factor = max(0.001, age) / self.window
+        if self.aggression != 1.0:
+            time_factor = time_factor ** (1.0 / self.aggression)
+        return max(time_factor, self.min_weight_percent / 100.0)
+
+
+@dataclass(frozen=True, slots=True)
 class LbPolicy:
     """The endpoint-picking policy (from lb_policy or load_balancing_policy).
 
@@ -60,6 +82,7 @@ class LbPolicy:
     locality_weighted: bool = False
     decay_time: float = 10.0  # peak_ewma (seconds)
     wrr: WrrConfig | None = None  # client_side_weighted_round_robin
+    slow_start: SlowStart | None = None  # round_robin, least_request
     params: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -121,6 +144,9 @@ class Cluster:
     outlier_detection: OutlierDetection | None = None
     tls: UpstreamTls | None = None
     healthy_panic_threshold: float = 50.0  # percent; 0 disables panic mode
+    #: common_lb_config.override_host_status: EDS health statuses a stateful session's
+    #: endpoint may have; None: the protocol's default (Envoy's / gRPC's).
+    override_host_status: frozenset[str] | None = None
     max_requests_per_connection: int | None = None
     http2: bool = False  # upstream speaks HTTP/2 (http2_protocol_options)
     dns_refresh_rate: float = 5.0

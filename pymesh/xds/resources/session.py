@@ -1,9 +1,9 @@
 """Stateful session (Envoy's ``envoy.filters.http.stateful_session`` with the cookie
 extension, gRPC A55) → frozen dataclasses.
 
-Parsed now, applied later: the override-host routing (send a request to the endpoint its
-cookie names) waits for the call engine, so the field table classifies the filter's
-fields as Warn and every use is a counted warning.
+Applied by the call engine (:mod:`pymesh.call._session`): a request goes to the endpoint
+its cookie names when that one is in the cluster and usable, else it is load balanced
+and the response sets the cookie.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ class SessionCookie:
     """envoy.type.http.v3.Cookie: the cookie that names the session's endpoint."""
 
     name: str
-    path: str = "/"
+    path: str = ""  # "" and "/" cover every request path; Set-Cookie has Path only if set
     ttl: float | None = None  # seconds; None: a session cookie
+    #: Extra Set-Cookie attributes (name, value; value "" for a bare one like Secure).
+    attributes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,11 +53,13 @@ def _pymesh_accepts(fn: Callable[[Any], object], msg: Any) -> tuple[bool, str]:
     return True, ""
 
 
-def _cookie_session(name: str = "session") -> Any:
+def _cookie_session(name: str = "session", attribute: str | None = None) -> Any:
     state = cookie_pb2.CookieBasedSessionState()
     state.cookie.name = name
     state.cookie.path = "/"
     state.cookie.ttl.FromSeconds(60)
+    if attribute is not None:
+        state.cookie.attributes.add(name=attribute, value="v")
     session = stateful_session_pb2.StatefulSession()
     session.session_state.name = "envoy.http.stateful_session.cookie"
     session.session_state.typed_config.Pack(state)
@@ -438,6 +440,16 @@ def _api_listener(h: Any) -> Any:
         (
             "stateful session cookie without a name",
             _hcm_with(("envoy.filters.http.stateful_session", _cookie_session(""))),
+            False,
+        ),
+        (
+            "stateful session cookie attribute",
+            _hcm_with(("envoy.filters.http.stateful_session", _cookie_session("s", "SameSite"))),
+            True,
+        ),
+        (
+            "stateful session cookie attribute without a name",
+            _hcm_with(("envoy.filters.http.stateful_session", _cookie_session("s", ""))),
             False,
         ),
     ],

@@ -502,6 +502,7 @@ def _kitchen_sink_listeners() -> list[Any]:
     h.http_filters.add(name="fault").typed_config.Pack(f)
     state = cookie_pb2.CookieBasedSessionState()
     state.cookie.name = "session"
+    state.cookie.attributes.add(name="SameSite", value="Strict")
     session = stateful_session_pb2.StatefulSession()
     session.session_state.name = "cookie"
     session.session_state.typed_config.Pack(state)
@@ -640,6 +641,7 @@ def _kitchen_sink_clusters() -> list[Any]:
     t.retry_budget.budget_percent.value = 10
     c.outlier_detection.consecutive_5xx.value = 3
     c.common_lb_config.healthy_panic_threshold.value = 10
+    c.common_lb_config.override_host_status.statuses.append(1)  # HEALTHY
     c.common_lb_config.locality_weighted_lb_config.SetInParent()
     c.http2_protocol_options.SetInParent()
     c.common_http_protocol_options.idle_timeout.FromSeconds(10)
@@ -688,7 +690,18 @@ def _kitchen_sink_clusters() -> list[Any]:
     c = eds_cluster("lr")
     c.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
     c.least_request_lb_config.active_request_bias.default_value = 0.5
+    c.least_request_lb_config.slow_start_config.slow_start_window.FromSeconds(5)
     out.append(c)
+
+    c = eds_cluster("rr-slow")
+    ss = c.round_robin_lb_config.slow_start_config
+    ss.slow_start_window.FromSeconds(5)
+    ss.aggression.default_value = 2.0
+    ss.min_weight_percent.value = 20.0
+    out.append(c)
+
+    rr_slow = round_robin_pb2.RoundRobin()
+    rr_slow.slow_start_config.slow_start_window.FromSeconds(5)
 
     peak = typed_struct_pb2.TypedStruct(type_url="pymesh.lb.v1.PeakEwma")
     udpa_peak = udpa_ts_pb2.TypedStruct(type_url="pymesh.lb.v1.PeakEwma")
@@ -708,6 +721,7 @@ def _kitchen_sink_clusters() -> list[Any]:
             peak,
             udpa_peak,
             cswrr_pb2.ClientSideWeightedRoundRobin(),
+            rr_slow,
         )
     ):
         c = eds_cluster(f"policy{i}")

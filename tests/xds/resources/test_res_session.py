@@ -11,6 +11,7 @@ from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_p
 from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2
 from envoy.extensions.http.stateful_session.header.v3 import header_pb2
 
+from pymesh.errors import ResourceInvalid
 from pymesh.xds.resources import _warnings, parse_listener, parse_route_configuration
 from pymesh.xds.resources.listener import ROUTER_TYPE
 from pymesh.xds.resources.session import (
@@ -52,17 +53,15 @@ def reported(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return seen
 
 
-def test_cookie_session_filter_is_parsed_and_warned(reported: list[tuple[str, str]]) -> None:
+def test_cookie_session_filter_is_parsed_quietly(reported: list[tuple[str, str]]) -> None:
     out = parse_listener(_listener_with(_session(path="/api")))
     assert [f.type_name for f in out.http_filters] == [STATEFUL_SESSION_TYPE, ROUTER_TYPE]
     assert out.http_filters[0].config == StatefulSession(
         cookie=SessionCookie("global-session", "/api", 120.0)
     )
-    # Accepted, not NACKed; but the override-host routing is not applied yet, so the
-    # field is warned (counted) with the table's note.
-    assert out.unsupported == (f"{FILTER}.session_state",)
-    assert [p for p, _ in reported] == [f"{FILTER}.session_state"]
-    assert "waits for the call engine" in reported[0][1]
+    # Honoured (pymesh.call._session): no warning.
+    assert out.unsupported == ()
+    assert reported == []
 
 
 def test_strict_and_defaults(reported: list[tuple[str, str]]) -> None:
@@ -70,9 +69,9 @@ def test_strict_and_defaults(reported: list[tuple[str, str]]) -> None:
     s.strict = True
     out = parse_listener(_listener_with(s))
     assert out.http_filters[0].config == StatefulSession(
-        cookie=SessionCookie("global-session", "/", None), strict=True
+        cookie=SessionCookie("global-session", "", None), strict=True
     )
-    assert sorted(out.unsupported) == [f"{FILTER}.session_state", f"{FILTER}.strict"]
+    assert out.unsupported == ()
     # No session_state: a filter that does nothing (as in Envoy).
     out = parse_listener(_listener_with(ss_pb2.StatefulSession()))
     assert out.http_filters[0].config == StatefulSession()
@@ -115,6 +114,23 @@ def test_per_route_override(reported: list[tuple[str, str]]) -> None:
             session=StatefulSession(cookie=SessionCookie("vh-session", "/", 120.0))
         )
     }
-    assert out.unsupported == (
-        'virtual_hosts[0].typed_per_filter_config["session"].config.stateful_session.session_state',
-    )
+    assert out.unsupported == ()
+
+
+def test_cookie_attributes_are_parsed_and_a_nameless_one_is_nacked(
+    reported: list[tuple[str, str]],
+) -> None:
+    s = _session()
+    state = cookie_pb2.CookieBasedSessionState()
+    s.session_state.typed_config.Unpack(state)
+    state.cookie.attributes.add(name="SameSite", value="Lax")
+    state.cookie.attributes.add(name="Secure")
+    s.session_state.typed_config.Pack(state)
+    out = parse_listener(_listener_with(s))
+    cookie = out.http_filters[0].config.cookie
+    assert cookie.attributes == (("SameSite", "Lax"), ("Secure", ""))
+    assert reported == []
+    state.cookie.attributes.add(value="x")
+    s.session_state.typed_config.Pack(state)
+    with pytest.raises(ResourceInvalid, match=r"attributes\[2\]\.name"):
+        parse_listener(_listener_with(s))
