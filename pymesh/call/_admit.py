@@ -140,10 +140,13 @@ class Reply:
     (HTTP) and/or ``grpc_status`` describe the response and ``headers`` its headers
     (only filled when the engine asks, :attr:`Attempts.needs_headers`). ``value`` is the
     protocol's own answer (httpcore response, gRPC result) and ``error`` the exception
-    to raise if this reply becomes the caller's.
+    to raise if this reply becomes the caller's. ``refused`` is set when the driver's
+    connection pool refused the attempt before sending it (HTTP/1.1 pending overflow:
+    ("UO", why)): the call ends with that local answer, not retried, no outlier result,
+    as Envoy's pool overflow.
     """
 
-    __slots__ = ("error", "failure", "grpc_status", "headers", "status", "value")
+    __slots__ = ("error", "failure", "grpc_status", "headers", "refused", "status", "value")
 
     def __init__(
         self,
@@ -153,7 +156,9 @@ class Reply:
         headers: object = None,
         failure: Outcome | None = None,
         error: BaseException | None = None,
+        refused: Refused | None = None,
     ) -> None:
+        self.refused = refused
         self.value = value
         self.status = status
         self.grpc_status = grpc_status
@@ -197,13 +202,6 @@ def admit(
         breaker = retry_slot
     else:
         breaker = rt.breaker
-        if breaker is not None:
-            cluster = rt.cluster
-            if not breaker.try_acquire_request(cluster is not None and not cluster.http2):
-                limit = (
-                    "max_requests"
-                    if breaker.active_requests >= breaker.thresholds.max_requests
-                    else "max_pending_requests"
-                )
-                return ("UO", f"upstream overflow (circuit breaker {limit})")
+        if breaker is not None and not breaker.try_acquire_request():
+            return ("UO", "upstream overflow (circuit breaker max_requests)")
     return Ticket(rt, ep, rt.states.get_or_create(ep.address), breaker, is_retry)

@@ -199,6 +199,18 @@ class Attempts:
             self.on_end(t, self.retry_reason if retry else None)
         return retry
 
+    def refuse(self, t: Ticket, reply: Reply) -> LocalReply:
+        """``t`` was refused by the driver's pool before it was sent (``reply.refused``):
+        Envoy's pool overflow ends the call with a local 503 UO; it is never retried and
+        says nothing about the endpoint (no outlier result: the cluster is overloaded)."""
+        assert reply.refused is not None
+        t.reply = reply
+        t.done(None)
+        if self.on_end is not None:
+            self.on_end(t, None)
+        flag, why = reply.refused
+        return local(self.plan, why, flag)
+
     def _retry(self, t: Ticket, outcome: Outcome, *, hedging: bool = False) -> bool:
         """Decide a retry: the policy allows it and a retry slot is free.
 

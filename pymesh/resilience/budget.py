@@ -5,14 +5,9 @@ in CPython (load, add, store), so under heavy thread contention a count can drif
 the odd unit; Envoy's own limits are likewise approximate across workers. What matters
 is that the request path never blocks on a lock. In a single thread counts are exact.
 
-Typical use per request::
-
-    if not breaker.try_acquire_request():
-        raise UpstreamOverflowError(...)
-    try:
-        ...  # each retry: breaker.try_acquire_retry() / breaker.release_retry()
-    finally:
-        breaker.release_request()
+The call engine takes and gives back request and retry slots (pymesh.call); the
+HTTP/1.1 pools take pending and connection slots (pymesh.transports._pool), as Envoy's
+router and connection pools do.
 """
 
 from __future__ import annotations
@@ -71,21 +66,11 @@ class CircuitBreaker:
 
     # Requests -------------------------------------------------------------------------
 
-    def try_acquire_request(self, one_per_connection: bool = False) -> bool:
-        """Admit one request (max_requests).
-
-        ``one_per_connection`` (HTTP/1.1 upstreams): a request beyond ``max_connections``
-        in flight has to wait for a connection, which makes it one of Envoy's pending
-        requests, so at most ``max_connections + max_pending_requests`` are admitted and
-        the next one is a pending overflow (Envoy's upstream_rq_pending_overflow).
-        """
-        t = self.thresholds
+    def try_acquire_request(self) -> bool:
+        """Admit one request (max_requests)."""
         active = self.active_requests
-        if active >= t.max_requests:
+        if active >= self.thresholds.max_requests:
             self.overflow.requests += 1
-            return False
-        if one_per_connection and active >= t.max_connections + t.max_pending_requests:
-            self.overflow.pending += 1
             return False
         self.active_requests = active + 1
         return True
@@ -119,7 +104,9 @@ class CircuitBreaker:
         budget = self.thresholds.retry_budget
         if budget is None:
             return self.thresholds.max_retries
-        active = self.active_requests + self.pending_requests
+        # Envoy counts active + pending requests; pymesh's request slot is taken when
+        # the call is admitted, so active_requests already includes the pending ones.
+        active = self.active_requests
         return max(int(budget.budget_percent / 100.0 * active), budget.min_retry_concurrency)
 
     def try_acquire_retry(self) -> bool:
@@ -135,13 +122,22 @@ class CircuitBreaker:
 
     # Connections ----------------------------------------------------------------------------
 
-    def try_acquire_connection(self) -> bool:
-        """Account a new upstream connection (max_connections); call from the pool."""
-        if self.active_connections >= self.thresholds.max_connections:
-            self.overflow.connections += 1
-            return False
-        self.active_connections += 1
-        return True
+    def try_acquire_connection(self, first: bool = False) -> bool:
+        """Account a new upstream connection of the cluster (max_connections, over all
+        its endpoints); call from the pool that opens it.
+
+        At the limit the overflow counts (Envoy's upstream_cx_overflow) and the answer
+        is False, unless ``first``: the endpoint has no connection at all, and Envoy then
+        opens one anyway (counted), so that its pending requests can ever be served.
+        """
+        if self.active_connections < self.thresholds.max_connections:
+            self.active_connections += 1
+            return True
+        self.overflow.connections += 1
+        if first:
+            self.active_connections += 1
+            return True
+        return False
 
     def release_connection(self) -> None:
         self.active_connections -= 1

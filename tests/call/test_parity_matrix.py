@@ -5,10 +5,12 @@ engine (httpx sync, httpx async, gRPC sync, gRPC aio), against real backends on
 An outcome is protocol-neutral: ``ok`` (HTTP 200 / gRPC OK), ``unavailable`` (503 /
 UNAVAILABLE), ``timeout`` (504 / DEADLINE_EXCEEDED); whether pymesh answered itself
 (``local``); which host answered; how many requests each host saw; and that every
-circuit-breaker slot was given back. Two cases are regressions of gRPC diverging from
-httpx before the engine was shared: EDS drop_overloads at 100 % (gRPC reached the
-backend) and a retry refused by max_retries (gRPC answered "pymesh: upstream overflow"
-instead of the upstream's own status).
+circuit-breaker slot was given back. Where gRPC has no such limit (max_pending_requests,
+max_connections: gRFC A32 knows only max_concurrent_requests) the scenario says gRPC's
+own outcome beside Envoy's HTTP one, and the breaker's overflow counters. Two cases
+are regressions of gRPC diverging from httpx before the engine was shared: EDS
+drop_overloads at 100 % (gRPC reached the backend) and a retry refused by max_retries
+(gRPC answered "pymesh: upstream overflow" instead of the upstream's own status).
 """
 
 from __future__ import annotations
@@ -47,10 +49,18 @@ class Host:
 
     ``fail``: answer 503 / UNAVAILABLE. ``delays``: seconds to wait before answering the
     first, second... request (then none); a waiting request ends early when the client
-    goes away (gRPC) or the host closes. Answers name the host and the request number.
+    goes away (gRPC) or the host closes. ``keepalive``: HTTP/1.1 connections are kept
+    open between requests. Answers name the host and the request number.
     """
 
-    def __init__(self, name: str, *, fail: bool = False, delays: tuple[float, ...] = ()):
+    def __init__(
+        self,
+        name: str,
+        *,
+        fail: bool = False,
+        delays: tuple[float, ...] = (),
+        keepalive: bool = False,
+    ):
         self.name = name
         self.fail = fail
         self.delays = list(delays)
@@ -60,6 +70,9 @@ class Host:
         host = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.0 (the default) closes each connection after its answer.
+            protocol_version = "HTTP/1.1" if keepalive else "HTTP/1.0"
+
             def log_message(self, *args: Any) -> None:
                 return None
 
@@ -251,6 +264,11 @@ class Scenario:
     last: tuple[int, Result] | None = None  # the last N calls' outcome
     hits: dict[str, int] = field(default_factory=dict)
     check: Callable[[list[Result], dict[str, Host]], None] | None = None
+    # Where gRPC's own semantics differ (a limit gRPC does not have): its outcome, hits.
+    grpc_expect: Result | None = None
+    grpc_hits: dict[str, int] | None = None
+    # protocol -> the breaker's (overflow.connections, overflow.pending) after the calls.
+    overflow: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def _retried_elsewhere(results: list[Result], hosts: dict[str, Host]) -> None:
@@ -258,6 +276,11 @@ def _retried_elsewhere(results: list[Result], hosts: dict[str, Host]) -> None:
     assert results == [Result("ok", False, "good")] * len(results)
     assert hosts["good"].hits == len(results)
     assert 1 <= hosts["bad"].hits <= len(results)
+
+
+def _all_ok(results: list[Result]) -> None:
+    assert [r.kind for r in results] == ["ok"] * len(results)
+    assert not any(r.local for r in results)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -301,6 +324,31 @@ SCENARIOS: dict[str, Scenario] = {
         route_edit=_route(_hedge),
         expect=Result("ok", False, "a"),
         hits={"a": 2},
+    ),
+    # Envoy: a request with no ready connection is pending, even while its connection
+    # connects, so with max_pending_requests 0 nothing is sent (503 UO). gRPC (A32) has
+    # no pending limit: a call waits for its sub-channel to connect.
+    "pending overflow": Scenario(
+        {"a": {}},
+        policy={"circuit_breakers": {"max_pending_requests": 0}},
+        calls=2,
+        expect=Result("unavailable", True, ""),
+        hits={"a": 0},
+        grpc_expect=Result("ok", False, "a"),
+        grpc_hits={"a": 2},
+        overflow={"http": (0, 2), "grpc": (0, 0)},
+    ),
+    # max_connections 1 over two endpoints: the second endpoint's first connection is
+    # still opened (Envoy: an endpoint with none always gets one) and counted as
+    # upstream_cx_overflow; later calls reuse the two. gRPC has no connection limit (one
+    # sub-channel per address).
+    "connection overflow": Scenario(
+        {"a": {"keepalive": True}, "b": {"keepalive": True}},
+        policy={"circuit_breakers": {"max_connections": 1}},
+        calls=4,
+        hits={"a": 2, "b": 2},
+        check=lambda results, hosts: _all_ok(results),
+        overflow={"http": (1, 0), "grpc": (0, 0)},
     ),
     "retry on another host": Scenario(
         {"bad": {"fail": True}, "good": {}},
@@ -389,14 +437,19 @@ def test_parity(
             results = run(mesh, sc.calls)
             elapsed = time.monotonic() - started
             runtimes = mesh.clusters()
-        if sc.expect is not None:
-            assert results == [sc.expect] * sc.calls
+        expect, hits = sc.expect, sc.hits
+        if protocol == "grpc" and sc.grpc_expect is not None:
+            expect = sc.grpc_expect
+        if protocol == "grpc" and sc.grpc_hits is not None:
+            hits = sc.grpc_hits
+        if expect is not None:
+            assert results == [expect] * sc.calls
         if sc.last is not None:
             n, expected = sc.last
             assert results[-n:] == [expected] * n
         if sc.check is not None:
             sc.check(results, hosts)
-        assert {name: hosts[name].hits for name in sc.hits} == sc.hits
+        assert {name: hosts[name].hits for name in hits} == hits
         if scenario == "fault delay":
             assert elapsed >= 0.2  # the delay was served (a lower bound cannot flake)
         # Every slot taken was given back (hedged losers and retries included).
@@ -404,6 +457,10 @@ def test_parity(
             breaker = rt.breaker
             assert breaker is not None
             assert (breaker.active_requests, breaker.active_retries) == (0, 0), rt.name
+            assert (breaker.pending_requests, breaker.active_connections) == (0, 0), rt.name
+            if protocol in sc.overflow:
+                overflow = (breaker.overflow.connections, breaker.overflow.pending)
+                assert overflow == sc.overflow[protocol], rt.name
     finally:
         for h in hosts.values():
             h.close()

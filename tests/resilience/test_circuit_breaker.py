@@ -70,12 +70,14 @@ def test_overflow_kinds_are_counted_separately() -> None:
         (20.0, 3, 0, 0, 3),  # floor when idle
         (20.0, 3, 10, 0, 3),  # 2 < floor
         (20.0, 3, 100, 0, 20),
-        (20.0, 3, 80, 20, 20),  # pending requests count too
+        # Admitted requests (active_requests) include those pending for a connection:
+        # pending_requests is not added again (Envoy's active + pending).
+        (20.0, 3, 100, 20, 20),
         (25.0, 3, 100, 0, 25),
         (20.0, 3, 19, 0, 3),  # 3.8 truncated to 3
         (20.0, 3, 24, 0, 4),  # 4.8 truncated to 4
         (50.0, 0, 1, 0, 0),  # 0.5 truncated, floor 0
-        (100.0, 1, 7, 3, 10),
+        (100.0, 1, 10, 3, 10),
     ],
 )
 def test_retry_budget_limit(
@@ -110,15 +112,12 @@ def test_repr_shows_live_state() -> None:
     assert "requests=1/1024" in repr(cb)
 
 
-def test_pending_requests_bound_http1_admission() -> None:
-    from pymesh.resilience import CircuitBreaker
-    from pymesh.xds.resources.cluster import CircuitBreakers
-
-    cb = CircuitBreaker(CircuitBreakers(max_connections=2, max_pending_requests=3))
-    admitted = sum(cb.try_acquire_request(one_per_connection=True) for _ in range(9))
-    assert admitted == 5 and cb.overflow.pending == 4 and cb.overflow.requests == 0
-    # Multiplexed (HTTP/2, gRPC): no queue for a connection, only max_requests applies.
-    assert cb.try_acquire_request() and cb.active_requests == 6
-    cb.release_request()
-    cb.release_request()
-    assert cb.try_acquire_request(one_per_connection=True)  # room again after a release
+def test_an_endpoints_first_connection_is_opened_above_the_limit() -> None:
+    # Envoy's tryCreateNewConnection: at the limit the overflow counts, but an endpoint
+    # with no connection at all still gets one (counted), so it can serve its requests.
+    cb = CircuitBreaker(CircuitBreakers(max_connections=1))
+    assert cb.try_acquire_connection(first=True)
+    assert cb.try_acquire_connection(first=True)
+    assert (cb.active_connections, cb.overflow.connections) == (2, 1)
+    assert not cb.try_acquire_connection()
+    assert (cb.active_connections, cb.overflow.connections) == (2, 2)

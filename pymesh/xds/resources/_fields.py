@@ -962,16 +962,16 @@ TABLE: dict[str, dict[str, Field]] = {
                 "HIGH": (Status.WARNED, "HIGH-priority thresholds are not used"),
             }
         ),
-        "max_connections": W(
-            "parsed (default 1024) but it sizes each endpoint's HTTP/1.1 connection pool, "
-            "not Envoy's cluster-wide limit (" + _WAITS_ENGINE + ")",
-            parsed=True,
+        "max_connections": H(
+            "default 1024; HTTP/1.1 connections over all endpoints of the cluster; at the "
+            "limit a request waits for a connection of its endpoint (overflow counted, "
+            "Envoy's upstream_cx_overflow), but an endpoint with none always gets one. "
+            "HTTP/2 upstreams use one connection per endpoint; gRPC has no such limit (A32)"
         ),
-        "max_pending_requests": W(
-            "parsed (default 1024); approximated for HTTP/1.1 upstreams (waiters for a pooled "
-            "connection beyond it get a local 503 UO), not Envoy's cluster-wide queue, and "
-            "not applied to HTTP/2 or gRPC (" + _WAITS_ENGINE + ")",
-            parsed=True,
+        "max_pending_requests": H(
+            "default 1024; HTTP/1.1 requests waiting for a connection (connecting included); "
+            "beyond it a local 503 UO, never retried (upstream_rq_pending_overflow). Not "
+            "applied to HTTP/2 (one multiplexed connection) nor gRPC (no such limit in A32)"
         ),
         "max_requests": H("default 1024; local 503 UO"),
         "max_retries": H("default 3"),
