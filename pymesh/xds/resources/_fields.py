@@ -736,10 +736,15 @@ TABLE: dict[str, dict[str, Field]] = {
     },
     "envoy.config.route.v3.RetryPolicy.ResetHeader": {
         "name": H(
-            "lower-cased; empty → NACK. A retry-after header in SECONDS format → Warn: its "
-            "HTTP-date form is not understood yet (that answer uses the normal back-off)"
+            "lower-cased; empty → NACK. A retry-after header in SECONDS format also takes "
+            "RFC 9110's HTTP-date form (Envoy reads only integers and uses the normal "
+            "back-off for a date)"
         ),
-        "format": H(values=ok("SECONDS", "UNIX_TIMESTAMP")),
+        "format": H(
+            "integers as absl::SimpleAtoi; UNIX_TIMESTAMP counted from the current whole "
+            "second, a past one unused (Envoy's ResetHeaderParserImpl)",
+            values=ok("SECONDS", "UNIX_TIMESTAMP"),
+        ),
     },
     "envoy.config.route.v3.RetryPolicy.RetryHostPredicate": {
         "name": H("envoy.retry_host_predicates.previous_hosts is honoured; others → Warn"),
