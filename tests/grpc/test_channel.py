@@ -468,3 +468,21 @@ def test_tls_cluster_fails_closed_never_plaintext(cp: ControlPlane, make_mesh: M
     assert info.value.code() is grpc.StatusCode.UNAVAILABLE
     assert "requires upstream TLS" in (info.value.details() or "")
     assert a.calls == {}
+
+
+def test_connect_options_bound_grpc_core_connect_deadline() -> None:
+    # gRPC core's connect deadline is max(now + min_reconnect_backoff, next back-off):
+    # the cluster's connect_timeout becomes the minimum, and under 1 s (the initial
+    # back-off) the initial back-off too. The caller's own options win.
+    from pymesh.grpc._base import connect_options
+
+    base = (("grpc.default_authority", "svc"),)
+    assert connect_options(base, None) == base
+    assert connect_options(base, 5.0) == (*base, ("grpc.min_reconnect_backoff_ms", 5000))
+    assert connect_options(base, 0.25) == (
+        *base,
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.initial_reconnect_backoff_ms", 250),
+    )
+    mine = (("grpc.min_reconnect_backoff_ms", 7), ("grpc.initial_reconnect_backoff_ms", 9))
+    assert connect_options(mine, 0.25) == mine

@@ -825,9 +825,9 @@ TABLE: dict[str, dict[str, Field]] = {
         "cluster_type": H("only the aggregate cluster; other custom types → NACK"),
         "eds_cluster_config": H(),
         "connect_timeout": H(
-            "default 5 s, must be > 0. httpx transports: caps each attempt's connect (a "
-            "timed-out connect is a connect failure, retried as Envoy does); gRPC "
-            "sub-channels connect with grpcio's own minimum (20 s)"
+            "default 5 s, must be > 0. Caps each attempt's connect (a timed-out connect is "
+            "a connect failure, retried as Envoy does): httpx transports, and gRPC "
+            "sub-channels through gRPC core's connect deadline (not grpcio's 20 s)"
         ),
         "per_connection_buffer_limit_bytes": I("no buffer limit on a client connection"),
         "lb_policy": H(
