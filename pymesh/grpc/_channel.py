@@ -191,6 +191,12 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
             if state is None:
                 return None
         delay, out = self.plan_on(state, method, timeout, metadata, start)
+        if isinstance(out, LocalStatus) and out.wait_cluster is not None:
+            if not wait:
+                return MUST_WAIT
+            # A cluster_header target not subscribed yet: wait for it, then plan again.
+            state = self.mesh.wait_cluster(state, out.wait_cluster, timeout)
+            delay, out = self.plan_on(state, method, timeout, metadata, start)
         if delay:
             if not wait:
                 return MUST_WAIT

@@ -171,6 +171,10 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
                 if state is None:
                     return None
             delay, out = self.plan_on(state, method, timeout, metadata, start)
+            if isinstance(out, LocalStatus) and out.wait_cluster is not None:
+                # A cluster_header target not subscribed yet: wait for it, plan again.
+                state = await self.mesh.wait_cluster_async(state, out.wait_cluster, timeout)
+                delay, out = self.plan_on(state, method, timeout, metadata, start)
             if delay:
                 await asyncio.sleep(delay)
             if isinstance(out, LocalStatus):

@@ -702,6 +702,10 @@ class MeshTransport(_Base, httpx.BaseTransport):
         self, state: ListenerState, request: httpx.Request, obs: RequestObserver | None
     ) -> httpx.Response:
         plan = self._plan(state, request)
+        if isinstance(plan, LocalReply) and plan.wait_cluster is not None:
+            # A cluster_header target not subscribed yet: wait for it, then plan again.
+            state = self.mesh.wait_cluster(state, plan.wait_cluster, _caller_timeout(request))
+            plan = self._plan(state, request)
         if isinstance(plan, LocalReply):
             if plan.delay:
                 time.sleep(plan.delay)
@@ -825,6 +829,11 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         self, state: ListenerState, request: httpx.Request, obs: RequestObserver | None
     ) -> httpx.Response:
         plan = self._plan(state, request)
+        if isinstance(plan, LocalReply) and plan.wait_cluster is not None:
+            # A cluster_header target not subscribed yet: wait for it, then plan again.
+            timeout = _caller_timeout(request)
+            state = await self.mesh.wait_cluster_async(state, plan.wait_cluster, timeout)
+            plan = self._plan(state, request)
         if isinstance(plan, LocalReply):
             if plan.delay:
                 await asyncio.sleep(plan.delay)

@@ -597,10 +597,10 @@ TABLE: dict[str, dict[str, Field]] = {
     },
     "envoy.config.route.v3.RouteAction": {
         "cluster": H("empty → NACK"),
-        "cluster_header": W(
-            "parsed (lower-cased); only clusters the mesh already knows are routed to: targets "
-            "are not subscribed on demand yet, so another name answers 503 NC",
-            parsed=True,
+        "cluster_header": H(
+            "lower-cased; a target the listener has not subscribed is subscribed on demand "
+            "(kept; at most 256 per listener): the request waits for it as the first request "
+            "to a listener waits (its timeout, else 15 s), then 503 NC if it is not there"
         ),
         "weighted_clusters": H(),
         "cluster_specifier_plugin": N("cluster specifier plugins are not supported"),
