@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,7 @@ from pymesh.testing import EchoBackend, bootstrap_for
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
+from _edit import edited_mesh
 from _polling import wait_until
 
 
@@ -34,8 +36,8 @@ class Pair:
         self.envoy: Any = None
         self.mesh = pymesh.Mesh(bootstrap=bootstrap_for(self.cp, "pymesh-resilience"))
 
-    def serve(self, config: dict[str, Any]) -> None:
-        snap = compile_mesh(config)
+    def serve(self, config: dict[str, Any], route: Any = None) -> None:
+        snap = compile_mesh(config) if route is None else edited_mesh(config, route=route)
         self.cp.set_snapshot(snap)
         self.cp.set_snapshot(envoy_snapshot(snap, {"reviews:9080": self.envoy_port}), "envoy")
         if self.envoy is None:
@@ -318,3 +320,73 @@ def test_max_connections_is_cluster_wide_as_in_envoy(pair: Pair) -> None:
     finally:
         for h in hosts:
             h.close()
+
+
+# -- Retry-After ----------------------------------------------------------------------
+
+
+class RetryAfterBackend(GatedBackend):
+    """Answers ``/limited...`` with 503 and ``Retry-After: 1`` the first time, then 200."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.times: list[float] = []
+        backend = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                with backend._lock:
+                    backend.times.append(time.monotonic())
+                    first = len(backend.times) == 1
+                self.send_response(503 if first else 200)
+                if first:
+                    self.send_header("retry-after", "1")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server.RequestHandlerClass = Handler
+
+
+def _retry_after_seconds(rc: Any) -> None:
+    for vh in rc.virtual_hosts:
+        for r in vh.routes:
+            rl = r.route.retry_policy.rate_limited_retry_back_off
+            rl.reset_headers.add(name="Retry-After")  # SECONDS
+            rl.max_interval.FromSeconds(30)
+
+
+def test_retry_after_seconds_matches_envoy(pair: Pair) -> None:
+    # Envoy's rate-limited back-off: the retry waits the upstream's Retry-After (1 s,
+    # jittered up to 1.5 s) instead of the 1 ms back-off.
+    backend = RetryAfterBackend("limited")
+    try:
+        pair.serve(
+            {
+                "services": {
+                    "reviews": {
+                        "port": 9080,
+                        "endpoints": [backend.address],
+                        "routes": [
+                            {"retries": {"attempts": 1, "on": "5xx", "backoff": {"base": "1ms"}}}
+                        ],
+                    }
+                }
+            },
+            route=_retry_after_seconds,
+        )
+        seen = {}
+        for who, client in pair.clients().items():
+            backend.times.clear()
+            with client:
+                status = client.get("/limited").status_code
+            gap = backend.times[1] - backend.times[0] if len(backend.times) == 2 else 0.0
+            seen[who] = (status, len(backend.times), gap >= 1.0)  # a lower bound only
+        assert seen["envoy"] == (200, 2, True)
+        assert seen["pymesh"] == seen["envoy"]
+    finally:
+        backend.close()
