@@ -180,11 +180,14 @@ def admit(
     retry_slot: CircuitBreaker | None,
     exclude: Container[str] = frozenset(),
     tries: int = 1,
+    pooled: bool = False,
 ) -> Ticket | Refused:
     """The cluster's pick: drops (first attempts only, as gRPC's xds_cluster_impl and
     Envoy), endpoint choice (``exclude`` re-picked up to ``tries`` times), then the
     breaker: a first attempt takes a request slot here; a retry brings the retry slot it
-    took when the retry was decided (``retry_slot``)."""
+    took when the retry was decided (``retry_slot``). ``pooled``: the driver's HTTP/1.1
+    pools take the request slot when the request is attached to a connection, as
+    Envoy's connection pools do (pymesh.transports._pool), so admission does not."""
     picker = rt.picker
     if picker is None:
         return ("UH", "no healthy upstream")
@@ -202,6 +205,10 @@ def admit(
         breaker = retry_slot
     else:
         breaker = rt.breaker
-        if breaker is not None and not breaker.try_acquire_request():
-            return ("UO", "upstream overflow (circuit breaker max_requests)")
+        if breaker is not None:
+            cluster = rt.cluster
+            if pooled and cluster is not None and not cluster.http2:
+                breaker = None  # the pool takes the request slot (and gives it back)
+            elif not breaker.try_acquire_request():
+                return ("UO", "upstream overflow (circuit breaker max_requests)")
     return Ticket(rt, ep, rt.states.get_or_create(ep.address), breaker, is_retry)

@@ -58,6 +58,8 @@ class Attempts:
     hedging = False
     #: False: attempts pick no endpoint (the interceptor cannot choose one).
     pick = True
+    #: The driver's HTTP/1.1 pools take request slots on attach (httpx transports).
+    pooled = False
     _exclude = False  # previous_hosts
     _retry_slot: CircuitBreaker | None = None  # taken for the retry decided
     _pending = False  # a retry was decided and has not started yet
@@ -75,6 +77,7 @@ class Attempts:
         pick: bool = True,
         hedge: bool = True,
         on_end: Callable[[Ticket, str | None], None] | None = None,
+        pooled: bool = False,
     ) -> None:
         self.plan = plan
         #: The listener's routing state (aggregate clusters resolve their leaf in it).
@@ -88,6 +91,8 @@ class Attempts:
             self.on_end = on_end
         if not pick:
             self.pick = False
+        if pooled:
+            self.pooled = True
         retry = plan.retry
         if decider is None or retry is None or not replayable:
             return  # no retries (a body that cannot be rewound is sent once): common
@@ -106,6 +111,10 @@ class Attempts:
             and retry.per_try_timeout
             and self.limit > 1
         )
+        if self.hedging:
+            # Attempts side by side: one given up must free its slot at once, which a
+            # pool's request slot (held until its answer arrives) would not.
+            self.pooled = False
 
     def start(self) -> Ticket | LocalReply:
         """Admit the next attempt (:func:`pymesh.call.admit`), with its deadlines."""
@@ -125,7 +134,9 @@ class Attempts:
                 rt = leaf
             avoid = self._avoid() if self._avoid is not None else None
             if not self._exclude and not avoid:  # the common case
-                admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot)
+                admitted = admit(
+                    rt, plan.hash_key, self.rng, is_retry, retry_slot, pooled=self.pooled
+                )
             else:
                 exclude: Container[str] = self.tried if self._exclude else frozenset()
                 tries = 1
@@ -134,7 +145,16 @@ class Attempts:
                 if avoid:
                     exclude = set(exclude) | set(avoid)  # type: ignore[call-overload]
                     tries = max(tries, 2 * len(avoid) + 2)  # type: ignore[arg-type]
-                admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot, exclude, tries)
+                admitted = admit(
+                    rt,
+                    plan.hash_key,
+                    self.rng,
+                    is_retry,
+                    retry_slot,
+                    exclude,
+                    tries,
+                    pooled=self.pooled,
+                )
             if type(admitted) is tuple:
                 return self._give_back(retry_slot, *admitted)
             t = admitted  # type: ignore[assignment]

@@ -21,9 +21,9 @@ __all__ = ["CircuitBreaker", "OverflowCounters"]
 
 @dataclass(slots=True)
 class OverflowCounters:
-    """How often each limit refused (Envoy's upstream_rq_pending_overflow,
-    upstream_rq_retry_overflow, upstream_cx_overflow and, for max_requests,
-    upstream_rq_overflow)."""
+    """How often each limit refused (Envoy's upstream_rq_pending_overflow, which also
+    counts max_requests refusals of HTTP/1.1 pools, upstream_rq_retry_overflow,
+    upstream_cx_overflow and, for max_requests at admission, upstream_rq_overflow)."""
 
     requests: int = 0
     pending: int = 0
@@ -66,11 +66,19 @@ class CircuitBreaker:
 
     # Requests -------------------------------------------------------------------------
 
-    def try_acquire_request(self) -> bool:
-        """Admit one request (max_requests)."""
+    def try_acquire_request(self, attaching: bool = False) -> bool:
+        """Admit one request (max_requests).
+
+        ``attaching``: an HTTP/1.1 pool attaches a request to a ready connection, where
+        Envoy checks max_requests and counts a refusal as a pending overflow
+        (upstream_rq_pending_overflow).
+        """
         active = self.active_requests
         if active >= self.thresholds.max_requests:
-            self.overflow.requests += 1
+            if attaching:
+                self.overflow.pending += 1
+            else:
+                self.overflow.requests += 1
             return False
         self.active_requests = active + 1
         return True
@@ -104,9 +112,9 @@ class CircuitBreaker:
         budget = self.thresholds.retry_budget
         if budget is None:
             return self.thresholds.max_retries
-        # Envoy counts active + pending requests; pymesh's request slot is taken when
-        # the call is admitted, so active_requests already includes the pending ones.
-        active = self.active_requests
+        # Envoy's active + pending requests (HTTP/1.1 pools count a request pending until
+        # it is attached, then active; elsewhere the slot is taken at admission).
+        active = self.active_requests + self.pending_requests
         return max(int(budget.budget_percent / 100.0 * active), budget.min_retry_concurrency)
 
     def try_acquire_retry(self) -> bool:

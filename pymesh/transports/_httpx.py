@@ -37,7 +37,7 @@ from pymesh.routing import RequestInfo
 from pymesh.telemetry import RequestObserver, observe_request
 from pymesh.transports._conn_limits import AsyncLimitedBackend, LimitedBackend
 from pymesh.transports._exceptions import failure_outcome, map_httpcore_exceptions, to_httpx
-from pymesh.transports._pool import AsyncEndpointPool, EndpointPool, PoolOverflow
+from pymesh.transports._pool import COUNT_REQUEST, AsyncEndpointPool, EndpointPool, PoolOverflow
 from pymesh.transports._tls import (
     AsyncMeshTlsBackend,
     MeshTlsBackend,
@@ -113,7 +113,10 @@ class _IO:
             trace = obs.attempt(rt, ep)
             if self.a.hedging:  # attempts run side by side: each ends with its own handle
                 t.trace = obs.detach_attempt()
-        return rt, ep, _upstream_request(self.plan, self.request, rt, ep, t.deadline, trace)
+        req = _upstream_request(self.plan, self.request, rt, ep, t.deadline, trace)
+        if not self.a.pooled:  # the engine took the request slot (hedging)
+            req.extensions[COUNT_REQUEST] = False
+        return rt, ep, req
 
     def collect(self, t: Ticket) -> Reply:
         fut: typing.Any = t.handle  # a concurrent or an asyncio future
@@ -597,6 +600,7 @@ class _Base:
             self.mesh.rng,
             replayable=_is_replayable(request),
             on_end=None if obs is None else functools.partial(_attempt_ended, obs),
+            pooled=True,  # the HTTP/1.1 pools take request slots (pymesh.transports._pool)
         )
 
     @staticmethod

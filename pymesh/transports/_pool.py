@@ -42,7 +42,11 @@ import httpcore
 
 from pymesh.resilience import CircuitBreaker
 
-__all__ = ["AsyncEndpointPool", "EndpointPool", "PoolOverflow"]
+__all__ = ["COUNT_REQUEST", "AsyncEndpointPool", "EndpointPool", "PoolOverflow"]
+
+#: Request extension: False when the call engine already took the request's max_requests
+#: slot (hedged attempts), so the pool does not take one on attach.
+COUNT_REQUEST = "pymesh.count_request"
 
 SocketOptions = typing.Iterable[typing.Any] | None
 
@@ -60,33 +64,62 @@ class PoolOverflow(httpcore.PoolTimeout):
     request is answered locally with 503 and flag UO, and never retried)."""
 
 
-class _Pending:
-    """One request's pending slot; given back once, whichever happens first (connected,
-    handed a connection, failed, cancelled)."""
+class _Slots:
+    """One request's breaker slots in the pool, as Envoy's connection pool holds them:
+    pending while it has no ready connection (given back once, whichever comes first),
+    then a request slot from when it is attached to a ready connection (Envoy checks
+    max_requests there, and counts a refusal as upstream_rq_pending_overflow) until its
+    response body is closed."""
 
-    __slots__ = ("breaker",)
+    __slots__ = ("attached", "breaker", "count", "origin", "pending")
 
-    def __init__(self, breaker: CircuitBreaker | None) -> None:
+    def __init__(
+        self, breaker: CircuitBreaker | None, origin: httpcore.Origin, count: bool = True
+    ) -> None:
         self.breaker = breaker
+        self.origin = origin
+        self.count = count  # take a request slot on attach
+        self.pending = False
+        self.attached = False
 
-    def release(self) -> None:
-        breaker, self.breaker = self.breaker, None
+    def enter_pending(self) -> None:
+        breaker = self.breaker
         if breaker is not None:
-            breaker.release_pending()
+            if not breaker.try_acquire_pending():
+                limit = breaker.thresholds.max_pending_requests
+                raise PoolOverflow(
+                    f"upstream overflow (circuit breaker max_pending_requests): {limit} "
+                    f"requests already wait for a connection to the cluster; {self.origin} "
+                    "has none free"
+                )
+            self.pending = True
 
+    def leave_pending(self) -> None:
+        if self.pending:
+            self.pending = False
+            assert self.breaker is not None
+            self.breaker.release_pending()
 
-def _overflow(origin: httpcore.Origin, breaker: CircuitBreaker) -> PoolOverflow:
-    limit = breaker.thresholds.max_pending_requests
-    return PoolOverflow(
-        f"upstream overflow (circuit breaker max_pending_requests): {limit} requests "
-        f"already wait for a connection to the cluster; {origin} has none free"
-    )
+    def attach(self) -> None:
+        """The request has a ready connection: it stops pending and takes a request slot."""
+        self.leave_pending()
+        breaker = self.breaker
+        if breaker is None or self.attached or not self.count:
+            return
+        if not breaker.try_acquire_request(attaching=True):
+            raise PoolOverflow(
+                f"upstream overflow (circuit breaker max_requests): "
+                f"{breaker.thresholds.max_requests} requests already in flight in the cluster"
+            )
+        self.attached = True
 
-
-def _enter_pending(origin: httpcore.Origin, breaker: CircuitBreaker | None) -> _Pending:
-    if breaker is not None and not breaker.try_acquire_pending():
-        raise _overflow(origin, breaker)
-    return _Pending(breaker)
+    def detach(self) -> None:
+        """The request is over (body closed, or it failed): give every slot back."""
+        self.leave_pending()
+        if self.attached:
+            self.attached = False
+            assert self.breaker is not None
+            self.breaker.release_request()
 
 
 def _may_open(breaker: CircuitBreaker | None, empty: bool) -> bool:
@@ -99,9 +132,11 @@ def _may_open(breaker: CircuitBreaker | None, empty: bool) -> bool:
 
 
 class _Connecting(httpcore.NetworkBackend):
-    def __init__(self, inner: httpcore.NetworkBackend, pending: _Pending) -> None:
+    """A new connection's backend: its request is attached once it is connected."""
+
+    def __init__(self, inner: httpcore.NetworkBackend, slots: _Slots) -> None:
         self._inner = inner
-        self._pending = pending
+        self._slots = slots
 
     def connect_tcp(
         self,
@@ -112,26 +147,40 @@ class _Connecting(httpcore.NetworkBackend):
         socket_options: SocketOptions = None,
     ) -> httpcore.NetworkStream:
         try:
-            return self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+            stream = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
         finally:
-            self._pending.release()
+            self._slots.leave_pending()
+        try:
+            self._slots.attach()
+        except BaseException:
+            stream.close()
+            raise
+        return stream
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: SocketOptions = None
     ) -> httpcore.NetworkStream:
         try:
-            return self._inner.connect_unix_socket(path, timeout, socket_options)
+            stream = self._inner.connect_unix_socket(path, timeout, socket_options)
         finally:
-            self._pending.release()
+            self._slots.leave_pending()
+        try:
+            self._slots.attach()
+        except BaseException:
+            stream.close()
+            raise
+        return stream
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
 
 
 class _AsyncConnecting(httpcore.AsyncNetworkBackend):
-    def __init__(self, inner: httpcore.AsyncNetworkBackend, pending: _Pending) -> None:
+    """The asyncio twin of :class:`_Connecting`."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend, slots: _Slots) -> None:
         self._inner = inner
-        self._pending = pending
+        self._slots = slots
 
     async def connect_tcp(
         self,
@@ -142,17 +191,31 @@ class _AsyncConnecting(httpcore.AsyncNetworkBackend):
         socket_options: SocketOptions = None,
     ) -> httpcore.AsyncNetworkStream:
         try:
-            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+            stream = await self._inner.connect_tcp(
+                host, port, timeout, local_address, socket_options
+            )
         finally:
-            self._pending.release()
+            self._slots.leave_pending()
+        try:
+            self._slots.attach()
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: SocketOptions = None
     ) -> httpcore.AsyncNetworkStream:
         try:
-            return await self._inner.connect_unix_socket(path, timeout, socket_options)
+            stream = await self._inner.connect_unix_socket(path, timeout, socket_options)
         finally:
-            self._pending.release()
+            self._slots.leave_pending()
+        try:
+            self._slots.attach()
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
@@ -169,10 +232,12 @@ class _AsyncPooledStream:
         inner: typing.AsyncIterable[bytes],
         pool: AsyncEndpointPool,
         conn: httpcore.AsyncHTTPConnection,
+        slots: _Slots,
     ) -> None:
         self._inner = inner
         self._pool = pool
         self._conn: httpcore.AsyncHTTPConnection | None = conn
+        self._slots = slots
 
     async def __aiter__(self) -> typing.AsyncIterator[bytes]:
         async for part in self._inner:
@@ -186,6 +251,7 @@ class _AsyncPooledStream:
                 await aclose()
         finally:
             if conn is not None:
+                self._slots.detach()
                 await self._pool._release(conn)
 
 
@@ -224,16 +290,14 @@ class AsyncEndpointPool:
         """Every open connection (idle or busy), as httpcore's pools expose them."""
         return list(self._all)
 
-    def _new(
-        self, breaker: CircuitBreaker | None, pending: _Pending
-    ) -> httpcore.AsyncHTTPConnection:
+    def _new(self, breaker: CircuitBreaker | None, slots: _Slots) -> httpcore.AsyncHTTPConnection:
         conn = httpcore.AsyncHTTPConnection(
             self._origin,
             ssl_context=self._ssl_context,
             keepalive_expiry=self._keepalive_expiry,
             http1=True,
             http2=False,
-            network_backend=_AsyncConnecting(self._backend, pending),
+            network_backend=_AsyncConnecting(self._backend, slots),
         )
         self._all[conn] = breaker
         return conn
@@ -257,49 +321,45 @@ class AsyncEndpointPool:
         return None
 
     async def _acquire(
-        self, timeout: float | None
-    ) -> tuple[httpcore.AsyncHTTPConnection, _Pending | None]:
+        self, timeout: float | None, slots: _Slots
+    ) -> tuple[httpcore.AsyncHTTPConnection, bool]:
+        """A connection for one request, and whether it is new (the request is then
+        attached when it has connected)."""
         conn = await self._take_idle()
         if conn is not None:
-            return conn, None
-        breaker = self._limits.breaker
-        pending = _enter_pending(self._origin, breaker)
+            return conn, False
+        slots.enter_pending()
+        breaker = slots.breaker
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        try:
-            while True:
-                if _may_open(breaker, not self._all):
-                    return self._new(breaker, pending), pending
-                waiter: asyncio.Future[httpcore.AsyncHTTPConnection | None]
-                waiter = loop.create_future()
-                self._waiters.append(waiter)
-                left = None if deadline is None else max(deadline - loop.time(), 0.0)
-                try:
-                    handed = await asyncio.wait_for(waiter, left)
-                except asyncio.TimeoutError:
-                    raise httpcore.PoolTimeout(
-                        f"no connection to {self._origin} within {timeout} s "
-                        f"({len(self._all)} busy: the cluster's max_connections)"
-                    ) from None
-                except BaseException:
-                    if waiter.done() and not waiter.cancelled():
-                        handed = waiter.result()  # handed over just as we were cancelled
-                        if handed is not None:
-                            await self._release(handed)
-                        else:
-                            self._wake_one()
-                    raise
-                if handed is not None:
-                    pending.release()
-                    return handed, None
-                # A connection closed: its slot may be ours now (or an idle one is back).
-                conn = await self._take_idle()
-                if conn is not None:
-                    pending.release()
-                    return conn, None
-        except BaseException:
-            pending.release()
-            raise
+        while True:
+            if _may_open(breaker, not self._all):
+                return self._new(breaker, slots), True
+            waiter: asyncio.Future[httpcore.AsyncHTTPConnection | None]
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            left = None if deadline is None else max(deadline - loop.time(), 0.0)
+            try:
+                handed = await asyncio.wait_for(waiter, left)
+            except asyncio.TimeoutError:
+                raise httpcore.PoolTimeout(
+                    f"no connection to {self._origin} within {timeout} s "
+                    f"({len(self._all)} busy: the cluster's max_connections)"
+                ) from None
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    handed = waiter.result()  # handed over just as we were cancelled
+                    if handed is not None:
+                        await self._release(handed)
+                    else:
+                        self._wake_one()
+                raise
+            if handed is not None:
+                return handed, False
+            # A connection closed: its slot may be ours now (or an idle one is back).
+            conn = await self._take_idle()
+            if conn is not None:
+                return conn, False
 
     def _wake_one(self) -> None:
         """A connection closed: the longest waiter tries to open one."""
@@ -333,17 +393,23 @@ class AsyncEndpointPool:
         if self._closed:
             raise httpcore.ConnectError(f"pool for {self._origin} is closed")
         timeouts = request.extensions.get("timeout") or {}
-        conn, pending = await self._acquire(timeouts.get("pool"))
+        count = request.extensions.get(COUNT_REQUEST, True)
+        slots = _Slots(self._limits.breaker, self._origin, count)
         try:
+            conn, new = await self._acquire(timeouts.get("pool"), slots)
+        except BaseException:
+            slots.detach()
+            raise
+        try:
+            if not new:
+                slots.attach()
             resp = await conn.handle_async_request(request)
         except BaseException:
+            slots.detach()
             await self._release(conn)
             raise
-        finally:
-            if pending is not None:
-                pending.release()  # not connected (failed, cancelled), or already done
         assert isinstance(resp.stream, typing.AsyncIterable)
-        resp.stream = _AsyncPooledStream(resp.stream, self, conn)
+        resp.stream = _AsyncPooledStream(resp.stream, self, conn, slots)
         return resp
 
     async def aclose(self) -> None:
@@ -365,11 +431,16 @@ class _PooledStream:
     """The response body; closing it hands the connection back to the pool."""
 
     def __init__(
-        self, inner: typing.Iterable[bytes], pool: EndpointPool, conn: httpcore.HTTPConnection
+        self,
+        inner: typing.Iterable[bytes],
+        pool: EndpointPool,
+        conn: httpcore.HTTPConnection,
+        slots: _Slots,
     ) -> None:
         self._inner = inner
         self._pool = pool
         self._conn: httpcore.HTTPConnection | None = conn
+        self._slots = slots
 
     def __iter__(self) -> typing.Iterator[bytes]:
         yield from self._inner
@@ -382,6 +453,7 @@ class _PooledStream:
                 close()
         finally:
             if conn is not None:
+                self._slots.detach()
                 self._pool._release(conn)
 
 
@@ -449,54 +521,52 @@ class EndpointPool:
             return conn
         return None
 
-    def _acquire(self, timeout: float | None) -> tuple[httpcore.HTTPConnection, _Pending | None]:
+    def _acquire(
+        self, timeout: float | None, slots: _Slots
+    ) -> tuple[httpcore.HTTPConnection, bool]:
+        """A connection for one request, and whether it is new (the request is then
+        attached when it has connected)."""
         dead: list[httpcore.HTTPConnection] = []
         try:
             with self._lock:
                 conn = self._take_idle(dead)
             if conn is not None:
-                return conn, None
-            breaker = self._limits.breaker
-            pending = _enter_pending(self._origin, breaker)
+                return conn, False
+            slots.enter_pending()
+            breaker = slots.breaker
             deadline = None if timeout is None else time.monotonic() + timeout
-            try:
-                while True:
-                    with self._lock:
-                        if self._closed:
-                            raise httpcore.PoolTimeout(f"pool for {self._origin} closed")
-                        conn = self._take_idle(dead)
-                        if conn is not None:
-                            pending.release()
-                            return conn, None
-                        if _may_open(breaker, not self._all):
-                            conn = httpcore.HTTPConnection(
-                                self._origin,
-                                ssl_context=self._ssl_context,
-                                keepalive_expiry=self._keepalive_expiry,
-                                http1=True,
-                                http2=False,
-                                network_backend=_Connecting(self._backend, pending),
-                            )
-                            self._all[conn] = breaker
-                            return conn, pending
-                        waiter = _Waiter()
-                        self._waiters.append(waiter)
-                    left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                    waiter.event.wait(left)
-                    with self._lock:
-                        if not waiter.event.is_set():
-                            self._waiters.remove(waiter)
-                            raise httpcore.PoolTimeout(
-                                f"no connection to {self._origin} within {timeout} s "
-                                f"({len(self._all)} busy: the cluster's max_connections)"
-                            )
-                    if waiter.conn is not None:
-                        pending.release()
-                        return waiter.conn, None
-                    # A connection closed: try again (open one, or an idle one came back).
-            except BaseException:
-                pending.release()
-                raise
+            while True:
+                with self._lock:
+                    if self._closed:
+                        raise httpcore.PoolTimeout(f"pool for {self._origin} closed")
+                    conn = self._take_idle(dead)
+                    if conn is not None:
+                        return conn, False
+                    if _may_open(breaker, not self._all):
+                        conn = httpcore.HTTPConnection(
+                            self._origin,
+                            ssl_context=self._ssl_context,
+                            keepalive_expiry=self._keepalive_expiry,
+                            http1=True,
+                            http2=False,
+                            network_backend=_Connecting(self._backend, slots),
+                        )
+                        self._all[conn] = breaker
+                        return conn, True
+                    waiter = _Waiter()
+                    self._waiters.append(waiter)
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                waiter.event.wait(left)
+                with self._lock:
+                    if not waiter.event.is_set():
+                        self._waiters.remove(waiter)
+                        raise httpcore.PoolTimeout(
+                            f"no connection to {self._origin} within {timeout} s "
+                            f"({len(self._all)} busy: the cluster's max_connections)"
+                        )
+                if waiter.conn is not None:
+                    return waiter.conn, False
+                # A connection closed: try again (open one, or an idle one came back).
         finally:
             for conn in dead:
                 conn.close()
@@ -530,17 +600,23 @@ class EndpointPool:
         if self._closed:
             raise httpcore.ConnectError(f"pool for {self._origin} is closed")
         timeouts = request.extensions.get("timeout") or {}
-        conn, pending = self._acquire(timeouts.get("pool"))
+        count = request.extensions.get(COUNT_REQUEST, True)
+        slots = _Slots(self._limits.breaker, self._origin, count)
         try:
+            conn, new = self._acquire(timeouts.get("pool"), slots)
+        except BaseException:
+            slots.detach()
+            raise
+        try:
+            if not new:
+                slots.attach()
             resp = conn.handle_request(request)
         except BaseException:
+            slots.detach()
             self._release(conn)
             raise
-        finally:
-            if pending is not None:
-                pending.release()
         assert isinstance(resp.stream, typing.Iterable)
-        resp.stream = _PooledStream(resp.stream, self, conn)
+        resp.stream = _PooledStream(resp.stream, self, conn, slots)
         return resp
 
     def close(self) -> None:

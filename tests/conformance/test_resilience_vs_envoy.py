@@ -223,10 +223,13 @@ def _breakers(pair: Pair, who: str) -> dict[str, int]:
     }
 
 
-def test_max_pending_requests_matches_envoy(pair: Pair) -> None:
+@pytest.mark.parametrize("max_requests", [1024, 1])
+def test_max_pending_requests_matches_envoy(pair: Pair, max_requests: int) -> None:
     # One endpoint, one connection (already up), one request may wait for it: the
     # request on the connection and the one waiting succeed, the next is a local 503
-    # (upstream_rq_pending_overflow) that never reaches the backend.
+    # (upstream_rq_pending_overflow) that never reaches the backend. With max_requests
+    # 1 too, the same: Envoy counts a request against it only once it is attached to a
+    # connection, so the waiting one is not refused for the one in flight.
     a = GatedBackend("a")
     try:
         pair.serve(
@@ -236,7 +239,11 @@ def test_max_pending_requests_matches_envoy(pair: Pair) -> None:
                         "port": 9080,
                         "endpoints": [a.address],
                         "traffic_policy": {
-                            "circuit_breakers": {"max_connections": 1, "max_pending_requests": 1}
+                            "circuit_breakers": {
+                                "max_connections": 1,
+                                "max_pending_requests": 1,
+                                "max_requests": max_requests,
+                            }
                         },
                     }
                 }

@@ -70,14 +70,12 @@ def test_overflow_kinds_are_counted_separately() -> None:
         (20.0, 3, 0, 0, 3),  # floor when idle
         (20.0, 3, 10, 0, 3),  # 2 < floor
         (20.0, 3, 100, 0, 20),
-        # Admitted requests (active_requests) include those pending for a connection:
-        # pending_requests is not added again (Envoy's active + pending).
-        (20.0, 3, 100, 20, 20),
+        (20.0, 3, 80, 20, 20),  # pending requests count too
         (25.0, 3, 100, 0, 25),
         (20.0, 3, 19, 0, 3),  # 3.8 truncated to 3
         (20.0, 3, 24, 0, 4),  # 4.8 truncated to 4
         (50.0, 0, 1, 0, 0),  # 0.5 truncated, floor 0
-        (100.0, 1, 10, 3, 10),
+        (100.0, 1, 7, 3, 10),
     ],
 )
 def test_retry_budget_limit(

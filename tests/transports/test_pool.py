@@ -146,6 +146,35 @@ async def test_max_pending_requests_overflows_at_once() -> None:
         await pool.aclose()
 
 
+async def test_max_requests_is_taken_when_a_request_is_attached() -> None:
+    # Envoy checks max_requests when a request gets a ready connection: one waiting for
+    # the connection is pending, not refused for the one in flight; a refusal counts as
+    # upstream_rq_pending_overflow and gives the connection back unused.
+    cluster = _Cluster(max_connections=1, max_pending_requests=1, max_requests=1)
+    breaker = cluster.breaker
+    assert breaker is not None
+    with EchoBackend("slow", delay=0.3) as slow:
+        pool = _pool(slow, cluster)
+        assert await _get(pool, slow) == b"slow"
+        assert breaker.active_requests == 0  # given back when the body was closed
+        busy = asyncio.create_task(_get(pool, slow))
+        await _until(lambda: breaker.active_requests == 1, "the first request attached")
+        waiting = asyncio.create_task(_get(pool, slow))
+        await _until(lambda: breaker.pending_requests == 1, "the second request pending")
+        assert await busy == b"slow" and await waiting == b"slow"
+        assert (breaker.active_requests, breaker.overflow.requests) == (0, 0)
+        await pool.aclose()
+    refusing = _Cluster(max_requests=0)
+    with EchoBackend("idle") as idle:
+        pool = _pool(idle, refusing)
+        with pytest.raises(PoolOverflow, match="max_requests"):
+            await _get(pool, idle)
+        assert idle.request_count == 0
+        assert refusing.breaker is not None and refusing.breaker.overflow.pending == 1
+        assert refusing.breaker.active_connections == 0  # the new connection was closed
+        await pool.aclose()
+
+
 async def test_a_request_is_pending_while_its_connection_connects(
     echo_backend: EchoBackend,
 ) -> None:

@@ -978,7 +978,11 @@ TABLE: dict[str, dict[str, Field]] = {
             "beyond it a local 503 UO, never retried (upstream_rq_pending_overflow). Not "
             "applied to HTTP/2 (one multiplexed connection) nor gRPC (no such limit in A32)"
         ),
-        "max_requests": H("default 1024; local 503 UO"),
+        "max_requests": H(
+            "default 1024; local 503 UO. HTTP/1.1 (httpx): checked when the request gets a "
+            "ready connection, as Envoy (a refusal counts as a pending overflow); HTTP/2, "
+            "gRPC and hedged attempts: when the call is admitted"
+        ),
         "max_retries": H("default 3"),
         "retry_budget": H(),
         "track_remaining": I(_STATS),
