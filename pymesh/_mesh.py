@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -47,6 +48,25 @@ log = logging.getLogger("pymesh")
 DEFAULT_CONFIG_WAIT = 15.0
 #: Mesh.slot remembers at most this many authorities (then starts again).
 _SLOT_MEMO_LIMIT = 4096
+#: cluster_header targets one listener subscribes on demand, at most (a request header
+#: names them: the bound keeps a client from subscribing to whatever callers send).
+ON_DEMAND_CLUSTER_LIMIT = 256
+
+
+@dataclass(slots=True)
+class _Wanted:
+    """A cluster subscribed on demand for one listener: set once it is published."""
+
+    ready: threading.Event = field(default_factory=threading.Event)
+    waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
+        default_factory=list
+    )
+
+    def settle(self) -> None:
+        self.ready.set()
+        waiters, self.waiters = self.waiters, []
+        for loop, fut in waiters:
+            loop.call_soon_threadsafe(_resolve, fut)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +100,8 @@ class ListenerSlot:
         default_factory=list
     )
     cancel: Any = None
+    #: cluster_header targets subscribed on demand (Mesh.wait_cluster), kept.
+    wanted: dict[str, _Wanted] = field(default_factory=dict)
 
     @property
     def settled(self) -> bool:
@@ -256,6 +278,9 @@ class Mesh:
             slot.error = None
             slot.does_not_exist = False
             slot.had_state = True
+            for name, wanted in list(slot.wanted.items()):
+                if name in clusters:
+                    wanted.settle()
         except Exception as exc:  # keep the last good state; report why
             log.exception("listener %s: cannot apply config", slot.name)
             slot.error = MeshError(f"cannot apply config: {exc}", resource_name=slot.name)
@@ -325,6 +350,68 @@ class Mesh:
                     resource_name=slot.name,
                 ) from None
         return self._settled_state(slot, passthrough)
+
+    def _want(self, state: ListenerState, cluster: str) -> tuple[ListenerSlot, _Wanted] | None:
+        """Subscribe ``cluster`` for ``state``'s listener (once; kept), as Envoy resolves
+        a ``cluster_header`` target among all clusters and grpc-go subscribes a cluster
+        specifier plugin's on demand. None: over :data:`ON_DEMAND_CLUSTER_LIMIT`."""
+        slot = self._slots.get(state.config.listener.name)
+        if slot is None:
+            return None
+        wanted = slot.wanted.get(cluster)
+        if wanted is None:
+            with self._lock:
+                wanted = slot.wanted.get(cluster)
+                if wanted is None:
+                    if len(slot.wanted) >= ON_DEMAND_CLUSTER_LIMIT:
+                        log.warning(
+                            "listener %s: cluster_header target %r not subscribed: %d "
+                            "on-demand clusters already",
+                            slot.name,
+                            cluster,
+                            ON_DEMAND_CLUSTER_LIMIT,
+                        )
+                        return None
+                    wanted = slot.wanted[cluster] = _Wanted()
+                    slot.cancel.add_cluster(cluster)
+        current = slot.state
+        if current is not None and cluster in current.clusters:
+            wanted.settle()  # already published (another route, or an earlier wait)
+        return slot, wanted
+
+    def wait_cluster(
+        self, state: ListenerState, cluster: str, timeout: float | None
+    ) -> ListenerState:
+        """A request's ``cluster_header`` names ``cluster``, which ``state`` does not
+        have: subscribe it and block until the listener's config includes it (resolved,
+        or with the error that it does not exist) or ``timeout`` (default
+        :data:`DEFAULT_CONFIG_WAIT`, as the first request to a listener) passed. Returns
+        the listener's state then; planning on it again answers NC if the cluster is
+        still not there (fail closed)."""
+        found = self._want(state, cluster)
+        if found is None:
+            return state
+        slot, wanted = found
+        wanted.ready.wait(DEFAULT_CONFIG_WAIT if timeout is None else timeout)
+        return slot.state or state
+
+    async def wait_cluster_async(
+        self, state: ListenerState, cluster: str, timeout: float | None
+    ) -> ListenerState:
+        """The asyncio twin of :meth:`wait_cluster` (never blocks the event loop)."""
+        found = self._want(state, cluster)
+        if found is None:
+            return state
+        slot, wanted = found
+        if not wanted.ready.is_set():
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            wanted.waiters.append((loop, fut))
+            if wanted.ready.is_set():  # settled while we registered
+                _resolve(fut)
+            with contextlib.suppress(asyncio.TimeoutError):  # planned again: NC
+                await asyncio.wait_for(fut, DEFAULT_CONFIG_WAIT if timeout is None else timeout)
+        return slot.state or state
 
     def wait_listener(
         self,

@@ -183,10 +183,13 @@ class Reply:
     (HTTP) and/or ``grpc_status`` describe the response and ``headers`` its headers
     (only filled when the engine asks, :attr:`Attempts.needs_headers`). ``value`` is the
     protocol's own answer (httpcore response, gRPC result) and ``error`` the exception
-    to raise if this reply becomes the caller's.
+    to raise if this reply becomes the caller's. ``refused`` is set when the driver's
+    connection pool refused the attempt before sending it (HTTP/1.1 pending overflow:
+    ("UO", why)): the call ends with that local answer, not retried, no outlier result,
+    as Envoy's pool overflow.
     """
 
-    __slots__ = ("error", "failure", "grpc_status", "headers", "status", "value")
+    __slots__ = ("error", "failure", "grpc_status", "headers", "refused", "status", "value")
 
     def __init__(
         self,
@@ -196,7 +199,9 @@ class Reply:
         headers: object = None,
         failure: Outcome | None = None,
         error: BaseException | None = None,
+        refused: Refused | None = None,
     ) -> None:
+        self.refused = refused
         self.value = value
         self.status = status
         self.grpc_status = grpc_status
@@ -219,12 +224,16 @@ def admit(
     exclude: Container[str] = frozenset(),
     tries: int = 1,
     picker: Picker | LevelPicker | OverridePicker | None = None,
+    pooled: bool = False,
 ) -> Ticket | Refused:
     """The cluster's pick: drops (first attempts only, as gRPC's xds_cluster_impl and
     Envoy), endpoint choice (``exclude`` re-picked up to ``tries`` times), then the
     breaker: a first attempt takes a request slot here; a retry brings the retry slot it
     took when the retry was decided (``retry_slot``). ``picker``: what to pick with
-    instead of ``rt.picker`` (gRPC's picker, or the level an aggregate cluster chose)."""
+    instead of ``rt.picker`` (gRPC's picker, or the level an aggregate cluster chose).
+    ``pooled``: the driver's HTTP/1.1 pools take the request slot when the request is
+    attached to a connection, as Envoy's connection pools do (pymesh.transports._pool),
+    so admission does not."""
     if picker is None:
         picker = rt.picker
     if picker is None:
@@ -245,11 +254,8 @@ def admit(
         breaker = rt.breaker
         if breaker is not None:
             cluster = rt.cluster
-            if not breaker.try_acquire_request(cluster is not None and not cluster.http2):
-                limit = (
-                    "max_requests"
-                    if breaker.active_requests >= breaker.thresholds.max_requests
-                    else "max_pending_requests"
-                )
-                return ("UO", f"upstream overflow (circuit breaker {limit})")
+            if pooled and cluster is not None and not cluster.http2:
+                breaker = None  # the pool takes the request slot (and gives it back)
+            elif not breaker.try_acquire_request():
+                return ("UO", "upstream overflow (circuit breaker max_requests)")
     return Ticket(rt, ep, rt.states.get_or_create(ep.address), breaker, is_retry)

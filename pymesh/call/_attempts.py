@@ -64,6 +64,8 @@ class Attempts:
     #: A gRPC call: picks follow the gRFCs where they differ from Envoy (A27: DEGRADED
     #: endpoints are not used; A55: a session's endpoint statuses and cookie format).
     grpc = False
+    #: The driver's HTTP/1.1 pools take request slots on attach (httpx transports).
+    pooled = False
     _exclude = False  # previous_hosts
     _retry_slot: CircuitBreaker | None = None  # taken for the retry decided
     _pending = False  # a retry was decided and has not started yet
@@ -82,6 +84,7 @@ class Attempts:
         hedge: bool = True,
         on_end: Callable[[Ticket, str | None], None] | None = None,
         grpc: bool = False,
+        pooled: bool = False,
     ) -> None:
         self.plan = plan
         #: The listener's routing state (aggregate clusters resolve their leaf in it).
@@ -97,6 +100,8 @@ class Attempts:
             self.pick = False
         if grpc:
             self.grpc = True
+        if pooled:
+            self.pooled = True
         retry = plan.retry
         if decider is None or retry is None or not replayable:
             return  # no retries (a body that cannot be rewound is sent once): common
@@ -115,6 +120,10 @@ class Attempts:
             and retry.per_try_timeout
             and self.limit > 1
         )
+        if self.hedging:
+            # Attempts side by side: one given up must free its slot at once, which a
+            # pool's request slot (held until its answer arrives) would not.
+            self.pooled = False
 
     def start(self) -> Ticket | LocalReply:
         """Admit the next attempt (:func:`pymesh.call.admit`), with its deadlines."""
@@ -156,7 +165,15 @@ class Attempts:
                     why = f"stateful session endpoint {session.address} is not available"
                     return self._give_back(retry_slot, "UH", why)
             if not self._exclude and not avoid:  # the common case
-                admitted = admit(rt, plan.hash_key, self.rng, is_retry, retry_slot, picker=picker)
+                admitted = admit(
+                    rt,
+                    plan.hash_key,
+                    self.rng,
+                    is_retry,
+                    retry_slot,
+                    picker=picker,
+                    pooled=self.pooled,
+                )
             else:
                 exclude: Container[str] = self.tried if self._exclude else frozenset()
                 tries = 1
@@ -166,7 +183,15 @@ class Attempts:
                     exclude = set(exclude) | set(avoid)  # type: ignore[call-overload]
                     tries = max(tries, 2 * len(avoid) + 2)  # type: ignore[arg-type]
                 admitted = admit(
-                    rt, plan.hash_key, self.rng, is_retry, retry_slot, exclude, tries, picker
+                    rt,
+                    plan.hash_key,
+                    self.rng,
+                    is_retry,
+                    retry_slot,
+                    exclude,
+                    tries,
+                    picker,
+                    pooled=self.pooled,
                 )
             if type(admitted) is tuple:
                 return self._give_back(retry_slot, *admitted)
@@ -231,6 +256,18 @@ class Attempts:
         if self.on_end is not None:
             self.on_end(t, self.retry_reason if retry else None)
         return retry
+
+    def refuse(self, t: Ticket, reply: Reply) -> LocalReply:
+        """``t`` was refused by the driver's pool before it was sent (``reply.refused``):
+        Envoy's pool overflow ends the call with a local 503 UO; it is never retried and
+        says nothing about the endpoint (no outlier result: the cluster is overloaded)."""
+        assert reply.refused is not None
+        t.reply = reply
+        t.done(None)
+        if self.on_end is not None:
+            self.on_end(t, None)
+        flag, why = reply.refused
+        return local(self.plan, why, flag)
 
     def _retry(self, t: Ticket, outcome: Outcome, *, hedging: bool = False) -> bool:
         """Decide a retry: the policy allows it and a retry slot is free.

@@ -48,6 +48,9 @@ class LocalReply:
     grpc_status: int | None = None
     flags: str = ""  # Envoy-style response flag, e.g. "NR" (no route), "UO" (overflow)
     delay: float = 0.0  # a fault delay to wait before answering
+    #: A ``cluster_header`` target the listener has not subscribed yet: the driver may
+    #: wait for it (:meth:`pymesh.Mesh.wait_cluster`) and plan again; else this NC.
+    wait_cluster: str | None = None
 
 
 @dataclass(slots=True)
@@ -250,11 +253,13 @@ def plan_request(
     runtime = state.clusters.get(cluster_name)
     if runtime is None or runtime.error is not None:
         why = runtime.error if runtime is not None else "unknown cluster"
+        on_demand = runtime is None and decision.compiled.cluster_header is not None
         return LocalReply(
             action.cluster_not_found_response_code,
             f"pymesh: cluster {cluster_name!r} unavailable: {why}\n".encode(),
             grpc_status=14,
             flags="NC",
+            wait_cluster=cluster_name if on_demand else None,
         )
     mutation = decision.request_mutation
     edited: list[tuple[str, str]] | None

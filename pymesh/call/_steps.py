@@ -99,6 +99,8 @@ def steps(a: Attempts) -> Steps:
         except BaseException:
             t.abandon()
             raise
+        if reply.refused is not None:
+            return a.refuse(t, reply)
         if not a.settle(t, reply):
             return t
         if reply.failure is None:
@@ -163,6 +165,11 @@ def _race(a: Attempts, inflight: list[Ticket]) -> Steps:
                 continue  # ended after it was abandoned
             inflight.remove(t)
             others = bool(inflight) or launch_at is not None
+            if reply.refused is not None:
+                refused = a.refuse(t, reply)
+                if others:
+                    continue  # the attempts in flight may still answer
+                return refused
             if a.settle(t, reply):
                 if reply.failure is None:
                     yield Discard(t)
@@ -224,10 +231,13 @@ def run_sync(a: Attempts, io: SyncIO) -> Ticket | LocalReply:
         t = a.start()
         if type(t) is Ticket:
             try:
-                a.settle(t, io.send(t))
+                reply = io.send(t)
             except BaseException:
                 t.abandon()
                 raise
+            if reply.refused is not None:
+                return a.refuse(t, reply)
+            a.settle(t, reply)
         return t
     gen = steps(a)
     done: queue.SimpleQueue[Ticket] | None = None
@@ -279,10 +289,13 @@ async def run_async(a: Attempts, io: AsyncIO) -> Ticket | LocalReply:
         t = a.start()
         if type(t) is Ticket:
             try:
-                a.settle(t, await io.send(t))
+                reply = await io.send(t)
             except BaseException:
                 t.abandon()
                 raise
+            if reply.refused is not None:
+                return a.refuse(t, reply)
+            a.settle(t, reply)
         return t
     gen = steps(a)
     try:

@@ -111,6 +111,35 @@ def _attempt_ended(obs: RpcObserver, t: Ticket, reason: str | None) -> None:
     obs.attempt_done(code, retried=reason is not None, attempt=t.trace)
 
 
+Options = tuple[tuple[str, Any], ...]
+
+#: gRPC core's initial reconnect back-off (GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS).
+_GRPC_INITIAL_BACKOFF_MS = 1000
+
+
+def connect_options(options: Options, connect_timeout: float | None) -> Options:
+    """Channel options that make a sub-channel's connection attempt end after the
+    cluster's ``connect_timeout`` (Envoy's meaning: TCP and TLS handshake), as it does
+    for httpx.
+
+    gRPC core gives each connection attempt the deadline ``max(now +
+    grpc.min_reconnect_backoff_ms, the next back-off time)``: 20 s and 1 s (±20 %
+    jitter) by default. So the minimum becomes the timeout, and a timeout under 1 s
+    also lowers the initial back-off, else that would bound the attempt instead. Keys
+    the caller set in ``options`` win.
+    """
+    if connect_timeout is None:
+        return options
+    keys = {key for key, _ in options}
+    ms = max(1, round(connect_timeout * 1000))
+    extra: list[tuple[str, Any]] = []
+    if "grpc.min_reconnect_backoff_ms" not in keys:
+        extra.append(("grpc.min_reconnect_backoff_ms", ms))
+    if ms < _GRPC_INITIAL_BACKOFF_MS and "grpc.initial_reconnect_backoff_ms" not in keys:
+        extra.append(("grpc.initial_reconnect_backoff_ms", ms))
+    return (*options, *extra) if extra else options
+
+
 class MeshChannelBase(Generic[SubT]):
     """Target, listener slot, per-endpoint sub-channels and the endpoint choice."""
 
@@ -195,7 +224,7 @@ class MeshChannelBase(Generic[SubT]):
         return self._kinds["stream_stream"](self, method, request_serializer, response_deserializer)
 
     # Implemented by the sync / aio channel.
-    def _new_channel(self, address: str) -> SubT:
+    def _new_channel(self, address: str, options: Options) -> SubT:
         raise NotImplementedError
 
     def _close_sub(self, address: str, sub: SubT) -> None:
@@ -204,16 +233,20 @@ class MeshChannelBase(Generic[SubT]):
     def _on_new_sub(self, address: str, sub: SubT) -> None:
         return None
 
-    def _new_tls_endpoint(self, address: str, plain: SubT | None) -> SubT:
+    def _new_tls_endpoint(self, address: str, plain: SubT | None, options: Options) -> SubT:
         """The sub-channel of an endpoint that TLS clusters use (pymesh/grpc/_tls.py),
         adopting the address's plaintext channel ``plain`` if there is one."""
         raise NotImplementedError
 
-    def subchannel(self, address: str, tls: ClientTls | None = None) -> SubT:
+    def subchannel(
+        self, address: str, tls: ClientTls | None = None, connect_timeout: float | None = None
+    ) -> SubT:
         """The cached real channel to one endpoint address (created on first use).
 
         For an attempt to a TLS cluster (``tls``: its ClientTls, from :func:`cluster_tls`),
-        the view of the endpoint's TlsEndpoint for that cluster's TLS config.
+        the view of the endpoint's TlsEndpoint for that cluster's TLS config. A new
+        sub-channel connects within ``connect_timeout`` (the cluster's, see
+        :func:`connect_options`); an address shared by clusters keeps the first one's.
         """
         sub = self._subs.get(address)
         if sub is not None:
@@ -225,14 +258,15 @@ class MeshChannelBase(Generic[SubT]):
             if self._closed:
                 raise LocalFailure(LocalStatus(grpc.StatusCode.CANCELLED, "channel closed"))
             sub = self._subs.get(address)
+            options = connect_options(self._options, connect_timeout)
             if sub is None and tls is None:
-                sub = self._new_channel(address)
+                sub = self._new_channel(address, options)
                 self._on_new_sub(address, sub)
                 self._subs[address] = sub
             elif not isinstance(sub, TlsEndpoint) and tls is not None:
                 # Never reuse a plaintext channel for a TLS cluster: the endpoint gets a
                 # TlsEndpoint, which keeps serving plaintext calls on the old channel.
-                sub = self._new_tls_endpoint(address, sub)
+                sub = self._new_tls_endpoint(address, sub, options)
                 self._on_new_sub(address, sub)
                 self._subs[address] = sub
         assert sub is not None
@@ -399,7 +433,8 @@ class MeshChannelBase(Generic[SubT]):
         tls = cluster_tls(self.mesh, rt, p.plan, enabled=self._credentials is None)
         if isinstance(tls, LocalStatus):
             raise LocalFailure(tls, "UF")
-        sub = self.subchannel(address, tls)
+        cluster = rt.cluster
+        sub = self.subchannel(address, tls, cluster.connect_timeout if cluster else None)
         timeout = remaining(t.deadline)
         if timeout is not None and timeout <= 0:
             return None

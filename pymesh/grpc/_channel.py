@@ -23,6 +23,7 @@ from pymesh.errors import MeshError
 from pymesh.grpc._base import (
     Deserializer,
     MeshChannelBase,
+    Options,
     OutMetadata,
     Prepared,
     Serializer,
@@ -112,16 +113,18 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
 
     # -- sub-channels ---------------------------------------------------------------
 
-    def _new_channel(self, address: str) -> grpc.Channel:
+    def _new_channel(self, address: str, options: Options) -> grpc.Channel:
         if self._credentials is not None:
-            return grpc.secure_channel(address, self._credentials, self._options, self._compression)
-        return grpc.insecure_channel(address, self._options, self._compression)
+            return grpc.secure_channel(address, self._credentials, options, self._compression)
+        return grpc.insecure_channel(address, options, self._compression)
 
-    def _new_tls_endpoint(self, address: str, plain: grpc.Channel | None) -> grpc.Channel:
+    def _new_tls_endpoint(
+        self, address: str, plain: grpc.Channel | None, options: Options
+    ) -> grpc.Channel:
         # Sub-channel for TLS clusters (mTLS from xDS, verified per material generation).
         from pymesh.grpc._tls_sync import SyncTlsEndpoint
 
-        return SyncTlsEndpoint(address, self.authority, self._options, self._compression, plain)
+        return SyncTlsEndpoint(address, self.authority, options, self._compression, plain)
 
     def _on_new_sub(self, address: str, sub: grpc.Channel) -> None:
         # Sticky TRANSIENT_FAILURE (as gRPC's round_robin): an endpoint stays avoided
@@ -151,7 +154,7 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         if direct is None:
             with self._lock:
                 if self._direct is None:
-                    self._direct = self._new_channel(self.authority)
+                    self._direct = self._new_channel(self.authority, self._options)
                 direct = self._direct
         return direct
 
@@ -189,6 +192,12 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
             if state is None:
                 return None
         delay, out = self.plan_on(state, method, timeout, metadata, start)
+        if isinstance(out, LocalStatus) and out.wait_cluster is not None:
+            if not wait:
+                return MUST_WAIT
+            # A cluster_header target not subscribed yet: wait for it, then plan again.
+            state = self.mesh.wait_cluster(state, out.wait_cluster, timeout)
+            delay, out = self.plan_on(state, method, timeout, metadata, start)
         if delay:
             if not wait:
                 return MUST_WAIT

@@ -66,6 +66,9 @@ class LocalStatus:
     code: grpc.StatusCode
     details: str
     delay: float = 0.0
+    #: A cluster_header target to subscribe and wait for before planning again
+    #: (LocalReply.wait_cluster); the call fails with this status if it does not come.
+    wait_cluster: str | None = None
 
 
 def local_status(reply: LocalReply, node_id: str) -> LocalStatus:
@@ -81,7 +84,7 @@ def local_status(reply: LocalReply, node_id: str) -> LocalStatus:
         details = f"pymesh: matched route has no gRPC action ({details or reply.status})"
     if code is not grpc.StatusCode.OK and reply.flags != "FI":
         details = f"{details} [xDS node id {node_id}]"
-    return LocalStatus(code, details, reply.delay)
+    return LocalStatus(code, details, reply.delay, reply.wait_cluster)
 
 
 def grpc_deadline(

@@ -27,6 +27,7 @@ from pymesh.errors import MeshError
 from pymesh.grpc._base import (
     Deserializer,
     MeshChannelBase,
+    Options,
     OutMetadata,
     Prepared,
     Serializer,
@@ -112,18 +113,18 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
 
     # -- sub-channels -------------------------------------------------------------------
 
-    def _new_channel(self, address: str) -> grpc.aio.Channel:
+    def _new_channel(self, address: str, options: Options) -> grpc.aio.Channel:
         if self._credentials is not None:
-            return grpc.aio.secure_channel(
-                address, self._credentials, self._options, self._compression
-            )
-        return grpc.aio.insecure_channel(address, self._options, self._compression)
+            return grpc.aio.secure_channel(address, self._credentials, options, self._compression)
+        return grpc.aio.insecure_channel(address, options, self._compression)
 
-    def _new_tls_endpoint(self, address: str, plain: grpc.aio.Channel | None) -> grpc.aio.Channel:
+    def _new_tls_endpoint(
+        self, address: str, plain: grpc.aio.Channel | None, options: Options
+    ) -> grpc.aio.Channel:
         # Sub-channel for TLS clusters (mTLS from xDS, verified per material generation).
         from pymesh.grpc._tls_aio import AioTlsEndpoint
 
-        return AioTlsEndpoint(address, self.authority, self._options, self._compression, plain)
+        return AioTlsEndpoint(address, self.authority, options, self._compression, plain)
 
     def _close_sub(self, address: str, sub: grpc.aio.Channel) -> None:
         self._failing.discard(address)
@@ -149,7 +150,7 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
 
     def direct(self) -> grpc.aio.Channel:
         if self._direct is None:
-            self._direct = self._new_channel(self.authority)
+            self._direct = self._new_channel(self.authority, self._options)
         return self._direct
 
     # -- the call path ------------------------------------------------------------------
@@ -173,6 +174,10 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
                 if state is None:
                     return None
             delay, out = self.plan_on(state, method, timeout, metadata, start)
+            if isinstance(out, LocalStatus) and out.wait_cluster is not None:
+                # A cluster_header target not subscribed yet: wait for it, plan again.
+                state = await self.mesh.wait_cluster_async(state, out.wait_cluster, timeout)
+                delay, out = self.plan_on(state, method, timeout, metadata, start)
             if delay:
                 await asyncio.sleep(delay)
             if isinstance(out, LocalStatus):

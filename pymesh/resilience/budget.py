@@ -5,14 +5,9 @@ in CPython (load, add, store), so under heavy thread contention a count can drif
 the odd unit; Envoy's own limits are likewise approximate across workers. What matters
 is that the request path never blocks on a lock. In a single thread counts are exact.
 
-Typical use per request::
-
-    if not breaker.try_acquire_request():
-        raise UpstreamOverflowError(...)
-    try:
-        ...  # each retry: breaker.try_acquire_retry() / breaker.release_retry()
-    finally:
-        breaker.release_request()
+The call engine takes and gives back request and retry slots (pymesh.call); the
+HTTP/1.1 pools take pending and connection slots (pymesh.transports._pool), as Envoy's
+router and connection pools do.
 """
 
 from __future__ import annotations
@@ -26,9 +21,9 @@ __all__ = ["CircuitBreaker", "OverflowCounters"]
 
 @dataclass(slots=True)
 class OverflowCounters:
-    """How often each limit refused (Envoy's upstream_rq_pending_overflow,
-    upstream_rq_retry_overflow, upstream_cx_overflow and, for max_requests,
-    upstream_rq_overflow)."""
+    """How often each limit refused (Envoy's upstream_rq_pending_overflow, which also
+    counts max_requests refusals of HTTP/1.1 pools, upstream_rq_retry_overflow,
+    upstream_cx_overflow and, for max_requests at admission, upstream_rq_overflow)."""
 
     requests: int = 0
     pending: int = 0
@@ -71,21 +66,19 @@ class CircuitBreaker:
 
     # Requests -------------------------------------------------------------------------
 
-    def try_acquire_request(self, one_per_connection: bool = False) -> bool:
+    def try_acquire_request(self, attaching: bool = False) -> bool:
         """Admit one request (max_requests).
 
-        ``one_per_connection`` (HTTP/1.1 upstreams): a request beyond ``max_connections``
-        in flight has to wait for a connection, which makes it one of Envoy's pending
-        requests, so at most ``max_connections + max_pending_requests`` are admitted and
-        the next one is a pending overflow (Envoy's upstream_rq_pending_overflow).
+        ``attaching``: an HTTP/1.1 pool attaches a request to a ready connection, where
+        Envoy checks max_requests and counts a refusal as a pending overflow
+        (upstream_rq_pending_overflow).
         """
-        t = self.thresholds
         active = self.active_requests
-        if active >= t.max_requests:
-            self.overflow.requests += 1
-            return False
-        if one_per_connection and active >= t.max_connections + t.max_pending_requests:
-            self.overflow.pending += 1
+        if active >= self.thresholds.max_requests:
+            if attaching:
+                self.overflow.pending += 1
+            else:
+                self.overflow.requests += 1
             return False
         self.active_requests = active + 1
         return True
@@ -119,6 +112,8 @@ class CircuitBreaker:
         budget = self.thresholds.retry_budget
         if budget is None:
             return self.thresholds.max_retries
+        # Envoy's active + pending requests (HTTP/1.1 pools count a request pending until
+        # it is attached, then active; elsewhere the slot is taken at admission).
         active = self.active_requests + self.pending_requests
         return max(int(budget.budget_percent / 100.0 * active), budget.min_retry_concurrency)
 
@@ -135,13 +130,22 @@ class CircuitBreaker:
 
     # Connections ----------------------------------------------------------------------------
 
-    def try_acquire_connection(self) -> bool:
-        """Account a new upstream connection (max_connections); call from the pool."""
-        if self.active_connections >= self.thresholds.max_connections:
-            self.overflow.connections += 1
-            return False
-        self.active_connections += 1
-        return True
+    def try_acquire_connection(self, first: bool = False) -> bool:
+        """Account a new upstream connection of the cluster (max_connections, over all
+        its endpoints); call from the pool that opens it.
+
+        At the limit the overflow counts (Envoy's upstream_cx_overflow) and the answer
+        is False, unless ``first``: the endpoint has no connection at all, and Envoy then
+        opens one anyway (counted), so that its pending requests can ever be served.
+        """
+        if self.active_connections < self.thresholds.max_connections:
+            self.active_connections += 1
+            return True
+        self.overflow.connections += 1
+        if first:
+            self.active_connections += 1
+            return True
+        return False
 
     def release_connection(self) -> None:
         self.active_connections -= 1

@@ -28,6 +28,8 @@ The overall route timeout is never retried: the caller's deadline stops the loop
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import random
 import time
 from collections.abc import Mapping
@@ -196,10 +198,16 @@ class RetryDecider:
     ) -> float | None:
         """The wait the upstream asked for through a reset header, or None.
 
-        RetryPolicy.rate_limited_retry_back_off: reset headers are tried in order; the
-        first that parses (integer ``SECONDS``, or a ``UNIX_TIMESTAMP`` in the future
-        relative to ``now``, wall-clock seconds) and is not above ``max_interval`` wins.
-        As Envoy's JitteredLowerBoundBackOffStrategy, the wait is jittered upwards to
+        RetryPolicy.rate_limited_retry_back_off, as Envoy's ResetHeaderParserImpl:
+        reset headers are tried in order; the first that parses and is not above
+        ``max_interval`` wins. ``SECONDS``: an unsigned integer (absl::SimpleAtoi:
+        surrounding whitespace and a ``+`` allowed). ``UNIX_TIMESTAMP``: integer seconds
+        since the epoch, not before now; the wait is counted from the current whole
+        second (``now``, wall-clock seconds), as Envoy's DateUtil::nowToSeconds. A
+        ``Retry-After`` header configured as ``SECONDS`` also takes RFC 9110's other
+        form, an HTTP-date, counted the same way (Envoy reads only the integer form and
+        falls back to the exponential back-off for a date). As Envoy's
+        JitteredLowerBoundBackOffStrategy, the wait is jittered upwards to
         ``[interval, 1.5 * interval)``. Intervals of 1 ms or less fall back to the
         exponential back-off (None).
         """
@@ -207,21 +215,12 @@ class RetryDecider:
         if rl is None or not headers:
             return None
         for name, fmt in rl.reset_headers:
-            raw = headers.get(name.lower())
+            name = name.lower()
+            raw = headers.get(name)
             if raw is None:
                 continue
-            raw = raw.strip()
-            if not (raw.isascii() and raw.isdigit()):
-                continue
-            value = int(raw)
-            if fmt == "UNIX_TIMESTAMP":
-                wall = time.time() if now is None else now
-                if value < wall:
-                    continue
-                interval = value - wall
-            else:
-                interval = float(value)
-            if interval > rl.max_interval:
+            interval = _reset_interval(name, fmt, raw, now)
+            if interval is None or interval > rl.max_interval:
                 continue
             if interval <= 0.001:
                 return None
@@ -236,3 +235,34 @@ class RetryDecider:
             if delay is not None:
                 return delay
         return self.backoff_delay(attempt, rng)
+
+
+def _atoi(raw: str) -> int | None:
+    """absl::SimpleAtoi into an unsigned integer: whitespace around, an optional ``+``."""
+    text = raw.strip()
+    if text.startswith("+"):
+        text = text[1:]
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
+def _reset_interval(name: str, fmt: str, raw: str, now: float | None) -> float | None:
+    """Seconds one reset header asks to wait (see RetryDecider.rate_limited_delay)."""
+    value = _atoi(raw)
+    if value is not None and fmt == "SECONDS":
+        return float(value)
+    if value is None:
+        if fmt != "SECONDS" or name != "retry-after":
+            return None
+        try:  # RFC 9110 §10.2.3: Retry-After = HTTP-date / delay-seconds
+            date = email.utils.parsedate_to_datetime(raw.strip())
+        except (TypeError, ValueError, IndexError):
+            return None
+        if date.tzinfo is None:  # "-0000": the date is UTC (RFC 5322 §3.3)
+            date = date.replace(tzinfo=datetime.timezone.utc)
+        value = int(date.timestamp())
+    current = int(time.time() if now is None else now)
+    if value < current:
+        return None
+    return float(value - current)

@@ -3,7 +3,8 @@
 ``MeshTransport`` (sync) and ``AsyncMeshTransport`` (asyncio) are drivers of the call
 engine (:mod:`pymesh.call`: plan, admission, attempts, hedging), which also drives the
 gRPC channels: they only do the I/O and map httpcore's answer or exception to a Reply.
-Each keeps one httpcore connection pool per endpoint, sized by the circuit breakers.
+Each keeps one connection pool per cluster and endpoint; HTTP/1.1 pools enforce the
+cluster's max_connections and max_pending_requests (pymesh.transports._pool).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pymesh.routing import RequestInfo
 from pymesh.telemetry import RequestObserver, observe_request
 from pymesh.transports._conn_limits import AsyncLimitedBackend, LimitedBackend
 from pymesh.transports._exceptions import failure_outcome, map_httpcore_exceptions, to_httpx
-from pymesh.transports._pool import AsyncEndpointPool
+from pymesh.transports._pool import COUNT_REQUEST, AsyncEndpointPool, EndpointPool, PoolOverflow
 from pymesh.transports._tls import (
     AsyncMeshTlsBackend,
     MeshTlsBackend,
@@ -55,6 +56,7 @@ _KEEPALIVE_EXPIRY = 5.0  # idle upstream connections of a pool with no cluster (
 _GC_EVERY = 512  # requests between sweeps for pools of endpoints that left
 _UPSTREAM_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError)
 _AsyncPool = httpcore.AsyncConnectionPool | AsyncEndpointPool
+_SyncPool = httpcore.ConnectionPool | EndpointPool
 _TIMEOUT_KEYS = ("connect", "read", "write", "pool")  # httpcore's per-operation timeouts
 _HEDGE_THREADS = 256  # sync hedging: attempts in flight at once, over all requests
 
@@ -64,6 +66,8 @@ _LOST = CancelledError("lost the hedging race")
 
 
 def _failure(exc: Exception) -> Reply:
+    if isinstance(exc, PoolOverflow):  # refused before sending: a local 503 UO
+        return Reply(refused=("UO", str(exc)), error=exc)
     return Reply(failure=failure_outcome(exc), error=exc)
 
 
@@ -112,7 +116,10 @@ class _IO:
             trace = obs.attempt(rt, ep)
             if self.a.hedging:  # attempts run side by side: each ends with its own handle
                 t.trace = obs.detach_attempt()
-        return rt, ep, _upstream_request(self.plan, self.request, rt, ep, t.deadline, trace)
+        req = _upstream_request(self.plan, self.request, rt, ep, t.deadline, trace)
+        if not self.a.pooled:  # the engine took the request slot (hedging)
+            req.extensions[COUNT_REQUEST] = False
+        return rt, ep, req
 
     def collect(self, t: Ticket) -> Reply:
         fut: typing.Any = t.handle  # a concurrent or an asyncio future
@@ -437,22 +444,28 @@ def _response(
 
 
 def _pool_key(rt: ClusterRuntime, ep: Endpoint) -> str:
-    """Pools are per endpoint address and connection settings: a cluster that turns TLS
-    on (or changes it) gets new connections, never a plaintext one kept from before; a
-    new max_requests_per_connection gets new connections too."""
+    """Pools are per cluster and endpoint address, as Envoy's (a cluster's breakers
+    count its own connections, even to an address another cluster shares), and per
+    connection settings: a cluster that turns TLS on (or changes it) gets new
+    connections, never a plaintext one kept from before; a new
+    max_requests_per_connection gets new connections too."""
     cluster = rt.cluster
     if cluster is None:
-        return ep.address
+        return f"{ep.address}#{rt.name}"
     tls, limit = cluster.tls, cluster.max_requests_per_connection
     if tls is None and limit is None:
-        return ep.address
-    return f"{ep.address}#tls{hash(tls):x}#max{limit}"
+        return f"{ep.address}#{rt.name}"
+    return f"{ep.address}#{rt.name}#tls{hash(tls):x}#max{limit}"
 
 
 def _pool_options(
     mesh: Mesh, rt: ClusterRuntime, *, asynchronous: bool = False
 ) -> dict[str, typing.Any]:
-    """Connection pool settings from the cluster (circuit-breaker limits, HTTP/2, TLS).
+    """Connection pool settings from the cluster (HTTP/2, TLS, keep-alive).
+
+    HTTP/1.1 pools are pymesh's (pymesh.transports._pool), limited by the cluster's
+    circuit breaker over all its endpoints; an HTTP/2 pool is httpcore's, one
+    multiplexed connection per endpoint (the cap below only bounds a runaway).
 
     TLS (pymesh.transports._tls): a TLS cluster's pool gets a backend that, at connect
     time, does the cluster's TLS handshake and SAN check (the URL scheme stays http; the
@@ -462,7 +475,7 @@ def _pool_options(
     """
     cluster = rt.cluster
     options: dict[str, typing.Any] = {
-        "max_connections": cluster.circuit_breakers.max_connections if cluster else 1024,
+        "max_connections": 1024,
         "http1": True,
         "http2": bool(cluster and cluster.http2),
         # The cluster's idle_timeout (Envoy's default: 1 hour). httpx's own 5 s would
@@ -597,6 +610,7 @@ class _Base:
             self.mesh.rng,
             replayable=_is_replayable(request),
             on_end=None if obs is None else functools.partial(_attempt_ended, obs),
+            pooled=True,  # the HTTP/1.1 pools take request slots (pymesh.transports._pool)
         )
 
     @staticmethod
@@ -664,7 +678,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
         self, mesh: Mesh, *, passthrough: bool | None = None, xds_authority: str | None = None
     ) -> None:
         super().__init__(mesh, passthrough=passthrough, xds_authority=xds_authority)
-        self._pools: dict[str, httpcore.ConnectionPool] = {}
+        self._pools: dict[str, _SyncPool] = {}
         self._direct = httpx.HTTPTransport()
         self._shadow: ThreadPoolExecutor | None = None
         self._hedger: ThreadPoolExecutor | None = None
@@ -702,6 +716,10 @@ class MeshTransport(_Base, httpx.BaseTransport):
         self, state: ListenerState, request: httpx.Request, obs: RequestObserver | None
     ) -> httpx.Response:
         plan = self._plan(state, request)
+        if isinstance(plan, LocalReply) and plan.wait_cluster is not None:
+            # A cluster_header target not subscribed yet: wait for it, then plan again.
+            state = self.mesh.wait_cluster(state, plan.wait_cluster, _caller_timeout(request))
+            plan = self._plan(state, request)
         if isinstance(plan, LocalReply):
             if plan.delay:
                 time.sleep(plan.delay)
@@ -731,13 +749,25 @@ class MeshTransport(_Base, httpx.BaseTransport):
         except Exception as exc:
             log.debug("mirror to %s failed: %s", ep.address, exc)
 
-    def _pool(self, rt: ClusterRuntime, ep: Endpoint) -> httpcore.ConnectionPool:
+    def _pool(self, rt: ClusterRuntime, ep: Endpoint) -> _SyncPool:
         key = _pool_key(rt, ep)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools.setdefault(
-                key, httpcore.ConnectionPool(**_pool_options(self.mesh, rt))
-            )
+            options = _pool_options(self.mesh, rt)
+            new: _SyncPool
+            if options["http2"]:
+                new = httpcore.ConnectionPool(**options)
+            else:  # HTTP/1.1: pymesh's pool, with the cluster's breakers
+                new = EndpointPool(
+                    httpcore.Origin(b"http", ep.host.encode("ascii"), ep.port),
+                    rt,
+                    keepalive_expiry=options["keepalive_expiry"],
+                    ssl_context=options["ssl_context"],
+                    network_backend=options.get("network_backend"),
+                )
+            pool = self._pools.setdefault(key, new)
+            if pool is not new:
+                new.close()  # another thread made it first
         return pool
 
     def _send(
@@ -813,6 +843,11 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         self, state: ListenerState, request: httpx.Request, obs: RequestObserver | None
     ) -> httpx.Response:
         plan = self._plan(state, request)
+        if isinstance(plan, LocalReply) and plan.wait_cluster is not None:
+            # A cluster_header target not subscribed yet: wait for it, then plan again.
+            timeout = _caller_timeout(request)
+            state = await self.mesh.wait_cluster_async(state, plan.wait_cluster, timeout)
+            plan = self._plan(state, request)
         if isinstance(plan, LocalReply):
             if plan.delay:
                 await asyncio.sleep(plan.delay)
@@ -850,10 +885,10 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
             options = _pool_options(self.mesh, rt, asynchronous=True)
             if options["http2"]:
                 pool = httpcore.AsyncConnectionPool(**options)
-            else:  # HTTP/1.1: pymesh's O(1) pool (pymesh.transports._pool)
+            else:  # HTTP/1.1: pymesh's O(1) pool, with the cluster's breakers
                 pool = AsyncEndpointPool(
                     httpcore.Origin(b"http", ep.host.encode("ascii"), ep.port),
-                    max_connections=options["max_connections"],
+                    rt,
                     keepalive_expiry=options["keepalive_expiry"],
                     ssl_context=options["ssl_context"],
                     network_backend=options.get("network_backend"),

@@ -13,6 +13,7 @@ whose EDS does not exist or is invalid with no last good value, becomes a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,6 +130,9 @@ class _ListenerWatch:
         self.published: tuple[Listener, RouteConfiguration, dict[str, ClusterConfig]] | None = None
         self.watches: dict[tuple[str, str], _Watched] = {}
         self.dns: dict[str, _DnsState] = {}
+        #: Clusters subscribed on demand (cluster_header targets), kept for the watch's
+        #: life; in first-asked order.
+        self.dynamic: dict[str, None] = {}
 
     # ------------------------------------------------------------ subscriptions
     def _ensure(self, type_url: str, name: str) -> _Watched:
@@ -146,6 +150,13 @@ class _ListenerWatch:
 
     def start(self) -> None:
         self._ensure(LDS, self.name)
+
+    def add_cluster(self, name: str) -> None:
+        """Subscribe ``name`` beside the clusters the routes name (on the xDS thread)."""
+        if self.cancelled or name in self.dynamic:
+            return
+        self.dynamic[name] = None
+        self.reconcile()
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -224,6 +235,19 @@ class _ListenerWatch:
         walk = _Walk()
         for root in clusters_of(rc):
             self._walk(root, 0, (), walk)
+        for root in self.dynamic:
+            # An on-demand cluster never holds back the listener's config: it joins the
+            # published clusters once it is resolved (or known to be missing).
+            if root in walk.configs:
+                continue
+            sub = _Walk()
+            self._walk(root, 0, (), sub)
+            walk.cds |= sub.cds
+            walk.eds |= sub.eds
+            walk.dns |= sub.dns
+            if sub.complete:
+                for name, cc in sub.configs.items():
+                    walk.configs.setdefault(name, cc)
         self._drop_all(CDS, keep=walk.cds)
         self._drop_all(EDS, keep=walk.eds)
         for name in list(self.dns):
@@ -393,7 +417,7 @@ class DependencyManager:
 
     def watch_listener(
         self, name: str, on_config: OnConfig, on_error: OnError
-    ) -> Callable[[], None]:
+    ) -> ListenerWatchHandle:
         """Follow listener ``name``; returns a function that cancels the watch.
 
         ``on_config(XdsConfig)`` is called (on the xDS thread) with each new complete
@@ -403,8 +427,22 @@ class DependencyManager:
         """
         watch = _ListenerWatch(self, name, on_config, on_error)
         self.client.submit(watch.start)
+        return ListenerWatchHandle(self.client, watch)
 
-        def cancel() -> None:
-            self.client.submit(watch.cancel)
 
-        return cancel
+class ListenerWatchHandle:
+    """What :meth:`DependencyManager.watch_listener` returns: call it to cancel the
+    watch; :meth:`add_cluster` subscribes a cluster on demand."""
+
+    def __init__(self, client: XdsClient | FederatedXdsClient, watch: _ListenerWatch) -> None:
+        self._client = client
+        self._watch = watch
+
+    def __call__(self) -> None:
+        self._client.submit(self._watch.cancel)
+
+    def add_cluster(self, name: str) -> None:
+        """Subscribe cluster ``name`` for this listener (a ``cluster_header`` target):
+        it is published with the listener's clusters once resolved, or with an error
+        once known not to exist, and stays subscribed while the listener is watched."""
+        self._client.submit(functools.partial(self._watch.add_cluster, name))

@@ -5,15 +5,18 @@ engine (httpx sync, httpx async, gRPC sync, gRPC aio), against real backends on
 An outcome is protocol-neutral: ``ok`` (HTTP 200 / gRPC OK), ``unavailable`` (503 /
 UNAVAILABLE), ``timeout`` (504 / DEADLINE_EXCEEDED); whether pymesh answered itself
 (``local``); which host answered; how many requests each host saw; and that every
-circuit-breaker slot was given back. Two cases are regressions of gRPC diverging from
-httpx before the engine was shared: EDS drop_overloads at 100 % (gRPC reached the
-backend) and a retry refused by max_retries (gRPC answered "pymesh: upstream overflow"
-instead of the upstream's own status).
+circuit-breaker slot was given back. Where gRPC has no such limit (max_pending_requests,
+max_connections: gRFC A32 knows only max_concurrent_requests) the scenario says gRPC's
+own outcome beside Envoy's HTTP one, and the breaker's overflow counters. Two cases
+are regressions of gRPC diverging from httpx before the engine was shared: EDS
+drop_overloads at 100 % (gRPC reached the backend) and a retry refused by max_retries
+(gRPC answered "pymesh: upstream overflow" instead of the upstream's own status).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import threading
 import time
@@ -48,7 +51,8 @@ class Host:
 
     ``fail``: answer 503 / UNAVAILABLE. ``delays``: seconds to wait before answering the
     first, second... request (then none); a waiting request ends early when the client
-    goes away (gRPC) or the host closes. Answers name the host and the request number.
+    goes away (gRPC) or the host closes. ``keepalive``: HTTP/1.1 connections are kept
+    open between requests. Answers name the host and the request number.
     """
 
     def __init__(
@@ -58,8 +62,11 @@ class Host:
         fail: bool = False,
         delays: tuple[float, ...] = (),
         utilization: float | None = None,
+        keepalive: bool = False,
+        blackhole: bool = False,
     ):
         self.name = name
+        self._hole = _Blackhole() if blackhole else None
         # ``utilization``: the host reports ORCA load (pymesh.orca), qps 100 and this
         # application utilization, in the gRPC trailer and the HTTP header.
         self.metrics = orca.ServerMetricsRecorder()
@@ -74,6 +81,9 @@ class Host:
         host = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.0 (the default) closes each connection after its answer.
+            protocol_version = "HTTP/1.1" if keepalive else "HTTP/1.0"
+
             def log_message(self, *args: Any) -> None:
                 return None
 
@@ -128,14 +138,45 @@ class Host:
             return self.hits, delay
 
     def address(self, protocol: str) -> str:
+        if self._hole is not None:
+            return self._hole.address
         port = self._http.server_address[1] if protocol == "http" else self._grpc_port
         return f"127.0.0.1:{port}"
 
     def close(self) -> None:
+        if self._hole is not None:
+            self._hole.close()
         self._closing.set()
         self._http.shutdown()
         self._http.server_close()
         self._grpc.stop(0).wait(10)
+
+
+class _Blackhole:
+    """A listening socket whose accept backlog is full: a connection to it never
+    completes its handshake (the kernel drops the SYNs)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(0)
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._queued: list[socket.socket] = []
+        while True:  # queue handshakes nobody accepts until one cannot complete
+            probe = socket.socket()
+            probe.settimeout(0.5)
+            try:
+                probe.connect(self._listener.getsockname())
+            except OSError:
+                probe.close()
+                break
+            self._queued.append(probe)
+            assert len(self._queued) < 64, "the accept backlog never filled"
+
+    def close(self) -> None:
+        for s in self._queued:
+            s.close()
+        self._listener.close()
 
 
 @dataclass(frozen=True)
@@ -245,6 +286,10 @@ def _budget_none(cluster: Any) -> None:
     budget.min_retry_concurrency.value = 0
 
 
+def _connect_timeout(cluster: Any) -> None:
+    cluster.connect_timeout.FromMilliseconds(300)
+
+
 def _hedge(action: Any) -> None:
     action.hedge_policy.hedge_on_per_try_timeout = True
 
@@ -275,13 +320,24 @@ class Scenario:
     aggregate: dict[str, list[tuple[str, str]]] | None = None
     #: Where HTTP (Envoy's rules) and gRPC (the gRFCs') differ: called with the protocol.
     protocol_check: Callable[[str, list[Result], dict[str, Host]], None] | None = None
+    # Where gRPC's own semantics differ (a limit gRPC does not have): its outcome, hits.
+    grpc_expect: Result | None = None
+    grpc_hits: dict[str, int] | None = None
+    # protocol -> the breaker's (overflow.connections, overflow.pending) after the calls.
+    overflow: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def _retried_elsewhere(results: list[Result], hosts: dict[str, Host]) -> None:
     # Every call succeeds on the good host; the failing one was tried and retried away.
     assert results == [Result("ok", False, "good")] * len(results)
     assert hosts["good"].hits == len(results)
-    assert 1 <= hosts["bad"].hits <= len(results)
+    if "bad" in hosts:
+        assert 1 <= hosts["bad"].hits <= len(results)
+
+
+def _all_ok(results: list[Result]) -> None:
+    assert [r.kind for r in results] == ["ok"] * len(results)
+    assert not any(r.local for r in results)
 
 
 def _weighted_by_load(results: list[Result], hosts: dict[str, Host]) -> None:
@@ -388,6 +444,43 @@ SCENARIOS: dict[str, Scenario] = {
         route_edit=_route(_hedge),
         expect=Result("ok", False, "a"),
         hits={"a": 2},
+    ),
+    # Envoy: a request with no ready connection is pending, even while its connection
+    # connects, so with max_pending_requests 0 nothing is sent (503 UO). gRPC (A32) has
+    # no pending limit: a call waits for its sub-channel to connect.
+    "pending overflow": Scenario(
+        {"a": {}},
+        policy={"circuit_breakers": {"max_pending_requests": 0}},
+        calls=2,
+        expect=Result("unavailable", True, ""),
+        hits={"a": 0},
+        grpc_expect=Result("ok", False, "a"),
+        grpc_hits={"a": 2},
+        overflow={"http": (0, 2), "grpc": (0, 0)},
+    ),
+    # max_connections 1 over two endpoints: the second endpoint's first connection is
+    # still opened (Envoy: an endpoint with none always gets one) and counted as
+    # upstream_cx_overflow; later calls reuse the two. gRPC has no connection limit (one
+    # sub-channel per address).
+    "connection overflow": Scenario(
+        {"a": {"keepalive": True}, "b": {"keepalive": True}},
+        policy={"circuit_breakers": {"max_connections": 1}},
+        calls=4,
+        hits={"a": 2, "b": 2},
+        check=lambda results, hosts: _all_ok(results),
+        overflow={"http": (1, 0), "grpc": (0, 0)},
+    ),
+    # The cluster's connect_timeout (300 ms) ends an attempt to a host that never
+    # completes the TCP handshake, and the retry goes to the other host: for httpx as
+    # Envoy, and for gRPC sub-channels too (gRPC core's own connect deadline is 20 s,
+    # the calls' 20 s timeout would end first).
+    "connect timeout": Scenario(
+        {"hole": {"blackhole": True}, "good": {}},
+        routes=[{"retries": _RETRY}],
+        cluster_edit=_connect_timeout,
+        calls=4,
+        check=_retried_elsewhere,
+        hits={"hole": 0},
     ),
     "retry on another host": Scenario(
         {"bad": {"fail": True}, "good": {}},
@@ -509,8 +602,13 @@ def test_parity(
             results = run(mesh, sc.calls)
             elapsed = time.monotonic() - started
             runtimes = mesh.clusters()
-        if sc.expect is not None:
-            assert results == [sc.expect] * sc.calls
+        expect, hits = sc.expect, sc.hits
+        if protocol == "grpc" and sc.grpc_expect is not None:
+            expect = sc.grpc_expect
+        if protocol == "grpc" and sc.grpc_hits is not None:
+            hits = sc.grpc_hits
+        if expect is not None:
+            assert results == [expect] * sc.calls
         if sc.last is not None:
             n, expected = sc.last
             assert results[-n:] == [expected] * n
@@ -518,7 +616,7 @@ def test_parity(
             sc.check(results, hosts)
         if sc.protocol_check is not None:
             sc.protocol_check(protocol, results, hosts)
-        assert {name: hosts[name].hits for name in sc.hits} == sc.hits
+        assert {name: hosts[name].hits for name in hits} == hits
         if scenario == "fault delay":
             assert elapsed >= 0.2  # the delay was served (a lower bound cannot flake)
         # Every slot taken was given back (hedged losers and retries included).
@@ -526,6 +624,10 @@ def test_parity(
             breaker = rt.breaker
             assert breaker is not None
             assert (breaker.active_requests, breaker.active_retries) == (0, 0), rt.name
+            assert (breaker.pending_requests, breaker.active_connections) == (0, 0), rt.name
+            if protocol in sc.overflow:
+                overflow = (breaker.overflow.connections, breaker.overflow.pending)
+                assert overflow == sc.overflow[protocol], rt.name
     finally:
         for h in hosts.values():
             h.close()

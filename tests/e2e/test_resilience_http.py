@@ -276,8 +276,8 @@ def test_interval_detectors_eject_on_the_sweep(
 async def test_max_pending_requests_bounds_the_queue_for_a_connection(
     mesh: pymesh.Mesh, push_mesh: Push
 ) -> None:
-    # HTTP/1.1, one connection allowed: 1 request on it, 2 waiting for it (pending),
-    # the other 5 overflow at once (Envoy's upstream_rq_pending_overflow).
+    # HTTP/1.1, one connection allowed and already up: 1 request on it, 2 waiting for
+    # it (pending), the other 5 overflow at once (Envoy's upstream_rq_pending_overflow).
     with EchoBackend("slow", delay=0.5) as slow:
         push_mesh(
             _svc(
@@ -288,12 +288,13 @@ async def test_max_pending_requests_bounds_the_queue_for_a_connection(
             )
         )
         async with httpx.AsyncClient(transport=pymesh.AsyncMeshTransport(mesh), timeout=30) as c:
+            assert (await c.get("http://reviews:9080/")).status_code == 200  # connected
             results = await asyncio.gather(*(c.get("http://reviews:9080/") for _ in range(8)))
         flags = Counter((r.status_code, r.headers.get("x-pymesh-local-reply", "")) for r in results)
         assert flags == {(200, ""): 3, (503, "UO"): 5}
         assert all(b"max_pending_requests" in r.content for r in results if r.status_code == 503)
-        assert slow.request_count == 3
-        assert len({r.peer for r in slow.requests}) == 1  # all three on the one connection
+        assert slow.request_count == 4
+        assert len({r.peer for r in slow.requests}) == 1  # all on the one connection
 
 
 @pytest.mark.parametrize("transport", ["sync", "async"])

@@ -468,3 +468,68 @@ def test_tls_cluster_fails_closed_never_plaintext(cp: ControlPlane, make_mesh: M
     assert info.value.code() is grpc.StatusCode.UNAVAILABLE
     assert "requires upstream TLS" in (info.value.details() or "")
     assert a.calls == {}
+
+
+def test_connect_options_bound_grpc_core_connect_deadline() -> None:
+    # gRPC core's connect deadline is max(now + min_reconnect_backoff, next back-off):
+    # the cluster's connect_timeout becomes the minimum, and under 1 s (the initial
+    # back-off) the initial back-off too. The caller's own options win.
+    from pymesh.grpc._base import connect_options
+
+    base = (("grpc.default_authority", "svc"),)
+    assert connect_options(base, None) == base
+    assert connect_options(base, 5.0) == (*base, ("grpc.min_reconnect_backoff_ms", 5000))
+    assert connect_options(base, 0.25) == (
+        *base,
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.initial_reconnect_backoff_ms", 250),
+    )
+    mine = (("grpc.min_reconnect_backoff_ms", 7), ("grpc.initial_reconnect_backoff_ms", 9))
+    assert connect_options(mine, 0.25) == mine
+
+
+@pytest.mark.parametrize("flavour", ["sync", "aio"])
+def test_cluster_header_target_is_subscribed_on_demand(
+    cp: ControlPlane, make_mesh: MakeMesh, flavour: str
+) -> None:
+    # echo's route sends to the cluster its metadata names; "other" is referenced by no
+    # route of this listener: the first call waits for its on-demand subscription.
+    import asyncio
+
+    from pymesh.server import compile_mesh
+
+    with Backend("a") as a, Backend("b") as b:
+        config = echo_service(endpoints=[a.address])
+        config["services"]["other"] = {"port": 50051, "protocol": "grpc", "endpoints": [b.address]}
+
+        def by_header(rc: Any) -> None:
+            if rc.name.startswith("echo"):
+                for r in all_routes(rc):
+                    r.route.cluster_header = "x-target-cluster"
+
+        cp.set_snapshot(edit_routes(compile_mesh(config, "test"), by_header))
+        other = (("x-target-cluster", "outbound|50051||other"),)
+        ghost = (("x-target-cluster", "outbound|50051||ghost"),)
+        codes: list[grpc.StatusCode] = []
+        if flavour == "sync":
+            with pymesh.grpc.insecure_channel(TARGET, make_mesh()) as ch:
+                echo = ch.unary_unary(ECHO)
+                replies = [echo(b"x", timeout=10, metadata=other) for _ in range(2)]
+                with pytest.raises(grpc.RpcError) as info:
+                    echo(b"x", timeout=1, metadata=ghost)
+                codes.append(info.value.code())
+        else:
+
+            async def run() -> list[bytes]:
+                async with pymesh.grpc.aio.insecure_channel(TARGET, make_mesh()) as ch:
+                    echo = ch.unary_unary(ECHO)
+                    out = [await echo(b"x", timeout=10, metadata=other) for _ in range(2)]
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await echo(b"x", timeout=1, metadata=ghost)
+                    codes.append(info.value.code())
+                    return out
+
+            replies = asyncio.run(run())
+        assert replies == [b"b:x", b"b:x"]
+        assert codes == [grpc.StatusCode.UNAVAILABLE]  # 503 NC: fail closed
+        assert a.count("Echo") == 0 and b.count("Echo") == 2

@@ -110,15 +110,12 @@ def test_repr_shows_live_state() -> None:
     assert "requests=1/1024" in repr(cb)
 
 
-def test_pending_requests_bound_http1_admission() -> None:
-    from pymesh.resilience import CircuitBreaker
-    from pymesh.xds.resources.cluster import CircuitBreakers
-
-    cb = CircuitBreaker(CircuitBreakers(max_connections=2, max_pending_requests=3))
-    admitted = sum(cb.try_acquire_request(one_per_connection=True) for _ in range(9))
-    assert admitted == 5 and cb.overflow.pending == 4 and cb.overflow.requests == 0
-    # Multiplexed (HTTP/2, gRPC): no queue for a connection, only max_requests applies.
-    assert cb.try_acquire_request() and cb.active_requests == 6
-    cb.release_request()
-    cb.release_request()
-    assert cb.try_acquire_request(one_per_connection=True)  # room again after a release
+def test_an_endpoints_first_connection_is_opened_above_the_limit() -> None:
+    # Envoy's tryCreateNewConnection: at the limit the overflow counts, but an endpoint
+    # with no connection at all still gets one (counted), so it can serve its requests.
+    cb = CircuitBreaker(CircuitBreakers(max_connections=1))
+    assert cb.try_acquire_connection(first=True)
+    assert cb.try_acquire_connection(first=True)
+    assert (cb.active_connections, cb.overflow.connections) == (2, 1)
+    assert not cb.try_acquire_connection()
+    assert (cb.active_connections, cb.overflow.connections) == (2, 2)

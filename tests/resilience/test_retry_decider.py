@@ -223,6 +223,46 @@ def test_rate_limited_skips_invalid_and_too_long_headers() -> None:
     assert d.rate_limited_delay({}, rng) is None
 
 
+def test_rate_limited_integer_forms_as_envoy_simple_atoi() -> None:
+    d = decider("retriable-status-codes", rate_limited_back_off=RL)
+    rng = random.Random(5)
+    for raw in (" 4 ", "+4", "4"):
+        delay = d.rate_limited_delay({"retry-after": raw}, rng)
+        assert delay is not None and 4.0 <= delay < 6.0, raw
+    for raw in ("4.5", "4s", "0x4", ""):
+        assert d.rate_limited_delay({"retry-after": raw}, rng) is None, raw
+    # UNIX_TIMESTAMP counts from the current whole second (Envoy's nowToSeconds).
+    delay = d.rate_limited_delay({"x-ratelimit-reset": "1000010"}, rng, now=1_000_000.9)
+    assert delay is not None and 10.0 <= delay < 15.0
+
+
+def test_retry_after_http_date() -> None:
+    # RFC 9110: Retry-After is delay-seconds or an HTTP-date (IMF-fixdate, or the
+    # obsolete RFC 850 / asctime forms); a date is counted from the current second.
+    d = decider("retriable-status-codes", rate_limited_back_off=RL)
+    rng = random.Random(5)
+    now = 1_000_000.4  # Mon, 12 Jan 1970 13:46:40 GMT
+    for raw in (
+        "Mon, 12 Jan 1970 13:46:47 GMT",
+        "Monday, 12-Jan-70 13:46:47 GMT",
+        "Mon Jan 12 13:46:47 1970",
+    ):
+        delay = d.rate_limited_delay({"retry-after": raw}, rng, now=now)
+        assert delay is not None and 7.0 <= delay < 10.5, raw
+    # In the past, not a date, or further than max_interval (60 s): not used.
+    assert (
+        d.rate_limited_delay({"retry-after": "Mon, 12 Jan 1970 13:46:00 GMT"}, rng, now=now) is None
+    )
+    assert d.rate_limited_delay({"retry-after": "Mon, 99 Foo 1970"}, rng, now=now) is None
+    assert (
+        d.rate_limited_delay({"retry-after": "Mon, 12 Jan 1970 14:46:40 GMT"}, rng, now=now) is None
+    )
+    # Only a Retry-After header takes a date; another SECONDS header must be an integer.
+    other = RateLimitedRetryBackOff(reset_headers=(("x-wait", "SECONDS"),), max_interval=60.0)
+    d2 = decider("retriable-status-codes", rate_limited_back_off=other)
+    assert d2.rate_limited_delay({"x-wait": "Mon, 12 Jan 1970 13:46:47 GMT"}, rng, now=now) is None
+
+
 def test_next_delay_prefers_rate_limit_headers() -> None:
     with_rl = decider("retriable-status-codes", rate_limited_back_off=RL)
     without = decider("retriable-status-codes")

@@ -405,3 +405,37 @@ def test_listener_deleted_then_recreated_republishes(server: AdsServer, client: 
     server.send(LDS, [inline], "3")
     again = got.wait_config(lambda c: c.version == 2)
     assert again.clusters["s"].endpoints is not None
+
+
+def test_on_demand_clusters_join_without_holding_the_listener_back(
+    server: AdsServer, client: XdsClient
+) -> None:
+    # A cluster_header target subscribed on demand: the listener keeps publishing while
+    # it is pending; it joins the config once resolved, and a missing one joins with its
+    # error after the does-not-exist timeout. Both stay subscribed.
+    got = Collector()
+    handle = DependencyManager(client).watch_listener("svc", got.on_config, got.on_error)
+    names(server, LDS)({"svc"})
+    rc = route_config("rc", "c1")
+    server.send(LDS, [listener_inline("svc", rc)], "1")
+    names(server, CDS)({"c1"})
+    server.send(CDS, [dns_cluster("c1", [("127.0.0.1", 1)], "STATIC")], "1")
+    assert set(got.wait_config().clusters) == {"c1"}
+    handle.add_cluster("extra")
+    handle.add_cluster("ghost")
+    handle.add_cluster("extra")  # once
+    names(server, CDS)({"c1", "extra", "ghost"})
+    server.send(
+        CDS,
+        [
+            dns_cluster("c1", [("127.0.0.1", 1)], "STATIC"),
+            dns_cluster("extra", [("127.0.0.1", 3)], "STATIC"),
+        ],
+        "2",
+    )
+    config = got.wait_config(lambda c: "extra" in c.clusters)
+    assert config.clusters["extra"].error is None
+    assert "ghost" not in config.clusters  # pending: not holding the others back
+    config = got.wait_config(lambda c: "ghost" in c.clusters)
+    assert "does not exist" in (config.clusters["ghost"].error or "")
+    assert got.errors == []

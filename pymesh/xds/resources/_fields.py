@@ -721,10 +721,10 @@ TABLE: dict[str, dict[str, Field]] = {
     },
     "envoy.config.route.v3.RouteAction": {
         "cluster": H("empty → NACK"),
-        "cluster_header": W(
-            "parsed (lower-cased); only clusters the mesh already knows are routed to: targets "
-            "are not subscribed on demand yet, so another name answers 503 NC",
-            parsed=True,
+        "cluster_header": H(
+            "lower-cased; a target the listener has not subscribed is subscribed on demand "
+            "(kept; at most 256 per listener): the request waits for it as the first request "
+            "to a listener waits (its timeout, else 15 s), then 503 NC if it is not there"
         ),
         "weighted_clusters": H(),
         "cluster_specifier_plugin": N("cluster specifier plugins are not supported"),
@@ -860,10 +860,15 @@ TABLE: dict[str, dict[str, Field]] = {
     },
     "envoy.config.route.v3.RetryPolicy.ResetHeader": {
         "name": H(
-            "lower-cased; empty → NACK. A retry-after header in SECONDS format → Warn: its "
-            "HTTP-date form is not understood yet (that answer uses the normal back-off)"
+            "lower-cased; empty → NACK. A retry-after header in SECONDS format also takes "
+            "RFC 9110's HTTP-date form (Envoy reads only integers and uses the normal "
+            "back-off for a date)"
         ),
-        "format": H(values=ok("SECONDS", "UNIX_TIMESTAMP")),
+        "format": H(
+            "integers as absl::SimpleAtoi; UNIX_TIMESTAMP counted from the current whole "
+            "second, a past one unused (Envoy's ResetHeaderParserImpl)",
+            values=ok("SECONDS", "UNIX_TIMESTAMP"),
+        ),
     },
     "envoy.config.route.v3.RetryPolicy.RetryHostPredicate": {
         "name": H("envoy.retry_host_predicates.previous_hosts is honoured; others → Warn"),
@@ -944,9 +949,9 @@ TABLE: dict[str, dict[str, Field]] = {
         "cluster_type": H("only the aggregate cluster; other custom types → NACK"),
         "eds_cluster_config": H(),
         "connect_timeout": H(
-            "default 5 s, must be > 0. httpx transports: caps each attempt's connect (a "
-            "timed-out connect is a connect failure, retried as Envoy does); gRPC "
-            "sub-channels connect with grpcio's own minimum (20 s)"
+            "default 5 s, must be > 0. Caps each attempt's connect (a timed-out connect is "
+            "a connect failure, retried as Envoy does): httpx transports, and gRPC "
+            "sub-channels through gRPC core's connect deadline (not grpcio's 20 s)"
         ),
         "per_connection_buffer_limit_bytes": I("no buffer limit on a client connection"),
         "lb_policy": H(
@@ -1108,18 +1113,22 @@ TABLE: dict[str, dict[str, Field]] = {
                 "HIGH": (Status.WARNED, "HIGH-priority thresholds are not used"),
             }
         ),
-        "max_connections": W(
-            "parsed (default 1024) but it sizes each endpoint's HTTP/1.1 connection pool, "
-            "not Envoy's cluster-wide limit (" + _WAITS_ENGINE + ")",
-            parsed=True,
+        "max_connections": H(
+            "default 1024; HTTP/1.1 connections over all endpoints of the cluster; at the "
+            "limit a request waits for a connection of its endpoint (overflow counted, "
+            "Envoy's upstream_cx_overflow), but an endpoint with none always gets one. "
+            "HTTP/2 upstreams use one connection per endpoint; gRPC has no such limit (A32)"
         ),
-        "max_pending_requests": W(
-            "parsed (default 1024); approximated for HTTP/1.1 upstreams (waiters for a pooled "
-            "connection beyond it get a local 503 UO), not Envoy's cluster-wide queue, and "
-            "not applied to HTTP/2 or gRPC (" + _WAITS_ENGINE + ")",
-            parsed=True,
+        "max_pending_requests": H(
+            "default 1024; HTTP/1.1 requests waiting for a connection (connecting included); "
+            "beyond it a local 503 UO, never retried (upstream_rq_pending_overflow). Not "
+            "applied to HTTP/2 (one multiplexed connection) nor gRPC (no such limit in A32)"
         ),
-        "max_requests": H("default 1024; local 503 UO"),
+        "max_requests": H(
+            "default 1024; local 503 UO. HTTP/1.1 (httpx): checked when the request gets a "
+            "ready connection, as Envoy (a refusal counts as a pending overflow); HTTP/2, "
+            "gRPC and hedged attempts: when the call is admitted"
+        ),
         "max_retries": H("default 3"),
         "retry_budget": H(),
         "track_remaining": I(_STATS),

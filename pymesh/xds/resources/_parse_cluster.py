@@ -145,8 +145,7 @@ def _circuit_breakers(ctx: Ctx, msg: Any, http2: bool = False) -> CircuitBreaker
         if rb.HasField("budget_percent"):
             ctx.check(rb.budget_percent, join(p, "retry_budget.budget_percent"))
         ctx.check(rb, join(p, "retry_budget"))
-    # max_connections and max_pending_requests are warned by the table: they are parsed
-    # and used by the HTTP/1.1 pools, but not with Envoy's cluster-wide meaning yet.
+    # max_connections and max_pending_requests are the HTTP/1.1 pools' (cluster-wide).
     ctx.check(t, p)
     return CircuitBreakers(
         max_connections=int(wrapped(t, "max_connections", 1024)),

@@ -116,13 +116,6 @@ def retry_policy(ctx: Ctx, msg: Any, path: str) -> RetryPolicy:
                 ctx.fail(join(p, f"reset_headers[{i}].format"), f"unknown format {h.format}")
             hp = join(p, f"reset_headers[{i}]")
             ctx.check(h, hp)
-            if h.name.lower() == "retry-after" and fmt == "SECONDS":
-                # RFC 9110 allows delta-seconds or an HTTP-date; only the first is read.
-                ctx.unsupported_field(
-                    hp,
-                    "a Retry-After in HTTP-date form is not understood yet (delta-seconds "
-                    "are); such an answer uses the normal retry back-off",
-                )
             headers.append((h.name.lower(), fmt))
         mx_rl = opt_duration(ctx, rl, "max_interval", p)
         ctx.check(rl, p)

@@ -313,14 +313,10 @@ def test_connect_timeout_and_breakers() -> None:
     out = parse(c)
     assert out.connect_timeout == 0.25
     assert out.circuit_breakers == CircuitBreakers(10, 30, 20, 1, RetryBudget(50.0, 3))
-    # Only DEFAULT priority thresholds apply. max_connections and max_pending_requests
-    # are parsed but not applied with Envoy's meaning yet: the field table classifies
-    # them as warned. connect_timeout is honoured (tests/e2e/test_resilience_http.py).
-    assert sorted(out.unsupported) == [
-        "circuit_breakers.thresholds[0].max_connections",
-        "circuit_breakers.thresholds[0].max_pending_requests",
-        "circuit_breakers.thresholds[1]",
-    ]
+    # Only DEFAULT priority thresholds apply (max_connections and max_pending_requests
+    # by the HTTP/1.1 pools: tests/transports/test_pool.py). connect_timeout is honoured
+    # (tests/e2e/test_resilience_http.py).
+    assert sorted(out.unsupported) == ["circuit_breakers.thresholds[1]"]
 
 
 def test_connect_timeout_zero_nacks() -> None:

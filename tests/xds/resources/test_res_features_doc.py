@@ -29,9 +29,9 @@ def test_the_hand_written_prose_is_kept() -> None:
 def test_a_stale_file_is_detected(tmp_path: Path) -> None:
     text = FEATURES.read_text(encoding="utf-8")
     stale = tmp_path / "features.md"
-    row = "| `max_connections` | Warn |"
+    row = "| `max_connection_pools` | Warn |"
     assert row in text
-    stale.write_text(text.replace(row, "| `max_connections` | Honoured |"), encoding="utf-8")
+    stale.write_text(text.replace(row, "| `max_connection_pools` | Honoured |"), encoding="utf-8")
     assert not _fields.is_current(stale)
     # A hand edit of the prose is fine; only the generated section must match.
     stale.write_text(text.replace("## Decoding", "## Decoding resources"), encoding="utf-8")
