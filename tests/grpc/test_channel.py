@@ -267,8 +267,12 @@ def test_avoids_endpoint_in_transient_failure(cp: ControlPlane, make_mesh: MakeM
                     ok_streak = 0
                 if ok_streak == 30:
                     break
+    # Round robin over a dead and a live endpoint fails every other call; 30 successes in
+    # a row only happen once the dead one's sub-channel is in TRANSIENT_FAILURE and
+    # avoided. How many calls failed before that depends on how soon grpcio reports the
+    # state (a loaded machine reported it after 34), so that is not bounded here.
     assert ok_streak == 30
-    assert failures <= 5
+    assert failures >= 1  # the dead endpoint was tried: the avoidance was exercised
 
 
 def test_endpoint_leaving_closes_its_subchannel(cp: ControlPlane, make_mesh: MakeMesh) -> None:
