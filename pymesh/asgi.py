@@ -44,6 +44,7 @@ from pymesh.errors import MeshError
 from pymesh.routing._request import RequestInfo
 from pymesh.security._rbac import (
     ALLOWED,
+    NON_FORWARDING,
     PeerCertificate,
     RbacAuthorizer,
     RbacDecision,
@@ -368,8 +369,6 @@ class XdsListener:
         return self._mesh.server_ssl_context(security.identity.instance_name, roots)
 
     def authorize(self, req: RbacRequest) -> RbacDecision | int:
-        from pymesh.grpc._xds_server import NON_FORWARDING
-
         config = self.config
         if config is None:
             return 503
@@ -387,13 +386,13 @@ class XdsListener:
         routes = config.tables.get(id(chain))
         if routes is None:
             return 503
-        decision = routes.table.select(req.request, _rng.getrandbits(64))
-        if decision is None:
+        hit = routes.select(req.request, _rng.getrandbits(64))
+        if hit is None:
             return 404
+        decision, auth = hit
         if decision.cluster != NON_FORWARDING:
             return 503
-        auth = routes.authorizers.get(id(decision.route))
-        if auth is None or not auth.enforcing:
+        if not auth.enforcing:
             return ALLOWED
         return auth.check(req, protocol="http")
 

@@ -33,14 +33,18 @@ import grpc
 from pymesh._mesh import Mesh
 from pymesh.bootstrap import _PATH_SAFE
 from pymesh.errors import BootstrapError, MeshError, ResourceInvalid, TlsConfigError, XdsDataError
-from pymesh.routing import RouteTable
 from pymesh.routing._request import RequestInfo
-from pymesh.security._rbac import PeerCertificate, RbacAuthorizer, RbacRequest
+from pymesh.security._rbac import (
+    NON_FORWARDING,
+    PeerCertificate,
+    RbacAuthorizer,
+    RbacRequest,
+    RbacRoutes,
+)
 from pymesh.security.san import Sans, peer_sans, san_matches
 from pymesh.xds.client import LDS, RDS
 from pymesh.xds.resources.route import (
     NonForwardingAction,
-    RouteAction,
     RouteConfiguration,
 )
 from pymesh.xds.resources.server_listener import (
@@ -85,7 +89,7 @@ class ServingConfig:
     listener: ServerListener
     #: Per chain (by identity): the compiled routes and RBAC, or None while its RDS
     #: resource is missing or invalid (calls on that chain fail with UNAVAILABLE, A36).
-    tables: Mapping[int, ServerRoutes | None]
+    tables: Mapping[int, RbacRoutes | None]
     security: SecurityKey
     listen_ip: str
     #: context.peer() -> (source IP, its chain): a connection's calls share the answer
@@ -307,14 +311,23 @@ class XdsPort:
             return
         try:
             security = _chain_security(lis)
-            tables: dict[int, ServerRoutes | None] = {}
+            tables: dict[int, RbacRoutes | None] = {}
             for c in lis.chains():
                 rc = (
                     c.hcm.route_config
                     if c.hcm.route_config is not None
                     else (self._routes.get(c.hcm.rds_name or ""))
                 )
-                tables[id(c)] = ServerRoutes(rc, c, lis.name) if rc is not None else None
+                tables[id(c)] = (
+                    RbacRoutes(
+                        rc,
+                        RbacAuthorizer.from_http_filters(
+                            c.hcm.http_filters, resource_name=lis.name
+                        ),
+                    )
+                    if rc is not None
+                    else None
+                )
             if security is not None:
                 self._check_providers(security)
         except MeshError as e:
@@ -450,46 +463,6 @@ def server_credentials(mesh: Mesh, tls: DownstreamTls) -> grpc.ServerCredentials
 
 # ---------------------------------------------------------------- per call
 
-#: The compiled table's stand-in for ``non_forwarding_action``: pymesh's route table is
-#: built for clients (which skip such routes), so a server compiles them as a route to
-#: this cluster name, which no real cluster can have.
-NON_FORWARDING = "\x00non_forwarding_action"
-_STAND_IN = RouteAction(cluster=NON_FORWARDING)
-
-
-class ServerRoutes:
-    """A chain's route configuration compiled for a server, with each route's RBAC.
-
-    pymesh's route table is built for clients (which skip ``non_forwarding_action``
-    routes), so the server compiles those as routes to :data:`NON_FORWARDING`. Each
-    route's RBAC authorizer is the chain's RBAC filters with the route's (else its
-    virtual host's) ``typed_per_filter_config`` overrides (A39/A41), built here once.
-    """
-
-    __slots__ = ("authorizers", "route_config", "table")
-
-    def __init__(self, rc: RouteConfiguration, chain: FilterChain, resource_name: str) -> None:
-        self.route_config = rc
-        base = RbacAuthorizer.from_http_filters(chain.hcm.http_filters, resource_name=resource_name)
-        #: id(compiled Route) -> its authorizer; the routes are kept alive by the table.
-        self.authorizers: dict[int, RbacAuthorizer] = {}
-        vhosts = []
-        for vh in rc.virtual_hosts:
-            vh_auth = base.with_overrides(vh.typed_per_filter_config)
-            routes = []
-            for r in vh.routes:
-                if isinstance(r.action, NonForwardingAction):
-                    r = dataclasses.replace(r, action=_STAND_IN)
-                routes.append(r)
-                self.authorizers[id(r)] = (
-                    vh_auth.with_overrides(r.typed_per_filter_config)
-                    if r.typed_per_filter_config
-                    else vh_auth
-                )
-            vhosts.append(dataclasses.replace(vh, routes=tuple(routes)))
-        self.table = RouteTable.compile(dataclasses.replace(rc, virtual_hosts=tuple(vhosts)))
-
-
 _NOT_SERVING = Denied(
     grpc.StatusCode.UNAVAILABLE, "the xDS server is not serving (no valid Listener)"
 )
@@ -554,16 +527,16 @@ def authorize(
             prev = headers.get(k)
             headers[k] = v if prev is None else f"{prev},{v}"
     req = RequestInfo("POST", authority, method, headers, is_grpc=True, source_ip=src_ip)
-    decision = routes.table.select(req, _rng.getrandbits(64))
-    if decision is None:
+    hit = routes.select(req, _rng.getrandbits(64))
+    if hit is None:
         return Denied(grpc.StatusCode.UNAVAILABLE, f"no route matches {method}")
+    decision, auth = hit
     if decision.cluster != NON_FORWARDING:
         return Denied(
             grpc.StatusCode.UNAVAILABLE,
             f"route {decision.route.name!r} has no non_forwarding_action (gRFC A36)",
         )
-    auth = routes.authorizers.get(id(decision.route))
-    if auth is not None and auth.enforcing:
+    if auth.enforcing:
         tls = _is_tls(context)
         rbac_req = RbacRequest(
             req,
