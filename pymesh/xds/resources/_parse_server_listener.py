@@ -37,7 +37,7 @@ from pymesh.xds.resources._common import (
     unpack,
 )
 from pymesh.xds.resources._parse_listener import HCM_TYPE, _http_filters
-from pymesh.xds.resources._parse_tls import _provider, _validation_context
+from pymesh.xds.resources._parse_tls import identity_provider, validation_context_type
 from pymesh.xds.resources.server_listener import (
     DownstreamTls,
     FilterChain,
@@ -180,50 +180,18 @@ def downstream_tls(ctx: Ctx, any_msg: Any, path: str) -> DownstreamTls:
             join(cp, "tls_certificates"),
             "a server takes its certificate from tls_certificate_provider_instance (A29)",
         )
-    identity = None
-    for field in (
-        "tls_certificate_provider_instance",
-        "tls_certificate_certificate_provider_instance",
-    ):
-        if c.HasField(field):
-            identity = _provider(ctx, getattr(c, field), join(cp, field))
-            break
+    identity = identity_provider(ctx, c, cp)
     if identity is None:
         ctx.fail(
             join(cp, "tls_certificate_provider_instance"),
             "a server needs its certificate: set tls_certificate_provider_instance",
         )
-    validation = None
-    sans: tuple[Any, ...] = ()
-    which = c.WhichOneof("validation_context_type")
-    if which == "validation_context":
-        validation, sans, trusted = _validation_context(
-            ctx, c.validation_context, join(cp, "validation_context")
+    validation, sans, trusted = validation_context_type(ctx, c, cp)
+    if trusted is not None and c.WhichOneof("validation_context_type") == "validation_context":
+        ctx.fail(
+            join(cp, "validation_context.trusted_ca"),
+            "use ca_certificate_provider_instance for the client roots (A29)",
         )
-        if trusted is not None:
-            ctx.fail(
-                join(cp, "validation_context.trusted_ca"),
-                "use ca_certificate_provider_instance for the client roots (A29)",
-            )
-    elif which == "combined_validation_context":
-        cvp = join(cp, "combined_validation_context")
-        cvc = c.combined_validation_context
-        ctx.check(cvc, cvp)
-        validation, sans, trusted = _validation_context(
-            ctx, cvc.default_validation_context, join(cvp, "default_validation_context")
-        )
-        if cvc.HasField("validation_context_certificate_provider_instance"):
-            validation = _provider(
-                ctx,
-                cvc.validation_context_certificate_provider_instance,
-                join(cvp, "validation_context_certificate_provider_instance"),
-            )
-    elif which == "validation_context_certificate_provider_instance":
-        validation = _provider(
-            ctx, c.validation_context_certificate_provider_instance, join(cp, which)
-        )
-    elif which is not None:
-        ctx.fail(join(cp, which), f"{which} is not supported")
     require = bool(dtc.require_client_certificate.value)
     if require and validation is None:
         ctx.fail(
