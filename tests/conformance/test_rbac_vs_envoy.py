@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _sec_helpers import SPIFFE, Pki
+from _sec_helpers import SPIFFE, Pki, envoy_tls_files
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from envoy.config.core.v3 import address_pb2
@@ -28,7 +28,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import wrappers_pb2
 
 from pymesh.routing._match import string_test
@@ -232,17 +232,7 @@ def _tls_listener(name: str, port: int, rbac: Any, files: dict[str, str]) -> Any
     lis = envoy_listener(name, port, rbac)
     dtc = tls_pb2.DownstreamTlsContext(
         require_client_certificate=wrappers_pb2.BoolValue(value=True),
-        common_tls_context=tls_pb2.CommonTlsContext(
-            tls_certificates=[
-                common_pb2.TlsCertificate(
-                    certificate_chain={"filename": files["certificate_file"]},
-                    private_key={"filename": files["private_key_file"]},
-                )
-            ],
-            validation_context=common_pb2.CertificateValidationContext(
-                trusted_ca={"filename": files["ca_certificate_file"]}
-            ),
-        ),
+        common_tls_context=envoy_tls_files(files),
     )
     ts = lis.filter_chains[0].transport_socket
     ts.name = "envoy.transport_sockets.tls"
