@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from _sec_helpers import Pki
 
 from pymesh.asgi import uvicorn_config
@@ -83,3 +84,10 @@ def client_context(pki: Pki, tmp_path: Path, service: str | None) -> ssl.SSLCont
         chain.write_bytes(leaf.key_pem + leaf.cert_pem)
         ctx.load_cert_chain(str(chain))
     return ctx
+
+
+def get_as(pki: Pki, tmp_path: Path, service: str, url: str) -> tuple[int, bytes]:
+    """GET ``url`` over mTLS as ``service`` (a certificate from ``pki``): status, body."""
+    with httpx.Client(verify=client_context(pki, tmp_path, service), timeout=20) as c:
+        r = c.get(url)
+        return r.status_code, r.content

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _asgi_helpers import APP_BODY, App, UvicornThread, client_context, server_context
+from _asgi_helpers import APP_BODY, App, UvicornThread, client_context, get_as, server_context
 from _polling import wait_until
 from _sec_helpers import SPIFFE, Pki
 
@@ -251,12 +251,8 @@ def test_uvicorn_mtls_identity_reaches_rbac(
 ) -> None:
     app, srv = served
     url = f"https://127.0.0.1:{srv.port}/orders"
-    with httpx.Client(verify=client_context(pki, tmp_path, "frontend"), timeout=20) as c:
-        r = c.get(url)
-        assert (r.status_code, r.content) == (200, APP_BODY)
-    with httpx.Client(verify=client_context(pki, tmp_path, "batch"), timeout=20) as c:
-        r = c.get(url)
-        assert (r.status_code, r.content) == (403, b"RBAC: access denied")
+    assert get_as(pki, tmp_path, "frontend", url) == (200, APP_BODY)
+    assert get_as(pki, tmp_path, "batch", url) == (403, b"RBAC: access denied")
     assert app.calls == 1
     # No client certificate: the handshake is refused (the server requires one).
     with (
