@@ -257,23 +257,20 @@ def _http_filters(
     deny: dict[str, rbac_pb2.Policy], allow: dict[str, rbac_pb2.Policy], any_allow: bool
 ) -> list[hcm_pb2.HttpFilter]:
     out = []
-    if deny:
-        rules = rbac_pb2.RBAC(action=rbac_pb2.RBAC.DENY, policies=deny)
-        out.append(
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.rbac.deny",
-                typed_config=_pack(rbac_filter_pb2.RBAC(rules=rules)),
+    # DENY first, as Istio. An ALLOW policy without rules allows nothing (Istio): the
+    # ALLOW filter is written, with an empty set, whenever any ALLOW policy was.
+    for name, action, policies, wanted in (
+        ("deny", rbac_pb2.RBAC.DENY, deny, bool(deny)),
+        ("allow", rbac_pb2.RBAC.ALLOW, allow, any_allow),
+    ):
+        if wanted:
+            rules = rbac_pb2.RBAC(action=action, policies=policies)
+            out.append(
+                hcm_pb2.HttpFilter(
+                    name=f"envoy.filters.http.rbac.{name}",
+                    typed_config=_pack(rbac_filter_pb2.RBAC(rules=rules)),
+                )
             )
-        )
-    if any_allow:
-        # An ALLOW policy without rules allows nothing (Istio): an empty ALLOW set.
-        rules = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies=allow)
-        out.append(
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.rbac.allow",
-                typed_config=_pack(rbac_filter_pb2.RBAC(rules=rules)),
-            )
-        )
     out.append(hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=_pack(router_pb2.Router())))
     return out
 
