@@ -33,7 +33,6 @@ a DENY policy on an identity must not be bypassed by a missing certificate.
 from __future__ import annotations
 
 import logging
-import random
 import socket
 import ssl
 import threading
@@ -44,7 +43,6 @@ from pymesh.errors import MeshError
 from pymesh.routing._request import RequestInfo
 from pymesh.security._rbac import (
     ALLOWED,
-    NON_FORWARDING,
     PeerCertificate,
     RbacAuthorizer,
     RbacDecision,
@@ -317,8 +315,9 @@ class XdsListener:
     """
 
     def __init__(self, mesh: Mesh, address: str) -> None:
-        from pymesh.grpc._xds_server import XdsPort
+        from pymesh.grpc._xds_server import XdsPort, route_for
 
+        self._route_for = route_for
         self._serving = threading.Event()
         self.config: ServingConfig | None = None
         self._mesh = mesh
@@ -383,15 +382,9 @@ class XdsListener:
                 return 403
             if tls.san_matchers and not _sans_match(tls.san_matchers, req.peer_certificate):
                 return 403
-        routes = config.tables.get(id(chain))
-        if routes is None:
-            return 503
-        hit = routes.select(req.request, _rng.getrandbits(64))
-        if hit is None:
-            return 404
-        decision, auth = hit
-        if decision.cluster != NON_FORWARDING:
-            return 503
+        auth = self._route_for(config, chain, req.request)
+        if not isinstance(auth, RbacAuthorizer):
+            return 404 if auth.no_route else 503
         if not auth.enforcing:
             return ALLOWED
         return auth.check(req, protocol="http")
@@ -411,9 +404,6 @@ def _sans_match(matchers: Any, cert: PeerCertificate | None) -> bool:
     sans: list[tuple[SanType, str]] = [("URI", u) for u in cert.uri_sans]
     sans += [("DNS", d) for d in cert.dns_sans]
     return any(san_matches(m, t, v) for t, v in sans for m in matchers)
-
-
-_rng = random.Random()
 
 
 # ---- uvicorn ---------------------------------------------------------------------------

@@ -61,8 +61,10 @@ __all__ = [
     "SecurityKey",
     "ServingConfig",
     "ServingModeCallback",
+    "Unroutable",
     "XdsPort",
     "authorize",
+    "route_for",
     "server_credentials",
 ]
 
@@ -498,6 +500,38 @@ def _sans_of(auth: Mapping[str, Sequence[bytes]]) -> Sans:
     return sans
 
 
+@dataclass(frozen=True, slots=True)
+class Unroutable:
+    """Why a call on a serving port has no route to take (gRFC A36)."""
+
+    #: True: no route matches the call (HTTP answers 404); False: the chain's routes
+    #: cannot serve it (missing RouteConfiguration, a route without
+    #: ``non_forwarding_action``: 503). gRPC answers UNAVAILABLE for both.
+    no_route: bool
+    message: str
+
+
+def route_for(
+    config: ServingConfig, chain: FilterChain, request: RequestInfo
+) -> RbacAuthorizer | Unroutable:
+    """The RBAC chain of the route ``request`` takes on ``chain`` (the one route
+    selection of the gRPC server and :class:`pymesh.asgi.XdsListener`), or why none."""
+    routes = config.tables.get(id(chain))
+    if routes is None:
+        return Unroutable(
+            False, f"RouteConfiguration {chain.hcm.rds_name!r} is not available (gRFC A36)"
+        )
+    hit = routes.select(request, _rng.getrandbits(64))
+    if hit is None:
+        return Unroutable(True, f"no route matches {request.path}")
+    decision, auth = hit
+    if decision.cluster != NON_FORWARDING:
+        return Unroutable(
+            False, f"route {decision.route.name!r} has no non_forwarding_action (gRFC A36)"
+        )
+    return auth
+
+
 def authorize(
     config: ServingConfig | None,
     context: Any,
@@ -515,27 +549,15 @@ def authorize(
     denied = _check_tls(chain, context)
     if denied is not None:
         return denied
-    routes = config.tables.get(id(chain))
-    if routes is None:
-        return Denied(
-            grpc.StatusCode.UNAVAILABLE,
-            f"RouteConfiguration {chain.hcm.rds_name!r} is not available (gRFC A36)",
-        )
     headers: dict[str, str] = {}
     for k, v in metadata or ():
         if isinstance(v, str):
             prev = headers.get(k)
             headers[k] = v if prev is None else f"{prev},{v}"
     req = RequestInfo("POST", authority, method, headers, is_grpc=True, source_ip=src_ip)
-    hit = routes.select(req, _rng.getrandbits(64))
-    if hit is None:
-        return Denied(grpc.StatusCode.UNAVAILABLE, f"no route matches {method}")
-    decision, auth = hit
-    if decision.cluster != NON_FORWARDING:
-        return Denied(
-            grpc.StatusCode.UNAVAILABLE,
-            f"route {decision.route.name!r} has no non_forwarding_action (gRFC A36)",
-        )
+    auth = route_for(config, chain, req)
+    if isinstance(auth, Unroutable):
+        return Denied(grpc.StatusCode.UNAVAILABLE, auth.message)
     if auth.enforcing:
         tls = _is_tls(context)
         rbac_req = RbacRequest(
