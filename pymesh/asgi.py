@@ -48,6 +48,7 @@ from pymesh.security._rbac import (
     RbacDecision,
     RbacRequest,
     RbacRoutes,
+    peer_certificate_from_pem,
 )
 from pymesh.security.san import san_matches
 from pymesh.xds.resources.server_listener import Connection
@@ -96,19 +97,6 @@ LOCAL_REPLIES: dict[int, bytes] = {
     500: b"RBAC: the server does not provide the client certificate",
     503: b"not serving: no valid server Listener or route configuration yet",
 }
-_CERT_CACHE_MAX = 1024
-_cert_cache: dict[str, PeerCertificate] = {}
-
-
-def peer_certificate_from_pem(pem: str) -> PeerCertificate:
-    """The RBAC view of a PEM certificate (cached: a client sends the same one on
-    every request of its connection, and usually on every connection)."""
-    cert = _cert_cache.get(pem)
-    if cert is None:
-        if len(_cert_cache) >= _CERT_CACHE_MAX:
-            _cert_cache.clear()  # bounded; a rotation storm only costs re-parsing
-        cert = _cert_cache[pem] = PeerCertificate.from_der(ssl.PEM_cert_to_DER_cert(pem))
-    return cert
 
 
 def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any] | None:

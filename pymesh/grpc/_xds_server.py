@@ -40,6 +40,7 @@ from pymesh.security._rbac import (
     RbacAuthorizer,
     RbacRequest,
     RbacRoutes,
+    peer_certificate_from_pem,
 )
 from pymesh.security.san import Sans, peer_sans, san_matches
 from pymesh.xds.client import LDS, RDS
@@ -470,7 +471,6 @@ _NOT_SERVING = Denied(
 )
 _PEM_CACHE_LIMIT = 1024
 _pem_sans: dict[bytes, Sans] = {}
-_pem_certs: dict[bytes, PeerCertificate] = {}
 _rng = random.Random()
 
 
@@ -583,16 +583,7 @@ def _is_tls(context: Any) -> bool:
 
 def _certificate(context: Any) -> PeerCertificate | None:
     pems = context.auth_context().get("x509_pem_cert")
-    if not pems:
-        return None
-    pem = pems[0]
-    cert = _pem_certs.get(pem)
-    if cert is None:
-        cert = PeerCertificate.from_der(ssl.PEM_cert_to_DER_cert(pem.decode("ascii")))
-        if len(_pem_certs) >= _PEM_CACHE_LIMIT:
-            _pem_certs.clear()
-        _pem_certs[pem] = cert
-    return cert
+    return peer_certificate_from_pem(pems[0]) if pems else None
 
 
 def _check_tls(chain: FilterChain, context: Any) -> Denied | None:

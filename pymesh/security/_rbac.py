@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -70,6 +71,7 @@ __all__ = [
     "RbacEngine",
     "RbacRequest",
     "RbacRoutes",
+    "peer_certificate_from_pem",
 ]
 
 logger = logging.getLogger("pymesh.security.rbac")
@@ -107,6 +109,22 @@ class PeerCertificate:
             if uri.startswith("spiffe://"):
                 return uri
         return None
+
+
+_CERT_CACHE_MAX = 1024
+_cert_cache: dict[str | bytes, PeerCertificate] = {}
+
+
+def peer_certificate_from_pem(pem: str | bytes) -> PeerCertificate:
+    """The RBAC view of a PEM certificate (cached: a client sends the same one on
+    every request of its connection, and usually on every connection)."""
+    cert = _cert_cache.get(pem)
+    if cert is None:
+        if len(_cert_cache) >= _CERT_CACHE_MAX:
+            _cert_cache.clear()  # bounded; a rotation storm only costs re-parsing
+        text = pem.decode("ascii") if isinstance(pem, bytes) else pem
+        cert = _cert_cache[pem] = PeerCertificate.from_der(ssl.PEM_cert_to_DER_cert(text))
+    return cert
 
 
 def _ip(text: str) -> IpAddress | None:
