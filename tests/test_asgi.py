@@ -9,20 +9,25 @@ from typing import Any
 
 import httpx
 import pytest
-from _asgi_helpers import APP_BODY, App, UvicornThread, client_context, get_as, server_context
+from _asgi_helpers import (
+    ANY,
+    APP_BODY,
+    App,
+    UvicornThread,
+    client_context,
+    get_as,
+    identity_is,
+    method_is,
+    one_policy,
+    server_context,
+)
 from _polling import wait_until
 from _sec_helpers import SPIFFE, Pki
 
 from pymesh.asgi import RbacMiddleware, rbac_request, tls_extension
 from pymesh.security._rbac import RbacAuthorizer, RbacRoutes
-from pymesh.xds.resources.matchers import HeaderMatcher, StringMatcher
 from pymesh.xds.resources.rbac import (
-    AnyRule,
-    AuthenticatedRule,
-    HeaderRule,
     RbacConfig,
-    RbacPolicy,
-    RbacRules,
 )
 from pymesh.xds.resources.route import (
     NonForwardingAction,
@@ -36,32 +41,12 @@ FRONT = SPIFFE + "frontend"
 
 
 def allow_only(identity: str, *, name: str = "rbac") -> RbacAuthorizer:
-    rules = RbacRules(
-        "ALLOW",
-        (
-            (
-                "only-" + identity.rsplit("/", 1)[-1],
-                RbacPolicy((AnyRule(),), (AuthenticatedRule(StringMatcher("exact", identity)),)),
-            ),
-        ),
-    )
-    return RbacAuthorizer.from_config(RbacConfig(rules), name=name)
+    policy = "only-" + identity.rsplit("/", 1)[-1]
+    return one_policy("ALLOW", policy, ANY, identity_is(identity), name=name)
 
 
 def deny_post() -> RbacAuthorizer:
-    rules = RbacRules(
-        "DENY",
-        (
-            (
-                "no-post",
-                RbacPolicy(
-                    (HeaderRule(HeaderMatcher(":method", StringMatcher("exact", "POST"))),),
-                    (AnyRule(),),
-                ),
-            ),
-        ),
-    )
-    return RbacAuthorizer.from_config(RbacConfig(rules))
+    return one_policy("DENY", "no-post", method_is("POST"), ANY)
 
 
 def scope(

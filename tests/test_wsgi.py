@@ -12,16 +12,13 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
-from _asgi_helpers import get_as, server_context
+from _asgi_helpers import front_gets, get_as, server_context
 from _sec_helpers import SPIFFE, Pki
 
 from pymesh.security import RbacAuthorizer
 from pymesh.wsgi import RbacMiddleware, rbac_request
-from pymesh.xds.resources.matchers import HeaderMatcher, StringMatcher
 from pymesh.xds.resources.rbac import (
     AnyRule,
-    AuthenticatedRule,
-    HeaderRule,
     RbacConfig,
     RbacPolicy,
     RbacRules,
@@ -38,22 +35,6 @@ class App:
         self.calls += 1
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [BODY]
-
-
-def front_gets() -> RbacAuthorizer:
-    rules = RbacRules(
-        "ALLOW",
-        (
-            (
-                "front-gets",
-                RbacPolicy(
-                    (HeaderRule(HeaderMatcher(":method", StringMatcher("exact", "GET"))),),
-                    (AuthenticatedRule(StringMatcher("exact", SPIFFE + "frontend")),),
-                ),
-            ),
-        ),
-    )
-    return RbacAuthorizer.from_config(RbacConfig(rules))
 
 
 def environ(**extra: Any) -> dict[str, Any]:

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _asgi_helpers import APP_BODY, App, UvicornThread, client_context, server_context
+from _asgi_helpers import APP_BODY, App, UvicornThread, client_context, front_gets, server_context
 from _sec_helpers import SPIFFE, Pki, with_upstream_tls
 
 from pymesh.asgi import RbacMiddleware
-from pymesh.security import RbacAuthorizer
 from pymesh.server import (
     CLUSTER_TYPE,
     ControlPlane,
@@ -24,31 +23,6 @@ from pymesh.server import (
     compile_mesh,
 )
 from pymesh.testing.envoy import envoy_snapshot, free_port, start_envoy
-from pymesh.xds.resources.matchers import HeaderMatcher, StringMatcher
-from pymesh.xds.resources.rbac import (
-    AuthenticatedRule,
-    HeaderRule,
-    RbacConfig,
-    RbacPolicy,
-    RbacRules,
-)
-
-
-def _policy() -> RbacAuthorizer:
-    """GETs by sa/frontend only."""
-    rules = RbacRules(
-        "ALLOW",
-        (
-            (
-                "frontend-reads",
-                RbacPolicy(
-                    (HeaderRule(HeaderMatcher(":method", StringMatcher("exact", "GET"))),),
-                    (AuthenticatedRule(StringMatcher("exact", SPIFFE + "frontend")),),
-                ),
-            ),
-        ),
-    )
-    return RbacAuthorizer.from_config(RbacConfig(rules))
 
 
 def _with_client_cert(snap: Snapshot, files: dict[str, str], version: str) -> Snapshot:
@@ -60,7 +34,7 @@ def _with_client_cert(snap: Snapshot, files: dict[str, str], version: str) -> Sn
 def served(pki: Pki, tmp_path: Path) -> Iterator[tuple[App, UvicornThread]]:
     app = App()
     files = pki.write(tmp_path / "server", pki.issue("orders"))
-    srv = UvicornThread(RbacMiddleware(app, _policy()), server_context(files))
+    srv = UvicornThread(RbacMiddleware(app, front_gets("frontend-reads")), server_context(files))
     srv.wait_started()
     yield app, srv
     srv.stop()
