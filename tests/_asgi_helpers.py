@@ -80,6 +80,13 @@ class UvicornThread:
         self.thread.join(30)
         self.sock.close()
 
+    def __enter__(self) -> UvicornThread:
+        self.wait_started()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 def server_context(files: dict[str, str]) -> ssl.SSLContext:
     from pymesh.security import FileWatcherProvider, ServerTls

@@ -225,10 +225,8 @@ def server_files(pki: Pki, tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def served(pki: Pki, server_files: dict[str, str]) -> Iterator[tuple[App, UvicornThread]]:
     app = App()
-    srv = UvicornThread(RbacMiddleware(app, allow_only(FRONT)), server_context(server_files))
-    srv.wait_started()
-    yield app, srv
-    srv.stop()
+    with UvicornThread(RbacMiddleware(app, allow_only(FRONT)), server_context(server_files)) as srv:
+        yield app, srv
 
 
 def test_uvicorn_mtls_identity_reaches_rbac(

@@ -34,10 +34,10 @@ def _with_client_cert(snap: Snapshot, files: dict[str, str], version: str) -> Sn
 def served(pki: Pki, tmp_path: Path) -> Iterator[tuple[App, UvicornThread]]:
     app = App()
     files = pki.write(tmp_path / "server", pki.issue("orders"))
-    srv = UvicornThread(RbacMiddleware(app, front_gets("frontend-reads")), server_context(files))
-    srv.wait_started()
-    yield app, srv
-    srv.stop()
+    with UvicornThread(
+        RbacMiddleware(app, front_gets("frontend-reads")), server_context(files)
+    ) as srv:
+        yield app, srv
 
 
 def test_envoy_caller_allowed_denied_and_refused(
