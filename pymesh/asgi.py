@@ -33,7 +33,6 @@ a DENY policy on an identity must not be bypassed by a missing certificate.
 from __future__ import annotations
 
 import logging
-import random
 import socket
 import ssl
 import threading
@@ -49,6 +48,7 @@ from pymesh.security._rbac import (
     RbacDecision,
     RbacRequest,
     RbacRoutes,
+    peer_certificate_from_pem,
 )
 from pymesh.security.san import san_matches
 from pymesh.xds.resources.server_listener import Connection
@@ -97,19 +97,6 @@ LOCAL_REPLIES: dict[int, bytes] = {
     500: b"RBAC: the server does not provide the client certificate",
     503: b"not serving: no valid server Listener or route configuration yet",
 }
-_CERT_CACHE_MAX = 1024
-_cert_cache: dict[str, PeerCertificate] = {}
-
-
-def peer_certificate_from_pem(pem: str) -> PeerCertificate:
-    """The RBAC view of a PEM certificate (cached: a client sends the same one on
-    every request of its connection, and usually on every connection)."""
-    cert = _cert_cache.get(pem)
-    if cert is None:
-        if len(_cert_cache) >= _CERT_CACHE_MAX:
-            _cert_cache.clear()  # bounded; a rotation storm only costs re-parsing
-        cert = _cert_cache[pem] = PeerCertificate.from_der(ssl.PEM_cert_to_DER_cert(pem))
-    return cert
 
 
 def tls_extension(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> dict[str, Any] | None:
@@ -316,8 +303,9 @@ class XdsListener:
     """
 
     def __init__(self, mesh: Mesh, address: str) -> None:
-        from pymesh.grpc._xds_server import XdsPort
+        from pymesh.grpc._xds_server import XdsPort, route_for
 
+        self._route_for = route_for
         self._serving = threading.Event()
         self.config: ServingConfig | None = None
         self._mesh = mesh
@@ -368,8 +356,6 @@ class XdsListener:
         return self._mesh.server_ssl_context(security.identity.instance_name, roots)
 
     def authorize(self, req: RbacRequest) -> RbacDecision | int:
-        from pymesh.grpc._xds_server import NON_FORWARDING
-
         config = self.config
         if config is None:
             return 503
@@ -384,16 +370,10 @@ class XdsListener:
                 return 403
             if tls.san_matchers and not _sans_match(tls.san_matchers, req.peer_certificate):
                 return 403
-        routes = config.tables.get(id(chain))
-        if routes is None:
-            return 503
-        decision = routes.table.select(req.request, _rng.getrandbits(64))
-        if decision is None:
-            return 404
-        if decision.cluster != NON_FORWARDING:
-            return 503
-        auth = routes.authorizers.get(id(decision.route))
-        if auth is None or not auth.enforcing:
+        auth = self._route_for(config, chain, req.request)
+        if not isinstance(auth, RbacAuthorizer):
+            return 404 if auth.no_route else 503
+        if not auth.enforcing:
             return ALLOWED
         return auth.check(req, protocol="http")
 
@@ -412,9 +392,6 @@ def _sans_match(matchers: Any, cert: PeerCertificate | None) -> bool:
     sans: list[tuple[SanType, str]] = [("URI", u) for u in cert.uri_sans]
     sans += [("DNS", d) for d in cert.dns_sans]
     return any(san_matches(m, t, v) for t, v in sans for m in matchers)
-
-
-_rng = random.Random()
 
 
 # ---- uvicorn ---------------------------------------------------------------------------

@@ -11,9 +11,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _sec_helpers import Pki
+import httpx
+from _sec_helpers import SPIFFE, Pki
 
 from pymesh.asgi import uvicorn_config
+from pymesh.security import RbacAuthorizer
+from pymesh.xds.resources.matchers import HeaderMatcher, StringMatcher
+from pymesh.xds.resources.rbac import (
+    AnyRule,
+    AuthenticatedRule,
+    HeaderRule,
+    RbacAction,
+    RbacConfig,
+    RbacPolicy,
+    RbacRule,
+    RbacRules,
+)
 
 APP_BODY = b"hello from the app"
 
@@ -67,6 +80,13 @@ class UvicornThread:
         self.thread.join(30)
         self.sock.close()
 
+    def __enter__(self) -> UvicornThread:
+        self.wait_started()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 def server_context(files: dict[str, str]) -> ssl.SSLContext:
     from pymesh.security import FileWatcherProvider, ServerTls
@@ -83,3 +103,39 @@ def client_context(pki: Pki, tmp_path: Path, service: str | None) -> ssl.SSLCont
         chain.write_bytes(leaf.key_pem + leaf.cert_pem)
         ctx.load_cert_chain(str(chain))
     return ctx
+
+
+def get_as(pki: Pki, tmp_path: Path, service: str, url: str) -> tuple[int, bytes]:
+    """GET ``url`` over mTLS as ``service`` (a certificate from ``pki``): status, body."""
+    with httpx.Client(verify=client_context(pki, tmp_path, service), timeout=20) as c:
+        r = c.get(url)
+        return r.status_code, r.content
+
+
+def one_policy(
+    action: RbacAction,
+    policy: str,
+    permission: RbacRule,
+    principal: RbacRule,
+    *,
+    name: str = "rbac",
+) -> RbacAuthorizer:
+    """One RBAC filter ``name`` with one policy of one permission and one principal."""
+    rules = RbacRules(action, ((policy, RbacPolicy((permission,), (principal,))),))
+    return RbacAuthorizer.from_config(RbacConfig(rules), name=name)
+
+
+def method_is(method: str) -> HeaderRule:
+    return HeaderRule(HeaderMatcher(":method", StringMatcher("exact", method)))
+
+
+def identity_is(identity: str) -> AuthenticatedRule:
+    return AuthenticatedRule(StringMatcher("exact", identity))
+
+
+def front_gets(policy: str = "front-gets") -> RbacAuthorizer:
+    """GETs by sa/frontend only."""
+    return one_policy("ALLOW", policy, method_is("GET"), identity_is(SPIFFE + "frontend"))
+
+
+ANY = AnyRule()

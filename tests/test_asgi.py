@@ -9,20 +9,25 @@ from typing import Any
 
 import httpx
 import pytest
-from _asgi_helpers import APP_BODY, App, UvicornThread, client_context, server_context
+from _asgi_helpers import (
+    ANY,
+    APP_BODY,
+    App,
+    UvicornThread,
+    client_context,
+    get_as,
+    identity_is,
+    method_is,
+    one_policy,
+    server_context,
+)
 from _polling import wait_until
 from _sec_helpers import SPIFFE, Pki
 
 from pymesh.asgi import RbacMiddleware, rbac_request, tls_extension
 from pymesh.security._rbac import RbacAuthorizer, RbacRoutes
-from pymesh.xds.resources.matchers import HeaderMatcher, StringMatcher
 from pymesh.xds.resources.rbac import (
-    AnyRule,
-    AuthenticatedRule,
-    HeaderRule,
     RbacConfig,
-    RbacPolicy,
-    RbacRules,
 )
 from pymesh.xds.resources.route import (
     NonForwardingAction,
@@ -36,32 +41,12 @@ FRONT = SPIFFE + "frontend"
 
 
 def allow_only(identity: str, *, name: str = "rbac") -> RbacAuthorizer:
-    rules = RbacRules(
-        "ALLOW",
-        (
-            (
-                "only-" + identity.rsplit("/", 1)[-1],
-                RbacPolicy((AnyRule(),), (AuthenticatedRule(StringMatcher("exact", identity)),)),
-            ),
-        ),
-    )
-    return RbacAuthorizer.from_config(RbacConfig(rules), name=name)
+    policy = "only-" + identity.rsplit("/", 1)[-1]
+    return one_policy("ALLOW", policy, ANY, identity_is(identity), name=name)
 
 
 def deny_post() -> RbacAuthorizer:
-    rules = RbacRules(
-        "DENY",
-        (
-            (
-                "no-post",
-                RbacPolicy(
-                    (HeaderRule(HeaderMatcher(":method", StringMatcher("exact", "POST"))),),
-                    (AnyRule(),),
-                ),
-            ),
-        ),
-    )
-    return RbacAuthorizer.from_config(RbacConfig(rules))
+    return one_policy("DENY", "no-post", method_is("POST"), ANY)
 
 
 def scope(
@@ -240,10 +225,8 @@ def server_files(pki: Pki, tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def served(pki: Pki, server_files: dict[str, str]) -> Iterator[tuple[App, UvicornThread]]:
     app = App()
-    srv = UvicornThread(RbacMiddleware(app, allow_only(FRONT)), server_context(server_files))
-    srv.wait_started()
-    yield app, srv
-    srv.stop()
+    with UvicornThread(RbacMiddleware(app, allow_only(FRONT)), server_context(server_files)) as srv:
+        yield app, srv
 
 
 def test_uvicorn_mtls_identity_reaches_rbac(
@@ -251,12 +234,8 @@ def test_uvicorn_mtls_identity_reaches_rbac(
 ) -> None:
     app, srv = served
     url = f"https://127.0.0.1:{srv.port}/orders"
-    with httpx.Client(verify=client_context(pki, tmp_path, "frontend"), timeout=20) as c:
-        r = c.get(url)
-        assert (r.status_code, r.content) == (200, APP_BODY)
-    with httpx.Client(verify=client_context(pki, tmp_path, "batch"), timeout=20) as c:
-        r = c.get(url)
-        assert (r.status_code, r.content) == (403, b"RBAC: access denied")
+    assert get_as(pki, tmp_path, "frontend", url) == (200, APP_BODY)
+    assert get_as(pki, tmp_path, "batch", url) == (403, b"RBAC: access denied")
     assert app.calls == 1
     # No client certificate: the handshake is refused (the server requires one).
     with (

@@ -11,18 +11,14 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import httpx
 import pytest
-from _asgi_helpers import client_context, server_context
+from _asgi_helpers import front_gets, get_as, server_context
 from _sec_helpers import SPIFFE, Pki
 
 from pymesh.security import RbacAuthorizer
 from pymesh.wsgi import RbacMiddleware, rbac_request
-from pymesh.xds.resources.matchers import HeaderMatcher, StringMatcher
 from pymesh.xds.resources.rbac import (
     AnyRule,
-    AuthenticatedRule,
-    HeaderRule,
     RbacConfig,
     RbacPolicy,
     RbacRules,
@@ -39,22 +35,6 @@ class App:
         self.calls += 1
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [BODY]
-
-
-def front_gets() -> RbacAuthorizer:
-    rules = RbacRules(
-        "ALLOW",
-        (
-            (
-                "front-gets",
-                RbacPolicy(
-                    (HeaderRule(HeaderMatcher(":method", StringMatcher("exact", "GET"))),),
-                    (AuthenticatedRule(StringMatcher("exact", SPIFFE + "frontend")),),
-                ),
-            ),
-        ),
-    )
-    return RbacAuthorizer.from_config(RbacConfig(rules))
 
 
 def environ(**extra: Any) -> dict[str, Any]:
@@ -166,10 +146,6 @@ def tls_wsgi(pki: Pki, tmp_path: Path) -> Iterator[tuple[App, int]]:
 def test_real_tls_wsgi_server(tls_wsgi: tuple[App, int], pki: Pki, tmp_path: Path) -> None:
     app, port = tls_wsgi
     url = f"https://127.0.0.1:{port}/orders"
-    with httpx.Client(verify=client_context(pki, tmp_path, "frontend"), timeout=20) as c:
-        r = c.get(url)
-        assert (r.status_code, r.content) == (200, BODY)
-    with httpx.Client(verify=client_context(pki, tmp_path, "batch"), timeout=20) as c:
-        r = c.get(url)
-        assert (r.status_code, r.content) == (403, b"RBAC: access denied")
+    assert get_as(pki, tmp_path, "frontend", url) == (200, BODY)
+    assert get_as(pki, tmp_path, "batch", url) == (403, b"RBAC: access denied")
     assert app.calls == 1

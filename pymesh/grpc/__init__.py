@@ -21,7 +21,7 @@ from pymesh.grpc import aio
 from pymesh.grpc._channel import MeshChannel
 from pymesh.grpc._interceptor import MeshInterceptor
 from pymesh.grpc._local import LocalRpcError
-from pymesh.grpc._server import DEFAULT_DRAIN_GRACE, XdsServer
+from pymesh.grpc._server import DEFAULT_DRAIN_GRACE, ServerSettings, XdsServer
 from pymesh.grpc._xds_server import ServingModeCallback
 
 __all__ = [
@@ -94,9 +94,7 @@ def server(
     route with ``non_forwarding_action`` (else UNAVAILABLE). ``drain_grace``: seconds
     in-flight calls get when the port's server is replaced or stopped (A36: 10 min).
     """
-    return XdsServer(
-        mesh,
-        thread_pool,
+    settings = ServerSettings(
         handlers=handlers,
         interceptors=interceptors,
         options=options,
@@ -105,3 +103,4 @@ def server(
         on_serving_mode=on_serving_mode,
         drain_grace=drain_grace,
     )
+    return XdsServer(mesh, settings, thread_pool)

@@ -17,7 +17,7 @@ import contextlib
 import inspect
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +39,7 @@ from pymesh.xds.resources.server_listener import DownstreamTls
 
 log = logging.getLogger("pymesh.grpc.server")
 
-__all__ = ["AioXdsServer", "XdsServer"]
+__all__ = ["AioXdsServer", "ServerSettings", "XdsServer"]
 
 #: A36's default drain grace time is 10 minutes; in-flight calls on a grpcio server that
 #: is replaced or stopped get this long.
@@ -69,30 +69,37 @@ class _Port:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+@dataclass(frozen=True)
+class ServerSettings:
+    """What :func:`pymesh.grpc.server` and :func:`pymesh.grpc.aio.server` take besides
+    the mesh (and the sync server's thread pool): the same for both, replayed on every
+    grpcio server a port binds."""
+
+    handlers: Sequence[Any] | None = None
+    interceptors: Sequence[Any] | None = None
+    options: Sequence[tuple[str, Any]] | None = None
+    maximum_concurrent_rpcs: int | None = None
+    compression: grpc.Compression | None = None
+    on_serving_mode: ServingModeCallback | None = None
+    drain_grace: float = DEFAULT_DRAIN_GRACE
+
+
 class _Base:
-    def __init__(
-        self,
-        mesh: Mesh,
-        *,
-        interceptors: Sequence[Any] | None,
-        options: Sequence[tuple[str, Any]] | None,
-        maximum_concurrent_rpcs: int | None,
-        compression: grpc.Compression | None,
-        on_serving_mode: ServingModeCallback | None,
-        drain_grace: float,
-    ) -> None:
+    def __init__(self, mesh: Mesh, settings: ServerSettings) -> None:
         self.mesh = mesh
-        self._interceptors = list(interceptors or ())
-        self._options = list(options or ())
-        self._max_rpcs = maximum_concurrent_rpcs
-        self._compression = compression
-        self._on_serving_mode = on_serving_mode
-        self.drain_grace = drain_grace
+        self._interceptors = list(settings.interceptors or ())
+        self._options = list(settings.options or ())
+        self._max_rpcs = settings.maximum_concurrent_rpcs
+        self._compression = settings.compression
+        self._on_serving_mode = settings.on_serving_mode
+        self.drain_grace = settings.drain_grace
         self._generic: list[Any] = []
         self._registered: list[tuple[str, Any]] = []
         self._ports: list[_Port] = []
         self._started = False
         self._stopped = False
+        if settings.handlers:
+            self.add_generic_rpc_handlers(settings.handlers)
 
     def __repr__(self) -> str:
         ports = ", ".join(repr(p.xds) for p in self._ports)
@@ -157,11 +164,78 @@ class _Base:
         assert isinstance(key, DownstreamTls)
         return server_credentials(self.mesh, key)
 
+    def _watch(self) -> None:
+        self._started = True
+        for p in self._ports:
+            p.xds.start()
+
     def _changed(self, port: _Port, cfg: ServingConfig | None) -> None:
         raise NotImplementedError
 
-    def _interceptor(self, port: _Port) -> Any:
+    def _apply_steps(
+        self, port: _Port, cfg: ServingConfig | None
+    ) -> Generator[grpc.ServerCredentials | None, Any, None]:
+        """The port's move to ``cfg``, for both servers: it yields the credentials when
+        a new grpcio server must be bound and is sent that server (or thrown why it could
+        not be bound); the caller binds it, synchronously or on its loop."""
+        old = port.server
+        if cfg is None:
+            port.server, port.key = None, None
+        else:
+            key = self._key(port, cfg)
+            if old is not None and port.key == key:
+                # Same transport security: the new config is already published.
+                port.xds.mark_serving(cfg)
+                return
+            try:
+                creds = self._credentials(port, key)
+                port.server, port.key = (yield creds), key
+                port.xds.mark_serving(cfg)
+            except Exception as e:  # grpcio could not bind or start: say so, keep going
+                port.server, port.key = None, None
+                _bind_failed(port, e)
+        if old is not None:
+            self._drain(old)
+            port.draining = [*port.draining[-7:], old]
+
+    def _drain(self, server: Any) -> None:
         raise NotImplementedError
+
+    def _server_kwargs(self, interceptor: Any) -> dict[str, Any]:
+        """grpcio server arguments: pymesh's interceptor runs before the application's."""
+        return {
+            "interceptors": [interceptor, *self._interceptors],
+            "options": self._options,
+            "maximum_concurrent_rpcs": self._max_rpcs,
+            "compression": self._compression,
+        }
+
+    def _add_to(self, server: Any, port: _Port, creds: grpc.ServerCredentials | None) -> None:
+        """Give a new grpcio server the application's handlers and the port."""
+        if self._generic:
+            server.add_generic_rpc_handlers(self._generic)
+        for name, handlers in self._registered:
+            server.add_registered_method_handlers(name, handlers)
+        address = port.xds.address
+        bound = (
+            server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+        )
+        if bound != port.xds.port:
+            raise MeshError(f"grpcio could not bind {address}")
+
+
+#: What ``next(_apply_steps(...))`` gives when no grpcio server needs binding.
+_SETTLED: Any = object()
+
+
+def _resume(steps: Generator[Any, Any, None], outcome: Any) -> None:
+    """Hand a bound grpcio server (or the exception binding raised) back to
+    :meth:`_Base._apply_steps`, which then runs to its end."""
+    with contextlib.suppress(StopIteration):
+        if isinstance(outcome, Exception):
+            steps.throw(outcome)
+        else:
+            steps.send(outcome)
 
 
 def _bind_failed(port: _Port, exc: Exception) -> None:
@@ -211,86 +285,40 @@ class XdsServer(_Base, grpc.Server):  # type: ignore[misc]
     """
 
     def __init__(
-        self,
-        mesh: Mesh,
-        thread_pool: futures.Executor | None = None,
-        *,
-        handlers: Sequence[Any] | None = None,
-        interceptors: Sequence[Any] | None = None,
-        options: Sequence[tuple[str, Any]] | None = None,
-        maximum_concurrent_rpcs: int | None = None,
-        compression: grpc.Compression | None = None,
-        on_serving_mode: ServingModeCallback | None = None,
-        drain_grace: float = DEFAULT_DRAIN_GRACE,
+        self, mesh: Mesh, settings: ServerSettings, thread_pool: futures.Executor | None = None
     ) -> None:
-        super().__init__(
-            mesh,
-            interceptors=interceptors,
-            options=options,
-            maximum_concurrent_rpcs=maximum_concurrent_rpcs,
-            compression=compression,
-            on_serving_mode=on_serving_mode,
-            drain_grace=drain_grace,
-        )
+        super().__init__(mesh, settings)
         self._own_pool = thread_pool is None
         self._pool = thread_pool or futures.ThreadPoolExecutor(
             max_workers=16, thread_name_prefix="pymesh-grpc-server"
         )
-        if handlers:
-            self.add_generic_rpc_handlers(handlers)
         self._done = threading.Event()
 
     def start(self) -> None:
         """Start watching each port's Listener; ports serve once theirs is valid."""
-        if self._started:
-            return
-        self._started = True
-        for p in self._ports:
-            p.xds.start()
+        if not self._started:
+            self._watch()
 
     def _changed(self, port: _Port, cfg: ServingConfig | None) -> None:
         # On the xDS thread: grpcio's start and stop(grace) do not block.
         with port.lock:
             if self._stopped:
                 return
-            old = port.server
-            if cfg is None:
-                port.server, port.key = None, None
-            else:
-                key = self._key(port, cfg)
-                if old is not None and port.key == key:
-                    # Same transport security: the new config is already published.
-                    port.xds.mark_serving(cfg)
-                    return
+            steps = self._apply_steps(port, cfg)
+            creds = next(steps, _SETTLED)
+            if creds is not _SETTLED:
                 try:
-                    creds = self._credentials(port, key)
-                    port.server, port.key = self._bind(port, creds), key
-                    port.xds.mark_serving(cfg)
-                except Exception as e:  # grpcio could not bind or start: say so, keep going
-                    port.server, port.key = None, None
-                    _bind_failed(port, e)
-            if old is not None:
-                old.stop(self.drain_grace)
-                port.draining = [*port.draining[-7:], old]
+                    outcome: Any = self._bind(port, creds)
+                except Exception as e:
+                    outcome = e
+                _resume(steps, outcome)
+
+    def _drain(self, server: grpc.Server) -> None:
+        server.stop(self.drain_grace)
 
     def _bind(self, port: _Port, creds: grpc.ServerCredentials | None) -> grpc.Server:
-        server = grpc.server(
-            self._pool,
-            interceptors=[_SyncInterceptor(port.xds), *self._interceptors],
-            options=self._options,
-            maximum_concurrent_rpcs=self._max_rpcs,
-            compression=self._compression,
-        )
-        if self._generic:
-            server.add_generic_rpc_handlers(self._generic)
-        for name, handlers in self._registered:
-            server.add_registered_method_handlers(name, handlers)
-        address = port.xds.address
-        bound = (
-            server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
-        )
-        if bound != port.xds.port:
-            raise MeshError(f"grpcio could not bind {address}")
+        server = grpc.server(self._pool, **self._server_kwargs(_SyncInterceptor(port.xds)))
+        self._add_to(server, port, creds)
         server.start()
         return server
 
@@ -382,29 +410,8 @@ class AioXdsServer(_Base, grpc.aio.Server):  # type: ignore[misc]
     Build it with :func:`pymesh.grpc.aio.server`; use it from one event loop.
     """
 
-    def __init__(
-        self,
-        mesh: Mesh,
-        *,
-        handlers: Sequence[Any] | None = None,
-        interceptors: Sequence[Any] | None = None,
-        options: Sequence[tuple[str, Any]] | None = None,
-        maximum_concurrent_rpcs: int | None = None,
-        compression: grpc.Compression | None = None,
-        on_serving_mode: ServingModeCallback | None = None,
-        drain_grace: float = DEFAULT_DRAIN_GRACE,
-    ) -> None:
-        super().__init__(
-            mesh,
-            interceptors=interceptors,
-            options=options,
-            maximum_concurrent_rpcs=maximum_concurrent_rpcs,
-            compression=compression,
-            on_serving_mode=on_serving_mode,
-            drain_grace=drain_grace,
-        )
-        if handlers:
-            self.add_generic_rpc_handlers(handlers)
+    def __init__(self, mesh: Mesh, settings: ServerSettings) -> None:
+        super().__init__(mesh, settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -417,9 +424,7 @@ class AioXdsServer(_Base, grpc.aio.Server):  # type: ignore[misc]
         self._loop = asyncio.get_running_loop()
         self._done = asyncio.Event()
         self._apply_lock = asyncio.Lock()
-        self._started = True
-        for p in self._ports:
-            p.xds.start()
+        self._watch()
 
     def _changed(self, port: _Port, cfg: ServingConfig | None) -> None:
         # On the xDS thread: hand over to the server's loop, in order.
@@ -440,26 +445,16 @@ class AioXdsServer(_Base, grpc.aio.Server):  # type: ignore[misc]
         async with self._apply_lock:
             if self._stopped:
                 return
-            old = port.server
-            if cfg is None:
-                port.server, port.key = None, None
-            else:
-                if cfg is not port.xds.config:
-                    return  # superseded by a newer update, which is queued
-                key = self._key(port, cfg)
-                if old is not None and port.key == key:
-                    port.xds.mark_serving(cfg)
-                    return
+            if cfg is not None and cfg is not port.xds.config:
+                return  # superseded by a newer update, which is queued
+            steps = self._apply_steps(port, cfg)
+            creds = next(steps, _SETTLED)
+            if creds is not _SETTLED:
                 try:
-                    creds = self._credentials(port, key)
-                    port.server, port.key = await self._bind(port, creds), key
-                    port.xds.mark_serving(cfg)
+                    outcome: Any = await self._bind(port, creds)
                 except Exception as e:
-                    port.server, port.key = None, None
-                    _bind_failed(port, e)
-            if old is not None:
-                self._drain(old)
-                port.draining = [*port.draining[-7:], old]
+                    outcome = e
+                _resume(steps, outcome)
 
     def _drain(self, server: grpc.aio.Server) -> None:
         assert self._loop is not None
@@ -468,22 +463,8 @@ class AioXdsServer(_Base, grpc.aio.Server):  # type: ignore[misc]
         t.add_done_callback(self._tasks.discard)
 
     async def _bind(self, port: _Port, creds: grpc.ServerCredentials | None) -> grpc.aio.Server:
-        server = grpc.aio.server(
-            interceptors=[_AioInterceptor(port.xds), *self._interceptors],
-            options=self._options,
-            maximum_concurrent_rpcs=self._max_rpcs,
-            compression=self._compression,
-        )
-        if self._generic:
-            server.add_generic_rpc_handlers(self._generic)
-        for name, handlers in self._registered:
-            server.add_registered_method_handlers(name, handlers)
-        address = port.xds.address
-        bound = (
-            server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
-        )
-        if bound != port.xds.port:
-            raise MeshError(f"grpcio could not bind {address}")
+        server = grpc.aio.server(**self._server_kwargs(_AioInterceptor(port.xds)))
+        self._add_to(server, port, creds)
         await server.start()
         return server
 

@@ -33,14 +33,19 @@ import grpc
 from pymesh._mesh import Mesh
 from pymesh.bootstrap import _PATH_SAFE
 from pymesh.errors import BootstrapError, MeshError, ResourceInvalid, TlsConfigError, XdsDataError
-from pymesh.routing import RouteTable
 from pymesh.routing._request import RequestInfo
-from pymesh.security._rbac import PeerCertificate, RbacAuthorizer, RbacRequest
+from pymesh.security._rbac import (
+    NON_FORWARDING,
+    PeerCertificate,
+    RbacAuthorizer,
+    RbacRequest,
+    RbacRoutes,
+    peer_certificate_from_pem,
+)
 from pymesh.security.san import Sans, peer_sans, san_matches
 from pymesh.xds.client import LDS, RDS
 from pymesh.xds.resources.route import (
     NonForwardingAction,
-    RouteAction,
     RouteConfiguration,
 )
 from pymesh.xds.resources.server_listener import (
@@ -57,8 +62,10 @@ __all__ = [
     "SecurityKey",
     "ServingConfig",
     "ServingModeCallback",
+    "Unroutable",
     "XdsPort",
     "authorize",
+    "route_for",
     "server_credentials",
 ]
 
@@ -85,7 +92,7 @@ class ServingConfig:
     listener: ServerListener
     #: Per chain (by identity): the compiled routes and RBAC, or None while its RDS
     #: resource is missing or invalid (calls on that chain fail with UNAVAILABLE, A36).
-    tables: Mapping[int, ServerRoutes | None]
+    tables: Mapping[int, RbacRoutes | None]
     security: SecurityKey
     listen_ip: str
     #: context.peer() -> (source IP, its chain): a connection's calls share the answer
@@ -307,14 +314,23 @@ class XdsPort:
             return
         try:
             security = _chain_security(lis)
-            tables: dict[int, ServerRoutes | None] = {}
+            tables: dict[int, RbacRoutes | None] = {}
             for c in lis.chains():
                 rc = (
                     c.hcm.route_config
                     if c.hcm.route_config is not None
                     else (self._routes.get(c.hcm.rds_name or ""))
                 )
-                tables[id(c)] = ServerRoutes(rc, c, lis.name) if rc is not None else None
+                tables[id(c)] = (
+                    RbacRoutes(
+                        rc,
+                        RbacAuthorizer.from_http_filters(
+                            c.hcm.http_filters, resource_name=lis.name
+                        ),
+                    )
+                    if rc is not None
+                    else None
+                )
             if security is not None:
                 self._check_providers(security)
         except MeshError as e:
@@ -450,52 +466,11 @@ def server_credentials(mesh: Mesh, tls: DownstreamTls) -> grpc.ServerCredentials
 
 # ---------------------------------------------------------------- per call
 
-#: The compiled table's stand-in for ``non_forwarding_action``: pymesh's route table is
-#: built for clients (which skip such routes), so a server compiles them as a route to
-#: this cluster name, which no real cluster can have.
-NON_FORWARDING = "\x00non_forwarding_action"
-_STAND_IN = RouteAction(cluster=NON_FORWARDING)
-
-
-class ServerRoutes:
-    """A chain's route configuration compiled for a server, with each route's RBAC.
-
-    pymesh's route table is built for clients (which skip ``non_forwarding_action``
-    routes), so the server compiles those as routes to :data:`NON_FORWARDING`. Each
-    route's RBAC authorizer is the chain's RBAC filters with the route's (else its
-    virtual host's) ``typed_per_filter_config`` overrides (A39/A41), built here once.
-    """
-
-    __slots__ = ("authorizers", "route_config", "table")
-
-    def __init__(self, rc: RouteConfiguration, chain: FilterChain, resource_name: str) -> None:
-        self.route_config = rc
-        base = RbacAuthorizer.from_http_filters(chain.hcm.http_filters, resource_name=resource_name)
-        #: id(compiled Route) -> its authorizer; the routes are kept alive by the table.
-        self.authorizers: dict[int, RbacAuthorizer] = {}
-        vhosts = []
-        for vh in rc.virtual_hosts:
-            vh_auth = base.with_overrides(vh.typed_per_filter_config)
-            routes = []
-            for r in vh.routes:
-                if isinstance(r.action, NonForwardingAction):
-                    r = dataclasses.replace(r, action=_STAND_IN)
-                routes.append(r)
-                self.authorizers[id(r)] = (
-                    vh_auth.with_overrides(r.typed_per_filter_config)
-                    if r.typed_per_filter_config
-                    else vh_auth
-                )
-            vhosts.append(dataclasses.replace(vh, routes=tuple(routes)))
-        self.table = RouteTable.compile(dataclasses.replace(rc, virtual_hosts=tuple(vhosts)))
-
-
 _NOT_SERVING = Denied(
     grpc.StatusCode.UNAVAILABLE, "the xDS server is not serving (no valid Listener)"
 )
 _PEM_CACHE_LIMIT = 1024
 _pem_sans: dict[bytes, Sans] = {}
-_pem_certs: dict[bytes, PeerCertificate] = {}
 _rng = random.Random()
 
 
@@ -525,6 +500,38 @@ def _sans_of(auth: Mapping[str, Sequence[bytes]]) -> Sans:
     return sans
 
 
+@dataclass(frozen=True, slots=True)
+class Unroutable:
+    """Why a call on a serving port has no route to take (gRFC A36)."""
+
+    #: True: no route matches the call (HTTP answers 404); False: the chain's routes
+    #: cannot serve it (missing RouteConfiguration, a route without
+    #: ``non_forwarding_action``: 503). gRPC answers UNAVAILABLE for both.
+    no_route: bool
+    message: str
+
+
+def route_for(
+    config: ServingConfig, chain: FilterChain, request: RequestInfo
+) -> RbacAuthorizer | Unroutable:
+    """The RBAC chain of the route ``request`` takes on ``chain`` (the one route
+    selection of the gRPC server and :class:`pymesh.asgi.XdsListener`), or why none."""
+    routes = config.tables.get(id(chain))
+    if routes is None:
+        return Unroutable(
+            False, f"RouteConfiguration {chain.hcm.rds_name!r} is not available (gRFC A36)"
+        )
+    hit = routes.select(request, _rng.getrandbits(64))
+    if hit is None:
+        return Unroutable(True, f"no route matches {request.path}")
+    decision, auth = hit
+    if decision.cluster != NON_FORWARDING:
+        return Unroutable(
+            False, f"route {decision.route.name!r} has no non_forwarding_action (gRFC A36)"
+        )
+    return auth
+
+
 def authorize(
     config: ServingConfig | None,
     context: Any,
@@ -542,28 +549,16 @@ def authorize(
     denied = _check_tls(chain, context)
     if denied is not None:
         return denied
-    routes = config.tables.get(id(chain))
-    if routes is None:
-        return Denied(
-            grpc.StatusCode.UNAVAILABLE,
-            f"RouteConfiguration {chain.hcm.rds_name!r} is not available (gRFC A36)",
-        )
     headers: dict[str, str] = {}
     for k, v in metadata or ():
         if isinstance(v, str):
             prev = headers.get(k)
             headers[k] = v if prev is None else f"{prev},{v}"
     req = RequestInfo("POST", authority, method, headers, is_grpc=True, source_ip=src_ip)
-    decision = routes.table.select(req, _rng.getrandbits(64))
-    if decision is None:
-        return Denied(grpc.StatusCode.UNAVAILABLE, f"no route matches {method}")
-    if decision.cluster != NON_FORWARDING:
-        return Denied(
-            grpc.StatusCode.UNAVAILABLE,
-            f"route {decision.route.name!r} has no non_forwarding_action (gRFC A36)",
-        )
-    auth = routes.authorizers.get(id(decision.route))
-    if auth is not None and auth.enforcing:
+    auth = route_for(config, chain, req)
+    if isinstance(auth, Unroutable):
+        return Denied(grpc.StatusCode.UNAVAILABLE, auth.message)
+    if auth.enforcing:
         tls = _is_tls(context)
         rbac_req = RbacRequest(
             req,
@@ -588,16 +583,7 @@ def _is_tls(context: Any) -> bool:
 
 def _certificate(context: Any) -> PeerCertificate | None:
     pems = context.auth_context().get("x509_pem_cert")
-    if not pems:
-        return None
-    pem = pems[0]
-    cert = _pem_certs.get(pem)
-    if cert is None:
-        cert = PeerCertificate.from_der(ssl.PEM_cert_to_DER_cert(pem.decode("ascii")))
-        if len(_pem_certs) >= _PEM_CACHE_LIMIT:
-            _pem_certs.clear()
-        _pem_certs[pem] = cert
-    return cert
+    return peer_certificate_from_pem(pems[0]) if pems else None
 
 
 def _check_tls(chain: FilterChain, context: Any) -> Denied | None:

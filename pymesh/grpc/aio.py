@@ -38,7 +38,7 @@ from pymesh.grpc._core import (
     LocalStatus,
     Metadata,
 )
-from pymesh.grpc._server import DEFAULT_DRAIN_GRACE, AioXdsServer
+from pymesh.grpc._server import DEFAULT_DRAIN_GRACE, AioXdsServer, ServerSettings
 from pymesh.grpc._session import AioCookieCall, session_cookie
 from pymesh.grpc._xds_server import ServingModeCallback
 
@@ -729,8 +729,7 @@ def server(
     ``interceptors`` are ``grpc.aio.ServerInterceptor``; ``await server.start()`` in the
     loop that serves.
     """
-    return AioXdsServer(
-        mesh,
+    settings = ServerSettings(
         handlers=handlers,
         interceptors=interceptors,
         options=options,
@@ -739,3 +738,4 @@ def server(
         on_serving_mode=on_serving_mode,
         drain_grace=drain_grace,
     )
+    return AioXdsServer(mesh, settings)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
 
@@ -72,10 +72,34 @@ def load_metrics_header(metrics: ServerMetrics, fmt: HeaderFormat = "BIN") -> st
     if fmt == "JSON":
         body = json_format.MessageToJson(metrics.to_proto(), indent=None)
         return "JSON " + str(body)
-    raise OrcaMetricError(f"unknown ORCA header format {fmt!r}; use BIN, TEXT or JSON")
+    raise _unknown_format(fmt)
 
 
-class OrcaMiddleware:
+def _unknown_format(fmt: str) -> OrcaMetricError:
+    return OrcaMetricError(f"unknown ORCA header format {fmt!r}; use BIN, TEXT or JSON")
+
+
+App = TypeVar("App")
+
+
+class _Reporting(Generic[App]):
+    """What both middlewares share: the app, the server's recorder and the format."""
+
+    def __init__(
+        self,
+        app: App,
+        recorder: ServerMetricsRecorder | None = None,
+        *,
+        fmt: HeaderFormat = "BIN",
+    ) -> None:
+        if fmt not in ("BIN", "TEXT", "JSON"):
+            raise _unknown_format(fmt)
+        self.app = app
+        self.recorder = recorder if recorder is not None else server_metrics_recorder()
+        self.fmt: HeaderFormat = fmt
+
+
+class OrcaMiddleware(_Reporting[ASGIApp]):
     """ASGI middleware: each HTTP request's handler gets a fresh
     :class:`~pymesh.orca.CallMetricsRecorder` (:func:`~pymesh.orca.call_metrics_recorder`),
     and the response carries ``endpoint-load-metrics`` with the server's metrics overlaid
@@ -86,19 +110,6 @@ class OrcaMiddleware:
     ``recorder``: the server's metrics (default: the process-wide recorder); ``fmt``:
     ``BIN`` (default), ``TEXT`` or ``JSON``.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        recorder: ServerMetricsRecorder | None = None,
-        *,
-        fmt: HeaderFormat = "BIN",
-    ) -> None:
-        if fmt not in ("BIN", "TEXT", "JSON"):
-            raise OrcaMetricError(f"unknown ORCA header format {fmt!r}; use BIN, TEXT or JSON")
-        self.app = app
-        self.recorder = recorder if recorder is not None else server_metrics_recorder()
-        self.fmt: HeaderFormat = fmt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":
@@ -133,26 +144,13 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-class OrcaWsgiMiddleware:
+class OrcaWsgiMiddleware(_Reporting[WSGIApp]):
     """WSGI middleware: as :class:`OrcaMiddleware`, for WSGI apps (Flask, Django, ...).
 
     The handler's :func:`~pymesh.orca.call_metrics_recorder` is current while the app
     runs until it returns its body iterable (a generator body that records later is not
     reported: the header left with ``start_response``).
     """
-
-    def __init__(
-        self,
-        app: WSGIApp,
-        recorder: ServerMetricsRecorder | None = None,
-        *,
-        fmt: HeaderFormat = "BIN",
-    ) -> None:
-        if fmt not in ("BIN", "TEXT", "JSON"):
-            raise OrcaMetricError(f"unknown ORCA header format {fmt!r}; use BIN, TEXT or JSON")
-        self.app = app
-        self.recorder = recorder if recorder is not None else server_metrics_recorder()
-        self.fmt: HeaderFormat = fmt
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         rec, token = enter_call()

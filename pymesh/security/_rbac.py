@@ -23,8 +23,10 @@ Semantics (A41, the same as grpc-go's internal/xds/rbac):
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
+import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,9 +35,9 @@ from typing import Any
 from cryptography import x509
 
 from pymesh.errors import PermissionDeniedError
-from pymesh.routing._domains import DomainIndex
-from pymesh.routing._match import CompiledMatch, header_test, string_test
+from pymesh.routing._match import header_test, string_test
 from pymesh.routing._request import RequestInfo
+from pymesh.routing._table import RouteDecision, RouteTable
 from pymesh.telemetry._providers import instruments
 from pymesh.xds.resources.listener import HttpFilter
 from pymesh.xds.resources.rbac import (
@@ -59,15 +61,17 @@ from pymesh.xds.resources.rbac import (
     RequestedServerNameRule,
     UrlPathRule,
 )
-from pymesh.xds.resources.route import RouteConfiguration
+from pymesh.xds.resources.route import NonForwardingAction, RouteAction, RouteConfiguration
 
 __all__ = [
+    "NON_FORWARDING",
     "PeerCertificate",
     "RbacAuthorizer",
     "RbacDecision",
     "RbacEngine",
     "RbacRequest",
     "RbacRoutes",
+    "peer_certificate_from_pem",
 ]
 
 logger = logging.getLogger("pymesh.security.rbac")
@@ -105,6 +109,22 @@ class PeerCertificate:
             if uri.startswith("spiffe://"):
                 return uri
         return None
+
+
+_CERT_CACHE_MAX = 1024
+_cert_cache: dict[str | bytes, PeerCertificate] = {}
+
+
+def peer_certificate_from_pem(pem: str | bytes) -> PeerCertificate:
+    """The RBAC view of a PEM certificate (cached: a client sends the same one on
+    every request of its connection, and usually on every connection)."""
+    cert = _cert_cache.get(pem)
+    if cert is None:
+        if len(_cert_cache) >= _CERT_CACHE_MAX:
+            _cert_cache.clear()  # bounded; a rotation storm only costs re-parsing
+        text = pem.decode("ascii") if isinstance(pem, bytes) else pem
+        cert = _cert_cache[pem] = PeerCertificate.from_der(ssl.PEM_cert_to_DER_cert(text))
+    return cert
 
 
 def _ip(text: str) -> IpAddress | None:
@@ -466,41 +486,64 @@ def record_denial(decision: RbacDecision, req: RbacRequest, protocol: str) -> No
         )
 
 
-class RbacRoutes:
-    """Per-route RBAC for a server's route configuration (A39/A41 overrides).
+#: The compiled table's stand-in for ``non_forwarding_action``: pymesh's route table is
+#: built for clients (which skip such routes), so a server compiles them as a route to
+#: this cluster name, which no real cluster can have.
+NON_FORWARDING = "\x00non_forwarding_action"
+_STAND_IN = RouteAction(cluster=NON_FORWARDING)
 
-    Each route's authorizer is the listener's chain with the route's
+
+class RbacRoutes:
+    """A server's route configuration compiled once, each route with its RBAC chain
+    (A39/A41 overrides); the one route selection of every pymesh server (the gRPC xDS
+    server, :class:`pymesh.asgi.XdsListener`, and RBAC without a control plane).
+
+    Each route's authorizer is ``base`` (the listener's chain) with the route's
     ``typed_per_filter_config`` applied (the route's entry over its virtual host's),
-    built once here. :meth:`authorizer_for` selects the virtual host by authority and
-    the first matching route, as Envoy; None when no route matches.
+    built once here. The routes are compiled into a :class:`~pymesh.routing.RouteTable`
+    (virtual host by authority, first matching route, as Envoy); ``non_forwarding_action``
+    routes, which a client's table skips, are compiled as routes to
+    :data:`NON_FORWARDING`.
     """
 
-    __slots__ = ("_index", "base")
+    __slots__ = ("_authorizers", "base", "route_config", "table")
 
     def __init__(self, route_config: RouteConfiguration, base: RbacAuthorizer) -> None:
         self.base = base
-        entries: list[tuple[tuple[str, ...], tuple[tuple[CompiledMatch, RbacAuthorizer], ...]]]
-        entries = []
+        self.route_config = route_config
+        #: id(compiled Route) -> its authorizer; the routes are kept alive by the table.
+        self._authorizers: dict[int, RbacAuthorizer] = {}
+        vhosts = []
         for vh in route_config.virtual_hosts:
             vh_auth = base.with_overrides(vh.typed_per_filter_config)
-            routes = tuple(
-                (
-                    CompiledMatch(r.match),
+            routes = []
+            for r in vh.routes:
+                if isinstance(r.action, NonForwardingAction):
+                    r = dataclasses.replace(r, action=_STAND_IN)
+                routes.append(r)
+                self._authorizers[id(r)] = (
                     vh_auth.with_overrides(r.typed_per_filter_config)
                     if r.typed_per_filter_config
-                    else vh_auth,
+                    else vh_auth
                 )
-                for r in vh.routes
-            )
-            entries.append((vh.domains, routes))
-        self._index = DomainIndex(route_config.name, entries)
+            vhosts.append(dataclasses.replace(vh, routes=tuple(routes)))
+        self.table = RouteTable.compile(
+            dataclasses.replace(route_config, virtual_hosts=tuple(vhosts))
+        )
+
+    def select(
+        self, request: RequestInfo, random_value: int = 0
+    ) -> tuple[RouteDecision, RbacAuthorizer] | None:
+        """The request's route (see :meth:`RouteTable.select`) and that route's RBAC
+        chain; None when no route matches. ``decision.cluster`` is :data:`NON_FORWARDING`
+        for a ``non_forwarding_action`` route."""
+        decision = self.table.select(request, random_value)
+        if decision is None:
+            return None
+        return decision, self._authorizers[id(decision.route)]
 
     def authorizer_for(self, request: RequestInfo) -> RbacAuthorizer | None:
-        found = self._index.find(request.authority)
-        if found is None:
-            return None
-        bare = request.bare_path
-        for match, auth in found[0]:
-            if match.matches(request, bare, 0):
-                return auth
-        return None
+        """The RBAC chain of the request's route, whatever its action; None when no
+        route matches."""
+        hit = self.select(request)
+        return None if hit is None else hit[1]

@@ -37,6 +37,7 @@ rule matches is denied; a DENY match always wins.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from envoy.config.core.v3 import address_pb2, base_pb2
@@ -96,6 +97,22 @@ def _strings(ctx: Ctx, value: object, where: str) -> list[str]:
     return list(items)
 
 
+def _clauses(
+    ctx: Ctx, value: object, where: str, section: str, keys: tuple[str, ...]
+) -> Iterator[tuple[str, bool, list[str], str]]:
+    """The non-empty clauses of a rule's ``source`` or ``operation`` (``section``), in
+    ``keys`` order: (key, whether it is a ``not...`` key, its values, where it is)."""
+    spec = ctx.mapping(value, where, (section,))
+    body = ctx.mapping(spec.get(section), f"{where}.{section}", keys)
+    for key in keys:
+        if key not in body:
+            continue
+        key_where = f"{where}.{section}.{key}"
+        values = _strings(ctx, body[key], key_where)
+        if values:
+            yield key, key.startswith("not"), values, key_where
+
+
 def _istio_match(value: str, prefix: str = "") -> string_pb2.StringMatcher:
     """Istio's string rule: ``*`` any, ``x*`` prefix, ``*x`` suffix, else exact."""
     if value == "*":
@@ -138,16 +155,8 @@ def _cidr(ctx: Ctx, value: str, where: str) -> address_pb2.CidrRange:
 
 
 def _source(ctx: Ctx, value: object, where: str) -> rbac_pb2.Principal:
-    spec = ctx.mapping(value, where, ("source",))
-    src = ctx.mapping(spec.get("source"), f"{where}.source", _SOURCE_KEYS)
     ids: list[rbac_pb2.Principal] = []
-    for key in _SOURCE_KEYS:
-        if key not in src:
-            continue
-        values = _strings(ctx, src[key], f"{where}.source.{key}")
-        if not values:
-            continue
-        negate = key.startswith("not")
+    for key, negate, values, key_where in _clauses(ctx, value, where, "source", _SOURCE_KEYS):
         base = key[3].lower() + key[4:] if negate else key
         if base == "principals":
             one = [_principal_name(_istio_match(v, "spiffe://")) for v in values]
@@ -162,7 +171,7 @@ def _source(ctx: Ctx, value: object, where: str) -> rbac_pb2.Principal:
             ]
         else:
             one = [
-                rbac_pb2.Principal(direct_remote_ip=_cidr(ctx, v, f"{where}.source.{key}[{i}]"))
+                rbac_pb2.Principal(direct_remote_ip=_cidr(ctx, v, f"{key_where}[{i}]"))
                 for i, v in enumerate(values)
             ]
         ids.append(_any_principal(one, negate))
@@ -178,16 +187,8 @@ def _re(v: str) -> str:
 
 
 def _operation(ctx: Ctx, value: object, where: str) -> rbac_pb2.Permission:
-    spec = ctx.mapping(value, where, ("operation",))
-    op = ctx.mapping(spec.get("operation"), f"{where}.operation", _OPERATION_KEYS)
     rules: list[rbac_pb2.Permission] = []
-    for key in _OPERATION_KEYS:
-        if key not in op:
-            continue
-        values = _strings(ctx, op[key], f"{where}.operation.{key}")
-        if not values:
-            continue
-        negate = key.startswith("not")
+    for key, negate, values, key_where in _clauses(ctx, value, where, "operation", _OPERATION_KEYS):
         if key.lower().endswith("methods"):
             one = [
                 rbac_pb2.Permission(
@@ -200,7 +201,7 @@ def _operation(ctx: Ctx, value: object, where: str) -> rbac_pb2.Permission:
         else:
             for i, v in enumerate(values):
                 if not v.startswith(("/", "*")):
-                    ctx.fail(f"{where}.operation.{key}[{i}]", "paths start with / (or *)")
+                    ctx.fail(f"{key_where}[{i}]", "paths start with / (or *)")
             one = [
                 rbac_pb2.Permission(url_path=path_pb2.PathMatcher(path=_istio_match(v)))
                 for v in values
@@ -256,23 +257,20 @@ def _http_filters(
     deny: dict[str, rbac_pb2.Policy], allow: dict[str, rbac_pb2.Policy], any_allow: bool
 ) -> list[hcm_pb2.HttpFilter]:
     out = []
-    if deny:
-        rules = rbac_pb2.RBAC(action=rbac_pb2.RBAC.DENY, policies=deny)
-        out.append(
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.rbac.deny",
-                typed_config=_pack(rbac_filter_pb2.RBAC(rules=rules)),
+    # DENY first, as Istio. An ALLOW policy without rules allows nothing (Istio): the
+    # ALLOW filter is written, with an empty set, whenever any ALLOW policy was.
+    for name, action, policies, wanted in (
+        ("deny", rbac_pb2.RBAC.DENY, deny, bool(deny)),
+        ("allow", rbac_pb2.RBAC.ALLOW, allow, any_allow),
+    ):
+        if wanted:
+            rules = rbac_pb2.RBAC(action=action, policies=policies)
+            out.append(
+                hcm_pb2.HttpFilter(
+                    name=f"envoy.filters.http.rbac.{name}",
+                    typed_config=_pack(rbac_filter_pb2.RBAC(rules=rules)),
+                )
             )
-        )
-    if any_allow:
-        # An ALLOW policy without rules allows nothing (Istio): an empty ALLOW set.
-        rules = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies=allow)
-        out.append(
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.rbac.allow",
-                typed_config=_pack(rbac_filter_pb2.RBAC(rules=rules)),
-            )
-        )
     out.append(hcm_pb2.HttpFilter(name=ROUTER_FILTER, typed_config=_pack(router_pb2.Router())))
     return out
 

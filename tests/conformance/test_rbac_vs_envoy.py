@@ -12,11 +12,12 @@ from __future__ import annotations
 import ipaddress
 import random
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _sec_helpers import SPIFFE, Pki
+from _sec_helpers import SPIFFE, Pki, envoy_tls_files
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from envoy.config.core.v3 import address_pb2
@@ -28,7 +29,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import wrappers_pb2
 
 from pymesh.routing._match import string_test
@@ -88,18 +89,38 @@ def _cidr(rng: random.Random, c: Any) -> None:
     c.prefix_len.value = length
 
 
-def _permission(rng: random.Random, p: Any, port: int, depth: int = 0) -> None:
-    kinds = ["any", "header", "url_path", "dst_port", "dst_ip", "sni", "metadata"]
-    if depth < 2:
-        kinds += ["and", "or", "not"]
-    kind = rng.choice(kinds)
+def _shared_kind(
+    rng: random.Random, p: Any, kind: str, again: Callable[[Any], None], fields: tuple[str, ...]
+) -> bool:
+    """Fill ``p`` for a kind permissions and principals share (``fields``: the not, and,
+    or fields and the sets' member list); False for another kind. ``again`` recurses."""
+    not_field, and_field, or_field, members = fields
     if kind == "any":
         p.any = True
     elif kind == "header":
         _header(rng, p.header)
     elif kind == "url_path":
         _string_matcher(rng, PATHS, p.url_path.path)
-    elif kind == "dst_port":
+    elif kind == "not":
+        again(getattr(p, not_field))
+    elif kind in ("and", "or"):
+        items = getattr(getattr(p, and_field if kind == "and" else or_field), members)
+        for _ in range(rng.randint(1, 3)):
+            again(items.add())
+    else:
+        return False
+    return True
+
+
+def _permission(rng: random.Random, p: Any, port: int, depth: int = 0) -> None:
+    kinds = ["any", "header", "url_path", "dst_port", "dst_ip", "sni", "metadata"]
+    if depth < 2:
+        kinds += ["and", "or", "not"]
+    kind = rng.choice(kinds)
+    fields = ("not_rule", "and_rules", "or_rules", "rules")
+    if _shared_kind(rng, p, kind, lambda q: _permission(rng, q, port, depth + 1), fields):
+        return
+    if kind == "dst_port":
         p.destination_port = rng.choice((port, port + 1))
     elif kind == "dst_ip":
         _cidr(rng, p.destination_ip)
@@ -108,17 +129,11 @@ def _permission(rng: random.Random, p: Any, port: int, depth: int = 0) -> None:
             p.requested_server_name.exact = ""
         else:
             p.requested_server_name.prefix = "orders"
-    elif kind == "metadata":
+    else:  # metadata
         p.metadata.filter = "f"
         p.metadata.path.add().key = "k"
         p.metadata.value.string_match.exact = "v"
         p.metadata.invert = rng.random() < 0.5
-    elif kind == "not":
-        _permission(rng, p.not_rule, port, depth + 1)
-    else:
-        rules = (p.and_rules if kind == "and" else p.or_rules).rules
-        for _ in range(rng.randint(1, 3)):
-            _permission(rng, rules.add(), port, depth + 1)
 
 
 def _principal(rng: random.Random, p: Any, depth: int = 0) -> None:
@@ -126,22 +141,13 @@ def _principal(rng: random.Random, p: Any, depth: int = 0) -> None:
     if depth < 2:
         kinds += ["and", "or", "not"]
     kind = rng.choice(kinds)
-    if kind == "any":
-        p.any = True
-    elif kind == "header":
-        _header(rng, p.header)
-    elif kind == "url_path":
-        _string_matcher(rng, PATHS, p.url_path.path)
-    elif kind in ("remote_ip", "direct_remote_ip", "source_ip"):
-        _cidr(rng, getattr(p, kind))
-    elif kind == "auth":
+    fields = ("not_id", "and_ids", "or_ids", "ids")
+    if _shared_kind(rng, p, kind, lambda q: _principal(rng, q, depth + 1), fields):
+        return
+    if kind == "auth":
         p.authenticated.SetInParent()  # plaintext connections: never authenticated
-    elif kind == "not":
-        _principal(rng, p.not_id, depth + 1)
-    else:
-        ids = (p.and_ids if kind == "and" else p.or_ids).ids
-        for _ in range(rng.randint(1, 3)):
-            _principal(rng, ids.add(), depth + 1)
+    else:  # remote_ip, direct_remote_ip, source_ip
+        _cidr(rng, getattr(p, kind))
 
 
 def random_rbac(rng: random.Random, port: int) -> Any:
@@ -232,17 +238,7 @@ def _tls_listener(name: str, port: int, rbac: Any, files: dict[str, str]) -> Any
     lis = envoy_listener(name, port, rbac)
     dtc = tls_pb2.DownstreamTlsContext(
         require_client_certificate=wrappers_pb2.BoolValue(value=True),
-        common_tls_context=tls_pb2.CommonTlsContext(
-            tls_certificates=[
-                common_pb2.TlsCertificate(
-                    certificate_chain={"filename": files["certificate_file"]},
-                    private_key={"filename": files["private_key_file"]},
-                )
-            ],
-            validation_context=common_pb2.CertificateValidationContext(
-                trusted_ca={"filename": files["ca_certificate_file"]}
-            ),
-        ),
+        common_tls_context=envoy_tls_files(files),
     )
     ts = lis.filter_chains[0].transport_socket
     ts.name = "envoy.transport_sockets.tls"

@@ -12,95 +12,32 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _asgi_helpers import APP_BODY, App, UvicornThread, client_context, server_context
-from _sec_helpers import SPIFFE, Pki
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
-from envoy.type.matcher.v3 import string_pb2
+from _asgi_helpers import APP_BODY, App, UvicornThread, client_context, front_gets, server_context
+from _sec_helpers import SPIFFE, Pki, with_upstream_tls
 
 from pymesh.asgi import RbacMiddleware
-from pymesh.security import RbacAuthorizer
 from pymesh.server import (
     CLUSTER_TYPE,
-    ENDPOINT_TYPE,
-    LISTENER_TYPE,
-    ROUTE_TYPE,
     ControlPlane,
     Snapshot,
     compile_mesh,
 )
 from pymesh.testing.envoy import envoy_snapshot, free_port, start_envoy
-from pymesh.xds.resources.matchers import HeaderMatcher, StringMatcher
-from pymesh.xds.resources.rbac import (
-    AuthenticatedRule,
-    HeaderRule,
-    RbacConfig,
-    RbacPolicy,
-    RbacRules,
-)
-
-
-def _policy() -> RbacAuthorizer:
-    """GETs by sa/frontend only."""
-    rules = RbacRules(
-        "ALLOW",
-        (
-            (
-                "frontend-reads",
-                RbacPolicy(
-                    (HeaderRule(HeaderMatcher(":method", StringMatcher("exact", "GET"))),),
-                    (AuthenticatedRule(StringMatcher("exact", SPIFFE + "frontend")),),
-                ),
-            ),
-        ),
-    )
-    return RbacAuthorizer.from_config(RbacConfig(rules))
 
 
 def _with_client_cert(snap: Snapshot, files: dict[str, str], version: str) -> Snapshot:
     """Envoy's clusters originate mTLS with ``files`` and check the server's SAN."""
-    utc = tls_pb2.UpstreamTlsContext(
-        common_tls_context=tls_pb2.CommonTlsContext(
-            tls_certificates=[
-                common_pb2.TlsCertificate(
-                    certificate_chain={"filename": files["certificate_file"]},
-                    private_key={"filename": files["private_key_file"]},
-                )
-            ],
-            validation_context=common_pb2.CertificateValidationContext(
-                trusted_ca={"filename": files["ca_certificate_file"]},
-                match_typed_subject_alt_names=[
-                    common_pb2.SubjectAltNameMatcher(
-                        san_type=common_pb2.SubjectAltNameMatcher.URI,
-                        matcher=string_pb2.StringMatcher(exact=SPIFFE + "orders"),
-                    )
-                ],
-            ),
-        )
-    )
-    clusters = []
-    for c in snap.get(CLUSTER_TYPE).values():
-        c2 = type(c)()
-        c2.CopyFrom(c)
-        c2.transport_socket.name = "envoy.transport_sockets.tls"
-        c2.transport_socket.typed_config.Pack(utc)
-        clusters.append(c2)
-    return Snapshot.of(
-        version,
-        listeners=snap.get(LISTENER_TYPE).values(),
-        routes=snap.get(ROUTE_TYPE).values(),
-        clusters=clusters,
-        endpoints=snap.get(ENDPOINT_TYPE).values(),
-    )
+    return with_upstream_tls(snap, files, SPIFFE + "orders", version)
 
 
 @pytest.fixture
 def served(pki: Pki, tmp_path: Path) -> Iterator[tuple[App, UvicornThread]]:
     app = App()
     files = pki.write(tmp_path / "server", pki.issue("orders"))
-    srv = UvicornThread(RbacMiddleware(app, _policy()), server_context(files))
-    srv.wait_started()
-    yield app, srv
-    srv.stop()
+    with UvicornThread(
+        RbacMiddleware(app, front_gets("frontend-reads")), server_context(files)
+    ) as srv:
+        yield app, srv
 
 
 def test_envoy_caller_allowed_denied_and_refused(

@@ -21,8 +21,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.type.matcher.v3 import string_pb2
 
 from pymesh.security import peer_sans
+from pymesh.server import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Snapshot
 
 SPIFFE = "spiffe://cluster.local/ns/default/sa/"
 
@@ -254,3 +257,47 @@ class MtlsBackend:
             self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
         self._sock.close()
         self._thread.join(5)
+
+
+def envoy_tls_files(files: dict[str, str], san: str | None = None) -> tls_pb2.CommonTlsContext:
+    """A CommonTlsContext with ``files`` (``Pki.write``: certificate, key, CA) the way
+    Envoy reads them; with ``san``, the peer's URI SAN must be exactly that."""
+    validation = common_pb2.CertificateValidationContext(
+        trusted_ca={"filename": files["ca_certificate_file"]}
+    )
+    if san is not None:
+        validation.match_typed_subject_alt_names.append(
+            common_pb2.SubjectAltNameMatcher(
+                san_type=common_pb2.SubjectAltNameMatcher.URI,
+                matcher=string_pb2.StringMatcher(exact=san),
+            )
+        )
+    return tls_pb2.CommonTlsContext(
+        tls_certificates=[
+            common_pb2.TlsCertificate(
+                certificate_chain={"filename": files["certificate_file"]},
+                private_key={"filename": files["private_key_file"]},
+            )
+        ],
+        validation_context=validation,
+    )
+
+
+def with_upstream_tls(snap: Snapshot, files: dict[str, str], san: str, version: str) -> Snapshot:
+    """``snap`` at ``version`` with every cluster originating mTLS with ``files`` and
+    checking the server's URI SAN is ``san`` (an UpstreamTlsContext as Envoy reads it)."""
+    utc = tls_pb2.UpstreamTlsContext(common_tls_context=envoy_tls_files(files, san))
+    clusters = []
+    for c in snap.get(CLUSTER_TYPE).values():
+        c2 = type(c)()
+        c2.CopyFrom(c)
+        c2.transport_socket.name = "envoy.transport_sockets.tls"
+        c2.transport_socket.typed_config.Pack(utc)
+        clusters.append(c2)
+    return Snapshot.of(
+        version,
+        listeners=snap.get(LISTENER_TYPE).values(),
+        routes=snap.get(ROUTE_TYPE).values(),
+        clusters=clusters,
+        endpoints=snap.get(ENDPOINT_TYPE).values(),
+    )

@@ -10,59 +10,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _sec_helpers import SPIFFE, MtlsBackend, Pki, server_context
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
-from envoy.type.matcher.v3 import string_pb2
+from _sec_helpers import SPIFFE, MtlsBackend, Pki, server_context, with_upstream_tls
 
 import pymesh
 from pymesh.security import PeerIdentityError
 from pymesh.server import (
     CLUSTER_TYPE,
-    ENDPOINT_TYPE,
-    LISTENER_TYPE,
-    ROUTE_TYPE,
     ControlPlane,
-    Snapshot,
     compile_mesh,
 )
 from pymesh.testing import bootstrap_for, push_snapshot
 from pymesh.testing.envoy import envoy_snapshot, free_port, start_envoy
-
-
-def _with_tls(snap: Snapshot, files: dict[str, str], san: str, version: str) -> Snapshot:
-    utc = tls_pb2.UpstreamTlsContext(
-        common_tls_context=tls_pb2.CommonTlsContext(
-            tls_certificates=[
-                common_pb2.TlsCertificate(
-                    certificate_chain={"filename": files["certificate_file"]},
-                    private_key={"filename": files["private_key_file"]},
-                )
-            ],
-            validation_context=common_pb2.CertificateValidationContext(
-                trusted_ca={"filename": files["ca_certificate_file"]},
-                match_typed_subject_alt_names=[
-                    common_pb2.SubjectAltNameMatcher(
-                        san_type=common_pb2.SubjectAltNameMatcher.URI,
-                        matcher=string_pb2.StringMatcher(exact=san),
-                    )
-                ],
-            ),
-        )
-    )
-    clusters = []
-    for c in snap.get(CLUSTER_TYPE).values():
-        c2 = type(c)()
-        c2.CopyFrom(c)
-        c2.transport_socket.name = "envoy.transport_sockets.tls"
-        c2.transport_socket.typed_config.Pack(utc)
-        clusters.append(c2)
-    return Snapshot.of(
-        version,
-        listeners=snap.get(LISTENER_TYPE).values(),
-        routes=snap.get(ROUTE_TYPE).values(),
-        clusters=clusters,
-        endpoints=snap.get(ENDPOINT_TYPE).values(),
-    )
 
 
 def _closed_since(backend: MtlsBackend, start: int) -> bool:
@@ -88,7 +46,7 @@ def test_envoy_and_pymesh_share_mtls_config(
         ):
             seen: dict[str, dict[str, object]] = {}
             for version, san in (("good", SPIFFE + "reviews"), ("bad", SPIFFE + "ratings")):
-                snap = _with_tls(base, client_files, san, version)
+                snap = with_upstream_tls(base, client_files, san, version)
                 cp.set_snapshot(envoy_snapshot(snap, {"reviews:9080": envoy_port}), "envoy")
                 push_snapshot(cp, mesh, snap)
                 cp.wait_for_ack(CLUSTER_TYPE, version, 30, "envoy")

@@ -25,6 +25,7 @@ from pymesh.xds.resources._parse_rbac import rbac_from_any
 from pymesh.xds.resources._parse_session import stateful_session_from_any
 from pymesh.xds.resources.listener import FAULT_TYPE, ROUTER_TYPE, HttpFilter, Listener
 from pymesh.xds.resources.rbac import RBAC_TYPE
+from pymesh.xds.resources.route import RouteConfiguration
 from pymesh.xds.resources.session import STATEFUL_SESSION_TYPE
 
 HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -104,11 +105,10 @@ def _http_filters(ctx: Ctx, filters: Any, path: str) -> tuple[HttpFilter, ...]:
     return tuple(out)
 
 
-def _hcm(ctx: Ctx, hcm: Any) -> Listener:
-    p = _HCM_PATH
+def route_specifier(ctx: Ctx, hcm: Any, p: str) -> tuple[str | None, RouteConfiguration | None]:
+    """An HttpConnectionManager's routes (at ``p``), for clients and servers: the RDS
+    resource name, or the inline RouteConfiguration."""
     which = hcm.WhichOneof("route_specifier")
-    rds_name = None
-    route_config = None
     if which == "rds":
         rds = hcm.rds
         if not rds.route_config_name:
@@ -118,17 +118,20 @@ def _hcm(ctx: Ctx, hcm: Any) -> Listener:
                 join(p, "rds.config_source"),
                 "config_source must be ads or self (the route config comes over the same stream)",
             )
-        rds_name = rds.route_config_name
-    elif which == "route_config":
+        ctx.check(rds, join(p, "rds"))
+        check_config_source(ctx, rds.config_source, join(p, "rds.config_source"))
+        return str(rds.route_config_name), None
+    if which == "route_config":
         sub = ctx.child(join(p, "route_config"), "RouteConfiguration")
-        route_config = _parse_route.route_configuration(sub, hcm.route_config)
-    elif which is None:
+        return None, _parse_route.route_configuration(sub, hcm.route_config)
+    if which is None:
         ctx.fail(p, "HttpConnectionManager needs rds or route_config")
-    else:
-        ctx.fail(join(p, which), f"{which} is not supported; use rds or route_config")
-    if rds_name is not None:
-        ctx.check(hcm.rds, join(p, "rds"))
-        check_config_source(ctx, hcm.rds.config_source, join(p, "rds.config_source"))
+    ctx.fail(join(p, which), f"{which} is not supported; use rds or route_config")
+
+
+def _hcm(ctx: Ctx, hcm: Any) -> Listener:
+    p = _HCM_PATH
+    rds_name, route_config = route_specifier(ctx, hcm, p)
     filters = _http_filters(ctx, hcm.http_filters, join(p, "http_filters"))
     max_stream_duration = None
     if hcm.HasField("common_http_protocol_options"):

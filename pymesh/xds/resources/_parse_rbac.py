@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from envoy.config.rbac.v3 import rbac_pb2 as config_rbac_pb2
@@ -109,22 +110,34 @@ def _port(ctx: Ctx, port: int, path: str) -> int:
     return int(port)
 
 
+def _set(
+    ctx: Ctx, msg: Any, which: str, items: str, parse: Callable[[Ctx, Any, str], RbacRule], p: str
+) -> RbacRule:
+    """and_rules/or_rules (``items`` "rules") or and_ids/or_ids (``items`` "ids")."""
+    s = getattr(msg, which)
+    members = getattr(s, items)
+    ctx.check(s, p)
+    if not members:
+        ctx.fail(join(p, items), f"{which} needs at least one {items[:-1]}")
+    parsed = tuple(parse(ctx, r, f"{p}.{items}[{i}]") for i, r in enumerate(members))
+    return AndRule(parsed) if which.startswith("and_") else OrRule(parsed)
+
+
+def _any(msg: Any, ctx: Ctx, p: str) -> AnyRule:
+    if not msg.any:
+        ctx.fail(p, "any must be true")
+    return AnyRule()
+
+
 def permission(ctx: Ctx, msg: Any, path: str) -> RbacRule:
     """envoy.config.rbac.v3.Permission → one rule node."""
     which = msg.WhichOneof("rule")
     p = join(path, which) if which else path
     ctx.check(msg, path)  # NACKs matcher / uri_template / sourced_metadata
     if which in ("and_rules", "or_rules"):
-        rules = getattr(msg, which).rules
-        ctx.check(getattr(msg, which), p)
-        if not rules:
-            ctx.fail(join(p, "rules"), f"{which} needs at least one rule")
-        parsed = tuple(permission(ctx, r, f"{p}.rules[{i}]") for i, r in enumerate(rules))
-        return AndRule(parsed) if which == "and_rules" else OrRule(parsed)
+        return _set(ctx, msg, which, "rules", permission, p)
     if which == "any":
-        if not msg.any:
-            ctx.fail(p, "any must be true")
-        return AnyRule()
+        return _any(msg, ctx, p)
     if which == "header":
         return _header(ctx, msg.header, p)
     if which == "url_path":
@@ -154,16 +167,9 @@ def principal(ctx: Ctx, msg: Any, path: str) -> RbacRule:
     p = join(path, which) if which else path
     ctx.check(msg, path)  # NACKs filter_state / custom / sourced_metadata
     if which in ("and_ids", "or_ids"):
-        ids = getattr(msg, which).ids
-        ctx.check(getattr(msg, which), p)
-        if not ids:
-            ctx.fail(join(p, "ids"), f"{which} needs at least one id")
-        parsed = tuple(principal(ctx, r, f"{p}.ids[{i}]") for i, r in enumerate(ids))
-        return AndRule(parsed) if which == "and_ids" else OrRule(parsed)
+        return _set(ctx, msg, which, "ids", principal, p)
     if which == "any":
-        if not msg.any:
-            ctx.fail(p, "any must be true")
-        return AnyRule()
+        return _any(msg, ctx, p)
     if which == "authenticated":
         auth = msg.authenticated
         ctx.check(auth, p)

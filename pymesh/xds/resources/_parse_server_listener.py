@@ -26,18 +26,15 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
-from pymesh.xds.resources import _parse_route
 from pymesh.xds.resources._common import (
     Ctx,
-    check_config_source,
-    config_source_is_ads_or_self,
     is_set,
     join,
     type_name,
     unpack,
 )
-from pymesh.xds.resources._parse_listener import HCM_TYPE, _http_filters
-from pymesh.xds.resources._parse_tls import _provider, _validation_context
+from pymesh.xds.resources._parse_listener import HCM_TYPE, _http_filters, route_specifier
+from pymesh.xds.resources._parse_tls import identity_provider, validation_context_type
 from pymesh.xds.resources.server_listener import (
     DownstreamTls,
     FilterChain,
@@ -112,24 +109,7 @@ def _normalised(m: FilterChainMatch) -> set[tuple[object, ...]]:
 
 
 def _hcm(ctx: Ctx, hcm: Any, p: str) -> HttpConnectionManager:
-    which = hcm.WhichOneof("route_specifier")
-    rds_name = None
-    route_config = None
-    if which == "rds":
-        if not hcm.rds.route_config_name:
-            ctx.fail(join(p, "rds.route_config_name"), "route_config_name must not be empty")
-        if not config_source_is_ads_or_self(hcm.rds.config_source):
-            ctx.fail(join(p, "rds.config_source"), "config_source must be ads or self")
-        ctx.check(hcm.rds, join(p, "rds"))
-        check_config_source(ctx, hcm.rds.config_source, join(p, "rds.config_source"))
-        rds_name = hcm.rds.route_config_name
-    elif which == "route_config":
-        sub = ctx.child(join(p, "route_config"), "RouteConfiguration")
-        route_config = _parse_route.route_configuration(sub, hcm.route_config)
-    elif which is None:
-        ctx.fail(p, "HttpConnectionManager needs rds or route_config")
-    else:
-        ctx.fail(join(p, which), f"{which} is not supported; use rds or route_config")
+    rds_name, route_config = route_specifier(ctx, hcm, p)
     filters = _http_filters(ctx, hcm.http_filters, join(p, "http_filters"))
     ctx.check(hcm, p)
     return HttpConnectionManager(rds_name, route_config, filters)
@@ -180,50 +160,18 @@ def downstream_tls(ctx: Ctx, any_msg: Any, path: str) -> DownstreamTls:
             join(cp, "tls_certificates"),
             "a server takes its certificate from tls_certificate_provider_instance (A29)",
         )
-    identity = None
-    for field in (
-        "tls_certificate_provider_instance",
-        "tls_certificate_certificate_provider_instance",
-    ):
-        if c.HasField(field):
-            identity = _provider(ctx, getattr(c, field), join(cp, field))
-            break
+    identity = identity_provider(ctx, c, cp)
     if identity is None:
         ctx.fail(
             join(cp, "tls_certificate_provider_instance"),
             "a server needs its certificate: set tls_certificate_provider_instance",
         )
-    validation = None
-    sans: tuple[Any, ...] = ()
-    which = c.WhichOneof("validation_context_type")
-    if which == "validation_context":
-        validation, sans, trusted = _validation_context(
-            ctx, c.validation_context, join(cp, "validation_context")
+    validation, sans, trusted = validation_context_type(ctx, c, cp)
+    if trusted is not None and c.WhichOneof("validation_context_type") == "validation_context":
+        ctx.fail(
+            join(cp, "validation_context.trusted_ca"),
+            "use ca_certificate_provider_instance for the client roots (A29)",
         )
-        if trusted is not None:
-            ctx.fail(
-                join(cp, "validation_context.trusted_ca"),
-                "use ca_certificate_provider_instance for the client roots (A29)",
-            )
-    elif which == "combined_validation_context":
-        cvp = join(cp, "combined_validation_context")
-        cvc = c.combined_validation_context
-        ctx.check(cvc, cvp)
-        validation, sans, trusted = _validation_context(
-            ctx, cvc.default_validation_context, join(cvp, "default_validation_context")
-        )
-        if cvc.HasField("validation_context_certificate_provider_instance"):
-            validation = _provider(
-                ctx,
-                cvc.validation_context_certificate_provider_instance,
-                join(cvp, "validation_context_certificate_provider_instance"),
-            )
-    elif which == "validation_context_certificate_provider_instance":
-        validation = _provider(
-            ctx, c.validation_context_certificate_provider_instance, join(cp, which)
-        )
-    elif which is not None:
-        ctx.fail(join(cp, which), f"{which} is not supported")
     require = bool(dtc.require_client_certificate.value)
     if require and validation is None:
         ctx.fail(

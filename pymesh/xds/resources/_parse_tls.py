@@ -67,6 +67,52 @@ def _validation_context(
     return validation, tuple(sans), trusted_ca
 
 
+def identity_provider(ctx: Ctx, c: Any, cp: str) -> CertificateProviderInstance | None:
+    """A CommonTlsContext's own certificate: tls_certificate_provider_instance, else the
+    deprecated tls_certificate_certificate_provider_instance; None without either."""
+    for field in (
+        "tls_certificate_provider_instance",
+        "tls_certificate_certificate_provider_instance",
+    ):
+        if c.HasField(field):
+            return _provider(ctx, getattr(c, field), join(cp, field))
+    return None
+
+
+def validation_context_type(
+    ctx: Ctx, c: Any, cp: str
+) -> tuple[CertificateProviderInstance | None, tuple[SanMatcher, ...], str | None]:
+    """A CommonTlsContext's validation_context_type oneof (at ``cp``): the roots'
+    provider, the SAN matchers and the trusted_ca file (None where not set). A combined
+    context's provider instance takes over from its default context's."""
+    which = c.WhichOneof("validation_context_type")
+    if which == "validation_context":
+        return _validation_context(ctx, c.validation_context, join(cp, which))
+    if which == "combined_validation_context":
+        cvp = join(cp, which)
+        cvc = c.combined_validation_context
+        ctx.check(cvc, cvp)
+        validation, sans, trusted_ca = _validation_context(
+            ctx, cvc.default_validation_context, join(cvp, "default_validation_context")
+        )
+        if cvc.HasField("validation_context_certificate_provider_instance"):
+            validation = _provider(
+                ctx,
+                cvc.validation_context_certificate_provider_instance,
+                join(cvp, "validation_context_certificate_provider_instance"),
+            )
+        return validation, sans, trusted_ca
+    if which == "validation_context_certificate_provider_instance":
+        return (
+            _provider(ctx, c.validation_context_certificate_provider_instance, join(cp, which)),
+            (),
+            None,
+        )
+    if which is not None:
+        ctx.fail(join(cp, which), f"{which} is not supported")
+    return None, (), None
+
+
 def upstream_tls(ctx: Ctx, any_msg: Any, path: str) -> UpstreamTls:
     """Parse an UpstreamTlsContext packed in ``any_msg`` (a transport socket's typed_config)."""
     utc = unpack(ctx, any_msg, tls_pb2.UpstreamTlsContext, path)
@@ -75,17 +121,7 @@ def upstream_tls(ctx: Ctx, any_msg: Any, path: str) -> UpstreamTls:
     for sds in ("tls_certificate_sds_secret_configs", "validation_context_sds_secret_config"):
         if is_set(c, sds):
             ctx.fail(join(cp, sds), "SDS is not supported; use certificate provider instances")
-    identity = None
-    if c.HasField("tls_certificate_provider_instance"):
-        identity = _provider(
-            ctx, c.tls_certificate_provider_instance, join(cp, "tls_certificate_provider_instance")
-        )
-    elif c.HasField("tls_certificate_certificate_provider_instance"):
-        identity = _provider(
-            ctx,
-            c.tls_certificate_certificate_provider_instance,
-            join(cp, "tls_certificate_certificate_provider_instance"),
-        )
+    identity = identity_provider(ctx, c, cp)
     cert_file = key_file = None
     if c.tls_certificates:
         tp = join(cp, "tls_certificates[0]")
@@ -99,37 +135,16 @@ def upstream_tls(ctx: Ctx, any_msg: Any, path: str) -> UpstreamTls:
             ctx.unsupported_field(
                 join(cp, "tls_certificates[1]"), "only the first certificate is used"
             )
-    validation = None
-    sans: tuple[SanMatcher, ...] = ()
-    trusted_ca = None
-    which = c.WhichOneof("validation_context_type")
-    if which == "validation_context":
-        validation, sans, trusted_ca = _validation_context(
-            ctx, c.validation_context, join(cp, "validation_context")
-        )
-    elif which == "combined_validation_context":
-        cvp = join(cp, "combined_validation_context")
+    if c.WhichOneof("validation_context_type") == "combined_validation_context":
         cvc = c.combined_validation_context
         if cvc.HasField("validation_context_sds_secret_config"):
-            ctx.fail(join(cvp, "validation_context_sds_secret_config"), "SDS is not supported")
-        ctx.check(cvc, cvp)
-        validation, sans, trusted_ca = _validation_context(
-            ctx, cvc.default_validation_context, join(cvp, "default_validation_context")
-        )
-        if cvc.HasField("validation_context_certificate_provider_instance"):
-            validation = _provider(
-                ctx,
-                cvc.validation_context_certificate_provider_instance,
-                join(cvp, "validation_context_certificate_provider_instance"),
+            ctx.fail(
+                join(
+                    join(cp, "combined_validation_context"), "validation_context_sds_secret_config"
+                ),
+                "SDS is not supported",
             )
-    elif which == "validation_context_certificate_provider_instance":
-        validation = _provider(
-            ctx,
-            c.validation_context_certificate_provider_instance,
-            join(cp, "validation_context_certificate_provider_instance"),
-        )
-    elif which is not None:
-        ctx.fail(join(cp, which), f"{which} is not supported")
+    validation, sans, trusted_ca = validation_context_type(ctx, c, cp)
     min_v = max_v = None
     ciphers: tuple[str, ...] = ()
     if c.HasField("tls_params"):

@@ -57,6 +57,17 @@ def rbac(action: int = config_pb2.RBAC.ALLOW, **policies: Any) -> Any:
     return r
 
 
+def nack_policy(perm: Any = None, princ: Any = None, *, field: str, reason: str = "") -> None:
+    """A listener whose one RBAC policy is ``policy(perm, princ)`` is NACKed at ``field``
+    (below the policy) with ``reason`` in the message."""
+    invalid(
+        parse_listener,
+        with_rbac(rbac(p=policy(perm, princ))),
+        f'{RULES}.policies["p"].{field}',
+        reason=reason,
+    )
+
+
 def policy(perm: Any = None, princ: Any = None) -> Any:
     p = config_pb2.Policy()
     if perm is None:
@@ -172,52 +183,25 @@ def test_forbidden_header_names_nack_even_nested(name: str) -> None:
     perm = config_pb2.Permission()
     perm.not_rule.or_rules.rules.add().header.name = name
     perm.not_rule.or_rules.rules[0].header.present_match = True
-    invalid(
-        parse_listener,
-        with_rbac(rbac(p=policy(perm))),
-        f'{RULES}.policies["p"].permissions[0].not_rule.or_rules.rules[0].header.name',
-        reason="A41",
-    )
+    nack_policy(perm, field="permissions[0].not_rule.or_rules.rules[0].header.name", reason="A41")
     princ = config_pb2.Principal()
     princ.and_ids.ids.add().header.name = name
-    invalid(
-        parse_listener,
-        with_rbac(rbac(p=policy(princ=princ))),
-        f'{RULES}.policies["p"].principals[0].and_ids.ids[0].header.name',
-        reason="A41",
-    )
+    nack_policy(princ=princ, field="principals[0].and_ids.ids[0].header.name", reason="A41")
 
 
 def test_unsupported_permission_and_principal_cases_nack() -> None:
     perm = config_pb2.Permission()
     perm.matcher.name = "m"
-    invalid(
-        parse_listener,
-        with_rbac(rbac(p=policy(perm))),
-        f'{RULES}.policies["p"].permissions[0].matcher',
-        reason="not supported",
-    )
+    nack_policy(perm, field="permissions[0].matcher", reason="not supported")
     perm = config_pb2.Permission()
     perm.sourced_metadata.metadata_matcher.filter = "f"
-    invalid(
-        parse_listener,
-        with_rbac(rbac(p=policy(perm))),
-        f'{RULES}.policies["p"].permissions[0].sourced_metadata',
-    )
+    nack_policy(perm, field="permissions[0].sourced_metadata")
     princ = config_pb2.Principal()
     princ.filter_state.key = "k"
-    invalid(
-        parse_listener,
-        with_rbac(rbac(p=policy(princ=princ))),
-        f'{RULES}.policies["p"].principals[0].filter_state',
-    )
+    nack_policy(princ=princ, field="principals[0].filter_state")
     princ = config_pb2.Principal()
     princ.custom.name = "c"
-    invalid(
-        parse_listener,
-        with_rbac(rbac(p=policy(princ=princ))),
-        f'{RULES}.policies["p"].principals[0].custom',
-    )
+    nack_policy(princ=princ, field="principals[0].custom")
 
 
 def test_empty_lists_and_unset_rules_nack() -> None:
@@ -234,56 +218,29 @@ def test_empty_lists_and_unset_rules_nack() -> None:
     invalid(parse_listener, with_rbac(rbac(p=p)), f'{RULES}.policies["p"].principals')
     perm = config_pb2.Permission()
     perm.and_rules.SetInParent()
-    invalid(
-        parse_listener,
-        with_rbac(rbac(p=policy(perm))),
-        f'{RULES}.policies["p"].permissions[0].and_rules.rules',
-    )
-    invalid(
-        parse_listener,
-        with_rbac(rbac(p=policy(config_pb2.Permission()))),
-        f'{RULES}.policies["p"].permissions[0]',
-        reason="needs a rule",
-    )
-    invalid(
-        parse_listener,
-        with_rbac(rbac(p=policy(princ=config_pb2.Principal()))),
-        f'{RULES}.policies["p"].principals[0]',
-        reason="needs an identifier",
-    )
+    nack_policy(perm, field="permissions[0].and_rules.rules")
+    nack_policy(config_pb2.Permission(), field="permissions[0]", reason="needs a rule")
+    nack_policy(princ=config_pb2.Principal(), field="principals[0]", reason="needs an identifier")
 
 
 def test_bad_cidr_and_port_nack() -> None:
     princ = config_pb2.Principal()
     princ.direct_remote_ip.address_prefix = "10.0.0"
-    invalid(
-        parse_listener,
-        with_rbac(rbac(p=policy(princ=princ))),
-        f'{RULES}.policies["p"].principals[0].direct_remote_ip.address_prefix',
-    )
+    nack_policy(princ=princ, field="principals[0].direct_remote_ip.address_prefix")
     princ = config_pb2.Principal()
     princ.remote_ip.address_prefix = "10.0.0.0"
     princ.remote_ip.prefix_len.value = 33
-    invalid(
-        parse_listener,
-        with_rbac(rbac(p=policy(princ=princ))),
-        f'{RULES}.policies["p"].principals[0].remote_ip.prefix_len',
-    )
+    nack_policy(princ=princ, field="principals[0].remote_ip.prefix_len")
     perm = config_pb2.Permission(destination_port=70000)
-    invalid(
-        parse_listener,
-        with_rbac(rbac(p=policy(perm))),
-        f'{RULES}.policies["p"].permissions[0].destination_port',
-    )
+    nack_policy(perm, field="permissions[0].destination_port")
 
 
 def test_bad_regex_in_principal_name_nacks() -> None:
     princ = config_pb2.Principal()
     princ.authenticated.principal_name.safe_regex.regex = "(a"
-    invalid(
-        parse_listener,
-        with_rbac(rbac(p=policy(princ=princ))),
-        f'{RULES}.policies["p"].principals[0].authenticated.principal_name.safe_regex.regex',
+    nack_policy(
+        princ=princ,
+        field="principals[0].authenticated.principal_name.safe_regex.regex",
         reason="RE2",
     )
 
