@@ -28,14 +28,20 @@ class _Entry:
     union: frozenset[str]
     #: The names all of them carried (what a candidate entry proves).
     common: frozenset[str]
+    #: More than one request: the union may cover a response none of them could have
+    #: produced, so such an entry is only *possibly* a candidate.
+    merged: bool = False
 
 
 class SentRequests:
     """The name lists of the requests written for one type on the current stream.
 
     Bounded: past ``limit`` entries the two oldest merge, which keeps every inference
-    sound (a merged entry is a candidate if either request was, and proves only the
-    names both carried).
+    sound: a merged entry is a possible candidate whenever either request was one, and
+    proves only the names both carried. Its union may also cover a response that none of
+    its requests could have produced, so a response proves anything only when a request
+    kept whole is a candidate: then a real candidate exists, and every real one lies in
+    some possible candidate entry.
     """
 
     __slots__ = ("_entries", "_limit")
@@ -53,7 +59,7 @@ class SentRequests:
         self._entries.append(_Entry(names, names))
         if len(self._entries) > self._limit:
             a, b = self._entries[0], self._entries[1]
-            self._entries[0:2] = [_Entry(a.union | b.union, a.common & b.common)]
+            self._entries[0:2] = [_Entry(a.union | b.union, a.common & b.common, True)]
 
     def answered(self, carried: Collection[str]) -> frozenset[str]:
         """The names a response carrying ``carried`` provably answers for.
@@ -63,14 +69,16 @@ class SentRequests:
         """
         entries = self._entries
         first = -1
+        whole = False  # a request kept whole is a candidate: a real candidate exists
         proven: frozenset[str] | None = None
         for i, entry in enumerate(entries):
             if not entry.union.issuperset(carried):
                 continue
             if first < 0:
                 first = i
+            whole = whole or not entry.merged
             proven = entry.common if proven is None else proven & entry.common
-        if proven is None:
-            return frozenset()
+        if proven is None or not whole:
+            return frozenset()  # the does-not-exist timer decides
         del entries[:first]
         return proven

@@ -29,6 +29,20 @@ def test_a_name_is_proven_absent_only_if_every_possible_answered_request_named_i
             assert proven == frozenset.intersection(*candidates)
 
 
+def test_merged_requests_alone_prove_nothing_they_could_not_have_produced() -> None:
+    """Found by hypothesis: merged, {a,b,x} and {a,d,x} cover a response carrying
+    {a,b,d}, which neither request could have produced; x must not be proven absent."""
+    sent = SentRequests(limit=2)
+    for names in ({"a", "b", "x"}, {"a", "d", "x"}, set()):
+        sent.record(frozenset(names))
+    assert sent.answered({"a", "b", "d"}) == frozenset()
+    # A request kept whole that is a candidate makes the merged entry's proof usable.
+    sent = SentRequests(limit=2)
+    for names in ({"a", "b", "x"}, {"a", "d", "x"}, {"a", "b", "d", "x"}):
+        sent.record(frozenset(names))
+    assert sent.answered({"a", "b", "d"}) == {"a", "x"}
+
+
 def test_requests_before_the_earliest_candidate_are_forgotten() -> None:
     sent = SentRequests()
     sent.record(frozenset({"a"}))
