@@ -9,63 +9,30 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from _peers import envoy_snapshot, free_port, start_envoy
+from _peers import EnvoyPair
 
-import pymesh
-from pymesh.server import ControlPlane, compile_mesh
-from pymesh.testing import EchoBackend, bootstrap_for
+from pymesh.server import compile_mesh
+from pymesh.testing import EchoBackend
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from _edit import edited_mesh
+from _http_server import QuietHandler, ThreadedServer
 from _polling import wait_until
 
 
-class Pair:
-    """One control plane serving Envoy (socket listener) and pymesh (api_listener)."""
-
+class Pair(EnvoyPair):
     def __init__(self) -> None:
-        self.cp = ControlPlane().start()
-        self.envoy_port = free_port()
-        self.envoy: Any = None
-        self.mesh = pymesh.Mesh(bootstrap=bootstrap_for(self.cp, "pymesh-resilience"))
+        super().__init__("pymesh-resilience")
 
     def serve(self, config: dict[str, Any], route: Any = None) -> None:
-        snap = compile_mesh(config) if route is None else edited_mesh(config, route=route)
-        self.cp.set_snapshot(snap)
-        self.cp.set_snapshot(envoy_snapshot(snap, {"reviews:9080": self.envoy_port}), "envoy")
-        if self.envoy is None:
-            self.envoy = start_envoy(self.cp.port, "envoy")
-        self.envoy.wait_listening([self.envoy_port])
-        from pymesh.server import ROUTE_TYPE
-
-        self.cp.wait_for_ack(ROUTE_TYPE, snap.version, 30, "envoy")
-
-    def clients(self) -> dict[str, httpx.Client]:
-        return {
-            "envoy": httpx.Client(
-                base_url=f"http://127.0.0.1:{self.envoy_port}",
-                headers={"host": "reviews:9080"},
-                timeout=20,
-            ),
-            "pymesh": httpx.Client(
-                base_url="http://reviews:9080",
-                transport=pymesh.MeshTransport(self.mesh),
-                timeout=20,
-            ),
-        }
-
-    def close(self) -> None:
-        self.mesh.close()
-        if self.envoy is not None:
-            self.envoy.stop()
-        self.cp.stop()
+        self.serve_snapshot(
+            compile_mesh(config) if route is None else edited_mesh(config, route=route)
+        )
 
 
 @pytest.fixture
@@ -153,7 +120,7 @@ def test_consecutive_5xx_ejection_count_matches_envoy(pair: Pair) -> None:
 # -- circuit breakers: Envoy's connection pool limits ------------------------------------
 
 
-class GatedBackend:
+class GatedBackend(ThreadedServer):
     """An HTTP/1.1 keep-alive backend: ``/hold...`` requests wait until :meth:`release`;
     counts arrivals and the client connections (peers) they came on."""
 
@@ -163,9 +130,7 @@ class GatedBackend:
         self.reset()
         backend = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 with backend._lock:
                     backend.arrived += 1
@@ -179,16 +144,7 @@ class GatedBackend:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        super().__init__(Handler)
 
     def reset(self) -> None:
         with self._lock:
@@ -201,8 +157,7 @@ class GatedBackend:
 
     def close(self) -> None:
         self.release()
-        self._server.shutdown()
-        self._server.server_close()
+        super().close()
 
 
 def _breakers(pair: Pair, who: str) -> dict[str, int]:
@@ -340,9 +295,7 @@ class RetryAfterBackend(GatedBackend):
         self.times: list[float] = []
         backend = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 with backend._lock:
                     backend.times.append(time.monotonic())
@@ -352,9 +305,6 @@ class RetryAfterBackend(GatedBackend):
                     self.send_header("retry-after", "1")
                 self.send_header("content-length", "0")
                 self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
 
         self._server.RequestHandlerClass = Handler
 
