@@ -219,6 +219,41 @@ class _Book(typing.Generic[C, W]):
         return conns, waiters
 
 
+class _PoolBase(typing.Generic[C, W]):
+    """What both pools hold: the endpoint, its cluster's limits, how its connections are
+    made, and the book; and how a request starts."""
+
+    def __init__(
+        self,
+        origin: httpcore.Origin,
+        limits: Limits,
+        keepalive_expiry: float | None,
+        ssl_context: ssl.SSLContext | None,
+        hand: typing.Callable[[W, C | None], bool],
+    ) -> None:
+        self._origin = origin
+        self._limits = limits
+        self._keepalive_expiry = keepalive_expiry
+        self._ssl_context = ssl_context
+        self._book: _Book[C, W] = _Book(hand)
+
+    def __repr__(self) -> str:
+        return self._book.describe(type(self).__name__, self._origin)
+
+    @property
+    def connections(self) -> list[C]:
+        """Every open connection (idle or busy), as httpcore's pools expose them."""
+        return list(self._book.all)
+
+    def _start(self, request: httpcore.Request) -> tuple[float | None, _Slots]:
+        """The request's pool timeout and its (not yet taken) breaker slots."""
+        if self._book.closed:
+            raise httpcore.ConnectError(f"pool for {self._origin} is closed")
+        timeouts = request.extensions.get("timeout") or {}
+        count = request.extensions.get(COUNT_REQUEST, True)
+        return timeouts.get("pool"), _Slots(self._limits.breaker, self._origin, count)
+
+
 # -- the network backends that end a request's pending state when it is connected --------
 
 
@@ -356,7 +391,9 @@ class _AsyncPooledStream:
                 await self._pool._release(conn)
 
 
-class AsyncEndpointPool:
+class AsyncEndpointPool(
+    _PoolBase[httpcore.AsyncHTTPConnection, "asyncio.Future[httpcore.AsyncHTTPConnection | None]"]
+):
     """HTTP/1.1 connections to one endpoint (``origin``) of the cluster ``limits``."""
 
     def __init__(
@@ -368,22 +405,8 @@ class AsyncEndpointPool:
         ssl_context: ssl.SSLContext | None = None,
         network_backend: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
-        self._origin = origin
-        self._limits = limits
-        self._keepalive_expiry = keepalive_expiry
-        self._ssl_context = ssl_context
+        super().__init__(origin, limits, keepalive_expiry, ssl_context, _hand_future)
         self._backend = network_backend or httpcore.AnyIOBackend()
-        self._book: _Book[
-            httpcore.AsyncHTTPConnection, asyncio.Future[httpcore.AsyncHTTPConnection | None]
-        ] = _Book(_hand_future)
-
-    def __repr__(self) -> str:
-        return self._book.describe("AsyncEndpointPool", self._origin)
-
-    @property
-    def connections(self) -> list[httpcore.AsyncHTTPConnection]:
-        """Every open connection (idle or busy), as httpcore's pools expose them."""
-        return list(self._book.all)
 
     def _new(self, breaker: CircuitBreaker | None, slots: _Slots) -> httpcore.AsyncHTTPConnection:
         conn = httpcore.AsyncHTTPConnection(
@@ -453,13 +476,9 @@ class AsyncEndpointPool:
         """Send ``request`` on an idle (or new) connection; the response's stream hands
         the connection back when it is closed. Raises :class:`PoolOverflow` when the
         cluster's max_pending_requests is reached."""
-        if self._book.closed:
-            raise httpcore.ConnectError(f"pool for {self._origin} is closed")
-        timeouts = request.extensions.get("timeout") or {}
-        count = request.extensions.get(COUNT_REQUEST, True)
-        slots = _Slots(self._limits.breaker, self._origin, count)
+        timeout, slots = self._start(request)
         try:
-            conn, new = await self._acquire(timeouts.get("pool"), slots)
+            conn, new = await self._acquire(timeout, slots)
         except BaseException:
             slots.detach()
             raise
@@ -534,7 +553,7 @@ def _hand_thread(waiter: _Waiter, conn: httpcore.HTTPConnection | None) -> bool:
     return True  # a thread that gave up has removed itself from the waiters
 
 
-class EndpointPool:
+class EndpointPool(_PoolBase[httpcore.HTTPConnection, _Waiter]):
     """The threaded twin of :class:`AsyncEndpointPool` (same rules, one lock around the
     stack and the waiters; no I/O is done while holding it)."""
 
@@ -547,21 +566,9 @@ class EndpointPool:
         ssl_context: ssl.SSLContext | None = None,
         network_backend: httpcore.NetworkBackend | None = None,
     ) -> None:
-        self._origin = origin
-        self._limits = limits
-        self._keepalive_expiry = keepalive_expiry
-        self._ssl_context = ssl_context
+        super().__init__(origin, limits, keepalive_expiry, ssl_context, _hand_thread)
         self._backend = network_backend or httpcore.SyncBackend()
         self._lock = threading.Lock()  # around every call into the book
-        self._book: _Book[httpcore.HTTPConnection, _Waiter] = _Book(_hand_thread)
-
-    def __repr__(self) -> str:
-        return self._book.describe("EndpointPool", self._origin)
-
-    @property
-    def connections(self) -> list[httpcore.HTTPConnection]:
-        """Every open connection (idle or busy), as httpcore's pools expose them."""
-        return list(self._book.all)
 
     def _acquire(
         self, timeout: float | None, slots: _Slots
@@ -624,13 +631,9 @@ class EndpointPool:
         """Send ``request`` on an idle (or new) connection; the response's stream hands
         the connection back when it is closed. Raises :class:`PoolOverflow` when the
         cluster's max_pending_requests is reached."""
-        if self._book.closed:
-            raise httpcore.ConnectError(f"pool for {self._origin} is closed")
-        timeouts = request.extensions.get("timeout") or {}
-        count = request.extensions.get(COUNT_REQUEST, True)
-        slots = _Slots(self._limits.breaker, self._origin, count)
+        timeout, slots = self._start(request)
         try:
-            conn, new = self._acquire(timeouts.get("pool"), slots)
+            conn, new = self._acquire(timeout, slots)
         except BaseException:
             slots.detach()
             raise
