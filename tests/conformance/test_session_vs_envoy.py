@@ -39,13 +39,9 @@ def _with_filter(lis: Any, strict: bool) -> None:
     add_http_filter(lis, "envoy.filters.http.stateful_session", session)
 
 
-def _snapshots(
-    endpoints: list[Any], envoy_port: int, strict: bool, statuses: tuple[int, ...] = ()
-) -> tuple[Snapshot, Snapshot]:
-    """The mesh's snapshot (api_listener) and Envoy's (socket listener), both with the
-    stateful session filter before the router (``statuses``: the cluster's
-    override_host_status)."""
-    snap = compile_mesh({"services": {"reviews": {"port": 9080, "endpoints": endpoints}}})
+def _listeners(snap: Snapshot, envoy_port: int, strict: bool) -> tuple[list[Any], Any]:
+    """Copies of ``snap``'s api_listeners, and Envoy's socket listener for reviews:9080,
+    each with the stateful session filter before the router."""
     listeners = []
     for lis in snap.get(LISTENER_TYPE).values():
         copy = type(lis)()
@@ -54,6 +50,17 @@ def _snapshots(
         listeners.append(copy)
     envoy_lis = envoy_listener_for("reviews:9080", envoy_port)
     _with_filter(envoy_lis, strict)
+    return listeners, envoy_lis
+
+
+def _snapshots(
+    endpoints: list[Any], envoy_port: int, strict: bool, statuses: tuple[int, ...] = ()
+) -> tuple[Snapshot, Snapshot]:
+    """The mesh's snapshot (api_listener) and Envoy's (socket listener), both with the
+    stateful session filter before the router (``statuses``: the cluster's
+    override_host_status)."""
+    snap = compile_mesh({"services": {"reviews": {"port": 9080, "endpoints": endpoints}}})
+    listeners, envoy_lis = _listeners(snap, envoy_port, strict)
     clusters = []
     for c in snap.get(CLUSTER_TYPE).values():
         copy = type(c)()
@@ -242,14 +249,7 @@ def test_an_aggregate_cluster_ignores_the_cookie_as_envoy(pair: Pair) -> None:
         }
     )
     snap = via_aggregate(snap, ["outbound|9080|primary|reviews", "outbound|9080|fallback|reviews"])
-    listeners = []
-    for lis in snap.get(LISTENER_TYPE).values():
-        copy = type(lis)()
-        copy.CopyFrom(lis)
-        _with_filter(copy, False)
-        listeners.append(copy)
-    envoy_lis = envoy_listener_for("reviews:9080", pair.envoy_port)
-    _with_filter(envoy_lis, False)
+    listeners, envoy_lis = _listeners(snap, pair.envoy_port, strict=False)
     rest = {
         "routes": snap.get(ROUTE_TYPE).values(),
         "clusters": snap.get(CLUSTER_TYPE).values(),
