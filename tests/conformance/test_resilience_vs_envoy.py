@@ -29,9 +29,12 @@ class Pair(EnvoyPair):
     def __init__(self) -> None:
         super().__init__("pymesh-resilience")
 
-    def serve(self, config: dict[str, Any], route: Any = None) -> None:
+    def serve(self, endpoints: list[str], route_edit: Any = None, **service: Any) -> None:
+        """Serve reviews:9080 on ``endpoints`` (``service``: more of its mesh-file keys;
+        ``route_edit``: an edit of its RouteConfiguration) to both."""
+        config = {"services": {"reviews": {"port": 9080, "endpoints": endpoints, **service}}}
         self.serve_snapshot(
-            compile_mesh(config) if route is None else edited_mesh(config, route=route)
+            compile_mesh(config) if route_edit is None else edited_mesh(config, route=route_edit)
         )
 
 
@@ -46,23 +49,16 @@ def test_retry_attempts_per_request_match_envoy(pair: Pair) -> None:
     backend = EchoBackend("flaky").start()
     try:
         pair.serve(
-            {
-                "services": {
-                    "reviews": {
-                        "port": 9080,
-                        "endpoints": [backend.address],
-                        "routes": [
-                            {
-                                "retries": {
-                                    "attempts": 3,
-                                    "on": "5xx",
-                                    "backoff": {"base": "1ms", "max": "2ms"},
-                                }
-                            }
-                        ],
+            [backend.address],
+            routes=[
+                {
+                    "retries": {
+                        "attempts": 3,
+                        "on": "5xx",
+                        "backoff": {"base": "1ms", "max": "2ms"},
                     }
                 }
-            }
+            ],
         )
         counts: dict[str, list[tuple[int, int]]] = {}
         for who, client in pair.clients().items():
@@ -86,22 +82,15 @@ def test_consecutive_5xx_ejection_count_matches_envoy(pair: Pair) -> None:
     bad = EchoBackend("bad", fail_rate=1.0).start()
     try:
         pair.serve(
-            {
-                "services": {
-                    "reviews": {
-                        "port": 9080,
-                        "endpoints": [b.address for b in [*good, bad]],
-                        "traffic_policy": {
-                            "outlier_detection": {
-                                "consecutive_5xx": 5,
-                                "interval": "30s",
-                                "base_ejection_time": "60s",
-                                "max_ejection_percent": 100,
-                            }
-                        },
-                    }
+            [b.address for b in [*good, bad]],
+            traffic_policy={
+                "outlier_detection": {
+                    "consecutive_5xx": 5,
+                    "interval": "30s",
+                    "base_ejection_time": "60s",
+                    "max_ejection_percent": 100,
                 }
-            }
+            },
         )
         seen = {}
         for who, client in pair.clients().items():
@@ -188,21 +177,14 @@ def test_max_pending_requests_matches_envoy(pair: Pair, max_requests: int) -> No
     a = GatedBackend("a")
     try:
         pair.serve(
-            {
-                "services": {
-                    "reviews": {
-                        "port": 9080,
-                        "endpoints": [a.address],
-                        "traffic_policy": {
-                            "circuit_breakers": {
-                                "max_connections": 1,
-                                "max_pending_requests": 1,
-                                "max_requests": max_requests,
-                            }
-                        },
-                    }
+            [a.address],
+            traffic_policy={
+                "circuit_breakers": {
+                    "max_connections": 1,
+                    "max_pending_requests": 1,
+                    "max_requests": max_requests,
                 }
-            }
+            },
         )
         seen = {}
         for who, client in pair.clients().items():
@@ -240,15 +222,8 @@ def test_max_connections_is_cluster_wide_as_in_envoy(pair: Pair) -> None:
     hosts = [GatedBackend("a"), GatedBackend("b")]
     try:
         pair.serve(
-            {
-                "services": {
-                    "reviews": {
-                        "port": 9080,
-                        "endpoints": [h.address for h in hosts],
-                        "traffic_policy": {"circuit_breakers": {"max_connections": 2}},
-                    }
-                }
-            }
+            [h.address for h in hosts],
+            traffic_policy={"circuit_breakers": {"max_connections": 2}},
         )
         seen = {}
         for who, client in pair.clients().items():
@@ -323,18 +298,9 @@ def test_retry_after_seconds_matches_envoy(pair: Pair) -> None:
     backend = RetryAfterBackend("limited")
     try:
         pair.serve(
-            {
-                "services": {
-                    "reviews": {
-                        "port": 9080,
-                        "endpoints": [backend.address],
-                        "routes": [
-                            {"retries": {"attempts": 1, "on": "5xx", "backoff": {"base": "1ms"}}}
-                        ],
-                    }
-                }
-            },
-            route=_retry_after_seconds,
+            [backend.address],
+            routes=[{"retries": {"attempts": 1, "on": "5xx", "backoff": {"base": "1ms"}}}],
+            route_edit=_retry_after_seconds,
         )
         seen = {}
         for who, client in pair.clients().items():
