@@ -128,6 +128,132 @@ def _may_open(breaker: CircuitBreaker | None, empty: bool) -> bool:
     return breaker is None or breaker.try_acquire_connection(first=empty)
 
 
+class _Conn(typing.Protocol):
+    def has_expired(self) -> bool: ...
+    def is_idle(self) -> bool: ...
+
+
+C = typing.TypeVar("C", bound=_Conn)
+W = typing.TypeVar("W")
+
+
+class _Book(typing.Generic[C, W]):
+    """The bookkeeping both pools share, without I/O or locking (the threaded pool calls
+    it under its lock): the idle stack, the open connections with the breaker each one's
+    max_connections slot belongs to, and the waiters. Connections it gives up are
+    returned for the caller to close; ``hand(waiter, conn)`` gives a waiter a connection
+    (None: "try opening one") and is False for a waiter that is already gone."""
+
+    __slots__ = ("all", "closed", "hand", "idle", "waiters")
+
+    def __init__(self, hand: typing.Callable[[W, C | None], bool]) -> None:
+        self.hand = hand
+        self.idle: list[C] = []  # a stack: last in, first out
+        self.all: dict[C, CircuitBreaker | None] = {}
+        self.waiters: collections.deque[W] = collections.deque()
+        self.closed = False
+
+    def describe(self, name: str, origin: httpcore.Origin) -> str:
+        return (
+            f"<{name} {origin} connections={len(self.all)} "
+            f"idle={len(self.idle)} waiting={len(self.waiters)}>"
+        )
+
+    def may_open(self, breaker: CircuitBreaker | None) -> bool:
+        return _may_open(breaker, not self.all)
+
+    def forget(self, conn: C) -> None:
+        """``conn`` leaves the pool and gives its max_connections slot back."""
+        if conn in self.all:
+            breaker = self.all.pop(conn)
+            if breaker is not None:
+                breaker.release_connection()
+
+    def take_idle(self, dead: list[C]) -> C | None:
+        """The freshest usable idle connection; stale ones go to ``dead``."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.has_expired() or not conn.is_idle():
+                self.forget(conn)
+                dead.append(conn)
+                continue
+            return conn
+        return None
+
+    def wake(self, conn: C | None) -> bool:
+        """Hand ``conn`` (None: a connection closed) to the longest waiter still there."""
+        while self.waiters:
+            if self.hand(self.waiters.popleft(), conn):
+                return True
+        return False
+
+    def release(self, conn: C) -> list[C]:
+        """``conn``'s request is over: to the longest waiter, else onto the stack (the
+        oldest idle one goes if it has expired); one that cannot be reused goes, and the
+        longest waiter tries to open one. Returns the connections to close."""
+        if self.closed or not conn.is_idle() or conn.has_expired():
+            # Closed by the server, broken mid-response, or past its keep-alive: gone.
+            self.forget(conn)
+            self.wake(None)
+            return [conn]
+        if self.wake(conn):
+            return []
+        self.idle.append(conn)
+        oldest = self.idle[0]
+        if oldest is not conn and oldest.has_expired():
+            self.idle.pop(0)
+            self.forget(oldest)
+            return [oldest]
+        return []
+
+    def close(self) -> tuple[list[C], list[W]]:
+        """The pool is closed: every connection to close, and the waiters to fail."""
+        self.closed = True
+        self.idle = []
+        conns = list(self.all)
+        for conn in conns:
+            self.forget(conn)
+        waiters = list(self.waiters)
+        self.waiters.clear()
+        return conns, waiters
+
+
+class _PoolBase(typing.Generic[C, W]):
+    """What both pools hold: the endpoint, its cluster's limits, how its connections are
+    made, and the book; and how a request starts."""
+
+    def __init__(
+        self,
+        origin: httpcore.Origin,
+        limits: Limits,
+        keepalive_expiry: float | None,
+        ssl_context: ssl.SSLContext | None,
+        hand: typing.Callable[[W, C | None], bool],
+    ) -> None:
+        self._origin = origin
+        self._limits = limits
+        self._keepalive_expiry = keepalive_expiry
+        self._ssl_context = ssl_context
+        self._book: _Book[C, W] = _Book(hand)
+
+    def __repr__(self) -> str:
+        return self._book.describe(type(self).__name__, self._origin)
+
+    @property
+    def connections(self) -> list[C]:
+        """Every open connection (idle or busy), as httpcore's pools expose them."""
+        return list(self._book.all)
+
+    def _start(self, request: httpcore.Request) -> tuple[float | None, _Slots]:
+        """The request's pool timeout and its (not yet taken) breaker slots."""
+        if self._book.closed:
+            raise httpcore.ConnectError(f"pool for {self._origin} is closed")
+        timeouts = request.extensions.get("timeout") or {}
+        count = request.extensions.get(COUNT_REQUEST, True)
+        return timeouts.get("pool"), _Slots(self._limits.breaker, self._origin, count)
+
+
 # -- the network backends that end a request's pending state when it is connected --------
 
 
@@ -224,6 +350,16 @@ class _AsyncConnecting(httpcore.AsyncNetworkBackend):
 # -- asyncio -----------------------------------------------------------------------------
 
 
+def _hand_future(
+    waiter: asyncio.Future[httpcore.AsyncHTTPConnection | None],
+    conn: httpcore.AsyncHTTPConnection | None,
+) -> bool:
+    if waiter.done():  # cancelled, or timed out
+        return False
+    waiter.set_result(conn)
+    return True
+
+
 class _AsyncPooledStream:
     """The response body; closing it hands the connection back to the pool."""
 
@@ -255,7 +391,9 @@ class _AsyncPooledStream:
                 await self._pool._release(conn)
 
 
-class AsyncEndpointPool:
+class AsyncEndpointPool(
+    _PoolBase[httpcore.AsyncHTTPConnection, "asyncio.Future[httpcore.AsyncHTTPConnection | None]"]
+):
     """HTTP/1.1 connections to one endpoint (``origin``) of the cluster ``limits``."""
 
     def __init__(
@@ -267,28 +405,8 @@ class AsyncEndpointPool:
         ssl_context: ssl.SSLContext | None = None,
         network_backend: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
-        self._origin = origin
-        self._limits = limits
-        self._keepalive_expiry = keepalive_expiry
-        self._ssl_context = ssl_context
+        super().__init__(origin, limits, keepalive_expiry, ssl_context, _hand_future)
         self._backend = network_backend or httpcore.AnyIOBackend()
-        self._idle: list[httpcore.AsyncHTTPConnection] = []  # a stack: last in, first out
-        # Every open connection, and the breaker its max_connections slot belongs to.
-        self._all: dict[httpcore.AsyncHTTPConnection, CircuitBreaker | None] = {}
-        self._waiters: collections.deque[asyncio.Future[httpcore.AsyncHTTPConnection | None]]
-        self._waiters = collections.deque()
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return (
-            f"<AsyncEndpointPool {self._origin} connections={len(self._all)} "
-            f"idle={len(self._idle)} waiting={len(self._waiters)}>"
-        )
-
-    @property
-    def connections(self) -> list[httpcore.AsyncHTTPConnection]:
-        """Every open connection (idle or busy), as httpcore's pools expose them."""
-        return list(self._all)
 
     def _new(self, breaker: CircuitBreaker | None, slots: _Slots) -> httpcore.AsyncHTTPConnection:
         conn = httpcore.AsyncHTTPConnection(
@@ -299,26 +417,15 @@ class AsyncEndpointPool:
             http2=False,
             network_backend=_AsyncConnecting(self._backend, slots),
         )
-        self._all[conn] = breaker
+        self._book.all[conn] = breaker
         return conn
 
-    async def _drop(self, conn: httpcore.AsyncHTTPConnection) -> None:
-        """Close ``conn`` and give its max_connections slot back."""
-        if conn in self._all:
-            breaker = self._all.pop(conn)
-            if breaker is not None:
-                breaker.release_connection()
-        await conn.aclose()
-
     async def _take_idle(self) -> httpcore.AsyncHTTPConnection | None:
-        idle = self._idle
-        while idle:
-            conn = idle.pop()
-            if conn.has_expired() or not conn.is_idle():
-                await self._drop(conn)
-                continue
-            return conn
-        return None
+        dead: list[httpcore.AsyncHTTPConnection] = []
+        conn = self._book.take_idle(dead)
+        for stale in dead:
+            await stale.aclose()
+        return conn
 
     async def _acquire(
         self, timeout: float | None, slots: _Slots
@@ -333,18 +440,18 @@ class AsyncEndpointPool:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            if _may_open(breaker, not self._all):
+            if self._book.may_open(breaker):
                 return self._new(breaker, slots), True
             waiter: asyncio.Future[httpcore.AsyncHTTPConnection | None]
             waiter = loop.create_future()
-            self._waiters.append(waiter)
+            self._book.waiters.append(waiter)
             left = None if deadline is None else max(deadline - loop.time(), 0.0)
             try:
                 handed = await asyncio.wait_for(waiter, left)
             except asyncio.TimeoutError:
                 raise httpcore.PoolTimeout(
                     f"no connection to {self._origin} within {timeout} s "
-                    f"({len(self._all)} busy: the cluster's max_connections)"
+                    f"({len(self._book.all)} busy: the cluster's max_connections)"
                 ) from None
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
@@ -352,7 +459,7 @@ class AsyncEndpointPool:
                     if handed is not None:
                         await self._release(handed)
                     else:
-                        self._wake_one()
+                        self._book.wake(None)
                 raise
             if handed is not None:
                 return handed, False
@@ -361,42 +468,17 @@ class AsyncEndpointPool:
             if conn is not None:
                 return conn, False
 
-    def _wake_one(self) -> None:
-        """A connection closed: the longest waiter tries to open one."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
     async def _release(self, conn: httpcore.AsyncHTTPConnection) -> None:
-        if self._closed or not conn.is_idle() or conn.has_expired():
-            # Closed by the server, broken mid-response, or past its keep-alive: gone.
-            await self._drop(conn)
-            self._wake_one()
-            return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(conn)
-                return
-        self._idle.append(conn)
-        oldest = self._idle[0]
-        if oldest is not conn and oldest.has_expired():
-            self._idle.pop(0)
-            await self._drop(oldest)
+        for gone in self._book.release(conn):
+            await gone.aclose()
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         """Send ``request`` on an idle (or new) connection; the response's stream hands
         the connection back when it is closed. Raises :class:`PoolOverflow` when the
         cluster's max_pending_requests is reached."""
-        if self._closed:
-            raise httpcore.ConnectError(f"pool for {self._origin} is closed")
-        timeouts = request.extensions.get("timeout") or {}
-        count = request.extensions.get(COUNT_REQUEST, True)
-        slots = _Slots(self._limits.breaker, self._origin, count)
+        timeout, slots = self._start(request)
         try:
-            conn, new = await self._acquire(timeouts.get("pool"), slots)
+            conn, new = await self._acquire(timeout, slots)
         except BaseException:
             slots.detach()
             raise
@@ -414,12 +496,10 @@ class AsyncEndpointPool:
 
     async def aclose(self) -> None:
         """Close every connection; waiting requests fail with a pool timeout."""
-        self._closed = True
-        self._idle = []
-        for conn in list(self._all):
-            await self._drop(conn)
-        while self._waiters:
-            waiter = self._waiters.popleft()
+        conns, waiters = self._book.close()
+        for conn in conns:
+            await conn.aclose()
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(httpcore.PoolTimeout(f"pool for {self._origin} closed"))
 
@@ -467,7 +547,13 @@ class _Waiter:
         self.conn: httpcore.HTTPConnection | None = None
 
 
-class EndpointPool:
+def _hand_thread(waiter: _Waiter, conn: httpcore.HTTPConnection | None) -> bool:
+    waiter.conn = conn
+    waiter.event.set()
+    return True  # a thread that gave up has removed itself from the waiters
+
+
+class EndpointPool(_PoolBase[httpcore.HTTPConnection, _Waiter]):
     """The threaded twin of :class:`AsyncEndpointPool` (same rules, one lock around the
     stack and the waiters; no I/O is done while holding it)."""
 
@@ -480,56 +566,20 @@ class EndpointPool:
         ssl_context: ssl.SSLContext | None = None,
         network_backend: httpcore.NetworkBackend | None = None,
     ) -> None:
-        self._origin = origin
-        self._limits = limits
-        self._keepalive_expiry = keepalive_expiry
-        self._ssl_context = ssl_context
+        super().__init__(origin, limits, keepalive_expiry, ssl_context, _hand_thread)
         self._backend = network_backend or httpcore.SyncBackend()
-        self._lock = threading.Lock()
-        self._idle: list[httpcore.HTTPConnection] = []
-        self._all: dict[httpcore.HTTPConnection, CircuitBreaker | None] = {}
-        self._waiters: collections.deque[_Waiter] = collections.deque()
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return (
-            f"<EndpointPool {self._origin} connections={len(self._all)} "
-            f"idle={len(self._idle)} waiting={len(self._waiters)}>"
-        )
-
-    @property
-    def connections(self) -> list[httpcore.HTTPConnection]:
-        """Every open connection (idle or busy), as httpcore's pools expose them."""
-        return list(self._all)
-
-    def _forget(self, conn: httpcore.HTTPConnection) -> None:
-        """Under the lock: ``conn`` leaves the pool and gives its slot back."""
-        if conn in self._all:
-            breaker = self._all.pop(conn)
-            if breaker is not None:
-                breaker.release_connection()
-
-    def _take_idle(self, dead: list[httpcore.HTTPConnection]) -> httpcore.HTTPConnection | None:
-        """Under the lock: the freshest usable idle connection; stale ones go to ``dead``."""
-        idle = self._idle
-        while idle:
-            conn = idle.pop()
-            if conn.has_expired() or not conn.is_idle():
-                self._forget(conn)
-                dead.append(conn)
-                continue
-            return conn
-        return None
+        self._lock = threading.Lock()  # around every call into the book
 
     def _acquire(
         self, timeout: float | None, slots: _Slots
     ) -> tuple[httpcore.HTTPConnection, bool]:
         """A connection for one request, and whether it is new (the request is then
         attached when it has connected)."""
+        book = self._book
         dead: list[httpcore.HTTPConnection] = []
         try:
             with self._lock:
-                conn = self._take_idle(dead)
+                conn = book.take_idle(dead)
             if conn is not None:
                 return conn, False
             slots.enter_pending()
@@ -537,12 +587,12 @@ class EndpointPool:
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
                 with self._lock:
-                    if self._closed:
+                    if book.closed:
                         raise httpcore.PoolTimeout(f"pool for {self._origin} closed")
-                    conn = self._take_idle(dead)
+                    conn = book.take_idle(dead)
                     if conn is not None:
                         return conn, False
-                    if _may_open(breaker, not self._all):
+                    if book.may_open(breaker):
                         conn = httpcore.HTTPConnection(
                             self._origin,
                             ssl_context=self._ssl_context,
@@ -551,18 +601,18 @@ class EndpointPool:
                             http2=False,
                             network_backend=_Connecting(self._backend, slots),
                         )
-                        self._all[conn] = breaker
+                        book.all[conn] = breaker
                         return conn, True
                     waiter = _Waiter()
-                    self._waiters.append(waiter)
+                    book.waiters.append(waiter)
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
                 waiter.event.wait(left)
                 with self._lock:
                     if not waiter.event.is_set():
-                        self._waiters.remove(waiter)
+                        book.waiters.remove(waiter)
                         raise httpcore.PoolTimeout(
                             f"no connection to {self._origin} within {timeout} s "
-                            f"({len(self._all)} busy: the cluster's max_connections)"
+                            f"({len(book.all)} busy: the cluster's max_connections)"
                         )
                 if waiter.conn is not None:
                     return waiter.conn, False
@@ -572,24 +622,8 @@ class EndpointPool:
                 conn.close()
 
     def _release(self, conn: httpcore.HTTPConnection) -> None:
-        close: list[httpcore.HTTPConnection] = []
         with self._lock:
-            if self._closed or not conn.is_idle() or conn.has_expired():
-                self._forget(conn)
-                close.append(conn)
-                if self._waiters:  # the longest waiter tries to open one
-                    self._waiters.popleft().event.set()
-            elif self._waiters:
-                waiter = self._waiters.popleft()
-                waiter.conn = conn
-                waiter.event.set()
-            else:
-                self._idle.append(conn)
-                oldest = self._idle[0]
-                if oldest is not conn and oldest.has_expired():
-                    self._idle.pop(0)
-                    self._forget(oldest)
-                    close.append(oldest)
+            close = self._book.release(conn)
         for c in close:
             c.close()
 
@@ -597,13 +631,9 @@ class EndpointPool:
         """Send ``request`` on an idle (or new) connection; the response's stream hands
         the connection back when it is closed. Raises :class:`PoolOverflow` when the
         cluster's max_pending_requests is reached."""
-        if self._closed:
-            raise httpcore.ConnectError(f"pool for {self._origin} is closed")
-        timeouts = request.extensions.get("timeout") or {}
-        count = request.extensions.get(COUNT_REQUEST, True)
-        slots = _Slots(self._limits.breaker, self._origin, count)
+        timeout, slots = self._start(request)
         try:
-            conn, new = self._acquire(timeouts.get("pool"), slots)
+            conn, new = self._acquire(timeout, slots)
         except BaseException:
             slots.detach()
             raise
@@ -622,12 +652,7 @@ class EndpointPool:
     def close(self) -> None:
         """Close every connection; waiting requests fail with a pool timeout."""
         with self._lock:
-            self._closed = True
-            self._idle = []
-            conns = list(self._all)
-            for conn in conns:
-                self._forget(conn)
-            waiters, self._waiters = list(self._waiters), collections.deque()
+            conns, waiters = self._book.close()
         for conn in conns:
             conn.close()
         for waiter in waiters:

@@ -39,7 +39,7 @@ from pymesh.testing import bootstrap_for
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from _edit import edited_mesh
+from _edit import add_http_filter, edited_mesh, stateful_session, via_aggregate
 
 METHOD = "/pymesh.parity.Svc/Call"
 HTTP_PORT = 9080
@@ -375,34 +375,6 @@ def _aggregate_spill(results: list[Result], hosts: dict[str, Host]) -> None:
     assert hosts["p"].hits + hosts["f"].hits == len(results)
 
 
-def _with_aggregate(snap: Any, leaves: list[str]) -> Any:
-    """``snap`` with every route sent to an aggregate cluster "agg" over ``leaves``."""
-    from envoy.config.cluster.v3 import cluster_pb2
-    from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
-
-    from pymesh.server import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, Snapshot
-
-    agg = cluster_pb2.Cluster(name="agg", lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
-    agg.cluster_type.name = "envoy.clusters.aggregate"
-    agg.cluster_type.typed_config.Pack(aggregate_pb2.ClusterConfig(clusters=leaves))
-    routes = []
-    for rc in snap.get(ROUTE_TYPE).values():
-        copy = type(rc)()
-        copy.CopyFrom(rc)
-        for vh in copy.virtual_hosts:
-            for route in vh.routes:
-                route.route.ClearField("weighted_clusters")
-                route.route.cluster = "agg"
-        routes.append(copy)
-    return Snapshot.of(
-        None,
-        listeners=snap.get(LISTENER_TYPE).values(),
-        routes=routes,
-        clusters=[*snap.get(CLUSTER_TYPE).values(), agg],
-        endpoints=snap.get(ENDPOINT_TYPE).values(),
-    )
-
-
 SCENARIOS: dict[str, Scenario] = {
     # Regression: gRPC sent the call to the backend.
     "local drop": Scenario(
@@ -594,7 +566,7 @@ def test_parity(
             endpoints=sc.endpoints_edit,
         )
         if sc.aggregate is not None:
-            snap = _with_aggregate(snap, [f"outbound|{port}|{v}|svc" for v in sc.aggregate])
+            snap = via_aggregate(snap, [f"outbound|{port}|{v}|svc" for v in sc.aggregate])
         control_plane.set_snapshot(snap)
         boot = bootstrap_for(control_plane, node_id=f"parity/{request.node.name}")
         with pymesh.Mesh(boot, seed=7) as mesh:
@@ -639,24 +611,11 @@ SESSION_COOKIE = "svc-session"
 
 
 def _session_filter(lis: Any) -> None:
-    from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
-    from envoy.extensions.filters.network.http_connection_manager.v3 import (
-        http_connection_manager_pb2 as hcm_pb2,
+    add_http_filter(
+        lis,
+        "envoy.filters.http.stateful_session",
+        stateful_session(SESSION_COOKIE, ttl_s=60),
     )
-    from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2
-
-    state = cookie_pb2.CookieBasedSessionState()
-    state.cookie.name = SESSION_COOKIE
-    state.cookie.ttl.FromSeconds(60)
-    session = stateful_session_pb2.StatefulSession()
-    session.session_state.name = "envoy.http.stateful_session.cookie"
-    session.session_state.typed_config.Pack(state)
-    hcm = hcm_pb2.HttpConnectionManager()
-    lis.api_listener.api_listener.Unpack(hcm)
-    router = hcm.http_filters.pop()
-    hcm.http_filters.add(name="envoy.filters.http.stateful_session").typed_config.Pack(session)
-    hcm.http_filters.append(router)
-    lis.api_listener.api_listener.Pack(hcm)
 
 
 def _set_cookie(values: list[str]) -> str | None:

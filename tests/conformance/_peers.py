@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 
+import pymesh
+from pymesh.server import ROUTE_TYPE, ControlPlane, Snapshot
+from pymesh.testing import bootstrap_for
 from pymesh.testing.envoy import (  # re-exported for the conformance tests
     ENVOY_NODE,
     EnvoyProcess,
@@ -27,6 +31,7 @@ from pymesh.testing.envoy import (  # re-exported for the conformance tests
 __all__ = [
     "ECHO_METHOD",
     "ENVOY_NODE",
+    "EnvoyPair",
     "EnvoyProcess",
     "GrpcEchoBackend",
     "HttpBackend",
@@ -38,6 +43,55 @@ __all__ = [
 ]
 
 ECHO_METHOD = "/pymesh.test.Echo/Echo"
+
+
+# ------------------------------------------------------------------- Envoy and pymesh pair
+
+
+class EnvoyPair:
+    """One control plane serving Envoy (a socket listener on ``envoy_port`` for
+    reviews:9080, node "envoy") and pymesh (the api_listener, node ``node_id``)."""
+
+    def __init__(self, node_id: str, seed: int | None = None) -> None:
+        self.cp = ControlPlane().start()
+        self.envoy_port = free_port()
+        self.envoy: Any = None
+        self.mesh = pymesh.Mesh(bootstrap=bootstrap_for(self.cp, node_id), seed=seed)
+
+    def start_envoy(self) -> None:
+        """Start Envoy on the first call; wait until its listener is up."""
+        if self.envoy is None:
+            self.envoy = start_envoy(self.cp.port, "envoy")
+        self.envoy.wait_listening([self.envoy_port])
+
+    def serve_snapshot(self, snap: Snapshot) -> None:
+        """Serve ``snap`` to pymesh and its socket-listener form to Envoy; returns once
+        Envoy has acknowledged its routes."""
+        self.cp.set_snapshot(snap)
+        self.cp.set_snapshot(envoy_snapshot(snap, {"reviews:9080": self.envoy_port}), "envoy")
+        self.start_envoy()
+        self.cp.wait_for_ack(ROUTE_TYPE, snap.version, 30, "envoy")
+
+    def clients(self) -> dict[str, httpx.Client]:
+        """A client for reviews:9080 through each: {"envoy": ..., "pymesh": ...}."""
+        return {
+            "envoy": httpx.Client(
+                base_url=f"http://127.0.0.1:{self.envoy_port}",
+                headers={"host": "reviews:9080"},
+                timeout=20,
+            ),
+            "pymesh": httpx.Client(
+                base_url="http://reviews:9080",
+                transport=pymesh.MeshTransport(self.mesh),
+                timeout=20,
+            ),
+        }
+
+    def close(self) -> None:
+        self.mesh.close()
+        if self.envoy is not None:
+            self.envoy.stop()
+        self.cp.stop()
 
 
 # ---------------------------------------------------------------------------- HTTP backend

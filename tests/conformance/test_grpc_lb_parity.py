@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "grpc"))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from _backend import Backend, bootstrap
-from _edit import edited_mesh
+from _edit import add_http_filter, edited_mesh, stateful_session
 
 import pymesh
 import pymesh.grpc
@@ -105,25 +105,9 @@ def test_degraded_endpoints_are_not_used_as_by_grpcio(tmp_path: Path) -> None:
 
 
 def _session_filter(lis: Any) -> None:
-    from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
-    from envoy.extensions.filters.network.http_connection_manager.v3 import (
-        http_connection_manager_pb2 as hcm_pb2,
+    add_http_filter(
+        lis, "envoy.filters.http.stateful_session", stateful_session(COOKIE, ttl_s=60, path="/")
     )
-    from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2
-
-    state = cookie_pb2.CookieBasedSessionState()
-    state.cookie.name = COOKIE
-    state.cookie.path = "/"
-    state.cookie.ttl.FromSeconds(60)
-    session = stateful_session_pb2.StatefulSession()
-    session.session_state.name = "envoy.http.stateful_session.cookie"
-    session.session_state.typed_config.Pack(state)
-    hcm = hcm_pb2.HttpConnectionManager()
-    lis.api_listener.api_listener.Unpack(hcm)
-    router = hcm.http_filters.pop()
-    hcm.http_filters.add(name="envoy.filters.http.stateful_session").typed_config.Pack(session)
-    hcm.http_filters.append(router)
-    lis.api_listener.api_listener.Pack(hcm)
 
 
 @pytest.mark.timeout(240)

@@ -13,45 +13,20 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-from _peers import envoy_snapshot, free_port, start_envoy
+from _edit import edited_mesh, via_aggregate
+from _peers import EnvoyPair, envoy_snapshot
 
-import pymesh
-from pymesh.server import ROUTE_TYPE, ControlPlane, Snapshot
-from pymesh.testing import EchoBackend, bootstrap_for
+from pymesh.server import Snapshot
+from pymesh.testing import EchoBackend
 
 
-class Pair:
-    """One control plane serving Envoy (socket listener) and pymesh (api_listener)."""
-
+class Pair(EnvoyPair):
     def __init__(self) -> None:
-        self.cp = ControlPlane().start()
-        self.envoy_port = free_port()
-        self.envoy: Any = None
-        self.mesh = pymesh.Mesh(bootstrap=bootstrap_for(self.cp, "pymesh-lb"), seed=11)
+        super().__init__("pymesh-lb", seed=11)
 
     def serve(self, snap: Snapshot) -> None:
-        self.cp.set_snapshot(snap)
-        self.cp.set_snapshot(envoy_snapshot(snap, {"reviews:9080": self.envoy_port}), "envoy")
-        if self.envoy is None:
-            self.envoy = start_envoy(self.cp.port, "envoy")
-        self.envoy.wait_listening([self.envoy_port])
-        self.cp.wait_for_ack(ROUTE_TYPE, snap.version, 30, "envoy")
-
-    def clients(self) -> dict[str, httpx.Client]:
-        return {
-            "envoy": httpx.Client(
-                base_url=f"http://127.0.0.1:{self.envoy_port}",
-                headers={"host": "reviews:9080"},
-                timeout=20,
-            ),
-            "pymesh": httpx.Client(
-                base_url="http://reviews:9080",
-                transport=pymesh.MeshTransport(self.mesh),
-                timeout=20,
-            ),
-        }
+        self.serve_snapshot(snap)
 
     def counts(self, backends: dict[str, EchoBackend], n: int) -> dict[str, dict[str, int]]:
         """Requests each backend took out of ``n``, through Envoy and through pymesh."""
@@ -64,12 +39,6 @@ class Pair:
                     assert client.get("/lb").status_code == 200
             out[who] = {name: b.request_count for name, b in backends.items()}
         return out
-
-    def close(self) -> None:
-        self.mesh.close()
-        if self.envoy is not None:
-            self.envoy.stop()
-        self.cp.stop()
 
 
 @pytest.fixture
@@ -151,11 +120,6 @@ def test_degraded_tier_matches_envoy(pair: Pair, case: str) -> None:
 def _aggregate(leaves: dict[str, list[dict[str, Any]]]) -> Snapshot:
     """reviews:9080 routed to an aggregate cluster over one leaf per ``leaves`` entry
     (in order), each leaf a mesh-file version of the service."""
-    from envoy.config.cluster.v3 import cluster_pb2
-    from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
-
-    from pymesh.server import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE
-
     snap = _compile(
         {
             "services": {
@@ -166,27 +130,7 @@ def _aggregate(leaves: dict[str, list[dict[str, Any]]]) -> Snapshot:
             }
         }
     )
-    agg = cluster_pb2.Cluster(name="agg", lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
-    agg.connect_timeout.FromSeconds(5)
-    agg.cluster_type.name = "envoy.clusters.aggregate"
-    agg.cluster_type.typed_config.Pack(
-        aggregate_pb2.ClusterConfig(clusters=[f"outbound|9080|{v}|reviews" for v in leaves])
-    )
-    routes = []
-    for rc in snap.get(ROUTE_TYPE).values():
-        copy = type(rc)()
-        copy.CopyFrom(rc)
-        for route in copy.virtual_hosts[0].routes:
-            route.route.ClearField("weighted_clusters")
-            route.route.cluster = "agg"
-        routes.append(copy)
-    return Snapshot.of(
-        None,
-        listeners=snap.get(LISTENER_TYPE).values(),
-        routes=routes,
-        clusters=[*snap.get(CLUSTER_TYPE).values(), agg],
-        endpoints=snap.get(ENDPOINT_TYPE).values(),
-    )
+    return via_aggregate(snap, [f"outbound|9080|{v}|reviews" for v in leaves], connect_timeout_s=5)
 
 
 # leaf -> [(backend, health)]; expected shares as above.
@@ -247,7 +191,6 @@ def _slow_start_shares(
     wall-clock window), add ``new``, then count 300 requests through each side."""
     from pymesh.server import ENDPOINT_TYPE
     from pymesh.testing import push_snapshot
-    from tests._edit import edited_mesh
 
     def slow(cluster: Any) -> None:
         ss = cluster.round_robin_lb_config.slow_start_config
@@ -262,9 +205,7 @@ def _slow_start_shares(
             snap = edited_mesh(_service([backends[n].address for n in names]), cluster=slow)
             envoy = envoy_snapshot(snap, {"reviews:9080": pair.envoy_port})
             pair.cp.set_snapshot(envoy, "envoy")
-            if pair.envoy is None:
-                pair.envoy = start_envoy(pair.cp.port, "envoy")
-            pair.envoy.wait_listening([pair.envoy_port])
+            pair.start_envoy()
             pair.cp.wait_for_ack(ENDPOINT_TYPE, snap.version, 30, "envoy")
             push_snapshot(pair.cp, pair.mesh, snap, timeout=30)
 

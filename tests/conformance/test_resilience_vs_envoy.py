@@ -9,63 +9,33 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from _peers import envoy_snapshot, free_port, start_envoy
+from _peers import EnvoyPair
 
-import pymesh
-from pymesh.server import ControlPlane, compile_mesh
-from pymesh.testing import EchoBackend, bootstrap_for
+from pymesh.server import compile_mesh
+from pymesh.testing import EchoBackend
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from _edit import edited_mesh
+from _http_server import QuietHandler, ThreadedServer
 from _polling import wait_until
 
 
-class Pair:
-    """One control plane serving Envoy (socket listener) and pymesh (api_listener)."""
-
+class Pair(EnvoyPair):
     def __init__(self) -> None:
-        self.cp = ControlPlane().start()
-        self.envoy_port = free_port()
-        self.envoy: Any = None
-        self.mesh = pymesh.Mesh(bootstrap=bootstrap_for(self.cp, "pymesh-resilience"))
+        super().__init__("pymesh-resilience")
 
-    def serve(self, config: dict[str, Any], route: Any = None) -> None:
-        snap = compile_mesh(config) if route is None else edited_mesh(config, route=route)
-        self.cp.set_snapshot(snap)
-        self.cp.set_snapshot(envoy_snapshot(snap, {"reviews:9080": self.envoy_port}), "envoy")
-        if self.envoy is None:
-            self.envoy = start_envoy(self.cp.port, "envoy")
-        self.envoy.wait_listening([self.envoy_port])
-        from pymesh.server import ROUTE_TYPE
-
-        self.cp.wait_for_ack(ROUTE_TYPE, snap.version, 30, "envoy")
-
-    def clients(self) -> dict[str, httpx.Client]:
-        return {
-            "envoy": httpx.Client(
-                base_url=f"http://127.0.0.1:{self.envoy_port}",
-                headers={"host": "reviews:9080"},
-                timeout=20,
-            ),
-            "pymesh": httpx.Client(
-                base_url="http://reviews:9080",
-                transport=pymesh.MeshTransport(self.mesh),
-                timeout=20,
-            ),
-        }
-
-    def close(self) -> None:
-        self.mesh.close()
-        if self.envoy is not None:
-            self.envoy.stop()
-        self.cp.stop()
+    def serve(self, endpoints: list[str], route_edit: Any = None, **service: Any) -> None:
+        """Serve reviews:9080 on ``endpoints`` (``service``: more of its mesh-file keys;
+        ``route_edit``: an edit of its RouteConfiguration) to both."""
+        config = {"services": {"reviews": {"port": 9080, "endpoints": endpoints, **service}}}
+        self.serve_snapshot(
+            compile_mesh(config) if route_edit is None else edited_mesh(config, route=route_edit)
+        )
 
 
 @pytest.fixture
@@ -79,23 +49,16 @@ def test_retry_attempts_per_request_match_envoy(pair: Pair) -> None:
     backend = EchoBackend("flaky").start()
     try:
         pair.serve(
-            {
-                "services": {
-                    "reviews": {
-                        "port": 9080,
-                        "endpoints": [backend.address],
-                        "routes": [
-                            {
-                                "retries": {
-                                    "attempts": 3,
-                                    "on": "5xx",
-                                    "backoff": {"base": "1ms", "max": "2ms"},
-                                }
-                            }
-                        ],
+            [backend.address],
+            routes=[
+                {
+                    "retries": {
+                        "attempts": 3,
+                        "on": "5xx",
+                        "backoff": {"base": "1ms", "max": "2ms"},
                     }
                 }
-            }
+            ],
         )
         counts: dict[str, list[tuple[int, int]]] = {}
         for who, client in pair.clients().items():
@@ -119,22 +82,15 @@ def test_consecutive_5xx_ejection_count_matches_envoy(pair: Pair) -> None:
     bad = EchoBackend("bad", fail_rate=1.0).start()
     try:
         pair.serve(
-            {
-                "services": {
-                    "reviews": {
-                        "port": 9080,
-                        "endpoints": [b.address for b in [*good, bad]],
-                        "traffic_policy": {
-                            "outlier_detection": {
-                                "consecutive_5xx": 5,
-                                "interval": "30s",
-                                "base_ejection_time": "60s",
-                                "max_ejection_percent": 100,
-                            }
-                        },
-                    }
+            [b.address for b in [*good, bad]],
+            traffic_policy={
+                "outlier_detection": {
+                    "consecutive_5xx": 5,
+                    "interval": "30s",
+                    "base_ejection_time": "60s",
+                    "max_ejection_percent": 100,
                 }
-            }
+            },
         )
         seen = {}
         for who, client in pair.clients().items():
@@ -153,7 +109,7 @@ def test_consecutive_5xx_ejection_count_matches_envoy(pair: Pair) -> None:
 # -- circuit breakers: Envoy's connection pool limits ------------------------------------
 
 
-class GatedBackend:
+class GatedBackend(ThreadedServer):
     """An HTTP/1.1 keep-alive backend: ``/hold...`` requests wait until :meth:`release`;
     counts arrivals and the client connections (peers) they came on."""
 
@@ -163,9 +119,7 @@ class GatedBackend:
         self.reset()
         backend = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 with backend._lock:
                     backend.arrived += 1
@@ -179,16 +133,7 @@ class GatedBackend:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        super().__init__(Handler)
 
     def reset(self) -> None:
         with self._lock:
@@ -201,8 +146,7 @@ class GatedBackend:
 
     def close(self) -> None:
         self.release()
-        self._server.shutdown()
-        self._server.server_close()
+        super().close()
 
 
 def _breakers(pair: Pair, who: str) -> dict[str, int]:
@@ -233,21 +177,14 @@ def test_max_pending_requests_matches_envoy(pair: Pair, max_requests: int) -> No
     a = GatedBackend("a")
     try:
         pair.serve(
-            {
-                "services": {
-                    "reviews": {
-                        "port": 9080,
-                        "endpoints": [a.address],
-                        "traffic_policy": {
-                            "circuit_breakers": {
-                                "max_connections": 1,
-                                "max_pending_requests": 1,
-                                "max_requests": max_requests,
-                            }
-                        },
-                    }
+            [a.address],
+            traffic_policy={
+                "circuit_breakers": {
+                    "max_connections": 1,
+                    "max_pending_requests": 1,
+                    "max_requests": max_requests,
                 }
-            }
+            },
         )
         seen = {}
         for who, client in pair.clients().items():
@@ -285,15 +222,8 @@ def test_max_connections_is_cluster_wide_as_in_envoy(pair: Pair) -> None:
     hosts = [GatedBackend("a"), GatedBackend("b")]
     try:
         pair.serve(
-            {
-                "services": {
-                    "reviews": {
-                        "port": 9080,
-                        "endpoints": [h.address for h in hosts],
-                        "traffic_policy": {"circuit_breakers": {"max_connections": 2}},
-                    }
-                }
-            }
+            [h.address for h in hosts],
+            traffic_policy={"circuit_breakers": {"max_connections": 2}},
         )
         seen = {}
         for who, client in pair.clients().items():
@@ -340,9 +270,7 @@ class RetryAfterBackend(GatedBackend):
         self.times: list[float] = []
         backend = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 with backend._lock:
                     backend.times.append(time.monotonic())
@@ -352,9 +280,6 @@ class RetryAfterBackend(GatedBackend):
                     self.send_header("retry-after", "1")
                 self.send_header("content-length", "0")
                 self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
 
         self._server.RequestHandlerClass = Handler
 
@@ -373,18 +298,9 @@ def test_retry_after_seconds_matches_envoy(pair: Pair) -> None:
     backend = RetryAfterBackend("limited")
     try:
         pair.serve(
-            {
-                "services": {
-                    "reviews": {
-                        "port": 9080,
-                        "endpoints": [backend.address],
-                        "routes": [
-                            {"retries": {"attempts": 1, "on": "5xx", "backoff": {"base": "1ms"}}}
-                        ],
-                    }
-                }
-            },
-            route=_retry_after_seconds,
+            [backend.address],
+            routes=[{"retries": {"attempts": 1, "on": "5xx", "backoff": {"base": "1ms"}}}],
+            route_edit=_retry_after_seconds,
         )
         seen = {}
         for who, client in pair.clients().items():

@@ -10,46 +10,47 @@ from typing import Any
 
 import httpx
 import pytest
-from _peers import envoy_listener_for, free_port, start_envoy
-from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
-from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2
+from _edit import add_http_filter, stateful_session, via_aggregate
+from _peers import EnvoyPair, envoy_listener_for
 
-import pymesh
 from pymesh.call._session import decode_address
 from pymesh.server import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
-    ControlPlane,
     Snapshot,
     compile_mesh,
 )
-from pymesh.testing import EchoBackend, bootstrap_for, push_snapshot
+from pymesh.testing import EchoBackend, push_snapshot
 
 COOKIE = "pymesh-session"
 
 
-def _session(strict: bool) -> Any:
-    state = cookie_pb2.CookieBasedSessionState()
-    state.cookie.name = COOKIE
-    state.cookie.path = "/"
-    state.cookie.ttl.FromSeconds(120)
-    state.cookie.attributes.add(name="SameSite", value="Strict")
-    state.cookie.attributes.add(name="Secure")
-    s = stateful_session_pb2.StatefulSession(strict=strict)
-    s.session_state.name = "envoy.http.stateful_session.cookie"
-    s.session_state.typed_config.Pack(state)
-    return s
+def _with_filter(lis: Any, strict: bool) -> None:
+    """Put the cookie stateful-session filter before the router of ``lis``."""
+    session = stateful_session(
+        COOKIE,
+        ttl_s=120,
+        path="/",
+        strict=strict,
+        attributes=(("SameSite", "Strict"), ("Secure", "")),
+    )
+    add_http_filter(lis, "envoy.filters.http.stateful_session", session)
 
 
-def _with_filter(hcm: Any, session: Any) -> None:
-    router = hcm.http_filters.pop()
-    hcm.http_filters.add(name="envoy.filters.http.stateful_session").typed_config.Pack(session)
-    hcm.http_filters.append(router)
+def _listeners(snap: Snapshot, envoy_port: int, strict: bool) -> tuple[list[Any], Any]:
+    """Copies of ``snap``'s api_listeners, and Envoy's socket listener for reviews:9080,
+    each with the stateful session filter before the router."""
+    listeners = []
+    for lis in snap.get(LISTENER_TYPE).values():
+        copy = type(lis)()
+        copy.CopyFrom(lis)
+        _with_filter(copy, strict)
+        listeners.append(copy)
+    envoy_lis = envoy_listener_for("reviews:9080", envoy_port)
+    _with_filter(envoy_lis, strict)
+    return listeners, envoy_lis
 
 
 def _snapshots(
@@ -59,20 +60,7 @@ def _snapshots(
     stateful session filter before the router (``statuses``: the cluster's
     override_host_status)."""
     snap = compile_mesh({"services": {"reviews": {"port": 9080, "endpoints": endpoints}}})
-    listeners = []
-    for lis in snap.get(LISTENER_TYPE).values():
-        copy = type(lis)()
-        copy.CopyFrom(lis)
-        hcm = hcm_pb2.HttpConnectionManager()
-        copy.api_listener.api_listener.Unpack(hcm)
-        _with_filter(hcm, _session(strict))
-        copy.api_listener.api_listener.Pack(hcm)
-        listeners.append(copy)
-    envoy_lis = envoy_listener_for("reviews:9080", envoy_port)
-    hcm = hcm_pb2.HttpConnectionManager()
-    envoy_lis.filter_chains[0].filters[0].typed_config.Unpack(hcm)
-    _with_filter(hcm, _session(strict))
-    envoy_lis.filter_chains[0].filters[0].typed_config.Pack(hcm)
+    listeners, envoy_lis = _listeners(snap, envoy_port, strict)
     clusters = []
     for c in snap.get(CLUSTER_TYPE).values():
         copy = type(c)()
@@ -92,12 +80,9 @@ def _snapshots(
     )
 
 
-class Pair:
+class Pair(EnvoyPair):
     def __init__(self) -> None:
-        self.cp = ControlPlane().start()
-        self.envoy_port = free_port()
-        self.envoy: Any = None
-        self.mesh = pymesh.Mesh(bootstrap=bootstrap_for(self.cp, "pymesh-session"), seed=3)
+        super().__init__("pymesh-session", seed=3)
         self.backends = [EchoBackend(f"b{i}").start() for i in range(4)]
 
     def serve(
@@ -109,35 +94,16 @@ class Pair:
         ]
         mesh_snap, envoy_snap = _snapshots(endpoints, self.envoy_port, strict, statuses)
         self.cp.set_snapshot(envoy_snap, "envoy")
-        if self.envoy is None:
-            self.envoy = start_envoy(self.cp.port, "envoy")
-        self.envoy.wait_listening([self.envoy_port])
+        self.start_envoy()
         self.cp.wait_for_ack(LISTENER_TYPE, envoy_snap.version, 30, "envoy")
         self.cp.wait_for_ack(ROUTE_TYPE, envoy_snap.version, 30, "envoy")
         push_snapshot(self.cp, self.mesh, mesh_snap, timeout=30)
-
-    def clients(self) -> dict[str, httpx.Client]:
-        return {
-            "envoy": httpx.Client(
-                base_url=f"http://127.0.0.1:{self.envoy_port}",
-                headers={"host": "reviews:9080"},
-                timeout=20,
-            ),
-            "pymesh": httpx.Client(
-                base_url="http://reviews:9080",
-                transport=pymesh.MeshTransport(self.mesh),
-                timeout=20,
-            ),
-        }
 
     def address_of(self, name: str) -> str:
         return next(b.address for b in self.backends if b.name == name)
 
     def close(self) -> None:
-        self.mesh.close()
-        if self.envoy is not None:
-            self.envoy.stop()
-        self.cp.stop()
+        super().close()
         for b in self.backends:
             b.close()
 
@@ -268,9 +234,6 @@ def test_override_host_status_decides_a_degraded_endpoint_as_envoy(
 def test_an_aggregate_cluster_ignores_the_cookie_as_envoy(pair: Pair) -> None:
     """Envoy 1.40 does not pin a session routed to an aggregate cluster (the cookie is
     still set): the same cookie through both spreads over the first leaf's endpoints."""
-    from envoy.config.cluster.v3 import cluster_pb2
-    from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
-
     b = pair.backends
     snap = compile_mesh(
         {
@@ -285,43 +248,15 @@ def test_an_aggregate_cluster_ignores_the_cookie_as_envoy(pair: Pair) -> None:
             }
         }
     )
-    agg = cluster_pb2.Cluster(name="agg", lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)
-    agg.cluster_type.name = "envoy.clusters.aggregate"
-    agg.cluster_type.typed_config.Pack(
-        aggregate_pb2.ClusterConfig(
-            clusters=["outbound|9080|primary|reviews", "outbound|9080|fallback|reviews"]
-        )
-    )
-    routes = []
-    for rc in snap.get(ROUTE_TYPE).values():
-        copy = type(rc)()
-        copy.CopyFrom(rc)
-        for route in copy.virtual_hosts[0].routes:
-            route.route.ClearField("weighted_clusters")
-            route.route.cluster = "agg"
-        routes.append(copy)
-    listeners = []
-    for lis in snap.get(LISTENER_TYPE).values():
-        copy = type(lis)()
-        copy.CopyFrom(lis)
-        hcm = hcm_pb2.HttpConnectionManager()
-        copy.api_listener.api_listener.Unpack(hcm)
-        _with_filter(hcm, _session(False))
-        copy.api_listener.api_listener.Pack(hcm)
-        listeners.append(copy)
-    envoy_lis = envoy_listener_for("reviews:9080", pair.envoy_port)
-    hcm = hcm_pb2.HttpConnectionManager()
-    envoy_lis.filter_chains[0].filters[0].typed_config.Unpack(hcm)
-    _with_filter(hcm, _session(False))
-    envoy_lis.filter_chains[0].filters[0].typed_config.Pack(hcm)
+    snap = via_aggregate(snap, ["outbound|9080|primary|reviews", "outbound|9080|fallback|reviews"])
+    listeners, envoy_lis = _listeners(snap, pair.envoy_port, strict=False)
     rest = {
-        "routes": routes,
-        "clusters": [*snap.get(CLUSTER_TYPE).values(), agg],
+        "routes": snap.get(ROUTE_TYPE).values(),
+        "clusters": snap.get(CLUSTER_TYPE).values(),
         "endpoints": snap.get(ENDPOINT_TYPE).values(),
     }
     pair.cp.set_snapshot(Snapshot.of("agg", listeners=[envoy_lis], **rest), "envoy")
-    pair.envoy = start_envoy(pair.cp.port, "envoy")
-    pair.envoy.wait_listening([pair.envoy_port])
+    pair.start_envoy()
     pair.cp.wait_for_ack(ROUTE_TYPE, "agg", 30, "envoy")
     push_snapshot(pair.cp, pair.mesh, Snapshot.of("agg", listeners=listeners, **rest))
     cookie = base64.b64encode(pair.address_of("b0").encode()).decode()

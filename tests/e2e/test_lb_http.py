@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from _edit import via_aggregate
 
 import pymesh
 from pymesh.testing import EchoBackend
@@ -133,17 +134,7 @@ def test_panic_mode_uses_every_host(
 def _aggregate_snapshot(primary: list[dict[str, Any]], fallback: list[dict[str, Any]]) -> Any:
     """reviews:9080 routed to an aggregate cluster [primary, fallback] (not in the mesh
     file: built from its compiled clusters)."""
-    from envoy.config.cluster.v3 import cluster_pb2
-    from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
-
-    from pymesh.server import (
-        CLUSTER_TYPE,
-        ENDPOINT_TYPE,
-        LISTENER_TYPE,
-        ROUTE_TYPE,
-        Snapshot,
-        compile_mesh,
-    )
+    from pymesh.server import compile_mesh
 
     snap = compile_mesh(
         {
@@ -158,29 +149,7 @@ def _aggregate_snapshot(primary: list[dict[str, Any]], fallback: list[dict[str, 
             }
         }
     )
-    agg = cluster_pb2.Cluster(name="agg")
-    agg.cluster_type.name = "envoy.clusters.aggregate"
-    agg.cluster_type.typed_config.Pack(
-        aggregate_pb2.ClusterConfig(
-            clusters=["outbound|9080|primary|reviews", "outbound|9080|fallback|reviews"]
-        )
-    )
-    agg.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
-    routes = []
-    for rc in snap.get(ROUTE_TYPE).values():
-        copy = type(rc)()
-        copy.CopyFrom(rc)
-        for route in copy.virtual_hosts[0].routes:
-            route.route.ClearField("weighted_clusters")
-            route.route.cluster = "agg"
-        routes.append(copy)
-    return Snapshot.of(
-        None,
-        listeners=snap.get(LISTENER_TYPE).values(),
-        routes=routes,
-        clusters=[*snap.get(CLUSTER_TYPE).values(), agg],
-        endpoints=snap.get(ENDPOINT_TYPE).values(),
-    )
+    return via_aggregate(snap, ["outbound|9080|primary|reviews", "outbound|9080|fallback|reviews"])
 
 
 def test_aggregate_cluster_fails_over_to_the_next_leaf(

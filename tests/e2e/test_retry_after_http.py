@@ -9,19 +9,19 @@ import email.utils
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 from _edit import edited_mesh
+from _http_server import QuietHandler, ThreadedServer
 
 import pymesh
 from pymesh.server import ControlPlane
 from pymesh.testing import push_snapshot
 
 
-class LimitedBackend:
+class LimitedBackend(ThreadedServer):
     """Answers the first request 503 with ``Retry-After: retry_after()``, then 200;
     records when each request arrived."""
 
@@ -30,9 +30,7 @@ class LimitedBackend:
         lock = threading.Lock()
         backend = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 with lock:
                     backend.arrivals.append(time.monotonic())
@@ -43,20 +41,7 @@ class LimitedBackend:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
 
 
 def _rate_limited(rc: Any) -> None:

@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from _backend import CHAT, ECHO, SPLIT, Backend, bootstrap
-from _edit import edited_mesh
+from _edit import add_http_filter, edited_mesh, stateful_session
 
 import pymesh
 import pymesh.grpc
@@ -27,22 +27,7 @@ COOKIE = "s"
 
 
 def _session_filter(lis: Any) -> None:
-    from envoy.extensions.filters.http.stateful_session.v3 import stateful_session_pb2
-    from envoy.extensions.filters.network.http_connection_manager.v3 import (
-        http_connection_manager_pb2 as hcm_pb2,
-    )
-    from envoy.extensions.http.stateful_session.cookie.v3 import cookie_pb2
-
-    state = cookie_pb2.CookieBasedSessionState()
-    state.cookie.name = COOKIE
-    session = stateful_session_pb2.StatefulSession()
-    session.session_state.typed_config.Pack(state)
-    hcm = hcm_pb2.HttpConnectionManager()
-    lis.api_listener.api_listener.Unpack(hcm)
-    router = hcm.http_filters.pop()
-    hcm.http_filters.add(name="envoy.filters.http.stateful_session").typed_config.Pack(session)
-    hcm.http_filters.append(router)
-    lis.api_listener.api_listener.Pack(hcm)
+    add_http_filter(lis, "envoy.filters.http.stateful_session", stateful_session(COOKIE))
 
 
 def _named(metadata: Any) -> str | None:
