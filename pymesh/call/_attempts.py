@@ -22,7 +22,7 @@ from collections.abc import Callable, Container
 from pymesh._mesh import ListenerState
 from pymesh.call._admit import Reply, Ticket, admit
 from pymesh.call._plan import LocalReply, Plan, aggregate_target
-from pymesh.call._session import OverridePicker, override_endpoint
+from pymesh.call._session import OverridePicker, session_picker
 from pymesh.lb import Picker
 from pymesh.lb._aggregate import LevelPicker
 from pymesh.resilience import CircuitBreaker, Outcome
@@ -154,13 +154,9 @@ class Attempts:
                 and (self.grpc or not plan.runtime.leaf_clusters)
                 and not (avoid and session.address in avoid)
             ):
-                outlier = rt.outlier
-                ejected = outlier.ejected if outlier is not None else frozenset()
-                cluster = rt.cluster
-                statuses = cluster.override_host_status if cluster is not None else None
-                ep = override_endpoint(rt.by_address, ejected, session.address, self.grpc, statuses)
-                if ep is not None:
-                    picker = OverridePicker(ep, picker if picker is not None else rt.picker)
+                override = session_picker(rt, session.address, picker, self.grpc)
+                if override is not None:
+                    picker = override
                 elif session.config.strict:
                     why = f"stateful session endpoint {session.address} is not available"
                     return self._give_back(retry_slot, "UH", why)

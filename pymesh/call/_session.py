@@ -24,7 +24,7 @@ import binascii
 import time
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import (  # type: ignore[import-untyped, unused-ignore]
     descriptor_pb2,
@@ -34,6 +34,9 @@ from google.protobuf import (  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
 
 from pymesh.routing import RouteDecision
+
+if TYPE_CHECKING:
+    from pymesh._upstream import ClusterRuntime
 from pymesh.xds.resources.endpoint import Endpoint
 from pymesh.xds.resources.session import StatefulSession, StatefulSessionPerRoute
 
@@ -265,3 +268,24 @@ def override_endpoint(
     if statuses is None:
         statuses = GRPC_OVERRIDE_STATUSES if grpc else HTTP_OVERRIDE_STATUSES
     return ep if ep.health in statuses else None
+
+
+def session_picker(
+    rt: ClusterRuntime, address: str, base: Any, grpc: bool
+) -> OverridePicker | None:
+    """The picker that sends a request to its session's endpoint ``address`` in cluster
+    ``rt`` (``base``: the picker it replaces, None for the cluster's own), or None when
+    that endpoint may not take it (:func:`override_endpoint`: the cluster's override
+    statuses, outlier ejection)."""
+    outlier = rt.outlier
+    cluster = rt.cluster
+    ep = override_endpoint(
+        rt.by_address,
+        outlier.ejected if outlier is not None else frozenset(),
+        address,
+        grpc,
+        cluster.override_host_status if cluster is not None else None,
+    )
+    if ep is None:
+        return None
+    return OverridePicker(ep, base if base is not None else rt.picker)
