@@ -158,6 +158,14 @@ class ControlPlane:
         (then the type is not resent)."""
         return self.cache.type_version(version, type_url, node_id)
 
+    def versions_of(
+        self, version: str, type_url: str, node_id: str | None = None
+    ) -> frozenset[str]:
+        """The version strings under which a client holds snapshot ``version``'s
+        ``type_url``: ``version`` itself, and the version the type was sent at when that
+        snapshot left it unchanged (:meth:`type_version`). What ACK/NACK waits match."""
+        return frozenset((version, self.cache.type_version(version, type_url, node_id)))
+
     @property
     def acks(self) -> list[AckRecord]:
         """Every ACK received so far (a copy)."""
@@ -182,7 +190,7 @@ class ControlPlane:
         """Block until a client ACKs ``version`` of ``type_url`` (from ``node_id`` if given).
 
         ``version`` is a snapshot's: when that snapshot left ``type_url`` as it was, the ACK
-        of the version it was last sent at counts (:meth:`type_version`).
+        of the version it was last sent at counts (:meth:`versions_of`).
 
         With ``not_found``, only an ACK of a response that reported exactly those names as
         NOT_FOUND counts. Raises TimeoutError, mentioning NACKs seen meanwhile, when none
@@ -192,9 +200,7 @@ class ControlPlane:
         missing = None if not_found is None else frozenset(not_found)
 
         def ready() -> bool:
-            # A type the snapshot did not change is not sent again: its ACK is of the
-            # version it was sent at (see Served).
-            sent_at = {version, self.cache.type_version(version, type_url, node_id)}
+            sent_at = self.versions_of(version, type_url, node_id)
             found[:] = [
                 a
                 for a in self._records.acks

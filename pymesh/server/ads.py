@@ -184,10 +184,10 @@ class SotwStream:
         if served is None:
             return None
         subscription = (st.wildcard, st.names)
-        if st.sent_subscription == subscription and st.sent_version == served.type_version(url):
+        version = served.type_version(url)
+        if st.sent_subscription == subscription and st.sent_version == version:
             return None  # nothing new for this client: ACK/NACK of the current state
         snap = served.snapshot
-        version = served.type_version(url)
         resources = _select(snap, url, None if st.wildcard else st.names)
         st.sent_version, st.sent_subscription = version, subscription
         st.sent_not_found = frozenset(n for n in st.names if n not in snap.get(url))

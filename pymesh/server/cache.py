@@ -44,13 +44,14 @@ class Served:
         when this type did not change)."""
         v = self._versions.get(type_url)
         if v is None:
-            v = self.snapshot.version
             prev = self._previous
-            if prev is not None and prev.snapshot is not self.snapshot:
-                if prev.snapshot.type_digest(type_url) == self.snapshot.type_digest(type_url):
-                    v = prev.type_version(type_url)
-            elif prev is not None:
+            if prev is not None and (
+                prev.snapshot is self.snapshot
+                or prev.snapshot.type_digest(type_url) == self.snapshot.type_digest(type_url)
+            ):
                 v = prev.type_version(type_url)
+            else:
+                v = self.snapshot.version
             self._versions[type_url] = v
         return v
 

@@ -281,7 +281,7 @@ class FuzzRun:
         deadline = time.monotonic() + timeout
         # A mutant equal to what the client already holds is not sent again: the answer
         # is the one the version it was sent at got.
-        sent_at = {version, self.cp.type_version(version, type_url, self.node_id)}
+        sent_at = self.cp.versions_of(version, type_url, self.node_id)
         while time.monotonic() < deadline:
             for n in self.cp.nacks:
                 if n.type_url == type_url and n.version in sent_at and n.node_id == self.node_id:

@@ -91,9 +91,8 @@ def _settled(control_plane: ControlPlane, mesh: Mesh, version: str) -> bool:
     for r in mesh.config_dump()["resources"]:
         if r["status"] == "REQUESTED":
             return False
-        if r["status"] == "ACKED" and r["version"] not in (
-            version,
-            control_plane.type_version(version, r["type_url"], mesh.node_id),
+        if r["status"] == "ACKED" and r["version"] not in control_plane.versions_of(
+            version, r["type_url"], mesh.node_id
         ):
             return False
     return True
