@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 from pymesh._gil import pause
@@ -56,17 +57,41 @@ def _at(locality_path: str, index: int, field: str = "") -> str:
 
 
 _SOCKET = "endpoint.address.socket_address"
-_PLAIN_TYPES: list[dict[str, frozenset[int] | None]] = []
 
 
-def _plain_types(lb_endpoint: Any) -> list[dict[str, frozenset[int] | None]]:
-    """The plain fields of LbEndpoint, Endpoint, Address and SocketAddress (once)."""
+@dataclass(frozen=True, slots=True)
+class _Plain:
+    """What the field table says of an endpoint list, worked out once (see
+    :func:`_check_fields`)."""
+
+    #: The plain fields of LbEndpoint, Endpoint, Address and SocketAddress.
+    types: tuple[dict[str, frozenset[int] | None], ...]
+    #: The only enums the table restricts are health_status and protocol, which are
+    #: checked per endpoint: a merged list that is plain proves every endpoint plain.
+    mergeable: bool
+    #: The health statuses the table honours; None: all of them.
+    healths: frozenset[str] | None
+
+
+#: The one :class:`_Plain`, once computed (tests empty it to make it be computed again).
+_PLAIN_TYPES: list[_Plain] = []
+
+
+def _plain_types(lb_endpoint: Any) -> _Plain:
     d = lb_endpoint.DESCRIPTOR
     ep = d.fields_by_name["endpoint"].message_type
     address = ep.fields_by_name["address"].message_type
     socket_address = address.fields_by_name["socket_address"].message_type
-    _PLAIN_TYPES[:] = [plain_fields(t) for t in (d, ep, address, socket_address)]
-    return _PLAIN_TYPES
+    types = tuple(plain_fields(t) for t in (d, ep, address, socket_address))
+    restricted = {(i, f) for i, p in enumerate(types) for f, v in p.items() if v is not None}
+    healths = types[0].get("health_status")
+    plain = _Plain(
+        types,
+        restricted <= {(0, "health_status"), (3, "protocol")},
+        None if healths is None else frozenset(_HEALTH[n] for n in healths if n in _HEALTH),
+    )
+    _PLAIN_TYPES[:] = [plain]
+    return plain
 
 
 def _endpoint(ctx: Ctx, msg: Any, locality_path: str, index: int, ip_only: bool) -> Endpoint:
@@ -143,18 +168,16 @@ def _check_fields(
     merged = type(lb_endpoints[0])()
     for e in lb_endpoints:
         merged.MergeFrom(e)
-    plain = _PLAIN_TYPES or _plain_types(merged)
-    restricted = {(i, f) for i, p in enumerate(plain) for f, v in p.items() if v is not None}
-    healths = plain[0].get("health_status")
-    allowed = {_HEALTH[n] for n in healths or () if n in _HEALTH}
+    plain = _PLAIN_TYPES[0] if _PLAIN_TYPES else _plain_types(merged)
+    healths, types = plain.healths, plain.types
     ep = merged.endpoint
     if (
-        restricted <= {(0, "health_status"), (3, "protocol")}
-        and (healths is None or all(e.health in allowed for e in parsed))
-        and is_plain(merged, plain[0])
-        and is_plain(ep, plain[1])
-        and is_plain(ep.address, plain[2])
-        and is_plain(ep.address.socket_address, plain[3])
+        plain.mergeable
+        and (healths is None or all(e.health in healths for e in parsed))
+        and is_plain(merged, types[0])
+        and is_plain(ep, types[1])
+        and is_plain(ep.address, types[2])
+        and is_plain(ep.address.socket_address, types[3])
     ):
         return
     for i, e in enumerate(lb_endpoints):
