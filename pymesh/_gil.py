@@ -25,7 +25,8 @@ _next = 0.0
 
 
 def pause() -> None:
-    """Release the GIL if ``SLICE`` has passed since the last release (or first call)."""
+    """Release the GIL if ``SLICE`` has passed since the last release. A first call, or
+    one after more than a second without any, only starts the clock."""
     global _next
     now = _perf()
     if now >= _next:
