@@ -13,11 +13,13 @@ their own processes; this process is only the client. Measured, per server mode:
 - request stalls: sequential real requests to an already warm service during the load,
   against the same number of requests just before it (the baseline, same run): p50 and
   max latency of each;
-- EDS (pymesh mode): a 10 000-endpoint ClusterLoadAssignment, from the server handing
-  the snapshot to its stream to the client having applied it, and the other service's
-  request stalls meanwhile. Only EDS is sent (the server resends only the types a
-  snapshot changed); the SotW EDS response carries every subscribed assignment again,
-  and unchanged ones are not decoded twice.
+- EDS (pymesh mode): a 10 000-endpoint ClusterLoadAssignment, from the server's stream
+  handing the response to grpc (send) to the client having applied it, and the other
+  service's request stalls meanwhile; also how long the server took from the new
+  snapshot to that send (``snapshot_to_written_ms``, its own work, not the client's).
+  Only EDS is sent (the server resends only the types a snapshot changed); the SotW EDS
+  response carries every subscribed assignment again, and unchanged ones are not
+  decoded twice.
 
 ``--gc-freeze`` calls ``gc.collect(); gc.freeze()`` after the subscriptions, before the
 EDS update, as an application with a large, stable config may (docs/performance.md): it
@@ -83,14 +85,17 @@ class Prober:
         self.client, self.url = client, url
         self.phase = "idle"
         self.samples: dict[str, list[float]] = {}
+        #: When each sample's request started (time.time()), per phase.
+        self.started: dict[str, list[float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="prober")
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            t0 = time.perf_counter()
+            start, t0 = time.time(), time.perf_counter()
             self.client.get(self.url)
             self.samples.setdefault(self.phase, []).append(time.perf_counter() - t0)
+            self.started.setdefault(self.phase, []).append(start)
 
     def __enter__(self) -> Prober:
         self._thread.start()
@@ -106,8 +111,18 @@ class Prober:
         while len(self.samples.get("baseline", [])) < n:
             time.sleep(0.01)
 
-    def summary(self, phase: str) -> dict[str, float]:
-        xs = self.samples.get(phase, [])
+    def summary(
+        self, phase: str, since: float = 0.0, until: float = float("inf")
+    ) -> dict[str, float]:
+        """n, p50 and max of ``phase``'s requests that were under way at some time
+        between ``since`` and ``until`` (time.time())."""
+        # strict=False: the prober thread may be between its two appends.
+        samples, started = self.samples.get(phase, []), self.started.get(phase, [])
+        xs = [
+            dt
+            for dt, start in zip(samples, started, strict=False)
+            if start <= until and start + dt >= since
+        ]
         return {"n": len(xs), "p50_ms": pct(xs, 0.5) * 1e3, "max_ms": max(xs) * 1e3}
 
 
@@ -212,19 +227,25 @@ def eds_update(
     prober.phase = "eds"
     proc.stdin.write(f"eds {n}\n")
     proc.stdin.flush()
-    sent = float(proc.stdout.readline().split()[1])
+    # "sent" (snapshot handed to the server) and "written" (its EDS response handed to
+    # grpc), in whichever order the server's two threads print them.
+    stamps = dict(proc.stdout.readline().split() for _ in range(2))
+    sent, written = float(stamps["sent"]), float(stamps["written"])
     assert applied.wait(120), "the EDS update never arrived"
     time.sleep(0.2)
     client._apply = original  # type: ignore[method-assign]
     return {
         "endpoints": n,
-        "send_to_applied_ms": round((stamp[0] - sent) * 1e3, 1),
+        "send_to_applied_ms": round((stamp[0] - written) * 1e3, 1),
+        "snapshot_to_written_ms": round((written - sent) * 1e3, 1),
         "responses_ms_after_send": [
-            (t, round((a - sent) * 1e3, 1), round((b - sent) * 1e3, 1)) for t, a, b in handled
+            (t, round((a - written) * 1e3, 1), round((b - written) * 1e3, 1)) for t, a, b in handled
         ],
         "decodes_skipped": mesh.xds_stats.decodes_skipped - skipped,
         "baseline": prober.summary("eds_baseline"),
-        "during": prober.summary("eds"),
+        # Requests under way while the client received, decoded and applied the update
+        # (not those of the seconds the server spends compiling the new snapshot).
+        "during": prober.summary("eds", since=written, until=stamp[0]),
         "gc_pauses": PAUSES.take(),
     }
 
