@@ -121,11 +121,11 @@ class ClusterRuntime:
                     for a in self.addresses - previous:
                         joined[a] = now
                     self.joined = joined
-                self.localities = {
-                    ep.address: str(loc.locality)
-                    for loc in cc.endpoints.localities
-                    for ep in loc.endpoints
-                }
+                localities: dict[str, str] = {}
+                for loc in cc.endpoints.localities:  # a name per locality, not per host
+                    name = str(loc.locality)
+                    localities.update(dict.fromkeys([e.address for e in loc.endpoints], name))
+                self.localities = localities
             addresses = self.addresses
         # Outside our lock: the detector calls _on_ejected (which takes our lock) while
         # holding its own, so our lock is never held while waiting for the detector's.

@@ -250,7 +250,7 @@ def make_chooser(
         return WeightedRoundRobin(hosts, rng, ramp)
     if name == "random":
         return RandomChoice(hosts, rng)
-    per_host = tuple(states.get_or_create(h.address) for h in hosts)
+    per_host = states.for_hosts(hosts)
     if name == "least_request":
         return LeastRequest(hosts, per_host, policy, rng, ramp)
     if name == "peak_ewma":

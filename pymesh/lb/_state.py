@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pymesh._gil import pause
+
+if TYPE_CHECKING:
+    from pymesh.xds.resources.endpoint import Endpoint
 
 #: Default decay window of the peak-EWMA latency estimate (seconds), as Finagle/Linkerd.
 DEFAULT_DECAY_TIME = 10.0
@@ -234,6 +239,24 @@ class EndpointStates(Mapping[str, EndpointState]):
                 address, EndpointState(address, decay_time=self.decay_time, clock=self.clock)
             )
         return state
+
+    def for_hosts(self, hosts: Iterable[Endpoint]) -> tuple[EndpointState, ...]:
+        """:meth:`get_or_create` for each of ``hosts``, in order (one loop for a
+        10 000-host picker, not a call per host)."""
+        get, setdefault = self._states.get, self._states.setdefault
+        decay_time, clock = self.decay_time, self.clock
+        out = []
+        for i, h in enumerate(hosts):
+            if not i & 127:
+                pause()  # on the xDS thread, building a 10 000-host picker: let requests run
+            state = get(h.address)
+            if state is None:
+                address = h.address
+                state = setdefault(
+                    address, EndpointState(address, decay_time=decay_time, clock=clock)
+                )
+            out.append(state)
+        return tuple(out)
 
     def set_decay_time(self, decay_time: float) -> None:
         """Use ``decay_time`` (the cluster's peak-EWMA setting) for all endpoints."""

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
+import pytest
 from _resbuild import cla, invalid
 from envoy.config.core.v3 import health_check_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pymesh.xds.resources.endpoint import (
     DropOverload,
@@ -134,3 +140,84 @@ def test_empty_assignment_and_name() -> None:
 
     assert parse(endpoint_pb2.ClusterLoadAssignment(cluster_name="e")).localities == ()
     invalid(parse, endpoint_pb2.ClusterLoadAssignment(), "cluster_name")
+
+
+# The parser reads a long endpoint list in one fast loop that reads only what the list
+# sets (pymesh.xds.resources._parse_endpoint._endpoints) and hands an endpoint that looks
+# wrong to the one-endpoint parser for its error. Whatever an endpoint sets, and wherever
+# it stands in the list, the result must be what that endpoint parsed alone gives.
+
+_BAD_ENDPOINTS: dict[str, tuple[str, str]] = {
+    # what is wrong: (the field the NACK names, below lb_endpoints[i], a word of the reason)
+    "named endpoint": ("endpoint", "named endpoints"),
+    "pipe address": ("endpoint.address", "socket_address"),
+    "empty address": ("endpoint.address.socket_address.address", "empty"),
+    "host name": ("endpoint.address.socket_address.address", "STRICT_DNS"),
+    "named port": ("endpoint.address.socket_address.port_value", "named_port"),
+    "port 0": ("endpoint.address.socket_address.port_value", "1..65535"),
+    "udp": ("endpoint.address.socket_address.protocol", "TCP"),
+    "unknown health": ("health_status", "unknown health_status"),
+    "weight 0": ("load_balancing_weight", "greater than 0"),
+}
+
+
+def _spoil(ep: Any, what: str) -> None:
+    sa = ep.endpoint.address.socket_address
+    if what == "named endpoint":
+        ep.endpoint_name = "named"
+    elif what == "pipe address":
+        ep.endpoint.address.pipe.path = "envoy.sock"
+    elif what == "empty address":
+        sa.address = ""
+    elif what == "host name":
+        sa.address = "pod.example"
+    elif what == "named port":
+        sa.named_port = "http"
+    elif what == "port 0":
+        sa.port_value = 0
+    elif what == "udp":
+        sa.protocol = 1
+    elif what == "unknown health":
+        ep.health_status = 42
+    else:
+        ep.load_balancing_weight.value = 0
+
+
+def _mixed(n: int, seed: int) -> Any:
+    """A list of ``n`` valid endpoints, some with weights, health, host names, IPv6."""
+    rng = random.Random(seed)
+    m = cla("c", *range(1, n + 1))
+    for i, ep in enumerate(m.endpoints[0].lb_endpoints):
+        if rng.random() < 0.3:
+            ep.load_balancing_weight.value = rng.randint(1, 9)
+        if rng.random() < 0.3:
+            ep.health_status = rng.choice([0, 1, 2, 3, 4, 5])
+        if rng.random() < 0.2:
+            ep.endpoint.hostname = f"pod-{i}"
+        if rng.random() < 0.2:
+            ep.endpoint.address.socket_address.address = f"fd00::{i + 1:x}"
+    return m
+
+
+@pytest.mark.parametrize("what", sorted(_BAD_ENDPOINTS))
+@pytest.mark.parametrize("n", [1, 2, 65, 300])
+def test_a_bad_endpoint_anywhere_in_a_long_list_is_named_by_its_index(n: int, what: str) -> None:
+    field, reason = _BAD_ENDPOINTS[what]
+    for index in sorted({0, n // 2, n - 1}):
+        m = _mixed(n, seed=index)
+        _spoil(m.endpoints[0].lb_endpoints[index], what)
+        invalid(parse, m, f"endpoints[0].lb_endpoints[{index}].{field}", reason=reason)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(n=st.integers(1, 200), seed=st.integers(0, 2**16))
+def test_a_long_list_parses_as_each_endpoint_alone(n: int, seed: int) -> None:
+    m = _mixed(n, seed)
+    whole = parse(m).endpoints
+    alone = []
+    for ep in m.endpoints[0].lb_endpoints:
+        single = cla("c")
+        single.endpoints[0].lb_endpoints[0].CopyFrom(ep)
+        alone.extend(parse(single).endpoints)
+    assert whole == tuple(alone)
+    assert [e.address for e in whole] == [e.address for e in alone]
