@@ -12,7 +12,10 @@ their own processes; this process is only the client. Measured, per server mode:
 - client RSS growth (after, and peak) over the warm process;
 - request stalls: sequential real requests to an already warm service during the load,
   against the same number of requests just before it (the baseline, same run): p50 and
-  max latency of each;
+  max latency of each, and the max of those no full (gen2) collection ran into (what
+  pymesh's own work costs a request; CPython's full collections stop every thread);
+- full collections: tracked objects and the time of one ``gc.collect()`` in the warm
+  process before the load and with every service's config live after it;
 - EDS (pymesh mode): a 10 000-endpoint ClusterLoadAssignment, from the server's stream
   handing the response to grpc (send) to the client having applied it, and the other
   service's request stalls meanwhile; also how long the server took from the new
@@ -53,26 +56,36 @@ HERE = Path(__file__).resolve().parent
 
 
 class GcPauses:
-    """The longest pause of each garbage-collector generation (gc.callbacks)."""
+    """The longest pause of each garbage-collector generation (gc.callbacks), and when
+    each full (gen2) collection ran."""
 
     def __init__(self) -> None:
         self.longest = [0.0, 0.0, 0.0]
         self.count = [0, 0, 0]
+        #: (start, end) of every full collection, time.time(); kept for the whole run.
+        self.full: list[tuple[float, float]] = []
         self._t0 = 0.0
+        self._wall0 = 0.0
         gc.callbacks.append(self._cb)
 
     def _cb(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._t0 = time.perf_counter()
+            self._t0, self._wall0 = time.perf_counter(), time.time()
             return
         gen = info["generation"]
         self.count[gen] += 1
         self.longest[gen] = max(self.longest[gen], time.perf_counter() - self._t0)
+        if gen == 2:
+            self.full.append((self._wall0, time.time()))
 
     def take(self) -> dict[str, Any]:
         out = {"gen2_count": self.count[2], "longest_ms": [round(x * 1e3, 1) for x in self.longest]}
         self.longest, self.count = [0.0, 0.0, 0.0], [0, 0, 0]
         return out
+
+    def overlaps_full(self, start: float, end: float) -> bool:
+        """Whether a full collection ran between ``start`` and ``end`` (time.time())."""
+        return any(a <= end and b >= start for a, b in self.full)
 
 
 PAUSES = GcPauses()
@@ -118,12 +131,28 @@ class Prober:
         between ``since`` and ``until`` (time.time())."""
         # strict=False: the prober thread may be between its two appends.
         samples, started = self.samples.get(phase, []), self.started.get(phase, [])
-        xs = [
-            dt
+        spans = [
+            (start, dt)
             for dt, start in zip(samples, started, strict=False)
             if start <= until and start + dt >= since
         ]
-        return {"n": len(xs), "p50_ms": pct(xs, 0.5) * 1e3, "max_ms": max(xs) * 1e3}
+        xs = [dt for _, dt in spans]
+        # What pymesh's own work costs a request, apart from CPython's full collections
+        # (which stop every thread for time proportional to the whole heap).
+        outside = [dt for start, dt in spans if not PAUSES.overlaps_full(start, start + dt)]
+        return {
+            "n": len(xs),
+            "p50_ms": round(pct(xs, 0.5) * 1e3, 2),
+            "max_ms": round(max(xs) * 1e3, 1),
+            "max_ms_outside_full_gc": round(max(outside, default=0.0) * 1e3, 1),
+        }
+
+
+def full_collection() -> dict[str, float]:
+    """The tracked objects now, and how long one full collection of them takes."""
+    t0 = time.perf_counter()
+    gc.collect()
+    return {"tracked": len(gc.get_objects()), "ms": round((time.perf_counter() - t0) * 1e3, 1)}
 
 
 def start_server(mode: str, services: int, backend: str) -> tuple[subprocess.Popen[str], int]:
@@ -150,6 +179,7 @@ def run(
         ):
             client.get("http://svc0:9080/", timeout=60)  # warm: one service, connections
             with Prober(client, "http://svc0:9080/") as prober:
+                out["full_gc_before"] = full_collection()
                 prober.baseline(300)
                 rss0, _ = rss_mb()
                 prober.phase = "subscribe"
@@ -170,6 +200,7 @@ def run(
                 out["baseline"] = prober.summary("baseline")
                 out["during_subscribe"] = prober.summary("subscribe")
                 out["gc_pauses_subscribe"] = PAUSES.take()
+                out["full_gc_after"] = full_collection()
                 if mode == "pymesh" and eds_endpoints:
                     if freeze:
                         gc.collect()
@@ -213,11 +244,12 @@ def eds_update(
     original = client._apply
 
     def timed(ts: Any, *args: Any) -> Any:
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.thread_time()
         try:
             return original(ts, *args)
         finally:
-            handled.append((ts.type_url.rsplit(".", 1)[-1], t0, time.time()))
+            cpu = time.thread_time() - cpu0
+            handled.append((ts.type_url.rsplit(".", 1)[-1], t0, time.time(), cpu))
 
     client._apply = timed  # type: ignore[method-assign]
     assert proc.stdin is not None and proc.stdout is not None
@@ -238,8 +270,11 @@ def eds_update(
         "endpoints": n,
         "send_to_applied_ms": round((stamp[0] - written) * 1e3, 1),
         "snapshot_to_written_ms": round((written - sent) * 1e3, 1),
+        # Per response: its type, when its decode-and-apply started and ended (ms after
+        # the send), and the CPU time the xDS thread spent on it (ms).
         "responses_ms_after_send": [
-            (t, round((a - written) * 1e3, 1), round((b - written) * 1e3, 1)) for t, a, b in handled
+            (t, round((a - written) * 1e3, 1), round((b - written) * 1e3, 1), round(c * 1e3, 1))
+            for t, a, b, c in handled
         ],
         "decodes_skipped": mesh.xds_stats.decodes_skipped - skipped,
         "baseline": prober.summary("eds_baseline"),

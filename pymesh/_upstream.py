@@ -164,7 +164,9 @@ class ClusterRuntime:
             joined=joined,
         )
         grpc_picker = picker
-        if any(e.health == "DEGRADED" for e in self.endpoints.endpoints):
+        # Only a usable DEGRADED host makes the pickers differ (an ejected one is out of
+        # both): the picker's own counts say whether there is one.
+        if any(c.degraded for c in picker.level_counts):
             grpc_picker = build_picker(
                 self.cluster,
                 self.endpoints,

@@ -26,6 +26,7 @@ import random
 import time
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 
 from pymesh.lb._edf import Edf
 from pymesh.lb._hashing import (
@@ -54,6 +55,7 @@ from pymesh.xds.resources.endpoint import (
 )
 
 _U64 = (1 << 64) - 1
+_weight = attrgetter("weight")  # sum(map(_weight, hosts)): no Python frame per host
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,10 +521,10 @@ def build_picker(
         LevelCounts(
             len(lv.hosts),
             len(lv.healthy),
-            sum(e.weight for e in lv.hosts),
-            sum(e.weight for e in lv.healthy),
+            sum(map(_weight, lv.hosts)),
+            sum(map(_weight, lv.healthy)),
             len(lv.degraded),
-            sum(e.weight for e in lv.degraded),
+            sum(map(_weight, lv.degraded)),
         )
         for lv in levels
     )

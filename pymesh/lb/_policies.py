@@ -10,6 +10,7 @@ import itertools
 import random
 import time
 from collections.abc import Callable, Mapping
+from operator import attrgetter
 from typing import Protocol
 
 from pymesh.lb._edf import Edf
@@ -31,10 +32,11 @@ class _Empty:
 
 
 EMPTY: HostChooser = _Empty()
+_weight = attrgetter("weight")
 
 
 def _equal_weights(hosts: tuple[Endpoint, ...]) -> bool:
-    return all(h.weight == hosts[0].weight for h in hosts)
+    return len(set(map(_weight, hosts))) == 1  # no Python frame per host
 
 
 def _below(rng: random.Random) -> Callable[[int], int]:

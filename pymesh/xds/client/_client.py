@@ -626,14 +626,18 @@ class XdsClient:
         errors: list[str] = []
         carried: set[str] = set()
         decoded: dict[tuple[str, bytes], _Decoded] = {}
-        for any_msg, res_version in items:
-            pause()  # let requests run (see pymesh._gil)
+        before = ts.decoded
+        skipped = 0
+        for i, (any_msg, res_version) in enumerate(items):
             key = (any_msg.type_url, any_msg.value)
-            result = ts.decoded.get(key)
+            result = before.get(key)
             if result is None:
+                pause()  # let requests run (see pymesh._gil)
                 result = self._decode_one(type_url, any_msg, res_version)
             else:
-                self.stats.decodes_skipped += 1
+                skipped += 1
+                if not i & 63:
+                    pause()
             decoded[key] = result
             name, value, err = result
             if name:
@@ -647,6 +651,7 @@ class XdsClient:
         # Only the last response's resources are remembered: bounded by one response
         # (SotW re-sends everything, so that is all that can repeat; delta sends changes).
         ts.decoded = decoded
+        self.stats.decodes_skipped += skipped
         not_found: list[str] = []
         for re in resource_errors:
             name = re.resource_name.name
@@ -656,11 +661,22 @@ class XdsClient:
             else:
                 self._server_error(ts, name, re.error_detail, version)
         now = _now()
+        resources = ts.resources
         for name, (value, res_version, raw) in valid.items():
-            pause()  # watchers (the dependency walk, route compiling) run in here
-            res = ts.resources.get(name)
+            res = resources.get(name)
             if res is None:
                 continue  # not subscribed (any more): ignore, as Envoy does
+            if (
+                res.has_value
+                and res.value is value
+                and res.status == ResourceStatus.ACKED
+                and res.last_error is None
+            ):
+                # The very value it holds (decoded from the same bytes) and nothing to
+                # clear: a SotW response repeating it. Only its version moves on.
+                res.version, res.update_time = res_version, now
+                continue
+            pause()  # watchers (the dependency walk, route compiling) run in here
             res.raw = raw
             if res.timer is not None:
                 res.timer.cancel()

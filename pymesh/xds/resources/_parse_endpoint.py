@@ -247,7 +247,7 @@ def _locality(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> LocalityEndpoints
         merged = _merged(lb_endpoints)
         endpoints = _endpoints(ctx, lb_endpoints, merged, path, ip_only)
         _check_fields(ctx, merged, lb_endpoints, endpoints, path)
-    total = sum(e.weight for e in endpoints)
+    total = sum([e.weight for e in endpoints])
     if total > UINT32_MAX:
         ctx.fail(
             join(path, "lb_endpoints"),
