@@ -6,6 +6,12 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from envoy.config.endpoint.v3 import endpoint_components_pb2
+from google.protobuf import (  # type: ignore[import-untyped, unused-ignore]
+    descriptor_pb2,
+    message_factory,
+)
+
 from pymesh._gil import pause
 from pymesh.xds.resources._common import (
     UINT32_MAX,
@@ -150,16 +156,50 @@ def _endpoint(ctx: Ctx, msg: Any, locality_path: str, index: int, ip_only: bool)
     return make_endpoint(address, port, health, weight, ep.hostname)
 
 
-def _merged(lb_endpoints: Any) -> Any:
-    """Every endpoint of a list merged into one LbEndpoint (C code). Merging keeps every
-    field any endpoint sets, so it answers "does any endpoint set X?" for the whole list
-    at once; a non-zero enum in it means some endpoint set one (proto3 merges skip zero)."""
-    merged = type(lb_endpoints[0])()
-    for i, e in enumerate(lb_endpoints):
-        if not i & 255:
-            pause()
-        merged.MergeFrom(e)
-    return merged
+def _merged(locality: Any) -> Any:
+    """Every endpoint of a LocalityLbEndpoints merged into one LbEndpoint. Merging keeps
+    every field any endpoint sets, so it answers "does any endpoint set X?" for the whole
+    list at once; a non-zero enum in it means some endpoint set one (proto3 merges skip
+    zero).
+
+    Done by protobuf itself, in one parse: the locality's bytes read as a message whose
+    field 2 (``lb_endpoints``) is a single LbEndpoint, which the wire format defines as
+    the merge of every occurrence. A third of the cost of merging them one by one."""
+    return _merging_type().FromString(locality.SerializeToString()).merged
+
+
+#: The message type of :func:`_merged`, built once (a dynamic type in protobuf's default
+#: descriptor pool, beside Envoy's own).
+_MERGING: list[Any] = []
+
+
+def _merging_type() -> Any:
+    if _MERGING:
+        return _MERGING[0]
+    lb_endpoint = endpoint_components_pb2.LbEndpoint.DESCRIPTOR
+    pool = lb_endpoint.file.pool
+    name = "pymesh.internal.MergedLbEndpoints"
+    try:
+        descriptor = pool.FindMessageTypeByName(name)
+    except KeyError:
+        proto = descriptor_pb2.FileDescriptorProto(
+            name="pymesh/internal/merged_lb_endpoints.proto",
+            package="pymesh.internal",
+            syntax="proto3",
+            dependency=[lb_endpoint.file.name],
+        )
+        msg = proto.message_type.add(name="MergedLbEndpoints")
+        msg.field.add(
+            name="merged",
+            number=endpoint_components_pb2.LocalityLbEndpoints.LB_ENDPOINTS_FIELD_NUMBER,
+            type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+            label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+            type_name=f".{lb_endpoint.full_name}",
+        )
+        pool.Add(proto)
+        descriptor = pool.FindMessageTypeByName(name)
+    _MERGING.append(message_factory.GetMessageClass(descriptor))
+    return _MERGING[0]
 
 
 def _check_fields(
@@ -244,7 +284,7 @@ def _locality(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> LocalityEndpoints
     lb_endpoints = msg.lb_endpoints
     endpoints: tuple[Endpoint, ...] = ()
     if lb_endpoints:
-        merged = _merged(lb_endpoints)
+        merged = _merged(msg)
         endpoints = _endpoints(ctx, lb_endpoints, merged, path, ip_only)
         _check_fields(ctx, merged, lb_endpoints, endpoints, path)
     total = sum([e.weight for e in endpoints])
