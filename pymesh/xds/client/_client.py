@@ -1,10 +1,12 @@
 """The ADS client: one stream (state of the world, or delta with the server feature
 ``xds_delta``) for every resource type, one thread, fallback across ``xds_servers``.
 
-A daemon thread named ``pymesh-xds`` runs an asyncio loop that owns the grpc.aio ADS
-stream and *all* client state; public methods called from other threads hop onto that
-loop, and watcher callbacks run serially on it (a federated client's other servers'
-clients run on the same loop). Protocol rules followed:
+A daemon thread named ``pymesh-xds`` runs an asyncio loop that owns the ADS stream and
+*all* client state; public methods called from other threads hop onto that loop, and
+watcher callbacks run serially on it (a federated client's other servers' clients run on
+the same loop). The stream itself is grpc's sync stack bridged into the loop
+(:mod:`._sync_stream`: grpc.aio would wake this loop for every grpc.aio completion of the
+application's). Protocol rules followed:
 
 - Envoy's xDS protocol doc: per type ``version_info`` + ``nonce``; ACK carries the new
   version, NACK the previous one plus ``error_detail``; LDS/CDS are full state, so a
@@ -46,7 +48,7 @@ import contextlib
 import datetime
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -67,6 +69,7 @@ from pymesh.errors import (
 from pymesh.server._runner import _on_loop_error as on_loop_error
 from pymesh.xds.client._answered import SentRequests
 from pymesh.xds.client._backoff import Backoff
+from pymesh.xds.client._sync_stream import Connectivity, Stream, StreamEnded, any_change
 from pymesh.xds.client._transport import channel_factory, node_to_proto
 from pymesh.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, decode
 from pymesh.xds.resources._warnings import collecting
@@ -299,8 +302,9 @@ class XdsClient:
 
             def run() -> None:
                 asyncio.set_event_loop(loop)
-                # Several meshes (each its own loop) share grpc.aio's completion queue: a
-                # completion for a loop that already closed must not print a traceback here.
+                # If grpc.aio ever runs on this loop (its completion queue is shared by every
+                # loop in the process), a completion for a loop that already closed must
+                # not print a traceback here.
                 loop.set_exception_handler(on_loop_error)
                 self._main = loop.create_task(self._run())
                 loop.call_soon(ready.set)
@@ -812,9 +816,13 @@ class XdsClient:
 
     async def _run(self) -> None:
         channels = [make() for make in self._channel_factories]
+        loop = asyncio.get_running_loop()
+        watches = [Connectivity(c, loop) for c in channels]
+        for w in watches:
+            w.start()
         try:
             while True:
-                index = await self._reachable(channels)
+                index = await self._reachable(watches)
                 self.server = self.servers[index]
                 stream = asyncio.ensure_future(self._one_stream(channels[index]))
                 if index == 0:
@@ -822,7 +830,7 @@ class XdsClient:
                 else:
                     # On a fallback server: go back as soon as a better one is reachable.
                     log.warning("xDS: falling back to %s", self.server.server_uri)
-                    better = asyncio.ensure_future(self._any_ready(channels[:index]))
+                    better = asyncio.ensure_future(self._any_ready(watches[:index]))
                     await asyncio.wait({stream, better}, return_when=asyncio.FIRST_COMPLETED)
                     back = better.done() and not stream.done()
                     better.cancel()
@@ -840,46 +848,33 @@ class XdsClient:
         finally:
             self._stream_up = False
             self.stats.connected = 0
-            for channel in channels:
-                await channel.close(grace=None)
+            await asyncio.gather(*(w.close() for w in watches))
 
-    async def _reachable(self, channels: list[grpc.aio.Channel]) -> int:
+    async def _reachable(self, watches: list[Connectivity]) -> int:
         """The index of the first server in bootstrap order whose channel connects (gRFC
         A71: a server is tried only when every one before it cannot be reached). Pending
         watchers hear once when none can be reached; the cache keeps serving."""
         while True:
-            for index, channel in enumerate(channels):
-                if await _connects(channel):
+            seen = []
+            for index, w in enumerate(watches):
+                if await w.connects():
                     self._connect_error = None
                     return index
+                seen.append(w.state)
             if not self._connect_error:
                 uris = ", ".join(s.server_uri for s in self.servers)
                 self._connect_error = f"cannot connect to xDS server {uris}"
                 self._notify_pending(self._connect_error)
             # Each channel retries on its own back-off; wake on the first state change.
-            await self._any_change(channels)
+            await any_change(watches, seen)
 
     @staticmethod
-    async def _any_ready(channels: list[grpc.aio.Channel]) -> None:
-        """Return once any of ``channels`` is READY (each keeps trying to connect)."""
-        while not any(
-            c.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY for c in channels
-        ):
-            await XdsClient._any_change(channels)
+    async def _any_ready(watches: list[Connectivity]) -> None:
+        """Return once any of ``watches``' channels is READY (each keeps trying)."""
+        while not any(w.state == grpc.ChannelConnectivity.READY for w in watches):
+            await any_change(watches)
 
-    @staticmethod
-    async def _any_change(channels: list[grpc.aio.Channel]) -> None:
-        waits = [
-            asyncio.ensure_future(c.wait_for_state_change(c.get_state(try_to_connect=True)))
-            for c in channels
-        ]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-
-    async def _one_stream(self, channel: grpc.aio.Channel) -> bool:
+    async def _one_stream(self, channel: grpc.Channel) -> bool:
         """Run one ADS stream until it fails; True if it was healthy (a response came
         and the stream did not end on an oversize response, which would recur)."""
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
@@ -890,19 +885,17 @@ class XdsClient:
         self._send_kind = _DELTA if delta else _SOTW
         handle: Callable[[Any], None] = self._handle_delta if delta else self._handle_response
 
-        async def requests() -> AsyncIterator[Any]:
+        async def next_request() -> Any | None:
+            # Built when grpc is ready to send it: what piled up meanwhile goes as one.
             while True:
                 type_url = await queue.get()
                 if type_url is None:
-                    return
+                    return None
                 ts = self._types.get(type_url)
                 if ts is not None and ts.dirty:
-                    yield self._build_request(ts)
+                    return self._build_request(ts)
 
-        if delta:
-            call = stub.DeltaAggregatedResources(requests())
-        else:
-            call = stub.StreamAggregatedResources(requests())
+        call = Stream(asyncio.get_running_loop())
         self._stream_up = True
         self.stats.streams_started += 1
         self.stats.connected = 1
@@ -917,36 +910,42 @@ class XdsClient:
                 ts.server_names, ts.delta_started, ts.ack_owed = set(), False, False
                 if ts.resources:
                     self._request(ts)
-            async for resp in call:
+            call.open(
+                stub.DeltaAggregatedResources if delta else stub.StreamAggregatedResources,
+                next_request,
+            )
+            while True:
+                resp = await call.next_response()
                 received = True
                 self._versions_from = self.server.server_uri
                 handle(resp)
-        except grpc.aio.AioRpcError as e:
-            if _is_oversize(e):
+        except StreamEnded:
+            log.warning("xDS stream to %s closed by the server", self.server.server_uri)
+            self._stream_failed("stream closed by the server")
+        except grpc.RpcError as e:
+            code, details = e.code(), e.details()  # the call is a grpc.Call as well
+            if _is_oversize(code, details):
                 received = False  # the same response comes back: back off, do not spin
                 self.stats.oversize_responses += 1
                 reason = (
                     f"an xDS response exceeded max_message_bytes={self.max_message_bytes} "
-                    f"({e.details()}); raise it (Mesh(xds_max_message_bytes=...)) or have "
+                    f"({details}); raise it (Mesh(xds_max_message_bytes=...)) or have "
                     "the control plane send less per response"
                 )
                 log.error("xDS stream to %s: %s", self.server.server_uri, reason)
             else:
-                reason = f"{e.code().name}: {e.details()}"
+                reason = f"{code.name}: {details}"
                 log.warning("xDS stream to %s failed: %s", self.server.server_uri, reason)
             self._stream_failed(reason)
         except Exception as e:  # a bug must not kill the client: log, reconnect
             log.exception("xDS stream to %s: unexpected error", self.server.server_uri)
             self._stream_failed(f"internal error: {e!r}")
-        else:
-            log.warning("xDS stream to %s closed by the server", self.server.server_uri)
-            self._stream_failed("stream closed by the server")
         finally:
             self._stream_up = False
             self.stats.connected = 0
             self._send_queue = None
             queue.put_nowait(None)
-            call.cancel()
+            call.close()
         return received
 
     def _ordered_types(self) -> Iterable[str]:
@@ -1000,19 +999,6 @@ class XdsClient:
         }
 
 
-def _is_oversize(e: grpc.aio.AioRpcError) -> bool:
+def _is_oversize(code: grpc.StatusCode, details: str | None) -> bool:
     """A response over the channel's receive limit (grpc reports RESOURCE_EXHAUSTED)."""
-    return e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (
-        e.details() or ""
-    )
-
-
-async def _connects(channel: grpc.aio.Channel) -> bool:
-    """Try to connect: True once READY, False on TRANSIENT_FAILURE."""
-    state = channel.get_state(try_to_connect=True)
-    while state != grpc.ChannelConnectivity.READY:
-        if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-            return False
-        await channel.wait_for_state_change(state)
-        state = channel.get_state(try_to_connect=True)
-    return True
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (details or "")

@@ -1,8 +1,8 @@
 """Building the ADS channel (server_uri + channel_creds) and the Node proto.
 
 Credentials files are read when the client is constructed so that a bad bootstrap
-fails early with a BootstrapError; the grpc.aio channel itself is created later on the
-client's own event loop (an aio channel is bound to the loop that creates it).
+fails early with a BootstrapError; the channel itself is created when the client starts.
+It is a sync grpc channel, not a grpc.aio one: see pymesh/xds/client/_sync_stream.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pymesh.errors import BootstrapError
 USER_AGENT_NAME = "pymesh"
 _ACCEPTED_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:")
 
-ChannelFactory = Callable[[], grpc.aio.Channel]
+ChannelFactory = Callable[[], grpc.Channel]
 
 
 def _grpc_target(uri: str, source: str, path: str) -> str:
@@ -49,7 +49,7 @@ def channel_factory(
     path: str = "xds_servers[0]",
     max_message_bytes: int = 4 * 1024 * 1024,
 ) -> ChannelFactory:
-    """Validate ``server`` now and return a function creating its grpc.aio channel.
+    """Validate ``server`` now and return a function creating its (sync) grpc channel.
 
     ``max_message_bytes`` is the largest ADS response the channel accepts.
     Raises BootstrapError for an unsupported URI or credentials, or unreadable files.
@@ -62,10 +62,10 @@ def channel_factory(
         ("grpc.max_receive_message_length", max_message_bytes),
     ]
     if creds.type == "insecure":
-        return lambda: grpc.aio.insecure_channel(target, options=options)
+        return lambda: grpc.insecure_channel(target, options=options)
     if creds.type in ("google_default", "compute_engine"):
         google = _google_credentials(creds.type, source, f"{path}.channel_creds")
-        return lambda: grpc.aio.secure_channel(target, google, options=options)
+        return lambda: grpc.secure_channel(target, google, options=options)
     # tls (gRFC A65): optional CA bundle (else system roots) and optional client cert.
     cfg = creds.config
     field = f"{path}.channel_creds.config"
@@ -77,7 +77,7 @@ def channel_factory(
     ssl = grpc.ssl_channel_credentials(
         root_certificates=root, private_key=key, certificate_chain=chain
     )
-    return lambda: grpc.aio.secure_channel(target, ssl, options=options)
+    return lambda: grpc.secure_channel(target, ssl, options=options)
 
 
 _CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"

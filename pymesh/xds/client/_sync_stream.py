@@ -1,0 +1,211 @@
+"""The ADS stream on grpc's sync stack, bridged into the xDS client's event loop.
+
+Why not grpc.aio: grpcio's aio stack has one completion queue per process and wakes every
+event loop bound to it through one shared socket, a byte per completion. An xDS client
+running grpc.aio on its own loop therefore woke up for every completion of the
+application's grpc.aio calls, and drained and handed them over across threads: a native
+grpc.aio client lost 10–30 % of its unary throughput as soon as a Mesh was open in its
+process (benchmarks/grpc_channel.py --aio, ``grpcio-xds+mesh``). The sync stack has
+completion queues of its own, so the xDS client costs the application's calls nothing.
+
+The bridge keeps every piece of client state on the loop:
+
+- requests are built on the loop when grpc's request thread asks for the next one (as
+  an aio request generator was pulled), so what piles up meanwhile goes out as one;
+- responses are read (and deserialized) by a reader thread per stream and handed to the
+  loop one at a time;
+- connectivity (gRFC A71's "can this server be reached?") comes from grpc's subscription
+  callbacks, handed to the loop likewise.
+
+Every thread here ends with its stream: a cancelled call ends the reader, and the request
+thread stops asking once the stream is marked ended (within ``_POLL`` seconds, even when
+the loop is already gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import grpc
+
+#: How often grpc's request thread, waiting for the loop to build a request, checks
+#: whether its stream has ended.
+_POLL = 0.25
+
+#: How long grpcio's connectivity poller may take to act on a subscription's "try to
+#: connect" (it polls every 0.2 s), with a margin.
+_KICK_TAKEN = 0.3
+
+_END = object()
+
+
+class StreamEnded(Exception):
+    """The server closed the stream (the response iterator ended without an error)."""
+
+
+class Stream:
+    """One bidirectional ADS call whose requests come from, and responses go to, the
+    loop. ``open`` starts it; ``next_response`` yields responses; ``close`` ends it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._responses: asyncio.Queue[Any] = asyncio.Queue()
+        self._ended = threading.Event()
+        self._call: Any = None
+
+    def open(
+        self,
+        method: Callable[[Iterator[Any]], Any],
+        next_request: Callable[[], Coroutine[Any, Any, Any | None]],
+    ) -> None:
+        """Start the call ``method`` (a stub's stream-stream method) with requests from
+        ``next_request`` (a coroutine function run on the loop; None ends the requests)."""
+        self._call = method(self._requests(next_request))
+        threading.Thread(target=self._read, name="pymesh-xds-read", daemon=True).start()
+
+    async def next_response(self) -> Any:
+        """The next response; raises the call's grpc.RpcError, or StreamEnded."""
+        item = await self._responses.get()
+        if item is _END:
+            raise StreamEnded
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """End the call (idempotent); the threads follow."""
+        self._ended.set()
+        if self._call is not None:
+            self._call.cancel()
+
+    def _requests(
+        self, next_request: Callable[[], Coroutine[Any, Any, Any | None]]
+    ) -> Iterator[Any]:
+        # On grpc's request thread: each request is built on the loop when grpc is ready
+        # to send it.
+        loop, ended = self._loop, self._ended
+        while not ended.is_set():
+            try:
+                fut = asyncio.run_coroutine_threadsafe(next_request(), loop)
+            except RuntimeError:  # the loop is closed
+                return
+            while True:
+                try:
+                    request = fut.result(_POLL)
+                    break
+                except concurrent.futures.TimeoutError:
+                    if ended.is_set():
+                        fut.cancel()
+                        return
+                except (concurrent.futures.CancelledError, RuntimeError):
+                    return
+            if request is None:
+                return
+            yield request
+
+    def _read(self) -> None:
+        # On the reader thread: every response, then how the call ended, to the loop.
+        item: object = _END
+        try:
+            for response in self._call:
+                if not self._post(response):
+                    return
+        except grpc.RpcError as e:
+            item = e
+        except Exception as e:  # an undecodable response and the like
+            item = e
+        self._post(item)
+
+    def _post(self, item: object) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(self._responses.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is reading any more
+            self.close()
+            return False
+        return True
+
+
+class Connectivity:
+    """A sync channel's connectivity state, followed on the loop for the channel's whole
+    life: grpc calls back on its own thread; the loop sees each state in turn.
+
+    One subscription per channel, from :meth:`start` to :meth:`close`. grpcio polls a
+    subscribed channel on a thread of its own; a subscription made while that thread runs
+    only leaves it a "try to connect" flag, and if the channel is closed before the thread
+    takes the flag, the thread fails on the closed channel (a traceback on stderr). So the
+    flag is set only to wake an IDLE channel (:meth:`kick`), and :meth:`close` lets a
+    fresh one be taken before it closes the channel."""
+
+    def __init__(self, channel: grpc.Channel, loop: asyncio.AbstractEventLoop) -> None:
+        self.channel = channel
+        self._loop = loop
+        self.state: grpc.ChannelConnectivity | None = None
+        self._changed = asyncio.Event()
+        self._kicked = -_KICK_TAKEN  # loop time of the last kick
+
+    def _on_state(self, state: grpc.ChannelConnectivity) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            self._loop.call_soon_threadsafe(self._set, state)
+
+    def _set(self, state: grpc.ChannelConnectivity) -> None:
+        self.state = state
+        self._changed.set()
+
+    def start(self) -> None:
+        """Subscribe, asking the channel to connect (a new channel: grpc starts its
+        poller with that request, no flag is left)."""
+        self.channel.subscribe(self._on_state, try_to_connect=True)
+
+    def kick(self) -> None:
+        """Ask an IDLE channel to connect (grpc has no other public way than a new
+        subscription with try_to_connect)."""
+        self._kicked = self._loop.time()
+        self.channel.unsubscribe(self._on_state)
+        self.channel.subscribe(self._on_state, try_to_connect=True)
+
+    async def close(self) -> None:
+        """Unsubscribe and close the channel, once grpc's poller has taken a recent
+        kick (it does within one 0.2 s poll)."""
+        self.channel.unsubscribe(self._on_state)
+        wait = self._kicked + _KICK_TAKEN - self._loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self.channel.close()
+
+    async def changed(self, since: grpc.ChannelConnectivity | None) -> None:
+        """Return once the state is other than ``since`` (at once if it already is)."""
+        while self.state == since:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def connects(self) -> bool:
+        """Try to connect: True once READY, False on TRANSIENT_FAILURE."""
+        while self.state != grpc.ChannelConnectivity.READY:
+            if self.state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                return False
+            if self.state == grpc.ChannelConnectivity.IDLE:
+                self.kick()
+            await self.changed(self.state)
+        return True
+
+
+async def any_change(
+    watches: list[Connectivity], seen: list[grpc.ChannelConnectivity | None] | None = None
+) -> None:
+    """Return once any of ``watches`` is in another state than ``seen`` (the states the
+    caller last acted on; default: now). An IDLE channel is asked to connect first."""
+    states = [w.state for w in watches] if seen is None else seen
+    for w in watches:
+        if w.state == grpc.ChannelConnectivity.IDLE:
+            w.kick()
+    waits = [asyncio.ensure_future(w.changed(s)) for w, s in zip(watches, states, strict=True)]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
