@@ -818,8 +818,6 @@ class XdsClient:
         channels = [make() for make in self._channel_factories]
         loop = asyncio.get_running_loop()
         watches = [Connectivity(c, loop) for c in channels]
-        for w in watches:
-            w.start()
         try:
             while True:
                 index = await self._reachable(watches)
@@ -854,25 +852,31 @@ class XdsClient:
         """The index of the first server in bootstrap order whose channel connects (gRFC
         A71: a server is tried only when every one before it cannot be reached). Pending
         watchers hear once when none can be reached; the cache keeps serving."""
-        while True:
-            seen = []
-            for index, w in enumerate(watches):
-                if await w.connects():
-                    self._connect_error = None
-                    return index
-                seen.append(w.state)
-            if not self._connect_error:
-                uris = ", ".join(s.server_uri for s in self.servers)
-                self._connect_error = f"cannot connect to xDS server {uris}"
-                self._notify_pending(self._connect_error)
-            # Each channel retries on its own back-off; wake on the first state change.
-            await any_change(watches, seen)
+        async with contextlib.AsyncExitStack() as stack:
+            for w in watches:
+                await stack.enter_async_context(w)
+            while True:
+                seen = []
+                for index, w in enumerate(watches):
+                    if await w.connects():
+                        self._connect_error = None
+                        return index
+                    seen.append(w.state)
+                if not self._connect_error:
+                    uris = ", ".join(s.server_uri for s in self.servers)
+                    self._connect_error = f"cannot connect to xDS server {uris}"
+                    self._notify_pending(self._connect_error)
+                # Each channel retries on its own back-off; wake on the first state change.
+                await any_change(watches, seen)
 
     @staticmethod
     async def _any_ready(watches: list[Connectivity]) -> None:
         """Return once any of ``watches``' channels is READY (each keeps trying)."""
-        while not any(w.state == grpc.ChannelConnectivity.READY for w in watches):
-            await any_change(watches)
+        async with contextlib.AsyncExitStack() as stack:
+            for w in watches:
+                await stack.enter_async_context(w)
+            while not any(w.state == grpc.ChannelConnectivity.READY for w in watches):
+                await any_change(watches)
 
     async def _one_stream(self, channel: grpc.Channel) -> bool:
         """Run one ADS stream until it fails; True if it was healthy (a response came

@@ -131,22 +131,25 @@ class Stream:
 
 
 class Connectivity:
-    """A sync channel's connectivity state, followed on the loop for the channel's whole
-    life: grpc calls back on its own thread; the loop sees each state in turn.
+    """A sync channel's connectivity state, followed on the loop while something waits
+    on it (``async with``): grpc calls back on its own thread; the loop sees each state
+    in turn.
 
-    One subscription per channel, from :meth:`start` to :meth:`close`. grpcio polls a
-    subscribed channel on a thread of its own; a subscription made while that thread runs
-    only leaves it a "try to connect" flag, and if the channel is closed before the thread
-    takes the flag, the thread fails on the closed channel (a traceback on stderr). So the
-    flag is set only to wake an IDLE channel (:meth:`kick`), and :meth:`close` lets a
-    fresh one be taken before it closes the channel."""
+    grpcio polls a subscribed channel on a thread of its own, which lingers up to 0.2 s
+    after the last unsubscription; closing the channel waits for it. So the channel is
+    watched only while the client waits to connect (a connected stream has none, and its
+    channel closes at once). A subscription made while that thread still runs leaves it a
+    "try to connect" flag; if the channel is closed before the thread takes the flag, the
+    thread fails on the closed channel (a traceback on stderr), so :meth:`close` lets a
+    fresh one be taken first."""
 
     def __init__(self, channel: grpc.Channel, loop: asyncio.AbstractEventLoop) -> None:
         self.channel = channel
         self._loop = loop
         self.state: grpc.ChannelConnectivity | None = None
         self._changed = asyncio.Event()
-        self._kicked = -_KICK_TAKEN  # loop time of the last kick
+        self._subscribed = False  # ever: the first subscription leaves no flag behind
+        self._kicked = -_KICK_TAKEN  # loop time of the last flag-leaving subscription
 
     def _on_state(self, state: grpc.ChannelConnectivity) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed
@@ -156,22 +159,29 @@ class Connectivity:
         self.state = state
         self._changed.set()
 
-    def start(self) -> None:
-        """Subscribe, asking the channel to connect (a new channel: grpc starts its
-        poller with that request, no flag is left)."""
+    def _subscribe(self) -> None:
+        if self._subscribed:
+            self._kicked = self._loop.time()
+        self._subscribed = True
         self.channel.subscribe(self._on_state, try_to_connect=True)
 
     def kick(self) -> None:
         """Ask an IDLE channel to connect (grpc has no other public way than a new
         subscription with try_to_connect)."""
-        self._kicked = self._loop.time()
         self.channel.unsubscribe(self._on_state)
-        self.channel.subscribe(self._on_state, try_to_connect=True)
+        self._subscribe()
+
+    async def __aenter__(self) -> Connectivity:
+        self.state = None  # until grpc reports the current one
+        self._subscribe()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.channel.unsubscribe(self._on_state)
 
     async def close(self) -> None:
-        """Unsubscribe and close the channel, once grpc's poller has taken a recent
-        kick (it does within one 0.2 s poll)."""
-        self.channel.unsubscribe(self._on_state)
+        """Close the channel, once grpc's poller has taken a recent "try to connect"
+        (it does within one 0.2 s poll)."""
         wait = self._kicked + _KICK_TAKEN - self._loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
