@@ -81,7 +81,8 @@ class ClusterRuntime:
         #: ramps endpoints up from then. As in Envoy (observed with 1.40: every host is
         #: in slow start from its creation, those of the first assignment too, and a
         #: changed Cluster resource re-creates them), the first assignment and a changed
-        #: Cluster set every endpoint's time to now. None until the first assignment.
+        #: Cluster set every endpoint's time to now. None until the first assignment, and
+        #: while the cluster has no slow start.
         self.joined: dict[str, float] | None = None
         #: Endpoint address -> its locality's name (telemetry), built with each EDS update.
         self.localities: dict[str, str] = {}
@@ -119,7 +120,11 @@ class ClusterRuntime:
                 self.addresses = frozenset(self.by_address)
                 pause()
                 now = time.monotonic()
-                if self.joined is None or (old is not None and old != cc.cluster):
+                if cc.cluster.lb_policy.slow_start is None:
+                    # Only slow start reads join times, and a Cluster that turns it on is
+                    # a changed Cluster (every host joins now): nothing to keep until then.
+                    self.joined = None
+                elif self.joined is None or (old is not None and old != cc.cluster):
                     self.joined = dict.fromkeys(self.addresses, now)
                 else:
                     joined = {a: t for a, t in self.joined.items() if a in self.addresses}
