@@ -297,7 +297,10 @@ class DnsServer:
             self.queries += 1
             if question.rdtype == dns.rdatatype.A and name in self.records:
                 response.answer.append(dns.rrset.from_text(name, 1, "IN", "A", self.records[name]))
-            self.sock.sendto(response.to_wire(), peer)
+            try:
+                self.sock.sendto(response.to_wire(), peer)
+            except OSError:  # closed by the test's end while answering
+                return
 
     def resolver(self) -> dns.asyncresolver.Resolver:
         r = dns.asyncresolver.Resolver(configure=False)
