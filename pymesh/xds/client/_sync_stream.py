@@ -183,9 +183,11 @@ class Connectivity:
         """Close the channel, once grpc's poller has taken a recent "try to connect"
         (it does within one 0.2 s poll)."""
         wait = self._kicked + _KICK_TAKEN - self._loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self.channel.close()
+        try:
+            if wait > 0:
+                await asyncio.sleep(wait)
+        finally:  # closed even when the wait is cancelled
+            self.channel.close()
 
     async def changed(self, since: grpc.ChannelConnectivity | None) -> None:
         """Return once the state is other than ``since`` (at once if it already is)."""
