@@ -36,8 +36,9 @@ from pymesh.call import (
 from pymesh.call._session import http_set_cookie
 from pymesh.routing import RequestInfo
 from pymesh.telemetry import RequestObserver, observe_request
+from pymesh.telemetry._providers import off as telemetry_off
 from pymesh.transports._conn_limits import AsyncLimitedBackend, LimitedBackend
-from pymesh.transports._exceptions import failure_outcome, map_httpcore_exceptions, to_httpx
+from pymesh.transports._exceptions import failure_outcome, to_httpx
 from pymesh.transports._pool import COUNT_REQUEST, AsyncEndpointPool, EndpointPool, PoolOverflow
 from pymesh.transports._tls import (
     AsyncMeshTlsBackend,
@@ -89,7 +90,7 @@ class _IO:
     """What the sync and async httpx I/O share: building an attempt's upstream request
     and reading a hedged attempt's end (pymesh.call.SyncIO / AsyncIO)."""
 
-    __slots__ = ("a", "obs", "plan", "request", "transport")
+    __slots__ = ("a", "obs", "plan", "raw", "request", "transport")
 
     def __init__(
         self,
@@ -98,12 +99,15 @@ class _IO:
         plan: Plan,
         request: httpx.Request,
         obs: RequestObserver | None,
+        raw: list[tuple[bytes, bytes]],
     ) -> None:
         self.transport = transport
         self.a = a
         self.plan = plan
         self.request = request
         self.obs = obs
+        #: ``request.headers.raw``: httpx builds a new list on every read of it.
+        self.raw = raw
 
     def upstream(self, t: Ticket) -> tuple[ClusterRuntime, Endpoint, httpcore.Request]:
         """Attempt ``t``'s cluster, endpoint and upstream request (with its trace
@@ -116,7 +120,7 @@ class _IO:
             trace = obs.attempt(rt, ep)
             if self.a.hedging:  # attempts run side by side: each ends with its own handle
                 t.trace = obs.detach_attempt()
-        req = _upstream_request(self.plan, self.request, rt, ep, t.deadline, trace)
+        req = _upstream_request(self.plan, self.request, self.raw, rt, ep, t.deadline, trace)
         if not self.a.pooled:  # the engine took the request slot (hedging)
             req.extensions[COUNT_REQUEST] = False
         return rt, ep, req
@@ -290,7 +294,7 @@ def _is_replayable(request: httpx.Request) -> bool:
 
 
 def _ops_timeout(
-    request: httpx.Request,
+    caller: dict[str, float | None] | None,
     deadline: float | None,
     idle: float | None = None,
     connect: float | None = None,
@@ -299,7 +303,23 @@ def _ops_timeout(
     ``idle`` (the route's per_try_idle_timeout) caps the read timeout, which is httpcore's
     wait between two reads of the response: Envoy's "no progress for this long";
     ``connect`` (the cluster's connect_timeout) caps the connect timeout."""
-    caller = request.extensions.get("timeout") or {}
+    if not caller:
+        caller = {}
+    elif deadline is not None and idle is None:
+        # The common case, in one go: httpx's one timeout for all four operations.
+        get = caller.get
+        c = get("connect")
+        if c is not None and c == get("read") == get("write") == get("pool"):
+            left = deadline - time.monotonic()
+            if left < 0.0:
+                left = 0.0
+            v = left if left <= c else c
+            return {
+                "connect": connect if connect is not None and connect < v else v,
+                "read": v,
+                "write": v,
+                "pool": v,
+            }
     if deadline is None:
         out = dict(caller)
     else:
@@ -337,16 +357,16 @@ def _idle_timeout_fired(plan: Plan, request: httpx.Request, exc: BaseException) 
 
 
 def _outgoing_headers(
-    plan: Plan, request: httpx.Request, ep: Endpoint
+    plan: Plan, raw: list[tuple[bytes, bytes]], ep: Endpoint
 ) -> list[tuple[bytes, bytes]]:
-    """The request's headers after the route's edits, with the Host the route wants."""
+    """The request's headers (``raw``: ``request.headers.raw``) after the route's edits,
+    with the Host the route wants."""
     authority = plan.authority
     rewritten = bool(plan.action.host_rewrite_literal)
     if plan.action.auto_host_rewrite and ep.hostname:
         authority = ep.hostname  # Envoy: the endpoint's hostname from EDS
         rewritten = True
     if plan.headers is None:
-        raw = request.headers.raw
         if not rewritten and raw and raw[0][0].lower() == b"host":
             # The common case: the plan's authority is this Host header (_authority).
             return raw
@@ -360,6 +380,7 @@ def _outgoing_headers(
 def _upstream_request(
     plan: Plan,
     request: httpx.Request,
+    raw: list[tuple[bytes, bytes]],
     rt: ClusterRuntime,
     ep: Endpoint,
     deadline: float | None,
@@ -367,18 +388,27 @@ def _upstream_request(
 ) -> httpcore.Request:
     """The attempt's httpcore request; ``trace_headers`` (traceparent...) replace any of
     the same name the caller set. The endpoint's cluster ``rt`` bounds the connect
-    (Envoy's connect_timeout, default 5 s)."""
-    headers = _outgoing_headers(plan, request, ep)
+    (Envoy's connect_timeout, default 5 s). ``raw``: ``request.headers.raw``."""
+    headers = _outgoing_headers(plan, raw, ep)
     if trace_headers:
         names = {k for k, _ in trace_headers}
         headers = [(k, v) for k, v in headers if k.lower() not in names]
         headers.extend(trace_headers)
-    extensions = dict(request.extensions)
     retry = plan.retry
-    idle = retry.per_try_idle_timeout if retry is not None else None
     cluster = rt.cluster
-    connect = cluster.connect_timeout if cluster is not None else None
-    extensions["timeout"] = _ops_timeout(request, deadline, idle, connect)
+    given = request.extensions
+    caller = given.get("timeout")
+    timeout = _ops_timeout(
+        caller,
+        deadline,
+        retry.per_try_idle_timeout if retry is not None else None,
+        cluster.connect_timeout if cluster is not None else None,
+    )
+    if caller is not None and len(given) == 1:
+        extensions = {"timeout": timeout}  # httpx's usual extensions: no copy to make
+    else:
+        extensions = dict(given)
+        extensions["timeout"] = timeout
     return core_request(
         request.method.encode("ascii"),
         b"http",
@@ -393,7 +423,8 @@ def _upstream_request(
 
 def _shadow_request(plan: Plan, request: httpx.Request, ep: Endpoint) -> httpcore.Request:
     """The mirror copy: Envoy appends ``-shadow`` to the authority; the body is buffered."""
-    headers = [(k, v) for k, v in _outgoing_headers(plan, request, ep) if k.lower() != b"host"]
+    raw = request.headers.raw
+    headers = [(k, v) for k, v in _outgoing_headers(plan, raw, ep) if k.lower() != b"host"]
     headers.insert(0, (b"host", f"{plan.authority}-shadow".encode("ascii")))
     return httpcore.Request(  # the mirror path: httpcore wraps the buffered body
         method=request.method,
@@ -405,7 +436,7 @@ def _shadow_request(plan: Plan, request: httpx.Request, ep: Endpoint) -> httpcor
         ),
         headers=headers,
         content=request.content,
-        extensions={"timeout": _ops_timeout(request, plan.deadline)},
+        extensions={"timeout": _ops_timeout(request.extensions.get("timeout"), plan.deadline)},
     )
 
 
@@ -443,19 +474,24 @@ def _response(
     )
 
 
-def _pool_key(rt: ClusterRuntime, ep: Endpoint) -> str:
+#: A connection pool's key: (endpoint address, cluster name, connection settings).
+PoolKey = tuple[str, str, object]
+
+
+def _pool_key(rt: ClusterRuntime, ep: Endpoint) -> PoolKey:
     """Pools are per cluster and endpoint address, as Envoy's (a cluster's breakers
     count its own connections, even to an address another cluster shares), and per
     connection settings: a cluster that turns TLS on (or changes it) gets new
     connections, never a plaintext one kept from before; a new
-    max_requests_per_connection gets new connections too."""
+    max_requests_per_connection gets new connections too. A tuple of strings whose
+    hashes are cached: no new string to build and hash on every attempt."""
     cluster = rt.cluster
     if cluster is None:
-        return f"{ep.address}#{rt.name}"
+        return (ep.address, rt.name, None)
     tls, limit = cluster.tls, cluster.max_requests_per_connection
     if tls is None and limit is None:
-        return f"{ep.address}#{rt.name}"
-    return f"{ep.address}#{rt.name}#tls{hash(tls):x}#max{limit}"
+        return (ep.address, rt.name, None)
+    return (ep.address, rt.name, (hash(tls), limit))
 
 
 def _pool_options(
@@ -505,8 +541,15 @@ class _SyncStream(httpx.SyncByteStream):
         self._on_close = on_close
 
     def __iter__(self) -> Iterator[bytes]:
-        with map_httpcore_exceptions():
+        # try/except rather than ``with map_httpcore_exceptions()``: the same mapping
+        # without a generator-based context manager per response body.
+        try:
             yield from self._stream
+        except Exception as exc:
+            mapped = to_httpx(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     def close(self) -> None:
         try:
@@ -525,9 +568,14 @@ class _AsyncStream(httpx.AsyncByteStream):
         self._on_close = on_close
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with map_httpcore_exceptions():
+        try:  # as _SyncStream.__iter__
             async for part in self._stream:
                 yield part
+        except Exception as exc:
+            mapped = to_httpx(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     async def aclose(self) -> None:
         try:
@@ -580,9 +628,11 @@ class _Base:
         self.xds_authority = xds_authority
         self._requests = 0
 
-    def _plan(self, state: ListenerState, request: httpx.Request) -> Plan | LocalReply:
-        self._requests += 1
-        authority = _authority(request, request.headers.raw)
+    def _plan(
+        self, state: ListenerState, request: httpx.Request, raw: list[tuple[bytes, bytes]]
+    ) -> Plan | LocalReply:
+        """The request's plan (``raw``: ``request.headers.raw``)."""
+        authority = _authority(request, raw)
         path = request.url.raw_path.decode("ascii")
         caller_timeout = _caller_timeout(request)
         plan = plan_by_path(state, authority, path, caller_timeout)
@@ -651,9 +701,11 @@ class _Base:
         return out
 
     def _gc_due(self) -> bool:
-        return self._requests % _GC_EVERY == 0
+        """Counts a routed request; True once every _GC_EVERY of them."""
+        n = self._requests = self._requests + 1
+        return n % _GC_EVERY == 0
 
-    def _departed(self, pools: typing.Mapping[str, typing.Any]) -> list[str]:
+    def _departed(self, pools: typing.Mapping[PoolKey, typing.Any]) -> list[PoolKey]:
         """Pools of endpoints no cluster has any more, whose connections are all idle."""
         live: set[str] = set()
         for rt in self.mesh.clusters().values():
@@ -661,7 +713,7 @@ class _Base:
         return [
             key
             for key, pool in pools.items()
-            if key.partition("#")[0] not in live and all(c.is_idle() for c in pool.connections)
+            if key[0] not in live and all(c.is_idle() for c in pool.connections)
         ]
 
 
@@ -678,7 +730,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
         self, mesh: Mesh, *, passthrough: bool | None = None, xds_authority: str | None = None
     ) -> None:
         super().__init__(mesh, passthrough=passthrough, xds_authority=xds_authority)
-        self._pools: dict[str, _SyncPool] = {}
+        self._pools: dict[PoolKey, _SyncPool] = {}
         self._direct = httpx.HTTPTransport()
         self._shadow: ThreadPoolExecutor | None = None
         self._hedger: ThreadPoolExecutor | None = None
@@ -703,6 +755,8 @@ class MeshTransport(_Base, httpx.BaseTransport):
                     return self._direct.handle_request(request)
                 except httpx.ConnectError as exc:
                     raise _passthrough_failed(exc, request, slot.name) from exc
+        if telemetry_off():  # the common case: one check, no observer
+            return self._routed(state, request, None)
         obs = _observe(request, state)
         if obs is None:
             return self._routed(state, request, None)
@@ -715,15 +769,17 @@ class MeshTransport(_Base, httpx.BaseTransport):
     def _routed(
         self, state: ListenerState, request: httpx.Request, obs: RequestObserver | None
     ) -> httpx.Response:
-        plan = self._plan(state, request)
-        if isinstance(plan, LocalReply) and plan.wait_cluster is not None:
-            # A cluster_header target not subscribed yet: wait for it, then plan again.
-            state = self.mesh.wait_cluster(state, plan.wait_cluster, _caller_timeout(request))
-            plan = self._plan(state, request)
+        raw = request.headers.raw
+        plan = self._plan(state, request, raw)
         if isinstance(plan, LocalReply):
-            if plan.delay:
-                time.sleep(plan.delay)
-            return _local_response(plan, request)
+            if plan.wait_cluster is not None:
+                # A cluster_header target not subscribed yet: wait for it, then plan again.
+                state = self.mesh.wait_cluster(state, plan.wait_cluster, _caller_timeout(request))
+                plan = self._plan(state, request, raw)
+            if isinstance(plan, LocalReply):
+                if plan.delay:
+                    time.sleep(plan.delay)
+                return _local_response(plan, request)
         if obs is not None:
             _routed(obs, plan)
         if plan.fault_delay:
@@ -736,7 +792,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 if self._shadow is None:
                     self._shadow = ThreadPoolExecutor(4, thread_name_prefix="pymesh-mirror")
                 self._shadow.submit(self._mirror, rt, ep, _shadow_request(plan, request, ep))
-        return self._send(plan, state, request, obs)
+        return self._send(plan, state, request, obs, raw)
 
     def _mirror(self, rt: ClusterRuntime, ep: Endpoint, req: httpcore.Request) -> None:
         """Fire and forget: the caller never sees a mirror's answer or failure."""
@@ -775,10 +831,11 @@ class MeshTransport(_Base, httpx.BaseTransport):
         plan: Plan,
         state: ListenerState,
         request: httpx.Request,
-        obs: RequestObserver | None = None,
+        obs: RequestObserver | None,
+        raw: list[tuple[bytes, bytes]],
     ) -> httpx.Response:
         a = self._attempts(plan, state, request, obs)
-        result = run_sync(a, _SyncIO(self, a, plan, request, obs))
+        result = run_sync(a, _SyncIO(self, a, plan, request, obs, raw))
         return self._answer(a, request, result, _SyncStream)
 
     def hedger(self) -> ThreadPoolExecutor:
@@ -806,7 +863,7 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         self, mesh: Mesh, *, passthrough: bool | None = None, xds_authority: str | None = None
     ) -> None:
         super().__init__(mesh, passthrough=passthrough, xds_authority=xds_authority)
-        self._pools: dict[str, _AsyncPool] = {}
+        self._pools: dict[PoolKey, _AsyncPool] = {}
         self._direct = httpx.AsyncHTTPTransport()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
 
@@ -830,6 +887,8 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                     return await self._direct.handle_async_request(request)
                 except httpx.ConnectError as exc:
                     raise _passthrough_failed(exc, request, slot.name) from exc
+        if telemetry_off():  # the common case: one check, no observer
+            return await self._routed(state, request, None)
         obs = _observe(request, state)
         if obs is None:
             return await self._routed(state, request, None)
@@ -842,16 +901,18 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
     async def _routed(
         self, state: ListenerState, request: httpx.Request, obs: RequestObserver | None
     ) -> httpx.Response:
-        plan = self._plan(state, request)
-        if isinstance(plan, LocalReply) and plan.wait_cluster is not None:
-            # A cluster_header target not subscribed yet: wait for it, then plan again.
-            timeout = _caller_timeout(request)
-            state = await self.mesh.wait_cluster_async(state, plan.wait_cluster, timeout)
-            plan = self._plan(state, request)
+        raw = request.headers.raw
+        plan = self._plan(state, request, raw)
         if isinstance(plan, LocalReply):
-            if plan.delay:
-                await asyncio.sleep(plan.delay)
-            return _local_response(plan, request)
+            if plan.wait_cluster is not None:
+                # A cluster_header target not subscribed yet: wait for it, then plan again.
+                timeout = _caller_timeout(request)
+                state = await self.mesh.wait_cluster_async(state, plan.wait_cluster, timeout)
+                plan = self._plan(state, request, raw)
+            if isinstance(plan, LocalReply):
+                if plan.delay:
+                    await asyncio.sleep(plan.delay)
+                return _local_response(plan, request)
         if obs is not None:
             _routed(obs, plan)
         if plan.fault_delay:
@@ -865,7 +926,7 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 task = asyncio.create_task(self._mirror(rt, ep, _shadow_request(plan, request, ep)))
                 self._shadow_tasks.add(task)  # a strong reference until it is done
                 task.add_done_callback(self._shadow_tasks.discard)
-        return await self._send(plan, state, request, obs)
+        return await self._send(plan, state, request, obs, raw)
 
     async def _mirror(self, rt: ClusterRuntime, ep: Endpoint, req: httpcore.Request) -> None:
         """Fire and forget: the caller never sees a mirror's answer or failure."""
@@ -901,10 +962,11 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         plan: Plan,
         state: ListenerState,
         request: httpx.Request,
-        obs: RequestObserver | None = None,
+        obs: RequestObserver | None,
+        raw: list[tuple[bytes, bytes]],
     ) -> httpx.Response:
         a = self._attempts(plan, state, request, obs)
-        result = await run_async(a, _AsyncIO(self, a, plan, request, obs))
+        result = await run_async(a, _AsyncIO(self, a, plan, request, obs, raw))
         return self._answer(a, request, result, _AsyncStream)
 
     async def aclose(self) -> None:
@@ -927,7 +989,7 @@ class _SyncIO(_IO):
         assert rt is not None and ep is not None
         obs = self.obs
         trace = obs.attempt(rt, ep) if obs is not None else None
-        req = _upstream_request(self.plan, self.request, rt, ep, t.deadline, trace)
+        req = _upstream_request(self.plan, self.request, self.raw, rt, ep, t.deadline, trace)
         try:
             resp = self.transport._pool(rt, ep).handle_request(req)
         except _UPSTREAM_ERRORS as exc:
