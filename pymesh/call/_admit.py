@@ -92,7 +92,7 @@ class Ticket:
             self.started = now = time.monotonic()
             load.on_start(now)  # type: ignore[union-attr]
         elif load is not None:
-            load.on_start_untimed()
+            load.active_requests += 1  # load.on_start_untimed(), without a call per attempt
             if load.orca is not None and cluster is not None:
                 wrr = cluster.lb_policy.wrr
                 if wrr is not None and not wrr.enable_oob_load_report:
@@ -140,7 +140,7 @@ class Ticket:
             load.orca.on_raw_report(value, kind)
         if load is not None:
             if not self._timed:
-                load.on_finish()
+                load.on_finish_untimed()
             else:
                 now = time.monotonic()
                 if failed:

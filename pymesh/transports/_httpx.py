@@ -658,7 +658,8 @@ class _Base:
             plan,
             state,
             self.mesh.rng,
-            replayable=_is_replayable(request),
+            # (only read when the route may retry)
+            replayable=plan.decider is None or _is_replayable(request),
             on_end=None if obs is None else functools.partial(_attempt_ended, obs),
             pooled=True,  # the HTTP/1.1 pools take request slots (pymesh.transports._pool)
         )
