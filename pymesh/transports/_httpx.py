@@ -90,7 +90,7 @@ class _IO:
     """What the sync and async httpx I/O share: building an attempt's upstream request
     and reading a hedged attempt's end (pymesh.call.SyncIO / AsyncIO)."""
 
-    __slots__ = ("a", "obs", "plan", "raw", "request", "transport")
+    __slots__ = ("a", "obs", "one", "plan", "raw", "request", "transport")
 
     def __init__(
         self,
@@ -100,6 +100,7 @@ class _IO:
         request: httpx.Request,
         obs: RequestObserver | None,
         raw: list[tuple[bytes, bytes]],
+        one: float | None,
     ) -> None:
         self.transport = transport
         self.a = a
@@ -108,6 +109,8 @@ class _IO:
         self.obs = obs
         #: ``request.headers.raw``: httpx builds a new list on every read of it.
         self.raw = raw
+        #: The caller's one timeout (:func:`_one_timeout`), read once per request.
+        self.one = one
 
     def upstream(self, t: Ticket) -> tuple[ClusterRuntime, Endpoint, httpcore.Request]:
         """Attempt ``t``'s cluster, endpoint and upstream request (with its trace
@@ -120,7 +123,9 @@ class _IO:
             trace = obs.attempt(rt, ep)
             if self.a.hedging:  # attempts run side by side: each ends with its own handle
                 t.trace = obs.detach_attempt()
-        req = _upstream_request(self.plan, self.request, self.raw, rt, ep, t.deadline, trace)
+        req = _upstream_request(
+            self.plan, self.request, self.raw, rt, ep, t.deadline, trace, self.one
+        )
         if not self.a.pooled:  # the engine took the request slot (hedging)
             req.extensions[COUNT_REQUEST] = False
         return rt, ep, req
@@ -163,21 +168,34 @@ def _close_abandoned(fut: Future[httpcore.Response]) -> None:
         fut.result().close()
 
 
-def _caller_timeout(request: httpx.Request) -> float | None:
-    """The caller's longest per-operation timeout (httpx has no total timeout)."""
-    t: dict[str, float | None] | None = request.extensions.get("timeout")
-    if not t:
-        return None
-    if len(t) == 4:  # httpx's own shape: connect, read, write, pool
+Timeouts = dict[str, float | None]
+
+
+def _one_timeout(t: Timeouts | None) -> float | None:
+    """The caller's one timeout when httpx's four (connect, read, write, pool) are the
+    same, as httpx's ``timeout=`` sets them: the common case; else None."""
+    if t and len(t) == 4:
         get = t.get
-        c, r, w, p = get("connect"), get("read"), get("write"), get("pool")
-        if c is not None and c == r == w == p:
-            return c  # the common case: one timeout for everything
+        c = get("connect")
+        if c is not None and c == get("read") == get("write") == get("pool"):
+            return c
+    return None
+
+
+def _longest_timeout(t: Timeouts | None) -> float | None:
+    """The caller's longest per-operation timeout (httpx has no total timeout)."""
     longest: float | None = None
-    for v in t.values():
+    for v in (t or {}).values():
         if v is not None and (longest is None or v > longest):
             longest = v
     return longest
+
+
+def _caller_timeout(request: httpx.Request) -> float | None:
+    """The caller's longest per-operation timeout (httpx has no total timeout)."""
+    t: Timeouts | None = request.extensions.get("timeout")
+    one = _one_timeout(t)
+    return one if one is not None else _longest_timeout(t)
 
 
 def _default_port_authority(request: httpx.Request) -> str | None:
@@ -305,21 +323,6 @@ def _ops_timeout(
     ``connect`` (the cluster's connect_timeout) caps the connect timeout."""
     if not caller:
         caller = {}
-    elif deadline is not None and idle is None:
-        # The common case, in one go: httpx's one timeout for all four operations.
-        get = caller.get
-        c = get("connect")
-        if c is not None and c == get("read") == get("write") == get("pool"):
-            left = deadline - time.monotonic()
-            if left < 0.0:
-                left = 0.0
-            v = left if left <= c else c
-            return {
-                "connect": connect if connect is not None and connect < v else v,
-                "read": v,
-                "write": v,
-                "pool": v,
-            }
     if deadline is None:
         out = dict(caller)
     else:
@@ -385,25 +388,38 @@ def _upstream_request(
     ep: Endpoint,
     deadline: float | None,
     trace_headers: list[tuple[bytes, bytes]] | None = None,
+    one: float | None = None,
 ) -> httpcore.Request:
     """The attempt's httpcore request; ``trace_headers`` (traceparent...) replace any of
     the same name the caller set. The endpoint's cluster ``rt`` bounds the connect
-    (Envoy's connect_timeout, default 5 s). ``raw``: ``request.headers.raw``."""
+    (Envoy's connect_timeout, default 5 s). ``raw``: ``request.headers.raw``; ``one``:
+    the caller's one timeout (:func:`_one_timeout`), if it has one."""
     headers = _outgoing_headers(plan, raw, ep)
     if trace_headers:
         names = {k for k, _ in trace_headers}
         headers = [(k, v) for k, v in headers if k.lower() not in names]
         headers.extend(trace_headers)
     retry = plan.retry
+    idle = retry.per_try_idle_timeout if retry is not None else None
     cluster = rt.cluster
+    connect = cluster.connect_timeout if cluster is not None else None
     given = request.extensions
     caller = given.get("timeout")
-    timeout = _ops_timeout(
-        caller,
-        deadline,
-        retry.per_try_idle_timeout if retry is not None else None,
-        cluster.connect_timeout if cluster is not None else None,
-    )
+    timeout: Timeouts
+    if one is not None and deadline is not None and idle is None:
+        # _ops_timeout's answer for httpx's one timeout for all four, in one go.
+        left = deadline - time.monotonic()
+        if left < 0.0:
+            left = 0.0
+        v = left if left <= one else one
+        timeout = {
+            "connect": connect if connect is not None and connect < v else v,
+            "read": v,
+            "write": v,
+            "pool": v,
+        }
+    else:
+        timeout = _ops_timeout(caller, deadline, idle, connect)
     if caller is not None and len(given) == 1:
         extensions = {"timeout": timeout}  # httpx's usual extensions: no copy to make
     else:
@@ -629,12 +645,16 @@ class _Base:
         self._requests = 0
 
     def _plan(
-        self, state: ListenerState, request: httpx.Request, raw: list[tuple[bytes, bytes]]
+        self,
+        state: ListenerState,
+        request: httpx.Request,
+        raw: list[tuple[bytes, bytes]],
+        caller_timeout: float | None,
     ) -> Plan | LocalReply:
-        """The request's plan (``raw``: ``request.headers.raw``)."""
+        """The request's plan (``raw``: ``request.headers.raw``; ``caller_timeout``: the
+        caller's longest timeout)."""
         authority = _authority(request, raw)
         path = request.url.raw_path.decode("ascii")
-        caller_timeout = _caller_timeout(request)
         plan = plan_by_path(state, authority, path, caller_timeout)
         if plan is not None:
             return plan  # the common case: the path decides; headers are not read
@@ -771,12 +791,15 @@ class MeshTransport(_Base, httpx.BaseTransport):
         self, state: ListenerState, request: httpx.Request, obs: RequestObserver | None
     ) -> httpx.Response:
         raw = request.headers.raw
-        plan = self._plan(state, request, raw)
+        timeouts = request.extensions.get("timeout")
+        one = _one_timeout(timeouts)
+        caller_timeout = one if one is not None else _longest_timeout(timeouts)
+        plan = self._plan(state, request, raw, caller_timeout)
         if isinstance(plan, LocalReply):
             if plan.wait_cluster is not None:
                 # A cluster_header target not subscribed yet: wait for it, then plan again.
-                state = self.mesh.wait_cluster(state, plan.wait_cluster, _caller_timeout(request))
-                plan = self._plan(state, request, raw)
+                state = self.mesh.wait_cluster(state, plan.wait_cluster, caller_timeout)
+                plan = self._plan(state, request, raw, caller_timeout)
             if isinstance(plan, LocalReply):
                 if plan.delay:
                     time.sleep(plan.delay)
@@ -793,7 +816,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 if self._shadow is None:
                     self._shadow = ThreadPoolExecutor(4, thread_name_prefix="pymesh-mirror")
                 self._shadow.submit(self._mirror, rt, ep, _shadow_request(plan, request, ep))
-        return self._send(plan, state, request, obs, raw)
+        return self._send(plan, state, request, obs, raw, one)
 
     def _mirror(self, rt: ClusterRuntime, ep: Endpoint, req: httpcore.Request) -> None:
         """Fire and forget: the caller never sees a mirror's answer or failure."""
@@ -834,9 +857,10 @@ class MeshTransport(_Base, httpx.BaseTransport):
         request: httpx.Request,
         obs: RequestObserver | None,
         raw: list[tuple[bytes, bytes]],
+        one: float | None,
     ) -> httpx.Response:
         a = self._attempts(plan, state, request, obs)
-        result = run_sync(a, _SyncIO(self, a, plan, request, obs, raw))
+        result = run_sync(a, _SyncIO(self, a, plan, request, obs, raw, one))
         return self._answer(a, request, result, _SyncStream)
 
     def hedger(self) -> ThreadPoolExecutor:
@@ -903,13 +927,15 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         self, state: ListenerState, request: httpx.Request, obs: RequestObserver | None
     ) -> httpx.Response:
         raw = request.headers.raw
-        plan = self._plan(state, request, raw)
+        timeouts = request.extensions.get("timeout")
+        one = _one_timeout(timeouts)
+        caller_timeout = one if one is not None else _longest_timeout(timeouts)
+        plan = self._plan(state, request, raw, caller_timeout)
         if isinstance(plan, LocalReply):
             if plan.wait_cluster is not None:
                 # A cluster_header target not subscribed yet: wait for it, then plan again.
-                timeout = _caller_timeout(request)
-                state = await self.mesh.wait_cluster_async(state, plan.wait_cluster, timeout)
-                plan = self._plan(state, request, raw)
+                state = await self.mesh.wait_cluster_async(state, plan.wait_cluster, caller_timeout)
+                plan = self._plan(state, request, raw, caller_timeout)
             if isinstance(plan, LocalReply):
                 if plan.delay:
                     await asyncio.sleep(plan.delay)
@@ -927,7 +953,7 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 task = asyncio.create_task(self._mirror(rt, ep, _shadow_request(plan, request, ep)))
                 self._shadow_tasks.add(task)  # a strong reference until it is done
                 task.add_done_callback(self._shadow_tasks.discard)
-        return await self._send(plan, state, request, obs, raw)
+        return await self._send(plan, state, request, obs, raw, one)
 
     async def _mirror(self, rt: ClusterRuntime, ep: Endpoint, req: httpcore.Request) -> None:
         """Fire and forget: the caller never sees a mirror's answer or failure."""
@@ -965,9 +991,10 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         request: httpx.Request,
         obs: RequestObserver | None,
         raw: list[tuple[bytes, bytes]],
+        one: float | None,
     ) -> httpx.Response:
         a = self._attempts(plan, state, request, obs)
-        result = await run_async(a, _AsyncIO(self, a, plan, request, obs, raw))
+        result = await run_async(a, _AsyncIO(self, a, plan, request, obs, raw, one))
         return self._answer(a, request, result, _AsyncStream)
 
     async def aclose(self) -> None:
@@ -990,7 +1017,9 @@ class _SyncIO(_IO):
         assert rt is not None and ep is not None
         obs = self.obs
         trace = obs.attempt(rt, ep) if obs is not None else None
-        req = _upstream_request(self.plan, self.request, self.raw, rt, ep, t.deadline, trace)
+        req = _upstream_request(
+            self.plan, self.request, self.raw, rt, ep, t.deadline, trace, self.one
+        )
         try:
             resp = self.transport._pool(rt, ep).handle_request(req)
         except _UPSTREAM_ERRORS as exc:
