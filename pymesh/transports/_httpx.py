@@ -46,7 +46,7 @@ from pymesh.transports._tls import (
     refusing_ssl_context,
     tls_lookup,
 )
-from pymesh.transports._wire import core_request
+from pymesh.transports._wire import core_request, httpx_response
 from pymesh.xds.resources.endpoint import Endpoint
 
 __all__ = ["AsyncMeshTransport", "MeshTransport"]
@@ -481,13 +481,7 @@ def _response(
         cookie = http_set_cookie(session, address)
         if cookie is not None:
             headers = [*headers, (b"set-cookie", cookie.encode("latin-1"))]
-    return httpx.Response(
-        status_code=resp.status,
-        headers=headers,
-        stream=stream,
-        extensions=resp.extensions,
-        request=request,
-    )
+    return httpx_response(resp.status, headers, stream, resp.extensions, request)
 
 
 #: A connection pool's key: (endpoint address, cluster name, connection settings).
