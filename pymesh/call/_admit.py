@@ -68,6 +68,10 @@ class Ticket:
     #: (only when this is set), and :meth:`done` folds it into the endpoint's weight.
     wants_load_report = False
     _load_report: tuple[str | bytes, int] | None = None
+    #: The breaker slot this attempt holds (None: none, or the pool holds it) and whether
+    #: it is a retry slot.
+    _breaker: CircuitBreaker | None = None
+    _is_retry = False
 
     def __init__(
         self,
@@ -80,8 +84,10 @@ class Ticket:
         self.runtime = runtime
         self.endpoint = endpoint
         self.load = load
-        self._breaker = breaker
-        self._is_retry = is_retry
+        if breaker is not None:
+            self._breaker = breaker
+        if is_retry:
+            self._is_retry = True
         if endpoint is None:
             self.address = ""
             return

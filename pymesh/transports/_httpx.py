@@ -692,7 +692,11 @@ class _Base:
             return _finish(a, request, result)
         resp: typing.Any = reply.value
         body = stream(resp.stream, result.release)  # type: ignore[union-attr]
-        return _response(a.plan, request, resp, body, result.address)  # type: ignore[union-attr]
+        plan = a.plan
+        if plan.session is None and plan.decision.response_mutation.empty:
+            # Nothing to edit (the common case): _response's answer, without its call.
+            return httpx_response(resp.status, resp.headers, body, resp.extensions, request)
+        return _response(plan, request, resp, body, result.address)  # type: ignore[union-attr]
 
     def _mirror_targets(
         self, plan: Plan, state: ListenerState, request: httpx.Request
@@ -810,7 +814,9 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 if self._shadow is None:
                     self._shadow = ThreadPoolExecutor(4, thread_name_prefix="pymesh-mirror")
                 self._shadow.submit(self._mirror, rt, ep, _shadow_request(plan, request, ep))
-        return self._send(plan, state, request, obs, raw, one)
+        a = self._attempts(plan, state, request, obs)
+        result = run_sync(a, _SyncIO(self, a, plan, request, obs, raw, one))
+        return self._answer(a, request, result, _SyncStream)
 
     def _mirror(self, rt: ClusterRuntime, ep: Endpoint, req: httpcore.Request) -> None:
         """Fire and forget: the caller never sees a mirror's answer or failure."""
@@ -843,19 +849,6 @@ class MeshTransport(_Base, httpx.BaseTransport):
             if pool is not new:
                 new.close()  # another thread made it first
         return pool
-
-    def _send(
-        self,
-        plan: Plan,
-        state: ListenerState,
-        request: httpx.Request,
-        obs: RequestObserver | None,
-        raw: list[tuple[bytes, bytes]],
-        one: float | None,
-    ) -> httpx.Response:
-        a = self._attempts(plan, state, request, obs)
-        result = run_sync(a, _SyncIO(self, a, plan, request, obs, raw, one))
-        return self._answer(a, request, result, _SyncStream)
 
     def hedger(self) -> ThreadPoolExecutor:
         """Sync hedging: attempts run on worker threads, so a per-try timeout can start
@@ -947,7 +940,9 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 task = asyncio.create_task(self._mirror(rt, ep, _shadow_request(plan, request, ep)))
                 self._shadow_tasks.add(task)  # a strong reference until it is done
                 task.add_done_callback(self._shadow_tasks.discard)
-        return await self._send(plan, state, request, obs, raw, one)
+        a = self._attempts(plan, state, request, obs)
+        result = await run_async(a, _AsyncIO(self, a, plan, request, obs, raw, one))
+        return self._answer(a, request, result, _AsyncStream)
 
     async def _mirror(self, rt: ClusterRuntime, ep: Endpoint, req: httpcore.Request) -> None:
         """Fire and forget: the caller never sees a mirror's answer or failure."""
@@ -977,19 +972,6 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 )
             pool = self._pools.setdefault(key, pool)
         return pool
-
-    async def _send(
-        self,
-        plan: Plan,
-        state: ListenerState,
-        request: httpx.Request,
-        obs: RequestObserver | None,
-        raw: list[tuple[bytes, bytes]],
-        one: float | None,
-    ) -> httpx.Response:
-        a = self._attempts(plan, state, request, obs)
-        result = await run_async(a, _AsyncIO(self, a, plan, request, obs, raw, one))
-        return self._answer(a, request, result, _AsyncStream)
 
     async def aclose(self) -> None:
         for task in list(self._shadow_tasks):
