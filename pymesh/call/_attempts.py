@@ -131,8 +131,11 @@ class Attempts:
         """Admit the next attempt (:func:`pymesh.call.admit`), with its deadlines."""
         plan = self.plan
         is_retry = self.attempt > 0
-        retry_slot, self._retry_slot = self._retry_slot, None
-        self._pending = False
+        retry_slot = self._retry_slot
+        if retry_slot is not None:
+            self._retry_slot = None
+        if self._pending:
+            self._pending = False
         retry = plan.retry
         if not self.pick:
             t = Ticket(None, None, None, retry_slot, is_retry)
