@@ -1031,7 +1031,14 @@ class _AsyncIO(_IO):
     transport: AsyncMeshTransport
 
     async def send(self, t: Ticket) -> Reply:
-        rt, ep, req = self.upstream(t)
+        # As _SyncIO.send: an attempt waited for is never hedged (hedged ones start()).
+        rt, ep = t.runtime, t.endpoint
+        assert rt is not None and ep is not None
+        obs = self.obs
+        trace = obs.attempt(rt, ep) if obs is not None else None
+        req = _upstream_request(
+            self.plan, self.request, self.raw, rt, ep, t.deadline, trace, self.one
+        )
         try:
             resp = await self.transport._pool(rt, ep).handle_async_request(req)
         except _UPSTREAM_ERRORS as exc:
