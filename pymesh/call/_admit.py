@@ -68,6 +68,10 @@ class Ticket:
     #: (only when this is set), and :meth:`done` folds it into the endpoint's weight.
     wants_load_report = False
     _load_report: tuple[str | bytes, int] | None = None
+    #: The breaker slot this attempt holds (None: none, or the pool holds it) and whether
+    #: it is a retry slot.
+    _breaker: CircuitBreaker | None = None
+    _is_retry = False
 
     def __init__(
         self,
@@ -80,8 +84,10 @@ class Ticket:
         self.runtime = runtime
         self.endpoint = endpoint
         self.load = load
-        self._breaker = breaker
-        self._is_retry = is_retry
+        if breaker is not None:
+            self._breaker = breaker
+        if is_retry:
+            self._is_retry = True
         if endpoint is None:
             self.address = ""
             return
@@ -92,7 +98,7 @@ class Ticket:
             self.started = now = time.monotonic()
             load.on_start(now)  # type: ignore[union-attr]
         elif load is not None:
-            load.on_start_untimed()
+            load.active_requests += 1  # load.on_start_untimed(), without a call per attempt
             if load.orca is not None and cluster is not None:
                 wrr = cluster.lb_policy.wrr
                 if wrr is not None and not wrr.enable_oob_load_report:
@@ -140,7 +146,7 @@ class Ticket:
             load.orca.on_raw_report(value, kind)
         if load is not None:
             if not self._timed:
-                load.on_finish()
+                load.on_finish_untimed()
             else:
                 now = time.monotonic()
                 if failed:

@@ -67,6 +67,9 @@ class Attempts:
     #: The driver's HTTP/1.1 pools take request slots on attach (httpx transports).
     pooled = False
     _exclude = False  # previous_hosts
+    #: Endpoints to steer away from while others can be picked (gRPC: sub-channels in
+    #: TRANSIENT_FAILURE).
+    _avoid: Callable[[], Container[str]] | None = None
     _retry_slot: CircuitBreaker | None = None  # taken for the retry decided
     _pending = False  # a retry was decided and has not started yet
     _last: Outcome | None = None  # the outcome that decided the last retry
@@ -91,9 +94,8 @@ class Attempts:
         self.listener = state
         self.rng = rng
         self.decider = decider = plan.decider
-        #: Endpoints to steer away from while others can be picked (gRPC: sub-channels in
-        #: TRANSIENT_FAILURE).
-        self._avoid = avoid
+        if avoid is not None:
+            self._avoid = avoid
         if on_end is not None:
             self.on_end = on_end
         if not pick:
@@ -129,8 +131,11 @@ class Attempts:
         """Admit the next attempt (:func:`pymesh.call.admit`), with its deadlines."""
         plan = self.plan
         is_retry = self.attempt > 0
-        retry_slot, self._retry_slot = self._retry_slot, None
-        self._pending = False
+        retry_slot = self._retry_slot
+        if retry_slot is not None:
+            self._retry_slot = None
+        if self._pending:
+            self._pending = False
         retry = plan.retry
         if not self.pick:
             t = Ticket(None, None, None, retry_slot, is_retry)

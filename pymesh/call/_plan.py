@@ -130,19 +130,6 @@ def aggregate_target(
     return leaf_rt, level
 
 
-def _deadline(
-    action: RouteAction, caller_timeout: float | None, fault_delay: float
-) -> tuple[float | None, bool]:
-    """The request's deadline (monotonic, None for none) and whether the route's timeout
-    rather than the caller's sets it: the shorter one binds."""
-    timeout = action.timeout
-    if caller_timeout is not None and (timeout is None or caller_timeout < timeout):
-        return time.monotonic() + caller_timeout + fault_delay, False
-    if timeout is None:
-        return None, False
-    return time.monotonic() + timeout + fault_delay, True
-
-
 def _build(
     decision: RouteDecision,
     runtime: ClusterRuntime,
@@ -161,7 +148,16 @@ def _build(
     compiled = decision.compiled
     cluster_name = decision.cluster
     assert cluster_name is not None
-    deadline, route_binding = _deadline(action, caller_timeout, fault_delay)
+    # The request's deadline (monotonic, None for none) and whether the route's timeout
+    # rather than the caller's sets it: the shorter one binds.
+    timeout = action.timeout
+    deadline: float | None
+    if caller_timeout is not None and (timeout is None or caller_timeout < timeout):
+        deadline, route_binding = time.monotonic() + caller_timeout + fault_delay, False
+    elif timeout is None:
+        deadline, route_binding = None, False
+    else:
+        deadline, route_binding = time.monotonic() + timeout + fault_delay, True
     return Plan(
         decision,
         action,

@@ -124,7 +124,7 @@ class LeastRequest:
     slow-start factor (``ramp``: address → factor).
     """
 
-    __slots__ = ("_below", "_choices", "_edf", "_hosts", "_n", "_rng", "_states")
+    __slots__ = ("_below", "_choices", "_edf", "_hosts", "_n", "_rng", "_states", "_uniform")
 
     def __init__(
         self,
@@ -138,6 +138,7 @@ class LeastRequest:
         self._states = states
         self._n = len(hosts)
         self._rng = rng
+        self._uniform = rng.random
         self._below = _below(rng)
         self._choices = max(1, policy.choice_count)
         self._edf: Edf | None = None
@@ -162,16 +163,22 @@ class LeastRequest:
         states = self._states
         if n == 1:
             return self._hosts[0]
-        rand = self._below
         k = self._choices
+        if k == 2 and n > 2:  # (k >= n: the full scan below)
+            # The default (choice_count 2), inlined: the same draws as _below makes.
+            uniform = self._uniform
+            a = int(uniform() * n)
+            b = int(uniform() * (n - 1))
+            if b >= a:
+                b += 1
+            if states[b].active_requests < states[a].active_requests:
+                return self._hosts[b]
+            return self._hosts[a]
+        rand = self._below
         if k >= n:
             # Envoy's full scan: every host, ties broken uniformly (start at random).
             start = rand(n)
             order: list[int] = [(start + j) % n for j in range(n)]
-        elif k == 2:
-            a = rand(n)
-            b = rand(n - 1)
-            order = [a, b + 1 if b >= a else b]
         else:
             order = _distinct(rand, n, k)
         best = order[0]

@@ -101,6 +101,14 @@ class EndpointState:
         EWMA): no clock, and :meth:`unanswered_for` does not wait for it."""
         self.active_requests += 1
 
+    def on_finish_untimed(self) -> None:
+        """``on_finish()`` with no latency, in one frame: the end of a request that
+        :meth:`on_start_untimed` counted (the request path of most policies)."""
+        n = self.active_requests
+        self.active_requests = n - 1 if n > 0 else 0
+        if self._timed > 0:
+            self._timed -= 1
+
     def on_finish(self, latency_s: float | None = None, now: float | None = None) -> None:
         """A request finished; record its latency when both values are given."""
         self.active_requests = max(0, self.active_requests - 1)

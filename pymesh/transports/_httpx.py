@@ -36,8 +36,9 @@ from pymesh.call import (
 from pymesh.call._session import http_set_cookie
 from pymesh.routing import RequestInfo
 from pymesh.telemetry import RequestObserver, observe_request
+from pymesh.telemetry._providers import off as telemetry_off
 from pymesh.transports._conn_limits import AsyncLimitedBackend, LimitedBackend
-from pymesh.transports._exceptions import failure_outcome, map_httpcore_exceptions, to_httpx
+from pymesh.transports._exceptions import failure_outcome, to_httpx
 from pymesh.transports._pool import COUNT_REQUEST, AsyncEndpointPool, EndpointPool, PoolOverflow
 from pymesh.transports._tls import (
     AsyncMeshTlsBackend,
@@ -45,7 +46,7 @@ from pymesh.transports._tls import (
     refusing_ssl_context,
     tls_lookup,
 )
-from pymesh.transports._wire import core_request
+from pymesh.transports._wire import core_request, httpx_response
 from pymesh.xds.resources.endpoint import Endpoint
 
 __all__ = ["AsyncMeshTransport", "MeshTransport"]
@@ -89,7 +90,7 @@ class _IO:
     """What the sync and async httpx I/O share: building an attempt's upstream request
     and reading a hedged attempt's end (pymesh.call.SyncIO / AsyncIO)."""
 
-    __slots__ = ("a", "obs", "plan", "request", "transport")
+    __slots__ = ("a", "obs", "one", "plan", "raw", "request", "transport")
 
     def __init__(
         self,
@@ -98,12 +99,18 @@ class _IO:
         plan: Plan,
         request: httpx.Request,
         obs: RequestObserver | None,
+        raw: list[tuple[bytes, bytes]],
+        one: float | None,
     ) -> None:
         self.transport = transport
         self.a = a
         self.plan = plan
         self.request = request
         self.obs = obs
+        #: ``request.headers.raw``: httpx builds a new list on every read of it.
+        self.raw = raw
+        #: The caller's one timeout (:func:`_one_timeout`), read once per request.
+        self.one = one
 
     def upstream(self, t: Ticket) -> tuple[ClusterRuntime, Endpoint, httpcore.Request]:
         """Attempt ``t``'s cluster, endpoint and upstream request (with its trace
@@ -116,7 +123,9 @@ class _IO:
             trace = obs.attempt(rt, ep)
             if self.a.hedging:  # attempts run side by side: each ends with its own handle
                 t.trace = obs.detach_attempt()
-        req = _upstream_request(self.plan, self.request, rt, ep, t.deadline, trace)
+        req = _upstream_request(
+            self.plan, self.request, self.raw, rt, ep, t.deadline, trace, self.one
+        )
         if not self.a.pooled:  # the engine took the request slot (hedging)
             req.extensions[COUNT_REQUEST] = False
         return rt, ep, req
@@ -159,21 +168,34 @@ def _close_abandoned(fut: Future[httpcore.Response]) -> None:
         fut.result().close()
 
 
-def _caller_timeout(request: httpx.Request) -> float | None:
-    """The caller's longest per-operation timeout (httpx has no total timeout)."""
-    t: dict[str, float | None] | None = request.extensions.get("timeout")
-    if not t:
-        return None
-    if len(t) == 4:  # httpx's own shape: connect, read, write, pool
+Timeouts = dict[str, float | None]
+
+
+def _one_timeout(t: Timeouts | None) -> float | None:
+    """The caller's one timeout when httpx's four (connect, read, write, pool) are the
+    same, as httpx's ``timeout=`` sets them: the common case; else None."""
+    if t and len(t) == 4:
         get = t.get
-        c, r, w, p = get("connect"), get("read"), get("write"), get("pool")
-        if c is not None and c == r == w == p:
-            return c  # the common case: one timeout for everything
+        c = get("connect")
+        if c is not None and c == get("read") == get("write") == get("pool"):
+            return c
+    return None
+
+
+def _longest_timeout(t: Timeouts | None) -> float | None:
+    """The caller's longest per-operation timeout (httpx has no total timeout)."""
     longest: float | None = None
-    for v in t.values():
+    for v in (t or {}).values():
         if v is not None and (longest is None or v > longest):
             longest = v
     return longest
+
+
+def _caller_timeout(request: httpx.Request) -> float | None:
+    """The caller's longest per-operation timeout (httpx has no total timeout)."""
+    t: Timeouts | None = request.extensions.get("timeout")
+    one = _one_timeout(t)
+    return one if one is not None else _longest_timeout(t)
 
 
 def _default_port_authority(request: httpx.Request) -> str | None:
@@ -290,7 +312,7 @@ def _is_replayable(request: httpx.Request) -> bool:
 
 
 def _ops_timeout(
-    request: httpx.Request,
+    caller: dict[str, float | None] | None,
     deadline: float | None,
     idle: float | None = None,
     connect: float | None = None,
@@ -299,7 +321,8 @@ def _ops_timeout(
     ``idle`` (the route's per_try_idle_timeout) caps the read timeout, which is httpcore's
     wait between two reads of the response: Envoy's "no progress for this long";
     ``connect`` (the cluster's connect_timeout) caps the connect timeout."""
-    caller = request.extensions.get("timeout") or {}
+    if not caller:
+        caller = {}
     if deadline is None:
         out = dict(caller)
     else:
@@ -337,16 +360,16 @@ def _idle_timeout_fired(plan: Plan, request: httpx.Request, exc: BaseException) 
 
 
 def _outgoing_headers(
-    plan: Plan, request: httpx.Request, ep: Endpoint
+    plan: Plan, raw: list[tuple[bytes, bytes]], ep: Endpoint
 ) -> list[tuple[bytes, bytes]]:
-    """The request's headers after the route's edits, with the Host the route wants."""
+    """The request's headers (``raw``: ``request.headers.raw``) after the route's edits,
+    with the Host the route wants."""
     authority = plan.authority
     rewritten = bool(plan.action.host_rewrite_literal)
     if plan.action.auto_host_rewrite and ep.hostname:
         authority = ep.hostname  # Envoy: the endpoint's hostname from EDS
         rewritten = True
     if plan.headers is None:
-        raw = request.headers.raw
         if not rewritten and raw and raw[0][0].lower() == b"host":
             # The common case: the plan's authority is this Host header (_authority).
             return raw
@@ -360,25 +383,48 @@ def _outgoing_headers(
 def _upstream_request(
     plan: Plan,
     request: httpx.Request,
+    raw: list[tuple[bytes, bytes]],
     rt: ClusterRuntime,
     ep: Endpoint,
     deadline: float | None,
     trace_headers: list[tuple[bytes, bytes]] | None = None,
+    one: float | None = None,
 ) -> httpcore.Request:
     """The attempt's httpcore request; ``trace_headers`` (traceparent...) replace any of
     the same name the caller set. The endpoint's cluster ``rt`` bounds the connect
-    (Envoy's connect_timeout, default 5 s)."""
-    headers = _outgoing_headers(plan, request, ep)
+    (Envoy's connect_timeout, default 5 s). ``raw``: ``request.headers.raw``; ``one``:
+    the caller's one timeout (:func:`_one_timeout`), if it has one."""
+    headers = _outgoing_headers(plan, raw, ep)
     if trace_headers:
         names = {k for k, _ in trace_headers}
         headers = [(k, v) for k, v in headers if k.lower() not in names]
         headers.extend(trace_headers)
-    extensions = dict(request.extensions)
     retry = plan.retry
     idle = retry.per_try_idle_timeout if retry is not None else None
     cluster = rt.cluster
     connect = cluster.connect_timeout if cluster is not None else None
-    extensions["timeout"] = _ops_timeout(request, deadline, idle, connect)
+    given = request.extensions
+    caller = given.get("timeout")
+    timeout: Timeouts
+    if one is not None and deadline is not None and idle is None:
+        # _ops_timeout's answer for httpx's one timeout for all four, in one go.
+        left = deadline - time.monotonic()
+        if left < 0.0:
+            left = 0.0
+        v = left if left <= one else one
+        timeout = {
+            "connect": connect if connect is not None and connect < v else v,
+            "read": v,
+            "write": v,
+            "pool": v,
+        }
+    else:
+        timeout = _ops_timeout(caller, deadline, idle, connect)
+    if caller is not None and len(given) == 1:
+        extensions = {"timeout": timeout}  # httpx's usual extensions: no copy to make
+    else:
+        extensions = dict(given)
+        extensions["timeout"] = timeout
     return core_request(
         request.method.encode("ascii"),
         b"http",
@@ -393,7 +439,8 @@ def _upstream_request(
 
 def _shadow_request(plan: Plan, request: httpx.Request, ep: Endpoint) -> httpcore.Request:
     """The mirror copy: Envoy appends ``-shadow`` to the authority; the body is buffered."""
-    headers = [(k, v) for k, v in _outgoing_headers(plan, request, ep) if k.lower() != b"host"]
+    raw = request.headers.raw
+    headers = [(k, v) for k, v in _outgoing_headers(plan, raw, ep) if k.lower() != b"host"]
     headers.insert(0, (b"host", f"{plan.authority}-shadow".encode("ascii")))
     return httpcore.Request(  # the mirror path: httpcore wraps the buffered body
         method=request.method,
@@ -405,7 +452,7 @@ def _shadow_request(plan: Plan, request: httpx.Request, ep: Endpoint) -> httpcor
         ),
         headers=headers,
         content=request.content,
-        extensions={"timeout": _ops_timeout(request, plan.deadline)},
+        extensions={"timeout": _ops_timeout(request.extensions.get("timeout"), plan.deadline)},
     )
 
 
@@ -434,28 +481,27 @@ def _response(
         cookie = http_set_cookie(session, address)
         if cookie is not None:
             headers = [*headers, (b"set-cookie", cookie.encode("latin-1"))]
-    return httpx.Response(
-        status_code=resp.status,
-        headers=headers,
-        stream=stream,
-        extensions=resp.extensions,
-        request=request,
-    )
+    return httpx_response(resp.status, headers, stream, resp.extensions, request)
 
 
-def _pool_key(rt: ClusterRuntime, ep: Endpoint) -> str:
+#: A connection pool's key: (endpoint address, cluster name, connection settings).
+PoolKey = tuple[str, str, object]
+
+
+def _pool_key(rt: ClusterRuntime, ep: Endpoint) -> PoolKey:
     """Pools are per cluster and endpoint address, as Envoy's (a cluster's breakers
     count its own connections, even to an address another cluster shares), and per
     connection settings: a cluster that turns TLS on (or changes it) gets new
     connections, never a plaintext one kept from before; a new
-    max_requests_per_connection gets new connections too."""
+    max_requests_per_connection gets new connections too. A tuple of strings whose
+    hashes are cached: no new string to build and hash on every attempt."""
     cluster = rt.cluster
     if cluster is None:
-        return f"{ep.address}#{rt.name}"
+        return (ep.address, rt.name, None)
     tls, limit = cluster.tls, cluster.max_requests_per_connection
     if tls is None and limit is None:
-        return f"{ep.address}#{rt.name}"
-    return f"{ep.address}#{rt.name}#tls{hash(tls):x}#max{limit}"
+        return (ep.address, rt.name, None)
+    return (ep.address, rt.name, (hash(tls), limit))
 
 
 def _pool_options(
@@ -505,8 +551,15 @@ class _SyncStream(httpx.SyncByteStream):
         self._on_close = on_close
 
     def __iter__(self) -> Iterator[bytes]:
-        with map_httpcore_exceptions():
+        # try/except rather than ``with map_httpcore_exceptions()``: the same mapping
+        # without a generator-based context manager per response body.
+        try:
             yield from self._stream
+        except Exception as exc:
+            mapped = to_httpx(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     def close(self) -> None:
         try:
@@ -525,9 +578,14 @@ class _AsyncStream(httpx.AsyncByteStream):
         self._on_close = on_close
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with map_httpcore_exceptions():
+        try:  # as _SyncStream.__iter__
             async for part in self._stream:
                 yield part
+        except Exception as exc:
+            mapped = to_httpx(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     async def aclose(self) -> None:
         try:
@@ -580,11 +638,17 @@ class _Base:
         self.xds_authority = xds_authority
         self._requests = 0
 
-    def _plan(self, state: ListenerState, request: httpx.Request) -> Plan | LocalReply:
-        self._requests += 1
-        authority = _authority(request, request.headers.raw)
+    def _plan(
+        self,
+        state: ListenerState,
+        request: httpx.Request,
+        raw: list[tuple[bytes, bytes]],
+        caller_timeout: float | None,
+    ) -> Plan | LocalReply:
+        """The request's plan (``raw``: ``request.headers.raw``; ``caller_timeout``: the
+        caller's longest timeout)."""
+        authority = _authority(request, raw)
         path = request.url.raw_path.decode("ascii")
-        caller_timeout = _caller_timeout(request)
         plan = plan_by_path(state, authority, path, caller_timeout)
         if plan is not None:
             return plan  # the common case: the path decides; headers are not read
@@ -608,7 +672,8 @@ class _Base:
             plan,
             state,
             self.mesh.rng,
-            replayable=_is_replayable(request),
+            # (only read when the route may retry)
+            replayable=plan.decider is None or _is_replayable(request),
             on_end=None if obs is None else functools.partial(_attempt_ended, obs),
             pooled=True,  # the HTTP/1.1 pools take request slots (pymesh.transports._pool)
         )
@@ -627,7 +692,11 @@ class _Base:
             return _finish(a, request, result)
         resp: typing.Any = reply.value
         body = stream(resp.stream, result.release)  # type: ignore[union-attr]
-        return _response(a.plan, request, resp, body, result.address)  # type: ignore[union-attr]
+        plan = a.plan
+        if plan.session is None and plan.decision.response_mutation.empty:
+            # Nothing to edit (the common case): _response's answer, without its call.
+            return httpx_response(resp.status, resp.headers, body, resp.extensions, request)
+        return _response(plan, request, resp, body, result.address)  # type: ignore[union-attr]
 
     def _mirror_targets(
         self, plan: Plan, state: ListenerState, request: httpx.Request
@@ -651,9 +720,11 @@ class _Base:
         return out
 
     def _gc_due(self) -> bool:
-        return self._requests % _GC_EVERY == 0
+        """Counts a routed request; True once every _GC_EVERY of them."""
+        n = self._requests = self._requests + 1
+        return n % _GC_EVERY == 0
 
-    def _departed(self, pools: typing.Mapping[str, typing.Any]) -> list[str]:
+    def _departed(self, pools: typing.Mapping[PoolKey, typing.Any]) -> list[PoolKey]:
         """Pools of endpoints no cluster has any more, whose connections are all idle."""
         live: set[str] = set()
         for rt in self.mesh.clusters().values():
@@ -661,7 +732,7 @@ class _Base:
         return [
             key
             for key, pool in pools.items()
-            if key.partition("#")[0] not in live and all(c.is_idle() for c in pool.connections)
+            if key[0] not in live and all(c.is_idle() for c in pool.connections)
         ]
 
 
@@ -678,7 +749,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
         self, mesh: Mesh, *, passthrough: bool | None = None, xds_authority: str | None = None
     ) -> None:
         super().__init__(mesh, passthrough=passthrough, xds_authority=xds_authority)
-        self._pools: dict[str, _SyncPool] = {}
+        self._pools: dict[PoolKey, _SyncPool] = {}
         self._direct = httpx.HTTPTransport()
         self._shadow: ThreadPoolExecutor | None = None
         self._hedger: ThreadPoolExecutor | None = None
@@ -703,6 +774,8 @@ class MeshTransport(_Base, httpx.BaseTransport):
                     return self._direct.handle_request(request)
                 except httpx.ConnectError as exc:
                     raise _passthrough_failed(exc, request, slot.name) from exc
+        if telemetry_off():  # the common case: one check, no observer
+            return self._routed(state, request, None)
         obs = _observe(request, state)
         if obs is None:
             return self._routed(state, request, None)
@@ -715,15 +788,20 @@ class MeshTransport(_Base, httpx.BaseTransport):
     def _routed(
         self, state: ListenerState, request: httpx.Request, obs: RequestObserver | None
     ) -> httpx.Response:
-        plan = self._plan(state, request)
-        if isinstance(plan, LocalReply) and plan.wait_cluster is not None:
-            # A cluster_header target not subscribed yet: wait for it, then plan again.
-            state = self.mesh.wait_cluster(state, plan.wait_cluster, _caller_timeout(request))
-            plan = self._plan(state, request)
+        raw = request.headers.raw
+        timeouts = request.extensions.get("timeout")
+        one = _one_timeout(timeouts)
+        caller_timeout = one if one is not None else _longest_timeout(timeouts)
+        plan = self._plan(state, request, raw, caller_timeout)
         if isinstance(plan, LocalReply):
-            if plan.delay:
-                time.sleep(plan.delay)
-            return _local_response(plan, request)
+            if plan.wait_cluster is not None:
+                # A cluster_header target not subscribed yet: wait for it, then plan again.
+                state = self.mesh.wait_cluster(state, plan.wait_cluster, caller_timeout)
+                plan = self._plan(state, request, raw, caller_timeout)
+            if isinstance(plan, LocalReply):
+                if plan.delay:
+                    time.sleep(plan.delay)
+                return _local_response(plan, request)
         if obs is not None:
             _routed(obs, plan)
         if plan.fault_delay:
@@ -736,7 +814,9 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 if self._shadow is None:
                     self._shadow = ThreadPoolExecutor(4, thread_name_prefix="pymesh-mirror")
                 self._shadow.submit(self._mirror, rt, ep, _shadow_request(plan, request, ep))
-        return self._send(plan, state, request, obs)
+        a = self._attempts(plan, state, request, obs)
+        result = run_sync(a, _SyncIO(self, a, plan, request, obs, raw, one))
+        return self._answer(a, request, result, _SyncStream)
 
     def _mirror(self, rt: ClusterRuntime, ep: Endpoint, req: httpcore.Request) -> None:
         """Fire and forget: the caller never sees a mirror's answer or failure."""
@@ -770,17 +850,6 @@ class MeshTransport(_Base, httpx.BaseTransport):
                 new.close()  # another thread made it first
         return pool
 
-    def _send(
-        self,
-        plan: Plan,
-        state: ListenerState,
-        request: httpx.Request,
-        obs: RequestObserver | None = None,
-    ) -> httpx.Response:
-        a = self._attempts(plan, state, request, obs)
-        result = run_sync(a, _SyncIO(self, a, plan, request, obs))
-        return self._answer(a, request, result, _SyncStream)
-
     def hedger(self) -> ThreadPoolExecutor:
         """Sync hedging: attempts run on worker threads, so a per-try timeout can start
         another while the first keeps going."""
@@ -806,7 +875,7 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         self, mesh: Mesh, *, passthrough: bool | None = None, xds_authority: str | None = None
     ) -> None:
         super().__init__(mesh, passthrough=passthrough, xds_authority=xds_authority)
-        self._pools: dict[str, _AsyncPool] = {}
+        self._pools: dict[PoolKey, _AsyncPool] = {}
         self._direct = httpx.AsyncHTTPTransport()
         self._shadow_tasks: set[asyncio.Task[None]] = set()
 
@@ -830,6 +899,8 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                     return await self._direct.handle_async_request(request)
                 except httpx.ConnectError as exc:
                     raise _passthrough_failed(exc, request, slot.name) from exc
+        if telemetry_off():  # the common case: one check, no observer
+            return await self._routed(state, request, None)
         obs = _observe(request, state)
         if obs is None:
             return await self._routed(state, request, None)
@@ -842,16 +913,20 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
     async def _routed(
         self, state: ListenerState, request: httpx.Request, obs: RequestObserver | None
     ) -> httpx.Response:
-        plan = self._plan(state, request)
-        if isinstance(plan, LocalReply) and plan.wait_cluster is not None:
-            # A cluster_header target not subscribed yet: wait for it, then plan again.
-            timeout = _caller_timeout(request)
-            state = await self.mesh.wait_cluster_async(state, plan.wait_cluster, timeout)
-            plan = self._plan(state, request)
+        raw = request.headers.raw
+        timeouts = request.extensions.get("timeout")
+        one = _one_timeout(timeouts)
+        caller_timeout = one if one is not None else _longest_timeout(timeouts)
+        plan = self._plan(state, request, raw, caller_timeout)
         if isinstance(plan, LocalReply):
-            if plan.delay:
-                await asyncio.sleep(plan.delay)
-            return _local_response(plan, request)
+            if plan.wait_cluster is not None:
+                # A cluster_header target not subscribed yet: wait for it, then plan again.
+                state = await self.mesh.wait_cluster_async(state, plan.wait_cluster, caller_timeout)
+                plan = self._plan(state, request, raw, caller_timeout)
+            if isinstance(plan, LocalReply):
+                if plan.delay:
+                    await asyncio.sleep(plan.delay)
+                return _local_response(plan, request)
         if obs is not None:
             _routed(obs, plan)
         if plan.fault_delay:
@@ -865,7 +940,9 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
                 task = asyncio.create_task(self._mirror(rt, ep, _shadow_request(plan, request, ep)))
                 self._shadow_tasks.add(task)  # a strong reference until it is done
                 task.add_done_callback(self._shadow_tasks.discard)
-        return await self._send(plan, state, request, obs)
+        a = self._attempts(plan, state, request, obs)
+        result = await run_async(a, _AsyncIO(self, a, plan, request, obs, raw, one))
+        return self._answer(a, request, result, _AsyncStream)
 
     async def _mirror(self, rt: ClusterRuntime, ep: Endpoint, req: httpcore.Request) -> None:
         """Fire and forget: the caller never sees a mirror's answer or failure."""
@@ -896,17 +973,6 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
             pool = self._pools.setdefault(key, pool)
         return pool
 
-    async def _send(
-        self,
-        plan: Plan,
-        state: ListenerState,
-        request: httpx.Request,
-        obs: RequestObserver | None = None,
-    ) -> httpx.Response:
-        a = self._attempts(plan, state, request, obs)
-        result = await run_async(a, _AsyncIO(self, a, plan, request, obs))
-        return self._answer(a, request, result, _AsyncStream)
-
     async def aclose(self) -> None:
         for task in list(self._shadow_tasks):
             task.cancel()
@@ -927,7 +993,9 @@ class _SyncIO(_IO):
         assert rt is not None and ep is not None
         obs = self.obs
         trace = obs.attempt(rt, ep) if obs is not None else None
-        req = _upstream_request(self.plan, self.request, rt, ep, t.deadline, trace)
+        req = _upstream_request(
+            self.plan, self.request, self.raw, rt, ep, t.deadline, trace, self.one
+        )
         try:
             resp = self.transport._pool(rt, ep).handle_request(req)
         except _UPSTREAM_ERRORS as exc:
@@ -963,7 +1031,14 @@ class _AsyncIO(_IO):
     transport: AsyncMeshTransport
 
     async def send(self, t: Ticket) -> Reply:
-        rt, ep, req = self.upstream(t)
+        # As _SyncIO.send: an attempt waited for is never hedged (hedged ones start()).
+        rt, ep = t.runtime, t.endpoint
+        assert rt is not None and ep is not None
+        obs = self.obs
+        trace = obs.attempt(rt, ep) if obs is not None else None
+        req = _upstream_request(
+            self.plan, self.request, self.raw, rt, ep, t.deadline, trace, self.one
+        )
         try:
             resp = await self.transport._pool(rt, ep).handle_async_request(req)
         except _UPSTREAM_ERRORS as exc:
