@@ -4,6 +4,10 @@
 
 ``--aio`` runs the same with grpc.aio channels (pymesh.grpc.aio), one call at a time.
 
+``grpcio-xds+mesh`` is grpcio's native client again with a pymesh.Mesh merely open in the
+same process (no pymesh channel): what the Mesh's presence costs a client. With grpc.aio
+that is most of the gap, see docs/performance.md.
+
 One backend (its own process) and pymesh's embedded control plane. Each client runs in
 its own fresh interpreter (grpcio reads GRPC_XDS_BOOTSTRAP once, at start), makes
 sequential unary calls from one thread after a warm-up, and reports throughput and
@@ -52,7 +56,11 @@ def run_aio_client(mode: str, address: str, bootstrap: str, calls: int, warmup: 
         mesh = None
         if mode == "plain":
             channel: Any = grpc.aio.insecure_channel(address)
-        elif mode == "grpcio-xds":
+        elif mode.startswith("grpcio-xds"):
+            if mode == "grpcio-xds+mesh":
+                import pymesh
+
+                mesh = pymesh.Mesh(bootstrap, seed=1)
             channel = grpc.aio.insecure_channel(TARGET)
         else:
             import pymesh
@@ -98,12 +106,15 @@ def run_client(mode: str, address: str, bootstrap: str, calls: int, warmup: int)
     """In a child process: time ``calls`` sequential unary calls; print JSON."""
     import grpc
 
+    mesh = None
     if mode == "plain":
         channel: Any = grpc.insecure_channel(address)
-        mesh = None
-    elif mode == "grpcio-xds":
+    elif mode.startswith("grpcio-xds"):
+        if mode == "grpcio-xds+mesh":
+            import pymesh
+
+            mesh = pymesh.Mesh(bootstrap, seed=1)
         channel = grpc.insecure_channel(TARGET)
-        mesh = None
     else:
         import pymesh
         import pymesh.grpc
@@ -172,7 +183,7 @@ def main() -> None:
                 )
             )
             env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)}
-            modes = ("plain", "grpcio-xds", "pymesh")
+            modes = ("plain", "grpcio-xds", "grpcio-xds+mesh", "pymesh")
             best: dict[str, dict[str, float]] = {}
             for _ in range(args.rounds):
                 for mode in modes:
@@ -208,13 +219,17 @@ def main() -> None:
 
     kind = "aio" if args.aio else "sync"
     print(f"{kind} unary, {args.calls} sequential calls, best of {args.rounds} rounds")
-    print(f"{'client':<12} {'calls/s':>9} {'p50 us':>8} {'p99 us':>8}")
+    print(f"{'client':<16} {'calls/s':>9} {'p50 us':>8} {'p99 us':>8}")
     for mode in modes:
         r = best[mode]
-        print(f"{mode:<12} {r['rps']:>9.0f} {r['p50_us']:>8.0f} {r['p99_us']:>8.0f}")
+        print(f"{mode:<16} {r['rps']:>9.0f} {r['p50_us']:>8.0f} {r['p99_us']:>8.0f}")
     native = best["grpcio-xds"]["rps"]
-    print(f"pymesh / grpcio-xds throughput: {best['pymesh']['rps'] / native:.2f}x")
-    print(f"pymesh / plain throughput:      {best['pymesh']['rps'] / best['plain']['rps']:.2f}x")
+    with_mesh = best["grpcio-xds+mesh"]["rps"]
+    ours = best["pymesh"]["rps"]
+    print(f"pymesh / grpcio-xds throughput:          {ours / native:.2f}x")
+    print(f"grpcio-xds with a Mesh open / without:   {with_mesh / native:.2f}x")
+    print(f"pymesh / grpcio-xds with a Mesh open:    {ours / with_mesh:.2f}x")
+    print(f"pymesh / plain throughput:               {ours / best['plain']['rps']:.2f}x")
 
 
 if __name__ == "__main__":
