@@ -11,7 +11,9 @@ that is most of the gap, see docs/performance.md.
 One backend (its own process) and pymesh's embedded control plane. Each client runs in
 its own fresh interpreter (grpcio reads GRPC_XDS_BOOTSTRAP once, at start), makes
 sequential unary calls from one thread after a warm-up, and reports throughput and
-p50/p99 latency. Rounds alternate the clients; the best round of each is reported.
+p50/p99 latency (the best round of each; rounds alternate the clients) and the client
+process's CPU per call (all its threads; the lowest round), which a shared machine
+disturbs far less than throughput.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def run_aio_client(mode: str, address: str, bootstrap: str, calls: int, warmup: 
 
     import grpc
 
-    async def run() -> tuple[list[float], float]:
+    async def run() -> tuple[list[float], float, float]:
         mesh = None
         if mode == "plain":
             channel: Any = grpc.aio.insecure_channel(address)
@@ -74,22 +76,24 @@ def run_aio_client(mode: str, address: str, bootstrap: str, calls: int, warmup: 
             await call(b"w", timeout=30)
         lat = []
         clock = time.perf_counter
+        cpu = time.process_time()
         start = clock()
         for _ in range(calls):
             t0 = clock()
             await call(b"ping", timeout=30)
             lat.append(clock() - t0)
         total = clock() - start
+        cpu = time.process_time() - cpu
         await channel.close()
         if mesh is not None:
             mesh.close()
-        return lat, total
+        return lat, total, cpu
 
-    lat, total = asyncio.run(run())
-    _report(calls, total, lat)
+    lat, total, cpu = asyncio.run(run())
+    _report(calls, total, lat, cpu)
 
 
-def _report(calls: int, total: float, lat: list[float]) -> None:
+def _report(calls: int, total: float, lat: list[float], cpu: float) -> None:
     lat.sort()
     print(
         json.dumps(
@@ -97,6 +101,9 @@ def _report(calls: int, total: float, lat: list[float]) -> None:
                 "rps": calls / total,
                 "p50_us": lat[len(lat) // 2] * 1e6,
                 "p99_us": lat[int(len(lat) * 0.99)] * 1e6,
+                # CPU of the whole client process (every thread) per call: steadier than
+                # throughput on a shared machine, and it counts the Mesh's threads.
+                "cpu_us": cpu / calls * 1e6,
             }
         )
     )
@@ -127,13 +134,14 @@ def run_client(mode: str, address: str, bootstrap: str, calls: int, warmup: int)
         call(b"w", timeout=30)
     lat = []
     clock = time.perf_counter
+    cpu = time.process_time()
     start = clock()
     for _ in range(calls):
         t0 = clock()
         call(b"ping", timeout=30)
         lat.append(clock() - t0)
     total = clock() - start
-    _report(calls, total, lat)
+    _report(calls, total, lat, time.process_time() - cpu)
     channel.close()
     if mesh is not None:
         mesh.close()
@@ -185,6 +193,7 @@ def main() -> None:
             env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)}
             modes = ("plain", "grpcio-xds", "grpcio-xds+mesh", "pymesh")
             best: dict[str, dict[str, float]] = {}
+            cpus: dict[str, list[float]] = {mode: [] for mode in modes}
             for _ in range(args.rounds):
                 for mode in modes:
                     out = subprocess.run(
@@ -210,6 +219,7 @@ def main() -> None:
                         check=True,
                     )
                     r = json.loads(out.stdout.strip().splitlines()[-1])
+                    cpus[mode].append(r["cpu_us"])
                     if mode not in best or r["rps"] > best[mode]["rps"]:
                         best[mode] = r
     finally:
@@ -219,10 +229,11 @@ def main() -> None:
 
     kind = "aio" if args.aio else "sync"
     print(f"{kind} unary, {args.calls} sequential calls, best of {args.rounds} rounds")
-    print(f"{'client':<16} {'calls/s':>9} {'p50 us':>8} {'p99 us':>8}")
+    print(f"{'client':<16} {'calls/s':>9} {'p50 us':>8} {'p99 us':>8} {'cpu us/call':>12}")
     for mode in modes:
         r = best[mode]
-        print(f"{mode:<16} {r['rps']:>9.0f} {r['p50_us']:>8.0f} {r['p99_us']:>8.0f}")
+        line = f"{mode:<16} {r['rps']:>9.0f} {r['p50_us']:>8.0f} {r['p99_us']:>8.0f}"
+        print(f"{line} {min(cpus[mode]):>12.0f}")
     native = best["grpcio-xds"]["rps"]
     with_mesh = best["grpcio-xds+mesh"]["rps"]
     ours = best["pymesh"]["rps"]
