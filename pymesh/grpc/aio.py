@@ -316,7 +316,7 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         # same end: a local cancel abandons the attempt (no outcome), any status
         # settles it.
         status = _status_of(call)
-        if status is None:  # a grpcio that keeps the status to itself: ask for it
+        if status is None:  # no status to read here: ask for it
             self.spawn(self._unary_ended_async(p, a, t, call))
             return
         try:
@@ -329,21 +329,28 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
                 t.report_trailers(status.trailing_metadata())
             self.stream_ended(p, a, t, status_code(status.code()), status.details())
         except Exception:  # never into grpc's completion path: the call is answered
+            t.abandon()  # the slot at least comes back
             _log.exception("pymesh: recording the end of a gRPC call failed")
 
     async def _unary_ended_async(self, p: Prepared, a: Attempts, t: Ticket, call: Any) -> None:
+        # _unary_ended for a call whose status only an await shows (grpcio without
+        # _status, or a TLS endpoint's call still waiting for its pre-check).
         try:
-            code = await call.code()
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-        if code is grpc.StatusCode.CANCELLED and call.cancelled():
-            t.abandon()
-            if p.obs is not None:
-                p.obs.error(asyncio.CancelledError())
-            return
-        if t.wants_load_report:
-            t.report_trailers(await call.trailing_metadata())
-        self.stream_ended(p, a, t, code, await call.details())
+            try:
+                code = await call.code()
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+            if code is grpc.StatusCode.CANCELLED and call.cancelled():
+                t.abandon()
+                if p.obs is not None:
+                    p.obs.error(asyncio.CancelledError())
+                return
+            if t.wants_load_report:
+                t.report_trailers(await call.trailing_metadata())
+            self.stream_ended(p, a, t, code, await call.details())
+        except Exception:
+            t.abandon()  # the slot at least comes back
+            _log.exception("pymesh: recording the end of a gRPC call failed")
 
     def streaming(
         self, p: Prepared, start: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any]
