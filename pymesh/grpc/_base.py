@@ -384,13 +384,18 @@ class MeshChannelBase(Generic[SubT]):
         return reply.value
 
     def start_stream(
-        self, p: Prepared, start: Callable[[SubT, float | None, OutMetadata], Any]
+        self,
+        p: Prepared,
+        start: Callable[[SubT, float | None, OutMetadata], Any],
+        a: Attempts | None = None,
     ) -> tuple[Attempts, Ticket, Any]:
-        """Start a call with a streaming side (or a single-attempt future): one attempt,
-        admitted now and never retried; ``start`` sends it. The driver calls
+        """Start a call with a streaming side (or a single-attempt unary call): one
+        attempt, admitted now and never retried; ``start`` sends it. ``a``: the call's
+        attempts if already made (allowed one attempt). The driver calls
         :meth:`stream_ended` when the call terminates."""
         try:
-            a = self.new_attempts(p, replayable=False)
+            if a is None:
+                a = self.new_attempts(p, replayable=False)
             t = a.start()
             if isinstance(t, LocalReply):
                 raise LocalFailure(local_status(t, self.mesh.node_id), t.flags)

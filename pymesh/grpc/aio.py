@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Sequence
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from pymesh._mesh import Mesh
+from pymesh._mesh import ListenerState, Mesh
 from pymesh.call import Attempts, Reply, Ticket, run_async
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
@@ -37,13 +39,16 @@ from pymesh.grpc._core import (
     DEADLINE,
     LocalStatus,
     Metadata,
+    status_code,
 )
 from pymesh.grpc._server import DEFAULT_DRAIN_GRACE, AioXdsServer, ServerSettings
 from pymesh.grpc._session import AioCookieCall, session_cookie
 from pymesh.grpc._xds_server import ServingModeCallback
+from pymesh.telemetry._rpc import RpcObserver
 
 __all__ = ["AioXdsServer", "MeshAioChannel", "insecure_channel", "secure_channel", "server"]
 
+_log = logging.getLogger(__name__)
 _TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 _READY = grpc.ChannelConnectivity.READY
 
@@ -52,6 +57,41 @@ def _error(status: LocalStatus) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(
         status.code, grpc.aio.Metadata(), grpc.aio.Metadata(), status.details
     )
+
+
+class _Pending:
+    """A plan :meth:`MeshAioChannel.prepare_now` could not finish without waiting."""
+
+    __slots__ = ("delay", "obs", "out", "start", "state")
+
+    def __init__(
+        self,
+        obs: RpcObserver | None,
+        start: float,
+        state: ListenerState | None,
+        delay: float,
+        out: Prepared | LocalStatus | None,
+    ) -> None:
+        self.obs = obs
+        self.start = start
+        self.state = state
+        self.delay = delay
+        self.out = out
+
+
+async def _raise(exc: BaseException) -> Any:
+    raise exc
+
+
+def _failed(exc: BaseException) -> _MeshCall:
+    """A call that fails with ``exc`` when awaited (as grpc.aio reports errors)."""
+    return _MeshCall(streaming=False).start(_raise(exc))
+
+
+def _status_of(call: Any) -> Any:
+    """A finished grpc.aio call's status (code, details, trailing metadata), read
+    synchronously in its done callback; None where grpcio does not expose it."""
+    return getattr(getattr(call, "_cython_call", None), "_status", None)
 
 
 class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # type: ignore[misc]
@@ -155,25 +195,63 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
 
     # -- the call path ------------------------------------------------------------------
 
-    async def prepare_call(
+    def prepare_now(
         self, method: str, timeout: float | None, metadata: Metadata | None
-    ) -> Prepared | None:
-        """Plan a call this channel makes; None means passthrough. Raises AioRpcError for
-        a local status. The Prepared carries the call's telemetry observer (a local
-        status or passthrough ends or drops it here)."""
+    ) -> Prepared | _Pending | None:
+        """:meth:`prepare_call`'s planning when it needs no waiting (the common case):
+        the Prepared call, None for passthrough, or a :class:`_Pending` plan that
+        :meth:`prepare_call` finishes (no config yet, a cluster_header target to
+        subscribe, a fault delay). Raises AioRpcError for a local status."""
         start = time.monotonic()
         obs = self.observe(method)
+        state = self._slot.state
+        if state is None:
+            return _Pending(obs, start, None, 0.0, None)
         try:
-            slot = self._slot
-            state = slot.state
+            delay, out = self.plan_on(state, method, timeout, metadata, start)
+            if delay or (isinstance(out, LocalStatus) and out.wait_cluster is not None):
+                return _Pending(obs, start, state, delay, out)
+            if isinstance(out, LocalStatus):
+                raise _error(out)
+        except BaseException as exc:
+            if obs is not None:
+                obs.error(exc)
+            raise
+        if obs is not None:
+            obs.planned(out.plan)
+            out.obs = obs
+        return out
+
+    async def prepare_call(
+        self,
+        method: str,
+        timeout: float | None,
+        metadata: Metadata | None,
+        pending: _Pending | None = None,
+    ) -> Prepared | None:
+        """Plan a call this channel makes, waiting as needed; None means passthrough.
+        Raises AioRpcError for a local status. The Prepared carries the call's
+        telemetry observer (a local status or passthrough ends or drops it here).
+        ``pending``: what :meth:`prepare_now` left to finish."""
+        if pending is None:
+            now = self.prepare_now(method, timeout, metadata)
+            if not isinstance(now, _Pending):
+                return now
+            pending = now
+        obs = pending.obs
+        start = pending.start
+        try:
+            state = pending.state
+            delay, out = pending.delay, pending.out
             if state is None:
+                slot = self._slot
                 try:
                     state = await self.mesh.wait_state_async(slot, timeout)
                 except MeshError as exc:
                     raise _error(LocalStatus(grpc.StatusCode.UNAVAILABLE, str(exc))) from None
                 if state is None:
                     return None
-            delay, out = self.plan_on(state, method, timeout, metadata, start)
+                delay, out = self.plan_on(state, method, timeout, metadata, start)
             if isinstance(out, LocalStatus) and out.wait_cluster is not None:
                 # A cluster_header target not subscribed yet: wait for it, plan again.
                 state = await self.mesh.wait_cluster_async(state, out.wait_cluster, timeout)
@@ -186,6 +264,7 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             if obs is not None:
                 obs.error(exc)
             raise
+        assert out is not None
         if obs is not None:
             obs.planned(out.plan)
             out.obs = obs
@@ -199,10 +278,13 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         p: Prepared,
         invoke: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any],
         on_call: Callable[[Any], None],
+        a: Attempts | None = None,
     ) -> Any:
         """Run a unary-response call through the engine (retries per A44 and the route,
-        per-try timeout, hedging); ``on_call`` learns each attempt's grpc.aio call."""
-        a = self.new_attempts(p)
+        per-try timeout, hedging); ``on_call`` learns each attempt's grpc.aio call.
+        ``a``: the call's attempts, if already made."""
+        if a is None:
+            a = self.new_attempts(p)
         try:
             result = await run_async(a, _UnaryIO(self, p, a, invoke, on_call))
         except BaseException as exc:
@@ -211,6 +293,64 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
                 raise
             raise err from None
         return self.unary_answer(p, result)
+
+    def start_unary(
+        self,
+        p: Prepared,
+        a: Attempts,
+        start: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any],
+    ) -> Any:
+        """Start a unary-response call allowed one attempt (``a.limit == 1``) now and
+        return grpc.aio's own call, which the caller awaits directly: no task, future
+        or coroutine of pymesh's between them. Its end is recorded by the call's done
+        callback (the engine's settle and release, ORCA report, telemetry), which
+        grpc.aio runs as the call ends, before its awaiter resumes, awaited or not; as
+        the sync channel's single-attempt futures. Raises what :meth:`start_stream`
+        raises (a local status)."""
+        a, t, call = self.start_stream(p, start, a)
+        call.add_done_callback(functools.partial(self._unary_ended, p, a, t))
+        return call
+
+    def _unary_ended(self, p: Prepared, a: Attempts, t: Ticket, call: Any) -> None:
+        # What the engine's one-attempt run (run_async, unary_answer) records for the
+        # same end: a local cancel abandons the attempt (no outcome), any status
+        # settles it.
+        status = _status_of(call)
+        if status is None:  # no status to read here: ask for it
+            self.spawn(self._unary_ended_async(p, a, t, call))
+            return
+        try:
+            if call._cython_call.is_locally_cancelled():
+                t.abandon()
+                if p.obs is not None:
+                    p.obs.error(asyncio.CancelledError())
+                return
+            if t.wants_load_report:  # weighted round robin's per-call ORCA report
+                t.report_trailers(status.trailing_metadata())
+            self.stream_ended(p, a, t, status_code(status.code()), status.details())
+        except Exception:  # never into grpc's completion path: the call is answered
+            t.abandon()  # the slot at least comes back
+            _log.exception("pymesh: recording the end of a gRPC call failed")
+
+    async def _unary_ended_async(self, p: Prepared, a: Attempts, t: Ticket, call: Any) -> None:
+        # _unary_ended for a call whose status only an await shows (grpcio without
+        # _status, or a TLS endpoint's call still waiting for its pre-check).
+        try:
+            try:
+                code = await call.code()
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+            if code is grpc.StatusCode.CANCELLED and call.cancelled():
+                t.abandon()
+                if p.obs is not None:
+                    p.obs.error(asyncio.CancelledError())
+                return
+            if t.wants_load_report:
+                t.report_trailers(await call.trailing_metadata())
+            self.stream_ended(p, a, t, code, await call.details())
+        except Exception:
+            t.abandon()  # the slot at least comes back
+            _log.exception("pymesh: recording the end of a gRPC call failed")
 
     def streaming(
         self, p: Prepared, start: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any]
@@ -527,25 +667,41 @@ class _UnaryUnary(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):  # type: ig
         credentials: grpc.CallCredentials | None = None,
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
-    ) -> _MeshCall:
-        mesh_call = _MeshCall(streaming=False)
+    ) -> Any:  # grpc.aio.UnaryUnaryCall: grpcio's own, or a _MeshCall
+        ch = self._channel
         kw = {"credentials": credentials, "wait_for_ready": wait_for_ready}
         kw["compression"] = compression
 
-        async def run() -> Any:
-            ch = self._channel
-            p = await ch.prepare_call(self._method, timeout, metadata)
-            if p is None:
-                call = self._real(ch.direct(), "unary_unary")(
+        def invoke(sub: grpc.aio.Channel, t: float | None, md: OutMetadata) -> Any:
+            return self._real(sub, "unary_unary")(request, timeout=t, metadata=md, **kw)
+
+        a: Attempts | None = None
+        try:
+            first = ch.prepare_now(self._method, timeout, metadata)
+            if first is None:  # passthrough: the direct channel's own call
+                return self._real(ch.direct(), "unary_unary")(
                     request, timeout=timeout, metadata=metadata, **kw
                 )
-                mesh_call.set_call(call)
-                return await call
+            if type(first) is Prepared and first.plan.session is None:
+                a = ch.new_attempts(first)
+                if a.limit == 1:  # the common call: one attempt, started now
+                    return ch.start_unary(first, a, invoke)
+        except BaseException as exc:
+            return _failed(exc)
+        mesh_call = _MeshCall(streaming=False)
 
-            def invoke(sub: grpc.aio.Channel, t: float | None, md: OutMetadata) -> Any:
-                return self._real(sub, "unary_unary")(request, timeout=t, metadata=md, **kw)
-
-            return await ch.unary_response(p, invoke, mesh_call.set_call)
+        async def run() -> Any:
+            p = first
+            if not isinstance(p, Prepared):
+                planned = await ch.prepare_call(self._method, timeout, metadata, p)
+                if planned is None:
+                    call = self._real(ch.direct(), "unary_unary")(
+                        request, timeout=timeout, metadata=metadata, **kw
+                    )
+                    mesh_call.set_call(call)
+                    return await call
+                p = planned
+            return await ch.unary_response(p, invoke, mesh_call.set_call, a)
 
         return mesh_call.start(run())
 

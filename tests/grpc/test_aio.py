@@ -174,3 +174,45 @@ async def test_unary_call_starts_when_made_whether_or_not_it_is_awaited(
                 await cancelled
             assert cancelled.cancelled()
     assert a.calls == {"Echo": 2}
+
+
+@pytest.mark.parametrize("status_readable", [True, False])
+async def test_unary_call_gives_its_slot_back_however_it_ends(
+    cp: ControlPlane, make_mesh: MakeMesh, monkeypatch: pytest.MonkeyPatch, status_readable: bool
+) -> None:
+    """A one-attempt call is grpc.aio's own call; its end (an answer, a status, a cancel,
+    awaited or never awaited) frees its circuit-breaker slot, also with a grpcio whose
+    calls do not show their status to a done callback (then it is awaited)."""
+    if not status_readable:
+        monkeypatch.setattr(pymesh.grpc.aio, "_status_of", lambda call: None)
+    with Backend("a") as a:
+        policy = {"circuit_breakers": {"max_requests": 1}}
+        serve(cp, echo_service(endpoints=[a.address], traffic_policy=policy))
+        async with pymesh.grpc.aio.insecure_channel(TARGET, make_mesh()) as ch:
+            echo = ch.unary_unary(ECHO)
+
+            async def recorded() -> None:
+                # Unreadable status: a task of the channel's reads it; let it finish.
+                await asyncio.gather(*list(ch._tasks))
+
+            background = echo(b"bg", timeout=10)  # never awaited itself
+            assert await background.code() is grpc.StatusCode.OK
+            await recorded()
+            assert await echo(b"1", timeout=10) == b"a:1"
+            await recorded()
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await ch.unary_unary(HANG)(b"", timeout=0.5)
+            assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            await recorded()
+            hang = ch.unary_unary(HANG)(b"", timeout=30)
+            assert await asyncio.to_thread(a.hanging.acquire, True, 30)  # it holds the slot
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await echo(b"", timeout=10)
+            assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert "overflow" in (info.value.details() or "")
+            assert hang.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await hang
+            await recorded()
+            assert await echo(b"2", timeout=10) == b"a:2"
+    assert a.count("Echo") == 3
