@@ -50,6 +50,9 @@ __all__ = ["AioXdsServer", "MeshAioChannel", "insecure_channel", "secure_channel
 
 _log = logging.getLogger(__name__)
 _TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+#: How often (seconds) the sub-channels are asked for their state, at most: a call picks
+#: with what was seen at most this long ago (a failing endpoint's call fails fast).
+_AVOID_REFRESH = 0.05
 _READY = grpc.ChannelConnectivity.READY
 
 
@@ -112,6 +115,7 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         self._direct: grpc.aio.Channel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failing: set[str] = set()
+        self._avoid_until = 0.0  # when avoid() next asks the sub-channels
 
     # -- grpc.aio.Channel ---------------------------------------------------------------
 
@@ -177,9 +181,15 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         task.add_done_callback(self._tasks.discard)
 
     def avoid(self) -> set[str]:
-        # aio channels answer get_state() cheaply, so ask at pick time (no watcher
-        # threads). Sticky as gRPC's round_robin: avoided from TRANSIENT_FAILURE to READY.
+        # aio channels answer get_state() cheaply, so ask (no watcher threads or tasks),
+        # but at most every _AVOID_REFRESH seconds, not per call: asking every
+        # sub-channel is as costly as the cluster is big. Sticky as gRPC's round_robin:
+        # avoided from TRANSIENT_FAILURE to READY.
         failing = self._failing
+        now = time.monotonic()
+        if now < self._avoid_until:
+            return failing
+        self._avoid_until = now + _AVOID_REFRESH
         for address, sub in list(self._subs.items()):
             state = sub.get_state(False)
             if state is _TF:

@@ -216,3 +216,32 @@ async def test_unary_call_gives_its_slot_back_however_it_ends(
             await recorded()
             assert await echo(b"2", timeout=10) == b"a:2"
     assert a.count("Echo") == 3
+
+
+async def test_avoids_endpoint_in_transient_failure(cp: ControlPlane, make_mesh: MakeMesh) -> None:
+    # The aio channel asks its sub-channels' states at most every 50 ms (not per call:
+    # that costs as much as the cluster is big), and still stops picking a dead endpoint.
+    import socket
+
+    with socket.socket() as s:  # a port that refuses connections
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    with Backend("a") as a:
+        serve(cp, echo_service(endpoints=[dead, a.address]))
+        async with pymesh.grpc.aio.insecure_channel(TARGET, make_mesh()) as ch:
+            echo = ch.unary_unary(ECHO)
+            failures = ok_streak = 0
+            for _ in range(400):
+                try:
+                    await echo(b"", timeout=10)
+                    ok_streak += 1
+                except grpc.aio.AioRpcError as err:
+                    assert err.code() is grpc.StatusCode.UNAVAILABLE
+                    failures += 1
+                    ok_streak = 0
+                if ok_streak == 30:
+                    break
+    # As the sync channel's test: 30 successes in a row only once the dead endpoint is
+    # avoided; how many calls failed first depends on when grpcio reports its state.
+    assert ok_streak == 30
+    assert failures >= 1
