@@ -284,7 +284,9 @@ def _locality(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> LocalityEndpoints
     lb_endpoints = msg.lb_endpoints
     endpoints: tuple[Endpoint, ...] = ()
     if lb_endpoints:
+        pause()  # the merge is one C call of ~1.5 ms for 10 000 endpoints: start it fresh
         merged = _merged(msg)
+        pause()
         endpoints = _endpoints(ctx, lb_endpoints, merged, path, ip_only)
         _check_fields(ctx, merged, lb_endpoints, endpoints, path)
     total = sum([e.weight for e in endpoints])
