@@ -150,6 +150,9 @@ class Connectivity:
         self._changed = asyncio.Event()
         self._subscribed = False  # ever: the first subscription leaves no flag behind
         self._kicked = -_KICK_TAKEN  # loop time of the last flag-leaving subscription
+        # A connect was asked for and the channel has not left IDLE since: an IDLE
+        # report then is the state before that attempt, not a reason to ask again.
+        self._asked = False
 
     def _on_state(self, state: grpc.ChannelConnectivity) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed
@@ -157,12 +160,14 @@ class Connectivity:
 
     def _set(self, state: grpc.ChannelConnectivity) -> None:
         self.state = state
+        if state != grpc.ChannelConnectivity.IDLE:
+            self._asked = False
         self._changed.set()
 
     def _subscribe(self) -> None:
         if self._subscribed:
             self._kicked = self._loop.time()
-        self._subscribed = True
+        self._subscribed = self._asked = True
         self.channel.subscribe(self._on_state, try_to_connect=True)
 
     def kick(self) -> None:
@@ -200,7 +205,7 @@ class Connectivity:
         while self.state != grpc.ChannelConnectivity.READY:
             if self.state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
                 return False
-            if self.state == grpc.ChannelConnectivity.IDLE:
+            if self.state == grpc.ChannelConnectivity.IDLE and not self._asked:
                 self.kick()
             await self.changed(self.state)
         return True
@@ -213,7 +218,7 @@ async def any_change(
     caller last acted on; default: now). An IDLE channel is asked to connect first."""
     states = [w.state for w in watches] if seen is None else seen
     for w in watches:
-        if w.state == grpc.ChannelConnectivity.IDLE:
+        if w.state == grpc.ChannelConnectivity.IDLE and not w._asked:
             w.kick()
     waits = [asyncio.ensure_future(w.changed(s)) for w, s in zip(watches, states, strict=True)]
     try:
