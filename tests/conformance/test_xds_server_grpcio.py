@@ -78,7 +78,11 @@ print(json.dumps(out))
 """
 
 # Steady calls until the stop file appears; a new channel (so a new TLS handshake) every
-# 10 calls. Prints {"ok": n, "failed": [...]}.
+# 10 calls. Prints {"ok": n, "failed": [...]}. wait_for_ready: a new grpcio xDS channel
+# can try its first connection before its own certificate provider has delivered (seen
+# once in CI under load: "Failed to create security handshaker" on all 10 calls of one
+# channel, a client-side error); it then retries instead of failing fast. A server that
+# refused handshakes after the rotation would still fail calls (DEADLINE_EXCEEDED).
 STEADY = """
 import json, os, sys
 import grpc, grpc.experimental
@@ -93,7 +97,7 @@ while not os.path.exists(stop):
         echo = channel.unary_unary("/pymesh.test.Echo/Echo")
         for _ in range(10):
             try:
-                echo(b"x", timeout=30)
+                echo(b"x", timeout=30, wait_for_ready=True)
                 ok += 1
             except grpc.RpcError as e:
                 failed.append(e.code().name + ": " + (e.details() or ""))
