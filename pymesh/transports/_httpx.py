@@ -545,6 +545,39 @@ def _pool_options(
     return options
 
 
+@typing.overload
+def _new_pool(
+    mesh: Mesh, rt: ClusterRuntime, ep: Endpoint, *, asynchronous: typing.Literal[False]
+) -> _SyncPool: ...
+
+
+@typing.overload
+def _new_pool(
+    mesh: Mesh, rt: ClusterRuntime, ep: Endpoint, *, asynchronous: typing.Literal[True]
+) -> _AsyncPool: ...
+
+
+def _new_pool(
+    mesh: Mesh, rt: ClusterRuntime, ep: Endpoint, *, asynchronous: bool
+) -> _SyncPool | _AsyncPool:
+    """A new connection pool to endpoint ``ep`` of cluster ``rt`` (:func:`_pool_options`):
+    httpcore's for HTTP/2, else pymesh's HTTP/1.1 pool with the cluster's breakers."""
+    options = _pool_options(mesh, rt, asynchronous=asynchronous)
+    if options["http2"]:
+        if asynchronous:
+            return httpcore.AsyncConnectionPool(**options)
+        return httpcore.ConnectionPool(**options)
+    origin = httpcore.Origin(b"http", ep.host.encode("ascii"), ep.port)
+    endpoint_pool = AsyncEndpointPool if asynchronous else EndpointPool
+    return endpoint_pool(
+        origin,
+        rt,
+        keepalive_expiry=options["keepalive_expiry"],
+        ssl_context=options["ssl_context"],
+        network_backend=options.get("network_backend"),
+    )
+
+
 class _SyncStream(httpx.SyncByteStream):
     def __init__(self, stream: typing.Iterable[bytes], on_close: typing.Callable[[], None]) -> None:
         self._stream = stream
@@ -833,18 +866,7 @@ class MeshTransport(_Base, httpx.BaseTransport):
         key = _pool_key(rt, ep)
         pool = self._pools.get(key)
         if pool is None:
-            options = _pool_options(self.mesh, rt)
-            new: _SyncPool
-            if options["http2"]:
-                new = httpcore.ConnectionPool(**options)
-            else:  # HTTP/1.1: pymesh's pool, with the cluster's breakers
-                new = EndpointPool(
-                    httpcore.Origin(b"http", ep.host.encode("ascii"), ep.port),
-                    rt,
-                    keepalive_expiry=options["keepalive_expiry"],
-                    ssl_context=options["ssl_context"],
-                    network_backend=options.get("network_backend"),
-                )
+            new = _new_pool(self.mesh, rt, ep, asynchronous=False)
             pool = self._pools.setdefault(key, new)
             if pool is not new:
                 new.close()  # another thread made it first
@@ -959,18 +981,7 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
         key = _pool_key(rt, ep)
         pool = self._pools.get(key)
         if pool is None:
-            options = _pool_options(self.mesh, rt, asynchronous=True)
-            if options["http2"]:
-                pool = httpcore.AsyncConnectionPool(**options)
-            else:  # HTTP/1.1: pymesh's O(1) pool, with the cluster's breakers
-                pool = AsyncEndpointPool(
-                    httpcore.Origin(b"http", ep.host.encode("ascii"), ep.port),
-                    rt,
-                    keepalive_expiry=options["keepalive_expiry"],
-                    ssl_context=options["ssl_context"],
-                    network_backend=options.get("network_backend"),
-                )
-            pool = self._pools.setdefault(key, pool)
+            pool = self._pools.setdefault(key, _new_pool(self.mesh, rt, ep, asynchronous=True))
         return pool
 
     async def aclose(self) -> None:
