@@ -34,6 +34,8 @@ _TIMEOUT = Outcome.failure(timeout=True)
 #: gRPC statuses that mean the endpoint gave no real answer (peak EWMA penalises them as
 #: failures): DEADLINE_EXCEEDED, UNAVAILABLE.
 _NO_ANSWER = frozenset({4, 14})
+#: No endpoint to steer away from (the common pick).
+_NOTHING: frozenset[str] = frozenset()
 
 
 class Attempts:
@@ -165,35 +167,27 @@ class Attempts:
                 elif session.config.strict:
                     why = f"stateful session endpoint {session.address} is not available"
                     return self._give_back(retry_slot, "UH", why)
-            if not self._exclude and not avoid:  # the common case
-                admitted = admit(
-                    rt,
-                    plan.hash_key,
-                    self.rng,
-                    is_retry,
-                    retry_slot,
-                    picker=picker,
-                    pooled=self.pooled,
-                )
-            else:
-                exclude: Container[str] = self.tried if self._exclude else frozenset()
-                tries = 1
-                if self._exclude and is_retry and retry is not None:
-                    tries = retry.host_selection_retry_max_attempts
+            exclude: Container[str] = _NOTHING
+            tries = 1
+            if self._exclude or avoid:  # previous_hosts, or sub-channels to steer from
+                if self._exclude:
+                    exclude = self.tried
+                    if is_retry and retry is not None:
+                        tries = retry.host_selection_retry_max_attempts
                 if avoid:
                     exclude = set(exclude) | set(avoid)  # type: ignore[call-overload]
                     tries = max(tries, 2 * len(avoid) + 2)  # type: ignore[arg-type]
-                admitted = admit(
-                    rt,
-                    plan.hash_key,
-                    self.rng,
-                    is_retry,
-                    retry_slot,
-                    exclude,
-                    tries,
-                    picker,
-                    pooled=self.pooled,
-                )
+            admitted = admit(
+                rt,
+                plan.hash_key,
+                self.rng,
+                is_retry,
+                retry_slot,
+                exclude,
+                tries,
+                picker,
+                pooled=self.pooled,
+            )
             if type(admitted) is tuple:
                 return self._give_back(retry_slot, *admitted)
             t = admitted  # type: ignore[assignment]
