@@ -170,11 +170,12 @@ class Connectivity:
         self._subscribed = self._asked = True
         self.channel.subscribe(self._on_state, try_to_connect=True)
 
-    def kick(self) -> None:
-        """Ask an IDLE channel to connect (grpc has no other public way than a new
-        subscription with try_to_connect)."""
-        self.channel.unsubscribe(self._on_state)
-        self._subscribe()
+    def kick_if_idle(self) -> None:
+        """Ask the channel to connect if it is IDLE and not asked since (grpc has no
+        other public way than a new subscription with try_to_connect)."""
+        if self.state == grpc.ChannelConnectivity.IDLE and not self._asked:
+            self.channel.unsubscribe(self._on_state)
+            self._subscribe()
 
     async def __aenter__(self) -> Connectivity:
         self.state = None  # until grpc reports the current one
@@ -205,8 +206,7 @@ class Connectivity:
         while self.state != grpc.ChannelConnectivity.READY:
             if self.state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
                 return False
-            if self.state == grpc.ChannelConnectivity.IDLE and not self._asked:
-                self.kick()
+            self.kick_if_idle()
             await self.changed(self.state)
         return True
 
@@ -218,8 +218,7 @@ async def any_change(
     caller last acted on; default: now). An IDLE channel is asked to connect first."""
     states = [w.state for w in watches] if seen is None else seen
     for w in watches:
-        if w.state == grpc.ChannelConnectivity.IDLE and not w._asked:
-            w.kick()
+        w.kick_if_idle()
     waits = [asyncio.ensure_future(w.changed(s)) for w, s in zip(watches, states, strict=True)]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
