@@ -91,6 +91,14 @@ def _failed(exc: BaseException) -> _MeshCall:
     return _MeshCall(streaming=False).start(_raise(exc))
 
 
+def _abandoned(p: Prepared, t: Ticket) -> None:
+    """A one-attempt call cancelled locally: its attempt ends with no outcome (as the
+    engine's run records it), and its telemetry with the cancellation."""
+    t.abandon()
+    if p.obs is not None:
+        p.obs.error(asyncio.CancelledError())
+
+
 def _status_of(call: Any) -> Any:
     """A finished grpc.aio call's status (code, details, trailing metadata), read
     synchronously in its done callback; None where grpcio does not expose it."""
@@ -331,9 +339,7 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             return
         try:
             if call._cython_call.is_locally_cancelled():
-                t.abandon()
-                if p.obs is not None:
-                    p.obs.error(asyncio.CancelledError())
+                _abandoned(p, t)
                 return
             if t.wants_load_report:  # weighted round robin's per-call ORCA report
                 t.report_trailers(status.trailing_metadata())
@@ -351,9 +357,7 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
             if code is grpc.StatusCode.CANCELLED and call.cancelled():
-                t.abandon()
-                if p.obs is not None:
-                    p.obs.error(asyncio.CancelledError())
+                _abandoned(p, t)
                 return
             if t.wants_load_report:
                 t.report_trailers(await call.trailing_metadata())
