@@ -14,6 +14,7 @@ from _backend import CHAT, COLLECT, ECHO, HANG, SPLIT, TARGET, Backend, echo_ser
 import pymesh
 import pymesh.grpc.aio
 from pymesh.server import ControlPlane
+from pymesh.testing.envoy import free_port
 
 MakeMesh = Callable[..., pymesh.Mesh]
 
@@ -221,11 +222,7 @@ async def test_unary_call_gives_its_slot_back_however_it_ends(
 async def test_avoids_endpoint_in_transient_failure(cp: ControlPlane, make_mesh: MakeMesh) -> None:
     # The aio channel asks its sub-channels' states at most every 50 ms (not per call:
     # that costs as much as the cluster is big), and still stops picking a dead endpoint.
-    import socket
-
-    with socket.socket() as s:  # a port that refuses connections
-        s.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens: connections are refused
     with Backend("a") as a:
         serve(cp, echo_service(endpoints=[dead, a.address]))
         async with pymesh.grpc.aio.insecure_channel(TARGET, make_mesh()) as ch:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from _backend import (
 import pymesh
 import pymesh.grpc
 from pymesh.server import ControlPlane
+from pymesh.testing.envoy import free_port
 
 MakeMesh = Callable[..., pymesh.Mesh]
 
@@ -248,9 +248,7 @@ def test_outlier_detection_ejects_a_failing_endpoint(cp: ControlPlane, make_mesh
 
 
 def test_avoids_endpoint_in_transient_failure(cp: ControlPlane, make_mesh: MakeMesh) -> None:
-    with socket.socket() as s:  # a port that refuses connections
-        s.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens: connections are refused
     with Backend("a") as a:
         serve(cp, echo_service(endpoints=[dead, a.address]))
         with pymesh.grpc.insecure_channel(TARGET, make_mesh()) as ch:
