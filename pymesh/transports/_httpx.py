@@ -1000,13 +1000,7 @@ class _SyncIO(_IO):
     transport: MeshTransport
 
     def send(self, t: Ticket) -> Reply:
-        rt, ep = t.runtime, t.endpoint
-        assert rt is not None and ep is not None
-        obs = self.obs
-        trace = obs.attempt(rt, ep) if obs is not None else None
-        req = _upstream_request(
-            self.plan, self.request, self.raw, rt, ep, t.deadline, trace, self.one
-        )
+        rt, ep, req = self.upstream(t)
         try:
             resp = self.transport._pool(rt, ep).handle_request(req)
         except _UPSTREAM_ERRORS as exc:
@@ -1042,14 +1036,7 @@ class _AsyncIO(_IO):
     transport: AsyncMeshTransport
 
     async def send(self, t: Ticket) -> Reply:
-        # As _SyncIO.send: an attempt waited for is never hedged (hedged ones start()).
-        rt, ep = t.runtime, t.endpoint
-        assert rt is not None and ep is not None
-        obs = self.obs
-        trace = obs.attempt(rt, ep) if obs is not None else None
-        req = _upstream_request(
-            self.plan, self.request, self.raw, rt, ep, t.deadline, trace, self.one
-        )
+        rt, ep, req = self.upstream(t)
         try:
             resp = await self.transport._pool(rt, ep).handle_async_request(req)
         except _UPSTREAM_ERRORS as exc:
