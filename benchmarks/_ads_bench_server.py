@@ -68,6 +68,13 @@ class Chatty(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[m
             )
 
 
+def _say(line: str) -> None:
+    # One write per line: print() writes the text and its newline separately, so the
+    # two threads that stamp could interleave into "sent 1written 2".
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _stamp_eds_writes() -> None:
     """Print ``written <time>`` as each SotW stream yields an EDS response."""
     on_change = SotwStream.on_change
@@ -75,7 +82,7 @@ def _stamp_eds_writes() -> None:
     def stamped(self: SotwStream) -> Iterator[discovery_pb2.DiscoveryResponse]:
         for resp in on_change(self):
             if resp.type_url == ENDPOINT_TYPE:
-                print(f"written {time.time()}", flush=True)
+                _say(f"written {time.time()}")
             yield resp
 
     SotwStream.on_change = stamped  # type: ignore[method-assign]
@@ -113,7 +120,7 @@ def main() -> None:
                 new.consistent()
                 sent = time.time()
                 cp.set_snapshot(new)
-                print(f"sent {sent}", flush=True)
+                _say(f"sent {sent}")
     threading.Event().set()
 
 
