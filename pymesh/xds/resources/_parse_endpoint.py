@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from functools import partial
+from itertools import repeat
 from typing import Any
 
 from envoy.config.endpoint.v3 import endpoint_components_pb2
@@ -12,7 +14,6 @@ from google.protobuf import (  # type: ignore[import-untyped, unused-ignore]
     message_factory,
 )
 
-from pymesh._gil import pause
 from pymesh.xds.resources._common import (
     UINT32_MAX,
     Ctx,
@@ -234,59 +235,106 @@ def _check_fields(
         ctx.check(e.endpoint.address.socket_address, join(path, _SOCKET))
 
 
+#: Endpoints read per step of :func:`_endpoints` (~0.4 ms of work between two chances to
+#: let requests run).
+_CHUNK = 256
+
+
 def _endpoints(
     ctx: Ctx, lb_endpoints: Any, merged: Any, path: str, ip_only: bool
 ) -> tuple[Endpoint, ...]:
     """Every LbEndpoint of a locality, in order.
 
-    The fast loop reads only the fields it keeps, and only those ``merged`` shows some
-    endpoint sets (weight, health, hostname). Each way an endpoint can be invalid also
-    shows in what it reads: a named endpoint, a pipe address or a named port reads as an
-    empty address or port 0. Such an endpoint goes through :func:`_endpoint`, which
-    raises the error naming its field; so does every endpoint of a list where some
-    endpoint sets a non-TCP protocol (one merged check instead of one per endpoint).
+    Read column by column, a chunk at a time: each field some endpoint sets (``merged``
+    shows which: weight, health, hostname) is read into a list by one comprehension, the
+    lists are checked as wholes (no empty address, ports in range, known health, weights
+    above 0, IPv4 literals), and the endpoints are built by one ``map``. That is half the
+    cost of one loop doing all of it per endpoint, which matters at 10 000 endpoints an
+    update. Each way an endpoint can be invalid shows in those columns: a named endpoint,
+    a pipe address or a named port reads as an empty address or port 0. A chunk that does
+    not pass as a whole (an IPv6 address, or an invalid endpoint) goes through
+    :func:`_endpoints_one_by_one`, which raises the error naming the endpoint's field; so
+    does every endpoint of a list where some endpoint sets a non-TCP protocol (one merged
+    check instead of one per endpoint).
     """
     if merged.endpoint.address.socket_address.protocol != 0:
         return tuple(_endpoint(ctx, e, path, i, ip_only) for i, e in enumerate(lb_endpoints))
     any_weight = merged.HasField("load_balancing_weight")
     any_health = merged.health_status != 0
     any_hostname = bool(merged.endpoint.hostname)
-    make, health_of, pton, v4 = make_endpoint, _HEALTH.get, socket.inet_pton, socket.AF_INET
-    parsed = []
-    for i, e in enumerate(lb_endpoints):
-        if not i & 63:
-            pause()  # a 10 000-endpoint list takes ~20 ms: let requests run meanwhile
-        ep = e.endpoint
-        sa = ep.address.socket_address
-        address = sa.address
-        port = sa.port_value
-        health = health_of(e.health_status) if any_health else "UNKNOWN"
-        weight = (
-            e.load_balancing_weight.value
-            if any_weight and e.HasField("load_balancing_weight")
-            else 1
+    health_of, v4 = _HEALTH.get, partial(socket.inet_pton, socket.AF_INET)
+    parsed: list[Endpoint] = []
+    for start in range(0, len(lb_endpoints), _CHUNK):
+        chunk = lb_endpoints[start : start + _CHUNK]
+        if any_hostname:
+            eps = [e.endpoint for e in chunk]
+            sas = [ep.address.socket_address for ep in eps]
+        else:
+            sas = [e.endpoint.address.socket_address for e in chunk]
+        addresses = [sa.address for sa in sas]
+        ports = [sa.port_value for sa in sas]
+        n = len(chunk)
+        healths: list[HealthStatus | None] | repeat[HealthStatus] = (
+            [health_of(e.health_status) for e in chunk] if any_health else repeat("UNKNOWN", n)
         )
-        ok = address and 0 < port <= 65535 and health is not None and weight > 0
+        weights: list[int] | repeat[int] = (
+            [
+                e.load_balancing_weight.value if e.HasField("load_balancing_weight") else 1
+                for e in chunk
+            ]
+            if any_weight
+            else repeat(1, n)
+        )
+        hostnames = [ep.hostname for ep in eps] if any_hostname else repeat("", n)
+        ok = (
+            all(addresses)
+            and min(ports) > 0
+            and max(ports) <= 65535
+            and not (any_health and None in healths)
+            and not (any_weight and min(weights) < 1)
+        )
         if ok and ip_only:
             try:
-                pton(v4, address)
-            except OSError:
-                ok = _is_ip(address)
-        if not ok:
+                for _ in map(v4, addresses):
+                    pass
+            except OSError:  # IPv6, or not an IP literal: one by one says which
+                ok = False
+        if ok:
+            parsed += map(make_endpoint, addresses, ports, healths, weights, hostnames)  # type: ignore[arg-type]
+        else:
+            parsed += _endpoints_one_by_one(ctx, chunk, start, path, ip_only, any_hostname)
+    return tuple(parsed)
+
+
+def _endpoints_one_by_one(
+    ctx: Ctx, chunk: list[Any], start: int, path: str, ip_only: bool, any_hostname: bool
+) -> list[Endpoint]:
+    """The endpoints of ``chunk`` (``lb_endpoints[start:]``), each read and checked on
+    its own: IPv6 literals pass here, and an invalid endpoint goes through
+    :func:`_endpoint`, which raises the error naming its index and field."""
+    parsed = []
+    for i, e in enumerate(chunk, start):
+        ep = e.endpoint
+        sa = ep.address.socket_address
+        address, port = sa.address, sa.port_value
+        health = _HEALTH.get(e.health_status)
+        weight = e.load_balancing_weight.value if e.HasField("load_balancing_weight") else 1
+        if not (address and 0 < port <= 65535 and health is not None and weight > 0) or (
+            ip_only and not _is_ip(address)
+        ):
             parsed.append(_endpoint(ctx, e, path, i, ip_only))  # raises, naming the field
             continue
-        assert health is not None
-        parsed.append(make(address, port, health, weight, ep.hostname if any_hostname else ""))
-    return tuple(parsed)
+        parsed.append(
+            make_endpoint(address, port, health, weight, ep.hostname if any_hostname else "")
+        )
+    return parsed
 
 
 def _locality(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> LocalityEndpoints:
     lb_endpoints = msg.lb_endpoints
     endpoints: tuple[Endpoint, ...] = ()
     if lb_endpoints:
-        pause()  # the merge is one C call of ~1.5 ms for 10 000 endpoints: start it fresh
         merged = _merged(msg)
-        pause()
         endpoints = _endpoints(ctx, lb_endpoints, merged, path, ip_only)
         _check_fields(ctx, merged, lb_endpoints, endpoints, path)
     total = sum([e.weight for e in endpoints])
