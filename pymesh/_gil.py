@@ -1,35 +1,56 @@
 """Letting request threads run while the xDS thread does a long stretch of Python work.
 
-CPython hands the GIL to a waiting thread only every 5 ms (the switch interval), and a
-request needs it several times (after each socket call). So a big xDS response decoded
-and applied in one go held every request up ~6 ms at a time (benchmarks/xds_scale.py,
-3 000 services), and a 10 000-endpoint assignment parsed in one go (~30 ms) held them up
-by its whole length. :func:`pause` releases the GIL briefly once per 0.5 ms of work;
-callers call it often (per resource, per 64 endpoints), and it is cheap when not due.
+A thread that wants the GIL waits for its holder to release it, or for the switch
+interval (5 ms by default) to pass, after which CPython makes the holder hand it over. A
+request needs the GIL several times (after each socket call), so while the xDS thread
+decodes and applies a big response (a 10 000-endpoint assignment is ~25 ms of Python)
+every request would wait up to 5 ms each time.
+
+:func:`short_turns` lowers the switch interval to ``TURN`` while such work runs: a
+waiting thread then gets the GIL within 0.5 ms, and CPython's forced switch waits until
+it has it (a guaranteed hand-over). Nothing happens when no thread waits, unlike
+releasing the GIL by sleeping, which on Linux sleeps ~50-90 µs (the kernel's timer
+slack) each time whether a thread waits or not.
+
+The switch interval is process-wide; it is lowered only while the work runs, and put
+back unless someone else changed it meanwhile.
 """
 
 from __future__ import annotations
 
-import time
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["SLICE", "pause"]
+__all__ = ["TURN", "short_turns"]
 
-#: Seconds of work between two GIL releases.
-SLICE = 0.0005
+#: The switch interval (seconds) while :func:`short_turns` is active.
+TURN = 0.0005
 
-_perf = time.perf_counter
-_sleep = time.sleep
-# When the next release is due. Shared by threads: a race costs one early or late
-# release, nothing else.
-_next = 0.0
+_lock = threading.Lock()
+_active = 0  # short_turns() blocks running now, in any thread
+_saved = 0.0  # the switch interval to put back when the last one ends
+_ours = 0.0  # the interval as CPython reports it once set to TURN (whole microseconds)
 
 
-def pause() -> None:
-    """Release the GIL if ``SLICE`` has passed since the last release. A first call, or
-    one after more than a second without any, only starts the clock."""
-    global _next
-    now = _perf()
-    if now >= _next:
-        if now - _next < 1.0:  # work went on since the last release: it is due
-            _sleep(0)  # releases the GIL; a waiting request thread takes it
-        _next = _perf() + SLICE
+@contextmanager
+def short_turns() -> Iterator[None]:
+    """Run the block with the switch interval at most ``TURN`` (see the module)."""
+    global _active, _saved, _ours
+    with _lock:
+        if _active == 0:
+            _saved = sys.getswitchinterval()
+            if _saved > TURN:
+                sys.setswitchinterval(TURN)
+                _ours = sys.getswitchinterval()
+        _active += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _active -= 1
+            # Put back only what we changed: an application that set its own interval
+            # meanwhile keeps it.
+            if _active == 0 and _saved > TURN and sys.getswitchinterval() == _ours:
+                sys.setswitchinterval(_saved)

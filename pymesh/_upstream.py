@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pymesh._gil import pause
 from pymesh.lb import EndpointStates, Picker, build_picker
 from pymesh.lb._aggregate import AggregatePicker
 from pymesh.resilience import CircuitBreaker, OutlierDetector
@@ -112,13 +111,11 @@ class ClusterRuntime:
             self.endpoints = cc.endpoints
             outlier = self.outlier
             if cc.endpoints is not None:
-                # Each step walks every endpoint (10 000 in a big cluster): the xDS thread
-                # lets requests run between them (pymesh._gil; requests take this lock
-                # only when an ejection changes).
+                # Each step walks every endpoint (10 000 in a big cluster). Requests take
+                # this lock only when an ejection changes.
                 previous = self.addresses
                 self.by_address = {e.address: e for e in cc.endpoints.endpoints}
                 self.addresses = frozenset(self.by_address)
-                pause()
                 now = time.monotonic()
                 if cc.cluster.lb_policy.slow_start is None:
                     # Only slow start reads join times, and a Cluster that turns it on is
@@ -131,13 +128,11 @@ class ClusterRuntime:
                     for a in self.addresses - previous:
                         joined[a] = now
                     self.joined = joined
-                pause()
                 localities: dict[str, str] = {}
                 for loc in cc.endpoints.localities:  # a name per locality, not per host
                     name = str(loc.locality)
                     localities.update(dict.fromkeys([e.address for e in loc.endpoints], name))
                 self.localities = localities
-                pause()
             addresses = self.addresses
         # Outside our lock: the detector calls _on_ejected (which takes our lock) while
         # holding its own, so our lock is never held while waiting for the detector's.

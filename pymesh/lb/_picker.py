@@ -28,7 +28,6 @@ from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 
-from pymesh._gil import pause
 from pymesh.lb._edf import Edf
 from pymesh.lb._hashing import (
     MaglevTable,
@@ -517,7 +516,6 @@ def build_picker(
     rng = rng if rng is not None else random.Random()
     policy = cluster.lb_policy
     levels = _levels(cla, ejected, degraded_tier)
-    pause()  # on the xDS thread, a 10 000-host level took a few ms: let requests run
     factor = cla.overprovisioning_factor
     counts = tuple(
         LevelCounts(

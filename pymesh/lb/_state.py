@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pymesh._gil import pause
-
 if TYPE_CHECKING:
     from pymesh.xds.resources.endpoint import Endpoint
 
@@ -254,9 +252,7 @@ class EndpointStates(Mapping[str, EndpointState]):
         get, setdefault = self._states.get, self._states.setdefault
         decay_time, clock = self.decay_time, self.clock
         out = []
-        for i, h in enumerate(hosts):
-            if not i & 127:
-                pause()  # on the xDS thread, building a 10 000-host picker: let requests run
+        for h in hosts:
             state = get(h.address)
             if state is None:
                 address = h.address

@@ -56,7 +56,7 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 
-from pymesh._gil import pause
+from pymesh._gil import short_turns
 from pymesh.bootstrap import Bootstrap, XdsServer
 from pymesh.errors import (
     MeshClosedError,
@@ -632,16 +632,13 @@ class XdsClient:
         decoded: dict[tuple[str, bytes], _Decoded] = {}
         before = ts.decoded
         skipped = 0
-        for i, (any_msg, res_version) in enumerate(items):
+        for any_msg, res_version in items:
             key = (any_msg.type_url, any_msg.value)
             result = before.get(key)
             if result is None:
-                pause()  # let requests run (see pymesh._gil)
                 result = self._decode_one(type_url, any_msg, res_version)
             else:
                 skipped += 1
-                if not i & 63:
-                    pause()
             decoded[key] = result
             name, value, err = result
             if name:
@@ -680,7 +677,6 @@ class XdsClient:
                 # clear: a SotW response repeating it. Only its version moves on.
                 res.version, res.update_time = res_version, now
                 continue
-            pause()  # watchers (the dependency walk, route compiling) run in here
             res.raw = raw
             if res.timer is not None:
                 res.timer.cancel()
@@ -922,7 +918,10 @@ class XdsClient:
                 resp = await call.next_response()
                 received = True
                 self._versions_from = self.server.server_uri
-                handle(resp)
+                # Decoding and applying a big response is tens of ms of Python: requests
+                # get the GIL in short turns meanwhile (pymesh._gil).
+                with short_turns():
+                    handle(resp)
         except StreamEnded:
             log.warning("xDS stream to %s closed by the server", self.server.server_uri)
             self._stream_failed("stream closed by the server")
