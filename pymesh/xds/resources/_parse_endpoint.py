@@ -274,25 +274,25 @@ def _endpoints(
         addresses = [sa.address for sa in sas]
         ports = [sa.port_value for sa in sas]
         n = len(chunk)
-        healths: list[HealthStatus | None] | repeat[HealthStatus] = (
-            [health_of(e.health_status) for e in chunk] if any_health else repeat("UNKNOWN", n)
-        )
-        weights: list[int] | repeat[int] = (
-            [
-                e.load_balancing_weight.value if e.HasField("load_balancing_weight") else 1
-                for e in chunk
-            ]
-            if any_weight
-            else repeat(1, n)
-        )
+        ok = all(addresses) and min(ports) > 0 and max(ports) <= 65535
+        healths: list[HealthStatus | None] | repeat[HealthStatus | None] = repeat("UNKNOWN", n)
+        if any_health:
+            codes = [e.health_status for e in chunk]
+            if min(codes) == max(codes):  # all alike, as control planes mostly send them
+                healths = repeat(health_of(codes[0]), n)
+                ok = ok and codes[0] in _HEALTH
+            else:
+                healths = list(map(health_of, codes))
+                ok = ok and None not in healths
+        weights: list[int] | repeat[int] = repeat(1, n)
+        if any_weight:
+            # An unset weight reads 0 here, as an invalid one does: a chunk with either
+            # goes one by one, which tells them apart.
+            values = [e.load_balancing_weight.value for e in chunk]
+            lowest = min(values)
+            ok = ok and lowest > 0
+            weights = repeat(lowest, n) if lowest == max(values) else values
         hostnames = [ep.hostname for ep in eps] if any_hostname else repeat("", n)
-        ok = (
-            all(addresses)
-            and min(ports) > 0
-            and max(ports) <= 65535
-            and not (any_health and None in healths)
-            and not (any_weight and min(weights) < 1)
-        )
         if ok and ip_only:
             try:
                 for _ in map(v4, addresses):

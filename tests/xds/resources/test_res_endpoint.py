@@ -221,3 +221,67 @@ def test_a_long_list_parses_as_each_endpoint_alone(n: int, seed: int) -> None:
         alone.extend(parse(single).endpoints)
     assert whole == tuple(alone)
     assert [e.address for e in whole] == [e.address for e in alone]
+
+
+def _shaped(n: int, seed: int) -> Any:
+    """A list of ``n`` valid endpoints shaped as control planes send them: each field set
+    on every endpoint alike, on every endpoint with varied values, on some, or on none
+    (the parser reads a list in chunks, and a chunk whose fields are alike takes its
+    fastest way)."""
+    rng = random.Random(seed)
+    weight_mode, health_mode, hostname_mode, v6_mode = (
+        rng.choice(["none", "alike", "varied", "some"]) for _ in range(4)
+    )
+    alike_weight, alike_health = rng.randint(1, 9), rng.choice([0, 1, 2, 3, 4, 5])
+
+    def pick(mode: str, alike: Any, varied: Any) -> Any:
+        if mode == "alike":
+            return alike
+        if mode == "varied" or (mode == "some" and rng.random() < 0.5):
+            return varied()
+        return None
+
+    m = cla("c", *range(1, n + 1))
+    for i, ep in enumerate(m.endpoints[0].lb_endpoints):
+        weight = pick(weight_mode, alike_weight, lambda: rng.randint(1, 9))
+        if weight is not None:
+            ep.load_balancing_weight.value = weight
+        health = pick(health_mode, alike_health, lambda: rng.choice([0, 1, 2, 3, 4, 5]))
+        if health is not None:
+            ep.health_status = health
+        if pick(hostname_mode, True, lambda: True):
+            ep.endpoint.hostname = f"pod-{i}"
+        if v6_mode == "some" and rng.random() < 0.01:
+            ep.endpoint.address.socket_address.address = f"fd00::{i + 1:x}"
+    return m
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(n=st.integers(1, 700), seed=st.integers(0, 2**16))
+def test_a_list_shaped_as_control_planes_send_it_parses_as_each_endpoint_alone(
+    n: int, seed: int
+) -> None:
+    m = _shaped(n, seed)
+    whole = parse(m).endpoints
+    alone = []
+    for ep in m.endpoints[0].lb_endpoints:
+        single = cla("c")
+        single.endpoints[0].lb_endpoints[0].CopyFrom(ep)
+        alone.extend(parse(single).endpoints)
+    assert whole == tuple(alone)
+    assert [(e.health, e.weight, e.hostname) for e in whole] == [
+        (e.health, e.weight, e.hostname) for e in alone
+    ]
+
+
+@pytest.mark.parametrize("what", ["unknown health", "weight 0", "port 0", "host name"])
+def test_a_bad_endpoint_in_a_later_chunk_of_an_alike_list_is_named_by_its_index(
+    what: str,
+) -> None:
+    m = cla("c", *range(1, 601))
+    for ep in m.endpoints[0].lb_endpoints:
+        ep.health_status = 1
+        ep.load_balancing_weight.value = 2
+    _spoil(m.endpoints[0].lb_endpoints[517], what)
+    field, reason = _BAD_ENDPOINTS[what]
+    invalid(parse, m, f"endpoints[0].lb_endpoints[517].{field}", reason=reason)
