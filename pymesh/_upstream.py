@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from pymesh.lb import EndpointStates, Picker, build_picker
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from pymesh.security import ClientTls, MeshSecurity
 
 log = logging.getLogger("pymesh.upstream")
+
+_ADDRESS = attrgetter("address")
 
 
 class ClusterRuntime:
@@ -114,7 +117,8 @@ class ClusterRuntime:
                 # Each step walks every endpoint (10 000 in a big cluster). Requests take
                 # this lock only when an ejection changes.
                 previous = self.addresses
-                self.by_address = {e.address: e for e in cc.endpoints.endpoints}
+                endpoints = cc.endpoints.endpoints
+                self.by_address = dict(zip(map(_ADDRESS, endpoints), endpoints, strict=True))
                 self.addresses = frozenset(self.by_address)
                 now = time.monotonic()
                 if cc.cluster.lb_policy.slow_start is None:
@@ -131,7 +135,7 @@ class ClusterRuntime:
                 localities: dict[str, str] = {}
                 for loc in cc.endpoints.localities:  # a name per locality, not per host
                     name = str(loc.locality)
-                    localities.update(dict.fromkeys([e.address for e in loc.endpoints], name))
+                    localities.update(dict.fromkeys(map(_ADDRESS, loc.endpoints), name))
                 self.localities = localities
             addresses = self.addresses
         # Outside our lock: the detector calls _on_ejected (which takes our lock) while

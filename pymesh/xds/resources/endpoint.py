@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Literal
 
 HealthStatus = Literal["UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED"]
@@ -95,7 +96,9 @@ class ClusterLoadAssignment:
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
-        return tuple(e for loc in self.localities for e in loc.endpoints)
+        if len(self.localities) == 1:
+            return self.localities[0].endpoints
+        return tuple(chain.from_iterable(loc.endpoints for loc in self.localities))
 
 
 def parse_cluster_load_assignment(msg: Any) -> ClusterLoadAssignment:
