@@ -48,7 +48,7 @@ import contextlib
 import datetime
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -166,6 +166,8 @@ class _Resource:
 
 #: A decoded resource: ``(name, value, None)`` or ``(name or "", None, error)``.
 _Decoded = tuple[str, Any, "MeshError | None"]
+#: A decoded resource's key: its bytes, with its type URL when not the stream's.
+_DecodeKey = bytes | tuple[str, bytes]
 
 
 @dataclass(eq=False)
@@ -179,7 +181,7 @@ class _TypeState:
     pending_error: status_pb2.Status | None = None  # the NACK the owed request carries
     sent: SentRequests = field(default_factory=SentRequests)  # this stream's requests
     # The last response's resources by their bytes, so unchanged ones are not decoded.
-    decoded: dict[tuple[str, bytes], _Decoded] = field(default_factory=dict)
+    decoded: dict[_DecodeKey, _Decoded] = field(default_factory=dict)
     # Delta only: the names the server was told on this stream, whether this stream has
     # a request of this type yet, and whether a response awaits its ACK/NACK.
     server_names: set[str] = field(default_factory=set)
@@ -587,8 +589,7 @@ class XdsClient:
         ts = self._type(resp.type_url)
         ts.nonce = resp.nonce
         version = resp.version_info
-        items = [(a, version) for a in resp.resources]
-        carried, errors = self._apply(ts, items, resp.resource_errors, version)
+        carried, errors = self._apply(ts, resp.resources, None, resp.resource_errors, version)
         if errors:
             self._nack(ts, errors, version)
             return
@@ -605,8 +606,14 @@ class XdsClient:
         ts.nonce = resp.nonce
         ts.ack_owed = True
         version = resp.system_version_info
-        items = [(r.resource, r.version) for r in resp.resources if r.HasField("resource")]
-        _, errors = self._apply(ts, items, resp.resource_errors, version)
+        items = [r for r in resp.resources if r.HasField("resource")]
+        _, errors = self._apply(
+            ts,
+            [r.resource for r in items],
+            [r.version for r in items],
+            resp.resource_errors,
+            version,
+        )
         for name in resp.removed_resources:
             self._absent(ts, name, "removed by the xDS server")
         if errors:
@@ -617,26 +624,37 @@ class XdsClient:
     def _apply(
         self,
         ts: _TypeState,
-        items: list[tuple[Any, str]],
+        resources: Sequence[Any],
+        versions: Sequence[str] | None,
         resource_errors: Iterable[Any],
         version: str,
     ) -> tuple[set[str], list[str]]:
-        """Decode ``(Any, version)`` items (unchanged bytes are not decoded again), apply
-        the valid ones (gRFC A46, also in a response that is NACKed), mark the invalid
-        ones, and apply ``resource_errors`` (TP3/A88). Returns every name the response
-        speaks of, and the NACK lines."""
+        """Decode ``resources`` (Any messages; unchanged bytes are not decoded again),
+        apply the valid ones (gRFC A46, also in a response that is NACKed), mark the
+        invalid ones, and apply ``resource_errors`` (TP3/A88). ``versions``: each
+        resource's version (delta), or None: all are ``version`` (SotW). Returns every
+        name the response speaks of, and the NACK lines."""
         type_url = ts.type_url
-        valid: dict[str, tuple[Any, str, tuple[str, bytes]]] = {}
+        valid: dict[str, tuple[Any, int]] = {}
         errors: list[str] = []
         carried: set[str] = set()
-        decoded: dict[tuple[str, bytes], _Decoded] = {}
+        decoded: dict[_DecodeKey, _Decoded] = {}
         before = ts.decoded
+        subscribed = ts.resources
         skipped = 0
-        for any_msg, res_version in items:
-            key = (any_msg.type_url, any_msg.value)
+        now = _now()
+        acked = ResourceStatus.ACKED
+        for i, any_msg in enumerate(resources):
+            data = any_msg.value
+            any_type = any_msg.type_url
+            # A resource's bytes are its key; one under another type URL than the
+            # stream's (an error when decoded) is keyed apart.
+            key: _DecodeKey = data if any_type == type_url else (any_type, data)
             result = before.get(key)
             if result is None:
-                result = self._decode_one(type_url, any_msg, res_version)
+                result = self._decode_one(
+                    type_url, any_msg, version if versions is None else versions[i]
+                )
             else:
                 skipped += 1
             decoded[key] = result
@@ -644,11 +662,26 @@ class XdsClient:
             if name:
                 carried.add(name)
             if err is None:
-                valid[name] = (value, res_version, key)
+                res = subscribed.get(name)
+                if (
+                    res is not None
+                    and res.value is value
+                    and res.has_value
+                    and res.status is acked
+                    and res.last_error is None
+                ):
+                    # The very value it holds (decoded from the same bytes) and nothing
+                    # to clear: a SotW response repeating it (2 999 of 3 000 when one
+                    # cluster's endpoints change). Only its version moves on.
+                    res.version = version if versions is None else versions[i]
+                    res.update_time = now
+                    valid.pop(name, None)  # the last of duplicate names wins
+                    continue
+                valid[name] = (value, i)
                 continue
             errors.append(str(err.message))
             if name:
-                self._mark_invalid(ts, name, err, res_version)
+                self._mark_invalid(ts, name, err, version if versions is None else versions[i])
         # Only the last response's resources are remembered: bounded by one response
         # (SotW re-sends everything, so that is all that can repeat; delta sends changes).
         ts.decoded = decoded
@@ -661,30 +694,18 @@ class XdsClient:
                 not_found.append(name)
             else:
                 self._server_error(ts, name, re.error_detail, version)
-        now = _now()
-        resources = ts.resources
-        for name, (value, res_version, raw) in valid.items():
-            res = resources.get(name)
+        for name, (value, i) in valid.items():
+            res = subscribed.get(name)
             if res is None:
                 continue  # not subscribed (any more): ignore, as Envoy does
-            if (
-                res.has_value
-                and res.value is value
-                and res.status == ResourceStatus.ACKED
-                and res.last_error is None
-            ):
-                # The very value it holds (decoded from the same bytes) and nothing to
-                # clear: a SotW response repeating it. Only its version moves on.
-                res.version, res.update_time = res_version, now
-                continue
-            res.raw = raw
+            res.raw = (resources[i].type_url, resources[i].value)
             if res.timer is not None:
                 res.timer.cancel()
                 res.timer = None
             changed = not res.has_value or res.value != value
             res.value, res.has_value = value, True
-            res.status = ResourceStatus.ACKED
-            res.version = res_version
+            res.status = acked
+            res.version = version if versions is None else versions[i]
             res.last_error = res.error_version = res.error_time = None
             res.update_time = now
             if changed:
