@@ -157,50 +157,96 @@ def _endpoint(ctx: Ctx, msg: Any, locality_path: str, index: int, ip_only: bool)
     return make_endpoint(address, port, health, weight, ep.hostname)
 
 
-def _merged(locality: Any) -> Any:
-    """Every endpoint of a LocalityLbEndpoints merged into one LbEndpoint. Merging keeps
-    every field any endpoint sets, so it answers "does any endpoint set X?" for the whole
-    list at once; a non-zero enum in it means some endpoint set one (proto3 merges skip
-    zero).
+def _merged(data: bytes) -> Any:
+    """Every endpoint of a LocalityLbEndpoints (``data``: its bytes) merged into one
+    LbEndpoint. Merging keeps every field any endpoint sets, so it answers "does any
+    endpoint set X?" for the whole list at once; a non-zero enum in it means some
+    endpoint set one (proto3 merges skip zero).
 
     Done by protobuf itself, in one parse: the locality's bytes read as a message whose
     field 2 (``lb_endpoints``) is a single LbEndpoint, which the wire format defines as
     the merge of every occurrence. A third of the cost of merging them one by one."""
-    return _merging_type().FromString(locality.SerializeToString()).merged
+    return _internal_type("MergedLbEndpoints").FromString(data).merged
 
 
-#: The message type of :func:`_merged`, built once (a dynamic type in protobuf's default
-#: descriptor pool, beside Envoy's own).
-_MERGING: list[Any] = []
+def _columns(data: bytes) -> Any:
+    """The fields :func:`_endpoints` keeps of every endpoint of a LocalityLbEndpoints
+    (``data``: its bytes as protobuf serializes the parsed message), as columns.
+
+    The same trick as :func:`_merged`, one level further: read as the types below, the
+    endpoints merge into one message whose kept fields are *repeated*, so merging
+    appends each endpoint's value in list order: ``.endpoint.address.socket_address
+    .address`` is every endpoint's address. A column lines up with the endpoints when it
+    holds one value per endpoint: protobuf's serializer writes each set field of each
+    message once (whatever the control plane's bytes repeated, their parse kept one) and
+    leaves out fields at their zero value, so a column as long as the list has exactly
+    one value from each endpoint."""
+    return _internal_type("LbEndpointColumns").FromString(data).merged
 
 
-def _merging_type() -> Any:
-    if _MERGING:
-        return _MERGING[0]
+_F = descriptor_pb2.FieldDescriptorProto
+
+#: pymesh's own message types (package ``pymesh.internal``): a name, its fields as
+#: (name, number, type, label, message type name or ""). Read with Envoy's field numbers.
+_INTERNAL_TYPES: dict[str, tuple[tuple[str, int, int, int, str], ...]] = {
+    "MergedLbEndpoints": (
+        ("merged", 2, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, ".envoy.config.endpoint.v3.LbEndpoint"),
+    ),
+    "LbEndpointColumns": (("merged", 2, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, "LbEndpointColumn"),),
+    "LbEndpointColumn": (
+        ("endpoint", 1, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, "EndpointColumn"),
+        ("health_status", 2, _F.TYPE_INT32, _F.LABEL_REPEATED, ""),
+        ("load_balancing_weight", 4, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, "WeightColumn"),
+    ),
+    "EndpointColumn": (
+        ("address", 1, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, "AddressColumn"),
+        ("hostname", 3, _F.TYPE_STRING, _F.LABEL_REPEATED, ""),
+    ),
+    "AddressColumn": (
+        ("socket_address", 1, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, "SocketAddressColumn"),
+    ),
+    "SocketAddressColumn": (
+        ("address", 2, _F.TYPE_STRING, _F.LABEL_REPEATED, ""),
+        ("port_value", 3, _F.TYPE_UINT32, _F.LABEL_REPEATED, ""),
+    ),
+    "WeightColumn": (("value", 1, _F.TYPE_UINT32, _F.LABEL_REPEATED, ""),),
+}
+
+#: The classes of :data:`_INTERNAL_TYPES`, built once (in protobuf's default descriptor
+#: pool, beside Envoy's own).
+_INTERNAL: dict[str, Any] = {}
+
+
+def _internal_type(name: str) -> Any:
+    cls = _INTERNAL.get(name)
+    if cls is not None:
+        return cls
     lb_endpoint = endpoint_components_pb2.LbEndpoint.DESCRIPTOR
     pool = lb_endpoint.file.pool
-    name = "pymesh.internal.MergedLbEndpoints"
     try:
-        descriptor = pool.FindMessageTypeByName(name)
+        pool.FindMessageTypeByName(f"pymesh.internal.{name}")
     except KeyError:
         proto = descriptor_pb2.FileDescriptorProto(
-            name="pymesh/internal/merged_lb_endpoints.proto",
+            name="pymesh/internal/lb_endpoints.proto",
             package="pymesh.internal",
             syntax="proto3",
             dependency=[lb_endpoint.file.name],
         )
-        msg = proto.message_type.add(name="MergedLbEndpoints")
-        msg.field.add(
-            name="merged",
-            number=endpoint_components_pb2.LocalityLbEndpoints.LB_ENDPOINTS_FIELD_NUMBER,
-            type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-            label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
-            type_name=f".{lb_endpoint.full_name}",
-        )
+        for type_name, fields in _INTERNAL_TYPES.items():
+            msg = proto.message_type.add(name=type_name)
+            for field_name, number, kind, label, message_type in fields:
+                f = msg.field.add(name=field_name, number=number, type=kind, label=label)
+                if message_type:
+                    f.type_name = (
+                        message_type
+                        if message_type.startswith(".")
+                        else f".pymesh.internal.{message_type}"
+                    )
         pool.Add(proto)
-        descriptor = pool.FindMessageTypeByName(name)
-    _MERGING.append(message_factory.GetMessageClass(descriptor))
-    return _MERGING[0]
+    for type_name in _INTERNAL_TYPES:
+        descriptor = pool.FindMessageTypeByName(f"pymesh.internal.{type_name}")
+        _INTERNAL[type_name] = message_factory.GetMessageClass(descriptor)
+    return _INTERNAL[name]
 
 
 def _check_fields(
@@ -241,11 +287,13 @@ _CHUNK = 256
 
 
 def _endpoints(
-    ctx: Ctx, lb_endpoints: Any, merged: Any, path: str, ip_only: bool
+    ctx: Ctx, lb_endpoints: Any, merged: Any, data: bytes, path: str, ip_only: bool
 ) -> tuple[Endpoint, ...]:
-    """Every LbEndpoint of a locality, in order.
+    """Every LbEndpoint of a locality (``data``: the locality's bytes), in order.
 
-    Read column by column, a chunk at a time: each field some endpoint sets (``merged``
+    First as whole columns (:func:`_by_columns`), the way every endpoint of a list
+    that is valid, IP-addressed and alike in which fields it sets takes. Otherwise
+    column by column, a chunk at a time: each field some endpoint sets (``merged``
     shows which: weight, health, hostname) is read into a list by one comprehension, the
     lists are checked as wholes (no empty address, ports in range, known health, weights
     above 0, IPv4 literals), and the endpoints are built by one ``map``. That is half the
@@ -262,6 +310,9 @@ def _endpoints(
     any_weight = merged.HasField("load_balancing_weight")
     any_health = merged.health_status != 0
     any_hostname = bool(merged.endpoint.hostname)
+    whole = _by_columns(data, len(lb_endpoints), any_weight, ip_only)
+    if whole is not None:
+        return whole
     health_of, v4 = _HEALTH.get, partial(socket.inet_pton, socket.AF_INET)
     parsed: list[Endpoint] = []
     for start in range(0, len(lb_endpoints), _CHUNK):
@@ -306,6 +357,52 @@ def _endpoints(
     return tuple(parsed)
 
 
+def _by_columns(
+    data: bytes, n: int, any_weight: bool, ip_only: bool
+) -> tuple[Endpoint, ...] | None:
+    """The ``n`` endpoints of a locality built from :func:`_columns`, or None when a
+    column does not hold one value per endpoint or some value is not valid (the caller
+    then reads them another way, which names an invalid endpoint's field).
+
+    A value left out of a column is a zero value, which is invalid for an address (so
+    is a named endpoint, a pipe or a named port: no address or port where the columns
+    look) and an unset or invalid one for a weight; a health or host name column must
+    be full or empty (empty: UNKNOWN, no name)."""
+    columns = _columns(data)
+    sa = columns.endpoint.address.socket_address
+    addresses, ports = list(sa.address), list(sa.port_value)
+    # port_value is in a oneof, so a 0 is written (and read) like any other port.
+    if len(addresses) != n or len(ports) != n or min(ports) < 1 or max(ports) > 65535:
+        return None
+    healths: list[HealthStatus | None] | repeat[HealthStatus] = repeat("UNKNOWN", n)
+    codes = columns.health_status
+    if codes:
+        if len(codes) != n:
+            return None
+        healths = list(map(_HEALTH.get, codes))
+        if None in healths:
+            return None
+    weights: list[int] | repeat[int] = repeat(1, n)
+    if any_weight:
+        weights = list(columns.load_balancing_weight.value)
+        if len(weights) != n:
+            return None
+    hostnames: list[str] | repeat[str] = repeat("", n)
+    names = columns.endpoint.hostname
+    if names:
+        if len(names) != n:
+            return None
+        hostnames = list(names)
+    if ip_only:
+        try:
+            for _ in map(partial(socket.inet_pton, socket.AF_INET), addresses):
+                pass
+        except OSError:
+            if not all(map(_is_ip, addresses)):
+                return None
+    return tuple(map(make_endpoint, addresses, ports, healths, weights, hostnames))  # type: ignore[arg-type]
+
+
 def _endpoints_one_by_one(
     ctx: Ctx, chunk: list[Any], start: int, path: str, ip_only: bool, any_hostname: bool
 ) -> list[Endpoint]:
@@ -334,8 +431,9 @@ def _locality(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> LocalityEndpoints
     lb_endpoints = msg.lb_endpoints
     endpoints: tuple[Endpoint, ...] = ()
     if lb_endpoints:
-        merged = _merged(msg)
-        endpoints = _endpoints(ctx, lb_endpoints, merged, path, ip_only)
+        data = msg.SerializeToString()
+        merged = _merged(data)
+        endpoints = _endpoints(ctx, lb_endpoints, merged, data, path, ip_only)
         _check_fields(ctx, merged, lb_endpoints, endpoints, path)
     total = sum([e.weight for e in endpoints])
     if total > UINT32_MAX:

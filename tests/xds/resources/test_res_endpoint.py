@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from _resbuild import cla, invalid
 from envoy.config.core.v3 import health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2 as endpoint_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2 as cla_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -285,3 +287,58 @@ def test_a_bad_endpoint_in_a_later_chunk_of_an_alike_list_is_named_by_its_index(
     _spoil(m.endpoints[0].lb_endpoints[517], what)
     field, reason = _BAD_ENDPOINTS[what]
     invalid(parse, m, f"endpoints[0].lb_endpoints[517].{field}", reason=reason)
+
+
+def _framed(field: int, payload: bytes) -> bytes:
+    """``payload`` as a length-delimited protobuf field (wire type 2)."""
+    head, size = bytes([field << 3 | 2]), len(payload)
+    while size > 0x7F:
+        head += bytes([size & 0x7F | 0x80])
+        size >>= 7
+    return head + bytes([size]) + payload
+
+
+def _lb_endpoint(address: str = "", port: int = 0, health: int = 0) -> bytes:
+    ep = endpoint_pb2.LbEndpoint(health_status=health)
+    sa = ep.endpoint.address.socket_address
+    sa.address = address
+    if port:
+        sa.port_value = port
+    return ep.SerializeToString()
+
+
+@pytest.mark.parametrize("n", [3, 300])
+def test_fields_a_control_plane_repeats_inside_an_endpoint_do_not_shift_the_others(
+    n: int,
+) -> None:
+    # Concatenated messages are a valid encoding of their merge (the last address wins),
+    # and one endpoint written so is followed by endpoints that set everything once: the
+    # parser reads the whole list as columns, which must still line up.
+    first = _lb_endpoint("10.0.0.1", 81, 1) + _lb_endpoint("10.0.0.2", health=1)
+    rest = [_lb_endpoint(f"10.0.1.{i % 250}", 1000 + i, 1) for i in range(1, n)]
+    locality = b"".join(_framed(2, e) for e in [first, *rest])
+    data = cla_pb2.ClusterLoadAssignment(cluster_name="c").SerializeToString()
+    m = cla_pb2.ClusterLoadAssignment.FromString(data + _framed(2, locality))
+    whole = parse(m).endpoints
+    assert len(whole) == n
+    assert whole[0] == Endpoint("10.0.0.2", 81, "HEALTHY")
+    assert [(e.host, e.port) for e in whole[1:]] == [
+        (f"10.0.1.{i % 250}", 1000 + i) for i in range(1, n)
+    ]
+
+
+def test_a_missing_address_beside_a_repeated_one_is_still_named() -> None:
+    # One endpoint carries two addresses, the next none: as many addresses as endpoints
+    # on the wire, yet the second endpoint is invalid and must be NACKed by its index.
+    first = _lb_endpoint("10.0.0.1", 81) + _lb_endpoint("10.0.0.2")
+    locality = b"".join(
+        _framed(2, e) for e in [first, _lb_endpoint(port=82), _lb_endpoint("10.0.0.3", 83)]
+    )
+    data = cla_pb2.ClusterLoadAssignment(cluster_name="c").SerializeToString()
+    m = cla_pb2.ClusterLoadAssignment.FromString(data + _framed(2, locality))
+    invalid(
+        parse,
+        m,
+        "endpoints[0].lb_endpoints[1].endpoint.address.socket_address.address",
+        reason="empty",
+    )
