@@ -635,7 +635,7 @@ class XdsClient:
         resource's version (delta), or None: all are ``version`` (SotW). Returns every
         name the response speaks of, and the NACK lines."""
         type_url = ts.type_url
-        valid: dict[str, tuple[Any, int]] = {}
+        valid: dict[str, tuple[Any, int, _DecodeKey]] = {}
         errors: list[str] = []
         carried: set[str] = set()
         decoded: dict[_DecodeKey, _Decoded] = {}
@@ -677,7 +677,7 @@ class XdsClient:
                     res.update_time = now
                     valid.pop(name, None)  # the last of duplicate names wins
                     continue
-                valid[name] = (value, i)
+                valid[name] = (value, i, key)
                 continue
             errors.append(str(err.message))
             if name:
@@ -694,11 +694,12 @@ class XdsClient:
                 not_found.append(name)
             else:
                 self._server_error(ts, name, re.error_detail, version)
-        for name, (value, i) in valid.items():
+        for name, (value, i, key) in valid.items():
             res = subscribed.get(name)
             if res is None:
                 continue  # not subscribed (any more): ignore, as Envoy does
-            res.raw = (resources[i].type_url, resources[i].value)
+            # The very bytes the decode cache keeps (no second copy per resource).
+            res.raw = key if isinstance(key, tuple) else (type_url, key)
             if res.timer is not None:
                 res.timer.cancel()
                 res.timer = None
