@@ -244,9 +244,9 @@ class Mesh:
     def _cluster(self, name: str) -> ClusterRuntime:
         runtime = self._clusters.get(name)
         if runtime is None:
-            runtime = self._clusters.setdefault(
-                name, ClusterRuntime(name, random.Random(self.rng.random()))
-            )
+            # Every cluster draws from the mesh's one generator, as Envoy's clusters share
+            # one: a random.Random is 2.5 KB, 7.5 MB for 3 000 clusters of their own.
+            runtime = self._clusters.setdefault(name, ClusterRuntime(name, self.rng))
         return runtime
 
     def _on_config(self, slot: ListenerSlot, config: XdsConfig) -> None:
