@@ -179,8 +179,9 @@ def _columns(data: bytes) -> Any:
     .address`` is every endpoint's address. A column lines up with the endpoints when it
     holds one value per endpoint: protobuf's serializer writes each set field of each
     message once (whatever the control plane's bytes repeated, their parse kept one) and
-    leaves out fields at their zero value, so a column as long as the list has exactly
-    one value from each endpoint."""
+    leaves out fields at their zero value (but for a oneof's member, such as
+    ``port_value``), so a column as long as the list has exactly one value from each
+    endpoint."""
     return _internal_type("LbEndpointColumns").FromString(data).merged
 
 
@@ -281,8 +282,8 @@ def _check_fields(
         ctx.check(e.endpoint.address.socket_address, join(path, _SOCKET))
 
 
-#: Endpoints read per step of :func:`_endpoints` (~0.4 ms of work between two chances to
-#: let requests run).
+#: Endpoints per chunk when :func:`_endpoints` reads a list chunk by chunk: a chunk that
+#: does not pass as a whole is read one by one, so an odd endpoint slows only its chunk.
 _CHUNK = 256
 
 
