@@ -9,7 +9,8 @@ others at addresses nobody dials. ``--mode pymesh`` is pymesh's own ControlPlane
 (answers subscription changes, ignores stale nonces); ``chatty`` answers *every*
 request, ACKs included, with the full subscribed set, as some control planes do.
 
-Prints its port. On stdin, ``eds N`` replaces svc1's endpoints with N fresh ones and
+Prints its port. On stdin, ``eds N`` replaces svc1's endpoints with N fresh ones (``eds N
+moved``: the same N but the first, which gets another address) and
 prints ``sent <time.time()>`` right before handing the snapshot to the server, then
 ``written <time.time()>`` when the server's stream hands the EDS response to grpc (to be
 serialized and written). What a control plane does once per snapshot (packing every type,
@@ -35,7 +36,11 @@ from pymesh.server import ENDPOINT_TYPE, ControlPlane, Snapshot, compile_mesh
 from pymesh.server.ads import SotwStream
 
 
-def mesh_config(services: int, backend: str, svc1_endpoints: int = 3) -> dict[str, Any]:
+def mesh_config(
+    services: int, backend: str, svc1_endpoints: int = 3, svc1_moved: bool = False
+) -> dict[str, Any]:
+    """``svc1_moved``: svc1's first endpoint has another address (x.x.x.251, which no
+    other endpoint has), the rest as they were: one endpoint of many replaced."""
     out: dict[str, Any] = {}
     for i in range(services):
         if i == 0:
@@ -45,6 +50,8 @@ def mesh_config(services: int, backend: str, svc1_endpoints: int = 3) -> dict[st
             endpoints = [
                 f"10.{i >> 8 & 255}.{i & 255}.{k % 250 + 1}:{8000 + k // 250}" for k in range(n)
             ]
+            if i == 1 and svc1_moved:
+                endpoints[0] = f"10.{i >> 8 & 255}.{i & 255}.251:8000"
         out[f"svc{i}"] = {"port": 9080, "endpoints": endpoints}
     return {"services": out}
 
@@ -114,7 +121,9 @@ def main() -> None:
         for line in sys.stdin:
             cmd = line.split()
             if cmd and cmd[0] == "eds":
-                new = compile_mesh(mesh_config(args.services, args.backend, int(cmd[1])))
+                moved = cmd[2:] == ["moved"]
+                config = mesh_config(args.services, args.backend, int(cmd[1]), moved)
+                new = compile_mesh(config)
                 for type_url in new.resources:  # the server's own cost, not the send's
                     new.type_digest(type_url)
                 new.consistent()

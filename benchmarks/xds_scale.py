@@ -24,7 +24,8 @@ their own processes; this process is only the client. Measured, per server mode:
   snapshot to that send (``snapshot_to_written_ms``, its own work, not the client's).
   Only EDS is sent (the server resends only the types a snapshot changed); the SotW EDS
   response carries every subscribed assignment again, and unchanged ones are not
-  decoded twice.
+  decoded twice. ``eds_one_moved``: then the same 10 000 endpoints but one, which gets
+  another address (what a control plane sends when one pod of the cluster is replaced).
 
 ``--gc-freeze`` calls ``gc.collect(); gc.freeze()`` after the subscriptions, before the
 EDS update, as an application with a large, stable config may (docs/performance.md): it
@@ -213,6 +214,7 @@ def run(
                         gc.collect()
                         gc.freeze()
                     out["eds"] = eds_update(proc, mesh, prober, eds_endpoints)
+                    out["eds_one_moved"] = eds_update(proc, mesh, prober, eds_endpoints, moved=True)
                     gc.unfreeze()
     finally:
         assert proc.stdin is not None
@@ -223,16 +225,22 @@ def run(
 
 
 def eds_update(
-    proc: subprocess.Popen[str], mesh: pymesh.Mesh, prober: Prober, n: int
+    proc: subprocess.Popen[str], mesh: pymesh.Mesh, prober: Prober, n: int, moved: bool = False
 ) -> dict[str, Any]:
-    """Time a big EDS update from the server's send to the client's apply."""
+    """Time a big EDS update from the server's send to the client's apply: svc1 gets
+    ``n`` endpoints, or (``moved``) keeps them but for one, which gets another address
+    (what a control plane sends a 10 000-endpoint cluster when one pod is replaced)."""
     applied = threading.Event()
     stamp: list[float] = []
+
+    def arrived(value: Any) -> bool:
+        endpoints = value.endpoints
+        return len(endpoints) == n and endpoints[0].host.endswith(".251") == moved
 
     class Watcher:
         # Registered after the mesh's own watcher: it runs once the mesh has applied.
         def on_resource(self, name: str, value: Any) -> None:
-            if sum(len(loc.endpoints) for loc in value.localities) == n and not stamp:
+            if arrived(value) and not stamp:
                 stamp.append(time.time())
                 applied.set()
 
@@ -264,7 +272,7 @@ def eds_update(
     time.sleep(1.0)
     PAUSES.take()
     prober.phase = "eds"
-    proc.stdin.write(f"eds {n}\n")
+    proc.stdin.write(f"eds {n}{' moved' if moved else ''}\n")
     proc.stdin.flush()
     # "sent" (snapshot handed to the server) and "written" (its EDS response handed to
     # grpc), in whichever order the server's two threads print them.
