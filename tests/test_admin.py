@@ -15,6 +15,7 @@ from _edit import edited_mesh
 import pymesh
 from pymesh.server import ROUTE_TYPE, ControlPlane
 from pymesh.testing import EchoBackend
+from pymesh.testing.envoy import free_port
 
 Push = Callable[..., Any]
 CLUSTER = "outbound|9080||reviews"
@@ -130,11 +131,7 @@ def test_explain_endpoint_matches_explain_request(
 def test_admin_port_env_starts_the_server(
     mesh_bootstrap: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import socket
-
-    with socket.socket() as s:  # a free port for the env var (released before use)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a free port for the env var (released before use)
     monkeypatch.setenv("PYMESH_ADMIN_PORT", str(port))
     with pymesh.Mesh(bootstrap=mesh_bootstrap) as m:
         assert m.admin is not None and m.admin.port == port

@@ -23,6 +23,7 @@ from pymesh import cli
 from pymesh._explain_cli import run_explain
 from pymesh.server import ControlPlane, compile_mesh
 from pymesh.testing import EchoBackend, bootstrap_for
+from pymesh.testing.envoy import free_port
 
 CONFIG_ROUTES = [
     {"name": "jason", "match": {"headers": {"end-user": "jason"}}, "split": {"v2": 100}},
@@ -240,16 +241,8 @@ def test_explain_and_status_through_admin(
     assert "xDS resources" in out
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_status_admin_unreachable_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["status", "--admin", f"127.0.0.1:{_closed_port()}"]) == 2
+    assert cli.main(["status", "--admin", f"127.0.0.1:{free_port()}"]) == 2
     err = capsys.readouterr().err
     assert "unreachable" in err and "fix: check the address" in err
 
@@ -289,7 +282,7 @@ def test_status_exit_codes(
             {
                 "xds_servers": [
                     {
-                        "server_uri": f"127.0.0.1:{_closed_port()}",
+                        "server_uri": f"127.0.0.1:{free_port()}",
                         "channel_creds": [{"type": "insecure"}],
                     }
                 ]

@@ -44,7 +44,8 @@ _HCM_FILTER = "envoy.filters.network.http_connection_manager"
 
 
 def free_port() -> int:
-    """A port that was free a moment ago (for Envoy's listener, which cannot report one)."""
+    """A port that was free a moment ago: for Envoy's listener, which cannot report one,
+    or for an address that refuses connections."""
     import socket
 
     with socket.socket() as s:

@@ -15,6 +15,7 @@ from _edit import edited_mesh
 import pymesh
 from pymesh.server import ControlPlane
 from pymesh.testing import EchoBackend
+from pymesh.testing.envoy import free_port
 
 Push = Callable[..., Any]
 
@@ -209,12 +210,8 @@ def test_default_port_finds_the_istio_style_listener(
 def test_a_failed_passthrough_says_the_mesh_did_not_route_it(
     mesh: pymesh.Mesh, push_mesh: Push, echo_backend: EchoBackend
 ) -> None:
-    import socket
-
     push_mesh(_service([echo_backend]))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{s.getsockname()[1]}"  # closed again: refused
+    dead = f"127.0.0.1:{free_port()}"  # closed again: refused
     with (
         httpx.Client(transport=pymesh.MeshTransport(mesh)) as client,
         pytest.raises(httpx.ConnectError) as info,

@@ -5,7 +5,6 @@ the first-connection rule; max_pending_requests with upstream_rq_pending_overflo
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ import pytest
 
 from pymesh.resilience import CircuitBreaker
 from pymesh.testing import EchoBackend
+from pymesh.testing.envoy import free_port
 from pymesh.transports._pool import AsyncEndpointPool, EndpointPool, PoolOverflow
 from pymesh.xds.resources.cluster import CircuitBreakers
 
@@ -234,14 +234,8 @@ async def test_a_response_closed_early_retires_its_connection(echo_backend: Echo
     await pool.aclose()
 
 
-def _dead_port() -> int:
-    with socket.socket() as s:  # a port with nothing listening
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_connect_failure_frees_the_slots() -> None:
-    port = _dead_port()
+    port = free_port()
     cluster = _Cluster(max_connections=1, max_pending_requests=1)
     pool = AsyncEndpointPool(
         httpcore.Origin(b"http", b"127.0.0.1", port), cluster, keepalive_expiry=5.0
@@ -302,7 +296,7 @@ def test_sync_pool_pending_overflow() -> None:
 
 
 def test_sync_pool_connect_failure_frees_the_slots() -> None:
-    port = _dead_port()
+    port = free_port()
     cluster = _Cluster(max_connections=1, max_pending_requests=1)
     pool = EndpointPool(httpcore.Origin(b"http", b"127.0.0.1", port), cluster, keepalive_expiry=5.0)
     req = httpcore.Request(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +16,7 @@ from _xds_builders import cla, eds_cluster, listener, route_config
 
 from pymesh.bootstrap import load_bootstrap
 from pymesh.errors import BootstrapError, MeshError
+from pymesh.testing.envoy import free_port
 from pymesh.xds.client import CDS, EDS, LDS, RDS, Backoff, XdsClient
 
 TIMEOUT = 30.0
@@ -223,9 +223,7 @@ def test_does_not_exist_after_timeout(server: AdsServer) -> None:
 
 def test_no_does_not_exist_while_stream_down() -> None:
     # A port nobody listens on: the stream never comes up.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     w = Recorder()
     client = XdsClient(
         _bootstrap(f"127.0.0.1:{port}"),

@@ -3,7 +3,6 @@ while the first cannot be reached."""
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from _ads_server import AdsServer
@@ -11,6 +10,7 @@ from _xds_builders import eds_cluster
 from test_xds_client import Recorder, is_ack
 
 from pymesh.bootstrap import load_bootstrap
+from pymesh.testing.envoy import free_port
 from pymesh.xds.client import CDS, Backoff, XdsClient
 
 
@@ -26,9 +26,7 @@ def _bootstrap(*addresses: str) -> Any:
 
 
 def _dead_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"  # closed again: connections are refused
+    return f"127.0.0.1:{free_port()}"  # closed again: connections are refused
 
 
 def test_unreachable_primary_at_start_falls_back_to_the_secondary() -> None:
