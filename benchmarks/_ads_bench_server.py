@@ -34,6 +34,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from pymesh.server import ENDPOINT_TYPE, ControlPlane, Snapshot, compile_mesh
 from pymesh.server.ads import SotwStream
+from pymesh.server.delta import DeltaStream
 
 
 def mesh_config(
@@ -83,16 +84,23 @@ def _say(line: str) -> None:
 
 
 def _stamp_eds_writes() -> None:
-    """Print ``written <time>`` as each SotW stream yields an EDS response."""
-    on_change = SotwStream.on_change
+    """Print ``written <time>`` as each stream (SotW or delta) yields an EDS response."""
+    sotw, delta = SotwStream.on_change, DeltaStream.on_change
 
     def stamped(self: SotwStream) -> Iterator[discovery_pb2.DiscoveryResponse]:
-        for resp in on_change(self):
+        for resp in sotw(self):
             if resp.type_url == ENDPOINT_TYPE:
                 _say(f"written {time.time()}")
             yield resp
 
+    def stamped_delta(self: DeltaStream) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+        out = delta(self)
+        if any(resp.type_url == ENDPOINT_TYPE for resp in out):
+            _say(f"written {time.time()}")
+        return out
+
     SotwStream.on_change = stamped  # type: ignore[method-assign]
+    DeltaStream.on_change = stamped_delta  # type: ignore[method-assign]
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """The xDS client at Istio scale: thousands of services, a 10 000-endpoint EDS update.
 
     python benchmarks/xds_scale.py [--services 3000] [--eds-endpoints 10000] \
-        [--mode pymesh|chatty|both] [--gc-freeze]
+        [--mode pymesh|chatty|both] [--gc-freeze] [--delta]
 
 The control plane (benchmarks/_ads_bench_server.py) and one real HTTP backend run in
 their own processes; this process is only the client. Measured, per server mode:
@@ -26,6 +26,9 @@ their own processes; this process is only the client. Measured, per server mode:
   response carries every subscribed assignment again, and unchanged ones are not
   decoded twice. ``eds_one_moved``: then the same 10 000 endpoints but one, which gets
   another address (what a control plane sends when one pod of the cluster is replaced).
+
+``--delta`` speaks incremental xDS (server feature ``xds_delta``) with pymesh's control
+plane: an EDS update then carries only the assignment that changed.
 
 ``--gc-freeze`` calls ``gc.collect(); gc.freeze()`` after the subscriptions, before the
 EDS update, as an application with a large, stable config may (docs/performance.md): it
@@ -169,12 +172,22 @@ def start_server(mode: str, services: int, backend: str) -> tuple[subprocess.Pop
 
 
 def run(
-    mode: str, services: int, eds_endpoints: int, backend: str, freeze: bool = False
+    mode: str,
+    services: int,
+    eds_endpoints: int,
+    backend: str,
+    freeze: bool = False,
+    delta: bool = False,
 ) -> dict[str, Any]:
     proc, port = start_server(mode, services, backend)
-    server = {"server_uri": f"127.0.0.1:{port}", "channel_creds": [{"type": "insecure"}]}
+    server: dict[str, Any] = {
+        "server_uri": f"127.0.0.1:{port}",
+        "channel_creds": [{"type": "insecure"}],
+    }
+    if delta:
+        server["server_features"] = ["xds_delta"]
     bootstrap = {"xds_servers": [server], "node": {"id": f"scale-{mode}"}}
-    out: dict[str, Any] = {"mode": mode, "services": services}
+    out: dict[str, Any] = {"mode": mode, "services": services, "delta": delta}
     try:
         with (
             pymesh.Mesh(bootstrap=bootstrap, seed=1, resource_timeout=600) as mesh,
@@ -306,13 +319,20 @@ def main() -> None:
     p.add_argument("--eds-endpoints", type=int, default=10_000)
     p.add_argument("--mode", choices=["pymesh", "chatty", "both"], default="both")
     p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() before the EDS update")
+    p.add_argument(
+        "--delta", action="store_true", help="incremental xDS with pymesh's control plane"
+    )
     args = p.parse_args()
+    if args.delta and args.mode != "pymesh":
+        p.error("--delta needs --mode pymesh (the chatty server speaks SotW only)")
     modes = ["pymesh", "chatty"] if args.mode == "both" else [args.mode]
     # The backend runs in its own process, so its threads do not compete for our GIL.
     backend, address = echo_backend("warm")
     try:
         for mode in modes:
-            result = run(mode, args.services, args.eds_endpoints, address, args.gc_freeze)
+            result = run(
+                mode, args.services, args.eds_endpoints, address, args.gc_freeze, args.delta
+            )
             print(json.dumps(result, indent=1))
             sys.stdout.flush()
     finally:

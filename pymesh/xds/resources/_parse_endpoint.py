@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass
 from functools import partial
 from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 from envoy.config.endpoint.v3 import endpoint_components_pb2
@@ -44,6 +45,9 @@ _HEALTH: dict[int, HealthStatus] = {
 }
 
 _PPM = 1_000_000
+
+_HEALTH_OF = attrgetter("health")
+_WEIGHT_OF = attrgetter("weight")
 
 
 def _is_ip(address: str) -> bool:
@@ -267,7 +271,7 @@ def _check_fields(
     ep = merged.endpoint
     if (
         plain.mergeable
-        and (healths is None or all(e.health in healths for e in parsed))
+        and (healths is None or healths.issuperset(map(_HEALTH_OF, parsed)))
         and is_plain(merged, types[0])
         and is_plain(ep, types[1])
         and is_plain(ep.address, types[2])
@@ -436,7 +440,7 @@ def _locality(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> LocalityEndpoints
         merged = _merged(data)
         endpoints = _endpoints(ctx, lb_endpoints, merged, data, path, ip_only)
         _check_fields(ctx, merged, lb_endpoints, endpoints, path)
-    total = sum([e.weight for e in endpoints])
+    total = sum(map(_WEIGHT_OF, endpoints))
     if total > UINT32_MAX:
         ctx.fail(
             join(path, "lb_endpoints"),
