@@ -18,9 +18,11 @@ from pymesh.call._admit import Refused, Reply, Ticket, admit
 from pymesh.call._attempts import GRPC_MAX_ATTEMPTS, Attempts, local
 from pymesh.call._plan import (
     LocalReply,
+    PathRoute,
     Plan,
     aggregate_target,
     not_found,
+    path_route,
     plan_by_path,
     plan_request,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "Discard",
     "Launch",
     "LocalReply",
+    "PathRoute",
     "Plan",
     "Refused",
     "Reply",
@@ -56,6 +59,7 @@ __all__ = [
     "aggregate_target",
     "local",
     "not_found",
+    "path_route",
     "plan_by_path",
     "plan_request",
     "run_async",

@@ -146,7 +146,11 @@ class Ticket:
             load.orca.on_raw_report(value, kind)
         if load is not None:
             if not self._timed:
-                load.on_finish_untimed()
+                # load.on_finish_untimed(), without a call per attempt (as __init__)
+                n = load.active_requests
+                load.active_requests = n - 1 if n > 0 else 0
+                if load._timed > 0:
+                    load._timed -= 1
             else:
                 now = time.monotonic()
                 if failed:
@@ -176,7 +180,7 @@ class Ticket:
             if self._is_retry:
                 breaker.release_retry()
             else:
-                breaker.release_request()
+                breaker.active_requests -= 1  # breaker.release_request(), inline
         hook = self.on_release
         if hook is not None:
             hook()
@@ -251,7 +255,8 @@ def admit(
     if exclude:
         ep = picker.pick(hash_key, exclude, host_selection_retry_max_attempts=tries)
     else:
-        ep = picker.pick(hash_key)
+        direct = picker.direct  # most pickers: the host chooser itself, one call
+        ep = direct() if direct is not None else picker.pick(hash_key)
     if ep is None:
         return ("UH", "no healthy upstream")
     if is_retry:
@@ -262,6 +267,12 @@ def admit(
             cluster = rt.cluster
             if pooled and cluster is not None and not cluster.http2:
                 breaker = None  # the pool takes the request slot (and gives it back)
+            elif breaker.active_requests < breaker.max_requests:
+                breaker.active_requests += 1  # try_acquire_request's success, inline
             elif not breaker.try_acquire_request():
                 return ("UO", "upstream overflow (circuit breaker max_requests)")
-    return Ticket(rt, ep, rt.states.get_or_create(ep.address), breaker, is_retry)
+    states = rt.states
+    load = states.lookup(ep.address)
+    if load is None:
+        load = states.get_or_create(ep.address)
+    return Ticket(rt, ep, load, breaker, is_retry)

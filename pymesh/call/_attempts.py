@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Container
+from types import EllipsisType
 
 from pymesh._mesh import ListenerState
 from pymesh.call._admit import Reply, Ticket, admit
@@ -90,8 +91,12 @@ class Attempts:
         on_end: Callable[[Ticket, str | None], None] | None = None,
         grpc: bool = False,
         pooled: bool = False,
+        deadline: float | EllipsisType | None = ...,
     ) -> None:
         self.plan = plan
+        #: The call's deadline (monotonic, None for none): the plan's, unless the driver
+        #: keeps it apart from a plan its calls share (``deadline``).
+        self.deadline = plan.deadline if deadline is ... else deadline
         #: The listener's routing state (aggregate clusters resolve their leaf in it).
         self.listener = state
         self.rng = rng
@@ -193,7 +198,7 @@ class Attempts:
             t = admitted  # type: ignore[assignment]
             if self._exclude:
                 self.tried.add(t.address)
-        deadline = plan.deadline
+        deadline = self.deadline
         if retry is not None and retry.per_try_timeout:
             per_try = time.monotonic() + retry.per_try_timeout
             if self.hedging:
@@ -299,7 +304,7 @@ class Attempts:
         (the retry is then called off and its slot given back)."""
         assert self.decider is not None
         delay = self.decider.next_delay(self.attempt, self._last, self.rng)
-        deadline = self.plan.deadline
+        deadline = self.deadline
         if deadline is not None and time.monotonic() + delay >= deadline:
             slot, self._retry_slot = self._retry_slot, None
             self._pending = False
@@ -310,7 +315,7 @@ class Attempts:
 
     def per_try_fired(self, t: Ticket) -> bool:
         """Whether ``t``'s deadline was its per-try timeout rather than the call's."""
-        return t.deadline is not None and t.deadline != self.plan.deadline
+        return t.deadline is not None and t.deadline != self.deadline
 
     def timed_out(self, t: Ticket, idle: bool = False) -> LocalReply | None:
         """After a final timeout: Envoy's local 504 when the route's timeout, a per-try

@@ -130,6 +130,19 @@ def aggregate_target(
     return leaf_rt, level
 
 
+def _deadline(
+    action: RouteAction, caller_timeout: float | None, fault_delay: float
+) -> tuple[float | None, bool]:
+    """A request's deadline (monotonic, None for none) and whether the route's timeout
+    rather than the caller's sets it: the shorter one binds."""
+    timeout = action.timeout
+    if caller_timeout is not None and (timeout is None or caller_timeout < timeout):
+        return time.monotonic() + caller_timeout + fault_delay, False
+    if timeout is None:
+        return None, False
+    return time.monotonic() + timeout + fault_delay, True
+
+
 def _build(
     decision: RouteDecision,
     runtime: ClusterRuntime,
@@ -137,27 +150,19 @@ def _build(
     headers: list[tuple[str, str]] | None,
     authority: str,
     hash_key: int | None,
-    caller_timeout: float | None,
+    deadline: float | None,
+    route_binding: bool,
     fault_delay: float,
     retriable: bool,
 ) -> Plan:
-    """The Plan of a routed request: :func:`plan_by_path` and :func:`plan_request` both
-    end here, so the two can never disagree on what a route means."""
+    """The Plan of a routed request: :func:`plan_by_path`, :attr:`PathRoute.plan`
+    and :func:`plan_request` all end here, so they can never disagree on what a route
+    means."""
     action = decision.action
     assert isinstance(action, RouteAction)
     compiled = decision.compiled
     cluster_name = decision.cluster
     assert cluster_name is not None
-    # The request's deadline (monotonic, None for none) and whether the route's timeout
-    # rather than the caller's sets it: the shorter one binds.
-    timeout = action.timeout
-    deadline: float | None
-    if caller_timeout is not None and (timeout is None or caller_timeout < timeout):
-        deadline, route_binding = time.monotonic() + caller_timeout + fault_delay, False
-    elif timeout is None:
-        deadline, route_binding = None, False
-    else:
-        deadline, route_binding = time.monotonic() + timeout + fault_delay, True
     return Plan(
         decision,
         action,
@@ -176,27 +181,85 @@ def _build(
     )
 
 
-def plan_by_path(
-    state: ListenerState, authority: str, path: str, caller_timeout: float | None
-) -> Plan | None:
-    """The Plan of a request whose route is decided by its authority and path alone, built
-    without reading its headers; None when :func:`plan_request` must look further.
+class PathRoute:
+    """Where every request to one authority and path goes when nothing else decides it
+    (:func:`path_route`): found once per listener state and path, so a driver that keeps
+    it (a gRPC channel, per method: gRPC routes by path only) plans a call without
+    routing it again.
 
-    The common case: no header, query or runtime condition on the way to a route that
-    names one cluster, nothing on that route that reads the request (hash policies,
-    header edits, rewrites, retriable_request_headers: the route table's
-    ``path_decision`` says when), and no fault filter. The answer is the one
-    plan_request gives.
+    :attr:`plan` is the one Plan of all its requests, built as every plan is, with no
+    deadline: a driver that shares it gives each call's deadline to its
+    :class:`~pymesh.call.Attempts` (``deadline=``) and never changes the plan. It is
+    valid while ``runtime.error`` is None (else :func:`plan_request` answers why).
     """
+
+    __slots__ = ("decision", "plan", "runtime", "state")
+
+    def __init__(
+        self,
+        state: ListenerState,
+        decision: RouteDecision,
+        runtime: ClusterRuntime,
+        path: str,
+        authority: str,
+    ) -> None:
+        #: The listener state it was found in: valid while that state is current.
+        self.state = state
+        self.decision = decision
+        self.runtime = runtime
+        self.plan = _build(decision, runtime, path, None, authority, None, None, False, 0.0, True)
+
+
+def _path_target(
+    state: ListenerState, authority: str, path: str
+) -> tuple[RouteDecision, ClusterRuntime] | None:
+    """The decision and cluster of requests routed by their authority and path alone
+    (see :func:`path_route`), or None."""
     if state.fault_filter_name is not None or state.session_filter_name is not None:
         return None  # the filters read the request's headers
     decision = state.table.path_decision(authority, strip_query_and_fragment(path))
     if decision is None:
         return None
     runtime = state.clusters.get(decision.cluster)  # type: ignore[arg-type]
-    if runtime is None or runtime.error is not None:
+    if runtime is None:
         return None  # plan_request answers why
-    return _build(decision, runtime, path, None, authority, None, caller_timeout, 0.0, True)
+    return decision, runtime
+
+
+def path_route(state: ListenerState, authority: str, path: str) -> PathRoute | None:
+    """The route of requests decided by their authority and path alone, without reading
+    their headers; None when :func:`plan_request` must look further.
+
+    The common case: no header, query or runtime condition on the way to a route that
+    names one cluster, nothing on that route that reads the request (hash policies,
+    header edits, rewrites, retriable_request_headers: the route table's
+    ``path_decision`` says when), and no fault filter. Its plans are the ones
+    plan_request gives.
+    """
+    target = _path_target(state, authority, path)
+    if target is None:
+        return None
+    return PathRoute(state, target[0], target[1], path, authority)
+
+
+def plan_by_path(
+    state: ListenerState, authority: str, path: str, caller_timeout: float | None
+) -> Plan | None:
+    """The Plan of a request whose route is decided by its authority and path alone
+    (:func:`path_route`), built without reading its headers; None when
+    :func:`plan_request` must look further."""
+    target = _path_target(state, authority, path)
+    if target is None:
+        return None
+    decision, runtime = target
+    if runtime.error is not None:
+        return None  # plan_request answers why
+    action = decision.action
+    assert isinstance(action, RouteAction)
+    deadline, route_binding = _deadline(action, caller_timeout, 0.0)
+    return _build(
+        decision, runtime, path, None, authority, None, deadline, route_binding, 0.0, True
+    )
 
 
 def plan_request(
@@ -277,8 +340,18 @@ def plan_request(
     hash_key = (
         compute_hash(action.hash_policies, info, channel_id) if action.hash_policies else None
     )
+    deadline, route_binding = _deadline(action, caller_timeout, fault_delay)
     plan = _build(
-        decision, runtime, path, edited, authority, hash_key, caller_timeout, fault_delay, retriable
+        decision,
+        runtime,
+        path,
+        edited,
+        authority,
+        hash_key,
+        deadline,
+        route_binding,
+        fault_delay,
+        retriable,
     )
     if state.session_filter_name is not None:
         config = session_config(decision, state.session_filter_name, state.session)

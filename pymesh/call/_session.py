@@ -230,6 +230,8 @@ class OverridePicker:
     still apply."""
 
     __slots__ = ("_base", "_endpoint", "has_drops")
+    #: No zero-argument chooser (see Picker.direct): the override picks through pick().
+    direct = None
 
     def __init__(self, endpoint: Endpoint, base: Any) -> None:
         self._endpoint = endpoint

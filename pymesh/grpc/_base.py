@@ -9,17 +9,28 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 import grpc
 
 from pymesh._mesh import ListenerState, Mesh
-from pymesh.call import GRPC_MAX_ATTEMPTS, Attempts, LocalReply, Plan, Reply, Ticket
+from pymesh.call import (
+    GRPC_MAX_ATTEMPTS,
+    Attempts,
+    LocalReply,
+    PathRoute,
+    Plan,
+    Reply,
+    Ticket,
+    path_route,
+)
 from pymesh.grpc._core import (
     DEADLINE,
     LocalStatus,
     Metadata,
+    deadline_cap,
     grpc_deadline,
     local_status,
     outgoing_metadata,
@@ -32,6 +43,7 @@ from pymesh.grpc._tls import TlsEndpoint, cluster_tls
 from pymesh.resilience import Outcome
 from pymesh.security import ClientTls
 from pymesh.telemetry._rpc import RpcObserver, observe_rpc
+from pymesh.xds.resources.route import RouteAction
 
 OutMetadata = Metadata | None
 Serializer = Callable[[Any], bytes] | None
@@ -39,6 +51,8 @@ Deserializer = Callable[[bytes], Any] | None
 #: A per-try timeout: the attempt's own deadline (sooner than the call's) passed.
 _PER_TRY = Outcome.failure(timeout=True)
 _DEADLINE_CODE = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+#: Methods whose route a channel keeps (MeshChannelBase._route_of), at most.
+_ROUTE_MEMO_LIMIT = 1024
 
 SubT = TypeVar("SubT")
 
@@ -52,9 +66,8 @@ class Prepared:
         self, plan: Plan, state: ListenerState, deadline: float | None, metadata: OutMetadata
     ) -> None:
         # gRPC's deadline is the caller's capped by A31 (grpc_deadline), never Envoy's
-        # route timeout: the engine's plan bounds retries and per-try timeouts by it.
-        plan.deadline = deadline
-        plan.route_timeout_binding = False
+        # route timeout: the call's Attempts bound retries and per-try timeouts by it
+        # (new_attempts), and the plan may be shared by calls (PathRoute.plan).
         self.plan = plan
         self.state = state
         self.deadline = deadline
@@ -88,10 +101,16 @@ def reply_of(
     gRPC status (A44 retries and A50 outlier detection read it), except that
     DEADLINE_EXCEEDED of an attempt whose per-try timeout fired is a timeout failure (as
     Envoy's per-try timeout)."""
-    n = code.value[0]
-    if n == _DEADLINE_CODE and a.per_try_fired(t):
-        return Reply(value, grpc_status=n, failure=_PER_TRY, error=error)
-    return Reply(value, grpc_status=n, error=error)
+    return number_reply(a, t, code.value[0], value, error)
+
+
+def number_reply(
+    a: Attempts, t: Ticket, number: int, value: object = None, error: BaseException | None = None
+) -> Reply:
+    """:func:`reply_of` for a status given as its number (what grpc's call reports)."""
+    if number == _DEADLINE_CODE and a.per_try_fired(t):
+        return Reply(value, grpc_status=number, failure=_PER_TRY, error=error)
+    return Reply(value, grpc_status=number, error=error)
 
 
 def final_reply(result: Ticket | LocalReply, node_id: str) -> Reply:
@@ -174,6 +193,9 @@ class MeshChannelBase(Generic[SubT]):
         self._count_lock = threading.Lock()  # calls end on grpc's threads too
         self._draining: set[str] = set()
         self._seen: ListenerState | None = None
+        #: Per method: the listener state it was routed in, its PathRoute (None when a
+        #: route reads more than the path) and A31's timeout cap there (_route_of).
+        self._routes: dict[str, tuple[ListenerState, PathRoute | None, float | None]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -321,6 +343,16 @@ class MeshChannelBase(Generic[SubT]):
         then the Prepared call, or the LocalStatus to fail it with."""
         if state is not self._seen:
             self.collect(state)
+        memo = self._routes.get(method)
+        if memo is None or memo[0] is not state:
+            memo = self._route_of(state, method)
+        route = memo[1]
+        if route is not None and route.runtime.error is None:
+            # Routed by the method alone: the route's one plan, no routing per call.
+            cap = memo[2]
+            limit = cap if cap is not None and (timeout is None or cap < timeout) else timeout
+            deadline = None if limit is None else start + limit
+            return 0.0, Prepared(route.plan, state, deadline, metadata or None)
         plan = plan_call(self.mesh, state, self.authority, method, metadata, self.channel_id)
         if isinstance(plan, LocalStatus):
             delay = plan.delay
@@ -328,12 +360,33 @@ class MeshChannelBase(Generic[SubT]):
                 return max(timeout, 0.0), DEADLINE
             return delay, plan
         deadline = grpc_deadline(plan, state, timeout, start)
+        # This call's own plan: gRPC's deadline, never Envoy's route timeout (A31).
+        plan.deadline = deadline
+        plan.route_timeout_binding = False
         delay = plan.fault_delay
         if delay:
             left = remaining(deadline)
             if left is not None and delay >= left:
                 return max(left, 0.0), DEADLINE
         return delay, Prepared(plan, state, deadline, outgoing_metadata(plan, metadata))
+
+    def _route_of(
+        self, state: ListenerState, method: str
+    ) -> tuple[ListenerState, PathRoute | None, float | None]:
+        # gRPC routes by the method path alone unless a route reads metadata: find that
+        # route (and A31's cap on its timeout) once per listener state and method.
+        route = path_route(state, self.authority, method)
+        cap = None
+        if route is not None:
+            action = route.decision.action
+            assert isinstance(action, RouteAction)
+            cap = deadline_cap(action, state)
+        memo = (state, route, cap)
+        routes = self._routes
+        if len(routes) >= _ROUTE_MEMO_LIMIT:
+            routes.clear()  # a bound for clients that make up method names
+        routes[method] = memo
+        return memo
 
     def new_attempts(self, p: Prepared, *, replayable: bool = True, hedge: bool = True) -> Attempts:
         """The engine's attempts of one call: A44's 5-attempt cap, sub-channels in
@@ -349,6 +402,7 @@ class MeshChannelBase(Generic[SubT]):
             hedge=hedge,
             on_end=None if obs is None else functools.partial(_attempt_ended, obs),
             grpc=True,
+            deadline=p.deadline,
         )
 
     def local_error(self, status: LocalStatus) -> BaseException:
@@ -435,14 +489,23 @@ class MeshChannelBase(Generic[SubT]):
         rt = t.runtime
         assert rt is not None
         address = t.address
-        tls = cluster_tls(self.mesh, rt, p.plan, enabled=self._credentials is None)
-        if isinstance(tls, LocalStatus):
-            raise LocalFailure(tls, "UF")
         cluster = rt.cluster
-        sub = self.subchannel(address, tls, cluster.connect_timeout if cluster else None)
-        timeout = remaining(t.deadline)
-        if timeout is not None and timeout <= 0:
-            return None
+        sub: SubT | None = None
+        if cluster is None or cluster.tls is None:  # plaintext (cluster_tls: None)
+            sub = self._subs.get(address)
+            if isinstance(sub, TlsEndpoint):
+                sub = None  # subchannel() gives its plaintext view
+        if sub is None:
+            tls = cluster_tls(self.mesh, rt, p.plan, enabled=self._credentials is None)
+            if isinstance(tls, LocalStatus):
+                raise LocalFailure(tls, "UF")
+            sub = self.subchannel(address, tls, cluster.connect_timeout if cluster else None)
+        deadline = t.deadline
+        timeout = None
+        if deadline is not None:
+            timeout = deadline - time.monotonic()  # remaining(deadline), inline
+            if timeout <= 0:
+                return None
         with self._count_lock:
             self._inflight[address] = self._inflight.get(address, 0) + 1
         t.on_release = functools.partial(self._finish, address)

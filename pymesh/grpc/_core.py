@@ -12,6 +12,7 @@ import grpc
 from pymesh._mesh import ListenerState, Mesh
 from pymesh.call import LocalReply, Plan, plan_by_path, plan_request
 from pymesh.routing import RequestInfo
+from pymesh.xds.resources.route import RouteAction
 
 MetadataValue = str | bytes
 Metadata = Sequence[tuple[str, MetadataValue]]
@@ -87,6 +88,17 @@ def local_status(reply: LocalReply, node_id: str) -> LocalStatus:
     return LocalStatus(code, details, reply.delay, reply.wait_cluster)
 
 
+def deadline_cap(action: RouteAction, state: ListenerState) -> float | None:
+    """A31's cap on a call's timeout on this route (None: none): the route's
+    grpc_timeout_header_max, else its max_stream_duration, else the listener's."""
+    cap = action.grpc_timeout_header_max
+    if cap is None:
+        cap = action.max_stream_duration
+    if cap is None:
+        cap = state.config.listener.max_stream_duration
+    return cap if cap is not None and cap > 0 else None
+
+
 def grpc_deadline(
     plan: Plan, state: ListenerState, timeout: float | None, start: float
 ) -> float | None:
@@ -94,13 +106,8 @@ def grpc_deadline(
 
     The route ``timeout`` is Envoy's and gRPC ignores it, so pymesh does too.
     """
-    action = plan.action
-    cap = action.grpc_timeout_header_max
-    if cap is None:
-        cap = action.max_stream_duration
-    if cap is None:
-        cap = state.config.listener.max_stream_duration
-    if cap is not None and cap > 0 and (timeout is None or cap < timeout):
+    cap = deadline_cap(plan.action, state)
+    if cap is not None and (timeout is None or cap < timeout):
         timeout = cap
     return None if timeout is None else start + timeout
 

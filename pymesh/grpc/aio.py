@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Sequence
@@ -33,6 +32,7 @@ from pymesh.grpc._base import (
     OutMetadata,
     Prepared,
     Serializer,
+    number_reply,
     reply_of,
 )
 from pymesh.grpc._core import (
@@ -44,6 +44,7 @@ from pymesh.grpc._core import (
 from pymesh.grpc._server import DEFAULT_DRAIN_GRACE, AioXdsServer, ServerSettings
 from pymesh.grpc._session import AioCookieCall, session_cookie
 from pymesh.grpc._xds_server import ServingModeCallback
+from pymesh.telemetry._providers import off
 from pymesh.telemetry._rpc import RpcObserver
 
 __all__ = ["AioXdsServer", "MeshAioChannel", "insecure_channel", "secure_channel", "server"]
@@ -99,10 +100,13 @@ def _abandoned(p: Prepared, t: Ticket) -> None:
         p.obs.error(asyncio.CancelledError())
 
 
-def _status_of(call: Any) -> Any:
-    """A finished grpc.aio call's status (code, details, trailing metadata), read
-    synchronously in its done callback; None where grpcio does not expose it."""
-    return getattr(getattr(call, "_cython_call", None), "_status", None)
+#: The attribute of grpcio's Cython call that holds a finished call's status (code as a
+#: number, details, trailing metadata), read synchronously in its done callback; where
+#: grpcio does not have it, the status is awaited instead.
+_STATUS = "_status"
+_DEADLINE_NUMBER = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+#: The engine's view of a one-attempt call that ended OK (its value is grpc.aio's).
+_OK = Reply(None, grpc_status=0)
 
 
 class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # type: ignore[misc]
@@ -221,7 +225,7 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         :meth:`prepare_call` finishes (no config yet, a cluster_header target to
         subscribe, a fault delay). Raises AioRpcError for a local status."""
         start = time.monotonic()
-        obs = self.observe(method)
+        obs = None if off() else self.observe(method)  # off: the common, cheap answer
         state = self._slot.state
         if state is None:
             return _Pending(obs, start, None, 0.0, None)
@@ -312,44 +316,8 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             raise err from None
         return self.unary_answer(p, result)
 
-    def start_unary(
-        self,
-        p: Prepared,
-        a: Attempts,
-        start: Callable[[grpc.aio.Channel, float | None, OutMetadata], Any],
-    ) -> Any:
-        """Start a unary-response call allowed one attempt (``a.limit == 1``) now and
-        return grpc.aio's own call, which the caller awaits directly: no task, future
-        or coroutine of pymesh's between them. Its end is recorded by the call's done
-        callback (the engine's settle and release, ORCA report, telemetry), which
-        grpc.aio runs as the call ends, before its awaiter resumes, awaited or not; as
-        the sync channel's single-attempt futures. Raises what :meth:`start_stream`
-        raises (a local status)."""
-        a, t, call = self.start_stream(p, start, a)
-        call.add_done_callback(functools.partial(self._unary_ended, p, a, t))
-        return call
-
-    def _unary_ended(self, p: Prepared, a: Attempts, t: Ticket, call: Any) -> None:
-        # What the engine's one-attempt run (run_async, unary_answer) records for the
-        # same end: a local cancel abandons the attempt (no outcome), any status
-        # settles it.
-        status = _status_of(call)
-        if status is None:  # no status to read here: ask for it
-            self.spawn(self._unary_ended_async(p, a, t, call))
-            return
-        try:
-            if call._cython_call.is_locally_cancelled():
-                _abandoned(p, t)
-                return
-            if t.wants_load_report:  # weighted round robin's per-call ORCA report
-                t.report_trailers(status.trailing_metadata())
-            self.stream_ended(p, a, t, status_code(status.code()), status.details())
-        except Exception:  # never into grpc's completion path: the call is answered
-            t.abandon()  # the slot at least comes back
-            _log.exception("pymesh: recording the end of a gRPC call failed")
-
     async def _unary_ended_async(self, p: Prepared, a: Attempts, t: Ticket, call: Any) -> None:
-        # _unary_ended for a call whose status only an await shows (grpcio without
+        # ended() for a call whose status only an await shows (grpcio without
         # _status, or a TLS endpoint's call still waiting for its pre-check).
         try:
             try:
@@ -388,6 +356,68 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         self.spawn(finish())
         cookie = session_cookie(p.plan, t) if p.plan.session is not None else None
         return call if cookie is None else AioCookieCall(call, cookie)
+
+
+class _UnaryRequest:
+    """One unary-unary call's request and options: :meth:`send` starts an attempt of it
+    on a sub-channel (the engine's ``invoke``) and, for a call allowed one attempt,
+    :meth:`ended` is grpc.aio's done callback that records its end. Bound methods of
+    one small object per call instead of a closure, an options dict and a partial."""
+
+    __slots__ = ("a", "ch", "kw", "mc", "p", "request", "ticket")
+
+    mc: _UnaryUnary
+    ch: MeshAioChannel
+    request: Any
+    #: The call's options for grpc; None: grpc's defaults (no credentials,
+    #: wait_for_ready or compression).
+    kw: dict[str, Any] | None
+    #: The call's plan, attempts and its one attempt's ticket, once started alone.
+    p: Prepared
+    a: Attempts
+    ticket: Ticket
+
+    def send(self, sub: grpc.aio.Channel, timeout: float | None, metadata: OutMetadata) -> Any:
+        """Start an attempt on ``sub``: its grpc.aio call."""
+        mc = self.mc
+        hit = mc._cache.get(id(sub))
+        real = hit[1] if hit is not None and hit[0] is sub else mc._real(sub, "unary_unary")
+        kw = self.kw
+        if kw is None:
+            return real(self.request, timeout=timeout, metadata=metadata)
+        return real(self.request, timeout=timeout, metadata=metadata, **kw)
+
+    def ended(self, call: Any) -> None:
+        """grpc.aio's done callback of the one attempt: what the engine's one-attempt
+        run (run_async, unary_answer) records for the same end. A local cancel abandons
+        the attempt (no outcome), any status settles it."""
+        ch, p, a, t = self.ch, self.p, self.a, self.ticket
+        cython_call: Any = getattr(call, "_cython_call", None)
+        status = getattr(cython_call, _STATUS, None)  # grpcio's Cython call: private
+        if status is None:  # no status to read here: ask for it
+            ch.spawn(ch._unary_ended_async(p, a, t, call))
+            return
+        try:
+            if cython_call.is_locally_cancelled():
+                _abandoned(p, t)
+                return
+            if t.wants_load_report:  # weighted round robin's per-call ORCA report
+                t.report_trailers(status.trailing_metadata())
+            number = status.code()  # the status as a number: no StatusCode round trip
+            if number == 0:
+                reply = _OK  # the engine only reads a reply: one for every OK call
+            elif number == _DEADLINE_NUMBER:  # perhaps a per-try timeout (reply_of)
+                reply = number_reply(a, t, number)
+            else:
+                reply = Reply(None, grpc_status=number)
+            a.settle(t, reply)
+            t.release()
+            obs = p.obs
+            if obs is not None:
+                obs.finish(status_code(number), status.details())
+        except Exception:  # never into grpc's completion path: the call is answered
+            t.abandon()  # the slot at least comes back
+            _log.exception("pymesh: recording the end of a gRPC call failed")
 
 
 class _UnaryIO:
@@ -683,23 +713,29 @@ class _UnaryUnary(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):  # type: ig
         compression: grpc.Compression | None = None,
     ) -> Any:  # grpc.aio.UnaryUnaryCall: grpcio's own, or a _MeshCall
         ch = self._channel
-        kw = {"credentials": credentials, "wait_for_ready": wait_for_ready}
-        kw["compression"] = compression
-
-        def invoke(sub: grpc.aio.Channel, t: float | None, md: OutMetadata) -> Any:
-            return self._real(sub, "unary_unary")(request, timeout=t, metadata=md, **kw)
-
+        kw: dict[str, Any] | None = None
+        if credentials is not None or wait_for_ready is not None or compression is not None:
+            kw = {"credentials": credentials, "wait_for_ready": wait_for_ready}
+            kw["compression"] = compression
+        req = object.__new__(_UnaryRequest)  # no __init__: no frame per call
+        req.mc, req.ch, req.request, req.kw = self, ch, request, kw
         a: Attempts | None = None
         try:
             first = ch.prepare_now(self._method, timeout, metadata)
             if first is None:  # passthrough: the direct channel's own call
-                return self._real(ch.direct(), "unary_unary")(
-                    request, timeout=timeout, metadata=metadata, **kw
-                )
+                return req.send(ch.direct(), timeout, metadata)
             if type(first) is Prepared and first.plan.session is None:
                 a = ch.new_attempts(first)
                 if a.limit == 1:  # the common call: one attempt, started now
-                    return ch.start_unary(first, a, invoke)
+                    req.p, req.a = first, a
+                    # grpc.aio's own call, awaited directly by the caller: no task,
+                    # future or coroutine of pymesh's between them. Its end is recorded
+                    # by its done callback (_UnaryRequest.ended), which grpc.aio runs as
+                    # the call ends, before its awaiter resumes, awaited or not; as the
+                    # sync channel's single-attempt futures.
+                    _, req.ticket, call = ch.start_stream(first, req.send, a)
+                    call.add_done_callback(req.ended)
+                    return call
         except BaseException as exc:
             return _failed(exc)
         mesh_call = _MeshCall(streaming=False)
@@ -709,13 +745,11 @@ class _UnaryUnary(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):  # type: ig
             if not isinstance(p, Prepared):
                 planned = await ch.prepare_call(self._method, timeout, metadata, p)
                 if planned is None:
-                    call = self._real(ch.direct(), "unary_unary")(
-                        request, timeout=timeout, metadata=metadata, **kw
-                    )
+                    call = req.send(ch.direct(), timeout, metadata)
                     mesh_call.set_call(call)
                     return await call
                 p = planned
-            return await ch.unary_response(p, invoke, mesh_call.set_call, a)
+            return await ch.unary_response(p, req.send, mesh_call.set_call, a)
 
         return mesh_call.start(run())
 

@@ -27,6 +27,8 @@ class LevelPicker:
     (``pick``, ``has_drops``, ``drop_category``): the leaf's drops still apply."""
 
     __slots__ = ("_degraded", "_picker", "_priority", "has_drops")
+    #: No zero-argument chooser (see Picker.direct): a level picks through pick().
+    direct = None
 
     def __init__(self, picker: Picker, priority: int, degraded: bool) -> None:
         self._picker = picker

@@ -367,10 +367,10 @@ class Picker:
     """
 
     __slots__ = (
-        "_direct",
         "_drops",
         "_selector",
         "cluster_name",
+        "direct",
         "has_drops",
         "healthy",
         "level_counts",
@@ -411,9 +411,10 @@ class Picker:
         #: Monotonic time at which slow-start weights have moved on and the picker should
         #: be rebuilt (0.0: never; see :func:`build_picker`'s ``joined``).
         self.refresh_at = 0.0
-        # One priority, no panic, no locality weights (most clusters): pick() calls the
-        # host chooser itself instead of going through the levels.
-        self._direct = selector.direct()
+        #: One priority, no panic, no locality weights (most clusters): the host
+        #: chooser itself, a zero-argument equivalent of ``pick()`` (None otherwise);
+        #: pick() and admission call it instead of going through the levels.
+        self.direct = selector.direct()
 
     def pick(
         self,
@@ -432,7 +433,7 @@ class Picker:
         Re-attempts on ring hash move along the ring, on maglev perturb the hash, on the
         other policies are fresh picks.
         """
-        direct = self._direct
+        direct = self.direct
         selector = self._selector
         host = direct() if direct is not None else selector.choose(hash_key, 0)
         if host is None or not exclude or host.address not in exclude:

@@ -226,7 +226,7 @@ class EndpointStates(Mapping[str, EndpointState]):
     atomic, so two racing callers end up sharing one state object.
     """
 
-    __slots__ = ("_states", "clock", "decay_time")
+    __slots__ = ("_states", "clock", "decay_time", "lookup")
 
     def __init__(
         self,
@@ -235,6 +235,9 @@ class EndpointStates(Mapping[str, EndpointState]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._states: dict[str, EndpointState] = {}
+        #: The state of an address if it has one, else None: the registry's own
+        #: ``dict.get`` (admission reads it once per attempt; no Python frame).
+        self.lookup: Callable[[str], EndpointState | None] = self._states.get
         self.decay_time = decay_time
         self.clock = clock
 

@@ -42,6 +42,7 @@ class CircuitBreaker:
         "active_connections",
         "active_requests",
         "active_retries",
+        "max_requests",
         "overflow",
         "pending_requests",
         "thresholds",
@@ -49,6 +50,10 @@ class CircuitBreaker:
 
     def __init__(self, thresholds: CircuitBreakers) -> None:
         self.thresholds = thresholds
+        #: ``thresholds.max_requests``, one attribute read away: admission checks it
+        #: inline (pymesh.call.admit) and calls :meth:`try_acquire_request` only when
+        #: the limit is reached, to count the overflow.
+        self.max_requests = thresholds.max_requests
         self.active_requests = 0
         self.pending_requests = 0
         self.active_retries = 0

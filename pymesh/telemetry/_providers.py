@@ -144,8 +144,19 @@ _sources = _sources_private if PRIVATE_GLOBALS_OK else _sources_public
 def off() -> bool:
     """Whether neither tracing nor metrics records anything: True only while every
     provider source is as :func:`tracer` and :func:`instruments` last found it, both off.
-    The first check every request and call makes, so it is one tuple comparison."""
-    return _quiet is not None and _quiet == _sources()
+    The first check every request and call makes, so it is one tuple comparison (the
+    private sources read in place, :func:`_sources_private` without its frame)."""
+    quiet = _quiet
+    if quiet is None:
+        return False
+    if PRIVATE_GLOBALS_OK:
+        return quiet == (
+            _tracer_provider,
+            _meter_provider,
+            getattr(trace, "_TRACER_PROVIDER", None),
+            getattr(_metrics_internal, "_METER_PROVIDER", None),
+        )
+    return quiet == _sources()
 
 
 def resolve() -> tuple[trace.Tracer | None, Instruments | None]:

@@ -185,7 +185,7 @@ async def test_unary_call_gives_its_slot_back_however_it_ends(
     awaited or never awaited) frees its circuit-breaker slot, also with a grpcio whose
     calls do not show their status to a done callback (then it is awaited)."""
     if not status_readable:
-        monkeypatch.setattr(pymesh.grpc.aio, "_status_of", lambda call: None)
+        monkeypatch.setattr(pymesh.grpc.aio, "_STATUS", "_no_status_here")
     with Backend("a") as a:
         policy = {"circuit_breakers": {"max_requests": 1}}
         serve(cp, echo_service(endpoints=[a.address], traffic_policy=policy))
