@@ -1,10 +1,13 @@
-"""What the xDS benchmarks share: this process's memory, and an echo backend in a
-process of its own (so its threads do not compete for the measured process's GIL)."""
+"""What the benchmarks share: this process's memory, an echo backend in a process of its
+own (so its threads do not compete for the measured process's GIL), and running a
+benchmark's client mode in a process of its own."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from typing import Any
 
 _ECHO = """
 import sys
@@ -35,3 +38,17 @@ def echo_backend(name: str) -> tuple[subprocess.Popen[str], str]:
     )
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
+
+
+def client_json(args: list[str], env: dict[str, str], timeout: float) -> Any:
+    """Run ``python *args`` (a benchmark's own client mode, in a process of its own) and
+    return the JSON value of the last line it prints."""
+    out = subprocess.run(
+        [sys.executable, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])

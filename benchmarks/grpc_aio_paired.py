@@ -22,19 +22,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from grpc_channel import METHOD, SERVER, TARGET
+from _procs import client_json
+from grpc_channel import METHOD, TARGET, echo_mesh
 
 MODES = ("plain", "grpcio-xds", "pymesh")
 
@@ -86,48 +84,10 @@ def main() -> None:
         print(json.dumps(out))
         return
 
-    from pymesh.server import ControlPlane, compile_mesh
-
-    backend = subprocess.Popen(
-        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert backend.stdout is not None
-        address = f"127.0.0.1:{int(backend.stdout.readline())}"
-        with ControlPlane() as cp, tempfile.TemporaryDirectory() as tmp:
-            services = {"echo": {"port": 50051, "protocol": "grpc", "endpoints": [address]}}
-            cp.set_snapshot(compile_mesh({"services": services}, "bench"))
-            bootstrap = Path(tmp) / "bootstrap.json"
-            server = {
-                "server_uri": cp.address,
-                "channel_creds": [{"type": "insecure"}],
-                "server_features": ["xds_v3"],
-            }
-            bootstrap.write_text(json.dumps({"xds_servers": [server], "node": {"id": "bench"}}))
-            env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)}
-            run = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--client",
-                    address,
-                    str(bootstrap),
-                    "--rounds",
-                    str(args.rounds),
-                    "--block",
-                    str(args.block),
-                ],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=1800,
-                check=True,
-            )
-            r = json.loads(run.stdout.strip().splitlines()[-1])
-    finally:
-        if backend.stdin is not None:
-            backend.stdin.close()
-        backend.wait(10)
+    with echo_mesh() as (address, bootstrap, env):
+        client = [__file__, "--client", address, str(bootstrap)]
+        rounds = ["--rounds", str(args.rounds), "--block", str(args.block)]
+        r = client_json([*client, *rounds], env, timeout=1800)
 
     wall, cpu = r["wall"], r["cpu"]
     med = statistics.median

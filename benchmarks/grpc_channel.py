@@ -19,14 +19,18 @@ disturbs far less than throughput.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from _procs import client_json
 
 METHOD = "/pymesh.bench.Echo/Echo"
 TARGET = "xds:///echo:50051"
@@ -147,6 +151,36 @@ def run_client(mode: str, address: str, bootstrap: str, calls: int, warmup: int)
         mesh.close()
 
 
+@contextlib.contextmanager
+def echo_mesh() -> Iterator[tuple[str, Path, dict[str, str]]]:
+    """The gRPC echo backend (a process of its own) behind pymesh's control plane: its
+    address, a bootstrap file naming the control plane, and an environment whose
+    ``GRPC_XDS_BOOTSTRAP`` points grpcio's own xDS client at it."""
+    from pymesh.server import ControlPlane, compile_mesh
+
+    backend = subprocess.Popen(
+        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert backend.stdout is not None
+        address = f"127.0.0.1:{int(backend.stdout.readline())}"
+        with ControlPlane() as cp, tempfile.TemporaryDirectory() as tmp:
+            services = {"echo": {"port": 50051, "protocol": "grpc", "endpoints": [address]}}
+            cp.set_snapshot(compile_mesh({"services": services}, "bench"))
+            bootstrap = Path(tmp) / "bootstrap.json"
+            server = {
+                "server_uri": cp.address,
+                "channel_creds": [{"type": "insecure"}],
+                "server_features": ["xds_v3"],
+            }
+            bootstrap.write_text(json.dumps({"xds_servers": [server], "node": {"id": "bench"}}))
+            yield address, bootstrap, {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)}
+    finally:
+        if backend.stdin is not None:
+            backend.stdin.close()
+        backend.wait(10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=5000)
@@ -162,70 +196,23 @@ def main() -> None:
         client(args.client, args.address, args.bootstrap, args.calls, args.warmup)
         return
 
-    from pymesh.server import ControlPlane, compile_mesh
-
-    backend = subprocess.Popen(
-        [sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert backend.stdout is not None
-        address = f"127.0.0.1:{int(backend.stdout.readline())}"
-        with ControlPlane() as cp, tempfile.TemporaryDirectory() as tmp:
-            mesh_file = {
-                "services": {"echo": {"port": 50051, "protocol": "grpc", "endpoints": [address]}}
-            }
-            cp.set_snapshot(compile_mesh(mesh_file, "bench"))
-            bootstrap = Path(tmp) / "bootstrap.json"
-            bootstrap.write_text(
-                json.dumps(
-                    {
-                        "xds_servers": [
-                            {
-                                "server_uri": cp.address,
-                                "channel_creds": [{"type": "insecure"}],
-                                "server_features": ["xds_v3"],
-                            }
-                        ],
-                        "node": {"id": "bench"},
-                    }
+    with echo_mesh() as (address, bootstrap, env):
+        modes = ("plain", "grpcio-xds", "grpcio-xds+mesh", "pymesh")
+        best: dict[str, dict[str, float]] = {}
+        cpus: dict[str, list[float]] = {mode: [] for mode in modes}
+        for _ in range(args.rounds):
+            for mode in modes:
+                client = [__file__, "--client", mode, "--address", address]
+                calls = ["--calls", str(args.calls), "--warmup", str(args.warmup)]
+                r = client_json(
+                    [*client, "--bootstrap", str(bootstrap), *calls]
+                    + (["--aio"] if args.aio else []),
+                    env,
+                    timeout=600,
                 )
-            )
-            env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)}
-            modes = ("plain", "grpcio-xds", "grpcio-xds+mesh", "pymesh")
-            best: dict[str, dict[str, float]] = {}
-            cpus: dict[str, list[float]] = {mode: [] for mode in modes}
-            for _ in range(args.rounds):
-                for mode in modes:
-                    out = subprocess.run(
-                        [
-                            sys.executable,
-                            __file__,
-                            "--client",
-                            mode,
-                            "--address",
-                            address,
-                            "--bootstrap",
-                            str(bootstrap),
-                            "--calls",
-                            str(args.calls),
-                            "--warmup",
-                            str(args.warmup),
-                            *(["--aio"] if args.aio else []),
-                        ],
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=600,
-                        check=True,
-                    )
-                    r = json.loads(out.stdout.strip().splitlines()[-1])
-                    cpus[mode].append(r["cpu_us"])
-                    if mode not in best or r["rps"] > best[mode]["rps"]:
-                        best[mode] = r
-    finally:
-        if backend.stdin is not None:
-            backend.stdin.close()
-        backend.wait(10)
+                cpus[mode].append(r["cpu_us"])
+                if mode not in best or r["rps"] > best[mode]["rps"]:
+                    best[mode] = r
 
     kind = "aio" if args.aio else "sync"
     print(f"{kind} unary, {args.calls} sequential calls, best of {args.rounds} rounds")
