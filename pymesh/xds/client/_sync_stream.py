@@ -38,8 +38,23 @@ import grpc
 _POLL = 0.25
 
 #: How long grpcio's connectivity poller may take to act on a subscription's "try to
-#: connect" (it polls every 0.2 s), with a margin.
+#: connect" (it polls every 0.2 s), with a margin: what :meth:`Connectivity.close` waits
+#: where grpcio does not show whether its poller still runs.
 _KICK_TAKEN = 0.3
+
+#: The longest :meth:`Connectivity.close` waits for grpcio's connectivity poller to stop
+#: (it stops within one or two 0.2 s polls of the last unsubscription; later only on a
+#: starved machine, and then the close goes ahead).
+_POLLER_STOP_WAIT = 2.0
+
+
+def _poller_runs(channel: grpc.Channel) -> bool | None:
+    """Whether grpcio's connectivity poller thread of ``channel`` still runs (its private
+    ``_connectivity_state.polling``); None where grpcio does not show it."""
+    state = getattr(channel, "_connectivity_state", None)
+    polling = getattr(state, "polling", None)
+    return polling if isinstance(polling, bool) else None
+
 
 _END = object()
 
@@ -136,12 +151,12 @@ class Connectivity:
     in turn.
 
     grpcio polls a subscribed channel on a thread of its own, which lingers up to 0.2 s
-    after the last unsubscription; closing the channel waits for it. So the channel is
-    watched only while the client waits to connect (a connected stream has none, and its
-    channel closes at once). A subscription made while that thread still runs leaves it a
-    "try to connect" flag; if the channel is closed before the thread takes the flag, the
-    thread fails on the closed channel (a traceback on stderr), so :meth:`close` lets a
-    fresh one be taken first."""
+    after the last unsubscription. So the channel is watched only while the client waits
+    to connect (a connected stream has none, and its channel closes at once). A
+    subscription made while that thread still runs leaves it a "try to connect" flag,
+    which sends it round its loop once more; if the channel is closed meanwhile, the
+    thread fails on it (a traceback on stderr). So after such a subscription
+    :meth:`close` waits for the thread to stop first."""
 
     def __init__(self, channel: grpc.Channel, loop: asyncio.AbstractEventLoop) -> None:
         self.channel = channel
@@ -149,7 +164,9 @@ class Connectivity:
         self.state: grpc.ChannelConnectivity | None = None
         self._changed = asyncio.Event()
         self._subscribed = False  # ever: the first subscription leaves no flag behind
-        self._kicked = -_KICK_TAKEN  # loop time of the last flag-leaving subscription
+        self._watching = False  # subscribed now (inside ``async with``)
+        # Loop time of the last flag-leaving subscription; None: none was made.
+        self._kicked: float | None = None
         # A connect was asked for and the channel has not left IDLE since: an IDLE
         # report then is the state before that attempt, not a reason to ask again.
         self._asked = False
@@ -179,19 +196,33 @@ class Connectivity:
 
     async def __aenter__(self) -> Connectivity:
         self.state = None  # until grpc reports the current one
+        self._watching = True
         self._subscribe()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._watching = False
         self.channel.unsubscribe(self._on_state)
 
     async def close(self) -> None:
-        """Close the channel, once grpc's poller has taken a recent "try to connect"
-        (it does within one 0.2 s poll)."""
-        wait = self._kicked + _KICK_TAKEN - self._loop.time()
+        """Close the channel; after a "try to connect" subscription made while grpc's
+        poller ran, once that poller has stopped (see the class)."""
+        loop = self._loop
         try:
-            if wait > 0:
-                await asyncio.sleep(wait)
+            if self._watching:  # the poller stops once no subscription is left
+                self.channel.unsubscribe(self._on_state)
+                self._watching = False
+            if self._kicked is not None:
+                runs = _poller_runs(self.channel)
+                if runs is None:  # grpcio does not say: give it the time to take the flag
+                    wait = self._kicked + _KICK_TAKEN - loop.time()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                else:
+                    deadline = loop.time() + _POLLER_STOP_WAIT
+                    while runs and loop.time() < deadline:
+                        await asyncio.sleep(0.02)
+                        runs = bool(_poller_runs(self.channel))
         finally:  # closed even when the wait is cancelled
             self.channel.close()
 

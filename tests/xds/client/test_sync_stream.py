@@ -14,6 +14,8 @@ import grpc.aio
 import pymesh
 from pymesh.server import ControlPlane
 from pymesh.testing import EchoBackend, bootstrap_for, push_mesh
+from pymesh.testing.envoy import free_port
+from pymesh.xds.client._sync_stream import Connectivity
 
 _HANDLER = grpc.method_handlers_generic_handler(
     "test.Echo",
@@ -89,3 +91,54 @@ def test_the_streams_threads_end_with_the_client() -> None:
         for t in set(reader_threads()) - before:
             t.join(10)
         assert not set(reader_threads()) - before
+
+
+def test_close_after_a_try_to_connect_waits_for_grpcs_poller_to_stop() -> None:
+    # A "try to connect" subscription made while grpcio's connectivity poller runs sends
+    # it round its loop once more (a 0.2 s poll, then its state lock). Holding that lock
+    # stands for a starved machine: the poller cannot finish its lap, and a poller that
+    # finds the channel closed on it fails in grpc's thread (a traceback on stderr).
+    failures: list[BaseException | None] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: failures.append(args.exc_value)
+
+    async def attempt() -> bool:
+        """One try; False when the poller had already stopped before the lock was held
+        (the test thread itself starved for a whole poll): nothing was shown."""
+        channel = grpc.insecure_channel(f"127.0.0.1:{free_port()}")
+        w = Connectivity(channel, asyncio.get_running_loop())
+        async with w:
+            await w.changed(None)  # grpc reported a state: its poller runs
+            w._subscribe()  # a "try to connect" while it runs (what kick_if_idle does)
+        state: Any = channel._connectivity_state  # type: ignore[attr-defined]
+        held, release = threading.Event(), threading.Event()
+        caught: list[bool] = []
+
+        def starve() -> None:
+            with state.lock:
+                caught.append(state.polling)
+                held.set()
+                release.wait(30)
+
+        starver = threading.Thread(target=starve)
+        starver.start()
+        try:
+            assert held.wait(30)
+            closing = asyncio.ensure_future(w.close())
+            done, _ = await asyncio.wait({closing}, timeout=0.6)  # past the old 0.3 s wait
+            if caught == [True]:
+                assert not done, "close() went ahead while grpc's poller had a lap to run"
+        finally:
+            release.set()
+            starver.join(30)
+        await asyncio.wait_for(closing, 30)
+        return caught == [True]
+
+    try:
+        shown = any(asyncio.run(attempt()) for _ in range(3))
+        for t in [t for t in threading.enumerate() if "_poll_connectivity" in t.name]:
+            t.join(30)
+    finally:
+        threading.excepthook = hook
+    assert shown, "the poller had always stopped before the lock was held"
+    assert failures == []
