@@ -113,21 +113,78 @@ class _IO:
         self.one = one
 
     def upstream(self, t: Ticket) -> tuple[ClusterRuntime, Endpoint, httpcore.Request]:
-        """Attempt ``t``'s cluster, endpoint and upstream request (with its trace
-        context, when traced)."""
+        """Attempt ``t``'s cluster, endpoint and httpcore request: the request's headers
+        after the route's edits (trace context headers, when traced, replace any of the
+        same name the caller set), timeouts bounded by the attempt's deadline, the
+        route's per_try_idle_timeout (read) and the cluster's connect_timeout (Envoy's,
+        default 5 s). One frame, no helper call, in the common case."""
         obs = self.obs
         rt, ep = t.runtime, t.endpoint
         assert rt is not None and ep is not None
-        trace = None
+        plan = self.plan
+        a = self.a
+        raw = self.raw
+        action = plan.action
+        if (
+            plan.headers is None
+            and not action.host_rewrite_literal
+            and not action.auto_host_rewrite
+            and raw
+            and raw[0][0].lower() == b"host"
+        ):
+            headers = raw  # _outgoing_headers' answer for the common case
+        else:
+            headers = _outgoing_headers(plan, raw, ep)
         if obs is not None:
             trace = obs.attempt(rt, ep)
-            if self.a.hedging:  # attempts run side by side: each ends with its own handle
+            if a.hedging:  # attempts run side by side: each ends with its own handle
                 t.trace = obs.detach_attempt()
-        req = _upstream_request(
-            self.plan, self.request, self.raw, rt, ep, t.deadline, trace, self.one
+            if trace:
+                names = {k for k, _ in trace}
+                headers = [(k, v) for k, v in headers if k.lower() not in names]
+                headers.extend(trace)
+        retry = plan.retry
+        idle = retry.per_try_idle_timeout if retry is not None else None
+        cluster = rt.cluster
+        connect = cluster.connect_timeout if cluster is not None else None
+        request = self.request
+        given = request.extensions
+        caller = given.get("timeout")
+        deadline = t.deadline
+        one = self.one
+        timeout: Timeouts
+        if one is not None and deadline is not None and idle is None:
+            # _ops_timeout's answer for httpx's one timeout for all four, in one go.
+            left = deadline - time.monotonic()
+            if left < 0.0:
+                left = 0.0
+            v = left if left <= one else one
+            timeout = {
+                "connect": connect if connect is not None and connect < v else v,
+                "read": v,
+                "write": v,
+                "pool": v,
+            }
+        else:
+            timeout = _ops_timeout(caller, deadline, idle, connect)
+        extensions: dict[str, typing.Any]
+        if caller is not None and len(given) == 1:
+            extensions = {"timeout": timeout}  # httpx's usual extensions: no copy to make
+        else:
+            extensions = dict(given)
+            extensions["timeout"] = timeout
+        if not a.pooled:  # the engine took the request slot (hedging)
+            extensions[COUNT_REQUEST] = False
+        req = core_request(
+            request.method.encode("ascii"),
+            b"http",
+            ep.host.encode("ascii"),
+            ep.port,
+            plan.path.encode("ascii"),
+            headers,
+            request.stream,
+            extensions,
         )
-        if not self.a.pooled:  # the engine took the request slot (hedging)
-            req.extensions[COUNT_REQUEST] = False
         return rt, ep, req
 
     def collect(self, t: Ticket) -> Reply:
@@ -378,63 +435,6 @@ def _outgoing_headers(
         pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in plan.headers if k != "host"]
     pairs.insert(0, (b"host", authority.encode("ascii")))
     return pairs
-
-
-def _upstream_request(
-    plan: Plan,
-    request: httpx.Request,
-    raw: list[tuple[bytes, bytes]],
-    rt: ClusterRuntime,
-    ep: Endpoint,
-    deadline: float | None,
-    trace_headers: list[tuple[bytes, bytes]] | None = None,
-    one: float | None = None,
-) -> httpcore.Request:
-    """The attempt's httpcore request; ``trace_headers`` (traceparent...) replace any of
-    the same name the caller set. The endpoint's cluster ``rt`` bounds the connect
-    (Envoy's connect_timeout, default 5 s). ``raw``: ``request.headers.raw``; ``one``:
-    the caller's one timeout (:func:`_one_timeout`), if it has one."""
-    headers = _outgoing_headers(plan, raw, ep)
-    if trace_headers:
-        names = {k for k, _ in trace_headers}
-        headers = [(k, v) for k, v in headers if k.lower() not in names]
-        headers.extend(trace_headers)
-    retry = plan.retry
-    idle = retry.per_try_idle_timeout if retry is not None else None
-    cluster = rt.cluster
-    connect = cluster.connect_timeout if cluster is not None else None
-    given = request.extensions
-    caller = given.get("timeout")
-    timeout: Timeouts
-    if one is not None and deadline is not None and idle is None:
-        # _ops_timeout's answer for httpx's one timeout for all four, in one go.
-        left = deadline - time.monotonic()
-        if left < 0.0:
-            left = 0.0
-        v = left if left <= one else one
-        timeout = {
-            "connect": connect if connect is not None and connect < v else v,
-            "read": v,
-            "write": v,
-            "pool": v,
-        }
-    else:
-        timeout = _ops_timeout(caller, deadline, idle, connect)
-    if caller is not None and len(given) == 1:
-        extensions = {"timeout": timeout}  # httpx's usual extensions: no copy to make
-    else:
-        extensions = dict(given)
-        extensions["timeout"] = timeout
-    return core_request(
-        request.method.encode("ascii"),
-        b"http",
-        ep.host.encode("ascii"),
-        ep.port,
-        plan.path.encode("ascii"),
-        headers,
-        request.stream,
-        extensions,
-    )
 
 
 def _shadow_request(plan: Plan, request: httpx.Request, ep: Endpoint) -> httpcore.Request:
@@ -752,11 +752,6 @@ class _Base:
                 out.append((rt, ep))
         return out
 
-    def _gc_due(self) -> bool:
-        """Counts a routed request; True once every _GC_EVERY of them."""
-        n = self._requests = self._requests + 1
-        return n % _GC_EVERY == 0
-
     def _departed(self, pools: typing.Mapping[PoolKey, typing.Any]) -> list[PoolKey]:
         """Pools of endpoints no cluster has any more, whose connections are all idle."""
         live: set[str] = set()
@@ -839,7 +834,8 @@ class MeshTransport(_Base, httpx.BaseTransport):
             _routed(obs, plan)
         if plan.fault_delay:
             time.sleep(plan.fault_delay)
-        if self._gc_due():
+        n = self._requests = self._requests + 1  # routed requests
+        if n % _GC_EVERY == 0:  # now and then: pools of endpoints that left
             for address in self._departed(self._pools):
                 self._pools.pop(address).close()
         if plan.action.request_mirror_policies:
@@ -953,7 +949,8 @@ class AsyncMeshTransport(_Base, httpx.AsyncBaseTransport):
             _routed(obs, plan)
         if plan.fault_delay:
             await asyncio.sleep(plan.fault_delay)
-        if self._gc_due():
+        n = self._requests = self._requests + 1  # routed requests
+        if n % _GC_EVERY == 0:  # now and then: pools of endpoints that left
             for address in self._departed(self._pools):
                 await self._pools.pop(address).aclose()
         if plan.action.request_mirror_policies:

@@ -102,8 +102,11 @@ class _Slots:
 
     def attach(self) -> None:
         """The request has a ready connection: it stops pending and takes a request slot."""
-        self.leave_pending()
         breaker = self.breaker
+        if self.pending:  # leave_pending(), without its call on the request path
+            self.pending = False
+            assert breaker is not None
+            breaker.release_pending()
         if breaker is None or self.attached or not self.count:
             return
         if not breaker.try_acquire_request(attaching=True):
@@ -115,7 +118,8 @@ class _Slots:
 
     def detach(self) -> None:
         """The request is over (body closed, or it failed): give every slot back."""
-        self.leave_pending()
+        if self.pending:
+            self.leave_pending()
         if self.attached:
             self.attached = False
             assert self.breaker is not None
@@ -197,7 +201,7 @@ class _Book(typing.Generic[C, W]):
             self.forget(conn)
             self.wake(None)
             return [conn]
-        if self.wake(conn):
+        if self.waiters and self.wake(conn):
             return []
         self.idle.append(conn)
         oldest = self.idle[0]
