@@ -616,7 +616,7 @@ def _admin_port_from_env() -> int | None:
 
 
 def _cluster_dump(rt: ClusterRuntime) -> dict[str, Any]:
-    ejected = rt.outlier.ejected if rt.outlier is not None else frozenset()
+    ejected = rt.ejected  # what the pickers leave out, so what requests see
     endpoints = []
     if rt.endpoints is not None:
         for loc in rt.endpoints.localities:

@@ -44,6 +44,7 @@ class ClusterRuntime:
         "breaker",
         "by_address",
         "cluster",
+        "ejected",
         "endpoints",
         "error",
         "grpc_picker",
@@ -76,6 +77,9 @@ class ClusterRuntime:
         self.grpc_picker: Picker | None = None
         self.breaker: CircuitBreaker | None = None
         self.outlier: OutlierDetector | None = None
+        #: The outlier-ejected addresses the current pickers leave out: what requests
+        #: see (the detector's own set is a moment ahead while a rebuild runs).
+        self.ejected: frozenset[str] = frozenset()
         self.addresses: frozenset[str] = frozenset()
         #: Endpoint address -> endpoint (a stateful session's override host).
         self.by_address: dict[str, Endpoint] = {}
@@ -163,6 +167,7 @@ class ClusterRuntime:
     def _rebuild(self) -> None:
         if self.cluster is None or self.endpoints is None:
             self.picker = self.grpc_picker = None
+            self.ejected = frozenset()
             return
         ejected = self.outlier.ejected if self.outlier is not None else frozenset()
         joined = self.joined
@@ -191,6 +196,7 @@ class ClusterRuntime:
         # newer than it (both are whole pickers either way).
         self.grpc_picker = grpc_picker
         self.picker = picker
+        self.ejected = ejected  # after the pickers: whoever reads it finds them built
 
     def sweep(self, now: float) -> None:
         """Rebuild the picker when its slow-start weights have moved on, and run the
