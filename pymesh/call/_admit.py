@@ -98,7 +98,7 @@ class Ticket:
             self.started = now = time.monotonic()
             load.on_start(now)  # type: ignore[union-attr]
         elif load is not None:
-            load.active_requests += 1  # load.on_start_untimed(), without a call per attempt
+            load.active_requests += 1  # counted, not timed: no call per attempt
             if load.orca is not None and cluster is not None:
                 wrr = cluster.lb_policy.wrr
                 if wrr is not None and not wrr.enable_oob_load_report:
@@ -146,7 +146,7 @@ class Ticket:
             load.orca.on_raw_report(value, kind)
         if load is not None:
             if not self._timed:
-                # load.on_finish_untimed(), without a call per attempt (as __init__)
+                # load.on_finish() with no latency, without a call per attempt
                 n = load.active_requests
                 load.active_requests = n - 1 if n > 0 else 0
                 if load._timed > 0:

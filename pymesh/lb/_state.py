@@ -37,10 +37,12 @@ class EndpointState:
     """Mutable, approximate counters of one endpoint.
 
     ``active_requests`` is maintained by the caller (``on_start``/``on_finish``, or
-    directly); ``ewma_latency`` (seconds) and ``last_update`` (the caller's monotonic
-    clock) feed the peak-EWMA policy via :meth:`observe`. Requests started with
-    :meth:`on_start` are also timed while in flight (:meth:`unanswered_for`), so an endpoint
-    that stops answering looks expensive before its slow answers come back.
+    directly: the call engine's ticket counts a request of a policy other than peak EWMA
+    with no method call, and ends it as ``on_finish()`` with no latency does);
+    ``ewma_latency`` (seconds) and ``last_update`` (the caller's monotonic clock) feed the
+    peak-EWMA policy via :meth:`observe`. Requests started with :meth:`on_start` are also
+    timed while in flight (:meth:`unanswered_for`), so an endpoint that stops answering
+    looks expensive before its slow answers come back.
     """
 
     __slots__ = (
@@ -93,19 +95,6 @@ class EndpointState:
             self._timed = 1
         else:
             self._timed += 1
-
-    def on_start_untimed(self) -> None:
-        """A request started that only its count is wanted of (policies other than peak
-        EWMA): no clock, and :meth:`unanswered_for` does not wait for it."""
-        self.active_requests += 1
-
-    def on_finish_untimed(self) -> None:
-        """``on_finish()`` with no latency, in one frame: the end of a request that
-        :meth:`on_start_untimed` counted (the request path of most policies)."""
-        n = self.active_requests
-        self.active_requests = n - 1 if n > 0 else 0
-        if self._timed > 0:
-            self._timed -= 1
 
     def on_finish(self, latency_s: float | None = None, now: float | None = None) -> None:
         """A request finished; record its latency when both values are given."""
