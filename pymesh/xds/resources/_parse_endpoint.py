@@ -305,10 +305,10 @@ def _endpoints(
     cost of one loop doing all of it per endpoint, which matters at 10 000 endpoints an
     update. Each way an endpoint can be invalid shows in those columns: a named endpoint,
     a pipe address or a named port reads as an empty address or port 0. A chunk that does
-    not pass as a whole (an IPv6 address, or an invalid endpoint) goes through
-    :func:`_endpoints_one_by_one`, which raises the error naming the endpoint's field; so
-    does every endpoint of a list where some endpoint sets a non-TCP protocol (one merged
-    check instead of one per endpoint).
+    not pass as a whole (an IPv6 address, or an invalid endpoint) goes endpoint by
+    endpoint through :func:`_endpoint`, which raises the error naming the endpoint's
+    field; so does every endpoint of a list where some endpoint sets a non-TCP protocol
+    (one merged check instead of one per endpoint).
     """
     if merged.endpoint.address.socket_address.protocol != 0:
         return tuple(_endpoint(ctx, e, path, i, ip_only) for i, e in enumerate(lb_endpoints))
@@ -358,7 +358,8 @@ def _endpoints(
         if ok:
             parsed += map(make_endpoint, addresses, ports, healths, weights, hostnames)  # type: ignore[arg-type]
         else:
-            parsed += _endpoints_one_by_one(ctx, chunk, start, path, ip_only, any_hostname)
+            # One by one: IPv6 literals pass, an invalid endpoint raises naming its field.
+            parsed += [_endpoint(ctx, e, path, i, ip_only) for i, e in enumerate(chunk, start)]
     return tuple(parsed)
 
 
@@ -406,30 +407,6 @@ def _by_columns(
             if not all(map(_is_ip, addresses)):
                 return None
     return tuple(map(make_endpoint, addresses, ports, healths, weights, hostnames))  # type: ignore[arg-type]
-
-
-def _endpoints_one_by_one(
-    ctx: Ctx, chunk: list[Any], start: int, path: str, ip_only: bool, any_hostname: bool
-) -> list[Endpoint]:
-    """The endpoints of ``chunk`` (``lb_endpoints[start:]``), each read and checked on
-    its own: IPv6 literals pass here, and an invalid endpoint goes through
-    :func:`_endpoint`, which raises the error naming its index and field."""
-    parsed = []
-    for i, e in enumerate(chunk, start):
-        ep = e.endpoint
-        sa = ep.address.socket_address
-        address, port = sa.address, sa.port_value
-        health = _HEALTH.get(e.health_status)
-        weight = e.load_balancing_weight.value if e.HasField("load_balancing_weight") else 1
-        if not (address and 0 < port <= 65535 and health is not None and weight > 0) or (
-            ip_only and not _is_ip(address)
-        ):
-            parsed.append(_endpoint(ctx, e, path, i, ip_only))  # raises, naming the field
-            continue
-        parsed.append(
-            make_endpoint(address, port, health, weight, ep.hostname if any_hostname else "")
-        )
-    return parsed
 
 
 def _locality(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> LocalityEndpoints:
