@@ -79,7 +79,7 @@ class CircuitBreaker:
         (upstream_rq_pending_overflow).
         """
         active = self.active_requests
-        if active >= self.thresholds.max_requests:
+        if active >= self.max_requests:
             if attaching:
                 self.overflow.pending += 1
             else:
