@@ -33,6 +33,7 @@ from pymesh.xds.resources.endpoint import (
     Locality,
     LocalityEndpoints,
     make_endpoint,
+    make_endpoints,
 )
 
 _HEALTH: dict[int, HealthStatus] = {
@@ -301,14 +302,14 @@ def _endpoints(
     column by column, a chunk at a time: each field some endpoint sets (``merged``
     shows which: weight, health, hostname) is read into a list by one comprehension, the
     lists are checked as wholes (no empty address, ports in range, known health, weights
-    above 0, IPv4 literals), and the endpoints are built by one ``map``. That is half the
-    cost of one loop doing all of it per endpoint, which matters at 10 000 endpoints an
-    update. Each way an endpoint can be invalid shows in those columns: a named endpoint,
-    a pipe address or a named port reads as an empty address or port 0. A chunk that does
-    not pass as a whole (an IPv6 address, or an invalid endpoint) goes endpoint by
-    endpoint through :func:`_endpoint`, which raises the error naming the endpoint's
-    field; so does every endpoint of a list where some endpoint sets a non-TCP protocol
-    (one merged check instead of one per endpoint).
+    above 0, IPv4 literals), and the endpoints are built by one :func:`make_endpoints`.
+    That is half the cost of one loop doing all of it per endpoint, which matters at
+    10 000 endpoints an update. Each way an endpoint can be invalid shows in those
+    columns: a named endpoint, a pipe address or a named port reads as an empty address
+    or port 0. A chunk that does not pass as a whole (an IPv6 address, or an invalid
+    endpoint) goes endpoint by endpoint through :func:`_endpoint`, which raises the
+    error naming the endpoint's field; so does every endpoint of a list where some
+    endpoint sets a non-TCP protocol (one merged check instead of one per endpoint).
     """
     if merged.endpoint.address.socket_address.protocol != 0:
         return tuple(_endpoint(ctx, e, path, i, ip_only) for i, e in enumerate(lb_endpoints))
@@ -356,7 +357,7 @@ def _endpoints(
             except OSError:  # IPv6, or not an IP literal: one by one says which
                 ok = False
         if ok:
-            parsed += map(make_endpoint, addresses, ports, healths, weights, hostnames)  # type: ignore[arg-type]
+            parsed += make_endpoints(addresses, ports, healths, weights, hostnames)  # type: ignore[arg-type]
         else:
             # One by one: IPv6 literals pass, an invalid endpoint raises naming its field.
             parsed += [_endpoint(ctx, e, path, i, ip_only) for i, e in enumerate(chunk, start)]
@@ -406,7 +407,7 @@ def _by_columns(
         except OSError:
             if not all(map(_is_ip, addresses)):
                 return None
-    return tuple(map(make_endpoint, addresses, ports, healths, weights, hostnames))  # type: ignore[arg-type]
+    return make_endpoints(addresses, ports, healths, weights, hostnames)  # type: ignore[arg-type]
 
 
 def _locality(ctx: Ctx, msg: Any, path: str, ip_only: bool) -> LocalityEndpoints:

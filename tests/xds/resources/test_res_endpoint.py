@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -17,6 +18,7 @@ from pymesh.xds.resources.endpoint import (
     DropOverload,
     Endpoint,
     Locality,
+    make_endpoints,
     parse_cluster_load_assignment,
 )
 
@@ -337,3 +339,15 @@ def test_a_missing_address_beside_a_repeated_one_is_still_named() -> None:
         "endpoints[0].lb_endpoints[1].endpoint.address.socket_address.address",
         reason="empty",
     )
+
+
+def test_bulk_built_endpoints_are_ordinary_frozen_endpoints() -> None:
+    fields = [("10.0.0.1", 80, "HEALTHY", 3, "a"), ("::1", 8080, "UNKNOWN", 1, "")]
+    built = make_endpoints(*(list(column) for column in zip(*fields, strict=True)))
+    expected = tuple(Endpoint(*f) for f in fields)  # type: ignore[arg-type]
+    assert built == expected
+    assert [hash(e) for e in built] == [hash(e) for e in expected]
+    assert [type(e) for e in built] == [Endpoint, Endpoint]
+    assert [e.address for e in built] == ["10.0.0.1:80", "[::1]:8080"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built[0].weight = 5  # type: ignore[misc]
