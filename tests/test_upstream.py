@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
+from typing import Any
+
+import pytest
 
 from pymesh._upstream import ClusterRuntime
+from pymesh.resilience import Outcome
 from pymesh.xds.dependencies import ClusterConfig
 from pymesh.xds.resources.cluster import Cluster, OutlierDetection
 from pymesh.xds.resources.endpoint import (
@@ -83,3 +88,39 @@ def test_slow_start_times_endpoints_from_when_they_joined_and_the_sweep_rebuilds
     assert set(rt.joined.values()) == {-1.0}
     rt.update(config(1000, 1001, window=30.0))  # a changed Cluster: every window restarts
     assert all(t >= first_joined for t in rt.joined.values())
+
+
+def test_an_endpoint_shows_as_ejected_only_once_the_pickers_leave_it_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``ClusterRuntime.ejected`` (what config_dump shows) moves on after the pickers are
+    rebuilt without the host: while they are being built, a reader must still see the
+    host as not ejected, because requests can still be picked onto it."""
+    import pymesh._upstream as upstream
+
+    rt = ClusterRuntime("c", random.Random(1))
+    cc = _config(1000, 1001, 1002)
+    assert cc.cluster is not None
+    od = OutlierDetection(max_ejection_percent=100)
+    rt.update(
+        dataclasses.replace(cc, cluster=dataclasses.replace(cc.cluster, outlier_detection=od))
+    )
+    outlier = rt.outlier
+    assert outlier is not None and rt.ejected == frozenset()
+    seen_while_building: list[frozenset[str]] = []
+    build = upstream.build_picker
+
+    def observed(*args: Any, **kwargs: Any) -> Any:
+        seen_while_building.append(rt.ejected)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(upstream, "build_picker", observed)
+    failure = Outcome.response(503)
+    for _ in range(outlier.config.consecutive_5xx):  # Envoy's default: 5 in a row
+        outlier.record("127.0.0.1:1001", failure)
+    assert seen_while_building == [frozenset()]
+    assert rt.ejected == {"127.0.0.1:1001"}
+    assert rt.picker is not None
+    picks = [rt.picker.pick() for _ in range(60)]
+    assert {e.address for e in picks if e is not None} == {"127.0.0.1:1000", "127.0.0.1:1002"}
+    assert None not in picks
