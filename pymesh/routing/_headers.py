@@ -83,7 +83,8 @@ class HeaderMutation:
             if removes or adds:
                 needs_presence = any(a[2] in (_ADD_IF_ABSENT, _OVERWRITE_IF_EXISTS) for a in adds)
                 stages.append((removes, adds, needs_presence))
-        return cls(tuple(stages))
+        # One shared empty mutation: most routes edit no headers.
+        return cls(tuple(stages)) if stages else NO_MUTATION
 
     @property
     def empty(self) -> bool:
