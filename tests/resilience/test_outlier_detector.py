@@ -251,6 +251,21 @@ def test_set_hosts_forgets_removed_hosts() -> None:
     assert h.det.ejected == frozenset()
 
 
+def test_set_hosts_keeps_the_ejected_set_through_other_hosts_changing() -> None:
+    h = Harness(ALLOW_ALL, HOSTS)
+    h.feed(HOSTS[0], E500, 5)
+    assert h.changes == [frozenset({HOSTS[0]})]
+    kept = [*HOSTS[:5], "10.0.0.99:80"]
+    h.det.set_hosts(kept)  # five others leave, one joins
+    h.det.set_hosts(frozenset(kept))  # the same hosts again: nothing to do
+    assert h.det.ejected == {HOSTS[0]}
+    assert h.changes == [frozenset({HOSTS[0]})]  # no notification for no change
+    h.feed("10.0.0.99:80", E500, 5)  # the new host is tracked
+    assert h.det.ejected == {HOSTS[0], "10.0.0.99:80"}
+    h.feed(HOSTS[9], E500, 5)  # a host that left is not
+    assert h.det.num_ejections(HOSTS[9]) == 0
+
+
 SR = replace(ALLOW_ALL, consecutive_5xx=0)  # consecutive detector off (0 is never reached)
 
 
