@@ -63,7 +63,6 @@ class EndpointState:
     def __init__(
         self,
         address: str,
-        *,
         decay_time: float = DEFAULT_DECAY_TIME,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -234,7 +233,7 @@ class EndpointStates(Mapping[str, EndpointState]):
         state = self._states.get(address)
         if state is None:
             state = self._states.setdefault(
-                address, EndpointState(address, decay_time=self.decay_time, clock=self.clock)
+                address, EndpointState(address, self.decay_time, self.clock)
             )
         return state
 
@@ -248,9 +247,8 @@ class EndpointStates(Mapping[str, EndpointState]):
             state = get(h.address)
             if state is None:
                 address = h.address
-                state = setdefault(
-                    address, EndpointState(address, decay_time=decay_time, clock=clock)
-                )
+                # Positional: keyword arguments double the cost of a new state.
+                state = setdefault(address, EndpointState(address, decay_time, clock))
             out.append(state)
         return tuple(out)
 
