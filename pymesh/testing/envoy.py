@@ -10,7 +10,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,13 +46,42 @@ _HCM_FILTER = "envoy.filters.network.http_connection_manager"
 
 
 def free_port() -> int:
-    """A port that was free a moment ago: for Envoy's listener, which cannot report one,
-    or for an address that refuses connections."""
-    import socket
+    """A port of 127.0.0.1 that was free a moment ago: for Envoy's listener, which cannot
+    report a port it chose, or for an address that refuses connections.
 
+    It lies below the range the OS takes ports from for ``bind(port 0)`` and for every
+    outgoing connection, so no connection made meanwhile (by this process, Envoy or a
+    neighbour) can take it before it is used. A port from that range could be: an
+    outgoing connection took one between the check and Envoy's bind, whose listener then
+    failed with "Address already in use" on a busy machine. Where that range starts too
+    low to leave room below it, the OS picks the port."""
+    low = _ephemeral_range_start()
+    if low > _FIXED_PORTS_FROM + 1000:
+        pick = random.SystemRandom().randrange  # apart from other processes' picks
+        for _ in range(200):
+            port = pick(_FIXED_PORTS_FROM, low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # in use: another
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+#: The lowest port :func:`free_port` picks (above the well-known and common service ports).
+_FIXED_PORTS_FROM = 20_000
+
+
+def _ephemeral_range_start() -> int:
+    """The first port of the OS's ephemeral range (Linux: ``ip_local_port_range``;
+    elsewhere the IANA range, 49152, which macOS and Windows use)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
 
 
 def envoy_listener_for(route_config_name: str, port: int) -> listener_pb2.Listener:

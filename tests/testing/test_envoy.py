@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 
 import pymesh
@@ -51,3 +53,17 @@ def test_envoy_and_pymesh_route_the_same_config() -> None:
                     for user in ("jason", "ann")
                 }
         assert via_envoy == via_pymesh == {"jason": "v2", "ann": "v1"}
+
+
+def test_free_port_lies_below_the_ports_connections_take_and_is_bindable() -> None:
+    """A port the OS could hand to an outgoing connection can be taken before Envoy
+    binds it; free_port's ports cannot."""
+    from pymesh.testing.envoy import _ephemeral_range_start
+
+    ports = {free_port() for _ in range(20)}
+    start = _ephemeral_range_start()
+    assert all(p < start for p in ports), (sorted(ports), start)
+    assert len(ports) > 1  # random picks, apart from other processes'
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # free for a listener
