@@ -32,6 +32,27 @@ def test_short_inside_and_put_back_after(interval: float) -> None:
     assert sys.getswitchinterval() == interval
 
 
+def test_the_gil_is_released_once_when_the_interval_is_lowered(
+    interval: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread already waiting for the GIL waits out the interval it began with; the
+    block lets it have the GIL at once when it lowers the interval, and only then (not
+    when nested, not when the interval is already short)."""
+    import pymesh._gil as gil
+
+    releases: list[float] = []
+    monkeypatch.setattr(gil.time, "sleep", releases.append)
+    with short_turns():
+        assert releases == [0]
+        with short_turns():
+            pass
+    assert releases == [0]
+    sys.setswitchinterval(TURN / 2)
+    with short_turns():
+        pass
+    assert releases == [0]
+
+
 def test_put_back_after_an_error(interval: float) -> None:
     with pytest.raises(RuntimeError), short_turns():
         raise RuntimeError("boom")
