@@ -43,6 +43,7 @@ resource whose bytes did not change is not parsed again, so it does not warn aga
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import datetime
@@ -98,6 +99,9 @@ _TYPE_ORDER = (LDS, RDS, CDS, EDS)
 _FULL_STATE_TYPES = frozenset({LDS, CDS})
 _INVALID_ARGUMENT = 3
 _NOT_FOUND = 5
+#: Queued hops (work other threads hand the xDS thread) from which running them takes
+#: short GIL turns: a hop is ~10 µs, so fewer run within one turn anyway.
+_MANY_HOPS = 50
 _PERMISSION_DENIED = 7
 #: The protocol of the current stream (per server: bootstrap server feature xds_delta).
 _SOTW, _DELTA = "sotw", "delta"
@@ -269,6 +273,12 @@ class XdsClient:
         self._versions_from: str | None = None
         # Separates this client's "warned once per resource version" memory from others'.
         self._warning_source = f"{self.node_id}@{self.server.server_uri}#{id(self)}"
+        # Work other threads hand to the xDS thread (watches, cancels, submitted
+        # callables), in order. One wake-up of the loop runs all that is queued by then:
+        # a burst of first requests subscribes thousands of names at once, which would
+        # otherwise be as many wake-ups, each a GIL hand-over.
+        self._hops: collections.deque[Callable[[], None]] = collections.deque()
+        self._hops_scheduled = False
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("connected" if self.stats.connected else "idle")
@@ -413,8 +423,36 @@ class XdsClient:
             fn()
             return
         assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # loop closed: the client is closing
-            self._loop.call_soon_threadsafe(fn)
+        self._hops.append(fn)
+        if not self._hops_scheduled:
+            self._hops_scheduled = True
+            with contextlib.suppress(RuntimeError):  # loop closed: the client is closing
+                self._loop.call_soon_threadsafe(self._run_hops)
+
+    def _run_hops(self) -> None:
+        """Run the queued hops, and those queued meanwhile, in order; in short GIL turns
+        once there are many (a request thread waiting meanwhile gets the GIL soon)."""
+        hops = self._hops
+        with contextlib.ExitStack() as turns:
+            ran = 0
+            while True:
+                while hops:
+                    if ran == _MANY_HOPS:
+                        turns.enter_context(short_turns())
+                    ran += 1
+                    hop = hops.popleft()
+                    try:
+                        hop()
+                    except Exception as e:  # as the loop reports a failed callback
+                        assert self._loop is not None
+                        self._loop.call_exception_handler(
+                            {"message": "xDS client: a queued call failed", "exception": e}
+                        )
+                # Cleared before the last look: a hop queued after it schedules a run.
+                self._hops_scheduled = False
+                if not hops:
+                    return
+                self._hops_scheduled = True
 
     def _call(self, fn: Callable[[], T], timeout: float = 5.0) -> T:
         if self._on_thread():

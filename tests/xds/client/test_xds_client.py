@@ -382,3 +382,30 @@ def test_tls_channel_creds_with_client_certificate(tmp_path: Path) -> None:
         _roundtrip(server, bootstrap)
     finally:
         server.stop()
+
+
+def test_work_handed_from_other_threads_runs_on_the_xds_thread_in_order(
+    server: AdsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Watches and submitted calls from other threads queue for the xDS thread: each
+    runs there, in the order queued, a failing one is reported (as the event loop
+    reports a failed callback) and does not hold up the rest."""
+    client = XdsClient(_bootstrap(server.address))
+    ran: list[tuple[int, str]] = []
+    done = threading.Event()
+
+    def hop(i: int) -> None:
+        ran.append((i, threading.current_thread().name))
+        if i == 100:
+            raise RuntimeError("hop 100 fails")
+
+    try:
+        for i in range(300):  # more than run without short GIL turns
+            client.submit(lambda i=i: hop(i))
+        client.submit(done.set)
+        assert done.wait(TIMEOUT)
+        assert [i for i, _ in ran] == list(range(300))
+        assert {thread for _, thread in ran} == {"pymesh-xds"}
+        assert "hop 100 fails" in caplog.text
+    finally:
+        client.close()
