@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -197,6 +197,9 @@ class MeshChannelBase(Generic[SubT]):
         #: route reads more than the path) and A31's timeout cap there (_route_of).
         self._routes: dict[str, tuple[ListenerState, PathRoute | None, float | None]] = {}
         self._closed = False
+        #: What the engine calls per attempt for the addresses to avoid (:meth:`avoid`,
+        #: or a cheaper equivalent a channel sets).
+        self.avoid_now: Callable[[], Container[str]] = self.avoid
 
     def __repr__(self) -> str:
         return (
@@ -351,8 +354,12 @@ class MeshChannelBase(Generic[SubT]):
             # Routed by the method alone: the route's one plan, no routing per call.
             cap = memo[2]
             limit = cap if cap is not None and (timeout is None or cap < timeout) else timeout
-            deadline = None if limit is None else start + limit
-            return 0.0, Prepared(route.plan, state, deadline, metadata or None)
+            # Prepared without its __init__ frame (the path every such call takes).
+            p = object.__new__(Prepared)
+            p.plan, p.state, p.obs = route.plan, state, None
+            p.deadline = None if limit is None else start + limit
+            p.metadata = metadata or None
+            return 0.0, p
         plan = plan_call(self.mesh, state, self.authority, method, metadata, self.channel_id)
         if isinstance(plan, LocalStatus):
             delay = plan.delay
@@ -398,7 +405,7 @@ class MeshChannelBase(Generic[SubT]):
             self.mesh.rng,
             replayable=replayable,
             max_attempts=GRPC_MAX_ATTEMPTS,
-            avoid=self.avoid,
+            avoid=self.avoid_now,
             hedge=hedge,
             on_end=None if obs is None else functools.partial(_attempt_ended, obs),
             grpc=True,
