@@ -684,9 +684,15 @@ class _MeshCall(
 
 class _MultiCallable:
     def __init__(
-        self, channel: MeshAioChannel, method: str, ser: Serializer, deser: Deserializer
+        self,
+        channel: MeshAioChannel,
+        method: str,
+        ser: Serializer,
+        deser: Deserializer,
+        registered: bool = False,
     ) -> None:
         self._channel = channel
+        self._registered = registered
         self._method = method
         self._ser = ser
         self._deser = deser
@@ -696,7 +702,9 @@ class _MultiCallable:
         hit = self._cache.get(id(sub))
         if hit is not None and hit[0] is sub:
             return hit[1]
-        mc = getattr(sub, kind)(self._method, self._ser, self._deser, _registered_method=True)
+        mc = getattr(sub, kind)(
+            self._method, self._ser, self._deser, _registered_method=self._registered
+        )
         self._cache[id(sub)] = (sub, mc)
         return mc
 
