@@ -197,9 +197,19 @@ class MeshChannelBase(Generic[SubT]):
         #: route reads more than the path) and A31's timeout cap there (_route_of).
         self._routes: dict[str, tuple[ListenerState, PathRoute | None, float | None]] = {}
         self._closed = False
-        #: What the engine calls per attempt for the addresses to avoid (:meth:`avoid`,
-        #: or a cheaper equivalent a channel sets).
-        self.avoid_now: Callable[[], Container[str]] = self.avoid
+        self._failing: set[str] = set()  # sub-channels in TRANSIENT_FAILURE
+        #: What the engine calls per attempt for the addresses to avoid.
+        self.avoid_now = self._avoid_source()
+        #: ``attempts(plan, state, deadline=...)``: :meth:`new_attempts` of a call without
+        #: telemetry (replayable, may hedge; the common call), the channel's fixed
+        #: arguments bound once, so that it costs no frame of its own.
+        self.attempts: Callable[..., Attempts] = functools.partial(
+            Attempts,
+            rng=mesh.rng,
+            max_attempts=GRPC_MAX_ATTEMPTS,
+            avoid=self.avoid_now,
+            grpc=True,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -342,6 +352,11 @@ class MeshChannelBase(Generic[SubT]):
     def avoid(self) -> frozenset[str] | set[str]:
         """Addresses whose sub-channel is in TRANSIENT_FAILURE."""
         return frozenset()
+
+    def _avoid_source(self) -> Callable[[], Container[str]]:
+        """What the engine calls per attempt for the addresses to avoid: :meth:`avoid`,
+        unless a channel has a cheaper equivalent."""
+        return self.avoid
 
     def plan_on(
         self,

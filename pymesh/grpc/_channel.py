@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from pymesh._mesh import Mesh
+from pymesh._mesh import ListenerState, Mesh
 from pymesh.call import Attempts, Reply, Ticket, run_sync
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
@@ -74,11 +74,6 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
             target, mesh, credentials=credentials, options=options, compression=compression
         )
         self._watchers: dict[str, Callable[[grpc.ChannelConnectivity], None]] = {}
-        self._failing: set[str] = set()  # sub-channels in TRANSIENT_FAILURE
-        # The engine asks for the failing sub-channels once per attempt: a copy of the
-        # set, taken by a C method (no Python frame per call), and a snapshot the
-        # watcher threads cannot change while admission iterates it.
-        self.avoid_now = self._failing.copy
         self._direct: grpc.Channel | None = None
         self._executor: futures.ThreadPoolExecutor | None = None
 
@@ -159,6 +154,12 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
     def avoid(self) -> set[str]:
         return self._failing.copy()
 
+    def _avoid_source(self) -> Callable[[], set[str]]:
+        # The engine asks for the failing sub-channels once per attempt: a copy of the
+        # set, taken by a C method (no Python frame per call), and a snapshot the
+        # watcher threads cannot change while admission iterates it.
+        return self._failing.copy
+
     def direct(self) -> grpc.Channel:
         """The passthrough channel to the authority itself (listener unknown)."""
         direct = self._direct
@@ -203,6 +204,22 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
             if state is None:
                 return None
         delay, out = self.plan_on(state, method, timeout, metadata, start)
+        return self.planned(state, method, timeout, metadata, start, delay, out, wait)
+
+    def planned(
+        self,
+        state: ListenerState,
+        method: str,
+        timeout: float | None,
+        metadata: Metadata | None,
+        start: float,
+        delay: float,
+        out: Prepared | LocalStatus,
+        wait: bool = True,
+    ) -> Prepared | object | None:
+        """:meth:`prepare` after :meth:`plan_on` planned the call on ``state`` at
+        ``start``: wait for what it must wait for (a cluster_header target, a fault
+        delay), then the Prepared call, or its local status raised."""
         if isinstance(out, LocalStatus) and out.wait_cluster is not None:
             if not wait:
                 return MUST_WAIT
@@ -398,26 +415,6 @@ class _UnaryCall:
     #: The answer of a one-attempt call that ended OK (its reply is the shared _OK).
     value: Any
 
-    def run(self) -> Any:
-        """Run the call's attempts (retries per A44 and the route, per-try timeout,
-        hedging): the caller's answer, or its error raised."""
-        ch, p = self.ch, self.p
-        a = self.a = ch.new_attempts(p)
-        try:
-            result = run_sync(a, self)
-        except BaseException as exc:
-            err = ch.failed(p, exc)
-            if err is exc:
-                raise
-            raise err from None
-        if type(result) is Ticket and result.reply is _OK:
-            # The one attempt answered OK: unary_answer's answer, without its frames.
-            result.release()
-            if p.obs is not None:
-                p.obs.finish(grpc.StatusCode.OK)
-            return self.value
-        return ch.unary_answer(p, result)
-
     def _real(self, sub: grpc.Channel) -> Any:
         mc = self.mc
         hit = mc._cache.get(id(sub))
@@ -517,9 +514,14 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore
         ch = self._channel
         p = _prepared
         if p is MUST_WAIT:
-            # Telemetry off (the common case): plan without the observer's frames.
-            if off():
-                p = ch.prepare(self._method, timeout, metadata)
+            state = ch._slot.state
+            if state is not None and off():
+                # The common call (a config, telemetry off): prepare()'s planning without
+                # its frame or the observer's.
+                start = time.monotonic()
+                delay, p = ch.plan_on(state, self._method, timeout, metadata, start)
+                if delay or type(p) is not Prepared:
+                    p = ch.planned(state, self._method, timeout, metadata, start, delay, p)
             else:
                 p = ch.prepare_call(self._method, timeout, metadata)
         if type(p) is not Prepared:  # passthrough: the direct channel's own call
@@ -530,7 +532,27 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore
         uc.mc, uc.ch, uc.p, uc.request, uc.with_call = self, ch, p, request, _with_call
         some = credentials is not None or wait_for_ready is not None or compression is not None
         uc.options = (credentials, wait_for_ready, compression) if some else None
-        return uc.run()
+        # The engine runs the call's attempts (retries per A44 and the route, per-try
+        # timeout, hedging); uc's bound methods are its I/O.
+        a = uc.a = (
+            ch.new_attempts(p)
+            if p.obs is not None
+            else ch.attempts(p.plan, p.state, deadline=p.deadline)
+        )
+        try:
+            result = run_sync(a, uc)
+        except BaseException as exc:
+            err = ch.failed(p, exc)
+            if err is exc:
+                raise
+            raise err from None
+        if type(result) is Ticket and result.reply is _OK:
+            # The one attempt answered OK: unary_answer's answer, without its frames.
+            result.release()
+            if p.obs is not None:
+                p.obs.finish(grpc.StatusCode.OK)
+            return uc.value
+        return ch.unary_answer(p, result)
 
     def with_call(
         self,

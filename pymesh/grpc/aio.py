@@ -126,7 +126,6 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         )
         self._direct: grpc.aio.Channel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._failing: set[str] = set()
         self._avoid_until = 0.0  # when avoid() next asks the sub-channels
 
     # -- grpc.aio.Channel ---------------------------------------------------------------
