@@ -22,6 +22,7 @@ from pymesh._mesh import ListenerState, Mesh
 from pymesh.call import Attempts, Reply, Ticket, run_sync
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
+    DRAIN_POLL,
     Deserializer,
     MeshChannelBase,
     Options,
@@ -153,6 +154,13 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
 
     def avoid(self) -> set[str]:
         return self._failing.copy()
+
+    def _watch_draining(self) -> None:
+        def watch() -> None:
+            while self.reap():
+                time.sleep(DRAIN_POLL)
+
+        threading.Thread(target=watch, name="pymesh-grpc-drain", daemon=True).start()
 
     def _avoid_source(self) -> Callable[[], set[str]]:
         # The engine asks for the failing sub-channels once per attempt: a copy of the

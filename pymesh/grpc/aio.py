@@ -26,6 +26,7 @@ from pymesh._mesh import ListenerState, Mesh
 from pymesh.call import Attempts, Reply, Ticket, run_async
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
+    DRAIN_POLL,
     Deserializer,
     MeshChannelBase,
     Options,
@@ -190,6 +191,13 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _watch_draining(self) -> None:
+        async def watch() -> None:
+            while self.reap():
+                await asyncio.sleep(DRAIN_POLL)
+
+        self.spawn(watch())
 
     def avoid(self) -> set[str]:
         # aio channels answer get_state() cheaply, so ask (no watcher threads or tasks),
