@@ -272,7 +272,20 @@ def admit(
             elif not breaker.try_acquire_request():
                 return ("UO", "upstream overflow (circuit breaker max_requests)")
     states = rt.states
-    load = states.lookup(ep.address)
+    address = ep.address
+    load = states.lookup(address)
     if load is None:
-        load = states.get_or_create(ep.address)
-    return Ticket(rt, ep, load, breaker, is_retry)
+        load = states.get_or_create(address)
+    cluster = rt.cluster
+    if load.orca is not None or (cluster is not None and cluster.lb_policy.name == "peak_ewma"):
+        return Ticket(rt, ep, load, breaker, is_retry)
+    # Ticket(rt, ep, load, breaker, is_retry) for the common attempt (counted, not
+    # timed, no per-call load report), without its __init__ frame.
+    t: Ticket = object.__new__(Ticket)
+    t.runtime, t.endpoint, t.load, t.address = rt, ep, load, address
+    if breaker is not None:
+        t._breaker = breaker
+    if is_retry:
+        t._is_retry = True
+    load.active_requests += 1
+    return t

@@ -7,10 +7,11 @@ call's status into the engine's :class:`~pymesh.call.Reply` (:func:`reply_of`).
 
 from __future__ import annotations
 
+import collections
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -53,6 +54,9 @@ _PER_TRY = Outcome.failure(timeout=True)
 _DEADLINE_CODE = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 #: Methods whose route a channel keeps (MeshChannelBase._route_of), at most.
 _ROUTE_MEMO_LIMIT = 1024
+#: Seconds between two looks at the sub-channels draining (MeshChannelBase.reap): only
+#: while an endpoint that left still has calls in flight.
+DRAIN_POLL = 0.1
 
 SubT = TypeVar("SubT")
 
@@ -189,14 +193,33 @@ class MeshChannelBase(Generic[SubT]):
         self._slot = mesh.slot(self.authority, self.xds_authority)
         self._lock = threading.Lock()  # sub-channel creation and cleanup only
         self._subs: dict[str, SubT] = {}
-        self._inflight: dict[str, int] = {}
-        self._count_lock = threading.Lock()  # calls end on grpc's threads too
+        #: Per address, one item per attempt in flight there: appended as an attempt
+        #: starts, popped as it gives its slot back. A deque's append and pop are atomic
+        #: C calls (calls end on grpc's threads too), so counting takes no lock, and
+        #: the release hook is the bound ``pop`` itself: no Python frame per call.
+        self._inflight: dict[str, collections.deque[None]] = {}
+        #: Addresses that left every cluster with attempts in flight: their sub-channel
+        #: is closed once those end (:meth:`reap`), watched while any is left.
         self._draining: set[str] = set()
+        self._reaping = False
         self._seen: ListenerState | None = None
         #: Per method: the listener state it was routed in, its PathRoute (None when a
         #: route reads more than the path) and A31's timeout cap there (_route_of).
         self._routes: dict[str, tuple[ListenerState, PathRoute | None, float | None]] = {}
         self._closed = False
+        self._failing: set[str] = set()  # sub-channels in TRANSIENT_FAILURE
+        #: What the engine calls per attempt for the addresses to avoid.
+        self.avoid_now = self._avoid_source()
+        #: ``attempts(plan, state, deadline=...)``: :meth:`new_attempts` of a call without
+        #: telemetry (replayable, may hedge; the common call), the channel's fixed
+        #: arguments bound once, so that it costs no frame of its own.
+        self.attempts: Callable[..., Attempts] = functools.partial(
+            Attempts,
+            rng=mesh.rng,
+            max_attempts=GRPC_MAX_ATTEMPTS,
+            avoid=self.avoid_now,
+            grpc=True,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -208,6 +231,9 @@ class MeshChannelBase(Generic[SubT]):
     _kinds: dict[str, type] = {}
 
     # -- grpc.Channel / grpc.aio.Channel: a multi-callable of each kind --------------------
+    # ``_registered_method`` (what generated stubs pass) is passed on to the sub-channels'
+    # own multi-callables: grpcio's registered-call path does more per call (about six
+    # Python frames in grpcio 1.85), so a call costs what it costs on the caller's grpc.
 
     def unary_unary(
         self,
@@ -216,7 +242,9 @@ class MeshChannelBase(Generic[SubT]):
         response_deserializer: Deserializer = None,
         _registered_method: bool | None = False,
     ) -> Any:
-        return self._kinds["unary_unary"](self, method, request_serializer, response_deserializer)
+        return self._kinds["unary_unary"](
+            self, method, request_serializer, response_deserializer, bool(_registered_method)
+        )
 
     def unary_stream(
         self,
@@ -225,7 +253,9 @@ class MeshChannelBase(Generic[SubT]):
         response_deserializer: Deserializer = None,
         _registered_method: bool | None = False,
     ) -> Any:
-        return self._kinds["unary_stream"](self, method, request_serializer, response_deserializer)
+        return self._kinds["unary_stream"](
+            self, method, request_serializer, response_deserializer, bool(_registered_method)
+        )
 
     def stream_unary(
         self,
@@ -234,7 +264,9 @@ class MeshChannelBase(Generic[SubT]):
         response_deserializer: Deserializer = None,
         _registered_method: bool | None = False,
     ) -> Any:
-        return self._kinds["stream_unary"](self, method, request_serializer, response_deserializer)
+        return self._kinds["stream_unary"](
+            self, method, request_serializer, response_deserializer, bool(_registered_method)
+        )
 
     def stream_stream(
         self,
@@ -243,7 +275,9 @@ class MeshChannelBase(Generic[SubT]):
         response_deserializer: Deserializer = None,
         _registered_method: bool | None = False,
     ) -> Any:
-        return self._kinds["stream_stream"](self, method, request_serializer, response_deserializer)
+        return self._kinds["stream_stream"](
+            self, method, request_serializer, response_deserializer, bool(_registered_method)
+        )
 
     # Implemented by the sync / aio channel.
     def _new_channel(self, address: str, options: Options) -> SubT:
@@ -302,24 +336,42 @@ class MeshChannelBase(Generic[SubT]):
             live |= rt.addresses
         closing: list[tuple[str, SubT]] = []
         with self._lock:
+            self._draining -= live  # back in a cluster before its calls ended: kept
             for address in [a for a in self._subs if a not in live]:
-                if self._inflight.get(address, 0) > 0:
+                if self._inflight.get(address):
                     self._draining.add(address)
                 else:
                     closing.append((address, self._subs.pop(address)))
+            watch = bool(self._draining) and not self._reaping and not self._closed
+            if watch:
+                self._reaping = True
         for address, sub in closing:
             self._close_sub(address, sub)
+        if watch:
+            self._watch_draining()
 
-    def _finish(self, address: str) -> None:
-        with self._count_lock:
-            left = self._inflight.get(address, 1) - 1
-            self._inflight[address] = left
-        if left <= 0 and address in self._draining:
-            with self._lock:
-                self._draining.discard(address)
-                sub = self._subs.pop(address, None)
-            if sub is not None:
-                self._close_sub(address, sub)
+    def reap(self) -> bool:
+        """Close the sub-channels of draining addresses whose attempts all ended; True
+        while some are still draining (then call again later)."""
+        closing: list[tuple[str, SubT]] = []
+        with self._lock:
+            for address in list(self._draining):
+                if not self._inflight.get(address):
+                    self._draining.discard(address)
+                    sub = self._subs.pop(address, None)
+                    if sub is not None:
+                        closing.append((address, sub))
+            more = bool(self._draining) and not self._closed
+            if not more:
+                self._reaping = False
+        for address, sub in closing:
+            self._close_sub(address, sub)
+        return more
+
+    def _watch_draining(self) -> None:
+        """Call :meth:`reap` every :data:`DRAIN_POLL` seconds until it returns False
+        (off the call path: a thread, or a task of the event loop)."""
+        raise NotImplementedError
 
     def observe(self, method: str) -> RpcObserver | None:
         """Telemetry for one call, or None when it is off (then every hook is skipped)."""
@@ -328,6 +380,11 @@ class MeshChannelBase(Generic[SubT]):
     def avoid(self) -> frozenset[str] | set[str]:
         """Addresses whose sub-channel is in TRANSIENT_FAILURE."""
         return frozenset()
+
+    def _avoid_source(self) -> Callable[[], Container[str]]:
+        """What the engine calls per attempt for the addresses to avoid: :meth:`avoid`,
+        unless a channel has a cheaper equivalent."""
+        return self.avoid
 
     def plan_on(
         self,
@@ -351,8 +408,12 @@ class MeshChannelBase(Generic[SubT]):
             # Routed by the method alone: the route's one plan, no routing per call.
             cap = memo[2]
             limit = cap if cap is not None and (timeout is None or cap < timeout) else timeout
-            deadline = None if limit is None else start + limit
-            return 0.0, Prepared(route.plan, state, deadline, metadata or None)
+            # Prepared without its __init__ frame (the path every such call takes).
+            p = object.__new__(Prepared)
+            p.plan, p.state, p.obs = route.plan, state, None
+            p.deadline = None if limit is None else start + limit
+            p.metadata = metadata or None
+            return 0.0, p
         plan = plan_call(self.mesh, state, self.authority, method, metadata, self.channel_id)
         if isinstance(plan, LocalStatus):
             delay = plan.delay
@@ -398,7 +459,7 @@ class MeshChannelBase(Generic[SubT]):
             self.mesh.rng,
             replayable=replayable,
             max_attempts=GRPC_MAX_ATTEMPTS,
-            avoid=self.avoid,
+            avoid=self.avoid_now,
             hedge=hedge,
             on_end=None if obs is None else functools.partial(_attempt_ended, obs),
             grpc=True,
@@ -506,9 +567,11 @@ class MeshChannelBase(Generic[SubT]):
             timeout = deadline - time.monotonic()  # remaining(deadline), inline
             if timeout <= 0:
                 return None
-        with self._count_lock:
-            self._inflight[address] = self._inflight.get(address, 0) + 1
-        t.on_release = functools.partial(self._finish, address)
+        inflight = self._inflight.get(address)
+        if inflight is None:
+            inflight = self._inflight.setdefault(address, collections.deque())
+        inflight.append(None)
+        t.on_release = inflight.pop
         obs = p.obs
         if obs is None:
             return sub, timeout, p.metadata

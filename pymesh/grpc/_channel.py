@@ -9,6 +9,7 @@ calls are retried per the route's policy (gRFC A44), with per-try timeouts and h
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -17,10 +18,11 @@ from typing import Any
 
 import grpc
 
-from pymesh._mesh import Mesh
+from pymesh._mesh import ListenerState, Mesh
 from pymesh.call import Attempts, Reply, Ticket, run_sync
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
+    DRAIN_POLL,
     Deserializer,
     MeshChannelBase,
     Options,
@@ -36,12 +38,18 @@ from pymesh.grpc._core import (
 )
 from pymesh.grpc._local import LocalRpcError
 from pymesh.grpc._session import CookieCall, session_cookie
+from pymesh.telemetry._providers import off
 
 _TF = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
 
 #: ``prepare(wait=False)``: the call would have to wait (config or a fault delay).
 MUST_WAIT = object()
+#: The engine's view of a one-attempt call that ended OK (the response stays with the
+#: call's _UnaryCall): the engine only reads a reply, so one serves every such call.
+_OK = Reply(None, grpc_status=0)
+#: grpc's defaults for credentials, wait_for_ready and compression.
+_NO_OPTIONS: tuple[None, None, None] = (None, None, None)
 
 
 def _local(status: LocalStatus) -> LocalRpcError:
@@ -67,7 +75,6 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
             target, mesh, credentials=credentials, options=options, compression=compression
         )
         self._watchers: dict[str, Callable[[grpc.ChannelConnectivity], None]] = {}
-        self._failing: set[str] = set()  # sub-channels in TRANSIENT_FAILURE
         self._direct: grpc.Channel | None = None
         self._executor: futures.ThreadPoolExecutor | None = None
 
@@ -146,7 +153,20 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         sub.close()
 
     def avoid(self) -> set[str]:
-        return self._failing
+        return self._failing.copy()
+
+    def _watch_draining(self) -> None:
+        def watch() -> None:
+            while self.reap():
+                time.sleep(DRAIN_POLL)
+
+        threading.Thread(target=watch, name="pymesh-grpc-drain", daemon=True).start()
+
+    def _avoid_source(self) -> Callable[[], set[str]]:
+        # The engine asks for the failing sub-channels once per attempt: a copy of the
+        # set, taken by a C method (no Python frame per call), and a snapshot the
+        # watcher threads cannot change while admission iterates it.
+        return self._failing.copy
 
     def direct(self) -> grpc.Channel:
         """The passthrough channel to the authority itself (listener unknown)."""
@@ -192,6 +212,22 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
             if state is None:
                 return None
         delay, out = self.plan_on(state, method, timeout, metadata, start)
+        return self.planned(state, method, timeout, metadata, start, delay, out, wait)
+
+    def planned(
+        self,
+        state: ListenerState,
+        method: str,
+        timeout: float | None,
+        metadata: Metadata | None,
+        start: float,
+        delay: float,
+        out: Prepared | LocalStatus,
+        wait: bool = True,
+    ) -> Prepared | object | None:
+        """:meth:`prepare` after :meth:`plan_on` planned the call on ``state`` at
+        ``start``: wait for what it must wait for (a cluster_header target, a fault
+        delay), then the Prepared call, or its local status raised."""
         if isinstance(out, LocalStatus) and out.wait_cluster is not None:
             if not wait:
                 return MUST_WAIT
@@ -211,7 +247,7 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
     ) -> Prepared | object | None:
         """:meth:`prepare` for a call this channel makes: the Prepared carries the call's
         telemetry observer (a local status or passthrough ends or drops it here)."""
-        obs = self.observe(method)
+        obs = None if off() else self.observe(method)  # off: the common, cheap answer
         if obs is None:
             return self.prepare(method, timeout, metadata, wait)
         try:
@@ -337,57 +373,138 @@ class _UnaryIO:
 
 class _MultiCallable:
     def __init__(
-        self, channel: MeshChannel, method: str, ser: Serializer, deser: Deserializer
+        self,
+        channel: MeshChannel,
+        method: str,
+        ser: Serializer,
+        deser: Deserializer,
+        registered: bool = False,
     ) -> None:
         self._channel = channel
+        self._registered = registered
         self._method = method
         self._ser = ser
         self._deser = deser
-        self._cache: dict[str, tuple[grpc.Channel, Any]] = {}
+        self._cache: dict[int, tuple[grpc.Channel, Any]] = {}
 
-    def _real(self, sub: grpc.Channel, address: str, kind: str) -> Any:
+    def _real(self, sub: grpc.Channel, kind: str) -> Any:
         # One real multi-callable per sub-channel: creating them per call costs throughput.
-        hit = self._cache.get(address)
+        # Keyed by the sub-channel's id, a stable key while it lives (checked by identity).
+        hit = self._cache.get(id(sub))
         if hit is not None and hit[0] is sub:
             return hit[1]
-        mc = getattr(sub, kind)(self._method, self._ser, self._deser, _registered_method=True)
-        self._cache[address] = (sub, mc)
+        mc = getattr(sub, kind)(
+            self._method, self._ser, self._deser, _registered_method=self._registered
+        )
+        self._cache[id(sub)] = (sub, mc)
         return mc
 
 
+class _UnaryCall:
+    """One unary-unary call through the engine: its request and options, and the
+    engine's blocking I/O for its attempts (pymesh.call.SyncIO) as bound methods of
+    this one small object per call (no closures, no separate I/O object).
+
+    ``with_call``: the caller wants ``(response, call)``; otherwise an attempt that needs
+    no grpc.Call (no ORCA trailer, no session cookie) is grpcio's plain blocking call,
+    which builds no call object of its own.
+    """
+
+    __slots__ = ("a", "ch", "mc", "options", "p", "request", "value", "with_call")
+
+    mc: _UnaryUnary
+    ch: MeshChannel
+    p: Prepared
+    request: Any
+    #: credentials, wait_for_ready, compression (None: grpc's defaults, all None).
+    options: tuple[Any, Any, Any] | None
+    with_call: bool
+    a: Attempts
+    #: The answer of a one-attempt call that ended OK (its reply is the shared _OK).
+    value: Any
+
+    def _real(self, sub: grpc.Channel) -> Any:
+        mc = self.mc
+        hit = mc._cache.get(id(sub))
+        return hit[1] if hit is not None and hit[0] is sub else mc._real(sub, "unary_unary")
+
+    def send(self, t: Ticket) -> Reply:
+        p = self.p
+        begun = self.ch.begin(p, self.a, t)
+        if begun is None:
+            return reply_of(self.a, t, grpc.StatusCode.DEADLINE_EXCEEDED, None, _local(DEADLINE))
+        sub, timeout, md = begun
+        hit = self.mc._cache.get(id(sub))  # _real(sub), inline: the path every call takes
+        real = hit[1] if hit is not None and hit[0] is sub else self._real(sub)
+        credentials, wait_for_ready, compression = self.options or _NO_OPTIONS
+        session = p.plan.session is not None
+        try:
+            if self.with_call or session or t.wants_load_report:
+                response, call = real.with_call(
+                    self.request, timeout, md, credentials, wait_for_ready, compression
+                )
+            else:
+                response = real(self.request, timeout, md, credentials, wait_for_ready, compression)
+                call = None
+        except grpc.RpcError as err:
+            code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+            if t.wants_load_report and isinstance(err, grpc.Call):
+                t.report_trailers(err.trailing_metadata())
+            return reply_of(self.a, t, code, None, err)
+        if call is None:
+            value = response
+        else:
+            if t.wants_load_report:  # weighted round robin's per-call ORCA report
+                t.report_trailers(call.trailing_metadata())
+            cookie = session_cookie(p.plan, t) if session else None
+            if cookie is not None:  # A55: the caller learns its session's endpoint
+                call = CookieCall(call, cookie)
+            value = (response, call) if self.with_call else response
+        if self.a.limit == 1:
+            self.value = value
+            return _OK
+        return Reply(value, grpc_status=0)
+
+    def start(self, t: Ticket) -> Any:
+        p = self.p
+        begun = self.ch.begin(p, self.a, t)
+        if begun is None:
+            return _local(DEADLINE)  # a finished, failed future
+        sub, timeout, md = begun
+        credentials, wait_for_ready, compression = self.options or _NO_OPTIONS
+        return self._real(sub).future(
+            self.request, timeout, md, credentials, wait_for_ready, compression
+        )
+
+    def collect(self, t: Ticket) -> Reply:
+        fut = t.handle
+        try:
+            response = fut.result()  # type: ignore[attr-defined]
+        except grpc.RpcError as err:
+            code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+            if t.wants_load_report and isinstance(err, grpc.Call):
+                t.report_trailers(err.trailing_metadata())
+            return reply_of(self.a, t, code, None, err)
+        if t.wants_load_report:
+            t.report_trailers(fut.trailing_metadata())  # type: ignore[attr-defined]
+        plan = self.p.plan
+        call: Any = fut
+        cookie = session_cookie(plan, t) if plan.session is not None else None
+        if cookie is not None:
+            call = CookieCall(fut, cookie)
+        return Reply((response, call) if self.with_call else response, grpc_status=0)
+
+    def discard(self, t: Ticket) -> None:
+        return None
+
+    def cancel(self, t: Ticket) -> None:
+        t.handle.cancel()  # type: ignore[attr-defined]
+        obs = self.p.obs
+        if obs is not None:
+            obs.attempt_done(grpc.StatusCode.CANCELLED, attempt=t.trace)
+
+
 class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
-    def _invoke(
-        self,
-        request: Any,
-        timeout: float | None,
-        metadata: Metadata | None,
-        credentials: grpc.CallCredentials | None,
-        wait_for_ready: bool | None,
-        compression: grpc.Compression | None,
-        prepared: Prepared | object | None = MUST_WAIT,
-    ) -> tuple[Any, grpc.Call]:
-        ch = self._channel
-        p = prepared
-        if p is MUST_WAIT:
-            p = ch.prepare_call(self._method, timeout, metadata)
-        if not isinstance(p, Prepared):
-            mc = self._real(ch.direct(), "", "unary_unary")
-            return mc.with_call(  # type: ignore[no-any-return]
-                request, timeout, metadata, credentials, wait_for_ready, compression
-            )
-
-        def invoke(sub: grpc.Channel, t: float | None, md: OutMetadata) -> tuple[Any, grpc.Call]:
-            mc = self._real(sub, sub_key(sub), "unary_unary")
-            return mc.with_call(  # type: ignore[no-any-return]
-                request, t, md, credentials, wait_for_ready, compression
-            )
-
-        def start(sub: grpc.Channel, t: float | None, md: OutMetadata) -> Any:
-            mc = self._real(sub, sub_key(sub), "unary_unary")
-            return mc.future(request, t, md, credentials, wait_for_ready, compression)
-
-        return ch.call_unary_response(p, invoke, start)
-
     def __call__(
         self,
         request: Any,
@@ -396,8 +513,54 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore
         credentials: grpc.CallCredentials | None = None,
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
+        *,
+        _with_call: bool = False,
+        _prepared: Prepared | object | None = MUST_WAIT,
     ) -> Any:
-        return self._invoke(request, timeout, metadata, credentials, wait_for_ready, compression)[0]
+        # ``_with_call``: answer (response, call), for with_call() and future();
+        # ``_prepared``: the call's plan when future() made it already.
+        ch = self._channel
+        p = _prepared
+        if p is MUST_WAIT:
+            state = ch._slot.state
+            if state is not None and off():
+                # The common call (a config, telemetry off): prepare()'s planning without
+                # its frame or the observer's.
+                start = time.monotonic()
+                delay, p = ch.plan_on(state, self._method, timeout, metadata, start)
+                if delay or type(p) is not Prepared:
+                    p = ch.planned(state, self._method, timeout, metadata, start, delay, p)
+            else:
+                p = ch.prepare_call(self._method, timeout, metadata)
+        if type(p) is not Prepared:  # passthrough: the direct channel's own call
+            mc = self._real(ch.direct(), "unary_unary")
+            call = mc.with_call if _with_call else mc
+            return call(request, timeout, metadata, credentials, wait_for_ready, compression)
+        uc = object.__new__(_UnaryCall)  # no __init__: no frame per call
+        uc.mc, uc.ch, uc.p, uc.request, uc.with_call = self, ch, p, request, _with_call
+        some = credentials is not None or wait_for_ready is not None or compression is not None
+        uc.options = (credentials, wait_for_ready, compression) if some else None
+        # The engine runs the call's attempts (retries per A44 and the route, per-try
+        # timeout, hedging); uc's bound methods are its I/O.
+        a = uc.a = (
+            ch.new_attempts(p)
+            if p.obs is not None
+            else ch.attempts(p.plan, p.state, deadline=p.deadline)
+        )
+        try:
+            result = run_sync(a, uc)
+        except BaseException as exc:
+            err = ch.failed(p, exc)
+            if err is exc:
+                raise
+            raise err from None
+        if type(result) is Ticket and result.reply is _OK:
+            # The one attempt answered OK: unary_answer's answer, without its frames.
+            result.release()
+            if p.obs is not None:
+                p.obs.finish(grpc.StatusCode.OK)
+            return uc.value
+        return ch.unary_answer(p, result)
 
     def with_call(
         self,
@@ -408,7 +571,9 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> tuple[Any, grpc.Call]:
-        return self._invoke(request, timeout, metadata, credentials, wait_for_ready, compression)
+        return self(  # type: ignore[no-any-return]
+            request, timeout, metadata, credentials, wait_for_ready, compression, _with_call=True
+        )
 
     def future(
         self,
@@ -425,14 +590,14 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore
         try:
             p = ch.prepare_call(self._method, timeout, metadata, wait=False)
             if p is None:
-                mc = self._real(ch.direct(), "", "unary_unary")
+                mc = self._real(ch.direct(), "unary_unary")
                 return mc.future(
                     request, timeout, metadata, credentials, wait_for_ready, compression
                 )
             if isinstance(p, Prepared) and ch.new_attempts(p).limit == 1:
 
                 def start(sub: grpc.Channel, t: float | None, md: OutMetadata) -> Any:
-                    mc = self._real(sub, sub_key(sub), "unary_unary")
+                    mc = self._real(sub, "unary_unary")
                     return mc.future(request, t, md, credentials, wait_for_ready, compression)
 
                 return ch.call_streaming_response(p, start)
@@ -440,21 +605,15 @@ class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore
             return err  # a failed future, as grpcio returns
         fut = ch.executor().submit(
             contextvars.copy_context().run,
-            self._invoke,
+            functools.partial(self, _with_call=True, _prepared=p),
             request,
             timeout,
             metadata,
             credentials,
             wait_for_ready,
             compression,
-            p,
         )
         return _FutureCall(fut)
-
-
-def sub_key(sub: grpc.Channel) -> str:
-    # Multi-callables are cached per sub-channel object; its id is a stable key while it lives.
-    return str(id(sub))
 
 
 class _UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable):  # type: ignore[misc]
@@ -471,11 +630,11 @@ class _UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable):  # type: igno
         try:
             p = ch.prepare_call(self._method, timeout, metadata)
             if not isinstance(p, Prepared):
-                mc = self._real(ch.direct(), "", "unary_stream")
+                mc = self._real(ch.direct(), "unary_stream")
                 return mc(request, timeout, metadata, credentials, wait_for_ready, compression)
 
             def start(sub: grpc.Channel, t: float | None, md: OutMetadata) -> Any:
-                mc = self._real(sub, sub_key(sub), "unary_stream")
+                mc = self._real(sub, "unary_stream")
                 return mc(request, t, md, credentials, wait_for_ready, compression)
 
             return ch.call_streaming_response(p, start)
@@ -496,7 +655,7 @@ class _StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: igno
         ch = self._channel
         p = ch.prepare_call(self._method, timeout, metadata)
         if not isinstance(p, Prepared):
-            mc = self._real(ch.direct(), "", "stream_unary")
+            mc = self._real(ch.direct(), "stream_unary")
             return mc.with_call(  # type: ignore[no-any-return]
                 request_iterator, timeout, metadata, credentials, wait_for_ready, compression
             )
@@ -505,13 +664,13 @@ class _StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: igno
             requests = list(request_iterator)  # buffered so that a retry can replay it
 
         def invoke(sub: grpc.Channel, t: float | None, md: OutMetadata) -> tuple[Any, grpc.Call]:
-            mc = self._real(sub, sub_key(sub), "stream_unary")
+            mc = self._real(sub, "stream_unary")
             return mc.with_call(  # type: ignore[no-any-return]
                 iter(requests), t, md, credentials, wait_for_ready, compression
             )
 
         def start(sub: grpc.Channel, t: float | None, md: OutMetadata) -> Any:
-            mc = self._real(sub, sub_key(sub), "stream_unary")
+            mc = self._real(sub, "stream_unary")
             return mc.future(iter(requests), t, md, credentials, wait_for_ready, compression)
 
         return ch.call_unary_response(p, invoke, start)
@@ -578,13 +737,13 @@ class _StreamStream(_MultiCallable, grpc.StreamStreamMultiCallable):  # type: ig
         try:
             p = ch.prepare_call(self._method, timeout, metadata)
             if not isinstance(p, Prepared):
-                mc = self._real(ch.direct(), "", "stream_stream")
+                mc = self._real(ch.direct(), "stream_stream")
                 return mc(
                     request_iterator, timeout, metadata, credentials, wait_for_ready, compression
                 )
 
             def start(sub: grpc.Channel, t: float | None, md: OutMetadata) -> Any:
-                mc = self._real(sub, sub_key(sub), "stream_stream")
+                mc = self._real(sub, "stream_stream")
                 return mc(request_iterator, t, md, credentials, wait_for_ready, compression)
 
             return ch.call_streaming_response(p, start)

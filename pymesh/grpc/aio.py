@@ -26,6 +26,7 @@ from pymesh._mesh import ListenerState, Mesh
 from pymesh.call import Attempts, Reply, Ticket, run_async
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
+    DRAIN_POLL,
     Deserializer,
     MeshChannelBase,
     Options,
@@ -126,7 +127,6 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         )
         self._direct: grpc.aio.Channel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._failing: set[str] = set()
         self._avoid_until = 0.0  # when avoid() next asks the sub-channels
 
     # -- grpc.aio.Channel ---------------------------------------------------------------
@@ -192,6 +192,13 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _watch_draining(self) -> None:
+        async def watch() -> None:
+            while self.reap():
+                await asyncio.sleep(DRAIN_POLL)
+
+        self.spawn(watch())
+
     def avoid(self) -> set[str]:
         # aio channels answer get_state() cheaply, so ask (no watcher threads or tasks),
         # but at most every _AVOID_REFRESH seconds, not per call: asking every
@@ -231,10 +238,8 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             return _Pending(obs, start, None, 0.0, None)
         try:
             delay, out = self.plan_on(state, method, timeout, metadata, start)
-            if delay or (isinstance(out, LocalStatus) and out.wait_cluster is not None):
-                return _Pending(obs, start, state, delay, out)
-            if isinstance(out, LocalStatus):
-                raise _error(out)
+            if delay or type(out) is not Prepared:
+                return self.unfinished(obs, start, state, delay, out)
         except BaseException as exc:
             if obs is not None:
                 obs.error(exc)
@@ -243,6 +248,22 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             obs.planned(out.plan)
             out.obs = obs
         return out
+
+    @staticmethod
+    def unfinished(
+        obs: RpcObserver | None,
+        start: float,
+        state: ListenerState,
+        delay: float,
+        out: Prepared | LocalStatus,
+    ) -> _Pending:
+        """A plan of :meth:`plan_on` that is not a Prepared call to make now: the
+        :class:`_Pending` plan to finish (a fault delay, a cluster_header target to
+        subscribe), or its local status raised as AioRpcError."""
+        if delay or (isinstance(out, LocalStatus) and out.wait_cluster is not None):
+            return _Pending(obs, start, state, delay, out)
+        assert isinstance(out, LocalStatus)
+        raise _error(out)
 
     async def prepare_call(
         self,
@@ -684,9 +705,15 @@ class _MeshCall(
 
 class _MultiCallable:
     def __init__(
-        self, channel: MeshAioChannel, method: str, ser: Serializer, deser: Deserializer
+        self,
+        channel: MeshAioChannel,
+        method: str,
+        ser: Serializer,
+        deser: Deserializer,
+        registered: bool = False,
     ) -> None:
         self._channel = channel
+        self._registered = registered
         self._method = method
         self._ser = ser
         self._deser = deser
@@ -696,7 +723,9 @@ class _MultiCallable:
         hit = self._cache.get(id(sub))
         if hit is not None and hit[0] is sub:
             return hit[1]
-        mc = getattr(sub, kind)(self._method, self._ser, self._deser, _registered_method=True)
+        mc = getattr(sub, kind)(
+            self._method, self._ser, self._deser, _registered_method=self._registered
+        )
         self._cache[id(sub)] = (sub, mc)
         return mc
 
@@ -721,11 +750,26 @@ class _UnaryUnary(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):  # type: ig
         req.mc, req.ch, req.request, req.kw = self, ch, request, kw
         a: Attempts | None = None
         try:
-            first = ch.prepare_now(self._method, timeout, metadata)
+            state = ch._slot.state
+            first: Prepared | _Pending | None
+            if state is not None and off():
+                # The common call (a config, telemetry off): prepare_now()'s planning
+                # without its frame.
+                start = time.monotonic()
+                delay, out = ch.plan_on(state, self._method, timeout, metadata, start)
+                if delay or type(out) is not Prepared:
+                    first = ch.unfinished(None, start, state, delay, out)
+                else:
+                    first = out
+            else:
+                first = ch.prepare_now(self._method, timeout, metadata)
             if first is None:  # passthrough: the direct channel's own call
                 return req.send(ch.direct(), timeout, metadata)
             if type(first) is Prepared and first.plan.session is None:
-                a = ch.new_attempts(first)
+                if first.obs is None:
+                    a = ch.attempts(first.plan, first.state, deadline=first.deadline)
+                else:
+                    a = ch.new_attempts(first)
                 if a.limit == 1:  # the common call: one attempt, started now
                     req.p, req.a = first, a
                     # grpc.aio's own call, awaited directly by the caller: no task,

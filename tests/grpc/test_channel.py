@@ -288,6 +288,32 @@ def test_endpoint_leaving_closes_its_subchannel(cp: ControlPlane, make_mesh: Mak
             assert set(ch._subs) == {a.address}
 
 
+def test_endpoint_leaving_with_a_call_in_flight_closes_after_it(
+    cp: ControlPlane, make_mesh: MakeMesh
+) -> None:
+    with Backend("a") as a, Backend("b") as b:
+        serve(cp, echo_service(endpoints=[b.address]))
+        with pymesh.grpc.insecure_channel(TARGET, make_mesh()) as ch:
+            echo = ch.unary_unary(ECHO)
+            assert echo(b"", timeout=10) == b"b:"
+            fut = ch.unary_unary(HANG).future(b"", timeout=60)
+            assert b.hanging.acquire(timeout=30)
+            serve(cp, echo_service(endpoints=[a.address]))
+            for _ in range(2000):  # bounded: until calls see the new config
+                if echo(b"", timeout=10) == b"a:":
+                    break
+            # b left while its call is in flight: its sub-channel stays until that ends.
+            assert set(ch._subs) == {a.address, b.address}
+            assert not fut.done()
+            assert fut.cancel()
+            for _ in range(20000):  # bounded: until the drain watcher closes it
+                if b.address not in ch._subs:
+                    break
+                echo(b"", timeout=10)
+            assert set(ch._subs) == {a.address}
+            assert fut.code() is grpc.StatusCode.CANCELLED  # cancelled by us, not by a close
+
+
 def test_header_hash_policy_is_sticky(cp: ControlPlane, make_mesh: MakeMesh) -> None:
     backends = [Backend(f"s{i}") for i in range(4)]
     try:
