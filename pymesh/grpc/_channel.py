@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from pymesh._grpcio import close_channel
 from pymesh._mesh import ListenerState, Mesh
 from pymesh.call import Attempts, Reply, Ticket, run_sync
 from pymesh.errors import MeshError
@@ -99,7 +100,8 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         return None
 
     def close(self) -> None:
-        """Close every sub-channel (in-flight calls on them are cancelled)."""
+        """Close every sub-channel (in-flight calls on them are cancelled, within
+        ~0.2 s for a sub-channel grpcio's connectivity poller still watches)."""
         with self._lock:
             self._closed = True
             subs, self._subs = self._subs, {}
@@ -150,7 +152,10 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         if watch is not None:
             sub.unsubscribe(watch)
         self._failing.discard(address)
-        sub.close()
+        # Once grpcio's connectivity poller has stopped (pymesh._grpcio): at once, or
+        # within ~0.2 s on a background thread, never waiting here (the request path
+        # closes the sub-channels of endpoints that left).
+        close_channel(sub)
 
     def avoid(self) -> set[str]:
         return self._failing.copy()

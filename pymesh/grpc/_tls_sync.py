@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from pymesh._grpcio import close_channel
 from pymesh.grpc._core import DEADLINE
 from pymesh.grpc._local import LocalRpcError
 from pymesh.grpc._tls import (
@@ -62,9 +63,16 @@ class SyncTlsEndpoint(TlsEndpoint[grpc.Channel], grpc.Channel):  # type: ignore[
         def insecure() -> grpc.Channel:
             return grpc.insecure_channel(address, opts, compression)
 
-        super().__init__(address, secure, insecure, lambda c: c.close(), plain)
+        super().__init__(address, secure, insecure, self._close_channel, plain)
         self._callbacks: list[Callback] = []
         self.on_channel = self._watch
+
+    def _close_channel(self, channel: grpc.Channel) -> None:
+        """Close one real channel: our subscriptions dropped first, then once grpcio's
+        connectivity poller has stopped (pymesh._grpcio)."""
+        for cb in list(self._callbacks):
+            channel.unsubscribe(cb)
+        close_channel(channel)
 
     def _new_view(self, binding: Binding[grpc.Channel]) -> SyncTlsView:
         return SyncTlsView(binding)
@@ -101,7 +109,7 @@ class SyncTlsEndpoint(TlsEndpoint[grpc.Channel], grpc.Channel):  # type: ignore[
     def close(self) -> None:
         """Close every real channel (plaintext and every generation of every config)."""
         for c in self.take_all():
-            c.close()
+            self._close_channel(c)
 
     def __enter__(self) -> SyncTlsEndpoint:
         return self

@@ -561,3 +561,30 @@ def test_cluster_header_target_is_subscribed_on_demand(
         assert replies == [b"b:x", b"b:x"]
         assert codes == [grpc.StatusCode.UNAVAILABLE]  # 503 NC: fail closed
         assert a.count("Echo") == 0 and b.count("Echo") == 2
+
+
+def test_closing_the_channel_closes_watched_sub_channels_after_grpcs_poller(
+    cp: ControlPlane, make_mesh: MakeMesh
+) -> None:
+    """Each sub-channel is watched (TRANSIENT_FAILURE avoidance): it is closed only once
+    grpcio's connectivity poller has stopped, or that poller raises in its thread."""
+    from pymesh._grpcio import poller_runs
+
+    polling_at_close: list[bool | None] = []
+    closed = threading.Event()
+    with Backend("a") as a:
+        serve(cp, echo_service(endpoints=[a.address]))
+        ch = pymesh.grpc.insecure_channel(TARGET, make_mesh())
+        assert ch.unary_unary(ECHO)(b"", timeout=10) == b"a:"
+        (sub,) = ch._subs.values()
+        real_close = sub.close
+
+        def close() -> None:
+            polling_at_close.append(poller_runs(sub))
+            real_close()
+            closed.set()
+
+        sub.close = close  # type: ignore[method-assign]
+        ch.close()
+        assert closed.wait(30)
+    assert polling_at_close == [False]

@@ -33,6 +33,8 @@ from typing import Any
 
 import grpc
 
+from pymesh._grpcio import POLLER_STOP_WAIT, poller_runs
+
 #: How often grpc's request thread, waiting for the loop to build a request, checks
 #: whether its stream has ended.
 _POLL = 0.25
@@ -41,19 +43,6 @@ _POLL = 0.25
 #: connect" (it polls every 0.2 s), with a margin: what :meth:`Connectivity.close` waits
 #: where grpcio does not show whether its poller still runs.
 _KICK_TAKEN = 0.3
-
-#: The longest :meth:`Connectivity.close` waits for grpcio's connectivity poller to stop
-#: (it stops within one or two 0.2 s polls of the last unsubscription; later only on a
-#: starved machine, and then the close goes ahead).
-_POLLER_STOP_WAIT = 2.0
-
-
-def _poller_runs(channel: grpc.Channel) -> bool | None:
-    """Whether grpcio's connectivity poller thread of ``channel`` still runs (its private
-    ``_connectivity_state.polling``); None where grpcio does not show it."""
-    state = getattr(channel, "_connectivity_state", None)
-    polling = getattr(state, "polling", None)
-    return polling if isinstance(polling, bool) else None
 
 
 _END = object()
@@ -213,16 +202,16 @@ class Connectivity:
                 self.channel.unsubscribe(self._on_state)
                 self._watching = False
             if self._kicked is not None:
-                runs = _poller_runs(self.channel)
+                runs = poller_runs(self.channel)
                 if runs is None:  # grpcio does not say: give it the time to take the flag
                     wait = self._kicked + _KICK_TAKEN - loop.time()
                     if wait > 0:
                         await asyncio.sleep(wait)
                 else:
-                    deadline = loop.time() + _POLLER_STOP_WAIT
+                    deadline = loop.time() + POLLER_STOP_WAIT
                     while runs and loop.time() < deadline:
                         await asyncio.sleep(0.02)
-                        runs = bool(_poller_runs(self.channel))
+                        runs = bool(poller_runs(self.channel))
         finally:  # closed even when the wait is cancelled
             self.channel.close()
 
