@@ -81,6 +81,8 @@ class Ticket:
         breaker: CircuitBreaker | None,
         is_retry: bool,
     ) -> None:
+        # admit() builds the common ticket (counted, not timed, no load report) without
+        # this frame: keep the two in step (tests/call/test_engine.py compares them).
         self.runtime = runtime
         self.endpoint = endpoint
         self.load = load

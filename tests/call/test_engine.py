@@ -231,3 +231,20 @@ def test_hedging_keeps_the_first_attempt_and_cancels_the_hedge() -> None:
     assert stop.value.value is first and first.reply is ok
     first.release()
     assert _slots(rt) == (0, 0)
+
+
+@pytest.mark.parametrize("is_retry", [False, True])
+def test_admission_builds_the_common_ticket_as_the_constructor_does(is_retry: bool) -> None:
+    """admit() builds a counted, untimed attempt's Ticket without calling its __init__
+    (a frame per call); it must hold what Ticket(...) holds, and count the attempt."""
+    from pymesh.call._admit import admit
+
+    rt = _runtime((1,))
+    breaker = rt.breaker
+    ticket = admit(rt, None, random.Random(1), is_retry, breaker if is_retry else None)
+    assert isinstance(ticket, Ticket)
+    load = ticket.load
+    assert load is not None and load.active_requests == 1
+    built = Ticket(rt, ticket.endpoint, load, breaker, is_retry)
+    assert load.active_requests == 2  # the constructor counts it the same way
+    assert vars(ticket) == vars(built)
