@@ -307,6 +307,27 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         return call if cookie is None else CookieCall(call, cookie)
 
 
+def _collected(a: Attempts, p: Prepared, t: Ticket, *, with_call: bool) -> Reply:
+    """The reply of a unary-response attempt started as a future (hedging): its
+    response, with its call (a session cookie's wrapper when the plan pins a session)
+    when ``with_call``; the ORCA trailer reported when the ticket wants it."""
+    fut = t.handle
+    try:
+        response = fut.result()  # type: ignore[attr-defined]
+    except grpc.RpcError as err:
+        code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+        if t.wants_load_report and isinstance(err, grpc.Call):
+            t.report_trailers(err.trailing_metadata())
+        return reply_of(a, t, code, None, err)
+    if t.wants_load_report:
+        t.report_trailers(fut.trailing_metadata())  # type: ignore[attr-defined]
+    if not with_call:
+        return Reply(response, grpc_status=0)
+    cookie = session_cookie(p.plan, t) if p.plan.session is not None else None
+    call: Any = fut if cookie is None else CookieCall(fut, cookie)
+    return Reply((response, call), grpc_status=0)
+
+
 class _UnaryIO:
     """The blocking I/O of one unary-response call's attempts (pymesh.call.SyncIO)."""
 
@@ -351,20 +372,7 @@ class _UnaryIO:
         return self.start_one(*begun)
 
     def collect(self, t: Ticket) -> Reply:
-        fut = t.handle
-        try:
-            response = fut.result()  # type: ignore[attr-defined]
-        except grpc.RpcError as err:
-            code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
-            if t.wants_load_report and isinstance(err, grpc.Call):
-                t.report_trailers(err.trailing_metadata())
-            return reply_of(self.a, t, code, None, err)
-        if t.wants_load_report:
-            t.report_trailers(fut.trailing_metadata())  # type: ignore[attr-defined]
-        cookie = session_cookie(self.p.plan, t) if self.p.plan.session is not None else None
-        if cookie is not None:
-            return Reply((response, CookieCall(fut, cookie)), grpc_status=0)
-        return Reply((response, fut), grpc_status=0)
+        return _collected(self.a, self.p, t, with_call=True)
 
     def discard(self, t: Ticket) -> None:
         return None
@@ -482,22 +490,7 @@ class _UnaryCall:
         )
 
     def collect(self, t: Ticket) -> Reply:
-        fut = t.handle
-        try:
-            response = fut.result()  # type: ignore[attr-defined]
-        except grpc.RpcError as err:
-            code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
-            if t.wants_load_report and isinstance(err, grpc.Call):
-                t.report_trailers(err.trailing_metadata())
-            return reply_of(self.a, t, code, None, err)
-        if t.wants_load_report:
-            t.report_trailers(fut.trailing_metadata())  # type: ignore[attr-defined]
-        plan = self.p.plan
-        call: Any = fut
-        cookie = session_cookie(plan, t) if plan.session is not None else None
-        if cookie is not None:
-            call = CookieCall(fut, cookie)
-        return Reply((response, call) if self.with_call else response, grpc_status=0)
+        return _collected(self.a, self.p, t, with_call=self.with_call)
 
     def discard(self, t: Ticket) -> None:
         return None
