@@ -51,10 +51,10 @@ def free_port() -> int:
 
     It lies below the range the OS takes ports from for ``bind(port 0)`` and for every
     outgoing connection, so no connection made meanwhile (by this process, Envoy or a
-    neighbour) can take it before it is used. A port from that range could be: an
-    outgoing connection took one between the check and Envoy's bind, whose listener then
-    failed with "Address already in use" on a busy machine. Where that range starts too
-    low to leave room below it, the OS picks the port."""
+    neighbour) can take it before it is used. (A port from that range once was taken by
+    an outgoing connection between the check and Envoy's bind, and Envoy's listener
+    failed with "Address already in use".) Where that range starts too low to leave room
+    below it, the OS picks the port."""
     low = _ephemeral_range_start()
     if low > _FIXED_PORTS_FROM + 1000:
         pick = random.SystemRandom().randrange  # apart from other processes' picks

@@ -99,10 +99,10 @@ _TYPE_ORDER = (LDS, RDS, CDS, EDS)
 _FULL_STATE_TYPES = frozenset({LDS, CDS})
 _INVALID_ARGUMENT = 3
 _NOT_FOUND = 5
+_PERMISSION_DENIED = 7
 #: Queued hops (work other threads hand the xDS thread) from which running them takes
 #: short GIL turns: a hop is ~10 µs, so fewer run within one turn anyway.
 _MANY_HOPS = 50
-_PERMISSION_DENIED = 7
 #: The protocol of the current stream (per server: bootstrap server feature xds_delta).
 _SOTW, _DELTA = "sotw", "delta"
 #: Default cap on one ADS response (gRPC's own default is 4 MiB, which an Istio-sized
