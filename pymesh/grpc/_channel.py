@@ -307,6 +307,15 @@ class MeshChannel(MeshChannelBase[grpc.Channel], grpc.Channel):  # type: ignore[
         return call if cookie is None else CookieCall(call, cookie)
 
 
+def _failed(a: Attempts, t: Ticket, err: grpc.RpcError) -> Reply:
+    """The reply of an attempt grpc failed: its status (UNKNOWN when the error is not a
+    grpc.Call), and its ORCA trailer reported when the ticket wants it."""
+    code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+    if t.wants_load_report and isinstance(err, grpc.Call):
+        t.report_trailers(err.trailing_metadata())
+    return reply_of(a, t, code, None, err)
+
+
 def _collected(a: Attempts, p: Prepared, t: Ticket, *, with_call: bool) -> Reply:
     """The reply of a unary-response attempt started as a future (hedging): its
     response, with its call (a session cookie's wrapper when the plan pins a session)
@@ -315,10 +324,7 @@ def _collected(a: Attempts, p: Prepared, t: Ticket, *, with_call: bool) -> Reply
     try:
         response = fut.result()  # type: ignore[attr-defined]
     except grpc.RpcError as err:
-        code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
-        if t.wants_load_report and isinstance(err, grpc.Call):
-            t.report_trailers(err.trailing_metadata())
-        return reply_of(a, t, code, None, err)
+        return _failed(a, t, err)
     if t.wants_load_report:
         t.report_trailers(fut.trailing_metadata())  # type: ignore[attr-defined]
     if not with_call:
@@ -328,7 +334,24 @@ def _collected(a: Attempts, p: Prepared, t: Ticket, *, with_call: bool) -> Reply
     return Reply((response, call), grpc_status=0)
 
 
-class _UnaryIO:
+class _FutureAttempts:
+    """What the sync unary-response I/O objects share for an attempt started as a
+    future (hedging): nothing to discard, and a cancel that tells telemetry."""
+
+    __slots__ = ()
+    p: Prepared
+
+    def discard(self, t: Ticket) -> None:
+        return None
+
+    def cancel(self, t: Ticket) -> None:
+        t.handle.cancel()  # type: ignore[attr-defined]
+        obs = self.p.obs
+        if obs is not None:
+            obs.attempt_done(grpc.StatusCode.CANCELLED, attempt=t.trace)
+
+
+class _UnaryIO(_FutureAttempts):
     """The blocking I/O of one unary-response call's attempts (pymesh.call.SyncIO)."""
 
     __slots__ = ("a", "ch", "invoke", "p", "start_one")
@@ -354,10 +377,7 @@ class _UnaryIO:
         try:
             value = self.invoke(*begun)
         except grpc.RpcError as err:
-            code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
-            if t.wants_load_report and isinstance(err, grpc.Call):
-                t.report_trailers(err.trailing_metadata())
-            return reply_of(self.a, t, code, None, err)
+            return _failed(self.a, t, err)
         if t.wants_load_report:  # weighted round robin's per-call ORCA report
             t.report_trailers(value[1].trailing_metadata())
         cookie = session_cookie(self.p.plan, t) if self.p.plan.session is not None else None
@@ -373,15 +393,6 @@ class _UnaryIO:
 
     def collect(self, t: Ticket) -> Reply:
         return _collected(self.a, self.p, t, with_call=True)
-
-    def discard(self, t: Ticket) -> None:
-        return None
-
-    def cancel(self, t: Ticket) -> None:
-        t.handle.cancel()  # type: ignore[attr-defined]
-        obs = self.p.obs
-        if obs is not None:
-            obs.attempt_done(grpc.StatusCode.CANCELLED, attempt=t.trace)
 
 
 class _MultiCallable:
@@ -413,7 +424,7 @@ class _MultiCallable:
         return mc
 
 
-class _UnaryCall:
+class _UnaryCall(_FutureAttempts):
     """One unary-unary call through the engine: its request and options, and the
     engine's blocking I/O for its attempts (pymesh.call.SyncIO) as bound methods of
     this one small object per call (no closures, no separate I/O object).
@@ -436,19 +447,14 @@ class _UnaryCall:
     #: The answer of a one-attempt call that ended OK (its reply is the shared _OK).
     value: Any
 
-    def _real(self, sub: grpc.Channel) -> Any:
-        mc = self.mc
-        hit = mc._cache.get(id(sub))
-        return hit[1] if hit is not None and hit[0] is sub else mc._real(sub, "unary_unary")
-
     def send(self, t: Ticket) -> Reply:
         p = self.p
         begun = self.ch.begin(p, self.a, t)
         if begun is None:
             return reply_of(self.a, t, grpc.StatusCode.DEADLINE_EXCEEDED, None, _local(DEADLINE))
         sub, timeout, md = begun
-        hit = self.mc._cache.get(id(sub))  # _real(sub), inline: the path every call takes
-        real = hit[1] if hit is not None and hit[0] is sub else self._real(sub)
+        hit = self.mc._cache.get(id(sub))  # the multi-callable's _real(), its hit inline
+        real = hit[1] if hit is not None and hit[0] is sub else self.mc._real(sub, "unary_unary")
         credentials, wait_for_ready, compression = self.options or _NO_OPTIONS
         session = p.plan.session is not None
         try:
@@ -460,10 +466,7 @@ class _UnaryCall:
                 response = real(self.request, timeout, md, credentials, wait_for_ready, compression)
                 call = None
         except grpc.RpcError as err:
-            code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
-            if t.wants_load_report and isinstance(err, grpc.Call):
-                t.report_trailers(err.trailing_metadata())
-            return reply_of(self.a, t, code, None, err)
+            return _failed(self.a, t, err)
         if call is None:
             value = response
         else:
@@ -485,21 +488,12 @@ class _UnaryCall:
             return _local(DEADLINE)  # a finished, failed future
         sub, timeout, md = begun
         credentials, wait_for_ready, compression = self.options or _NO_OPTIONS
-        return self._real(sub).future(
+        return self.mc._real(sub, "unary_unary").future(
             self.request, timeout, md, credentials, wait_for_ready, compression
         )
 
     def collect(self, t: Ticket) -> Reply:
         return _collected(self.a, self.p, t, with_call=self.with_call)
-
-    def discard(self, t: Ticket) -> None:
-        return None
-
-    def cancel(self, t: Ticket) -> None:
-        t.handle.cancel()  # type: ignore[attr-defined]
-        obs = self.p.obs
-        if obs is not None:
-            obs.attempt_done(grpc.StatusCode.CANCELLED, attempt=t.trace)
 
 
 class _UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
