@@ -59,6 +59,7 @@ _ROUTE_MEMO_LIMIT = 1024
 DRAIN_POLL = 0.1
 
 SubT = TypeVar("SubT")
+ChannelT = TypeVar("ChannelT")
 
 
 class Prepared:
@@ -579,3 +580,36 @@ class MeshChannelBase(Generic[SubT]):
         if a.hedging:  # attempts run side by side: each ends with its own handle
             t.trace = obs.detach_attempt()
         return sub, timeout, md
+
+
+class MultiCallableBase(Generic[ChannelT, SubT]):
+    """A mesh channel's multi-callable for one method (sync and aio alike): what it was
+    made with, and the sub-channels' own multi-callables for that method."""
+
+    def __init__(
+        self,
+        channel: ChannelT,
+        method: str,
+        ser: Serializer,
+        deser: Deserializer,
+        registered: bool = False,
+    ) -> None:
+        self._channel = channel
+        self._registered = registered
+        self._method = method
+        self._ser = ser
+        self._deser = deser
+        self._cache: dict[int, tuple[SubT, Any]] = {}
+
+    def _real(self, sub: SubT, kind: str) -> Any:
+        """``sub``'s own multi-callable of ``kind`` for this method: one per sub-channel
+        (creating them per call costs throughput), keyed by the sub-channel's id, a
+        stable key while it lives (checked by identity)."""
+        hit = self._cache.get(id(sub))
+        if hit is not None and hit[0] is sub:
+            return hit[1]
+        mc = getattr(sub, kind)(
+            self._method, self._ser, self._deser, _registered_method=self._registered
+        )
+        self._cache[id(sub)] = (sub, mc)
+        return mc

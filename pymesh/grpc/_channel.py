@@ -24,12 +24,11 @@ from pymesh.call import Attempts, Reply, Ticket, run_sync
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
     DRAIN_POLL,
-    Deserializer,
     MeshChannelBase,
+    MultiCallableBase,
     Options,
     OutMetadata,
     Prepared,
-    Serializer,
     reply_of,
 )
 from pymesh.grpc._core import (
@@ -395,33 +394,8 @@ class _UnaryIO(_FutureAttempts):
         return _collected(self.a, self.p, t, with_call=True)
 
 
-class _MultiCallable:
-    def __init__(
-        self,
-        channel: MeshChannel,
-        method: str,
-        ser: Serializer,
-        deser: Deserializer,
-        registered: bool = False,
-    ) -> None:
-        self._channel = channel
-        self._registered = registered
-        self._method = method
-        self._ser = ser
-        self._deser = deser
-        self._cache: dict[int, tuple[grpc.Channel, Any]] = {}
-
-    def _real(self, sub: grpc.Channel, kind: str) -> Any:
-        # One real multi-callable per sub-channel: creating them per call costs throughput.
-        # Keyed by the sub-channel's id, a stable key while it lives (checked by identity).
-        hit = self._cache.get(id(sub))
-        if hit is not None and hit[0] is sub:
-            return hit[1]
-        mc = getattr(sub, kind)(
-            self._method, self._ser, self._deser, _registered_method=self._registered
-        )
-        self._cache[id(sub)] = (sub, mc)
-        return mc
+#: The base of this channel's multi-callables (shared with the other flavour).
+_MultiCallable = MultiCallableBase[MeshChannel, grpc.Channel]
 
 
 class _UnaryCall(_FutureAttempts):

@@ -27,12 +27,11 @@ from pymesh.call import Attempts, Reply, Ticket, run_async
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
     DRAIN_POLL,
-    Deserializer,
     MeshChannelBase,
+    MultiCallableBase,
     Options,
     OutMetadata,
     Prepared,
-    Serializer,
     number_reply,
     reply_of,
 )
@@ -703,31 +702,8 @@ class _MeshCall(
             call.add_done_callback(lambda _c: callback(self))
 
 
-class _MultiCallable:
-    def __init__(
-        self,
-        channel: MeshAioChannel,
-        method: str,
-        ser: Serializer,
-        deser: Deserializer,
-        registered: bool = False,
-    ) -> None:
-        self._channel = channel
-        self._registered = registered
-        self._method = method
-        self._ser = ser
-        self._deser = deser
-        self._cache: dict[int, tuple[grpc.aio.Channel, Any]] = {}
-
-    def _real(self, sub: grpc.aio.Channel, kind: str) -> Any:
-        hit = self._cache.get(id(sub))
-        if hit is not None and hit[0] is sub:
-            return hit[1]
-        mc = getattr(sub, kind)(
-            self._method, self._ser, self._deser, _registered_method=self._registered
-        )
-        self._cache[id(sub)] = (sub, mc)
-        return mc
+#: The base of this channel's multi-callables (shared with the other flavour).
+_MultiCallable = MultiCallableBase[MeshAioChannel, grpc.aio.Channel]
 
 
 class _UnaryUnary(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[misc]
