@@ -33,7 +33,7 @@ from typing import Any
 
 import grpc
 
-from pymesh._grpcio import POLLER_STOP_WAIT, poller_runs
+from pymesh._grpcio import POLLER_STOP_WAIT, close_channel, poller_runs
 
 #: How often grpc's request thread, waiting for the loop to build a request, checks
 #: whether its stream has ended.
@@ -212,8 +212,11 @@ class Connectivity:
                     while runs and loop.time() < deadline:
                         await asyncio.sleep(0.02)
                         runs = bool(poller_runs(self.channel))
-        finally:  # closed even when the wait is cancelled
-            self.channel.close()
+        finally:
+            # Closed even when the wait is cancelled; without a kick (or past the wait)
+            # the poller may still be between two of its waits: close_channel closes
+            # once it has stopped, on a background thread if need be.
+            close_channel(self.channel)
 
     async def changed(self, since: grpc.ChannelConnectivity | None) -> None:
         """Return once the state is other than ``since`` (at once if it already is)."""
