@@ -39,24 +39,17 @@ def poller_runs(channel: grpc.Channel) -> bool | None:
     return polling if isinstance(polling, bool) else None
 
 
-def close_channel(channel: grpc.Channel, *, wait: bool = False) -> None:
+def close_channel(channel: grpc.Channel) -> None:
     """Close ``channel``, whose subscriptions the caller has dropped: at once when
     grpcio's poller does not run, else once it has stopped (bounded by
-    :data:`POLLER_STOP_WAIT`): here when ``wait``, otherwise on a background thread,
-    so that a caller on the request path never waits for it."""
+    :data:`POLLER_STOP_WAIT`) on a background thread, so that a caller on the request
+    path never waits for it."""
     if not poller_runs(channel):
-        channel.close()
-        return
-    deadline = time.monotonic() + POLLER_STOP_WAIT
-    if wait:
-        pause = threading.Event()
-        while poller_runs(channel) and time.monotonic() < deadline:
-            pause.wait(_CHECK_EVERY)  # another thread's state, against a deadline
         channel.close()
         return
     global _closer
     with _lock:
-        _pending.append((channel, deadline))
+        _pending.append((channel, time.monotonic() + POLLER_STOP_WAIT))
         if _closer is None:
             _closer = threading.Thread(target=_close_pending, name="pymesh-grpc-close")
             _closer.daemon = True
