@@ -6,7 +6,8 @@ Protocol-neutral and sans-I/O (internal; not public API):
   or the answer pymesh gives itself (:class:`LocalReply`);
 * :mod:`~pymesh.call._admit` — the cluster's pick: drops, endpoint, breaker slot, as a
   :class:`Ticket` whose ``done(outcome)`` records load, outlier result and frees slots;
-* :mod:`~pymesh.call._attempts` — retries, back-off, per-try timeouts, budgets, A44;
+* :mod:`~pymesh.call._attempts` — retries, back-off, per-try timeouts, budgets, A44
+  (and :func:`start_alone`, the one attempt of a call that has none of them);
 * :mod:`~pymesh.call._steps` — the attempt / hedging loop as a generator of I/O steps,
   and the two runners (blocking, asyncio) every driver uses.
 
@@ -15,7 +16,7 @@ answer (HTTP status, gRPC code, exception) to a :class:`Reply`.
 """
 
 from pymesh.call._admit import Refused, Reply, Ticket, admit
-from pymesh.call._attempts import GRPC_MAX_ATTEMPTS, Attempts, local
+from pymesh.call._attempts import GRPC_MAX_ATTEMPTS, Attempts, local, start_alone
 from pymesh.call._plan import (
     LocalReply,
     PathRoute,
@@ -64,5 +65,6 @@ __all__ = [
     "plan_request",
     "run_async",
     "run_sync",
+    "start_alone",
     "steps",
 ]

@@ -23,6 +23,10 @@ from pymesh.xds.resources.orca import REPORT_BASE64, REPORT_SERIALIZED, REPORT_T
 
 __all__ = ["Refused", "Ticket", "admit"]
 
+#: gRPC statuses that mean the endpoint gave no real answer (peak EWMA penalises them as
+#: failures): DEADLINE_EXCEEDED, UNAVAILABLE.
+NO_ANSWER = frozenset({4, 14})
+
 #: A refused admission: (Envoy response flag, why), e.g. ("DO", "dropped by ...").
 Refused = tuple[str, str]
 
@@ -166,6 +170,22 @@ class Ticket:
                 outlier.record(self.address, outcome)
         if release:
             self.release()
+
+    def answered(self, reply: Reply, release: bool = True) -> None:
+        """The attempt got ``reply`` and nothing decides a retry on it (no retry policy):
+        keep it as :attr:`reply`, and :meth:`done` with the outcome the outlier detector
+        reads, if the cluster has one (no allocation otherwise), and a gRPC
+        DEADLINE_EXCEEDED / UNAVAILABLE as a failed latency sample."""
+        self.reply = reply
+        rt = self.runtime
+        outcome = None
+        if rt is not None and rt.outlier is not None:
+            outcome = Outcome.response(
+                reply.status,
+                reply.headers,  # type: ignore[arg-type]
+                grpc_status=reply.grpc_status,
+            )
+        self.done(outcome, reply.grpc_status in NO_ANSWER, release)
 
     def abandon(self) -> None:
         """The attempt is given up without an outcome (cancelled, lost a hedging race,

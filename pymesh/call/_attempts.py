@@ -21,7 +21,7 @@ from collections.abc import Callable, Container
 from types import EllipsisType
 
 from pymesh._mesh import ListenerState
-from pymesh.call._admit import Reply, Ticket, admit
+from pymesh.call._admit import NO_ANSWER, Reply, Ticket, admit
 from pymesh.call._plan import LocalReply, Plan, aggregate_target
 from pymesh.call._session import OverridePicker, session_picker
 from pymesh.lb import Picker
@@ -32,9 +32,6 @@ from pymesh.resilience import CircuitBreaker, Outcome
 GRPC_MAX_ATTEMPTS = 5
 
 _TIMEOUT = Outcome.failure(timeout=True)
-#: gRPC statuses that mean the endpoint gave no real answer (peak EWMA penalises them as
-#: failures): DEADLINE_EXCEEDED, UNAVAILABLE.
-_NO_ANSWER = frozenset({4, 14})
 #: No endpoint to steer away from (the common pick).
 _NOTHING: frozenset[str] = frozenset()
 
@@ -235,13 +232,11 @@ class Attempts:
         """
         t.reply = reply
         failure = reply.failure
-        rt = t.runtime
         if failure is not None:
             t.done(failure, True)
             retry = self._retry(t, failure)
-        elif self.decider is None and (rt is None or rt.outlier is None):
-            # Nothing reads the outcome: the common case, no allocation.
-            t.done(None, reply.grpc_status in _NO_ANSWER, False)
+        elif self.decider is None:  # nothing decides a retry: the common case
+            t.answered(reply, False)
             retry = False
         else:
             outcome = Outcome.response(
@@ -249,7 +244,7 @@ class Attempts:
                 reply.headers,  # type: ignore[arg-type]
                 grpc_status=reply.grpc_status,
             )
-            t.done(outcome, reply.grpc_status in _NO_ANSWER, False)
+            t.done(outcome, reply.grpc_status in NO_ANSWER, False)
             retry = self._retry(t, outcome)
             if retry:
                 t.release()
@@ -330,6 +325,34 @@ class Attempts:
 
     def deadline_exceeded(self) -> LocalReply:
         return local(self.plan, "request timeout during retries", "UT", 504, grpc_status=4)
+
+
+def start_alone(
+    plan: Plan,
+    rng: random.Random,
+    avoid: Container[str],
+    deadline: float | None,
+    *,
+    grpc: bool = False,
+) -> Ticket | LocalReply | None:
+    """The one attempt of a call whose plan steers nothing past the pick (no retry
+    policy, no session, not an aggregate cluster) and that has no endpoint to ``avoid``:
+    admitted as :meth:`Attempts.start` admits a first attempt, without an
+    :class:`Attempts` (the common call pays for no retry state). The driver records its
+    end with ``t.answered(reply)``. A LocalReply when the pick refuses it (drop,
+    overflow, no endpoint); None when the call needs :class:`Attempts` (nothing was
+    admitted, so it may start over there)."""
+    if plan.retry is not None or plan.session is not None or avoid:
+        return None
+    rt = plan.runtime
+    if rt.leaf_clusters:
+        return None
+    admitted = admit(rt, plan.hash_key, rng, False, None, picker=rt.grpc_picker if grpc else None)
+    if type(admitted) is tuple:
+        return local(plan, admitted[1], admitted[0])
+    t: Ticket = admitted  # type: ignore[assignment]
+    t.deadline = deadline
+    return t
 
 
 def local(plan: Plan, why: str, flags: str, status: int = 503, grpc_status: int = 14) -> LocalReply:

@@ -96,7 +96,7 @@ def observe_failure(p: Prepared, exc: LocalFailure) -> None:
 
 
 def reply_of(
-    a: Attempts,
+    a: Attempts | None,
     t: Ticket,
     code: grpc.StatusCode,
     value: object = None,
@@ -105,17 +105,32 @@ def reply_of(
     """The engine's view of an attempt that ended with ``code``: a response carrying that
     gRPC status (A44 retries and A50 outlier detection read it), except that
     DEADLINE_EXCEEDED of an attempt whose per-try timeout fired is a timeout failure (as
-    Envoy's per-try timeout)."""
+    Envoy's per-try timeout). ``a`` is None for an attempt admitted alone
+    (:func:`pymesh.call.start_alone`: no per-try timeout)."""
     return number_reply(a, t, code.value[0], value, error)
 
 
 def number_reply(
-    a: Attempts, t: Ticket, number: int, value: object = None, error: BaseException | None = None
+    a: Attempts | None,
+    t: Ticket,
+    number: int,
+    value: object = None,
+    error: BaseException | None = None,
 ) -> Reply:
     """:func:`reply_of` for a status given as its number (what grpc's call reports)."""
-    if number == _DEADLINE_CODE and a.per_try_fired(t):
+    if number == _DEADLINE_CODE and a is not None and a.per_try_fired(t):
         return Reply(value, grpc_status=number, failure=_PER_TRY, error=error)
     return Reply(value, grpc_status=number, error=error)
+
+
+def settle(a: Attempts | None, t: Ticket, reply: Reply) -> None:
+    """Record the end of a call's single attempt: through its Attempts, or its ticket's
+    own record when it was admitted alone (``a`` None, :func:`pymesh.call.start_alone`).
+    The slot stays held until ``t.release()``."""
+    if a is None:
+        t.answered(reply, False)
+    else:
+        a.settle(t, reply)
 
 
 def final_reply(result: Ticket | LocalReply, node_id: str) -> Reply:
@@ -504,21 +519,26 @@ class MeshChannelBase(Generic[SubT]):
         p: Prepared,
         start: Callable[[SubT, float | None, OutMetadata], Any],
         a: Attempts | None = None,
-    ) -> tuple[Attempts, Ticket, Any]:
+        alone: Ticket | LocalReply | None = None,
+    ) -> tuple[Attempts | None, Ticket, Any]:
         """Start a call with a streaming side (or a single-attempt unary call): one
         attempt, admitted now and never retried; ``start`` sends it. ``a``: the call's
-        attempts if already made (allowed one attempt). The driver calls
-        :meth:`stream_ended` when the call terminates."""
+        attempts if already made (allowed one attempt); ``alone``: instead, what
+        :func:`pymesh.call.start_alone` admitted (then no Attempts: None is returned for
+        them). The driver calls :meth:`stream_ended` when the call terminates."""
         try:
-            if a is None:
-                a = self.new_attempts(p, replayable=False)
-            t = a.start()
+            if alone is not None:
+                t = alone
+            else:
+                if a is None:
+                    a = self.new_attempts(p, replayable=False)
+                t = a.start()
             if isinstance(t, LocalReply):
                 raise LocalFailure(local_status(t, self.mesh.node_id), t.flags)
             try:
                 begun = self.begin(p, a, t)
                 if begun is None:
-                    a.settle(t, reply_of(a, t, grpc.StatusCode.DEADLINE_EXCEEDED))
+                    settle(a, t, reply_of(a, t, grpc.StatusCode.DEADLINE_EXCEEDED))
                     raise LocalFailure(DEADLINE)
                 call = start(*begun)
             except BaseException:
@@ -533,16 +553,16 @@ class MeshChannelBase(Generic[SubT]):
 
     @staticmethod
     def stream_ended(
-        p: Prepared, a: Attempts, t: Ticket, code: grpc.StatusCode, details: str | None
+        p: Prepared, a: Attempts | None, t: Ticket, code: grpc.StatusCode, details: str | None
     ) -> None:
         """The streaming call of :meth:`start_stream` terminated with ``code``."""
-        a.settle(t, reply_of(a, t, code))
+        settle(a, t, reply_of(a, t, code))
         t.release()
         if p.obs is not None:
             p.obs.finish(code, details)
 
     def begin(
-        self, p: Prepared, a: Attempts, t: Ticket
+        self, p: Prepared, a: Attempts | None, t: Ticket
     ) -> tuple[SubT, float | None, OutMetadata] | None:
         """Start admitted attempt ``t``: its sub-channel (with the cluster's TLS, passed
         explicitly), timeout and metadata; None when its deadline has already passed
@@ -577,7 +597,7 @@ class MeshChannelBase(Generic[SubT]):
         if obs is None:
             return sub, timeout, p.metadata
         md = obs.attempt(rt, address, p.metadata)
-        if a.hedging:  # attempts run side by side: each ends with its own handle
+        if a is not None and a.hedging:  # side by side: each ends with its own handle
             t.trace = obs.detach_attempt()
         return sub, timeout, md
 

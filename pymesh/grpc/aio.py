@@ -23,7 +23,7 @@ import grpc
 import grpc.aio
 
 from pymesh._mesh import ListenerState, Mesh
-from pymesh.call import Attempts, Reply, Ticket, run_async
+from pymesh.call import Attempts, Reply, Ticket, run_async, start_alone
 from pymesh.errors import MeshError
 from pymesh.grpc._base import (
     DRAIN_POLL,
@@ -336,7 +336,9 @@ class MeshAioChannel(MeshChannelBase[grpc.aio.Channel], grpc.aio.Channel):  # ty
             raise err from None
         return self.unary_answer(p, result)
 
-    async def _unary_ended_async(self, p: Prepared, a: Attempts, t: Ticket, call: Any) -> None:
+    async def _unary_ended_async(
+        self, p: Prepared, a: Attempts | None, t: Ticket, call: Any
+    ) -> None:
         # ended() for a call whose status only an await shows (grpcio without
         # _status, or a TLS endpoint's call still waiting for its pre-check).
         try:
@@ -392,9 +394,10 @@ class _UnaryRequest:
     #: The call's options for grpc; None: grpc's defaults (no credentials,
     #: wait_for_ready or compression).
     kw: dict[str, Any] | None
-    #: The call's plan, attempts and its one attempt's ticket, once started alone.
+    #: The call's plan, attempts and its one attempt's ticket, once started alone
+    #: (``a`` None: admitted by pymesh.call.start_alone, without Attempts).
     p: Prepared
-    a: Attempts
+    a: Attempts | None
     ticket: Ticket
 
     def send(self, sub: grpc.aio.Channel, timeout: float | None, metadata: OutMetadata) -> Any:
@@ -430,8 +433,11 @@ class _UnaryRequest:
                 reply = number_reply(a, t, number)
             else:
                 reply = Reply(None, grpc_status=number)
-            a.settle(t, reply)
-            t.release()
+            if a is None:  # admitted alone (pymesh.call.start_alone): no retry state
+                t.answered(reply)
+            else:
+                a.settle(t, reply)
+                t.release()
             obs = p.obs
             if obs is not None:
                 obs.finish(status_code(number), status.details())
@@ -742,18 +748,26 @@ class _UnaryUnary(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):  # type: ig
             if first is None:  # passthrough: the direct channel's own call
                 return req.send(ch.direct(), timeout, metadata)
             if type(first) is Prepared and first.plan.session is None:
+                alone = None
                 if first.obs is None:
-                    a = ch.attempts(first.plan, first.state, deadline=first.deadline)
-                else:
-                    a = ch.new_attempts(first)
-                if a.limit == 1:  # the common call: one attempt, started now
+                    # The common call: no retry policy, nothing to steer; no Attempts.
+                    alone = start_alone(
+                        first.plan, ch.mesh.rng, ch.avoid(), first.deadline, grpc=True
+                    )
+                if alone is None:
+                    a = (
+                        ch.attempts(first.plan, first.state, deadline=first.deadline)
+                        if first.obs is None
+                        else ch.new_attempts(first)
+                    )
+                if alone is not None or (a is not None and a.limit == 1):  # one attempt
                     req.p, req.a = first, a
                     # grpc.aio's own call, awaited directly by the caller: no task,
                     # future or coroutine of pymesh's between them. Its end is recorded
                     # by its done callback (_UnaryRequest.ended), which grpc.aio runs as
                     # the call ends, before its awaiter resumes, awaited or not; as the
                     # sync channel's single-attempt futures.
-                    _, req.ticket, call = ch.start_stream(first, req.send, a)
+                    _, req.ticket, call = ch.start_stream(first, req.send, a, alone)
                     call.add_done_callback(req.ended)
                     return call
         except BaseException as exc:

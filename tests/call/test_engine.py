@@ -22,6 +22,7 @@ from pymesh.call import (
     Ticket,
     Wait,
     run_sync,
+    start_alone,
     steps,
 )
 from pymesh.resilience import Outcome, RetryDecider
@@ -248,3 +249,77 @@ def test_admission_builds_the_common_ticket_as_the_constructor_does(is_retry: bo
     built = Ticket(rt, ticket.endpoint, load, breaker, is_retry)
     assert load.active_requests == 2  # the constructor counts it the same way
     assert vars(ticket) == vars(built)
+
+
+def _alone(plan: Plan, avoid: frozenset[str] = frozenset()) -> Ticket | LocalReply | None:
+    return start_alone(plan, random.Random(3), avoid, plan.deadline, grpc=True)
+
+
+def test_a_call_with_nothing_to_retry_or_steer_is_admitted_alone_as_attempts_would() -> None:
+    """start_alone admits what Attempts.start admits for a first attempt (same pick
+    from the same draws, same slot, same deadline), and the ticket's own record of the
+    answer gives everything back."""
+    deadline = time.monotonic() + 5
+    rt = _runtime((1, 2, 3))
+    t = _alone(_plan(rt, deadline=deadline))
+    rt2 = _runtime((1, 2, 3))
+    u = _attempts(_plan(rt2, deadline=deadline)).start()
+    assert isinstance(t, Ticket) and isinstance(u, Ticket)
+    assert t.address == u.address and t.deadline == u.deadline == deadline
+    assert _slots(rt) == (1, 0) and t.load is not None and t.load.active_requests == 1
+    t.answered(Reply(None, grpc_status=0))
+    assert _slots(rt) == (0, 0) and t.load.active_requests == 0 and t.ended
+
+
+@pytest.mark.parametrize(
+    ("kind", "flag"), [("drop", "DO"), ("overflow", "UO")], ids=["drop", "overflow"]
+)
+def test_a_call_admitted_alone_is_refused_with_the_engines_local_answer(
+    kind: str, flag: str
+) -> None:
+    if kind == "drop":
+        rt = _runtime(drop_ppm=1_000_000)
+    else:
+        rt = _runtime(breakers=CircuitBreakers(max_requests=0))
+    refused = _alone(_plan(rt))
+    general = run_sync(_attempts(_plan(rt)), Scripted())
+    assert isinstance(refused, LocalReply) and isinstance(general, LocalReply)
+    assert (refused.flags, refused.status, refused.body) == (flag, general.status, general.body)
+    assert _slots(rt) == (0, 0)
+
+
+def test_a_call_that_needs_attempts_is_not_admitted_alone() -> None:
+    rt = _runtime()
+    retry = RetryPolicy(frozenset({"5xx"}), 1, back_off=FAST)
+    assert _alone(_plan(rt, retry)) is None  # a retry policy (even a per-try timeout)
+    assert _alone(_plan(rt), avoid=frozenset({"127.0.0.1:1"})) is None  # steered picks
+    assert _slots(rt) == (0, 0)  # nothing admitted: the general path may start over
+    assert all(s.active_requests == 0 for s in rt.states.values())
+
+
+def test_an_answer_recorded_alone_reaches_the_outlier_detector() -> None:
+    """Ticket.answered(): with outlier detection, gRPC UNAVAILABLE counts against the
+    endpoint as Attempts.settle would count it (A50: consecutive 5xx from gRPC codes)."""
+    from pymesh.xds.resources.cluster import OutlierDetection
+
+    cla = ClusterLoadAssignment(
+        "c", (LocalityEndpoints(Locality(), (Endpoint("127.0.0.1", 1), Endpoint("127.0.0.1", 2))),)
+    )
+    detection = OutlierDetection(consecutive_5xx=2, max_ejection_percent=100)
+    cluster = Cluster("c", outlier_detection=detection)
+    rt = ClusterRuntime("c", random.Random(1))
+    rt.update(ClusterConfig("c", cluster, cla))
+    assert rt.outlier is not None
+    plan = _plan(rt)
+    ejected: list[str] = []
+    for _ in range(20):
+        t = _alone(plan)
+        assert isinstance(t, Ticket)
+        if t.address == "127.0.0.1:1":
+            t.answered(Reply(None, grpc_status=14))
+        else:
+            t.answered(Reply(None, grpc_status=0))
+        ejected = sorted(rt.outlier.ejected)
+        if ejected:
+            break
+    assert ejected == ["127.0.0.1:1"]
