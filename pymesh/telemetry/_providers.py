@@ -144,17 +144,18 @@ _sources = _sources_private if PRIVATE_GLOBALS_OK else _sources_public
 def off() -> bool:
     """Whether neither tracing nor metrics records anything: True only while every
     provider source is as :func:`tracer` and :func:`instruments` last found it, both off.
-    The first check every request and call makes, so it is one tuple comparison (the
-    private sources read in place, :func:`_sources_private` without its frame)."""
+    The first check every request and call makes, so it is four identity checks (the
+    private sources of :func:`_sources_private` read in place: no frame, no tuple; the
+    import-time guard made sure the attributes exist)."""
     quiet = _quiet
     if quiet is None:
         return False
     if PRIVATE_GLOBALS_OK:
-        return quiet == (
-            _tracer_provider,
-            _meter_provider,
-            getattr(trace, "_TRACER_PROVIDER", None),
-            getattr(_metrics_internal, "_METER_PROVIDER", None),
+        return (
+            quiet[2] is trace._TRACER_PROVIDER
+            and quiet[3] is _metrics_internal._METER_PROVIDER
+            and quiet[0] is _tracer_provider
+            and quiet[1] is _meter_provider
         )
     return quiet == _sources()
 
