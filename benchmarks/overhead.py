@@ -11,7 +11,9 @@ LEAST_REQUEST (issue #12's setting; ``--lb ROUND_ROBIN`` for another policy).
 
 Variants: plain httpx to one endpoint (one hot keep-alive connection); plain httpx
 spreading over the same 1 000 endpoints itself (round robin, one httpx transport per
-endpoint: the same upstream work as the mesh's); httpx + MeshTransport; httpx through an
+endpoint: the same upstream work as the mesh's); httpx + MeshTransport; httpx +
+MeshTransport routed to a one-endpoint cluster (same routes and policy, the endpoint of
+"plain httpx, 1 endpoint": like for like with that one connection); httpx through an
 Envoy hop. Reports p50/p99 latency and client CPU µs per request for sync sequential
 requests, and requests/s for async with N concurrent requests, plus the figures issue #12
 targets: MeshTransport adds ≤ 10 µs p50 over plain httpx spreading over the same
@@ -46,6 +48,8 @@ from _upstream import loopback_hosts  # noqa: E402
 # Envoy routes on the Host header: the same virtual host pymesh picks from the URL.
 ENVOY_HOST = {"host": "bench:8080"}
 MESH_URL = "http://bench:8080/api"
+#: The same routes and policy, a cluster of one endpoint (plain httpx's one endpoint).
+MESH_ONE_URL = "http://one:8080/api"
 #: How long idle connections are kept: the cluster's idle_timeout, which pymesh takes
 #: from CDS with Envoy's default of 1 h (httpx's own default is 5 s).
 KEEP_ALIVE = 3600.0
@@ -58,6 +62,7 @@ TARGET_ONE_US = 25.0
 TARGET_ENVOY_X = 15.0
 BASE_ONE = "plain httpx, 1 endpoint"
 MESH = "httpx + MeshTransport"
+MESH_ONE = "httpx + MeshTransport, 1 endpoint"
 ENVOY = "httpx → Envoy hop"
 
 
@@ -84,18 +89,17 @@ def mesh_config(port: int, n_endpoints: int, n_routes: int, lb: str) -> dict[str
         {"match": {"prefix": f"/other{i}/"}, "split": {"v1": 100}} for i in range(n_routes - 1)
     ]
     routes.append({"match": {"prefix": "/"}, "split": {"v1": 100}})
-    return {
-        "services": {
-            "bench": {
-                "port": 8080,
-                "versions": {
-                    "v1": {"endpoints": [f"{h}:{port}" for h in loopback_hosts(n_endpoints)]}
-                },
-                "routes": routes,
-                "traffic_policy": {"lb": lb},
-            }
+    hosts = loopback_hosts(n_endpoints)
+
+    def service(endpoints: list[str]) -> dict[str, Any]:
+        return {
+            "port": 8080,
+            "versions": {"v1": {"endpoints": [f"{h}:{port}" for h in endpoints]}},
+            "routes": routes,
+            "traffic_policy": {"lb": lb},
         }
-    }
+
+    return {"services": {"bench": service(hosts), "one": service(hosts[:1])}}
 
 
 def _limits(concurrency: int) -> httpx.Limits:
@@ -274,6 +278,11 @@ def variants(
     if not concurrency:
         out[BASE_ONE] = Target(httpx.Client(), urls[:1])
         if len(hosts) > 1:
+            # Beside the connection it is compared with, and never right before MESH
+            # (rounds alternate their order): a variant runs faster after one that
+            # warmed the same code, so MESH keeps the neighbours it had without it.
+            one = httpx.Client(transport=pymesh.MeshTransport(mesh))
+            out[MESH_ONE] = Target(one, [MESH_ONE_URL])
             out[base_many(len(hosts))] = Target(httpx.Client(transport=ByHost(hosts)), urls)
         out[MESH] = Target(httpx.Client(transport=pymesh.MeshTransport(mesh)), [MESH_URL])
         if envoy_port:
@@ -427,12 +436,10 @@ def report(
         f"\n{args.requests} requests, {args.endpoints} endpoints, {args.routes} routes, "
         f"{args.lb}, async concurrency {args.concurrency}\n"
     )
-    print(f"{'variant':30} {'p50 µs':>9} {'p99 µs':>9} {'CPU µs/req':>11} {'async req/s':>12}")
+    print(f"{'variant':33} {'p50 µs':>9} {'p99 µs':>9} {'CPU µs/req':>11} {'async req/s':>12}")
     for name, r in results.items():
-        print(
-            f"{name:30} {r['p50'] * 1e6:9.1f} {r['p99'] * 1e6:9.1f} {r['cpu'] * 1e6:11.1f} "
-            f"{r.get('rps', 0):12.0f}"
-        )
+        rps = f"{r['rps']:12.0f}" if "rps" in r else f"{'-':>12}"  # sync only: MESH_ONE
+        print(f"{name:33} {r['p50'] * 1e6:9.1f} {r['p99'] * 1e6:9.1f} {r['cpu'] * 1e6:11.1f} {rps}")
     base, mesh_r = results[like], results[MESH]
     own_us = own * 1e6
     p50, cpu = added[MESH, like]
@@ -454,6 +461,12 @@ def report(
             f"async {mesh_r['rps'] / results[BASE_ONE]['rps']:.2f}×; "
             f"of that, spreading over {args.endpoints} endpoints costs plain httpx itself "
             f"{spread_p50 * 1e6:.1f} µs p50, CPU {100 * spread_cpu:+.1f} %"
+        )
+        p50_same, cpu_same = added[MESH_ONE, BASE_ONE]
+        print(
+            f"Like for like on that one connection ({MESH_ONE}: the same routes and policy, "
+            f"a one-endpoint cluster): MeshTransport adds {p50_same * 1e6:.1f} µs p50 "
+            f"(target ≤ {TARGET_ONE_US:g}), CPU {100 * cpu_same:+.1f} %"
         )
     print(f"(medians over {args.rounds} rounds of paired differences)")
     if ENVOY in results:
