@@ -291,7 +291,7 @@ def test_a_call_admitted_alone_is_refused_with_the_engines_local_answer(
 def test_a_call_that_needs_attempts_is_not_admitted_alone() -> None:
     rt = _runtime()
     retry = RetryPolicy(frozenset({"5xx"}), 1, back_off=FAST)
-    assert _alone(_plan(rt, retry)) is None  # a retry policy (even a per-try timeout)
+    assert _alone(_plan(rt, retry)) is None  # a retry policy: Attempts decides retries
     assert _alone(_plan(rt), avoid=frozenset({"127.0.0.1:1"})) is None  # steered picks
     assert _slots(rt) == (0, 0)  # nothing admitted: the general path may start over
     assert all(s.active_requests == 0 for s in rt.states.values())
