@@ -107,11 +107,13 @@ def _limits(concurrency: int) -> httpx.Limits:
 
 
 class Target:
-    """One client and the URLs it requests in turn."""
+    """One client and the URLs it requests in turn (``per_worker``: async, a client of
+    its own for each concurrent worker instead)."""
 
-    def __init__(self, client: Any, urls: list[str]) -> None:
+    def __init__(self, client: Any, urls: list[str], per_worker: list[Any] | None = None) -> None:
         self.client = client
         self.urls = urls
+        self.per_worker = per_worker or []
         self.i = 0
 
     def next(self) -> str:
@@ -189,9 +191,9 @@ def sync_run(target: Target, n: int) -> tuple[list[float], float]:
 
 async def async_run(target: Target, n: int, concurrency: int) -> float:
     left = n
-    client = target.client
+    clients = target.per_worker or [target.client]
 
-    async def worker() -> None:
+    async def worker(client: Any) -> None:
         nonlocal left
         while left > 0:
             left -= 1
@@ -199,8 +201,18 @@ async def async_run(target: Target, n: int, concurrency: int) -> float:
             _check(await client.get(url), url)
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(clients[i % len(clients)]) for i in range(concurrency)))
     return n / (time.perf_counter() - t0)
+
+
+def one_connection_clients(n: int, **kwargs: Any) -> list[httpx.AsyncClient]:
+    """``n`` async clients of one kept-alive connection each, one per worker: for the
+    variants that send everything to one address (plain httpx's one endpoint, the Envoy
+    hop). One client holding all ``n`` connections to that address is httpx's pool at
+    its worst: it looks at every connection it holds for each request, ~150 req/s here
+    with 64 (docs/performance.md), which would measure httpx's pool, not the hop."""
+    one = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEP_ALIVE)
+    return [httpx.AsyncClient(limits=one, **kwargs) for _ in range(n)]
 
 
 def tracing_run(mesh: pymesh.Mesh, args: argparse.Namespace, warm: int) -> dict[str, float]:
@@ -295,7 +307,9 @@ def variants(
         max_keepalive_connections=concurrency,
         keepalive_expiry=KEEP_ALIVE,
     )
-    out[BASE_ONE] = Target(httpx.AsyncClient(limits=limits), urls[:1])
+    out[BASE_ONE] = Target(
+        httpx.AsyncClient(limits=limits), urls[:1], one_connection_clients(concurrency)
+    )
     if len(hosts) > 1:
         spread = AsyncByHost(hosts, limits)
         out[base_many(len(hosts))] = Target(httpx.AsyncClient(transport=spread), urls)
@@ -303,7 +317,8 @@ def variants(
     out[MESH] = Target(httpx.AsyncClient(transport=mesh_transport), [MESH_URL])
     if envoy_port:
         envoy_client = httpx.AsyncClient(limits=limits, headers=ENVOY_HOST)
-        out[ENVOY] = Target(envoy_client, [envoy_url])
+        hop = one_connection_clients(concurrency, headers=ENVOY_HOST)
+        out[ENVOY] = Target(envoy_client, [envoy_url], hop)
     return out
 
 
@@ -411,7 +426,8 @@ def main() -> None:
                                 )
                             )
                     for name, target in atargets.items():
-                        await target.client.aclose()
+                        for client in [target.client, *target.per_worker]:
+                            await client.aclose()
                         results[name]["rps"] = statistics.median(arounds[name])
 
                 asyncio.run(arun())
