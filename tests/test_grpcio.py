@@ -11,6 +11,7 @@ import pytest
 
 from pymesh._grpcio import close_channel, poller_runs
 from pymesh.testing.envoy import free_port
+from tests._grpc_close import record_close
 
 TIMEOUT = 30.0
 
@@ -27,16 +28,7 @@ def _watched_channel() -> tuple[grpc.Channel, list[bool | None], threading.Event
     channel.subscribe(watch)
     assert reported.wait(TIMEOUT)  # grpc reported a state: its poller runs
     channel.unsubscribe(watch)
-    polling_at_close: list[bool | None] = []
-    closed = threading.Event()
-    real_close = channel.close
-
-    def close() -> None:
-        polling_at_close.append(poller_runs(channel))
-        real_close()
-        closed.set()
-
-    channel.close = close  # type: ignore[method-assign]
+    polling_at_close, closed = record_close(channel)
     return channel, polling_at_close, closed
 
 

@@ -568,23 +568,14 @@ def test_closing_the_channel_closes_watched_sub_channels_after_grpcs_poller(
 ) -> None:
     """Each sub-channel is watched (TRANSIENT_FAILURE avoidance): it is closed only once
     grpcio's connectivity poller has stopped, or that poller raises in its thread."""
-    from pymesh._grpcio import poller_runs
+    from tests._grpc_close import record_close
 
-    polling_at_close: list[bool | None] = []
-    closed = threading.Event()
     with Backend("a") as a:
         serve(cp, echo_service(endpoints=[a.address]))
         ch = pymesh.grpc.insecure_channel(TARGET, make_mesh())
         assert ch.unary_unary(ECHO)(b"", timeout=10) == b"a:"
         (sub,) = ch._subs.values()
-        real_close = sub.close
-
-        def close() -> None:
-            polling_at_close.append(poller_runs(sub))
-            real_close()
-            closed.set()
-
-        sub.close = close  # type: ignore[method-assign]
+        polling_at_close, closed = record_close(sub)
         ch.close()
         assert closed.wait(30)
     assert polling_at_close == [False]
